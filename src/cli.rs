@@ -1,0 +1,124 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dffmpeg",
+    version,
+    about = "Distributed ffmpeg: set up a small transcoding cluster over SSH and transcode on it"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Split a video into keyframe-aligned chunks, encode them on the
+    /// cluster, merge them frame-exactly.
+    Transcode(TranscodeArgs),
+    /// Bring the cluster of an inventory up: apt sources, packages, SSH keys,
+    /// the NFS export and mounts.
+    Setup(SetupArgs),
+    /// Show each node's facts: reachability, arch, OS, cores, ffmpeg.
+    Facts(FactsArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConnectArgs {
+    /// Refuse hosts whose key is not yet in dffmpeg's known_hosts file.
+    #[arg(long)]
+    pub strict_host_keys: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TranscodeArgs {
+    /// Inventory file (default: $DFFMPEG_INVENTORY, else the embedded local
+    /// cluster of this machine's cores).
+    #[arg(short = 'I', long = "inventory", value_name = "INVENTORY")]
+    pub inventory: Option<PathBuf>,
+    /// Output file (default: NAME.dffmpeg.EXT next to the input).
+    #[arg(short = 'o', long = "output", value_name = "OUTPUT")]
+    pub output: Option<PathBuf>,
+    /// Overwrite an existing output file.
+    #[arg(short = 'y', long = "overwrite")]
+    pub overwrite: bool,
+    /// Target chunk length in seconds (default: at least 4 chunks per slot,
+    /// each a few seconds long).
+    #[arg(long, value_name = "SECONDS")]
+    pub chunk: Option<f64>,
+    /// Resume an interrupted job for this input and output (the default
+    /// when a matching job directory exists).
+    #[arg(long, conflicts_with = "fresh")]
+    pub resume: bool,
+    /// Ignore and replace any earlier job directory.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Keep the job directory (chunks, plan, logs) after success.
+    #[arg(long)]
+    pub keep: bool,
+    /// One JSON event per line on stdout instead of progress bars.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// The video to transcode.
+    #[arg(value_name = "INPUT")]
+    pub input: PathBuf,
+    /// ffmpeg output options, e.g. `-c:v libx264 -crf 23 -c:a aac`.
+    #[arg(
+        value_name = "FFMPEG OUTPUT ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub ffmpeg_args: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SetupArgs {
+    /// Inventory file.
+    pub inventory: PathBuf,
+    /// Change nothing; report what would change.
+    #[arg(long)]
+    pub check: bool,
+    /// Show a unified diff of each file that changes (or would change).
+    #[arg(long)]
+    pub diff: bool,
+    /// Only these nodes (comma-separated names).
+    #[arg(long, value_delimiter = ',', value_name = "NODE,...")]
+    pub limit: Vec<String>,
+    /// Only these steps: apt-sources, packages, ssh-keys, exports, mounts.
+    #[arg(long, value_delimiter = ',', value_name = "STEP,...")]
+    pub only: Vec<String>,
+    /// Ask the SSH password once, for first bring-up of password-only nodes.
+    #[arg(long)]
+    pub ask_pass: bool,
+    /// Nodes handled in parallel.
+    #[arg(long, default_value_t = 5)]
+    pub forks: usize,
+    /// One JSON event per line on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Directory overriding the embedded playbooks/ and templates/.
+    #[arg(long, value_name = "DIR")]
+    pub playbook_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FactsArgs {
+    /// Inventory file.
+    pub inventory: PathBuf,
+    /// Check whether this encoder exists on each node (e.g. libx264).
+    #[arg(long, value_name = "ENCODER")]
+    pub encoder: Option<String>,
+    /// One JSON object per node.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}

@@ -1,0 +1,10 @@
+//! dffmpeg: distributed ffmpeg over a small cluster of spare machines.
+
+pub mod cli;
+pub mod exit;
+pub mod facts;
+pub mod inventory;
+pub mod quote;
+pub mod remote;
+pub mod setup;
+pub mod transcode;

@@ -1,0 +1,39 @@
+//! This machine as a node: argv runs directly, no shell, no SSH.
+
+use super::Transport;
+
+pub struct Local {
+    name: String,
+}
+
+impl Local {
+    pub fn new(name: impl Into<String>) -> Self {
+        Local { name: name.into() }
+    }
+}
+
+impl Transport for Local {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn command(&self, argv: &[String]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
+        // Own process group: a terminal Ctrl-C reaches dffmpeg only, which
+        // then stops its children itself and keeps the job resumable.
+        cmd.process_group(0);
+        cmd
+    }
+
+    async fn kill(&self, pid: u32) {
+        // SAFETY: plain kill(2) on a pid we spawned.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+    }
+
+    fn reports_pid(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,1 @@
+//! A node reached over SSH (filled in by the distributed issue).
