@@ -1,8 +1,375 @@
 //! `dffmpeg transcode`: probe → plan → split → dispatch → verify → merge.
 
-use crate::cli::TranscodeArgs;
-use crate::exit::{usage, Outcome};
+pub mod args;
+pub mod dispatch;
+pub mod ffmpeg;
+pub mod job;
+pub mod merge;
+pub mod output;
+pub mod plan;
+pub mod probe;
+pub mod progress;
+pub mod scheduler;
+pub mod verify;
+pub mod worker;
 
-pub async fn run(_args: TranscodeArgs) -> Outcome {
-    Err(usage(anyhow::anyhow!("transcode: not implemented yet")))
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::anyhow;
+use tokio::sync::watch;
+
+use crate::cli::TranscodeArgs;
+use crate::exit::{failed, usage, Failure, Outcome};
+use crate::remote::local::Local;
+use crate::remote::Transport;
+use dispatch::{DispatchError, WorkerNode};
+use ffmpeg::EncodeSpec;
+use job::{Found, JobDir, JobKey, JobRecord};
+use progress::Event;
+use worker::{Io, JobContext};
+
+pub async fn run(args: TranscodeArgs) -> Outcome {
+    let inventory = args
+        .inventory
+        .clone()
+        .or_else(|| std::env::var_os("DFFMPEG_INVENTORY").filter(|v| !v.is_empty()).map(PathBuf::from));
+    if let Some(path) = inventory {
+        let inv = crate::inventory::Inventory::load(&path).map_err(usage)?;
+        return Err(usage(anyhow!(
+            "{}: distributed transcoding is not available yet",
+            inv.source
+        )));
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let nodes = vec![WorkerNode {
+        name: "local".to_string(),
+        transport: Local::new("local"),
+        slots: cores,
+        threads: Some(1),
+    }];
+    let cluster = format!("embedded local cluster (this machine: {cores} slots)");
+    run_job(&args, cluster, nodes, Io::Pipe, None).await
+}
+
+/// The ffmpeg and ffprobe this machine runs (the controller's own work:
+/// probe, split, side streams, merge).
+async fn check_tools() -> Result<(), Failure> {
+    for tool in ["ffmpeg", "ffprobe"] {
+        let found = tokio::process::Command::new(tool)
+            .arg("-version")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await
+            .is_ok();
+        if !found {
+            return Err(usage(anyhow!("{tool} is not installed (on Debian: apt-get install ffmpeg)")));
+        }
+    }
+    Ok(())
+}
+
+fn check_input(input: &Path) -> Result<PathBuf, Failure> {
+    let meta = std::fs::metadata(input).map_err(|e| usage(anyhow!("{}: {e}", input.display())))?;
+    if meta.is_dir() {
+        return Err(usage(anyhow!("{} is a directory, not a video", input.display())));
+    }
+    std::fs::File::open(input).map_err(|e| usage(anyhow!("{}: {e}", input.display())))?;
+    input.canonicalize().map_err(|e| usage(anyhow!("{}: {e}", input.display())))
+}
+
+/// `shared_dir`: for `Io::Shared`, the job directory's parent that every
+/// node sees at the same path.
+pub async fn run_job<T: Transport + 'static>(
+    args: &TranscodeArgs,
+    cluster: String,
+    nodes: Vec<WorkerNode<T>>,
+    io: Io,
+    shared_dir: Option<&Path>,
+) -> Outcome {
+    let started = Instant::now();
+    let input = check_input(&args.input)?;
+    let user = args::parse(&args.ffmpeg_args).map_err(usage)?;
+    let overwrite = args.overwrite || user.overwrite;
+    let output = args.output.clone().unwrap_or_else(|| output::default_output(&input));
+    let output = output::check_output(&input, &output, overwrite).map_err(usage)?;
+    let format = output::format_for(&output, user.format.as_deref()).map_err(usage)?;
+    check_tools().await?;
+    let source = input
+        .to_str()
+        .ok_or_else(|| usage(anyhow!("{}: file names must be UTF-8", input.display())))?
+        .to_string();
+
+    let probe = probe::probe(&input)
+        .await
+        .map_err(|e| usage(anyhow!("{}: {e}", input.display())))?;
+    let slots: usize = nodes.iter().map(|n| n.slots).sum();
+    let duration = probe
+        .duration
+        .unwrap_or_else(|| probe.video_time_base.seconds(probe.packets.iter().map(|p| p.pts).max().unwrap_or(0)));
+    let chunk_seconds = match args.chunk {
+        Some(c) if c.is_finite() && c > 0.0 => c,
+        Some(c) => return Err(usage(anyhow!("--chunk {c}: must be a positive number of seconds"))),
+        None => plan::default_chunk_seconds(duration, slots),
+    };
+
+    let job_dir = match shared_dir {
+        Some(shared) => shared.join("work").join(job_name(&output)),
+        None => {
+            let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            output.with_file_name(format!(".{name}.dffmpeg-job"))
+        }
+    };
+    let key = JobKey::new(&input, &output, &args.ffmpeg_args, chunk_seconds).map_err(usage)?;
+    let (job, found) = JobDir::open(&job_dir, &key, args.fresh, args.resume).map_err(usage)?;
+
+    let record = match found {
+        Found::Resumed(r) => *r,
+        _ => {
+            let mut codec_args = user.codec.clone();
+            if user.video_codec.is_none() {
+                // As a plain ffmpeg would: the output format's default codec
+                // (the chunks themselves are NUT files).
+                let codec = output::default_video_codec(&format)
+                    .await
+                    .ok_or_else(|| usage(anyhow!("format {format} has no default video codec; pass -c:v")))?;
+                codec_args.splice(0..0, ["-c:v".to_string(), codec]);
+            }
+            let vs = probe.video_stream();
+            let plan = plan::plan(&probe.packets, probe.video_time_base, chunk_seconds);
+            let vfr = is_vfr(&probe.packets);
+            let record = JobRecord {
+                key,
+                encode: EncodeSpec {
+                    codec_args,
+                    rotate_filter: ffmpeg::rotate_filter(vs.rotation()),
+                    user_filter: user.video_filter.clone(),
+                    vfr_time_base: vfr.then_some(probe.video_time_base),
+                },
+                plan,
+                format: format.clone(),
+            };
+            job.save(&record).map_err(failed)?;
+            record
+        }
+    };
+    let plan = record.plan.clone();
+    let side_streams = probe.side_streams().count();
+    let side_start = probe
+        .side_streams()
+        .filter_map(|s| s.start_seconds())
+        .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.min(s))));
+    let side_ext = output.extension().and_then(|e| e.to_str()).unwrap_or("out").to_string();
+
+    let (events, reporter) = progress::spawn(progress::Mode::choose(args.json));
+    let resumed: Vec<_> = plan.chunks.iter().filter(|c| job.is_done(c.index)).collect();
+    let _ = events.send(Event::JobStart {
+        cluster,
+        input: input.display().to_string(),
+        output: output.display().to_string(),
+        chunks: plan.chunks.len(),
+        frames: plan.total_frames,
+        slots,
+        resumed_chunks: resumed.len(),
+        resumed_frames: resumed.iter().map(|c| c.frames).sum(),
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let signals = tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop_tx.send(true);
+    });
+
+    let job = Arc::new(job);
+    let ctx = Arc::new(JobContext {
+        source: source.clone(),
+        video_index: probe.video,
+        plan: plan.clone(),
+        spec: record.encode.clone(),
+        io,
+    });
+    let side_task = {
+        let job = job.clone();
+        let source = source.clone();
+        let codec_args = user.codec.clone();
+        let format = format.clone();
+        let ext = side_ext.clone();
+        let vi = probe.video;
+        let events = events.clone();
+        tokio::spawn(async move {
+            if side_streams == 0 {
+                return Ok(());
+            }
+            let t = Instant::now();
+            let r = merge::side_streams(&job, &source, vi, &codec_args, &format, &ext).await;
+            if r.is_ok() {
+                let _ = events.send(Event::SideStreams { streams: side_streams, seconds: t.elapsed().as_secs_f64() });
+            }
+            r
+        })
+    };
+
+    let result = tokio::select! {
+        r = dispatch::dispatch(nodes, ctx, job.clone(), events.clone(), stop_rx.clone()) => r,
+    };
+    let side_result = if result.is_ok() {
+        let mut stop = stop_rx.clone();
+        tokio::select! {
+            r = side_task => r.unwrap_or_else(|e| Err(anyhow!("side streams: {e}"))),
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => Err(anyhow!("interrupted")),
+        }
+    } else {
+        side_task.abort();
+        Ok(())
+    };
+
+    let outcome = finish(
+        result,
+        side_result,
+        FinishCtx {
+            job,
+            plan: &plan,
+            source: &source,
+            video_index: probe.video,
+            side: (side_streams > 0).then(|| (side_ext.as_str(), side_start.unwrap_or(0.0))),
+            muxer_args: &user.muxer,
+            format: &format,
+            output: &output,
+            keep: args.keep,
+            events: &events,
+            started,
+            interrupted: *stop_rx.borrow(),
+        },
+    )
+    .await;
+    signals.abort();
+    drop(events);
+    let _ = reporter.await;
+    outcome
+}
+
+struct FinishCtx<'a> {
+    job: Arc<JobDir>,
+    plan: &'a plan::Plan,
+    source: &'a str,
+    video_index: usize,
+    side: Option<(&'a str, f64)>,
+    muxer_args: &'a [String],
+    format: &'a str,
+    output: &'a Path,
+    keep: bool,
+    events: &'a progress::Sender,
+    started: Instant,
+    interrupted: bool,
+}
+
+async fn finish(
+    result: Result<Vec<progress::NodeStats>, DispatchError>,
+    side: anyhow::Result<()>,
+    f: FinishCtx<'_>,
+) -> Outcome {
+    let fail = |error: String, resumable: bool| {
+        let _ = f.events.send(Event::JobFailed { error, resumable });
+    };
+    let stats = match result {
+        Ok(stats) => stats,
+        Err(DispatchError::Interrupted) => {
+            fail("interrupted".into(), true);
+            return Err(failed(anyhow!(
+                "interrupted; the finished chunks are kept in {}: run the same command again to resume",
+                f.job.dir.display()
+            )));
+        }
+        Err(DispatchError::BadOptions(e)) => {
+            fail(e.clone(), false);
+            return Err(usage(anyhow!("ffmpeg refused the options on the first chunk:\n{e}")));
+        }
+        Err(DispatchError::Failed(why)) => {
+            fail(why.clone(), true);
+            return Err(failed(anyhow!(
+                "{why}; the finished chunks are kept in {}: run the same command again to resume",
+                f.job.dir.display()
+            )));
+        }
+    };
+    if f.interrupted {
+        fail("interrupted".into(), true);
+        return Err(failed(anyhow!("interrupted; run the same command again to resume")));
+    }
+    if let Err(e) = side {
+        fail(format!("{e:#}"), false);
+        return Err(usage(anyhow!("ffmpeg refused the options for the audio/subtitle streams:\n{e:#}")));
+    }
+    let _ = f.events.send(Event::Merging { chunks: f.plan.chunks.len() });
+    let merged = merge::merge(&merge::MergeRequest {
+        job: &f.job,
+        plan: f.plan,
+        source: f.source,
+        video_index: f.video_index,
+        side: f.side,
+        muxer_args: f.muxer_args,
+        format: f.format,
+        output: f.output,
+    })
+    .await;
+    if let Err(e) = merged {
+        fail(format!("{e:#}"), true);
+        return Err(failed(e));
+    }
+    let seconds = f.started.elapsed().as_secs_f64();
+    let frames = f.plan.total_frames;
+    let _ = f.events.send(Event::JobDone {
+        output: f.output.display().to_string(),
+        frames,
+        seconds,
+        fps: frames as f64 / seconds.max(1e-9),
+        nodes: stats,
+    });
+    if !f.keep {
+        if let Ok(job) = Arc::try_unwrap(f.job) {
+            job.remove().map_err(failed)?;
+        }
+    }
+    Ok(())
+}
+
+/// A stable name for the job of an output (shared-storage job directories).
+fn job_name(output: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    output.hash(&mut h);
+    let stem: String = output
+        .file_stem()
+        .map(|s| s.to_string_lossy().chars().filter(|c| c.is_ascii_alphanumeric()).take(24).collect())
+        .unwrap_or_default();
+    format!("{stem}-{:016x}", h.finish())
+}
+
+/// Irregular frame durations: keep the source's time base in the encoder.
+fn is_vfr(packets: &[probe::Packet]) -> bool {
+    let mut pts: Vec<i64> = packets.iter().map(|p| p.pts).collect();
+    pts.sort_unstable();
+    let mut deltas = pts.windows(2).map(|w| w[1] - w[0]).filter(|d| *d > 0);
+    match deltas.next() {
+        Some(first) => deltas.any(|d| d != first),
+        None => false,
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }

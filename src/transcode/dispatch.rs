@@ -1,0 +1,267 @@
+//! Dispatch: one task per slot of every node pulls chunks from the
+//! scheduler, runs attempts, and records verified results.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Notify};
+
+use super::job::JobDir;
+use super::progress::{Event, NodeStats, Sender};
+use super::scheduler::{Next, Scheduler};
+use super::verify::CodecParams;
+use super::worker::{self, AttemptFiles, FailKind, JobContext, Outcome};
+use crate::remote::Transport;
+
+/// A node as the dispatcher sees it.
+pub struct WorkerNode<T> {
+    pub name: String,
+    pub transport: T,
+    pub slots: usize,
+    /// Threads per encode (None: leave it to ffmpeg or the user's -threads).
+    pub threads: Option<u32>,
+}
+
+#[derive(Debug)]
+pub enum DispatchError {
+    Interrupted,
+    /// ffmpeg refused the options on the first chunk: nothing will work.
+    BadOptions(String),
+    Failed(String),
+}
+
+struct Shared {
+    sched: Scheduler,
+    cancels: HashMap<u64, watch::Sender<bool>>,
+    stats: Vec<NodeStats>,
+    reference: Option<CodecParams>,
+    successes: usize,
+    resumed: usize,
+    fatal: Option<DispatchError>,
+}
+
+struct Env<T> {
+    nodes: Vec<WorkerNode<T>>,
+    ctx: Arc<JobContext>,
+    job: Arc<JobDir>,
+    events: Sender,
+    shared: Mutex<Shared>,
+    changed: Notify,
+    stop: watch::Receiver<bool>,
+}
+
+impl<T> Env<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn send(&self, ev: Event) {
+        let _ = self.events.send(ev);
+    }
+}
+
+pub async fn dispatch<T: Transport + 'static>(
+    nodes: Vec<WorkerNode<T>>,
+    ctx: Arc<JobContext>,
+    job: Arc<JobDir>,
+    events: Sender,
+    stop: watch::Receiver<bool>,
+) -> Result<Vec<NodeStats>, DispatchError> {
+    let chunks = &ctx.plan.chunks;
+    let done: Vec<bool> = chunks.iter().map(|c| job.is_done(c.index)).collect();
+    let resumed = done.iter().filter(|d| **d).count();
+    let shared = Shared {
+        sched: Scheduler::new(chunks.iter().map(|c| c.frames).collect(), done, nodes.len()),
+        cancels: HashMap::new(),
+        stats: nodes.iter().map(|n| NodeStats { node: n.name.clone(), ..Default::default() }).collect(),
+        reference: job.reference(),
+        successes: 0,
+        resumed,
+        fatal: None,
+    };
+    let env = Arc::new(Env { nodes, ctx, job, events, shared: Mutex::new(shared), changed: Notify::new(), stop });
+
+    let mut tasks = Vec::new();
+    for (n, node) in env.nodes.iter().enumerate() {
+        for slot in 0..node.slots {
+            let env = env.clone();
+            tasks.push(tokio::spawn(async move { slot_loop(&env, n, slot).await }));
+        }
+    }
+    // Stop every running attempt when the job is stopped.
+    let canceller = {
+        let env = env.clone();
+        tokio::spawn(async move {
+            let mut stop = env.stop.clone();
+            let _ = stop.wait_for(|s| *s).await;
+            stop_all(&env);
+        })
+    };
+    for t in tasks {
+        let _ = t.await;
+    }
+    canceller.abort();
+
+    let mut sh = env.lock();
+    if let Some(f) = sh.fatal.take() {
+        return Err(f);
+    }
+    if *env.stop.borrow() {
+        return Err(DispatchError::Interrupted);
+    }
+    match sh.sched.next(0, Instant::now()) {
+        Next::Finished => Ok(std::mem::take(&mut sh.stats)),
+        Next::Failed(why) => Err(DispatchError::Failed(why)),
+        _ => Err(DispatchError::Failed("no node is left".into())),
+    }
+}
+
+fn stop_all<T>(env: &Env<T>) {
+    for tx in env.lock().cancels.values() {
+        let _ = tx.send(true);
+    }
+    env.changed.notify_waiters();
+}
+
+async fn slot_loop<T: Transport>(env: &Env<T>, n: usize, slot: usize) {
+    loop {
+        if *env.stop.borrow() {
+            return;
+        }
+        let notified = env.changed.notified();
+        let next = {
+            let mut sh = env.lock();
+            if sh.fatal.is_some() {
+                return;
+            }
+            sh.sched.next(n, Instant::now())
+        };
+        let a = match next {
+            Next::Finished => return,
+            Next::Failed(_) => {
+                env.changed.notify_waiters();
+                return;
+            }
+            Next::Wait => {
+                let mut stop = env.stop.clone();
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = stop.wait_for(|s| *s) => {}
+                }
+                continue;
+            }
+            Next::Run(a) => a,
+        };
+        let chunk = &env.ctx.plan.chunks[a.chunk];
+        let node = &env.nodes[n];
+        let (tx, rx) = watch::channel(false);
+        {
+            let mut sh = env.lock();
+            sh.cancels.insert(a.attempt, tx);
+            if a.retry {
+                sh.stats[n].retries += 1;
+            }
+            if a.duplicate {
+                sh.stats[n].duplicates += 1;
+            }
+        }
+        env.send(Event::ChunkStart {
+            chunk: a.chunk,
+            attempt: a.attempt,
+            node: node.name.clone(),
+            slot,
+            frames: chunk.frames,
+            duplicate: a.duplicate,
+        });
+        let files = AttemptFiles {
+            part: env.job.part(a.chunk, a.attempt),
+            source_part: env.job.source_part(a.chunk, a.attempt),
+        };
+        let started = Instant::now();
+        let attempt_id = a.attempt;
+        let on_frames = |frames: u64| {
+            env.lock().sched.progress(attempt_id, frames);
+            env.send(Event::ChunkProgress { attempt: attempt_id, frames });
+        };
+        let outcome = worker::attempt(&node.transport, node.threads, &env.ctx, chunk, &files, None, rx, &on_frames).await;
+        record(env, n, a.chunk, a.attempt, outcome, &files, started.elapsed().as_secs_f64());
+        env.changed.notify_waiters();
+    }
+}
+
+fn record<T>(env: &Env<T>, n: usize, chunk: usize, attempt: u64, outcome: Outcome, files: &AttemptFiles, seconds: f64) {
+    let node = env.nodes[n].name.clone();
+    let mut sh = env.lock();
+    sh.cancels.remove(&attempt);
+    let _ = std::fs::remove_file(&files.source_part);
+    let failure = match outcome {
+        Outcome::Done(facts) => {
+            let mismatch = sh.reference.as_ref().and_then(|r| facts.params.difference(r));
+            match mismatch {
+                Some(diff) => Some((FailKind::Verify, format!("rejected: {diff} (a different ffmpeg build?)"))),
+                None => {
+                    let (won, others) = sh.sched.succeeded(attempt);
+                    if won {
+                        if let Err(e) = std::fs::rename(&files.part, env.job.chunk(chunk)) {
+                            sh.fatal = Some(DispatchError::Failed(format!("cannot keep chunk {chunk}: {e}")));
+                        }
+                        if sh.reference.is_none() {
+                            let _ = env.job.save_reference(&facts.params);
+                            sh.reference = Some(facts.params);
+                        }
+                        sh.successes += 1;
+                        let st = &mut sh.stats[n];
+                        st.chunks += 1;
+                        st.frames += facts.frames;
+                        st.encode_seconds += seconds;
+                        for o in others {
+                            if let Some(tx) = sh.cancels.get(&o) {
+                                let _ = tx.send(true);
+                            }
+                        }
+                        drop(sh);
+                        env.send(Event::ChunkDone { chunk, attempt, node, frames: facts.frames, seconds });
+                    } else {
+                        let _ = std::fs::remove_file(&files.part);
+                        drop(sh);
+                        env.send(Event::ChunkCancelled { chunk, attempt, node });
+                    }
+                    return;
+                }
+            }
+        }
+        Outcome::Cancelled => {
+            sh.sched.cancelled(attempt);
+            let _ = std::fs::remove_file(&files.part);
+            drop(sh);
+            env.send(Event::ChunkCancelled { chunk, attempt, node });
+            return;
+        }
+        Outcome::Failed { kind, error } => Some((kind, error)),
+    };
+    let Some((kind, error)) = failure else { return };
+    let _ = std::fs::remove_file(&files.part);
+    if kind == FailKind::Encoder && sh.successes == 0 && sh.resumed == 0 && sh.fatal.is_none() {
+        // Fail fast: the first chunk shows ffmpeg refuses the options.
+        sh.fatal = Some(DispatchError::BadOptions(error.clone()));
+        drop(sh);
+        env.send(Event::ChunkFailed { chunk, attempt, node, error });
+        stop_all(env);
+        return;
+    }
+    sh.stats[n].failures += 1;
+    let after = sh.sched.failed(attempt, kind == FailKind::NodeLost);
+    let stop_on_node = if after.node_dropped { sh.sched.attempts_on(n) } else { vec![] };
+    for o in &stop_on_node {
+        if let Some(tx) = sh.cancels.get(o) {
+            let _ = tx.send(true);
+        }
+    }
+    drop(sh);
+    env.send(Event::ChunkFailed { chunk, attempt, node: node.clone(), error: error.clone() });
+    if after.node_dropped {
+        env.send(Event::NodeDropped { node, reason: error });
+    }
+}

@@ -1,0 +1,203 @@
+//! The ffmpeg and ffprobe command lines of the pipeline, as argv vectors.
+//! Pure functions: what runs where is decided elsewhere.
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::Chunk;
+use super::probe::Rational;
+
+/// Job-wide settings of every chunk encode; stored with the plan so that a
+/// resumed job encodes its remaining chunks exactly like the first ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncodeSpec {
+    /// The user's encoder options (plus `-c:v` when the user gave none).
+    pub codec_args: Vec<String>,
+    /// Rotation applied before the user's filter, as ffmpeg's autorotate
+    /// would do on a single machine (the chunk files carry no display matrix).
+    pub rotate_filter: Option<String>,
+    pub user_filter: Option<String>,
+    /// Source time base, used as encoder time base for VFR input so that
+    /// irregular timestamps are kept exactly.
+    pub vfr_time_base: Option<Rational>,
+}
+
+const QUIET: [&str; 5] = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error"];
+
+fn s(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| w.to_string()).collect()
+}
+
+/// `-ss` value just before a pts: the split then starts at the first
+/// keyframe at or after it, which is the keyframe at `pts`.
+fn seek_before(pts: i64, tb: Rational) -> String {
+    let micros = (pts as i128 * tb.num as i128 * 1_000_000).div_euclid(tb.den as i128) - 1;
+    secs(micros as f64 / 1e6)
+}
+
+/// Copy the packets of one chunk out of the source, no re-encoding:
+/// timestamps kept (`-copyts`), from the chunk's keyframe, exactly
+/// `chunk.packets` packets.
+pub fn split(source: &str, video_index: usize, chunk: &Chunk, tb: Rational, first_pts: i64, dest: &str) -> Vec<String> {
+    let mut a = s(&QUIET);
+    if chunk.seek_pts != first_pts {
+        a.extend(s(&["-seek_timestamp", "1", "-ss"]));
+        a.push(seek_before(chunk.seek_pts, tb));
+    }
+    a.extend(s(&["-copyts", "-i", source, "-map"]));
+    a.push(format!("0:{video_index}"));
+    a.extend(s(&["-c", "copy", "-frames:v"]));
+    a.push(chunk.packets.to_string());
+    a.extend(s(&["-avoid_negative_ts", "disabled", "-f", "nut", "-y", dest]));
+    a
+}
+
+/// Seconds as ffmpeg option text, microsecond precision.
+fn secs(x: f64) -> String {
+    format!("{x:.6}")
+}
+
+/// The video filter of a chunk: keep exactly its frames (cut between two
+/// frames, half a frame away from either), then rotation, then the user's.
+pub fn chunk_filter(spec: &EncodeSpec, trim_start: Option<f64>, trim_end: Option<f64>) -> String {
+    let mut trim = Vec::new();
+    if let Some(st) = trim_start {
+        trim.push(format!("start={}", secs(st)));
+    }
+    if let Some(e) = trim_end {
+        trim.push(format!("end={}", secs(e)));
+    }
+    let mut chain = Vec::new();
+    if !trim.is_empty() {
+        chain.push(format!("trim={}", trim.join(":")));
+    }
+    chain.extend(spec.rotate_filter.clone());
+    chain.extend(spec.user_filter.clone());
+    if chain.is_empty() {
+        chain.push("null".into());
+    }
+    chain.join(",")
+}
+
+/// Encode one chunk: NUT in (stdin or file), NUT out (stdout or file),
+/// progress as `key=value` lines on stderr.
+pub fn encode(spec: &EncodeSpec, filter: &str, threads: Option<u32>, input: &str, output: &str) -> Vec<String> {
+    let mut a = s(&QUIET);
+    a.extend(s(&["-nostats", "-progress", "pipe:2"]));
+    if let Some(t) = threads {
+        a.extend(["-threads".into(), t.to_string()]);
+    }
+    a.extend(s(&["-copyts", "-f", "nut", "-i", input, "-map", "0:v:0", "-vf", filter]));
+    a.extend(s(&["-vsync", "passthrough"]));
+    if let Some(tb) = spec.vfr_time_base {
+        a.extend(["-enc_time_base:v".into(), tb.to_string()]);
+    }
+    if let Some(t) = threads {
+        a.extend(["-threads".into(), t.to_string()]);
+    }
+    a.extend(spec.codec_args.iter().cloned());
+    a.extend(s(&["-an", "-sn", "-dn", "-avoid_negative_ts", "disabled", "-f", "nut", "-y", output]));
+    a
+}
+
+/// Encode every stream but the chunked video once, from the source, with
+/// the user's options, into the output's own format (so ffmpeg's defaults
+/// for that format apply, as in a plain run).
+pub fn side(source: &str, video_index: usize, codec_args: &[String], format: &str, dest: &str) -> Vec<String> {
+    let mut a = s(&QUIET);
+    a.extend(s(&["-nostats", "-i", source, "-map", "0", "-map"]));
+    a.push(format!("-0:{video_index}"));
+    a.extend(s(&["-map", "-0:d?", "-map", "-0:t?"]));
+    a.extend(codec_args.iter().cloned());
+    a.extend(s(&["-f", format, "-y", dest]));
+    a
+}
+
+pub struct MergeInputs<'a> {
+    pub concat_list: &'a str,
+    /// Side file and the offset (seconds) that puts its streams where they
+    /// were relative to the video in the source.
+    pub side: Option<(&'a str, f64, usize)>,
+    pub source: &'a str,
+    /// Shift that maps the source's first video frame to 0.
+    pub source_offset: f64,
+    pub video_index: usize,
+    pub muxer_args: &'a [String],
+    pub format: &'a str,
+    pub dest: &'a str,
+}
+
+/// Stream-copy the chunks (concat demuxer) and the side streams into the
+/// output; global metadata, chapters and each stream's metadata from the
+/// source.
+pub fn merge(m: &MergeInputs) -> Vec<String> {
+    let mut a = s(&QUIET);
+    a.extend(s(&["-nostats", "-copyts", "-f", "concat", "-safe", "0", "-i", m.concat_list]));
+    let mut src_input = 1;
+    if let Some((side, offset, _)) = m.side {
+        a.extend(["-itsoffset".into(), secs(offset), "-i".into(), side.into()]);
+        src_input = 2;
+    }
+    a.extend(["-itsoffset".into(), secs(-m.source_offset), "-i".into(), m.source.into()]);
+    a.extend(s(&["-map", "0:v:0"]));
+    if m.side.is_some() {
+        a.extend(s(&["-map", "1"]));
+    }
+    a.extend(s(&["-c", "copy"]));
+    a.extend(["-map_metadata".into(), src_input.to_string()]);
+    a.extend(["-map_chapters".into(), src_input.to_string()]);
+    a.extend(["-map_metadata:s:0".into(), format!("{src_input}:s:{}", m.video_index)]);
+    if let Some((_, _, n)) = m.side {
+        for k in 0..n {
+            a.extend([format!("-map_metadata:s:{}", k + 1), format!("1:s:{k}")]);
+        }
+    }
+    a.extend(m.muxer_args.iter().cloned());
+    a.extend(s(&["-f", m.format, "-y", m.dest]));
+    a
+}
+
+/// The filter that turns frames upright the way ffmpeg's autorotate does.
+pub fn rotate_filter(rotation: i64) -> Option<String> {
+    match rotation.rem_euclid(360) {
+        90 => Some("transpose=cclock".into()),
+        180 => Some("hflip,vflip".into()),
+        270 => Some("transpose=clock".into()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seek_is_a_microsecond_before_the_keyframe() {
+        let tb = Rational { num: 1, den: 90000 };
+        assert_eq!(seek_before(295200, tb), "3.279999");
+        assert_eq!(seek_before(0, tb), "-0.000001");
+    }
+
+    #[test]
+    fn split_copies_exact_packet_count() {
+        let c = Chunk { index: 1, start: 50, end: Some(100), frames: 50, first_packet: 50, packets: 52, seek_pts: 50, trim_start: None, trim_end: None };
+        let a = split("in put.mp4", 0, &c, Rational { num: 1, den: 25 }, 0, "pipe:1");
+        let line = a.join(" ");
+        assert!(line.contains("-ss 1.999999 -copyts -i in put.mp4 -map 0:0 -c copy -frames:v 52"), "{line}");
+    }
+
+    #[test]
+    fn chunk_filter_order() {
+        let spec = EncodeSpec {
+            codec_args: vec![],
+            rotate_filter: rotate_filter(90),
+            user_filter: Some("scale=160:-2".into()),
+            vfr_time_base: None,
+        };
+        assert_eq!(
+            chunk_filter(&spec, Some(1.98), Some(3.98)),
+            "trim=start=1.980000:end=3.980000,transpose=cclock,scale=160:-2"
+        );
+        let plain = EncodeSpec { rotate_filter: None, user_filter: None, ..spec };
+        assert_eq!(chunk_filter(&plain, None, None), "null");
+    }
+}

@@ -1,0 +1,120 @@
+//! Side streams (audio, subtitles: encoded once, from the source) and the
+//! final merge: chunks by the concat demuxer, stream copy, into a temporary
+//! file renamed into place only when complete.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::ffmpeg;
+use super::job::{write_atomic, JobDir};
+use super::plan::Plan;
+
+async fn run_ffmpeg(argv: &[String]) -> Result<()> {
+    let out = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("cannot run ffmpeg")?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let err = err.trim();
+        bail!("{}", if err.is_empty() { "ffmpeg failed" } else { err });
+    }
+    Ok(())
+}
+
+/// Encode the side streams into `side.EXT` in the job directory, unless a
+/// resumed job already has it. Returns the side file's start time.
+pub async fn side_streams(job: &JobDir, source: &str, video_index: usize, codec_args: &[String], format: &str, ext: &str) -> Result<()> {
+    let done = job.side(ext);
+    if done.is_file() {
+        return Ok(());
+    }
+    let part = job.dir.join(format!("side.part.{ext}"));
+    let argv = ffmpeg::side(source, video_index, codec_args, format, &part.to_string_lossy());
+    run_ffmpeg(&argv).await?;
+    std::fs::rename(&part, &done).with_context(|| format!("cannot write {}", done.display()))?;
+    Ok(())
+}
+
+/// Start time and stream count of a file, from ffprobe.
+async fn start_and_streams(path: &Path) -> Result<(f64, usize)> {
+    let out = tokio::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "format=start_time:stream=index", "-of", "json"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("cannot run ffprobe")?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("ffprobe output")?;
+    let start = v["format"]["start_time"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    let streams = v["streams"].as_array().map(|a| a.len()).unwrap_or(0);
+    Ok((start, streams))
+}
+
+/// The concat list: each chunk with its exact planned duration, so the
+/// chunks follow each other on the source's own timeline.
+pub fn concat_list(plan: &Plan) -> String {
+    let mut list = String::from("ffconcat version 1.0\n");
+    for c in &plan.chunks {
+        list.push_str(&format!("file chunk_{:05}.nut\n", c.index));
+        if let Some(end) = c.end {
+            list.push_str(&format!("duration {:.6}\n", plan.time_base.seconds(end - c.start)));
+        }
+    }
+    list
+}
+
+pub struct MergeRequest<'a> {
+    pub job: &'a JobDir,
+    pub plan: &'a Plan,
+    pub source: &'a str,
+    pub video_index: usize,
+    /// Where the source's side streams start, in seconds (None: no side streams).
+    pub side: Option<(&'a str, f64)>,
+    pub muxer_args: &'a [String],
+    pub format: &'a str,
+    pub output: &'a Path,
+}
+
+pub async fn merge(m: &MergeRequest<'_>) -> Result<()> {
+    let list = m.job.concat_list();
+    write_atomic(&list, concat_list(m.plan).as_bytes())?;
+    let first = m.plan.time_base.seconds(m.plan.first_pts());
+    let mut side = None;
+    if let Some((ext, src_start)) = m.side {
+        let path = m.job.side(ext);
+        let (start, streams) = start_and_streams(&path).await?;
+        if streams > 0 {
+            side = Some((path, (src_start - first) - start, streams));
+        }
+    }
+    let name = m.output.file_name().ok_or_else(|| anyhow!("bad output name"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(".dffmpeg-part");
+    let tmp = m.output.with_file_name(tmp_name);
+    let side_str = side.as_ref().map(|(p, o, n)| (p.to_string_lossy().into_owned(), *o, *n));
+    let argv = ffmpeg::merge(&ffmpeg::MergeInputs {
+        concat_list: &list.to_string_lossy(),
+        side: side_str.as_ref().map(|(p, o, n)| (p.as_str(), *o, *n)),
+        source: m.source,
+        source_offset: first,
+        video_index: m.video_index,
+        muxer_args: m.muxer_args,
+        format: m.format,
+        dest: &tmp.to_string_lossy(),
+    });
+    if let Err(e) = run_ffmpeg(&argv).await {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.context("merge failed"));
+    }
+    std::fs::rename(&tmp, m.output).with_context(|| format!("cannot write {}", m.output.display()))?;
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! Where the result goes and in which format; refuses what would lose data.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+/// Muxer names for common extensions (what ffmpeg would guess).
+const FORMATS: &[(&str, &str)] = &[
+    ("mp4", "mp4"),
+    ("m4v", "mp4"),
+    ("mov", "mov"),
+    ("mkv", "matroska"),
+    ("webm", "webm"),
+    ("avi", "avi"),
+    ("ts", "mpegts"),
+    ("m2ts", "mpegts"),
+    ("mts", "mpegts"),
+    ("nut", "nut"),
+    ("flv", "flv"),
+    ("mpg", "mpeg"),
+    ("mpeg", "mpeg"),
+    ("ogv", "ogg"),
+    ("3gp", "3gp"),
+];
+
+pub fn format_for(path: &Path, forced: Option<&str>) -> Result<String> {
+    if let Some(f) = forced {
+        return Ok(f.to_string());
+    }
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    FORMATS
+        .iter()
+        .find(|(e, _)| *e == ext)
+        .map(|(_, f)| f.to_string())
+        .ok_or_else(|| anyhow!("cannot tell the output format from {:?}; name it .mp4, .mkv, ... or pass -f FORMAT", path.display().to_string()))
+}
+
+/// `NAME.dffmpeg.EXT` next to the input.
+pub fn default_output(input: &Path) -> PathBuf {
+    let stem = input.file_stem().map(|s| s.to_os_string()).unwrap_or_default();
+    let mut name = stem;
+    name.push(".dffmpeg");
+    if let Some(ext) = input.extension() {
+        name.push(".");
+        name.push(ext);
+    }
+    input.with_file_name(name)
+}
+
+/// Check the output: not the input, not an existing file unless
+/// `overwrite`, in a writable directory. Returns its absolute path.
+pub fn check_output(input: &Path, output: &Path, overwrite: bool) -> Result<PathBuf> {
+    let name = output
+        .file_name()
+        .ok_or_else(|| anyhow!("output {} is not a file name", output.display()))?;
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let dir = parent
+        .canonicalize()
+        .with_context(|| format!("output directory {}", parent.display()))?;
+    let out = dir.join(name);
+    if let (Ok(a), Ok(b)) = (std::fs::metadata(input), std::fs::metadata(&out)) {
+        use std::os::unix::fs::MetadataExt;
+        if a.dev() == b.dev() && a.ino() == b.ino() {
+            bail!("output {} is the input file", output.display());
+        }
+    }
+    if out.is_dir() {
+        bail!("output {} is a directory", output.display());
+    }
+    if out.exists() && !overwrite {
+        bail!("output {} exists (use -y to overwrite)", output.display());
+    }
+    let probe = dir.join(format!(".dffmpeg-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("output directory {} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(out)
+}
+
+/// ffmpeg's default video codec for a muxer (`Default video codec: h264.`).
+pub async fn default_video_codec(format: &str) -> Option<String> {
+    let out = tokio::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-h"])
+        .arg(format!("muxer={format}"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .ok()?;
+    parse_default_video(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_default_video(help: &str) -> Option<String> {
+    help.lines()
+        .find_map(|l| l.trim().strip_prefix("Default video codec:"))
+        .map(|c| c.trim().trim_end_matches('.').to_string())
+        .filter(|c| !c.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_output_is_next_to_the_input() {
+        assert_eq!(default_output(Path::new("/v/a b.mp4")), PathBuf::from("/v/a b.dffmpeg.mp4"));
+        assert_eq!(default_output(Path::new("clip")), PathBuf::from("clip.dffmpeg"));
+    }
+
+    #[test]
+    fn formats_from_extensions() {
+        assert_eq!(format_for(Path::new("x.MKV"), None).unwrap(), "matroska");
+        assert_eq!(format_for(Path::new("x.weird"), Some("mp4")).unwrap(), "mp4");
+        assert!(format_for(Path::new("x.weird"), None).is_err());
+    }
+
+    #[test]
+    fn default_codec_from_muxer_help() {
+        assert_eq!(parse_default_video("Muxer mp4\n    Default video codec: h264.\n"), Some("h264".into()));
+        assert_eq!(parse_default_video("nothing"), None);
+    }
+
+    #[test]
+    fn refuses_input_existing_and_unwritable() {
+        let t = tempfile::tempdir().unwrap();
+        let input = t.path().join("in.mp4");
+        std::fs::write(&input, b"x").unwrap();
+        assert!(check_output(&input, &input, true).unwrap_err().to_string().contains("is the input"));
+        let out = t.path().join("out.mp4");
+        std::fs::write(&out, b"x").unwrap();
+        assert!(check_output(&input, &out, false).unwrap_err().to_string().contains("-y"));
+        assert!(check_output(&input, &out, true).is_ok());
+        assert!(check_output(&input, Path::new("/nonexistent/dir/o.mp4"), true).is_err());
+    }
+}

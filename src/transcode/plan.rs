@@ -1,0 +1,294 @@
+//! Plan: cut the video timeline into chunks, at keyframes where possible.
+//!
+//! A chunk is a half-open presentation-time range `[start, end)` of the
+//! source video (in its time base). Its frames are exactly the source frames
+//! whose pts falls in the range, so consecutive chunks can neither lose nor
+//! duplicate a frame. To encode a chunk a node gets the source packets from
+//! the last keyframe at or before `start` (decode order) up to the last
+//! packet it needs to show every frame before `end`; it decodes them and
+//! keeps only the frames in range. When `start` is a keyframe (the normal
+//! case) nothing is decoded twice; with long GOPs or a single keyframe the
+//! cut falls between keyframes and the node decodes a preroll, which is the
+//! decode-side exact cut.
+
+use serde::{Deserialize, Serialize};
+
+use super::probe::{Packet, Rational};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chunk {
+    pub index: usize,
+    /// First pts of the chunk (inclusive), in the video time base.
+    pub start: i64,
+    /// End pts (exclusive); `None` for the last chunk.
+    pub end: Option<i64>,
+    /// Frames the encoded chunk must hold.
+    pub frames: u64,
+    /// Decode-order index of the first source packet to send.
+    pub first_packet: usize,
+    /// Number of source packets to send.
+    pub packets: usize,
+    /// pts of that first packet (a keyframe); the split seeks there.
+    pub seek_pts: i64,
+    /// Where the node's trim cuts, in seconds: halfway between the chunk's
+    /// first frame and the frame before it (none for the very first).
+    pub trim_start: Option<f64>,
+    /// Halfway between the chunk's last frame and the next chunk's first.
+    pub trim_end: Option<f64>,
+}
+
+impl Chunk {
+    /// Whether the chunk starts on a keyframe (no decode preroll).
+    pub fn starts_on_keyframe(&self) -> bool {
+        self.seek_pts == self.start
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub time_base: Rational,
+    pub chunks: Vec<Chunk>,
+    pub total_frames: u64,
+    /// Packets before the first keyframe: undecodable, not part of the output
+    /// (a plain ffmpeg drops them too).
+    pub skipped_leading: usize,
+}
+
+impl Plan {
+    pub fn first_pts(&self) -> i64 {
+        self.chunks[0].start
+    }
+
+    /// Seconds covered by a chunk (the last one: up to the last frame).
+    pub fn chunk_seconds(&self, c: &Chunk, last_pts: i64) -> f64 {
+        self.time_base.seconds(c.end.unwrap_or(last_pts) - c.start)
+    }
+}
+
+/// Default chunk length: at least 4 chunks per slot, each at least
+/// `MIN_CHUNK_SECONDS` long (shorter chunks cost quality and start-up time
+/// for little gain in balance).
+pub const MIN_CHUNK_SECONDS: f64 = 3.0;
+
+pub fn default_chunk_seconds(duration: f64, slots: usize) -> f64 {
+    let per = duration / (4 * slots.max(1)) as f64;
+    per.max(MIN_CHUNK_SECONDS)
+}
+
+pub fn plan(packets: &[Packet], time_base: Rational, chunk_seconds: f64) -> Plan {
+    let first_key = packets.iter().position(|p| p.key).unwrap_or(0);
+    let origin = packets[first_key].pts;
+    let usable = &packets[first_key..];
+
+    let mut frame_pts: Vec<i64> = usable
+        .iter()
+        .map(|p| p.pts)
+        .filter(|&p| p >= origin)
+        .collect();
+    frame_pts.sort_unstable();
+    let key_pts: Vec<i64> = usable.iter().filter(|p| p.key).map(|p| p.pts).collect();
+
+    let mut all_pts: Vec<i64> = packets.iter().map(|p| p.pts).collect();
+    all_pts.sort_unstable();
+    // Cut halfway between a boundary frame and the frame shown before it.
+    let midpoint = |b: i64| {
+        let i = all_pts.partition_point(|&p| p < b);
+        (i > 0).then(|| time_base.seconds(all_pts[i - 1]) / 2.0 + time_base.seconds(b) / 2.0)
+    };
+
+    let target = ((chunk_seconds * time_base.den as f64 / time_base.num as f64).round() as i64).max(1);
+    let cuts = choose_cuts(&frame_pts, &key_pts, target);
+
+    let mut chunks = Vec::with_capacity(cuts.len());
+    for (i, &start) in cuts.iter().enumerate() {
+        let end = cuts.get(i + 1).copied();
+        let frames = frame_pts
+            .iter()
+            .filter(|&&p| p >= start && end.is_none_or(|e| p < e))
+            .count() as u64;
+        // Last keyframe (decode order) whose pts is at or before the start.
+        let first = usable
+            .iter()
+            .rposition(|p| p.key && p.pts <= start)
+            .unwrap_or(0);
+        let last = match end {
+            None => usable.len() - 1,
+            Some(e) => usable
+                .iter()
+                .rposition(|p| p.pts >= start && p.pts < e)
+                .unwrap_or(first),
+        };
+        chunks.push(Chunk {
+            index: i,
+            start,
+            end,
+            frames,
+            first_packet: first_key + first,
+            packets: last + 1 - first,
+            seek_pts: usable[first].pts,
+            trim_start: midpoint(start),
+            trim_end: end.and_then(midpoint),
+        });
+    }
+    Plan {
+        time_base,
+        total_frames: frame_pts.len() as u64,
+        chunks,
+        skipped_leading: packets.len() - frame_pts.len(),
+    }
+}
+
+/// Chunk starts: the first frame, then a cut about every `target` ticks —
+/// the keyframe closest to the ideal point within half a chunk of it, else
+/// the frame closest to it. The last chunk absorbs a short remainder.
+fn choose_cuts(frame_pts: &[i64], key_pts: &[i64], target: i64) -> Vec<i64> {
+    let Some(&first) = frame_pts.first() else {
+        return vec![0];
+    };
+    let last = *frame_pts.last().unwrap_or(&first);
+    let mut cuts = vec![first];
+    let mut start = first;
+    loop {
+        let ideal = start + target;
+        if ideal + target / 2 > last {
+            break;
+        }
+        let lo = start + target / 2;
+        let hi = ideal + target / 2;
+        let closest = |c: &&i64| (**c - ideal).abs();
+        let cut = key_pts
+            .iter()
+            .filter(|&&k| k > lo && k <= hi)
+            .min_by_key(closest)
+            .or_else(|| {
+                frame_pts
+                    .iter()
+                    .filter(|&&f| f > start)
+                    .min_by_key(closest)
+            })
+            .copied();
+        match cut {
+            Some(c) if c > start && c <= last => {
+                cuts.push(c);
+                start = c;
+            }
+            _ => break,
+        }
+    }
+    cuts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TB: Rational = Rational { num: 1, den: 25 };
+
+    /// Frames 0..n at 1 tick each, decode order = presentation order.
+    fn intra_gop(n: i64, gop: i64) -> Vec<Packet> {
+        (0..n)
+            .map(|i| Packet {
+                pts: i,
+                key: i % gop == 0,
+            })
+            .collect()
+    }
+
+    fn check_partition(plan: &Plan, n: u64) {
+        assert_eq!(plan.chunks.iter().map(|c| c.frames).sum::<u64>(), n);
+        assert_eq!(plan.total_frames, n);
+        for w in plan.chunks.windows(2) {
+            assert_eq!(w[0].end, Some(w[1].start));
+        }
+        assert_eq!(plan.chunks.last().unwrap().end, None);
+    }
+
+    #[test]
+    fn cuts_fall_on_keyframes() {
+        // 250 frames, keyframe every 25 (1 s), 2 s chunks.
+        let p = plan(&intra_gop(250, 25), TB, 2.0);
+        check_partition(&p, 250);
+        assert_eq!(p.chunks.len(), 5);
+        for c in &p.chunks {
+            assert!(c.starts_on_keyframe());
+            assert_eq!(c.start % 25, 0);
+            assert_eq!(c.packets as u64, c.frames);
+        }
+    }
+
+    #[test]
+    fn single_keyframe_falls_back_to_decode_side_cuts() {
+        let p = plan(&intra_gop(200, 1000), TB, 2.0);
+        check_partition(&p, 200);
+        assert_eq!(p.chunks.len(), 4);
+        assert!(p.chunks[1..].iter().all(|c| !c.starts_on_keyframe()));
+        // Every chunk is sent from the one keyframe.
+        assert!(p.chunks.iter().all(|c| c.first_packet == 0 && c.seek_pts == 0));
+        assert_eq!(p.chunks[1].start, 50);
+        assert_eq!(p.chunks[1].packets, 100);
+        assert_eq!(p.chunks[1].trim_start, Some(49.5 / 25.0));
+        assert_eq!(p.chunks[1].trim_end, Some(99.5 / 25.0));
+        assert_eq!(p.chunks[0].trim_start, None);
+    }
+
+    #[test]
+    fn open_gop_sends_the_leading_frames_with_the_previous_chunk() {
+        // Decode order: I0 P3 B1 B2 | I6 B4 B5 P9 B7 B8 | I12 B10 B11 ...
+        // (each I after the first has leading B frames shown before it).
+        let mut pk = vec![
+            Packet { pts: 0, key: true },
+            Packet { pts: 3, key: false },
+            Packet { pts: 1, key: false },
+            Packet { pts: 2, key: false },
+        ];
+        for g in 1..10 {
+            let b = g * 6;
+            pk.extend([
+                Packet { pts: b, key: true },
+                Packet { pts: b - 2, key: false },
+                Packet { pts: b - 1, key: false },
+                Packet { pts: b + 3, key: false },
+                Packet { pts: b + 1, key: false },
+                Packet { pts: b + 2, key: false },
+            ]);
+        }
+        let n = pk.len() as u64;
+        let tb = Rational { num: 1, den: 6 };
+        let p = plan(&pk, tb, 2.0);
+        check_partition(&p, n);
+        let c0 = &p.chunks[0];
+        assert_eq!((c0.start, c0.end), (0, Some(12)));
+        // Chunk 0 must include I12's leading B10 and B11 (decode order after I12).
+        let sent: Vec<i64> = pk[c0.first_packet..c0.first_packet + c0.packets]
+            .iter()
+            .map(|p| p.pts)
+            .collect();
+        assert!(sent.contains(&10) && sent.contains(&11) && sent.contains(&12));
+        let c1 = &p.chunks[1];
+        assert_eq!(c1.seek_pts, 12);
+        assert!(c1.starts_on_keyframe());
+    }
+
+    #[test]
+    fn leading_packets_before_the_first_keyframe_are_skipped() {
+        let mut pk = vec![Packet { pts: 0, key: false }, Packet { pts: 1, key: false }];
+        pk.extend((2..100).map(|i| Packet { pts: i, key: i % 10 == 2 }));
+        let p = plan(&pk, TB, 1.0);
+        assert_eq!(p.skipped_leading, 2);
+        check_partition(&p, 98);
+        assert_eq!(p.first_pts(), 2);
+    }
+
+    #[test]
+    fn a_short_video_is_one_chunk() {
+        let p = plan(&intra_gop(10, 5), TB, 3.0);
+        assert_eq!(p.chunks.len(), 1);
+        check_partition(&p, 10);
+    }
+
+    #[test]
+    fn default_chunk_length() {
+        assert_eq!(default_chunk_seconds(60.0, 2), 7.5);
+        assert_eq!(default_chunk_seconds(10.0, 2), MIN_CHUNK_SECONDS);
+    }
+}

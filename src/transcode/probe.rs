@@ -1,0 +1,273 @@
+//! Probe: what the input holds, from ffprobe alone (packet flags, no decoding).
+
+use std::path::Path;
+use std::process::Stdio;
+
+use serde::Deserialize;
+
+/// A rational number as ffprobe prints it (`1/12800`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rational {
+    pub num: i64,
+    pub den: i64,
+}
+
+impl Rational {
+    pub fn parse(s: &str) -> Option<Rational> {
+        let (n, d) = s.split_once(['/', ':'])?;
+        let (num, den) = (n.trim().parse().ok()?, d.trim().parse().ok()?);
+        Some(Rational { num, den })
+    }
+
+    pub fn seconds(&self, ts: i64) -> f64 {
+        ts as f64 * self.num as f64 / self.den as f64
+    }
+}
+
+impl std::fmt::Display for Rational {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.num, self.den)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Stream {
+    pub index: usize,
+    #[serde(default)]
+    pub codec_type: String,
+    #[serde(default)]
+    pub codec_name: String,
+    #[serde(default)]
+    pub time_base: String,
+    #[serde(default)]
+    pub start_time: Option<String>,
+    #[serde(default)]
+    pub width: Option<u32>,
+    #[serde(default)]
+    pub height: Option<u32>,
+    #[serde(default)]
+    pub disposition: Disposition,
+    #[serde(default)]
+    pub side_data_list: Vec<SideData>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SideData {
+    #[serde(default)]
+    pub rotation: Option<f64>,
+}
+
+impl Stream {
+    pub fn start_seconds(&self) -> Option<f64> {
+        self.start_time.as_deref().and_then(|s| s.parse().ok())
+    }
+
+    /// Display-matrix rotation in degrees, counter-clockwise, as ffprobe
+    /// reports it (0 when none).
+    pub fn rotation(&self) -> i64 {
+        self.side_data_list
+            .iter()
+            .find_map(|d| d.rotation)
+            .map(|r| r.round() as i64)
+            .unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Disposition {
+    #[serde(default)]
+    pub attached_pic: u8,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Format {
+    #[serde(default)]
+    format_name: String,
+    #[serde(default)]
+    duration: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ProbeJson {
+    #[serde(default)]
+    streams: Vec<Stream>,
+    format: Option<Format>,
+    #[serde(default)]
+    chapters: Vec<serde_json::Value>,
+}
+
+/// One video packet, in decode order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packet {
+    pub pts: i64,
+    pub key: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub format_name: String,
+    pub duration: Option<f64>,
+    pub streams: Vec<Stream>,
+    pub chapters: usize,
+    /// Index (in `streams`) of the video stream that is chunked.
+    pub video: usize,
+    pub video_time_base: Rational,
+    /// The video packets in decode order.
+    pub packets: Vec<Packet>,
+}
+
+impl Probe {
+    pub fn video_stream(&self) -> &Stream {
+        &self.streams[self.video]
+    }
+
+    /// Streams other than the chunked video stream (audio, subtitles, ...).
+    pub fn side_streams(&self) -> impl Iterator<Item = &Stream> {
+        self.streams.iter().filter(move |s| s.index != self.video)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("ffprobe is not installed (apt-get install ffmpeg)")]
+    NoFfprobe,
+    #[error("cannot run ffprobe: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a media file ffmpeg can read: {0}")]
+    Unreadable(String),
+    #[error("no video stream in it (audio-only or data file)")]
+    NoVideo,
+    #[error("its video stream has no packets")]
+    NoPackets,
+    #[error("its video packets have no timestamps; remux it first (e.g. ffmpeg -i IN -c copy OUT.mkv)")]
+    NoTimestamps,
+    #[error("unexpected ffprobe output: {0}")]
+    Parse(String),
+}
+
+async fn ffprobe(args: &[&str], input: &Path) -> Result<Vec<u8>, ProbeError> {
+    let out = tokio::process::Command::new("ffprobe")
+        .args(["-v", "error"])
+        .args(args)
+        .arg("-i")
+        .arg(input)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ProbeError::NoFfprobe,
+            _ => ProbeError::Io(e),
+        })?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line = err.lines().last().unwrap_or("ffprobe failed").trim();
+        return Err(ProbeError::Unreadable(line.to_string()));
+    }
+    Ok(out.stdout)
+}
+
+pub async fn probe(input: &Path) -> Result<Probe, ProbeError> {
+    let json = ffprobe(
+        &["-print_format", "json", "-show_format", "-show_streams", "-show_chapters"],
+        input,
+    )
+    .await?;
+    let parsed: ProbeJson =
+        serde_json::from_slice(&json).map_err(|e| ProbeError::Parse(e.to_string()))?;
+    let format = parsed
+        .format
+        .ok_or_else(|| ProbeError::Unreadable("no container format".into()))?;
+    let video = pick_video(&parsed.streams).ok_or(ProbeError::NoVideo)?;
+    let video_time_base = Rational::parse(&parsed.streams[video].time_base)
+        .filter(|r| r.num > 0 && r.den > 0)
+        .ok_or_else(|| ProbeError::Parse("video time base".into()))?;
+    let select = format!("{}", parsed.streams[video].index);
+    let csv = ffprobe(
+        &[
+            "-select_streams",
+            &select,
+            "-show_entries",
+            "packet=pts,flags",
+            "-of",
+            "csv=p=0",
+        ],
+        input,
+    )
+    .await?;
+    let packets = parse_packets(&String::from_utf8_lossy(&csv))?;
+    Ok(Probe {
+        format_name: format.format_name,
+        duration: format.duration.and_then(|d| d.parse().ok()),
+        streams: parsed.streams,
+        chapters: parsed.chapters.len(),
+        video,
+        video_time_base,
+        packets,
+    })
+}
+
+/// The first real video stream (cover art and thumbnails are not chunked).
+fn pick_video(streams: &[Stream]) -> Option<usize> {
+    streams
+        .iter()
+        .position(|s| s.codec_type == "video" && s.disposition.attached_pic == 0)
+}
+
+/// Parse `pts,flags` lines. Packets without a pts (rare, e.g. raw streams)
+/// make the input unusable for exact cutting.
+pub fn parse_packets(csv: &str) -> Result<Vec<Packet>, ProbeError> {
+    let mut packets = Vec::new();
+    for line in csv.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let mut fields = line.split(',');
+        let pts = fields.next().unwrap_or("");
+        let flags = fields.next().unwrap_or("");
+        let pts: i64 = match pts.parse() {
+            Ok(p) => p,
+            Err(_) if pts == "N/A" => return Err(ProbeError::NoTimestamps),
+            Err(_) => return Err(ProbeError::Parse(format!("packet line {line:?}"))),
+        };
+        packets.push(Packet {
+            pts,
+            key: flags.starts_with('K'),
+        });
+    }
+    if packets.is_empty() {
+        return Err(ProbeError::NoPackets);
+    }
+    Ok(packets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packets_parse_with_flags() {
+        let p = parse_packets("0,K_\n\n2048,__\n1024,__,\n").unwrap();
+        assert_eq!(
+            p,
+            vec![
+                Packet { pts: 0, key: true },
+                Packet { pts: 2048, key: false },
+                Packet { pts: 1024, key: false }
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_timestamps_are_refused() {
+        assert!(matches!(
+            parse_packets("N/A,K_\n"),
+            Err(ProbeError::NoTimestamps)
+        ));
+        assert!(matches!(parse_packets(""), Err(ProbeError::NoPackets)));
+    }
+
+    #[test]
+    fn rationals() {
+        assert_eq!(Rational::parse("1/90000"), Some(Rational { num: 1, den: 90000 }));
+        assert_eq!(Rational::parse("x"), None);
+        assert!((Rational { num: 1, den: 25 }.seconds(50) - 2.0).abs() < 1e-12);
+    }
+}

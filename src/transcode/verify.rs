@@ -1,0 +1,171 @@
+//! Verify: an encoded chunk is accepted only if it holds exactly the planned
+//! frames, starts where planned, and has the job's codec parameters (nodes of
+//! different architectures run different ffmpeg builds).
+
+use std::path::Path;
+use std::process::Stdio;
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::Chunk;
+use super::probe::Rational;
+
+/// What must be identical in every chunk for a stream-copy concat to make
+/// one valid stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodecParams {
+    pub codec: String,
+    pub profile: String,
+    pub pix_fmt: String,
+    pub width: u32,
+    pub height: u32,
+    pub sample_aspect_ratio: String,
+    pub field_order: String,
+}
+
+impl CodecParams {
+    /// The first field that differs, as `name: ours vs reference`.
+    pub fn difference(&self, reference: &CodecParams) -> Option<String> {
+        let fields: [(&str, String, String); 7] = [
+            ("codec", self.codec.clone(), reference.codec.clone()),
+            ("profile", self.profile.clone(), reference.profile.clone()),
+            ("pixel format", self.pix_fmt.clone(), reference.pix_fmt.clone()),
+            ("width", self.width.to_string(), reference.width.to_string()),
+            ("height", self.height.to_string(), reference.height.to_string()),
+            ("sample aspect ratio", self.sample_aspect_ratio.clone(), reference.sample_aspect_ratio.clone()),
+            ("field order", self.field_order.clone(), reference.field_order.clone()),
+        ];
+        fields
+            .into_iter()
+            .find(|(_, a, b)| a != b)
+            .map(|(name, a, b)| format!("{name} {a} differs from the job's {b}"))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamJson {
+    #[serde(default)]
+    codec_name: String,
+    #[serde(default)]
+    profile: Option<String>,
+    #[serde(default)]
+    pix_fmt: Option<String>,
+    #[serde(default)]
+    width: u32,
+    #[serde(default)]
+    height: u32,
+    #[serde(default)]
+    sample_aspect_ratio: Option<String>,
+    #[serde(default)]
+    field_order: Option<String>,
+    #[serde(default)]
+    nb_read_packets: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct FormatJson {
+    start_time: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChunkJson {
+    #[serde(default)]
+    streams: Vec<StreamJson>,
+    format: Option<FormatJson>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChunkFacts {
+    pub params: CodecParams,
+    pub frames: u64,
+    pub start: Option<f64>,
+}
+
+/// Read an encoded chunk's facts (packet count, no decoding).
+pub async fn inspect(path: &Path) -> Result<ChunkFacts, String> {
+    let out = tokio::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-count_packets", "-print_format", "json"])
+        .args(["-show_entries", "stream=codec_name,profile,pix_fmt,width,height,sample_aspect_ratio,field_order,nb_read_packets:format=start_time"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run ffprobe: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "unreadable chunk: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    parse_facts(&out.stdout)
+}
+
+fn parse_facts(json: &[u8]) -> Result<ChunkFacts, String> {
+    let parsed: ChunkJson = serde_json::from_slice(json).map_err(|e| format!("ffprobe output: {e}"))?;
+    let s = parsed.streams.into_iter().next().ok_or("chunk has no video stream")?;
+    Ok(ChunkFacts {
+        frames: s.nb_read_packets.as_deref().and_then(|n| n.parse().ok()).unwrap_or(0),
+        start: parsed.format.and_then(|f| f.start_time).and_then(|t| t.parse().ok()),
+        params: CodecParams {
+            codec: s.codec_name,
+            profile: s.profile.unwrap_or_default(),
+            pix_fmt: s.pix_fmt.unwrap_or_default(),
+            width: s.width,
+            height: s.height,
+            sample_aspect_ratio: s.sample_aspect_ratio.unwrap_or_else(|| "1:1".into()),
+            field_order: s.field_order.unwrap_or_else(|| "progressive".into()),
+        },
+    })
+}
+
+/// Check the facts of an encoded chunk against the plan and the reference.
+pub fn check(facts: &ChunkFacts, chunk: &Chunk, tb: Rational, reference: Option<&CodecParams>) -> Result<(), String> {
+    if facts.frames != chunk.frames {
+        return Err(format!("holds {} frames, {} planned", facts.frames, chunk.frames));
+    }
+    let want = tb.seconds(chunk.start);
+    match facts.start {
+        Some(t) if (t - want).abs() <= 0.001 => {}
+        Some(t) => return Err(format!("starts at {t:.6} s, {want:.6} s planned")),
+        None => return Err("has no start time".into()),
+    }
+    if let Some(diff) = reference.and_then(|r| facts.params.difference(r)) {
+        return Err(diff);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> ChunkFacts {
+        parse_facts(br#"{"streams":[{"codec_name":"h264","profile":"High","pix_fmt":"yuv420p","width":320,"height":240,"sample_aspect_ratio":"1:1","nb_read_packets":"50"}],"format":{"start_time":"2.000000"}}"#).unwrap()
+    }
+
+    fn chunk(frames: u64, start: i64) -> Chunk {
+        Chunk { index: 1, start, end: None, frames, first_packet: 0, packets: 0, seek_pts: 0, trim_start: None, trim_end: None }
+    }
+
+    #[test]
+    fn accepts_the_planned_chunk() {
+        let f = facts();
+        assert_eq!(f.params.field_order, "progressive");
+        assert!(check(&f, &chunk(50, 50), Rational { num: 1, den: 25 }, Some(&f.params.clone())).is_ok());
+    }
+
+    #[test]
+    fn rejects_wrong_count_start_or_params() {
+        let f = facts();
+        let tb = Rational { num: 1, den: 25 };
+        assert_eq!(check(&f, &chunk(51, 50), tb, None), Err("holds 50 frames, 51 planned".into()));
+        assert!(check(&f, &chunk(50, 75), tb, None).unwrap_err().starts_with("starts at 2.000000"));
+        let mut other = f.params.clone();
+        other.pix_fmt = "yuv444p".into();
+        assert_eq!(
+            check(&f, &chunk(50, 50), tb, Some(&other)),
+            Err("pixel format yuv420p differs from the job's yuv444p".into())
+        );
+    }
+}

@@ -1,0 +1,292 @@
+//! One attempt at one chunk on one node: split (on the controller, stream
+//! copy), encode (on the node), then verify (on the controller).
+//!
+//! Pipe mode: the split's stdout feeds the node's ffmpeg stdin and its
+//! stdout is written to the job directory — over SSH this is the stream
+//! transport, locally the same code without SSH. Shared mode: the split
+//! writes a file in the shared job directory and the node reads and writes
+//! files there.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+use super::ffmpeg::{self, EncodeSpec};
+use super::plan::{Chunk, Plan};
+use super::verify::{self, ChunkFacts, CodecParams};
+use crate::remote::{Transport, PID_PREFIX};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Io {
+    Pipe,
+    Shared,
+}
+
+/// What every attempt of a job shares.
+pub struct JobContext {
+    pub source: String,
+    pub video_index: usize,
+    pub plan: Plan,
+    pub spec: EncodeSpec,
+    pub io: Io,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FailKind {
+    /// ffmpeg on the node exited with an error (bad options, broken build).
+    Encoder,
+    /// The result did not pass verification.
+    Verify,
+    /// The node or the connection to it is gone.
+    NodeLost,
+    /// The controller's own split failed.
+    Split,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    Done(ChunkFacts),
+    Cancelled,
+    Failed { kind: FailKind, error: String },
+}
+
+/// Ffmpeg's stderr, sorted: progress (`frame=N`) goes to the callback, the
+/// remote pid is recorded, everything else is kept as the error text.
+async fn read_stderr<R: tokio::io::AsyncRead + Unpin>(
+    stderr: R,
+    pid: Arc<AtomicU32>,
+    on_frames: &(dyn Fn(u64) + Send + Sync),
+) -> Vec<String> {
+    let mut lines = BufReader::new(stderr).lines();
+    let mut errors: Vec<String> = Vec::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(p) = line.strip_prefix(PID_PREFIX) {
+            if let Ok(p) = p.trim().parse() {
+                pid.store(p, Ordering::SeqCst);
+            }
+        } else if let Some(n) = line.strip_prefix("frame=") {
+            if let Ok(n) = n.trim().parse() {
+                on_frames(n);
+            }
+        } else if is_progress_line(&line) {
+        } else if !line.trim().is_empty() {
+            errors.push(line);
+            if errors.len() > 20 {
+                errors.remove(0);
+            }
+        }
+    }
+    errors
+}
+
+fn is_progress_line(line: &str) -> bool {
+    match line.split_once('=') {
+        Some((k, v)) => {
+            !k.is_empty()
+                && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !v.contains(' ')
+        }
+        None => false,
+    }
+}
+
+fn spawn_split(argv: &[String], stdout: Stdio) -> std::io::Result<Child> {
+    Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+pub struct AttemptFiles {
+    pub part: PathBuf,
+    pub source_part: PathBuf,
+}
+
+/// Run one attempt. The part file is left for the caller to rename (on
+/// success) or remove.
+#[allow(clippy::too_many_arguments)]
+pub async fn attempt<T: Transport>(
+    node: &T,
+    threads: Option<u32>,
+    ctx: &JobContext,
+    chunk: &Chunk,
+    files: &AttemptFiles,
+    reference: Option<&CodecParams>,
+    mut cancel: watch::Receiver<bool>,
+    on_frames: &(dyn Fn(u64) + Send + Sync),
+) -> Outcome {
+    let first_pts = ctx.plan.first_pts();
+    let filter = ffmpeg::chunk_filter(&ctx.spec, chunk.trim_start, chunk.trim_end);
+    let tb = ctx.plan.time_base;
+
+    // Shared storage: the chunk's packets go to a file first.
+    if ctx.io == Io::Shared {
+        let argv = ffmpeg::split(&ctx.source, ctx.video_index, chunk, tb, first_pts, &path_str(&files.source_part));
+        let out = match spawn_split(&argv, Stdio::null()) {
+            Ok(c) => c.wait_with_output().await,
+            Err(e) => Err(e),
+        };
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => return split_failed(&String::from_utf8_lossy(&o.stderr)),
+            Err(e) => return split_failed(&e.to_string()),
+        }
+    }
+    let (input, output) = match ctx.io {
+        Io::Pipe => ("pipe:0".to_string(), "pipe:1".to_string()),
+        Io::Shared => (path_str(&files.source_part), path_str(&files.part)),
+    };
+    let enc_argv = ffmpeg::encode(&ctx.spec, &filter, threads, &input, &output);
+
+    let mut split = None;
+    let mut enc_cmd = node.command(&enc_argv);
+    enc_cmd.stderr(Stdio::piped()).kill_on_drop(true);
+    match ctx.io {
+        Io::Pipe => {
+            let argv = ffmpeg::split(&ctx.source, ctx.video_index, chunk, tb, first_pts, "pipe:1");
+            let child = match spawn_split(&argv, Stdio::piped()) {
+                Ok(c) => c,
+                Err(e) => return split_failed(&e.to_string()),
+            };
+            split = Some(child);
+            enc_cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        }
+        Io::Shared => {
+            enc_cmd.stdin(Stdio::null()).stdout(Stdio::null());
+        }
+    }
+    let mut enc = match enc_cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return Outcome::Failed {
+                kind: FailKind::NodeLost,
+                error: format!("cannot start ffmpeg: {e}"),
+            }
+        }
+    };
+    let remote_pid = Arc::new(AtomicU32::new(0));
+    let local_pid = enc.id();
+
+    let work = async {
+        let stderr = enc.stderr.take();
+        let errors = async {
+            match stderr {
+                Some(e) => read_stderr(e, remote_pid.clone(), on_frames).await,
+                None => Vec::new(),
+            }
+        };
+        let feed = async {
+            if let (Some(split), Some(mut stdin)) = (split.as_mut(), enc.stdin.take()) {
+                if let Some(mut out) = split.stdout.take() {
+                    // A broken pipe here means the encoder stopped early; its
+                    // own exit status tells why.
+                    let _ = tokio::io::copy(&mut out, &mut stdin).await;
+                }
+                drop(stdin);
+            }
+        };
+        let collect = async {
+            match enc.stdout.take() {
+                Some(mut out) => {
+                    let mut file = tokio::fs::File::create(&files.part).await?;
+                    tokio::io::copy(&mut out, &mut file).await?;
+                    file.sync_all().await?;
+                    Ok(())
+                }
+                None => Ok::<(), std::io::Error>(()),
+            }
+        };
+        let (errors, (), written) = tokio::join!(errors, feed, collect);
+        let status = enc.wait().await;
+        let split_result = match split.as_mut() {
+            Some(s) => {
+                let mut serr = String::new();
+                if let Some(mut e) = s.stderr.take() {
+                    use tokio::io::AsyncReadExt;
+                    let _ = e.read_to_string(&mut serr).await;
+                }
+                Some((s.wait().await, serr))
+            }
+            None => None,
+        };
+        (errors, status, written, split_result)
+    };
+
+    let finished = tokio::select! {
+        r = work => Some(r),
+        _ = async { let _ = cancel.wait_for(|c| *c).await; } => None,
+    };
+    let Some((errors, status, written, split_result)) = finished else {
+        let pid = remote_pid.load(Ordering::SeqCst);
+        if pid != 0 {
+            node.kill(pid).await;
+        } else if let (Some(p), false) = (local_pid, node.reports_pid()) {
+            node.kill(p).await;
+        }
+        return Outcome::Cancelled;
+    };
+
+    let error_text = errors.join("\n");
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => {
+            // ssh itself exits 255 when the connection or the node is gone.
+            let lost = node.reports_pid() && s.code() == Some(255);
+            let kind = if lost { FailKind::NodeLost } else { FailKind::Encoder };
+            let error = if error_text.is_empty() {
+                format!("ffmpeg exited with {s}")
+            } else {
+                error_text
+            };
+            return Outcome::Failed { kind, error };
+        }
+        Err(e) => {
+            return Outcome::Failed {
+                kind: FailKind::NodeLost,
+                error: e.to_string(),
+            }
+        }
+    }
+    if let Err(e) = written {
+        return Outcome::Failed {
+            kind: FailKind::Split,
+            error: format!("cannot write {}: {e}", files.part.display()),
+        };
+    }
+    if let Some((Ok(s), serr)) = &split_result {
+        if !s.success() {
+            return split_failed(serr);
+        }
+    }
+    if ctx.io == Io::Shared {
+        let _ = tokio::fs::remove_file(&files.source_part).await;
+    }
+    let facts = match verify::inspect(&files.part).await {
+        Ok(f) => f,
+        Err(e) => return Outcome::Failed { kind: FailKind::Verify, error: e },
+    };
+    match verify::check(&facts, chunk, tb, reference) {
+        Ok(()) => Outcome::Done(facts),
+        Err(e) => Outcome::Failed { kind: FailKind::Verify, error: e },
+    }
+}
+
+fn split_failed(stderr: &str) -> Outcome {
+    Outcome::Failed {
+        kind: FailKind::Split,
+        error: format!("split failed: {}", stderr.trim()),
+    }
+}
