@@ -185,7 +185,7 @@ async fn slot_loop<T: Transport>(env: &Env<T>, n: usize, slot: usize) {
             env.lock().sched.progress(attempt_id, frames);
             env.send(Event::ChunkProgress { attempt: attempt_id, frames });
         };
-        let outcome = worker::attempt(&node.transport, node.threads, &env.ctx, chunk, &files, None, rx, &on_frames).await;
+        let outcome = worker::attempt(&node.transport, node.threads, &env.ctx, chunk, &files, rx, &on_frames).await;
         record(env, n, a.chunk, a.attempt, outcome, &files, started.elapsed().as_secs_f64());
         env.changed.notify_waiters();
     }

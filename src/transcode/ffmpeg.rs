@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::plan::Chunk;
+use super::plan::{Chunk, Plan};
 use super::probe::Rational;
 
 /// Job-wide settings of every chunk encode; stored with the plan so that a
@@ -37,16 +37,19 @@ fn seek_before(pts: i64, tb: Rational) -> String {
 /// Copy the packets of one chunk out of the source, no re-encoding:
 /// timestamps kept (`-copyts`), from the chunk's keyframe, exactly
 /// `chunk.packets` packets.
-pub fn split(source: &str, video_index: usize, chunk: &Chunk, tb: Rational, first_pts: i64, dest: &str) -> Vec<String> {
+pub fn split(source: &str, video_index: usize, plan: &Plan, chunk: &Chunk, dest: &str) -> Vec<String> {
     let mut a = s(&QUIET);
-    if chunk.seek_pts != first_pts {
+    if chunk.seek_pts != plan.first_pts() {
         a.extend(s(&["-seek_timestamp", "1", "-ss"]));
-        a.push(seek_before(chunk.seek_pts, tb));
+        a.push(seek_before(chunk.seek_pts, plan.time_base));
     }
     a.extend(s(&["-copyts", "-i", source, "-map"]));
     a.push(format!("0:{video_index}"));
-    a.extend(s(&["-c", "copy", "-frames:v"]));
+    // -copypriorss 0: drop what the seek read before the keyframe (the
+    // demuxer may land on an earlier one).
+    a.extend(s(&["-c", "copy", "-copypriorss", "0", "-frames:v"]));
     a.push(chunk.packets.to_string());
+    a.extend(["-output_ts_offset".into(), secs(plan.ts_shift())]);
     a.extend(s(&["-avoid_negative_ts", "disabled", "-f", "nut", "-y", dest]));
     a
 }
@@ -58,13 +61,13 @@ fn secs(x: f64) -> String {
 
 /// The video filter of a chunk: keep exactly its frames (cut between two
 /// frames, half a frame away from either), then rotation, then the user's.
-pub fn chunk_filter(spec: &EncodeSpec, trim_start: Option<f64>, trim_end: Option<f64>) -> String {
+pub fn chunk_filter(spec: &EncodeSpec, chunk: &Chunk, shift: f64) -> String {
     let mut trim = Vec::new();
-    if let Some(st) = trim_start {
-        trim.push(format!("start={}", secs(st)));
+    if let Some(st) = chunk.trim_start {
+        trim.push(format!("start={}", secs(st + shift)));
     }
-    if let Some(e) = trim_end {
-        trim.push(format!("end={}", secs(e)));
+    if let Some(e) = chunk.trim_end {
+        trim.push(format!("end={}", secs(e + shift)));
     }
     let mut chain = Vec::new();
     if !trim.is_empty() {
@@ -180,9 +183,11 @@ mod tests {
     #[test]
     fn split_copies_exact_packet_count() {
         let c = Chunk { index: 1, start: 50, end: Some(100), frames: 50, first_packet: 50, packets: 52, seek_pts: 50, trim_start: None, trim_end: None };
-        let a = split("in put.mp4", 0, &c, Rational { num: 1, den: 25 }, 0, "pipe:1");
+        let first = Chunk { index: 0, start: 0, end: Some(50), frames: 50, first_packet: 0, packets: 50, seek_pts: 0, trim_start: None, trim_end: None };
+        let plan = Plan { time_base: Rational { num: 1, den: 25 }, chunks: vec![first, c.clone()], total_frames: 100, frame_seconds: 0.04, skipped_leading: 0 };
+        let a = split("in put.mp4", 0, &plan, &c, "pipe:1");
         let line = a.join(" ");
-        assert!(line.contains("-ss 1.999999 -copyts -i in put.mp4 -map 0:0 -c copy -frames:v 52"), "{line}");
+        assert!(line.contains("-ss 1.999999 -copyts -i in put.mp4 -map 0:0 -c copy -copypriorss 0 -frames:v 52 -output_ts_offset 10.000000"), "{line}");
     }
 
     #[test]
@@ -193,11 +198,14 @@ mod tests {
             user_filter: Some("scale=160:-2".into()),
             vfr_time_base: None,
         };
+        let mut c = Chunk { index: 1, start: 50, end: Some(100), frames: 50, first_packet: 50, packets: 50, seek_pts: 50, trim_start: Some(1.98), trim_end: Some(3.98) };
         assert_eq!(
-            chunk_filter(&spec, Some(1.98), Some(3.98)),
-            "trim=start=1.980000:end=3.980000,transpose=cclock,scale=160:-2"
+            chunk_filter(&spec, &c, 10.0),
+            "trim=start=11.980000:end=13.980000,transpose=cclock,scale=160:-2"
         );
         let plain = EncodeSpec { rotate_filter: None, user_filter: None, ..spec };
-        assert_eq!(chunk_filter(&plain, None, None), "null");
+        c.trim_start = None;
+        c.trim_end = None;
+        assert_eq!(chunk_filter(&plain, &c, 10.0), "null");
     }
 }

@@ -183,7 +183,7 @@ mod tests {
     fn record(k: JobKey) -> JobRecord {
         JobRecord {
             key: k,
-            plan: Plan { time_base: super::super::probe::Rational { num: 1, den: 25 }, chunks: vec![], total_frames: 0, skipped_leading: 0 },
+            plan: Plan { time_base: super::super::probe::Rational { num: 1, den: 25 }, chunks: vec![], total_frames: 0, frame_seconds: 0.04, skipped_leading: 0 },
             encode: EncodeSpec { codec_args: vec![], rotate_filter: None, user_filter: None, vfr_time_base: None },
             format: "mp4".into(),
         }

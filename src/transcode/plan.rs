@@ -49,6 +49,8 @@ pub struct Plan {
     pub time_base: Rational,
     pub chunks: Vec<Chunk>,
     pub total_frames: u64,
+    /// Typical (median) frame duration in seconds.
+    pub frame_seconds: f64,
     /// Packets before the first keyframe: undecodable, not part of the output
     /// (a plain ffmpeg drops them too).
     pub skipped_leading: usize,
@@ -57,6 +59,14 @@ pub struct Plan {
 impl Plan {
     pub fn first_pts(&self) -> i64 {
         self.chunks[0].start
+    }
+
+    /// Seconds added to every timestamp in the chunk files, so that no
+    /// decode timestamp is negative (NUT cannot store those): the first frame
+    /// lands at 10 s or later. The concat demuxer takes it out again.
+    pub fn ts_shift(&self) -> f64 {
+        let first = self.time_base.seconds(self.first_pts());
+        10.0 + (-first).max(0.0).ceil()
     }
 
     /// Seconds covered by a chunk (the last one: up to the last frame).
@@ -130,8 +140,12 @@ pub fn plan(packets: &[Packet], time_base: Rational, chunk_seconds: f64) -> Plan
             trim_end: end.and_then(midpoint),
         });
     }
+    let mut deltas: Vec<i64> = frame_pts.windows(2).map(|w| w[1] - w[0]).collect();
+    deltas.sort_unstable();
+    let frame_seconds = deltas.get(deltas.len() / 2).map_or(0.0, |&d| time_base.seconds(d));
     Plan {
         time_base,
+        frame_seconds,
         total_frames: frame_pts.len() as u64,
         chunks,
         skipped_leading: packets.len() - frame_pts.len(),

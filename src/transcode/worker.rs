@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use super::ffmpeg::{self, EncodeSpec};
 use super::plan::{Chunk, Plan};
-use super::verify::{self, ChunkFacts, CodecParams};
+use super::verify::{self, ChunkFacts};
 use crate::remote::{Transport, PID_PREFIX};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -73,8 +73,7 @@ async fn read_stderr<R: tokio::io::AsyncRead + Unpin>(
             if let Ok(n) = n.trim().parse() {
                 on_frames(n);
             }
-        } else if is_progress_line(&line) {
-        } else if !line.trim().is_empty() {
+        } else if !is_progress_line(&line) && !line.trim().is_empty() {
             errors.push(line);
             if errors.len() > 20 {
                 errors.remove(0);
@@ -85,14 +84,10 @@ async fn read_stderr<R: tokio::io::AsyncRead + Unpin>(
 }
 
 fn is_progress_line(line: &str) -> bool {
-    match line.split_once('=') {
-        Some((k, v)) => {
-            !k.is_empty()
-                && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                && !v.contains(' ')
-        }
-        None => false,
-    }
+    // `-progress` lines are `key=value` with a plain key (values may be
+    // padded: `speed=   0x`); log lines start with `[tag @ 0x..]` or text.
+    line.split_once('=')
+        .is_some_and(|(k, _)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
 }
 
 fn spawn_split(argv: &[String], stdout: Stdio) -> std::io::Result<Child> {
@@ -124,17 +119,14 @@ pub async fn attempt<T: Transport>(
     ctx: &JobContext,
     chunk: &Chunk,
     files: &AttemptFiles,
-    reference: Option<&CodecParams>,
     mut cancel: watch::Receiver<bool>,
     on_frames: &(dyn Fn(u64) + Send + Sync),
 ) -> Outcome {
-    let first_pts = ctx.plan.first_pts();
-    let filter = ffmpeg::chunk_filter(&ctx.spec, chunk.trim_start, chunk.trim_end);
-    let tb = ctx.plan.time_base;
+    let filter = ffmpeg::chunk_filter(&ctx.spec, chunk, ctx.plan.ts_shift());
 
     // Shared storage: the chunk's packets go to a file first.
     if ctx.io == Io::Shared {
-        let argv = ffmpeg::split(&ctx.source, ctx.video_index, chunk, tb, first_pts, &path_str(&files.source_part));
+        let argv = ffmpeg::split(&ctx.source, ctx.video_index, &ctx.plan, chunk, &path_str(&files.source_part));
         let out = match spawn_split(&argv, Stdio::null()) {
             Ok(c) => c.wait_with_output().await,
             Err(e) => Err(e),
@@ -156,7 +148,7 @@ pub async fn attempt<T: Transport>(
     enc_cmd.stderr(Stdio::piped()).kill_on_drop(true);
     match ctx.io {
         Io::Pipe => {
-            let argv = ffmpeg::split(&ctx.source, ctx.video_index, chunk, tb, first_pts, "pipe:1");
+            let argv = ffmpeg::split(&ctx.source, ctx.video_index, &ctx.plan, chunk, "pipe:1");
             let child = match spawn_split(&argv, Stdio::piped()) {
                 Ok(c) => c,
                 Err(e) => return split_failed(&e.to_string()),
@@ -278,7 +270,7 @@ pub async fn attempt<T: Transport>(
         Ok(f) => f,
         Err(e) => return Outcome::Failed { kind: FailKind::Verify, error: e },
     };
-    match verify::check(&facts, chunk, tb, reference) {
+    match verify::check(&facts, chunk, &ctx.plan) {
         Ok(()) => Outcome::Done(facts),
         Err(e) => Outcome::Failed { kind: FailKind::Verify, error: e },
     }

@@ -1,0 +1,131 @@
+//! Test media: generated with ffmpeg's lavfi sources, measured with ffprobe.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn ffmpeg(args: &[&str]) {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
+        .args(args)
+        .output()
+        .expect("ffmpeg runs");
+    assert!(out.status.success(), "ffmpeg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn ffprobe_json(args: &[&str], path: &Path) -> serde_json::Value {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-of", "json"])
+        .args(args)
+        .arg(path)
+        .output()
+        .expect("ffprobe runs");
+    assert!(out.status.success(), "ffprobe {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("ffprobe json")
+}
+
+fn num(v: &serde_json::Value) -> Option<f64> {
+    v.as_str().and_then(|s| s.parse().ok()).or_else(|| v.as_f64())
+}
+
+/// Presentation timestamps (seconds) of a stream's packets, sorted.
+pub fn packet_times(path: &Path, stream: &str) -> Vec<f64> {
+    let v = ffprobe_json(&["-select_streams", stream, "-show_entries", "packet=pts_time"], path);
+    let mut t: Vec<f64> = v["packets"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| num(&p["pts_time"])).collect())
+        .unwrap_or_default();
+    t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    t
+}
+
+/// Decoded video frame count.
+pub fn frame_count(path: &Path) -> u64 {
+    let v = ffprobe_json(&["-select_streams", "v:0", "-count_frames", "-show_entries", "stream=nb_read_frames"], path);
+    num(&v["streams"][0]["nb_read_frames"]).expect("frame count") as u64
+}
+
+pub struct Summary {
+    pub streams: Vec<String>,
+    pub chapters: usize,
+    pub title: Option<String>,
+}
+
+pub fn summary(path: &Path) -> Summary {
+    let v = ffprobe_json(&["-show_streams", "-show_chapters", "-show_format"], path);
+    Summary {
+        streams: v["streams"]
+            .as_array()
+            .map(|a| a.iter().map(|s| s["codec_type"].as_str().unwrap_or("").to_string()).collect())
+            .unwrap_or_default(),
+        chapters: v["chapters"].as_array().map(|a| a.len()).unwrap_or(0),
+        title: v["format"]["tags"]["title"].as_str().map(str::to_string),
+    }
+}
+
+/// (start, end) of a stream's packets in seconds: first pts, last pts + duration.
+pub fn span(path: &Path, stream: &str) -> (f64, f64) {
+    let v = ffprobe_json(&["-select_streams", stream, "-show_entries", "packet=pts_time,duration_time"], path);
+    let packets = v["packets"].as_array().cloned().unwrap_or_default();
+    let mut start = f64::MAX;
+    let mut end = f64::MIN;
+    for p in &packets {
+        if let Some(t) = num(&p["pts_time"]) {
+            start = start.min(t);
+            end = end.max(t + num(&p["duration_time"]).unwrap_or(0.0));
+        }
+    }
+    assert!(!packets.is_empty(), "{} has no packets in {stream}", path.display());
+    (start, end)
+}
+
+/// Average PSNR (dB) of `a` against `b`.
+pub fn psnr(a: &Path, b: &Path) -> f64 {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-i"])
+        .arg(a)
+        .arg("-i")
+        .arg(b)
+        .args(["-lavfi", "[0:v][1:v]psnr", "-f", "null", "-"])
+        .output()
+        .expect("ffmpeg psnr");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let avg = err
+        .lines()
+        .filter_map(|l| l.split("average:").nth(1))
+        .filter_map(|r| r.split_whitespace().next())
+        .last()
+        .unwrap_or_else(|| panic!("no psnr in {err}"));
+    if avg == "inf" {
+        return 100.0;
+    }
+    avg.parse().expect("psnr number")
+}
+
+pub fn dffmpeg() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dffmpeg"))
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("dffmpeg runs")
+}
+
+/// JSON event lines of a `--json` run.
+pub fn events(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+pub fn count_events(events: &[serde_json::Value], kind: &str) -> usize {
+    events.iter().filter(|e| e["event"] == kind).count()
+}
+
+/// A fresh directory for one test's files (outside /tmp: test hosts have
+/// their own /tmp).
+pub fn workdir(name: &str) -> PathBuf {
+    let d = PathBuf::from(format!("/var/tmp/dffmpeg-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("workdir");
+    d
+}
