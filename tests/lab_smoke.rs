@@ -203,6 +203,23 @@ fn pi_user_installs_nfs_common_from_the_test_mirror() {
     AptMirror::build();
     let mirror = AptMirror::serve(&lab.gateway_ip(), 8080);
     mirror.use_on(&pi);
+    // The public mirrors' layouts all work (same packages everywhere).
+    let u = &mirror.url;
+    fs::write(
+        pi.root()
+            .join("etc/apt/sources.list.d/dffmpeg-test-mirror.list"),
+        format!(
+            "deb {u}/debian bookworm main contrib non-free non-free-firmware
+deb {u}/debian bookworm-updates main
+deb {u}/debian-security bookworm-security main
+deb {u}/debian trixie-backports main
+deb {u}/raspbian/raspbian bookworm main contrib non-free rpi
+deb {u}/ubuntu noble main restricted universe multiverse
+deb {u}/ubuntu jammy-security main
+"
+        ),
+    )
+    .unwrap();
     // The machine has the NFS packages; remove them from the host so that apt fetches them.
     pi.exec_ok("printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d");
     pi.exec_ok("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q nfs-kernel-server nfs-common");
@@ -217,14 +234,26 @@ fn pi_user_installs_nfs_common_from_the_test_mirror() {
         .arg("id -un && sudo -n apt-get update -q && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nfs-common")
         .output()
         .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let log = ok(out, "apt-get update/install as pi");
+    assert!(
+        !stderr.contains("W:") && !stderr.contains("E:"),
+        "apt warned:\n{stderr}"
+    );
     assert!(log.starts_with("pi\n"), "{log}");
     assert!(
         log.contains(&format!("{}/debian bookworm", mirror.url)),
         "{log}"
     );
-    eprintln!("{log}");
     assert!(log.contains("nfs-common"), "{log}");
+    assert!(
+        !log.contains("W:") && !log.contains("E:"),
+        "apt warned:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("{u}/raspbian/raspbian bookworm InRelease")),
+        "{log}"
+    );
     pi.exec_ok("dpkg -s nfs-common | grep -q 'Status: install ok installed'");
     let requests = mirror.requests();
     assert!(

@@ -173,16 +173,14 @@ impl AptMirror {
         } else {
             "python3"
         };
+        let port_s = port.to_string();
+        let args = ["-m", "http.server", "--bind", ip, &port_s, "--directory"];
+        let www = dir.join("www");
+        // A server of a test that was killed would still hold the address.
+        kill_leftover_servers(&format!("{} {}", args.join(" "), www.display()));
         let mut child = Command::new(python)
-            .args([
-                "-m",
-                "http.server",
-                "--bind",
-                ip,
-                &port.to_string(),
-                "--directory",
-            ])
-            .arg(dir.join("www"))
+            .args(args)
+            .arg(&www)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log.reopen().expect("apt mirror: reopen log"))
@@ -261,6 +259,27 @@ impl AptMirror {
             "find {} -maxdepth 1 -type f -name '*_dists_*' -delete",
             q(&root.join("var/lib/apt/lists").display().to_string())
         )));
+    }
+}
+
+/// Kills earlier mirror servers (of killed tests) whose command line ends with `ours`.
+fn kill_leftover_servers(ours: &str) {
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return;
+    };
+    for pid in rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+        let Ok(raw) = fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&raw)
+            .trim_end_matches('\0')
+            .replace('\0', " ");
+        if cmd.contains("python") && cmd.ends_with(ours) {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
     }
 }
 

@@ -250,6 +250,13 @@ impl Lab {
 
         // Root filesystem: overlay of /, mounted in the machine's namespace (so root() works
         // from the test); the host's mount namespace gets a copy when it starts.
+        // Root's home starts fresh (an opaque dir in the upper layer): the machine's /root has
+        // shell start-up files (pyenv, cargo) that would slow down every ssh command.
+        let upper_root = dir.join("upper/root");
+        fs::create_dir_all(&upper_root).expect("create upper/root");
+        fs::set_permissions(&upper_root, fs::Permissions::from_mode(0o700))
+            .expect("chmod upper/root");
+        set_opaque(&upper_root);
         must(
             Command::new("mount")
                 .args(["-t", "overlay", "overlay", "-o"])
@@ -261,6 +268,13 @@ impl Lab {
                 .arg(&root),
         );
         write(&root.join("etc/hostname"), &format!("{name}\n"));
+        for f in [".bashrc", ".profile"] {
+            let skel = Path::new("/etc/skel").join(f);
+            if skel.exists() {
+                fs::copy(&skel, root.join("root").join(f))
+                    .unwrap_or_else(|e| panic!("lab {tag}: cannot copy {}: {e}", skel.display()));
+            }
+        }
         let ssh_dir = root.join("root/.ssh");
         fs::create_dir_all(&ssh_dir)
             .unwrap_or_else(|e| panic!("lab {tag}: cannot create {}: {e}", ssh_dir.display()));
@@ -479,8 +493,10 @@ exec chroot $R /usr/sbin/sshd -D -E /var/log/sshd.log -o ListenAddress={ip} \
     }
 
     /// `sh -c script` inside the host (its mount, UTS and net namespaces, chrooted to its
-    /// root, in its cgroup), as root with a clean environment. If the host is down, a
-    /// failed Output (exit 255) saying so.
+    /// root, in its cgroup), as root with a clean environment and no stdin. If the host is
+    /// down, a failed Output (exit 255) saying so. Like with ssh, this waits until stdout
+    /// and stderr are closed: redirect what the script leaves running in the background
+    /// (`cmd >/dev/null 2>&1 &`).
     pub fn exec(&self, script: &str) -> Output {
         let Some(pid) = self.sshd_pid() else {
             return Output {
@@ -662,6 +678,21 @@ fn banner(addr: &SocketAddr) -> bool {
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let mut buf = [0u8; 4];
     s.read_exact(&mut buf).is_ok() && &buf == b"SSH-"
+}
+
+/// Marks an overlay upper dir opaque: the lower layers' entries are hidden.
+fn set_opaque(dir: &Path) {
+    let path = CString::new(dir.as_os_str().as_encoded_bytes()).expect("path without NUL");
+    let name = c"trusted.overlay.opaque";
+    // SAFETY: valid NUL-terminated strings and a 1-byte value buffer.
+    let rc = unsafe { libc::setxattr(path.as_ptr(), name.as_ptr(), b"y".as_ptr().cast(), 1, 0) };
+    assert_eq!(
+        rc,
+        0,
+        "lab: setxattr trusted.overlay.opaque on {}: {}",
+        dir.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 fn quota_us(cpus: f64) -> u64 {
