@@ -1,2 +1,5 @@
 #![allow(dead_code)]
+//! Test support shared by the integration tests.
+pub mod aptmirror;
+pub mod lab;
 pub mod media;
