@@ -28,7 +28,10 @@ fn transcode_and_check(dir: &Path, input: &str, output: &str, chunk: &str, args:
         String::from_utf8_lossy(&res.stdout)
     );
     let ev = events(&res);
-    assert!(count_events(&ev, "chunk_done") >= 2, "expected several chunks: {ev:?}");
+    assert!(
+        count_events(&ev, "chunk_done") >= 2,
+        "expected several chunks: {ev:?}"
+    );
     assert_eq!(count_events(&ev, "job_done"), 1);
 
     // Same frames ...
@@ -39,7 +42,10 @@ fn transcode_and_check(dir: &Path, input: &str, output: &str, chunk: &str, args:
     assert_eq!(a.len(), b.len(), "video packets");
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         let (x, y) = (x - a[0], y - b[0]);
-        assert!((x - y).abs() <= 0.015, "frame {i}: {y:.4} s, input {x:.4} s");
+        assert!(
+            (x - y).abs() <= 0.015,
+            "frame {i}: {y:.4} s, input {x:.4} s"
+        );
     }
     // Streams, chapters, title.
     let (si, so) = (summary(&src), summary(&out));
@@ -52,11 +58,19 @@ fn transcode_and_check(dir: &Path, input: &str, output: &str, chunk: &str, args:
         let (vs_out, _) = span(&out, "v:0");
         let (as_in, ae_in) = span(&src, "a:0");
         let (as_out, ae_out) = span(&out, "a:0");
-        assert!(((ae_out - as_out) - (ae_in - as_in)).abs() <= 0.05, "audio duration {} vs {}", ae_out - as_out, ae_in - as_in);
+        assert!(
+            ((ae_out - as_out) - (ae_in - as_in)).abs() <= 0.05,
+            "audio duration {} vs {}",
+            ae_out - as_out,
+            ae_in - as_in
+        );
         let frame = a[1] - a[0];
         let offset_in = as_in - vs_in;
         let offset_out = as_out - vs_out;
-        assert!((offset_out - offset_in).abs() <= frame + 1e-6, "audio offset {offset_out:.4} vs {offset_in:.4}");
+        assert!(
+            (offset_out - offset_in).abs() <= frame + 1e-6,
+            "audio offset {offset_out:.4} vs {offset_in:.4}"
+        );
     }
     // Quality: no worse than a plain ffmpeg with the same arguments.
     let plain = dir.join(format!("plain.{output}"));
@@ -65,84 +79,296 @@ fn transcode_and_check(dir: &Path, input: &str, output: &str, chunk: &str, args:
     plain_args.push(plain.to_str().unwrap());
     ffmpeg(&plain_args);
     let (ours, theirs) = (psnr(&out, &src), psnr(&plain, &src));
-    assert!(ours >= theirs - 0.3, "PSNR {ours:.2} dB vs plain ffmpeg {theirs:.2} dB");
+    assert!(
+        ours >= theirs - 0.3,
+        "PSNR {ours:.2} dB vs plain ffmpeg {theirs:.2} dB"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn cfr_h264_with_aac() {
     let d = workdir("cfr");
-    ffmpeg(&["-f", "lavfi", "-i", &format!("{SRC}:duration=8"), "-f", "lavfi", "-i", "sine=frequency=440:duration=8",
-        "-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest",
-        d.join("in.mp4").to_str().unwrap()]);
-    transcode_and_check(&d, "in.mp4", "out.mp4", "2", &["-c:v", "mpeg4", "-b:v", "1M"]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("{SRC}:duration=8"),
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:duration=8",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-g",
+        "25",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-shortest",
+        d.join("in.mp4").to_str().unwrap(),
+    ]);
+    transcode_and_check(
+        &d,
+        "in.mp4",
+        "out.mp4",
+        "2",
+        &["-c:v", "mpeg4", "-b:v", "1M"],
+    );
 }
 
 #[test]
 fn vfr_timestamps_are_kept() {
     let d = workdir("vfr");
-    ffmpeg(&["-f", "lavfi", "-i", &format!("{SRC}:duration=8"), "-vf", "setpts='(N*0.04+0.015*mod(N,3))/TB'",
-        "-fps_mode", "passthrough", "-c:v", "libx264", "-preset", "veryfast", "-g", "20", "-enc_time_base", "1/1000",
-        d.join("in.mkv").to_str().unwrap()]);
-    transcode_and_check(&d, "in.mkv", "out.mkv", "2", &["-c:v", "libx264", "-preset", "veryfast", "-crf", "23"]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("{SRC}:duration=8"),
+        "-vf",
+        "setpts='(N*0.04+0.015*mod(N,3))/TB'",
+        "-fps_mode",
+        "passthrough",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-g",
+        "20",
+        "-enc_time_base",
+        "1/1000",
+        d.join("in.mkv").to_str().unwrap(),
+    ]);
+    transcode_and_check(
+        &d,
+        "in.mkv",
+        "out.mkv",
+        "2",
+        &["-c:v", "libx264", "-preset", "veryfast", "-crf", "23"],
+    );
 }
 
 #[test]
 fn mpeg2_ts_open_gop_with_start_offset() {
     let d = workdir("ts");
-    ffmpeg(&["-f", "lavfi", "-i", &format!("{SRC}:duration=8"), "-f", "lavfi", "-i", "sine=frequency=300:duration=8",
-        "-c:v", "mpeg2video", "-q:v", "4", "-g", "12", "-bf", "2", "-flags", "-cgop", "-c:a", "mp2",
-        "-output_ts_offset", "10", "-shortest", d.join("in.ts").to_str().unwrap()]);
-    transcode_and_check(&d, "in.ts", "out.mp4", "2", &["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-c:a", "aac"]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("{SRC}:duration=8"),
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=300:duration=8",
+        "-c:v",
+        "mpeg2video",
+        "-q:v",
+        "4",
+        "-g",
+        "12",
+        "-bf",
+        "2",
+        "-flags",
+        "-cgop",
+        "-c:a",
+        "mp2",
+        "-output_ts_offset",
+        "10",
+        "-shortest",
+        d.join("in.ts").to_str().unwrap(),
+    ]);
+    transcode_and_check(
+        &d,
+        "in.ts",
+        "out.mp4",
+        "2",
+        &[
+            "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-c:a", "aac",
+        ],
+    );
 }
 
 #[test]
 fn single_keyframe() {
     let d = workdir("onekey");
-    ffmpeg(&["-f", "lavfi", "-i", &format!("{SRC}:duration=8"), "-c:v", "libx264", "-preset", "veryfast",
-        "-x264-params", "keyint=1000:min-keyint=1000:scenecut=0", d.join("in.mp4").to_str().unwrap()]);
-    transcode_and_check(&d, "in.mp4", "out.mp4", "2", &["-c:v", "mpeg4", "-q:v", "3"]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("{SRC}:duration=8"),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-x264-params",
+        "keyint=1000:min-keyint=1000:scenecut=0",
+        d.join("in.mp4").to_str().unwrap(),
+    ]);
+    transcode_and_check(
+        &d,
+        "in.mp4",
+        "out.mp4",
+        "2",
+        &["-c:v", "mpeg4", "-q:v", "3"],
+    );
 }
 
 #[test]
 fn long_gop() {
     let d = workdir("longgop");
-    ffmpeg(&["-f", "lavfi", "-i", &format!("{SRC}:duration=12"), "-c:v", "libx264", "-preset", "veryfast",
-        "-x264-params", "keyint=250:min-keyint=250:scenecut=0", d.join("in.mp4").to_str().unwrap()]);
-    transcode_and_check(&d, "in.mp4", "out.mp4", "3", &["-c:v", "libx264", "-preset", "veryfast", "-crf", "23"]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("{SRC}:duration=12"),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-x264-params",
+        "keyint=250:min-keyint=250:scenecut=0",
+        d.join("in.mp4").to_str().unwrap(),
+    ]);
+    transcode_and_check(
+        &d,
+        "in.mp4",
+        "out.mp4",
+        "3",
+        &["-c:v", "libx264", "-preset", "veryfast", "-crf", "23"],
+    );
 }
 
 #[test]
 fn rotated() {
     let d = workdir("rotated");
     let tmp = d.join("plain.mp4");
-    ffmpeg(&["-f", "lavfi", "-i", &format!("{SRC}:duration=6"), "-c:v", "libx264", "-preset", "veryfast", "-g", "25",
-        tmp.to_str().unwrap()]);
-    ffmpeg(&["-i", tmp.to_str().unwrap(), "-c", "copy", "-metadata:s:v:0", "rotate=90", d.join("in.mp4").to_str().unwrap()]);
-    transcode_and_check(&d, "in.mp4", "out.mp4", "2", &["-c:v", "mpeg4", "-b:v", "1M"]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("{SRC}:duration=6"),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-g",
+        "25",
+        tmp.to_str().unwrap(),
+    ]);
+    ffmpeg(&[
+        "-i",
+        tmp.to_str().unwrap(),
+        "-c",
+        "copy",
+        "-metadata:s:v:0",
+        "rotate=90",
+        d.join("in.mp4").to_str().unwrap(),
+    ]);
+    transcode_and_check(
+        &d,
+        "in.mp4",
+        "out.mp4",
+        "2",
+        &["-c:v", "mpeg4", "-b:v", "1M"],
+    );
 }
 
 #[test]
 fn audio_tracks_subtitles_chapters_title() {
     let d = workdir("multi");
     let srt = d.join("subs.srt");
-    std::fs::write(&srt, "1\n00:00:01,000 --> 00:00:02,500\nHello\n\n2\n00:00:04,000 --> 00:00:05,000\nWorld\n").unwrap();
+    std::fs::write(
+        &srt,
+        "1\n00:00:01,000 --> 00:00:02,500\nHello\n\n2\n00:00:04,000 --> 00:00:05,000\nWorld\n",
+    )
+    .unwrap();
     let meta = d.join("chapters.txt");
     std::fs::write(&meta, ";FFMETADATA1\ntitle=A test title\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=3000\ntitle=One\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=3000\nEND=7000\ntitle=Two\n").unwrap();
-    ffmpeg(&["-f", "lavfi", "-i", &format!("{SRC}:duration=7"), "-f", "lavfi", "-i", "sine=frequency=440:duration=7",
-        "-f", "lavfi", "-i", "sine=frequency=880:duration=7", "-i", srt.to_str().unwrap(), "-i", meta.to_str().unwrap(),
-        "-map", "0", "-map", "1", "-map", "2", "-map", "3", "-map_metadata", "4", "-map_chapters", "4",
-        "-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-c:a", "libvorbis", "-c:s", "srt",
-        "-metadata:s:a:1", "language=fra", d.join("in.mkv").to_str().unwrap()]);
-    transcode_and_check(&d, "in.mkv", "out.mkv", "2", &["-c:v", "mpeg4", "-q:v", "3", "-c:a", "aac"]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("{SRC}:duration=7"),
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:duration=7",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=880:duration=7",
+        "-i",
+        srt.to_str().unwrap(),
+        "-i",
+        meta.to_str().unwrap(),
+        "-map",
+        "0",
+        "-map",
+        "1",
+        "-map",
+        "2",
+        "-map",
+        "3",
+        "-map_metadata",
+        "4",
+        "-map_chapters",
+        "4",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-g",
+        "25",
+        "-c:a",
+        "libvorbis",
+        "-c:s",
+        "srt",
+        "-metadata:s:a:1",
+        "language=fra",
+        d.join("in.mkv").to_str().unwrap(),
+    ]);
+    transcode_and_check(
+        &d,
+        "in.mkv",
+        "out.mkv",
+        "2",
+        &["-c:v", "mpeg4", "-q:v", "3", "-c:a", "aac"],
+    );
 }
 
 #[test]
 fn hostile_file_name() {
     let d = workdir("hostile");
     let name = "a b'c\"$(touch pwned);`id` ünï 视频.mp4";
-    ffmpeg(&["-f", "lavfi", "-i", &format!("{SRC}:duration=5"), "-f", "lavfi", "-i", "sine=duration=5",
-        "-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-c:a", "aac", "-shortest", d.join(name).to_str().unwrap()]);
-    transcode_and_check(&d, name, "out $(touch pwned2); 'x'.mkv", "2", &["-c:v", "mpeg4", "-q:v", "4"]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("{SRC}:duration=5"),
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=duration=5",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-g",
+        "25",
+        "-c:a",
+        "aac",
+        "-shortest",
+        d.join(name).to_str().unwrap(),
+    ]);
+    transcode_and_check(
+        &d,
+        name,
+        "out $(touch pwned2); 'x'.mkv",
+        "2",
+        &["-c:v", "mpeg4", "-q:v", "4"],
+    );
     assert!(!Path::new("pwned").exists() && !d.join("pwned").exists());
 }

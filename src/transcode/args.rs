@@ -43,17 +43,56 @@ pub struct UserArgs {
 
 /// Options refused because they cut, retime or drop frames.
 const TIMING: &[&str] = &[
-    "-ss", "-sseof", "-t", "-to", "-frames", "-vframes", "-r", "-fpsmax", "-fps_mode", "-vsync",
-    "-itsoffset", "-shortest", "-vn", "-copyts", "-start_at_zero",
+    "-ss",
+    "-sseof",
+    "-t",
+    "-to",
+    "-frames",
+    "-vframes",
+    "-r",
+    "-fpsmax",
+    "-fps_mode",
+    "-vsync",
+    "-itsoffset",
+    "-shortest",
+    "-vn",
+    "-copyts",
+    "-start_at_zero",
 ];
 /// Filters refused inside a video filter chain.
 const FRAME_FILTERS: &[&str] = &[
-    "fps", "framerate", "select", "trim", "setpts", "tinterlace", "minterpolate", "decimate",
-    "mpdecimate", "framestep", "tpad", "loop", "reverse", "interlace", "telecine", "fieldmatch",
-    "random", "shuffleframes", "framepack", "bwdif", "yadif", "w3fdif", "estdif",
+    "fps",
+    "framerate",
+    "select",
+    "trim",
+    "setpts",
+    "tinterlace",
+    "minterpolate",
+    "decimate",
+    "mpdecimate",
+    "framestep",
+    "tpad",
+    "loop",
+    "reverse",
+    "interlace",
+    "telecine",
+    "fieldmatch",
+    "random",
+    "shuffleframes",
+    "framepack",
+    "bwdif",
+    "yadif",
+    "w3fdif",
+    "estdif",
 ];
 /// Output-file options that go to the merge only (besides `-metadata*`).
-const MUXER: &[&str] = &["-movflags", "-brand", "-write_tmcd", "-use_editlist", "-fflags"];
+const MUXER: &[&str] = &[
+    "-movflags",
+    "-brand",
+    "-write_tmcd",
+    "-use_editlist",
+    "-fflags",
+];
 
 fn base(opt: &str) -> &str {
     opt.split(':').next().unwrap_or(opt)
@@ -110,7 +149,8 @@ pub fn parse(raw: &[String]) -> Result<UserArgs, ArgsError> {
             }
             "-c" | "-codec" | "-vcodec" => {
                 let v = value(&mut args)?;
-                let for_video = opt == "-vcodec" || opt.split(':').nth(1).is_none() || is_video_spec(opt);
+                let for_video =
+                    opt == "-vcodec" || opt.split(':').nth(1).is_none() || is_video_spec(opt);
                 if for_video {
                     if v == "copy" {
                         return Err(ArgsError::VideoCopy);
@@ -181,12 +221,34 @@ mod tests {
     #[test]
     fn filters_and_muxer_options_are_sorted_out() {
         let a = p(&[
-            "-vf", "scale=640:-2", "-movflags", "+faststart", "-metadata", "title=x", "-f", "mp4",
-            "-c:a", "aac", "-ac", "2", "-af", "volume=-3dB",
+            "-vf",
+            "scale=640:-2",
+            "-movflags",
+            "+faststart",
+            "-metadata",
+            "title=x",
+            "-f",
+            "mp4",
+            "-c:a",
+            "aac",
+            "-ac",
+            "2",
+            "-af",
+            "volume=-3dB",
         ])
         .unwrap();
         assert_eq!(a.video_filter.as_deref(), Some("scale=640:-2"));
-        assert_eq!(a.muxer, ["-movflags", "+faststart", "-metadata", "title=x", "-f", "mp4"]);
+        assert_eq!(
+            a.muxer,
+            [
+                "-movflags",
+                "+faststart",
+                "-metadata",
+                "title=x",
+                "-f",
+                "mp4"
+            ]
+        );
         assert_eq!(a.format.as_deref(), Some("mp4"));
         assert_eq!(a.codec, ["-c:a", "aac", "-ac", "2", "-af", "volume=-3dB"]);
         assert_eq!(a.video_codec, None);
@@ -202,9 +264,18 @@ mod tests {
     fn frame_changing_options_are_refused() {
         assert_eq!(p(&["-r", "30"]), Err(ArgsError::Timing("-r".into())));
         assert_eq!(p(&["-t", "5"]), Err(ArgsError::Timing("-t".into())));
-        assert_eq!(p(&["-frames:v", "5"]), Err(ArgsError::Timing("-frames:v".into())));
-        assert!(matches!(p(&["-vf", "scale=2:2,fps=30"]), Err(ArgsError::FrameFilter(_))));
-        assert!(matches!(p(&["-filter:v", "[in]yadif=1[out]"]), Err(ArgsError::FrameFilter(_))));
+        assert_eq!(
+            p(&["-frames:v", "5"]),
+            Err(ArgsError::Timing("-frames:v".into()))
+        );
+        assert!(matches!(
+            p(&["-vf", "scale=2:2,fps=30"]),
+            Err(ArgsError::FrameFilter(_))
+        ));
+        assert!(matches!(
+            p(&["-filter:v", "[in]yadif=1[out]"]),
+            Err(ArgsError::FrameFilter(_))
+        ));
         assert!(matches!(p(&["-map", "0:v"]), Err(ArgsError::Mapping(_))));
         assert!(p(&["-map", "0"]).is_ok());
         assert_eq!(p(&["-c", "copy"]), Err(ArgsError::VideoCopy));

@@ -37,7 +37,13 @@ fn seek_before(pts: i64, tb: Rational) -> String {
 /// Copy the packets of one chunk out of the source, no re-encoding:
 /// timestamps kept (`-copyts`), from the chunk's keyframe, exactly
 /// `chunk.packets` packets.
-pub fn split(source: &str, video_index: usize, plan: &Plan, chunk: &Chunk, dest: &str) -> Vec<String> {
+pub fn split(
+    source: &str,
+    video_index: usize,
+    plan: &Plan,
+    chunk: &Chunk,
+    dest: &str,
+) -> Vec<String> {
     let mut a = s(&QUIET);
     if chunk.seek_pts != plan.first_pts() {
         a.extend(s(&["-seek_timestamp", "1", "-ss"]));
@@ -50,7 +56,14 @@ pub fn split(source: &str, video_index: usize, plan: &Plan, chunk: &Chunk, dest:
     a.extend(s(&["-c", "copy", "-copypriorss", "0", "-frames:v"]));
     a.push(chunk.packets.to_string());
     a.extend(["-output_ts_offset".into(), secs(plan.ts_shift())]);
-    a.extend(s(&["-avoid_negative_ts", "disabled", "-f", "nut", "-y", dest]));
+    a.extend(s(&[
+        "-avoid_negative_ts",
+        "disabled",
+        "-f",
+        "nut",
+        "-y",
+        dest,
+    ]));
     a
 }
 
@@ -83,13 +96,21 @@ pub fn chunk_filter(spec: &EncodeSpec, chunk: &Chunk, shift: f64) -> String {
 
 /// Encode one chunk: NUT in (stdin or file), NUT out (stdout or file),
 /// progress as `key=value` lines on stderr.
-pub fn encode(spec: &EncodeSpec, filter: &str, threads: Option<u32>, input: &str, output: &str) -> Vec<String> {
+pub fn encode(
+    spec: &EncodeSpec,
+    filter: &str,
+    threads: Option<u32>,
+    input: &str,
+    output: &str,
+) -> Vec<String> {
     let mut a = s(&QUIET);
     a.extend(s(&["-nostats", "-progress", "pipe:2"]));
     if let Some(t) = threads {
         a.extend(["-threads".into(), t.to_string()]);
     }
-    a.extend(s(&["-copyts", "-f", "nut", "-i", input, "-map", "0:v:0", "-vf", filter]));
+    a.extend(s(&[
+        "-copyts", "-f", "nut", "-i", input, "-map", "0:v:0", "-vf", filter,
+    ]));
     a.extend(s(&["-vsync", "passthrough"]));
     if let Some(tb) = spec.vfr_time_base {
         a.extend(["-enc_time_base:v".into(), tb.to_string()]);
@@ -98,14 +119,30 @@ pub fn encode(spec: &EncodeSpec, filter: &str, threads: Option<u32>, input: &str
         a.extend(["-threads".into(), t.to_string()]);
     }
     a.extend(spec.codec_args.iter().cloned());
-    a.extend(s(&["-an", "-sn", "-dn", "-avoid_negative_ts", "disabled", "-f", "nut", "-y", output]));
+    a.extend(s(&[
+        "-an",
+        "-sn",
+        "-dn",
+        "-avoid_negative_ts",
+        "disabled",
+        "-f",
+        "nut",
+        "-y",
+        output,
+    ]));
     a
 }
 
 /// Encode every stream but the chunked video once, from the source, with
 /// the user's options, into the output's own format (so ffmpeg's defaults
 /// for that format apply, as in a plain run).
-pub fn side(source: &str, video_index: usize, codec_args: &[String], format: &str, dest: &str) -> Vec<String> {
+pub fn side(
+    source: &str,
+    video_index: usize,
+    codec_args: &[String],
+    format: &str,
+    dest: &str,
+) -> Vec<String> {
     let mut a = s(&QUIET);
     a.extend(s(&["-nostats", "-i", source, "-map", "0", "-map"]));
     a.push(format!("-0:{video_index}"));
@@ -134,13 +171,27 @@ pub struct MergeInputs<'a> {
 /// source.
 pub fn merge(m: &MergeInputs) -> Vec<String> {
     let mut a = s(&QUIET);
-    a.extend(s(&["-nostats", "-copyts", "-f", "concat", "-safe", "0", "-i", m.concat_list]));
+    a.extend(s(&[
+        "-nostats",
+        "-copyts",
+        "-f",
+        "concat",
+        "-safe",
+        "0",
+        "-i",
+        m.concat_list,
+    ]));
     let mut src_input = 1;
     if let Some((side, offset, _)) = m.side {
         a.extend(["-itsoffset".into(), secs(offset), "-i".into(), side.into()]);
         src_input = 2;
     }
-    a.extend(["-itsoffset".into(), secs(-m.source_offset), "-i".into(), m.source.into()]);
+    a.extend([
+        "-itsoffset".into(),
+        secs(-m.source_offset),
+        "-i".into(),
+        m.source.into(),
+    ]);
     a.extend(s(&["-map", "0:v:0"]));
     if m.side.is_some() {
         a.extend(s(&["-map", "1"]));
@@ -148,7 +199,10 @@ pub fn merge(m: &MergeInputs) -> Vec<String> {
     a.extend(s(&["-c", "copy"]));
     a.extend(["-map_metadata".into(), src_input.to_string()]);
     a.extend(["-map_chapters".into(), src_input.to_string()]);
-    a.extend(["-map_metadata:s:0".into(), format!("{src_input}:s:{}", m.video_index)]);
+    a.extend([
+        "-map_metadata:s:0".into(),
+        format!("{src_input}:s:{}", m.video_index),
+    ]);
     if let Some((_, _, n)) = m.side {
         for k in 0..n {
             a.extend([format!("-map_metadata:s:{}", k + 1), format!("1:s:{k}")]);
@@ -182,9 +236,35 @@ mod tests {
 
     #[test]
     fn split_copies_exact_packet_count() {
-        let c = Chunk { index: 1, start: 50, end: Some(100), frames: 50, first_packet: 50, packets: 52, seek_pts: 50, trim_start: None, trim_end: None };
-        let first = Chunk { index: 0, start: 0, end: Some(50), frames: 50, first_packet: 0, packets: 50, seek_pts: 0, trim_start: None, trim_end: None };
-        let plan = Plan { time_base: Rational { num: 1, den: 25 }, chunks: vec![first, c.clone()], total_frames: 100, frame_seconds: 0.04, skipped_leading: 0 };
+        let c = Chunk {
+            index: 1,
+            start: 50,
+            end: Some(100),
+            frames: 50,
+            first_packet: 50,
+            packets: 52,
+            seek_pts: 50,
+            trim_start: None,
+            trim_end: None,
+        };
+        let first = Chunk {
+            index: 0,
+            start: 0,
+            end: Some(50),
+            frames: 50,
+            first_packet: 0,
+            packets: 50,
+            seek_pts: 0,
+            trim_start: None,
+            trim_end: None,
+        };
+        let plan = Plan {
+            time_base: Rational { num: 1, den: 25 },
+            chunks: vec![first, c.clone()],
+            total_frames: 100,
+            frame_seconds: 0.04,
+            skipped_leading: 0,
+        };
         let a = split("in put.mp4", 0, &plan, &c, "pipe:1");
         let line = a.join(" ");
         assert!(line.contains("-ss 1.999999 -copyts -i in put.mp4 -map 0:0 -c copy -copypriorss 0 -frames:v 52 -output_ts_offset 10.000000"), "{line}");
@@ -198,12 +278,26 @@ mod tests {
             user_filter: Some("scale=160:-2".into()),
             vfr_time_base: None,
         };
-        let mut c = Chunk { index: 1, start: 50, end: Some(100), frames: 50, first_packet: 50, packets: 50, seek_pts: 50, trim_start: Some(1.98), trim_end: Some(3.98) };
+        let mut c = Chunk {
+            index: 1,
+            start: 50,
+            end: Some(100),
+            frames: 50,
+            first_packet: 50,
+            packets: 50,
+            seek_pts: 50,
+            trim_start: Some(1.98),
+            trim_end: Some(3.98),
+        };
         assert_eq!(
             chunk_filter(&spec, &c, 10.0),
             "trim=start=11.980000:end=13.980000,transpose=cclock,scale=160:-2"
         );
-        let plain = EncodeSpec { rotate_filter: None, user_filter: None, ..spec };
+        let plain = EncodeSpec {
+            rotate_filter: None,
+            user_filter: None,
+            ..spec
+        };
         c.trim_start = None;
         c.trim_end = None;
         assert_eq!(chunk_filter(&plain, &c, 10.0), "null");

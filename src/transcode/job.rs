@@ -28,7 +28,12 @@ pub struct JobKey {
 }
 
 impl JobKey {
-    pub fn new(input: &Path, output: &Path, ffmpeg_args: &[String], chunk_seconds: f64) -> Result<JobKey> {
+    pub fn new(
+        input: &Path,
+        output: &Path,
+        ffmpeg_args: &[String],
+        chunk_seconds: f64,
+    ) -> Result<JobKey> {
         let meta = fs::metadata(input).with_context(|| format!("{}", input.display()))?;
         Ok(JobKey {
             input: input.to_path_buf(),
@@ -67,14 +72,27 @@ pub enum Found {
 impl JobDir {
     /// Open (create) the job directory and take its lock. With `fresh`, any
     /// earlier content is removed.
-    pub fn open(dir: &Path, key: &JobKey, fresh: bool, must_resume: bool) -> Result<(JobDir, Found)> {
-        fs::create_dir_all(dir).with_context(|| format!("cannot create job directory {}", dir.display()))?;
-        let lock = File::create(dir.join("lock")).with_context(|| format!("cannot write in {}", dir.display()))?;
+    pub fn open(
+        dir: &Path,
+        key: &JobKey,
+        fresh: bool,
+        must_resume: bool,
+    ) -> Result<(JobDir, Found)> {
+        fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create job directory {}", dir.display()))?;
+        let lock = File::create(dir.join("lock"))
+            .with_context(|| format!("cannot write in {}", dir.display()))?;
         // SAFETY: flock on a file descriptor we own.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            bail!("another dffmpeg is working on this output (job directory {})", dir.display());
+            bail!(
+                "another dffmpeg is working on this output (job directory {})",
+                dir.display()
+            );
         }
-        let job = JobDir { dir: dir.to_path_buf(), _lock: lock };
+        let job = JobDir {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        };
         let record = job.record();
         let found = match record {
             Some(r) if !fresh && r.key == *key => Found::Resumed(Box::new(r)),
@@ -117,7 +135,10 @@ impl JobDir {
     }
 
     pub fn save(&self, record: &JobRecord) -> Result<()> {
-        write_atomic(&self.dir.join("job.json"), &serde_json::to_vec_pretty(record)?)
+        write_atomic(
+            &self.dir.join("job.json"),
+            &serde_json::to_vec_pretty(record)?,
+        )
     }
 
     pub fn chunk(&self, index: usize) -> PathBuf {
@@ -126,7 +147,8 @@ impl JobDir {
 
     /// Where one attempt writes before verification.
     pub fn part(&self, index: usize, attempt: u64) -> PathBuf {
-        self.dir.join(format!("chunk_{index:05}.{attempt}.part.nut"))
+        self.dir
+            .join(format!("chunk_{index:05}.{attempt}.part.nut"))
     }
 
     /// The chunk's source packets, for shared-storage nodes.
@@ -147,7 +169,10 @@ impl JobDir {
     }
 
     pub fn save_reference(&self, params: &CodecParams) -> Result<()> {
-        write_atomic(&self.dir.join("reference.json"), &serde_json::to_vec_pretty(params)?)
+        write_atomic(
+            &self.dir.join("reference.json"),
+            &serde_json::to_vec_pretty(params)?,
+        )
     }
 
     pub fn concat_list(&self) -> PathBuf {
@@ -156,7 +181,8 @@ impl JobDir {
 
     /// Remove the whole directory (after a successful merge).
     pub fn remove(self) -> Result<()> {
-        fs::remove_dir_all(&self.dir).with_context(|| format!("cannot remove {}", self.dir.display()))
+        fs::remove_dir_all(&self.dir)
+            .with_context(|| format!("cannot remove {}", self.dir.display()))
     }
 }
 
@@ -177,14 +203,31 @@ mod tests {
     fn key(dir: &Path, args: &[&str]) -> JobKey {
         let input = dir.join("in.mp4");
         fs::write(&input, b"x").unwrap();
-        JobKey::new(&input, &dir.join("out.mp4"), &args.iter().map(|s| s.to_string()).collect::<Vec<_>>(), 3.0).unwrap()
+        JobKey::new(
+            &input,
+            &dir.join("out.mp4"),
+            &args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            3.0,
+        )
+        .unwrap()
     }
 
     fn record(k: JobKey) -> JobRecord {
         JobRecord {
             key: k,
-            plan: Plan { time_base: super::super::probe::Rational { num: 1, den: 25 }, chunks: vec![], total_frames: 0, frame_seconds: 0.04, skipped_leading: 0 },
-            encode: EncodeSpec { codec_args: vec![], rotate_filter: None, user_filter: None, vfr_time_base: None },
+            plan: Plan {
+                time_base: super::super::probe::Rational { num: 1, den: 25 },
+                chunks: vec![],
+                total_frames: 0,
+                frame_seconds: 0.04,
+                skipped_leading: 0,
+            },
+            encode: EncodeSpec {
+                codec_args: vec![],
+                rotate_filter: None,
+                user_filter: None,
+                vfr_time_base: None,
+            },
             format: "mp4".into(),
         }
     }

@@ -31,10 +31,11 @@ use progress::Event;
 use worker::{Io, JobContext};
 
 pub async fn run(args: TranscodeArgs) -> Outcome {
-    let inventory = args
-        .inventory
-        .clone()
-        .or_else(|| std::env::var_os("DFFMPEG_INVENTORY").filter(|v| !v.is_empty()).map(PathBuf::from));
+    let inventory = args.inventory.clone().or_else(|| {
+        std::env::var_os("DFFMPEG_INVENTORY")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
     if let Some(path) = inventory {
         let inv = crate::inventory::Inventory::load(&path).map_err(usage)?;
         return Err(usage(anyhow!(
@@ -42,7 +43,9 @@ pub async fn run(args: TranscodeArgs) -> Outcome {
             inv.source
         )));
     }
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let nodes = vec![WorkerNode {
         name: "local".to_string(),
         transport: Local::new("local"),
@@ -66,7 +69,9 @@ async fn check_tools() -> Result<(), Failure> {
             .await
             .is_ok();
         if !found {
-            return Err(usage(anyhow!("{tool} is not installed (on Debian: apt-get install ffmpeg)")));
+            return Err(usage(anyhow!(
+                "{tool} is not installed (on Debian: apt-get install ffmpeg)"
+            )));
         }
     }
     Ok(())
@@ -75,10 +80,15 @@ async fn check_tools() -> Result<(), Failure> {
 fn check_input(input: &Path) -> Result<PathBuf, Failure> {
     let meta = std::fs::metadata(input).map_err(|e| usage(anyhow!("{}: {e}", input.display())))?;
     if meta.is_dir() {
-        return Err(usage(anyhow!("{} is a directory, not a video", input.display())));
+        return Err(usage(anyhow!(
+            "{} is a directory, not a video",
+            input.display()
+        )));
     }
     std::fs::File::open(input).map_err(|e| usage(anyhow!("{}: {e}", input.display())))?;
-    input.canonicalize().map_err(|e| usage(anyhow!("{}: {e}", input.display())))
+    input
+        .canonicalize()
+        .map_err(|e| usage(anyhow!("{}: {e}", input.display())))
 }
 
 /// `shared_dir`: for `Io::Shared`, the job directory's parent that every
@@ -93,33 +103,44 @@ pub async fn run_job<T: Transport + 'static>(
     let started = Instant::now();
     let input = check_input(&args.input)?;
     let user = args::parse(&args.ffmpeg_args).map_err(usage)?;
-    let overwrite = args.overwrite || user.overwrite;
-    let output = args.output.clone().unwrap_or_else(|| output::default_output(&input));
-    let output = output::check_output(&input, &output, overwrite).map_err(usage)?;
-    let format = output::format_for(&output, user.format.as_deref()).map_err(usage)?;
     check_tools().await?;
     let source = input
         .to_str()
         .ok_or_else(|| usage(anyhow!("{}: file names must be UTF-8", input.display())))?
         .to_string();
-
     let probe = probe::probe(&input)
         .await
         .map_err(|e| usage(anyhow!("{}: {e}", input.display())))?;
+    let overwrite = args.overwrite || user.overwrite;
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| output::default_output(&input));
+    let output = output::check_output(&input, &output, overwrite).map_err(usage)?;
+    let format = output::format_for(&output, user.format.as_deref()).map_err(usage)?;
     let slots: usize = nodes.iter().map(|n| n.slots).sum();
-    let duration = probe
-        .duration
-        .unwrap_or_else(|| probe.video_time_base.seconds(probe.packets.iter().map(|p| p.pts).max().unwrap_or(0)));
+    let duration = probe.duration.unwrap_or_else(|| {
+        probe
+            .video_time_base
+            .seconds(probe.packets.iter().map(|p| p.pts).max().unwrap_or(0))
+    });
     let chunk_seconds = match args.chunk {
         Some(c) if c.is_finite() && c > 0.0 => c,
-        Some(c) => return Err(usage(anyhow!("--chunk {c}: must be a positive number of seconds"))),
+        Some(c) => {
+            return Err(usage(anyhow!(
+                "--chunk {c}: must be a positive number of seconds"
+            )))
+        }
         None => plan::default_chunk_seconds(duration, slots),
     };
 
     let job_dir = match shared_dir {
         Some(shared) => shared.join("work").join(job_name(&output)),
         None => {
-            let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = output
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             output.with_file_name(format!(".{name}.dffmpeg-job"))
         }
     };
@@ -133,9 +154,11 @@ pub async fn run_job<T: Transport + 'static>(
             if user.video_codec.is_none() {
                 // As a plain ffmpeg would: the output format's default codec
                 // (the chunks themselves are NUT files).
-                let codec = output::default_video_codec(&format)
-                    .await
-                    .ok_or_else(|| usage(anyhow!("format {format} has no default video codec; pass -c:v")))?;
+                let codec = output::default_video_codec(&format).await.ok_or_else(|| {
+                    usage(anyhow!(
+                        "format {format} has no default video codec; pass -c:v"
+                    ))
+                })?;
                 codec_args.splice(0..0, ["-c:v".to_string(), codec]);
             }
             let vs = probe.video_stream();
@@ -162,10 +185,18 @@ pub async fn run_job<T: Transport + 'static>(
         .side_streams()
         .filter_map(|s| s.start_seconds())
         .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.min(s))));
-    let side_ext = output.extension().and_then(|e| e.to_str()).unwrap_or("out").to_string();
+    let side_ext = output
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("out")
+        .to_string();
 
     let (events, reporter) = progress::spawn(progress::Mode::choose(args.json));
-    let resumed: Vec<_> = plan.chunks.iter().filter(|c| job.is_done(c.index)).collect();
+    let resumed: Vec<_> = plan
+        .chunks
+        .iter()
+        .filter(|c| job.is_done(c.index))
+        .collect();
     let _ = events.send(Event::JobStart {
         cluster,
         input: input.display().to_string(),
@@ -178,10 +209,16 @@ pub async fn run_job<T: Transport + 'static>(
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let signals = tokio::spawn(async move {
-        wait_for_signal().await;
-        let _ = stop_tx.send(true);
-    });
+    let stop_tx = Arc::new(stop_tx);
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let signals = {
+        let (stop_tx, interrupted) = (stop_tx.clone(), interrupted.clone());
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = stop_tx.send(true);
+        })
+    };
 
     let job = Arc::new(job);
     let ctx = Arc::new(JobContext {
@@ -206,24 +243,47 @@ pub async fn run_job<T: Transport + 'static>(
             let t = Instant::now();
             let r = merge::side_streams(&job, &source, vi, &codec_args, &format, &ext).await;
             if r.is_ok() {
-                let _ = events.send(Event::SideStreams { streams: side_streams, seconds: t.elapsed().as_secs_f64() });
+                let _ = events.send(Event::SideStreams {
+                    streams: side_streams,
+                    seconds: t.elapsed().as_secs_f64(),
+                });
             }
             r
         })
     };
 
-    let result = tokio::select! {
-        r = dispatch::dispatch(nodes, ctx, job.clone(), events.clone(), stop_rx.clone()) => r,
-    };
-    let side_result = if result.is_ok() {
-        let mut stop = stop_rx.clone();
+    // The side streams encode while the chunks do; if ffmpeg refuses the
+    // user's audio or subtitle options, stop the chunks at once.
+    let dispatching = dispatch::dispatch(nodes, ctx, job.clone(), events.clone(), stop_rx.clone());
+    tokio::pin!(dispatching);
+    tokio::pin!(side_task);
+    let mut side_result: Option<anyhow::Result<()>> = None;
+    let result = loop {
         tokio::select! {
-            r = side_task => r.unwrap_or_else(|e| Err(anyhow!("side streams: {e}"))),
-            _ = async { let _ = stop.wait_for(|s| *s).await; } => Err(anyhow!("interrupted")),
+            r = &mut dispatching => break r,
+            r = &mut side_task, if side_result.is_none() => {
+                let r = r.unwrap_or_else(|e| Err(anyhow!("side streams: {e}")));
+                if r.is_err() {
+                    let _ = stop_tx.send(true);
+                }
+                side_result = Some(r);
+            }
         }
-    } else {
-        side_task.abort();
-        Ok(())
+    };
+    let side_result = match side_result {
+        Some(r) => r,
+        None if result.is_ok() => {
+            let mut stop = stop_rx.clone();
+            tokio::select! {
+                r = &mut side_task => r.unwrap_or_else(|e| Err(anyhow!("side streams: {e}"))),
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => Err(anyhow!("interrupted")),
+            }
+        }
+        None => {
+            side_task.abort();
+            let _ = side_task.await;
+            Ok(())
+        }
     };
 
     let outcome = finish(
@@ -241,7 +301,7 @@ pub async fn run_job<T: Transport + 'static>(
             keep: args.keep,
             events: &events,
             started,
-            interrupted: *stop_rx.borrow(),
+            interrupted: interrupted.load(std::sync::atomic::Ordering::SeqCst),
         },
     )
     .await;
@@ -274,6 +334,13 @@ async fn finish(
     let fail = |error: String, resumable: bool| {
         let _ = f.events.send(Event::JobFailed { error, resumable });
     };
+    if let (Err(e), false) = (&side, f.interrupted) {
+        fail(format!("{e:#}"), false);
+        remove_job(f.job);
+        return Err(usage(anyhow!(
+            "ffmpeg refused the options for the audio/subtitle streams:\n{e:#}"
+        )));
+    }
     let stats = match result {
         Ok(stats) => stats,
         Err(DispatchError::Interrupted) => {
@@ -285,7 +352,10 @@ async fn finish(
         }
         Err(DispatchError::BadOptions(e)) => {
             fail(e.clone(), false);
-            return Err(usage(anyhow!("ffmpeg refused the options on the first chunk:\n{e}")));
+            remove_job(f.job);
+            return Err(usage(anyhow!(
+                "ffmpeg refused the options on the first chunk:\n{e}"
+            )));
         }
         Err(DispatchError::Failed(why)) => {
             fail(why.clone(), true);
@@ -297,13 +367,13 @@ async fn finish(
     };
     if f.interrupted {
         fail("interrupted".into(), true);
-        return Err(failed(anyhow!("interrupted; run the same command again to resume")));
+        return Err(failed(anyhow!(
+            "interrupted; run the same command again to resume"
+        )));
     }
-    if let Err(e) = side {
-        fail(format!("{e:#}"), false);
-        return Err(usage(anyhow!("ffmpeg refused the options for the audio/subtitle streams:\n{e:#}")));
-    }
-    let _ = f.events.send(Event::Merging { chunks: f.plan.chunks.len() });
+    let _ = f.events.send(Event::Merging {
+        chunks: f.plan.chunks.len(),
+    });
     let merged = merge::merge(&merge::MergeRequest {
         job: &f.job,
         plan: f.plan,
@@ -329,11 +399,15 @@ async fn finish(
         nodes: stats,
     });
     if !f.keep {
-        if let Ok(job) = Arc::try_unwrap(f.job) {
-            job.remove().map_err(failed)?;
-        }
+        std::fs::remove_dir_all(&f.job.dir)
+            .map_err(|e| failed(anyhow!("cannot remove {}: {e}", f.job.dir.display())))?;
     }
     Ok(())
+}
+
+/// Nothing to resume when the options themselves are wrong.
+fn remove_job(job: Arc<JobDir>) {
+    let _ = std::fs::remove_dir_all(&job.dir);
 }
 
 /// A stable name for the job of an output (shared-storage job directories).
@@ -343,7 +417,13 @@ fn job_name(output: &Path) -> String {
     output.hash(&mut h);
     let stem: String = output
         .file_stem()
-        .map(|s| s.to_string_lossy().chars().filter(|c| c.is_ascii_alphanumeric()).take(24).collect())
+        .map(|s| {
+            s.to_string_lossy()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .take(24)
+                .collect()
+        })
         .unwrap_or_default();
     format!("{stem}-{:016x}", h.finish())
 }

@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 const FORMATS: &[(&str, &str)] = &[
     ("mp4", "mp4"),
     ("m4v", "mp4"),
+    ("m4a", "ipod"),
     ("mov", "mov"),
     ("mkv", "matroska"),
     ("webm", "webm"),
@@ -41,7 +42,10 @@ pub fn format_for(path: &Path, forced: Option<&str>) -> Result<String> {
 
 /// `NAME.dffmpeg.EXT` next to the input.
 pub fn default_output(input: &Path) -> PathBuf {
-    let stem = input.file_stem().map(|s| s.to_os_string()).unwrap_or_default();
+    let stem = input
+        .file_stem()
+        .map(|s| s.to_os_string())
+        .unwrap_or_default();
     let mut name = stem;
     name.push(".dffmpeg");
     if let Some(ext) = input.extension() {
@@ -109,20 +113,32 @@ mod tests {
 
     #[test]
     fn default_output_is_next_to_the_input() {
-        assert_eq!(default_output(Path::new("/v/a b.mp4")), PathBuf::from("/v/a b.dffmpeg.mp4"));
-        assert_eq!(default_output(Path::new("clip")), PathBuf::from("clip.dffmpeg"));
+        assert_eq!(
+            default_output(Path::new("/v/a b.mp4")),
+            PathBuf::from("/v/a b.dffmpeg.mp4")
+        );
+        assert_eq!(
+            default_output(Path::new("clip")),
+            PathBuf::from("clip.dffmpeg")
+        );
     }
 
     #[test]
     fn formats_from_extensions() {
         assert_eq!(format_for(Path::new("x.MKV"), None).unwrap(), "matroska");
-        assert_eq!(format_for(Path::new("x.weird"), Some("mp4")).unwrap(), "mp4");
+        assert_eq!(
+            format_for(Path::new("x.weird"), Some("mp4")).unwrap(),
+            "mp4"
+        );
         assert!(format_for(Path::new("x.weird"), None).is_err());
     }
 
     #[test]
     fn default_codec_from_muxer_help() {
-        assert_eq!(parse_default_video("Muxer mp4\n    Default video codec: h264.\n"), Some("h264".into()));
+        assert_eq!(
+            parse_default_video("Muxer mp4\n    Default video codec: h264.\n"),
+            Some("h264".into())
+        );
         assert_eq!(parse_default_video("nothing"), None);
     }
 
@@ -131,10 +147,16 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let input = t.path().join("in.mp4");
         std::fs::write(&input, b"x").unwrap();
-        assert!(check_output(&input, &input, true).unwrap_err().to_string().contains("is the input"));
+        assert!(check_output(&input, &input, true)
+            .unwrap_err()
+            .to_string()
+            .contains("is the input"));
         let out = t.path().join("out.mp4");
         std::fs::write(&out, b"x").unwrap();
-        assert!(check_output(&input, &out, false).unwrap_err().to_string().contains("-y"));
+        assert!(check_output(&input, &out, false)
+            .unwrap_err()
+            .to_string()
+            .contains("-y"));
         assert!(check_output(&input, &out, true).is_ok());
         assert!(check_output(&input, Path::new("/nonexistent/dir/o.mp4"), true).is_err());
     }

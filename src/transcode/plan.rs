@@ -106,7 +106,8 @@ pub fn plan(packets: &[Packet], time_base: Rational, chunk_seconds: f64) -> Plan
         (i > 0).then(|| time_base.seconds(all_pts[i - 1]) / 2.0 + time_base.seconds(b) / 2.0)
     };
 
-    let target = ((chunk_seconds * time_base.den as f64 / time_base.num as f64).round() as i64).max(1);
+    let target =
+        ((chunk_seconds * time_base.den as f64 / time_base.num as f64).round() as i64).max(1);
     let cuts = choose_cuts(&frame_pts, &key_pts, target);
 
     let mut chunks = Vec::with_capacity(cuts.len());
@@ -142,7 +143,9 @@ pub fn plan(packets: &[Packet], time_base: Rational, chunk_seconds: f64) -> Plan
     }
     let mut deltas: Vec<i64> = frame_pts.windows(2).map(|w| w[1] - w[0]).collect();
     deltas.sort_unstable();
-    let frame_seconds = deltas.get(deltas.len() / 2).map_or(0.0, |&d| time_base.seconds(d));
+    let frame_seconds = deltas
+        .get(deltas.len() / 2)
+        .map_or(0.0, |&d| time_base.seconds(d));
     Plan {
         time_base,
         frame_seconds,
@@ -174,12 +177,7 @@ fn choose_cuts(frame_pts: &[i64], key_pts: &[i64], target: i64) -> Vec<i64> {
             .iter()
             .filter(|&&k| k > lo && k <= hi)
             .min_by_key(closest)
-            .or_else(|| {
-                frame_pts
-                    .iter()
-                    .filter(|&&f| f > start)
-                    .min_by_key(closest)
-            })
+            .or_else(|| frame_pts.iter().filter(|&&f| f > start).min_by_key(closest))
             .copied();
         match cut {
             Some(c) if c > start && c <= last => {
@@ -237,7 +235,10 @@ mod tests {
         assert_eq!(p.chunks.len(), 4);
         assert!(p.chunks[1..].iter().all(|c| !c.starts_on_keyframe()));
         // Every chunk is sent from the one keyframe.
-        assert!(p.chunks.iter().all(|c| c.first_packet == 0 && c.seek_pts == 0));
+        assert!(p
+            .chunks
+            .iter()
+            .all(|c| c.first_packet == 0 && c.seek_pts == 0));
         assert_eq!(p.chunks[1].start, 50);
         assert_eq!(p.chunks[1].packets, 100);
         assert_eq!(p.chunks[1].trim_start, Some(49.5 / 25.0));
@@ -259,11 +260,26 @@ mod tests {
             let b = g * 6;
             pk.extend([
                 Packet { pts: b, key: true },
-                Packet { pts: b - 2, key: false },
-                Packet { pts: b - 1, key: false },
-                Packet { pts: b + 3, key: false },
-                Packet { pts: b + 1, key: false },
-                Packet { pts: b + 2, key: false },
+                Packet {
+                    pts: b - 2,
+                    key: false,
+                },
+                Packet {
+                    pts: b - 1,
+                    key: false,
+                },
+                Packet {
+                    pts: b + 3,
+                    key: false,
+                },
+                Packet {
+                    pts: b + 1,
+                    key: false,
+                },
+                Packet {
+                    pts: b + 2,
+                    key: false,
+                },
             ]);
         }
         let n = pk.len() as u64;
@@ -286,7 +302,10 @@ mod tests {
     #[test]
     fn leading_packets_before_the_first_keyframe_are_skipped() {
         let mut pk = vec![Packet { pts: 0, key: false }, Packet { pts: 1, key: false }];
-        pk.extend((2..100).map(|i| Packet { pts: i, key: i % 10 == 2 }));
+        pk.extend((2..100).map(|i| Packet {
+            pts: i,
+            key: i % 10 == 2,
+        }));
         let p = plan(&pk, TB, 1.0);
         assert_eq!(p.skipped_leading, 2);
         check_partition(&p, 98);

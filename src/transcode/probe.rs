@@ -139,7 +139,9 @@ pub enum ProbeError {
     NoVideo,
     #[error("its video stream has no packets")]
     NoPackets,
-    #[error("its video packets have no timestamps; remux it first (e.g. ffmpeg -i IN -c copy OUT.mkv)")]
+    #[error(
+        "its video packets have no timestamps; remux it first (e.g. ffmpeg -i IN -c copy OUT.mkv)"
+    )]
     NoTimestamps,
     #[error("unexpected ffprobe output: {0}")]
     Parse(String),
@@ -169,7 +171,13 @@ async fn ffprobe(args: &[&str], input: &Path) -> Result<Vec<u8>, ProbeError> {
 
 pub async fn probe(input: &Path) -> Result<Probe, ProbeError> {
     let json = ffprobe(
-        &["-print_format", "json", "-show_format", "-show_streams", "-show_chapters"],
+        &[
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+            "-show_chapters",
+        ],
         input,
     )
     .await?;
@@ -249,8 +257,14 @@ mod tests {
             p,
             vec![
                 Packet { pts: 0, key: true },
-                Packet { pts: 2048, key: false },
-                Packet { pts: 1024, key: false }
+                Packet {
+                    pts: 2048,
+                    key: false
+                },
+                Packet {
+                    pts: 1024,
+                    key: false
+                }
             ]
         );
     }
@@ -266,7 +280,10 @@ mod tests {
 
     #[test]
     fn rationals() {
-        assert_eq!(Rational::parse("1/90000"), Some(Rational { num: 1, den: 90000 }));
+        assert_eq!(
+            Rational::parse("1/90000"),
+            Some(Rational { num: 1, den: 90000 })
+        );
         assert_eq!(Rational::parse("x"), None);
         assert!((Rational { num: 1, den: 25 }.seconds(50) - 2.0).abs() < 1e-12);
     }

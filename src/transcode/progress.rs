@@ -224,7 +224,11 @@ fn periodic(st: &mut State) {
         Mode::Plain => {
             if st.last_line.elapsed() >= Duration::from_secs(5) && !st.running.is_empty() {
                 st.last_line = Instant::now();
-                println!("progress: {done}/{} frames, {fps:.1} fps{}", st.total, eta.map(|e| format!(", ETA {}", hms(e))).unwrap_or_default());
+                println!(
+                    "progress: {done}/{} frames, {fps:.1} fps{}",
+                    st.total,
+                    eta.map(|e| format!(", ETA {}", hms(e))).unwrap_or_default()
+                );
             }
         }
         Mode::Bars => {
@@ -256,7 +260,16 @@ fn handle(st: &mut State, ev: Event) {
         emit_json(&ev);
     }
     match ev {
-        Event::JobStart { cluster, input, output, chunks, frames, slots, resumed_chunks, resumed_frames } => {
+        Event::JobStart {
+            cluster,
+            input,
+            output,
+            chunks,
+            frames,
+            slots,
+            resumed_chunks,
+            resumed_frames,
+        } => {
             st.total = frames;
             st.done_frames = resumed_frames;
             st.resumed_frames = resumed_frames;
@@ -267,14 +280,18 @@ fn handle(st: &mut State, ev: Event) {
             println!("cluster: {cluster}");
             println!("{input} -> {output}: {frames} frames in {chunks} chunks on {slots} slots");
             if resumed_chunks > 0 {
-                println!("resuming: {resumed_chunks} chunks ({resumed_frames} frames) already done");
+                println!(
+                    "resuming: {resumed_chunks} chunks ({resumed_frames} frames) already done"
+                );
             }
             if st.mode == Mode::Bars {
                 let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
                 let bar = multi.add(ProgressBar::new(frames));
                 bar.set_style(
-                    ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} frames  {msg}  ETA {eta}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    ProgressStyle::with_template(
+                        "{bar:40.cyan/blue} {pos}/{len} frames  {msg}  ETA {eta}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );
                 bar.set_position(resumed_frames);
                 st.overall = Some(bar);
@@ -286,7 +303,14 @@ fn handle(st: &mut State, ev: Event) {
                 st.println(&format!("warning: {message}"));
             }
         }
-        Event::ChunkStart { chunk, attempt, node, slot, frames, duplicate } => {
+        Event::ChunkStart {
+            chunk,
+            attempt,
+            node,
+            slot,
+            frames,
+            duplicate,
+        } => {
             st.chunk_frames.insert(chunk, frames);
             let bar = st.multi.as_ref().map(|m| {
                 let b = m.add(ProgressBar::new(frames));
@@ -295,13 +319,30 @@ fn handle(st: &mut State, ev: Event) {
                         .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                 );
                 b.set_prefix(format!("{node}#{slot}"));
-                b.set_message(format!("chunk {chunk}{}: starting", if duplicate { " (duplicate)" } else { "" }));
+                b.set_message(format!(
+                    "chunk {chunk}{}: starting",
+                    if duplicate { " (duplicate)" } else { "" }
+                ));
                 b
             });
             if st.mode == Mode::Plain {
-                println!("chunk {chunk} -> {node}#{slot}{}", if duplicate { " (duplicate of a slow one)" } else { "" });
+                println!(
+                    "chunk {chunk} -> {node}#{slot}{}",
+                    if duplicate {
+                        " (duplicate of a slow one)"
+                    } else {
+                        ""
+                    }
+                );
             }
-            st.running.insert(attempt, Running { chunk, frames: 0, bar });
+            st.running.insert(
+                attempt,
+                Running {
+                    chunk,
+                    frames: 0,
+                    bar,
+                },
+            );
         }
         Event::ChunkProgress { attempt, frames } => {
             let elapsed = st.started.elapsed().as_secs_f64();
@@ -314,12 +355,24 @@ fn handle(st: &mut State, ev: Event) {
             }
             let _ = elapsed;
         }
-        Event::ChunkDone { chunk, attempt, node, frames, seconds } => {
+        Event::ChunkDone {
+            chunk,
+            attempt,
+            node,
+            frames,
+            seconds,
+        } => {
             finish(st, attempt);
             st.done_frames += frames;
-            let fps = if seconds > 0.0 { frames as f64 / seconds } else { 0.0 };
+            let fps = if seconds > 0.0 {
+                frames as f64 / seconds
+            } else {
+                0.0
+            };
             match st.mode {
-                Mode::Plain => println!("chunk {chunk} done on {node}: {frames} frames, {fps:.1} fps"),
+                Mode::Plain => {
+                    println!("chunk {chunk} done on {node}: {frames} frames, {fps:.1} fps")
+                }
                 Mode::Bars => {
                     if let Some(b) = &st.overall {
                         b.set_position(st.frames_now().min(st.total));
@@ -328,7 +381,12 @@ fn handle(st: &mut State, ev: Event) {
                 Mode::Json => {}
             }
         }
-        Event::ChunkFailed { chunk, attempt, node, error } => {
+        Event::ChunkFailed {
+            chunk,
+            attempt,
+            node,
+            error,
+        } => {
             finish(st, attempt);
             if st.mode != Mode::Json {
                 st.println(&format!("chunk {chunk} failed on {node}: {error}"));
@@ -354,16 +412,31 @@ fn handle(st: &mut State, ev: Event) {
                 println!("merging {chunks} chunks");
             }
         }
-        Event::JobDone { output, frames, seconds, fps, nodes } => {
+        Event::JobDone {
+            output,
+            frames,
+            seconds,
+            fps,
+            nodes,
+        } => {
             if st.mode == Mode::Json {
                 return;
             }
             println!("done: {output}: {frames} frames in {seconds:.1} s ({fps:.1} fps)");
-            println!("{:<16} {:>6} {:>8} {:>8} {:>8} {:>7} {:>10}", "node", "chunks", "frames", "fps", "failures", "retries", "duplicates");
+            println!(
+                "{:<16} {:>6} {:>8} {:>8} {:>8} {:>7} {:>10}",
+                "node", "chunks", "frames", "fps", "failures", "retries", "duplicates"
+            );
             for n in nodes {
                 println!(
                     "{:<16} {:>6} {:>8} {:>8.1} {:>8} {:>7} {:>10}",
-                    n.node, n.chunks, n.frames, n.fps(), n.failures, n.retries, n.duplicates
+                    n.node,
+                    n.chunks,
+                    n.frames,
+                    n.fps(),
+                    n.failures,
+                    n.retries,
+                    n.duplicates
                 );
             }
         }

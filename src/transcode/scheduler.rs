@@ -101,8 +101,19 @@ impl Scheduler {
     fn start(&mut self, chunk: usize, node: usize, now: Instant, duplicate: bool) -> Next {
         let attempt = self.next_attempt;
         self.next_attempt += 1;
-        self.running.push(Running { attempt, chunk, node, started: now, frames: 0 });
-        Next::Run(Assignment { attempt, chunk, duplicate, retry: self.failures[chunk] > 0 })
+        self.running.push(Running {
+            attempt,
+            chunk,
+            node,
+            started: now,
+            frames: 0,
+        });
+        Next::Run(Assignment {
+            attempt,
+            chunk,
+            duplicate,
+            retry: self.failures[chunk] > 0,
+        })
     }
 
     pub fn next(&mut self, node: usize, now: Instant) -> Next {
@@ -116,7 +127,11 @@ impl Scheduler {
             return Next::Finished;
         }
         // Next queued chunk that has not already failed on this node.
-        if let Some(pos) = self.pending.iter().position(|&c| !self.failed_on[c].contains(&node)) {
+        if let Some(pos) = self
+            .pending
+            .iter()
+            .position(|&c| !self.failed_on[c].contains(&node))
+        {
             let chunk = self.pending.remove(pos).unwrap_or_default();
             return self.start(chunk, node, now, false);
         }
@@ -177,14 +192,22 @@ impl Scheduler {
         }
         self.done[r.chunk] = true;
         self.pending.retain(|&c| c != r.chunk);
-        let others = self.running.iter().filter(|o| o.chunk == r.chunk).map(|o| o.attempt).collect();
+        let others = self
+            .running
+            .iter()
+            .filter(|o| o.chunk == r.chunk)
+            .map(|o| o.attempt)
+            .collect();
         (true, others)
     }
 
     /// An attempt stopped because its twin won, or the job is stopping.
     pub fn cancelled(&mut self, attempt: u64) {
         if let Some(r) = self.take(attempt) {
-            if !self.done[r.chunk] && !self.pending.contains(&r.chunk) && !self.running.iter().any(|o| o.chunk == r.chunk) {
+            if !self.done[r.chunk]
+                && !self.pending.contains(&r.chunk)
+                && !self.running.iter().any(|o| o.chunk == r.chunk)
+            {
                 self.pending.push_front(r.chunk);
             }
         }
@@ -209,7 +232,10 @@ impl Scheduler {
             }
             let twin_running = self.running.iter().any(|o| o.chunk == r.chunk);
             if self.failures[r.chunk] >= MAX_CHUNK_FAILURES {
-                self.failed = Some(format!("chunk {} failed {} times", r.chunk, self.failures[r.chunk]));
+                self.failed = Some(format!(
+                    "chunk {} failed {} times",
+                    r.chunk, self.failures[r.chunk]
+                ));
             } else if !twin_running && !self.pending.contains(&r.chunk) {
                 self.pending.push_front(r.chunk);
             }
@@ -218,7 +244,9 @@ impl Scheduler {
             self.failed = Some("no node is left".into());
         }
         // A queued chunk that failed on every node still in the job.
-        let live: Vec<usize> = (0..self.nodes.len()).filter(|&n| !self.nodes[n].dropped).collect();
+        let live: Vec<usize> = (0..self.nodes.len())
+            .filter(|&n| !self.nodes[n].dropped)
+            .collect();
         if self.failed.is_none() {
             if let Some(&c) = self
                 .pending
@@ -236,7 +264,11 @@ impl Scheduler {
     /// Chunks the dropped node was running have to go back to the queue;
     /// the driver reports their attempts through `failed`/`cancelled`.
     pub fn attempts_on(&self, node: usize) -> Vec<u64> {
-        self.running.iter().filter(|r| r.node == node).map(|r| r.attempt).collect()
+        self.running
+            .iter()
+            .filter(|r| r.node == node)
+            .map(|r| r.attempt)
+            .collect()
     }
 }
 

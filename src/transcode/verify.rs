@@ -28,11 +28,27 @@ impl CodecParams {
         let fields: [(&str, String, String); 7] = [
             ("codec", self.codec.clone(), reference.codec.clone()),
             ("profile", self.profile.clone(), reference.profile.clone()),
-            ("pixel format", self.pix_fmt.clone(), reference.pix_fmt.clone()),
+            (
+                "pixel format",
+                self.pix_fmt.clone(),
+                reference.pix_fmt.clone(),
+            ),
             ("width", self.width.to_string(), reference.width.to_string()),
-            ("height", self.height.to_string(), reference.height.to_string()),
-            ("sample aspect ratio", self.sample_aspect_ratio.clone(), reference.sample_aspect_ratio.clone()),
-            ("field order", self.field_order.clone(), reference.field_order.clone()),
+            (
+                "height",
+                self.height.to_string(),
+                reference.height.to_string(),
+            ),
+            (
+                "sample aspect ratio",
+                self.sample_aspect_ratio.clone(),
+                reference.sample_aspect_ratio.clone(),
+            ),
+            (
+                "field order",
+                self.field_order.clone(),
+                reference.field_order.clone(),
+            ),
         ];
         fields
             .into_iter()
@@ -101,11 +117,23 @@ pub async fn inspect(path: &Path) -> Result<ChunkFacts, String> {
 }
 
 fn parse_facts(json: &[u8]) -> Result<ChunkFacts, String> {
-    let parsed: ChunkJson = serde_json::from_slice(json).map_err(|e| format!("ffprobe output: {e}"))?;
-    let s = parsed.streams.into_iter().next().ok_or("chunk has no video stream")?;
+    let parsed: ChunkJson =
+        serde_json::from_slice(json).map_err(|e| format!("ffprobe output: {e}"))?;
+    let s = parsed
+        .streams
+        .into_iter()
+        .next()
+        .ok_or("chunk has no video stream")?;
     Ok(ChunkFacts {
-        frames: s.nb_read_packets.as_deref().and_then(|n| n.parse().ok()).unwrap_or(0),
-        start: parsed.format.and_then(|f| f.start_time).and_then(|t| t.parse().ok()),
+        frames: s
+            .nb_read_packets
+            .as_deref()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
+        start: parsed
+            .format
+            .and_then(|f| f.start_time)
+            .and_then(|t| t.parse().ok()),
         params: CodecParams {
             codec: s.codec_name,
             profile: s.profile.unwrap_or_default(),
@@ -122,7 +150,10 @@ fn parse_facts(json: &[u8]) -> Result<ChunkFacts, String> {
 /// codec parameters are compared with the job's reference by the caller).
 pub fn check(facts: &ChunkFacts, chunk: &Chunk, plan: &Plan) -> Result<(), String> {
     if facts.frames != chunk.frames {
-        return Err(format!("holds {} frames, {} planned", facts.frames, chunk.frames));
+        return Err(format!(
+            "holds {} frames, {} planned",
+            facts.frames, chunk.frames
+        ));
     }
     let want = plan.time_base.seconds(chunk.start) + plan.ts_shift();
     // The encoder may put frames on its own time grid (1/frame rate): allow
@@ -146,9 +177,29 @@ mod tests {
     }
 
     fn plan(frames: u64, start: i64) -> (Chunk, Plan) {
-        let c = Chunk { index: 1, start, end: None, frames, first_packet: 0, packets: 0, seek_pts: 0, trim_start: None, trim_end: None };
-        let first = Chunk { index: 0, start: 0, ..c.clone() };
-        let p = Plan { time_base: Rational { num: 1, den: 25 }, chunks: vec![first, c.clone()], total_frames: 0, frame_seconds: 0.04, skipped_leading: 0 };
+        let c = Chunk {
+            index: 1,
+            start,
+            end: None,
+            frames,
+            first_packet: 0,
+            packets: 0,
+            seek_pts: 0,
+            trim_start: None,
+            trim_end: None,
+        };
+        let first = Chunk {
+            index: 0,
+            start: 0,
+            ..c.clone()
+        };
+        let p = Plan {
+            time_base: Rational { num: 1, den: 25 },
+            chunks: vec![first, c.clone()],
+            total_frames: 0,
+            frame_seconds: 0.04,
+            skipped_leading: 0,
+        };
         (c, p)
     }
 
@@ -166,7 +217,9 @@ mod tests {
         let (c, p) = plan(51, 50);
         assert_eq!(check(&f, &c, &p), Err("holds 50 frames, 51 planned".into()));
         let (c, p) = plan(50, 75);
-        assert!(check(&f, &c, &p).unwrap_err().starts_with("starts at 12.000000"));
+        assert!(check(&f, &c, &p)
+            .unwrap_err()
+            .starts_with("starts at 12.000000"));
         let mut other = f.params.clone();
         other.pix_fmt = "yuv444p".into();
         assert_eq!(

@@ -86,8 +86,9 @@ async fn read_stderr<R: tokio::io::AsyncRead + Unpin>(
 fn is_progress_line(line: &str) -> bool {
     // `-progress` lines are `key=value` with a plain key (values may be
     // padded: `speed=   0x`); log lines start with `[tag @ 0x..]` or text.
-    line.split_once('=')
-        .is_some_and(|(k, _)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    line.split_once('=').is_some_and(|(k, _)| {
+        !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    })
 }
 
 fn spawn_split(argv: &[String], stdout: Stdio) -> std::io::Result<Child> {
@@ -126,7 +127,13 @@ pub async fn attempt<T: Transport>(
 
     // Shared storage: the chunk's packets go to a file first.
     if ctx.io == Io::Shared {
-        let argv = ffmpeg::split(&ctx.source, ctx.video_index, &ctx.plan, chunk, &path_str(&files.source_part));
+        let argv = ffmpeg::split(
+            &ctx.source,
+            ctx.video_index,
+            &ctx.plan,
+            chunk,
+            &path_str(&files.source_part),
+        );
         let out = match spawn_split(&argv, Stdio::null()) {
             Ok(c) => c.wait_with_output().await,
             Err(e) => Err(e),
@@ -237,7 +244,11 @@ pub async fn attempt<T: Transport>(
         Ok(s) => {
             // ssh itself exits 255 when the connection or the node is gone.
             let lost = node.reports_pid() && s.code() == Some(255);
-            let kind = if lost { FailKind::NodeLost } else { FailKind::Encoder };
+            let kind = if lost {
+                FailKind::NodeLost
+            } else {
+                FailKind::Encoder
+            };
             let error = if error_text.is_empty() {
                 format!("ffmpeg exited with {s}")
             } else {
@@ -268,11 +279,19 @@ pub async fn attempt<T: Transport>(
     }
     let facts = match verify::inspect(&files.part).await {
         Ok(f) => f,
-        Err(e) => return Outcome::Failed { kind: FailKind::Verify, error: e },
+        Err(e) => {
+            return Outcome::Failed {
+                kind: FailKind::Verify,
+                error: e,
+            }
+        }
     };
     match verify::check(&facts, chunk, &ctx.plan) {
         Ok(()) => Outcome::Done(facts),
-        Err(e) => Outcome::Failed { kind: FailKind::Verify, error: e },
+        Err(e) => Outcome::Failed {
+            kind: FailKind::Verify,
+            error: e,
+        },
     }
 }
 
