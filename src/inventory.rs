@@ -749,7 +749,7 @@ pub fn parse(text: &str, file: &str) -> Result<Inventory, InventoryError> {
             return Err(cx.err(
                 *at,
                 format!(
-                    "two controllers: `{}` and `{}`; exactly one node has the controller role",
+                    "two controllers: `{}` and `{}`; exactly one node may have the controller role, remove it from the other",
                     first.node.name, second.node.name
                 ),
             ))
@@ -760,7 +760,7 @@ pub fn parse(text: &str, file: &str) -> Result<Inventory, InventoryError> {
         return Err(cx.err(
             *at,
             format!(
-                "two storage nodes: `{}` and `{}`; exactly one node holds the shared directory",
+                "two storage nodes: `{}` and `{}`; exactly one node holds the shared directory, remove `storage` from the other",
                 first.node.name, second.node.name
             ),
         ));
