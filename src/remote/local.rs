@@ -2,6 +2,7 @@
 
 use super::Transport;
 
+#[derive(Debug)]
 pub struct Local {
     name: String,
 }

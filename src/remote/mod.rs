@@ -9,8 +9,12 @@ pub mod local;
 pub mod ssh;
 
 use std::process::Stdio;
+use std::sync::Arc;
 
 use tokio::io::AsyncReadExt;
+
+pub use local::Local;
+pub use ssh::{ConnectOptions, Ssh, SshError};
 
 /// A way to run programs on one node.
 pub trait Transport: Send + Sync {
@@ -80,4 +84,123 @@ pub fn strip_pid_line(stderr: &str) -> &str {
         Some(rest) => rest.split_once('\n').map(|(_, r)| r).unwrap_or(""),
         None => stderr,
     }
+}
+
+/// A node of the cluster, however it is reached. [`Transport::kill`] returns
+/// `impl Future`, so the trait is not object-safe: code that handles nodes of
+/// both kinds uses this enum (usually as `Arc<Node>`).
+#[derive(Debug)]
+pub enum Node {
+    Local(Local),
+    Ssh(Ssh),
+}
+
+impl Node {
+    pub fn is_local(&self) -> bool {
+        matches!(self, Node::Local(_))
+    }
+
+    /// Whether the connection is still up (always true for a local node).
+    pub async fn check(&self) -> bool {
+        match self {
+            Node::Local(_) => true,
+            Node::Ssh(s) => s.check().await,
+        }
+    }
+
+    /// Close the SSH master connection, if any (also done on drop).
+    pub async fn close(self) {
+        if let Node::Ssh(s) = self {
+            s.close().await;
+        }
+    }
+}
+
+impl Transport for Node {
+    fn name(&self) -> &str {
+        match self {
+            Node::Local(l) => l.name(),
+            Node::Ssh(s) => s.name(),
+        }
+    }
+
+    fn command(&self, argv: &[String]) -> tokio::process::Command {
+        match self {
+            Node::Local(l) => l.command(argv),
+            Node::Ssh(s) => s.command(argv),
+        }
+    }
+
+    async fn kill(&self, pid: u32) {
+        match self {
+            Node::Local(l) => l.kill(pid).await,
+            Node::Ssh(s) => s.kill(pid).await,
+        }
+    }
+
+    fn reports_pid(&self) -> bool {
+        match self {
+            Node::Local(l) => l.reports_pid(),
+            Node::Ssh(s) => s.reports_pid(),
+        }
+    }
+}
+
+/// Reach one inventory node: `host: local` is this machine, anything else
+/// gets an SSH master connection.
+pub async fn connect(
+    node: &crate::inventory::Node,
+    opts: &ConnectOptions,
+) -> Result<Node, SshError> {
+    match node.host {
+        crate::inventory::Host::Local => Ok(Node::Local(Local::new(node.name.clone()))),
+        crate::inventory::Host::Remote(_) => Ok(Node::Ssh(Ssh::connect(node, opts).await?)),
+    }
+}
+
+/// Connect to every node of the inventory in parallel, in inventory order.
+/// Each result is the node or an error line that starts with its category
+/// (`unreachable: ...`, `host key changed: ...`, `authentication failed:
+/// ...`) and names the node. Never panics or hangs: each connection is
+/// bounded by the connect timeout.
+pub async fn connect_all(
+    inventory: &crate::inventory::Inventory,
+    args: &crate::cli::ConnectArgs,
+) -> Vec<(String, Result<Arc<Node>, String>)> {
+    match ConnectOptions::from_args(args) {
+        Ok(opts) => connect_all_with(inventory, &opts).await,
+        Err(e) => inventory
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), Err(e.to_string())))
+            .collect(),
+    }
+}
+
+/// [`connect_all`] with explicit options.
+pub async fn connect_all_with(
+    inventory: &crate::inventory::Inventory,
+    opts: &ConnectOptions,
+) -> Vec<(String, Result<Arc<Node>, String>)> {
+    let tasks: Vec<_> = inventory
+        .nodes
+        .iter()
+        .map(|n| {
+            let (n, opts) = (n.clone(), opts.clone());
+            tokio::spawn(async move { connect(&n, &opts).await })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for (node, task) in inventory.nodes.iter().zip(tasks) {
+        let result = match task.await {
+            Ok(Ok(n)) => Ok(Arc::new(n)),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!(
+                "unreachable: node {}: connection task failed: {e}",
+                node.name
+            )),
+        };
+        out.push((node.name.clone(), result));
+    }
+    out
 }

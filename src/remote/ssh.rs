@@ -1,1 +1,452 @@
-//! A node reached over SSH (filled in by the distributed issue).
+//! A node reached over SSH.
+//!
+//! One multiplexed master connection per node (the `openssh` crate,
+//! process-mux: a background `ssh -M` whose control socket lives in a short
+//! directory under /tmp). Each command is a plain `ssh -S <socket>` client
+//! process riding on that master, so callers get an ordinary
+//! [`tokio::process::Command`] whose stdin/stdout/stderr they wire up and
+//! stream through like a local process.
+//!
+//! - Key-only: `BatchMode=yes` everywhere, stdin of the master is null; a
+//!   node that wants a password fails at once instead of prompting.
+//! - Host keys: trust on first use into dffmpeg's own known_hosts file
+//!   ([`known_hosts_path`]); `--strict-host-keys` refuses unknown keys; a
+//!   changed key is always an error naming the node.
+//! - A dead node is noticed in seconds: `ConnectTimeout` for the first
+//!   connection, `ServerAliveInterval` on the master afterwards (when the
+//!   master gives up, every command riding on it ends with status 255).
+//! - A client never opens a connection of its own: `ControlMaster=no` and
+//!   `ProxyCommand=false`, so if the master is gone the command fails
+//!   instead of reconnecting (or prompting, or trusting a new key).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use openssh::{KnownHosts, Session, SessionBuilder};
+
+use super::{Transport, PID_PREFIX};
+use crate::inventory;
+use crate::quote;
+
+/// How dffmpeg connects to nodes.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Refuse hosts whose key is not in `known_hosts` yet.
+    pub strict_host_keys: bool,
+    /// dffmpeg's own known_hosts file.
+    pub known_hosts: PathBuf,
+    /// Where master control sockets live (short: socket paths are limited
+    /// to ~107 bytes).
+    pub control_dir: PathBuf,
+    /// TCP connect + SSH handshake limit for the first connection.
+    pub connect_timeout: Duration,
+    /// Keepalive on the master; the connection is declared dead after three
+    /// unanswered probes.
+    pub alive_interval: Duration,
+}
+
+impl ConnectOptions {
+    /// Defaults: known_hosts from [`known_hosts_path`], control directory
+    /// `/tmp/dffmpeg-UID`, 5 s connect timeout, 2 s keepalive (a dead node
+    /// is noticed within about 6 s).
+    pub fn new(strict_host_keys: bool) -> Result<ConnectOptions, SshError> {
+        Ok(ConnectOptions {
+            strict_host_keys,
+            known_hosts: known_hosts_path()?,
+            control_dir: default_control_dir(),
+            connect_timeout: Duration::from_secs(5),
+            alive_interval: Duration::from_secs(2),
+        })
+    }
+
+    pub fn from_args(args: &crate::cli::ConnectArgs) -> Result<ConnectOptions, SshError> {
+        ConnectOptions::new(args.strict_host_keys)
+    }
+}
+
+/// Errors of the SSH layer. The `Display` text starts with the category
+/// (`unreachable:`, `host key changed:` ...) and names the node.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("unreachable: node {node} ({host}): {detail}")]
+    Unreachable {
+        node: String,
+        host: String,
+        detail: String,
+    },
+    #[error(
+        "host key changed: node {node} ({host}) presents a different host key than the one \
+         trusted in {known_hosts}; if the node was reinstalled, forget the old key with \
+         `ssh-keygen -R {host_pattern} -f {known_hosts}` and connect again, otherwise someone \
+         may be impersonating it"
+    )]
+    HostKeyChanged {
+        node: String,
+        host: String,
+        host_pattern: String,
+        known_hosts: String,
+    },
+    #[error(
+        "unknown host key: node {node} ({host}) is not in {known_hosts} and \
+         --strict-host-keys refuses new keys; connect once without --strict-host-keys \
+         (trust on first use) or add its key to that file"
+    )]
+    HostKeyUnknown {
+        node: String,
+        host: String,
+        known_hosts: String,
+    },
+    #[error(
+        "authentication failed: node {node} ({user_at_host}) does not accept dffmpeg's SSH key \
+         ({detail}); install it with `dffmpeg setup INVENTORY --only ssh-keys --ask-pass` or \
+         set identity_file in the inventory"
+    )]
+    Auth {
+        node: String,
+        user_at_host: String,
+        detail: String,
+    },
+    #[error("{what}: {source}")]
+    Local {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+impl SshError {
+    /// Whether the node could not be reached at all (as opposed to a
+    /// refusal: host key or authentication).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, SshError::Unreachable { .. })
+    }
+}
+
+/// dffmpeg's known_hosts file: `$DFFMPEG_KNOWN_HOSTS`, else
+/// `$XDG_STATE_HOME/dffmpeg/known_hosts`, else
+/// `~/.local/state/dffmpeg/known_hosts`. Its directory is created (0700).
+pub fn known_hosts_path() -> Result<PathBuf, SshError> {
+    let path = match std::env::var_os("DFFMPEG_KNOWN_HOSTS").filter(|p| !p.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let state = std::env::var_os("XDG_STATE_HOME")
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .or_else(|| {
+                    std::env::var_os("HOME")
+                        .map(PathBuf::from)
+                        .filter(|p| p.is_absolute())
+                        .map(|h| h.join(".local/state"))
+                })
+                .ok_or_else(|| SshError::Local {
+                    what: "cannot place dffmpeg's known_hosts file".into(),
+                    source: std::io::Error::other(
+                        "neither XDG_STATE_HOME nor HOME is set (or set DFFMPEG_KNOWN_HOSTS)",
+                    ),
+                })?;
+            state.join("dffmpeg").join("known_hosts")
+        }
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_private_dir(dir).map_err(|e| SshError::Local {
+            what: format!("cannot create {}", dir.display()),
+            source: e,
+        })?;
+    }
+    Ok(path)
+}
+
+fn default_control_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    PathBuf::from(format!("/tmp/dffmpeg-{uid}"))
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// The control directory must be ours and private: anyone who can reach a
+/// master's socket can run commands on the node.
+fn prepare_control_dir(dir: &Path) -> Result<(), SshError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let fail = |e: std::io::Error| SshError::Local {
+        what: format!("SSH control directory {}", dir.display()),
+        source: e,
+    };
+    create_private_dir(dir).map_err(fail)?;
+    let meta = std::fs::symlink_metadata(dir).map_err(fail)?;
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    if !meta.is_dir() || meta.uid() != uid {
+        return Err(fail(std::io::Error::other(
+            "exists but is not a directory owned by this user",
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
+    }
+    Ok(())
+}
+
+/// `~/x` → `$HOME/x`.
+fn expand_tilde(p: &Path) -> PathBuf {
+    match (p.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => p.to_path_buf(),
+    }
+}
+
+/// A node reached over SSH through one multiplexed master connection.
+pub struct Ssh {
+    name: String,
+    host: String,
+    session: Session,
+}
+
+impl std::fmt::Debug for Ssh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ssh")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("control_socket", &self.session.control_socket())
+            .finish()
+    }
+}
+
+impl Ssh {
+    /// Open the master connection to an inventory node (`host` must not be
+    /// `local`).
+    pub async fn connect(node: &inventory::Node, opts: &ConnectOptions) -> Result<Ssh, SshError> {
+        let host = match &node.host {
+            inventory::Host::Remote(h) => h.clone(),
+            inventory::Host::Local => {
+                return Err(SshError::Local {
+                    what: format!("node {}", node.name),
+                    source: std::io::Error::other("`host: local` is not reached over SSH"),
+                })
+            }
+        };
+        prepare_control_dir(&opts.control_dir)?;
+        let mut b = SessionBuilder::default();
+        b.control_directory(&opts.control_dir)
+            .known_hosts_check(if opts.strict_host_keys {
+                KnownHosts::Strict
+            } else {
+                KnownHosts::Add
+            })
+            .user_known_hosts_file(&opts.known_hosts)
+            .connect_timeout(opts.connect_timeout)
+            .server_alive_interval(opts.alive_interval)
+            .port(node.port);
+        if let Some(user) = &node.user {
+            b.user(user.clone());
+        }
+        if let Some(key) = &node.identity_file {
+            b.keyfile(expand_tilde(key));
+        }
+        // ConnectTimeout bounds TCP and the handshake; this bounds anything
+        // else (a server that accepts and then says nothing).
+        let limit = opts.connect_timeout * 2 + Duration::from_secs(5);
+        let result = tokio::time::timeout(limit, b.connect(&host)).await;
+        let session = match result {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(classify(node, &host, opts, &e)),
+            Err(_) => {
+                return Err(SshError::Unreachable {
+                    node: node.name.clone(),
+                    host,
+                    detail: format!("no SSH handshake within {} s", limit.as_secs()),
+                })
+            }
+        };
+        Ok(Ssh {
+            name: node.name.clone(),
+            host,
+            session,
+        })
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The master's control socket.
+    pub fn control_socket(&self) -> &Path {
+        self.session.control_socket()
+    }
+
+    /// Whether the master connection is still up.
+    pub async fn check(&self) -> bool {
+        self.session.check().await.is_ok()
+    }
+
+    /// Close the master connection (also done, blocking, on drop).
+    pub async fn close(self) {
+        let _ = self.session.close().await;
+    }
+
+    /// An `ssh` client riding on the master that runs `line` with the
+    /// remote user's shell. `line` must come from [`quote::join`] (plus
+    /// fixed text).
+    fn client(&self, line: &str) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new("ssh");
+        cmd.arg("-S")
+            .arg(self.session.control_socket())
+            .args([
+                "-T",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ControlMaster=no",
+                "-o",
+                "ProxyCommand=false",
+                "-o",
+                "LogLevel=ERROR",
+            ])
+            .arg(&self.host)
+            .arg("--")
+            .arg(line);
+        // Own process group: a terminal Ctrl-C reaches dffmpeg only, which
+        // then stops the remote processes itself.
+        cmd.process_group(0);
+        cmd
+    }
+}
+
+/// Turn the master's log into a user-facing error.
+fn classify(
+    node: &inventory::Node,
+    host: &str,
+    opts: &ConnectOptions,
+    e: &openssh::Error,
+) -> SshError {
+    let detail = error_text(e);
+    let known_hosts = opts.known_hosts.display().to_string();
+    let lower = detail.to_lowercase();
+    if lower.contains("remote host identification has changed")
+        || lower.contains("host key for") && lower.contains("has changed")
+    {
+        let host_pattern = if node.port == 22 {
+            host.to_string()
+        } else {
+            format!("[{host}]:{}", node.port)
+        };
+        return SshError::HostKeyChanged {
+            node: node.name.clone(),
+            host: host.to_string(),
+            host_pattern,
+            known_hosts,
+        };
+    }
+    if lower.contains("host key is known for") && lower.contains("strict checking")
+        || lower.contains("host key verification failed")
+    {
+        return SshError::HostKeyUnknown {
+            node: node.name.clone(),
+            host: host.to_string(),
+            known_hosts,
+        };
+    }
+    if lower.contains("permission denied") || lower.contains("too many authentication failures") {
+        let user_at_host = match &node.user {
+            Some(u) => format!("{u}@{host}"),
+            None => host.to_string(),
+        };
+        return SshError::Auth {
+            node: node.name.clone(),
+            user_at_host,
+            detail: last_line(&detail),
+        };
+    }
+    SshError::Unreachable {
+        node: node.name.clone(),
+        host: host.to_string(),
+        detail: last_line(&detail),
+    }
+}
+
+fn error_text(e: &openssh::Error) -> String {
+    use std::error::Error as _;
+    match e.source() {
+        Some(s) => format!("{s}"),
+        None => e.to_string(),
+    }
+}
+
+/// The meaningful line of an ssh log (skipping banners and warnings).
+fn last_line(log: &str) -> String {
+    log.lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty() && !l.starts_with("Warning:") && !l.starts_with('@'))
+        .unwrap_or("ssh failed without a message")
+        .to_string()
+}
+
+/// Stops a remote process and its process group: TERM, up to 2 s of grace,
+/// then KILL. The pid is `$1`, never pasted into the script.
+const KILL_SCRIPT: &str = r#"kill -TERM "-$1" 2>/dev/null || kill -TERM "$1" 2>/dev/null
+i=0
+while [ "$i" -lt 10 ] && kill -0 "$1" 2>/dev/null; do sleep 0.2; i=$((i+1)); done
+kill -KILL "-$1" 2>/dev/null || kill -KILL "$1" 2>/dev/null
+true"#;
+
+impl Transport for Ssh {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn command(&self, argv: &[String]) -> tokio::process::Command {
+        // sshd makes the shell a session (and process group) leader; `exec`
+        // keeps its pid, so the reported pid is also the group to kill.
+        let line = format!("echo \"{}$$\" >&2; exec {}", PID_PREFIX, quote::join(argv));
+        self.client(&line)
+    }
+
+    async fn kill(&self, pid: u32) {
+        let argv = ["sh", "-c", KILL_SCRIPT, "dffmpeg-kill", &pid.to_string()];
+        let mut cmd = self.client(&quote::join(&argv));
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), cmd.status()).await;
+    }
+
+    fn reports_pid(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tilde_expands_to_home() {
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        if let Some(home) = home {
+            assert_eq!(expand_tilde(Path::new("~/.ssh/k")), home.join(".ssh/k"));
+        }
+        assert_eq!(expand_tilde(Path::new("/k")), PathBuf::from("/k"));
+    }
+
+    #[test]
+    fn log_lines_skip_warnings() {
+        let log = "Warning: Permanently added 'x' (ED25519) to the list of known hosts.\r\nssh: connect to host 1.2.3.4 port 22: No route to host\r\n";
+        assert_eq!(
+            last_line(log),
+            "ssh: connect to host 1.2.3.4 port 22: No route to host"
+        );
+    }
+
+    #[test]
+    fn control_socket_paths_stay_short() {
+        // openssh adds `/.ssh-connectionXXXXXX/master`.
+        let dir = default_control_dir();
+        assert!(dir.as_os_str().len() + 30 < 100, "{}", dir.display());
+    }
+}
