@@ -69,11 +69,7 @@ pub struct TranscodeArgs {
     #[arg(value_name = "INPUT")]
     pub input: PathBuf,
     /// ffmpeg output options, e.g. `-c:v libx264 -crf 23 -c:a aac`.
-    #[arg(
-        value_name = "FFMPEG OUTPUT ARGS",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    #[arg(value_name = "FFMPEG OUTPUT ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
     pub ffmpeg_args: Vec<String>,
 }
 

@@ -106,12 +106,7 @@ pub async fn gather_in(node: &remote::Node, dir: Option<&Path>) -> Result<Facts,
     let out = match tokio::time::timeout(Duration::from_secs(60), remote::run(node, &argv)).await {
         Ok(Ok(out)) => out,
         Ok(Err(e)) => return Err(format!("node {}: cannot run ssh: {e}", node.name())),
-        Err(_) => {
-            return Err(format!(
-                "unreachable: node {}: no answer within 60 s",
-                node.name()
-            ))
-        }
+        Err(_) => return Err(format!("unreachable: node {}: no answer within 60 s", node.name())),
     };
     let text = String::from_utf8_lossy(&out.stdout);
     match parse(&text) {
@@ -149,35 +144,21 @@ pub fn parse(text: &str) -> Result<Facts, String> {
         }
     }
     let section = |name: &str| -> &[&str] {
-        sections
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, l)| l.as_slice())
-            .unwrap_or(&[])
+        sections.iter().find(|(n, _)| *n == name).map(|(_, l)| l.as_slice()).unwrap_or(&[])
     };
     if !sections.iter().any(|(n, _)| *n == "end") {
         return Err("the facts script output is incomplete".into());
     }
     let first = |name: &str| -> Option<String> {
-        section(name)
-            .iter()
-            .map(|l| l.trim())
-            .find(|l| !l.is_empty())
-            .map(str::to_string)
+        section(name).iter().map(|l| l.trim()).find(|l| !l.is_empty()).map(str::to_string)
     };
     let arch = first("arch").ok_or("no `uname -m` output")?;
     let os = parse_os_release(section("os_release"));
-    let cores = first("cores")
-        .and_then(|c| c.parse::<u32>().ok())
-        .filter(|c| *c > 0)
-        .unwrap_or(1);
+    let cores = first("cores").and_then(|c| c.parse::<u32>().ok()).filter(|c| *c > 0).unwrap_or(1);
     let ffmpeg_version = first("ffmpeg_version");
     let encoders = parse_encoders(section("encoders"));
     let disk = section("disk");
-    let free_disk_path = disk
-        .first()
-        .map(|l| l.trim().to_string())
-        .filter(|l| !l.is_empty());
+    let free_disk_path = disk.first().map(|l| l.trim().to_string()).filter(|l| !l.is_empty());
     let free_disk_mb = disk.get(1).and_then(|l| parse_df_line(l));
     Ok(Facts {
         reachable: true,
@@ -214,11 +195,7 @@ fn parse_os_release(lines: &[&str]) -> OsRelease {
             vars.push((k.trim(), v.to_string()));
         }
     }
-    let get = |k: &str| {
-        vars.iter()
-            .find(|(n, v)| *n == k && !v.is_empty())
-            .map(|(_, v)| v.clone())
-    };
+    let get = |k: &str| vars.iter().find(|(n, v)| *n == k && !v.is_empty()).map(|(_, v)| v.clone());
     // Old releases (Raspbian stretch) have no VERSION_CODENAME, only
     // VERSION="9 (stretch)".
     let codename = get("VERSION_CODENAME").or_else(|| {
@@ -228,20 +205,12 @@ fn parse_os_release(lines: &[&str]) -> OsRelease {
         let name = name.split(',').next()?.trim();
         (!name.is_empty()).then(|| name.to_lowercase())
     });
-    OsRelease {
-        id: get("ID"),
-        codename,
-        version_id: get("VERSION_ID"),
-    }
+    OsRelease { id: get("ID"), codename, version_id: get("VERSION_ID") }
 }
 
 /// `ffmpeg -encoders`: a legend, a ` ------` line, then ` V....D name  description`.
 fn parse_encoders(lines: &[&str]) -> Vec<String> {
-    let start = lines
-        .iter()
-        .position(|l| l.trim().starts_with("---"))
-        .map(|i| i + 1)
-        .unwrap_or(0);
+    let start = lines.iter().position(|l| l.trim().starts_with("---")).map(|i| i + 1).unwrap_or(0);
     lines[start..]
         .iter()
         .filter_map(|l| {
@@ -260,9 +229,7 @@ fn parse_encoders(lines: &[&str]) -> Vec<String> {
 /// (the file system name or the mount point may hold spaces).
 fn parse_df_line(line: &str) -> Option<u64> {
     let words: Vec<&str> = line.split_whitespace().collect();
-    let cap = words
-        .iter()
-        .rposition(|w| w.ends_with('%') && w[..w.len() - 1].parse::<u32>().is_ok())?;
+    let cap = words.iter().rposition(|w| w.ends_with('%') && w[..w.len() - 1].parse::<u32>().is_ok())?;
     let avail_kb: u64 = words.get(cap.checked_sub(1)?)?.parse().ok()?;
     Some(avail_kb / 1024)
 }
@@ -309,11 +276,7 @@ pub async fn run(args: FactsArgs) -> Outcome {
 }
 
 /// Connect to and gather every node, in parallel, in inventory order.
-async fn collect(
-    inventory: &Inventory,
-    opts: &ConnectOptions,
-    encoder: Option<&str>,
-) -> Vec<Report> {
+async fn collect(inventory: &Inventory, opts: &ConnectOptions, encoder: Option<&str>) -> Vec<Report> {
     let dir = Arc::new(inventory.cluster.shared_dir.clone());
     let tasks: Vec<_> = inventory
         .nodes
@@ -321,9 +284,7 @@ async fn collect(
         .map(|n| {
             let (n, opts, dir) = (n.clone(), opts.clone(), dir.clone());
             tokio::spawn(async move {
-                let node = remote::connect(&n, &opts)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let node = remote::connect(&n, &opts).await.map_err(|e| e.to_string())?;
                 let facts = gather_in(&node, Some(&dir)).await;
                 node.close().await;
                 facts
@@ -332,16 +293,12 @@ async fn collect(
         .collect();
     let mut reports = Vec::new();
     for (n, task) in inventory.nodes.iter().zip(tasks) {
-        let result = task
-            .await
-            .unwrap_or_else(|e| Err(format!("node {}: facts task failed: {e}", n.name)));
+        let result = task.await.unwrap_or_else(|e| Err(format!("node {}: facts task failed: {e}", n.name)));
         let (facts, error) = match result {
             Ok(f) => (f, None),
             Err(e) => (Facts::default(), Some(e)),
         };
-        let has_encoder = encoder
-            .filter(|_| facts.reachable)
-            .map(|e| facts.has_encoder(e));
+        let has_encoder = encoder.filter(|_| facts.reachable).map(|e| facts.has_encoder(e));
         reports.push(Report {
             node: n.name.clone(),
             host: n.host.to_string(),
@@ -373,17 +330,13 @@ fn table(reports: &[Report], encoder: Option<&str>) -> String {
                     f.arch.clone(),
                     f.os().unwrap_or_else(dash),
                     f.cores.to_string(),
-                    f.ffmpeg_short_version()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| "missing".into()),
+                    f.ffmpeg_short_version().map(str::to_string).unwrap_or_else(|| "missing".into()),
                 ]);
                 if let Some(e) = encoder {
                     row.push(if f.has_encoder(e) { "yes" } else { "no" }.into());
                 }
                 row.push(
-                    f.free_disk_mb
-                        .map(|mb| format!("{:.1} GiB", mb as f64 / 1024.0))
-                        .unwrap_or_else(dash),
+                    f.free_disk_mb.map(|mb| format!("{:.1} GiB", mb as f64 / 1024.0)).unwrap_or_else(dash),
                 );
             } else {
                 row.push("no".into());
@@ -394,20 +347,11 @@ fn table(reports: &[Report], encoder: Option<&str>) -> String {
         .collect();
     let widths: Vec<usize> = (0..head.len())
         .map(|i| {
-            rows.iter()
-                .map(|r| r[i].chars().count())
-                .chain([head[i].chars().count()])
-                .max()
-                .unwrap_or(0)
+            rows.iter().map(|r| r[i].chars().count()).chain([head[i].chars().count()]).max().unwrap_or(0)
         })
         .collect();
     let line = |cells: Vec<&str>| -> String {
-        let mut s = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ");
+        let mut s = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ");
         s.truncate(s.trim_end().len());
         s.push('\n');
         s
@@ -515,25 +459,18 @@ my disk 1000 10 5120 1% /mnt/with space
         let cut = &PI[..PI.find("@@dffmpeg-facts disk").unwrap()];
         assert!(parse(cut).unwrap_err().contains("incomplete"));
         assert!(parse("").is_err());
-        assert!(parse("@@dffmpeg-facts end\n")
-            .unwrap_err()
-            .contains("uname"));
+        assert!(parse("@@dffmpeg-facts end\n").unwrap_err().contains("uname"));
     }
 
     #[tokio::test]
     async fn gathers_this_machine() {
         let node = remote::Node::Local(remote::Local::new("here"));
-        let f = gather_in(&node, Some(Path::new("/nonexistent dir/$(x)")))
-            .await
-            .unwrap();
+        let f = gather_in(&node, Some(Path::new("/nonexistent dir/$(x)"))).await.unwrap();
         assert!(f.reachable);
         assert_eq!(f.arch, std::env::consts::ARCH);
         assert!(f.cores >= 1);
         // Falls back to $HOME when the directory does not exist.
-        assert_eq!(
-            f.free_disk_path,
-            std::env::var("HOME").ok().or(Some("/".into()))
-        );
+        assert_eq!(f.free_disk_path, std::env::var("HOME").ok().or(Some("/".into())));
         assert!(f.free_disk_mb.is_some());
         if f.ffmpeg_version.is_some() {
             assert!(f.has_encoder("mpeg4"), "{:?}", f.encoders);
@@ -582,15 +519,9 @@ my disk 1000 10 5120 1% /mnt/with space
                 "GiB"
             ]
         );
-        assert_eq!(
-            words(lines[2]),
-            ["pi2", "192.168.1.11", "no", "-", "-", "-", "-", "-", "-"]
-        );
+        assert_eq!(words(lines[2]), ["pi2", "192.168.1.11", "no", "-", "-", "-", "-", "-", "-"]);
         let json = serde_json::to_string(&reports[1]).unwrap();
         assert!(json.contains("\"reachable\":false"), "{json}");
-        assert!(
-            json.contains("\"error\":\"unreachable: node pi2\""),
-            "{json}"
-        );
+        assert!(json.contains("\"error\":\"unreachable: node pi2\""), "{json}");
     }
 }

@@ -84,10 +84,7 @@ impl Inventory {
     }
 
     pub fn controller(&self) -> &Node {
-        self.nodes
-            .iter()
-            .find(|n| n.has(Role::Controller))
-            .expect("validated inventory has a controller")
+        self.nodes.iter().find(|n| n.has(Role::Controller)).expect("validated inventory has a controller")
     }
 
     pub fn compute_nodes(&self) -> impl Iterator<Item = &Node> {
@@ -99,10 +96,8 @@ impl Inventory {
     }
 
     pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
-        let text = std::fs::read_to_string(path).map_err(|e| InventoryError::Read {
-            path: path.display().to_string(),
-            source: e,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| InventoryError::Read { path: path.display().to_string(), source: e })?;
         parse(&text, &path.display().to_string())
     }
 }
@@ -110,18 +105,10 @@ impl Inventory {
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
     #[error("cannot read inventory {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     /// `file:line:column: message`
     #[error("{file}:{line}:{column}: {message}")]
-    At {
-        file: String,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    At { file: String, line: usize, column: usize, message: String },
 }
 
 /// `cluster.shared_dir` when the inventory does not set it.
@@ -275,10 +262,7 @@ fn pos<T>(s: &Spanned<T>) -> Pos {
         // Unknown location (should not happen for string input).
         return Pos { line: 1, column: 1 };
     }
-    Pos {
-        line: line as usize,
-        column: column as usize,
-    }
+    Pos { line: line as usize, column: column as usize }
 }
 
 fn kind(v: &Val) -> &'static str {
@@ -295,15 +279,7 @@ fn kind(v: &Val) -> &'static str {
 const TOP_KEYS: &[&str] = &["cluster", "defaults", "nodes"];
 const CLUSTER_KEYS: &[&str] = &["shared_dir", "storage", "apt_mirror"];
 const DEFAULT_KEYS: &[&str] = &["user", "port", "become", "identity_file", "slots"];
-const NODE_KEYS: &[&str] = &[
-    "host",
-    "port",
-    "user",
-    "roles",
-    "slots",
-    "identity_file",
-    "become",
-];
+const NODE_KEYS: &[&str] = &["host", "port", "user", "roles", "slots", "identity_file", "become"];
 /// Names people reach for from Ansible or ssh_config, and what we call them.
 const KEY_ALIASES: &[(&str, &str)] = &[
     ("hostname", "host"),
@@ -346,9 +322,7 @@ fn distance(a: &str, b: &str) -> usize {
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
+            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 best = best.min(d[i - 2][j - 2] + 1);
             }
@@ -367,10 +341,7 @@ fn closest<'k>(word: &str, known: &[&'k str]) -> Option<&'k str> {
         }
     }
     if lower.chars().count() >= 3 {
-        if let Some(k) = known
-            .iter()
-            .find(|k| k.starts_with(&lower) || lower.starts_with(*k))
-        {
+        if let Some(k) = known.iter().find(|k| k.starts_with(&lower) || lower.starts_with(*k)) {
             return Some(k);
         }
     }
@@ -409,10 +380,7 @@ impl Ctx<'_> {
         let at = e
             .location()
             .filter(|l| l.line() > 0)
-            .map(|l| Pos {
-                line: l.line() as usize,
-                column: l.column() as usize,
-            })
+            .map(|l| Pos { line: l.line() as usize, column: l.column() as usize })
             .unwrap_or(Pos { line: 1, column: 1 });
         let mut msg = e.without_snippet().to_string();
         let suffix = format!(" at line {}, column {}", at.line, at.column);
@@ -420,13 +388,8 @@ impl Ctx<'_> {
             msg = m.to_string();
         }
         if let Some(rest) = msg.strip_prefix("duplicate mapping key: ") {
-            let key = rest
-                .split(", set DuplicateKeyPolicy")
-                .next()
-                .unwrap_or(rest);
-            msg = format!(
-                "duplicate key `{key}`: each key, and each node name, may appear only once"
-            );
+            let key = rest.split(", set DuplicateKeyPolicy").next().unwrap_or(rest);
+            msg = format!("duplicate key `{key}`: each key, and each node name, may appear only once");
         }
         self.err(at, format!("invalid YAML: {msg}"))
     }
@@ -436,24 +399,15 @@ impl Ctx<'_> {
         match &v.value {
             Val::Map(e) => Ok(e),
             Val::Null => Ok(&[]),
-            other => Err(self.err(
-                pos(v),
-                format!(
-                    "{what} must be a mapping of `key: value` lines, not {}",
-                    kind(other)
-                ),
-            )),
+            other => Err(self
+                .err(pos(v), format!("{what} must be a mapping of `key: value` lines, not {}", kind(other)))),
         }
     }
 
     fn unknown_key(&self, key: &Spanned<String>, known: &[&str], place: &str) -> InventoryError {
         self.err(
             pos(key),
-            format!(
-                "unknown key `{}` {place}; {}",
-                key.value,
-                did_you_mean(&key.value, known)
-            ),
+            format!("unknown key `{}` {place}; {}", key.value, did_you_mean(&key.value, known)),
         )
     }
 
@@ -466,10 +420,7 @@ impl Ctx<'_> {
             Val::Bool(b) => b.to_string(),
             Val::Null => return Err(self.err(pos(v), format!("`{key}` needs a value"))),
             other => {
-                return Err(self.err(
-                    pos(v),
-                    format!("`{key}` must be a single value, not {}", kind(other)),
-                ))
+                return Err(self.err(pos(v), format!("`{key}` must be a single value, not {}", kind(other))))
             }
         };
         if s.trim().is_empty() {
@@ -484,7 +435,9 @@ impl Ctx<'_> {
         if s.starts_with('-') || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(self.err(
                 pos(v),
-                format!("`{key}: {s}` is not valid: one word, not starting with `-` (e.g. `{key}: {example}`)"),
+                format!(
+                    "`{key}: {s}` is not valid: one word, not starting with `-` (e.g. `{key}: {example}`)"
+                ),
             ));
         }
         Ok(s)
@@ -494,10 +447,7 @@ impl Ctx<'_> {
         match &v.value {
             Val::Bool(b) => Ok(*b),
             Val::Str(s) if s == "true" || s == "false" => Ok(s == "true"),
-            other => Err(self.err(
-                pos(v),
-                format!("`{key}` must be true or false, not {}", kind(other)),
-            )),
+            other => Err(self.err(pos(v), format!("`{key}` must be true or false, not {}", kind(other)))),
         }
     }
 
@@ -511,10 +461,7 @@ impl Ctx<'_> {
             Some(n) if (1..=65535).contains(&n) => Ok(n as u16),
             _ => Err(self.err(
                 pos(v),
-                format!(
-                    "bad port `{}`: a port is a number from 1 to 65535 (ssh's is 22)",
-                    self.shown(v)
-                ),
+                format!("bad port `{}`: a port is a number from 1 to 65535 (ssh's is 22)", self.shown(v)),
             )),
         }
     }
@@ -583,24 +530,23 @@ fn role_names() -> Vec<&'static str> {
 pub fn parse(text: &str, file: &str) -> Result<Inventory, InventoryError> {
     let cx = Ctx { file };
     let doc: Spanned<Val> = serde_saphyr::from_str(text).map_err(|e| cx.yaml_error(&e))?;
-    let top = match &doc.value {
-        Val::Map(e) => e.as_slice(),
-        Val::Null => {
-            return Err(cx.err(
+    let top =
+        match &doc.value {
+            Val::Map(e) => e.as_slice(),
+            Val::Null => return Err(cx.err(
                 pos(&doc),
                 "the inventory is empty: it needs at least a `nodes:` section (see inventory.example.yaml)",
-            ))
-        }
-        other => {
-            return Err(cx.err(
-                pos(&doc),
-                format!(
-                    "the inventory must be a mapping with `cluster`, `defaults` and `nodes`, not {}",
-                    kind(other)
-                ),
-            ))
-        }
-    };
+            )),
+            other => {
+                return Err(cx.err(
+                    pos(&doc),
+                    format!(
+                        "the inventory must be a mapping with `cluster`, `defaults` and `nodes`, not {}",
+                        kind(other)
+                    ),
+                ))
+            }
+        };
     let (mut cluster_v, mut defaults_v, mut nodes_kv) = (None, None, None);
     for (k, v) in top {
         match k.value.as_str() {
@@ -663,28 +609,20 @@ pub fn parse(text: &str, file: &str) -> Result<Inventory, InventoryError> {
     }
 
     // defaults:
-    let mut defaults = Defaults {
-        user: None,
-        port: 22,
-        become_root: false,
-        identity_file: None,
-        slots: None,
-    };
+    let mut defaults =
+        Defaults { user: None, port: 22, become_root: false, identity_file: None, slots: None };
     if let Some(v) = defaults_v {
         for (k, v) in cx.entries(v, "`defaults`")? {
             match k.value.as_str() {
                 "user" => defaults.user = Some(cx.word("user", v, "pi")?),
                 "port" => defaults.port = cx.port(v)?,
                 "become" => defaults.become_root = cx.boolean("become", v)?,
-                "identity_file" => {
-                    defaults.identity_file = Some(PathBuf::from(cx.text("identity_file", v)?))
-                }
+                "identity_file" => defaults.identity_file = Some(PathBuf::from(cx.text("identity_file", v)?)),
                 "slots" => defaults.slots = Some(cx.slots(v)?),
                 "host" | "roles" => {
-                    return Err(cx.err(
-                        pos(k),
-                        format!("`{}` cannot have a default: set it on each node", k.value),
-                    ))
+                    return Err(
+                        cx.err(pos(k), format!("`{}` cannot have a default: set it on each node", k.value))
+                    )
                 }
                 _ => return Err(cx.unknown_key(k, DEFAULT_KEYS, "in `defaults`")),
             }
@@ -728,12 +666,7 @@ pub fn parse(text: &str, file: &str) -> Result<Inventory, InventoryError> {
     let with_role = |role: Role| -> Vec<(&Located, Pos)> {
         located
             .iter()
-            .filter_map(|l| {
-                l.roles
-                    .iter()
-                    .find(|(r, _)| *r == role)
-                    .map(|(_, p)| (l, *p))
-            })
+            .filter_map(|l| l.roles.iter().find(|(r, _)| *r == role).map(|(_, p)| (l, *p)))
             .collect()
     };
     let controllers = with_role(Role::Controller);
@@ -777,19 +710,14 @@ pub fn parse(text: &str, file: &str) -> Result<Inventory, InventoryError> {
         None => StorageMode::Nfs,
     };
     if with_role(Role::Compute).is_empty() {
-        return Err(cx.err(
-            pos(nodes_key),
-            "no compute node: add `compute` to the roles of at least one node",
-        ));
+        return Err(
+            cx.err(pos(nodes_key), "no compute node: add `compute` to the roles of at least one node")
+        );
     }
 
     Ok(Inventory {
         source: file.to_string(),
-        cluster: Cluster {
-            shared_dir,
-            storage,
-            apt_mirror,
-        },
+        cluster: Cluster { shared_dir, storage, apt_mirror },
         nodes: located.into_iter().map(|l| l.node).collect(),
     })
 }
@@ -803,17 +731,13 @@ fn same_machine(a: &Node, b: &Node) -> bool {
 }
 
 fn valid_node_name(name: &str) -> bool {
-    name.chars()
-        .all(|c| c.is_alphanumeric() || c == '-' || c == '_' || c == '.')
+    name.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
 fn parse_node(cx: &Ctx, k: &Spanned<String>, v: &Spanned<Val>, defaults: &Defaults) -> R<Located> {
     let name = k.value.clone();
     if name.trim().is_empty() {
-        return Err(cx.err(
-            pos(k),
-            "empty node name: give each node a short name, e.g. `pi3:`",
-        ));
+        return Err(cx.err(pos(k), "empty node name: give each node a short name, e.g. `pi3:`"));
     }
     if !valid_node_name(&name) {
         return Err(cx.err(
@@ -844,19 +768,13 @@ fn parse_node(cx: &Ctx, k: &Spanned<String>, v: &Spanned<Val>, defaults: &Defaul
                         format!("`host: {h}`: put the user name in `user:`, not in the host"),
                     ));
                 }
-                node.host = if h == "local" {
-                    Host::Local
-                } else {
-                    Host::Remote(h)
-                };
+                node.host = if h == "local" { Host::Local } else { Host::Remote(h) };
                 host_pos = pos(val);
             }
             "port" => node.port = cx.port(val)?,
             "user" => node.user = Some(cx.word("user", val, "pi")?),
             "slots" => node.slots = Some(cx.slots(val)?),
-            "identity_file" => {
-                node.identity_file = Some(PathBuf::from(cx.text("identity_file", val)?))
-            }
+            "identity_file" => node.identity_file = Some(PathBuf::from(cx.text("identity_file", val)?)),
             "become" => node.become_root = cx.boolean("become", val)?,
             "roles" => roles = Some(parse_roles(cx, val, &name)?),
             _ => return Err(cx.unknown_key(key, NODE_KEYS, &place)),
@@ -869,11 +787,7 @@ fn parse_node(cx: &Ctx, k: &Spanned<String>, v: &Spanned<Val>, defaults: &Defaul
         ));
     };
     node.roles = roles.iter().map(|(r, _)| *r).collect();
-    Ok(Located {
-        node,
-        host_pos,
-        roles,
-    })
+    Ok(Located { node, host_pos, roles })
 }
 
 fn parse_roles(cx: &Ctx, v: &Spanned<Val>, name: &str) -> R<Vec<(Role, Pos)>> {
@@ -884,28 +798,19 @@ fn parse_roles(cx: &Ctx, v: &Spanned<Val>, name: &str) -> R<Vec<(Role, Pos)>> {
         other => {
             return Err(cx.err(
                 pos(v),
-                format!(
-                    "`roles` must be a list such as `[controller, compute]`, not {}",
-                    kind(other)
-                ),
+                format!("`roles` must be a list such as `[controller, compute]`, not {}", kind(other)),
             ))
         }
     };
     let mut roles: Vec<(Role, Pos)> = Vec::new();
     for item in items {
         let s = cx.text("roles", item)?;
-        let role = Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| {
-                cx.err(
-                    pos(item),
-                    format!(
-                        "unknown role `{s}` in node `{name}`; {}",
-                        did_you_mean(&s, &role_names())
-                    ),
-                )
-            })?;
+        let role = Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
+            cx.err(
+                pos(item),
+                format!("unknown role `{s}` in node `{name}`; {}", did_you_mean(&s, &role_names())),
+            )
+        })?;
         if !roles.iter().any(|(r, _)| *r == role) {
             roles.push((role, pos(item)));
         }
@@ -938,12 +843,7 @@ nodes:
     fn error(text: &str) -> (usize, usize, String) {
         match parse(text, "inv.yaml") {
             Ok(inv) => panic!("expected an error, parsed {inv:?}"),
-            Err(InventoryError::At {
-                file,
-                line,
-                column,
-                message,
-            }) => {
+            Err(InventoryError::At { file, line, column, message }) => {
                 assert_eq!(file, "inv.yaml");
                 (line, column, message)
             }
@@ -953,10 +853,7 @@ nodes:
 
     fn assert_error(text: &str, line: usize, column: usize, needle: &str) {
         let (l, c, m) = error(text);
-        assert!(
-            m.contains(needle),
-            "message {m:?} does not contain {needle:?}"
-        );
+        assert!(m.contains(needle), "message {m:?} does not contain {needle:?}");
         assert_eq!((l, c), (line, column), "location of {m:?}");
     }
 
@@ -991,11 +888,7 @@ nodes:
         let names: Vec<_> = inv.nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["pi3", "pi2"]);
         assert_eq!(inv.controller().host, Host::Remote("192.168.1.10".into()));
-        assert_eq!(
-            inv.node("pi2").unwrap().roles,
-            vec![Role::Compute],
-            "pi2 only computes"
-        );
+        assert_eq!(inv.node("pi2").unwrap().roles, vec![Role::Compute], "pi2 only computes");
         assert!(inv.nodes.iter().all(|n| n.user.as_deref() == Some("pi")));
         // The commented x86 node is valid once uncommented.
         let uncommented: String = text
@@ -1012,19 +905,12 @@ nodes:
         let nuc = inv.node("nuc").expect("nuc uncommented");
         assert_eq!(nuc.user.as_deref(), Some("me"));
         assert_eq!(nuc.slots, Some(4));
-        assert_eq!(
-            nuc.identity_file.as_deref(),
-            Some(Path::new("~/.ssh/id_ed25519"))
-        );
+        assert_eq!(nuc.identity_file.as_deref(), Some(Path::new("~/.ssh/id_ed25519")));
     }
 
     #[test]
     fn defaults_and_choices() {
-        let inv = parse(
-            "nodes:\n  here: { host: local, roles: [controller, compute] }\n",
-            "i",
-        )
-        .unwrap();
+        let inv = parse("nodes:\n  here: { host: local, roles: [controller, compute] }\n", "i").unwrap();
         assert_eq!(inv.cluster.storage, StorageMode::Ssh, "no storage node");
         assert_eq!(inv.cluster.shared_dir, PathBuf::from(DEFAULT_SHARED_DIR));
         let n = &inv.nodes[0];
@@ -1050,16 +936,10 @@ nodes:
         )
         .unwrap();
         assert_eq!(inv.cluster.storage, StorageMode::Ssh);
-        assert_eq!(
-            inv.cluster.apt_mirror.as_deref(),
-            Some("https://deb.debian.org")
-        );
+        assert_eq!(inv.cluster.apt_mirror.as_deref(), Some("https://deb.debian.org"));
         assert_eq!(inv.nodes[0].port, 2200);
         assert_eq!(inv.nodes[0].slots, Some(2));
-        assert_eq!(
-            inv.nodes[0].identity_file.as_deref(),
-            Some(Path::new("~/.ssh/k"))
-        );
+        assert_eq!(inv.nodes[0].identity_file.as_deref(), Some(Path::new("~/.ssh/k")));
     }
 
     #[test]
@@ -1110,12 +990,7 @@ nodes:
             5,
             "unknown key `hots` in node `pi3`; did you mean `host`?",
         );
-        assert_error(
-            "node:\n  a: {}\n",
-            1,
-            1,
-            "unknown key `node` at the top level; did you mean `nodes`?",
-        );
+        assert_error("node:\n  a: {}\n", 1, 1, "unknown key `node` at the top level; did you mean `nodes`?");
         assert_error(
             "cluster:\n  shareddir: /x\nnodes: {}\n",
             2,
@@ -1128,24 +1003,14 @@ nodes:
             13,
             "unknown key `usr` in `defaults`; did you mean `user`?",
         );
-        assert_error(
-            "nodes:\n  a: { hostname: x, roles: [compute] }\n",
-            2,
-            8,
-            "did you mean `host`?",
-        );
+        assert_error("nodes:\n  a: { hostname: x, roles: [compute] }\n", 2, 8, "did you mean `host`?");
         assert_error(
             "nodes:\n  a: { zzzzzz: x, roles: [compute] }\n",
             2,
             8,
             "unknown key `zzzzzz` in node `a`; expected one of: host, port, user, roles, slots, identity_file, become",
         );
-        assert_error(
-            "defaults: { roles: [compute] }\nnodes: {}\n",
-            1,
-            13,
-            "`roles` cannot have a default",
-        );
+        assert_error("defaults: { roles: [compute] }\nnodes: {}\n", 1, 13, "`roles` cannot have a default");
     }
 
     #[test]
@@ -1163,12 +1028,7 @@ nodes:
             "unknown role `boss` in node `a`; expected one of: controller, compute, storage",
         );
         assert_error("nodes:\n  a: { roles: [] }\n", 2, 15, "empty `roles` list");
-        assert_error(
-            "nodes:\n  a: { host: x }\n",
-            2,
-            3,
-            "node `a` has no `roles`",
-        );
+        assert_error("nodes:\n  a: { host: x }\n", 2, 3, "node `a` has no `roles`");
     }
 
     #[test]
@@ -1206,12 +1066,7 @@ nodes:
 
     #[test]
     fn no_compute_node() {
-        assert_error(
-            "nodes:\n  a: { roles: [controller, storage] }\n",
-            1,
-            1,
-            "no compute node",
-        );
+        assert_error("nodes:\n  a: { roles: [controller, storage] }\n", 1, 1, "no compute node");
     }
 
     #[test]
@@ -1256,12 +1111,7 @@ nodes:
             9,
             "bad port `99999`: a port is a number from 1 to 65535",
         );
-        assert_error(
-            "nodes:\n  a: { roles: [compute], port: [22] }\n",
-            2,
-            32,
-            "bad port `a list`",
-        );
+        assert_error("nodes:\n  a: { roles: [compute], port: [22] }\n", 2, 32, "bad port `a list`");
     }
 
     #[test]
@@ -1282,18 +1132,8 @@ nodes:
 
     #[test]
     fn bad_node_names() {
-        assert_error(
-            "nodes:\n  '': { roles: [controller, compute] }\n",
-            2,
-            3,
-            "empty node name",
-        );
-        assert_error(
-            "nodes:\n  'a,b': { roles: [controller, compute] }\n",
-            2,
-            3,
-            "bad node name `a,b`",
-        );
+        assert_error("nodes:\n  '': { roles: [controller, compute] }\n", 2, 3, "empty node name");
+        assert_error("nodes:\n  'a,b': { roles: [controller, compute] }\n", 2, 3, "bad node name `a,b`");
     }
 
     #[test]
@@ -1310,36 +1150,21 @@ nodes:
             14,
             "put the user name in `user:`",
         );
-        assert_error(
-            "nodes:\n  a: { host: , roles: [compute] }\n",
-            2,
-            12,
-            "`host` needs a value",
-        );
+        assert_error("nodes:\n  a: { host: , roles: [compute] }\n", 2, 12, "`host` needs a value");
         assert_error(
             "nodes:\n  a: { become: maybe, roles: [compute] }\n",
             2,
             16,
             "`become` must be true or false",
         );
-        assert_error(
-            "cluster: { shared_dir: srv }\nnodes: {}\n",
-            1,
-            24,
-            "must be an absolute path",
-        );
+        assert_error("cluster: { shared_dir: srv }\nnodes: {}\n", 1, 24, "must be an absolute path");
         assert_error(
             "cluster: { apt_mirror: ftp.debian.org }\nnodes: {}\n",
             1,
             24,
             "must be an http:// or https:// URL",
         );
-        assert_error(
-            "nodes:\n  a: [compute]\n",
-            2,
-            6,
-            "node `a` must be a mapping",
-        );
+        assert_error("nodes:\n  a: [compute]\n", 2, 6, "node `a` must be a mapping");
     }
 
     #[test]

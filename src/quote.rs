@@ -8,10 +8,8 @@
 /// as they are (readable logs); anything else is wrapped in single quotes,
 /// with embedded single quotes written as `'\''`.
 pub fn quote(word: &str) -> String {
-    let safe = !word.is_empty()
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./:,+@%".contains(&b));
+    let safe =
+        !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:,+@%".contains(&b));
     if safe {
         word.to_string()
     } else {
@@ -21,10 +19,7 @@ pub fn quote(word: &str) -> String {
 
 /// Join an argv into one shell command line, each word quoted.
 pub fn join<S: AsRef<str>>(argv: &[S]) -> String {
-    argv.iter()
-        .map(|w| quote(w.as_ref()))
-        .collect::<Vec<_>>()
-        .join(" ")
+    argv.iter().map(|w| quote(w.as_ref())).collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]
@@ -36,11 +31,7 @@ mod tests {
         let line = format!("printf '%s\\0' {}", join(words));
         let out = Command::new("sh").arg("-c").arg(&line).output().unwrap();
         assert!(out.status.success(), "{line}");
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .split_terminator('\0')
-            .map(str::to_string)
-            .collect()
+        String::from_utf8(out.stdout).unwrap().split_terminator('\0').map(str::to_string).collect()
     }
 
     #[test]
@@ -67,9 +58,6 @@ mod tests {
 
     #[test]
     fn safe_words_are_left_readable() {
-        assert_eq!(
-            join(&["ffmpeg", "-c:v", "libx264", "/srv/a.mkv"]),
-            "ffmpeg -c:v libx264 /srv/a.mkv"
-        );
+        assert_eq!(join(&["ffmpeg", "-c:v", "libx264", "/srv/a.mkv"]), "ffmpeg -c:v libx264 /srv/a.mkv");
     }
 }

@@ -25,10 +25,7 @@ fn ok(out: Output, what: &str) -> String {
 }
 
 fn netns_list() -> String {
-    let out = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
+    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -49,12 +46,7 @@ fn hosts_are_isolated_reachable_and_cleaned_up() {
         let out = Command::new("ssh")
             .arg("-i")
             .arg(lab.client_key())
-            .args([
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-            ])
+            .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
             .args(["-o", "BatchMode=yes", "-o", "LogLevel=ERROR"])
             .arg(format!("root@{}", h.ip))
             .arg("hostname")
@@ -66,30 +58,15 @@ fn hosts_are_isolated_reachable_and_cleaned_up() {
     assert_eq!(a.exec_ok("hostname").trim(), "alpha");
     let script = "getent hosts beta; ip -4 -o addr show eth0; \
         timeout 5 bash -c 'exec 3<>/dev/tcp/beta/22 && head -c 4 <&3'";
-    let seen = ok(
-        lab.ssh("root", &a).arg(script).output().unwrap(),
-        "ssh alpha",
-    );
-    assert!(
-        seen.contains(&b.ip) && seen.contains(&a.ip) && seen.ends_with("SSH-"),
-        "{seen}"
-    );
+    let seen = ok(lab.ssh("root", &a).arg(script).output().unwrap(), "ssh alpha");
+    assert!(seen.contains(&b.ip) && seen.contains(&a.ip) && seen.ends_with("SSH-"), "{seen}");
 
     // A file written in one host's /etc is its own.
     a.exec_ok("echo alpha-only > /etc/dlab-smoke");
-    assert!(
-        !Path::new("/etc/dlab-smoke").exists(),
-        "host file leaked to the machine"
-    );
-    assert!(
-        !b.root().join("etc/dlab-smoke").exists(),
-        "host file leaked to the other host"
-    );
+    assert!(!Path::new("/etc/dlab-smoke").exists(), "host file leaked to the machine");
+    assert!(!b.root().join("etc/dlab-smoke").exists(), "host file leaked to the other host");
     assert_eq!(b.exec("cat /etc/dlab-smoke").status.code(), Some(1));
-    assert_eq!(
-        fs::read_to_string(a.root().join("etc/dlab-smoke")).unwrap(),
-        "alpha-only\n"
-    );
+    assert_eq!(fs::read_to_string(a.root().join("etc/dlab-smoke")).unwrap(), "alpha-only\n");
     // /tmp is the host's own tmpfs.
     a.exec_ok("echo x > /tmp/dlab-smoke");
     assert!(!Path::new("/tmp/dlab-smoke").exists());
@@ -98,26 +75,13 @@ fn hosts_are_isolated_reachable_and_cleaned_up() {
     // CPU quota: the file holds 0.5 CPU, and the host's processes are in that cgroup.
     assert!(a.cgroup().is_none());
     let cg = b.cgroup().expect("beta has a cgroup");
-    assert_eq!(
-        fs::read_to_string(cg.join("cpu.cfs_quota_us"))
-            .unwrap()
-            .trim(),
-        "50000"
-    );
-    assert_eq!(
-        fs::read_to_string(cg.join("cpu.cfs_period_us"))
-            .unwrap()
-            .trim(),
-        "100000"
-    );
+    assert_eq!(fs::read_to_string(cg.join("cpu.cfs_quota_us")).unwrap().trim(), "50000");
+    assert_eq!(fs::read_to_string(cg.join("cpu.cfs_period_us")).unwrap().trim(), "100000");
     let sh_pid = b.exec_ok("echo $$").trim().to_string();
     let procs = fs::read_to_string(cg.join("cgroup.procs")).unwrap();
     assert!(!procs.trim().is_empty(), "no process in {}", cg.display());
     let cg_of_shell = b.exec_ok("cat /proc/self/cgroup");
-    assert!(
-        cg_of_shell.contains(&format!(":cpu:/{}", b.netns())),
-        "{sh_pid}: {cg_of_shell}"
-    );
+    assert!(cg_of_shell.contains(&format!(":cpu:/{}", b.netns())), "{sh_pid}: {cg_of_shell}");
 
     // share() makes a machine directory visible (and writable) in the host.
     let shared = tempfile::tempdir().unwrap();
@@ -125,10 +89,7 @@ fn hosts_are_isolated_reachable_and_cleaned_up() {
     a.share(shared.path(), "/srv/share");
     assert_eq!(a.exec_ok("cat /srv/share/from-machine"), "hello\n");
     a.exec_ok("echo back > /srv/share/from-host");
-    assert_eq!(
-        fs::read_to_string(shared.path().join("from-host")).unwrap(),
-        "back\n"
-    );
+    assert_eq!(fs::read_to_string(shared.path().join("from-host")).unwrap(), "back\n");
 
     // pids_matching sees the host's processes, not the machine's.
     a.exec_ok("sleep 300 >/dev/null 2>&1 & echo started");
@@ -140,28 +101,13 @@ fn hosts_are_isolated_reachable_and_cleaned_up() {
     a.kill();
     let out = lab.ssh("root", &a).arg("true").output().unwrap();
     assert!(!out.status.success(), "ssh still works after kill");
-    assert!(
-        a.pids_matching("").is_empty(),
-        "processes left in a killed host"
-    );
+    assert!(a.pids_matching("").is_empty(), "processes left in a killed host");
     assert!(!a.exec("true").status.success());
-    assert_eq!(
-        ok(
-            lab.ssh("root", &b).arg("hostname").output().unwrap(),
-            "ssh beta"
-        ),
-        "beta"
-    );
+    assert_eq!(ok(lab.ssh("root", &b).arg("hostname").output().unwrap(), "ssh beta"), "beta");
     // ... and restart() brings it back with its files.
     a.restart();
     assert_eq!(a.exec_ok("cat /etc/dlab-smoke"), "alpha-only\n");
-    assert_eq!(
-        ok(
-            lab.ssh("root", &a).arg("hostname").output().unwrap(),
-            "ssh alpha"
-        ),
-        "alpha"
-    );
+    assert_eq!(ok(lab.ssh("root", &a).arg("hostname").output().unwrap(), "ssh alpha"), "alpha");
 
     // Dropping the lab works with a killed host too.
     b.kill();
@@ -169,14 +115,8 @@ fn hosts_are_isolated_reachable_and_cleaned_up() {
     drop(lab);
     let ns = netns_list();
     assert!(!ns.contains("dl-smoke-"), "namespaces left: {ns}");
-    assert!(
-        !Path::new("/sys/class/net/dl-smoke").exists(),
-        "bridge left"
-    );
-    assert!(
-        !Path::new("/sys/fs/cgroup/cpu/dl-smoke-beta").exists(),
-        "cgroup left"
-    );
+    assert!(!Path::new("/sys/class/net/dl-smoke").exists(), "bridge left");
+    assert!(!Path::new("/sys/fs/cgroup/cpu/dl-smoke-beta").exists(), "cgroup left");
     assert!(!dir.exists(), "lab dir left");
 }
 
@@ -206,8 +146,7 @@ fn pi_user_installs_nfs_common_from_the_test_mirror() {
     // The public mirrors' layouts all work (same packages everywhere).
     let u = &mirror.url;
     fs::write(
-        pi.root()
-            .join("etc/apt/sources.list.d/dffmpeg-test-mirror.list"),
+        pi.root().join("etc/apt/sources.list.d/dffmpeg-test-mirror.list"),
         format!(
             "deb {u}/debian bookworm main contrib non-free non-free-firmware
 deb {u}/debian bookworm-updates main
@@ -223,10 +162,7 @@ deb {u}/ubuntu jammy-security main
     // The machine has the NFS packages; remove them from the host so that apt fetches them.
     pi.exec_ok("printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d");
     pi.exec_ok("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q nfs-kernel-server nfs-common");
-    assert!(!pi
-        .exec("dpkg -s nfs-common | grep -q 'ok installed'")
-        .status
-        .success());
+    assert!(!pi.exec("dpkg -s nfs-common | grep -q 'ok installed'").status.success());
 
     // As pi, logging in with the password, through sudo, like a fresh Raspberry Pi.
     let out = lab
@@ -236,28 +172,13 @@ deb {u}/ubuntu jammy-security main
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let log = ok(out, "apt-get update/install as pi");
-    assert!(
-        !stderr.contains("W:") && !stderr.contains("E:"),
-        "apt warned:\n{stderr}"
-    );
+    assert!(!stderr.contains("W:") && !stderr.contains("E:"), "apt warned:\n{stderr}");
     assert!(log.starts_with("pi\n"), "{log}");
-    assert!(
-        log.contains(&format!("{}/debian bookworm", mirror.url)),
-        "{log}"
-    );
+    assert!(log.contains(&format!("{}/debian bookworm", mirror.url)), "{log}");
     assert!(log.contains("nfs-common"), "{log}");
-    assert!(
-        !log.contains("W:") && !log.contains("E:"),
-        "apt warned:\n{log}"
-    );
-    assert!(
-        log.contains(&format!("{u}/raspbian/raspbian bookworm InRelease")),
-        "{log}"
-    );
+    assert!(!log.contains("W:") && !log.contains("E:"), "apt warned:\n{log}");
+    assert!(log.contains(&format!("{u}/raspbian/raspbian bookworm InRelease")), "{log}");
     pi.exec_ok("dpkg -s nfs-common | grep -q 'Status: install ok installed'");
     let requests = mirror.requests();
-    assert!(
-        requests.contains("GET /debian/pool/nfs-common_"),
-        "{requests}"
-    );
+    assert!(requests.contains("GET /debian/pool/nfs-common_"), "{requests}");
 }

@@ -37,17 +37,13 @@ fn argv(words: &[&str]) -> Vec<String> {
 }
 
 fn lines(path: &Path) -> usize {
-    std::fs::read_to_string(path)
-        .map(|t| t.lines().filter(|l| !l.trim().is_empty()).count())
-        .unwrap_or(0)
+    std::fs::read_to_string(path).map(|t| t.lines().filter(|l| !l.trim().is_empty()).count()).unwrap_or(0)
 }
 
 /// Whether a process matching `pattern` runs (pgrep sees every process of
 /// the machine, so patterns are unique to each test).
 fn running(host: &Host, pattern: &str) -> bool {
-    host.exec(&format!("pgrep -f '{pattern}' >/dev/null"))
-        .status
-        .success()
+    host.exec(&format!("pgrep -f '{pattern}' >/dev/null")).status.success()
 }
 
 async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
@@ -63,11 +59,7 @@ async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool)
 async fn spawn_with_pid(
     node: &remote::Node,
     argv: &[String],
-) -> (
-    tokio::process::Child,
-    u32,
-    BufReader<tokio::process::ChildStderr>,
-) {
+) -> (tokio::process::Child, u32, BufReader<tokio::process::ChildStderr>) {
     let mut child = node
         .command(argv)
         .stdin(Stdio::null())
@@ -98,9 +90,7 @@ async fn ssh_transport() {
 
     // Trust on first use: the key is added to dffmpeg's file.
     assert_eq!(lines(&kh), 0);
-    let n = remote::connect(&inv_a, &options(&kh, false))
-        .await
-        .expect("connect");
+    let n = remote::connect(&inv_a, &options(&kh, false)).await.expect("connect");
     assert!(!n.is_local());
     assert_eq!(n.name(), "a");
     assert!(lines(&kh) >= 1, "host key recorded in {}", kh.display());
@@ -126,24 +116,18 @@ async fn ssh_transport() {
     assert_eq!(got, hostile);
     assert!(!out.stderr.contains(PID_PREFIX), "pid line is stripped");
     for f in ["/tmp/pwned", "/tmp/pwned2"] {
-        assert!(
-            !a.exec(&format!("test -e {f}")).status.success(),
-            "{f} on a"
-        );
+        assert!(!a.exec(&format!("test -e {f}")).status.success(), "{f} on a");
         assert!(!Path::new(f).exists(), "{f} here");
     }
 
     // Exit status and stderr come back.
-    let out = remote::run(&n, &argv(&["sh", "-c", "echo oops >&2; exit 3"]))
-        .await
-        .expect("run");
+    let out = remote::run(&n, &argv(&["sh", "-c", "echo oops >&2; exit 3"])).await.expect("run");
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(out.stderr, "oops\n");
 
     // 10 MB stdin -> remote cat -> stdout, intact.
-    let data: Vec<u8> = (0..10 * 1024 * 1024u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let data: Vec<u8> =
+        (0..10 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     let mut child = n
         .command(&argv(&["cat"]))
         .stdin(Stdio::piped())
@@ -175,11 +159,8 @@ async fn ssh_transport() {
     }
 
     // kill(pid) stops a remote process and its process group.
-    let (mut child, pid, _err) = spawn_with_pid(
-        &n,
-        &argv(&["sh", "-c", "sleep 1013 & sleep 1014; wait", "x"]),
-    )
-    .await;
+    let (mut child, pid, _err) =
+        spawn_with_pid(&n, &argv(&["sh", "-c", "sleep 1013 & sleep 1014; wait", "x"])).await;
     wait_until("sleeps start", Duration::from_secs(5), || {
         running(&a, "sleep 101[3]") && running(&a, "sleep 101[4]")
     })
@@ -187,15 +168,8 @@ async fn ssh_transport() {
     assert!(a.exec(&format!("kill -0 {pid}")).status.success());
     let t = Instant::now();
     n.kill(pid).await;
-    assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "kill took {:?}",
-        t.elapsed()
-    );
-    wait_until("remote sleeps gone", Duration::from_secs(5), || {
-        !running(&a, "sleep 101[34]")
-    })
-    .await;
+    assert!(t.elapsed() < Duration::from_secs(5), "kill took {:?}", t.elapsed());
+    wait_until("remote sleeps gone", Duration::from_secs(5), || !running(&a, "sleep 101[34]")).await;
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await
         .expect("local ssh client ends after the remote kill")
@@ -203,41 +177,24 @@ async fn ssh_transport() {
     assert!(!status.success());
 
     // A process that ignores TERM is killed anyway.
-    let (mut child, pid, _err) = spawn_with_pid(
-        &n,
-        &argv(&[
-            "sh",
-            "-c",
-            "trap '' TERM; sleep 1015 & wait; sleep 1015",
-            "x",
-        ]),
-    )
-    .await;
-    wait_until("sleep starts", Duration::from_secs(5), || {
-        running(&a, "sleep 101[5]")
-    })
-    .await;
+    let (mut child, pid, _err) =
+        spawn_with_pid(&n, &argv(&["sh", "-c", "trap '' TERM; sleep 1015 & wait; sleep 1015", "x"])).await;
+    wait_until("sleep starts", Duration::from_secs(5), || running(&a, "sleep 101[5]")).await;
     n.kill(pid).await;
     wait_until("TERM-proof process gone", Duration::from_secs(5), || {
-        !a.exec(&format!("kill -0 {pid} 2>/dev/null"))
-            .status
-            .success()
+        !a.exec(&format!("kill -0 {pid} 2>/dev/null")).status.success()
     })
     .await;
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
     n.close().await;
 
     // Known key: strict mode connects.
-    let n = remote::connect(&inv_a, &options(&kh, true))
-        .await
-        .expect("strict connect with a known key");
+    let n = remote::connect(&inv_a, &options(&kh, true)).await.expect("strict connect with a known key");
     n.close().await;
 
     // Strict mode refuses an unknown key, naming the node.
     let fresh = tmp.path().join("fresh_known_hosts");
-    let e = remote::connect(&inv_a, &options(&fresh, true))
-        .await
-        .expect_err("strict refuses unknown");
+    let e = remote::connect(&inv_a, &options(&fresh, true)).await.expect_err("strict refuses unknown");
     assert!(matches!(e, SshError::HostKeyUnknown { .. }), "{e}");
     let msg = e.to_string();
     assert!(msg.contains("node a") && msg.contains(&a.ip), "{msg}");
@@ -245,9 +202,7 @@ async fn ssh_transport() {
 
     // A changed host key is an error naming the node, also without --strict.
     a.exec_ok("rm -f /etc/ssh/ssh_host_*; ssh-keygen -A >/dev/null");
-    let e = remote::connect(&inv_a, &options(&kh, false))
-        .await
-        .expect_err("changed key refused");
+    let e = remote::connect(&inv_a, &options(&kh, false)).await.expect_err("changed key refused");
     assert!(matches!(e, SshError::HostKeyChanged { .. }), "{e}");
     let msg = e.to_string();
     assert!(msg.starts_with("host key changed: node a"), "{msg}");
@@ -256,14 +211,8 @@ async fn ssh_transport() {
     // An address where no host answers: a clear error within seconds.
     let ghost = node("ghost", "198.18.31.250", &key);
     let t = Instant::now();
-    let e = remote::connect(&ghost, &options(&kh, false))
-        .await
-        .expect_err("nobody there");
-    assert!(
-        t.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        t.elapsed()
-    );
+    let e = remote::connect(&ghost, &options(&kh, false)).await.expect_err("nobody there");
+    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
     assert!(e.is_unreachable(), "{e}");
     assert!(e.to_string().starts_with("unreachable: node ghost"), "{e}");
 
@@ -373,10 +322,7 @@ fn facts_command() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
-    let rows: Vec<Vec<&str>> = stdout
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
+    let rows: Vec<Vec<&str>> = stdout.lines().map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(rows.len(), 3, "{stdout}");
     assert_eq!(rows[0][..3], ["NODE", "HOST", "REACHABLE"], "{stdout}");
     assert!(rows[0].contains(&"MPEG4"), "{stdout}");
@@ -398,10 +344,7 @@ fn facts_command() {
         assert_eq!(o["reachable"], true, "{o}");
         assert_eq!(o["has_encoder"], true, "{o}");
         assert!(o["cores"].as_u64().unwrap_or(0) >= 1, "{o}");
-        assert!(o["ffmpeg_version"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("ffmpeg version"));
+        assert!(o["ffmpeg_version"].as_str().unwrap_or("").starts_with("ffmpeg version"));
         assert!(o.get("error").is_none(), "{o}");
     }
 
@@ -414,18 +357,12 @@ fn facts_command() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
-    let rows: Vec<Vec<&str>> = stdout
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
+    let rows: Vec<Vec<&str>> = stdout.lines().map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(rows.len(), 4, "{stdout}");
     assert_eq!(rows[1][2], "yes");
     assert_eq!(rows[2][2], "yes");
     assert_eq!(rows[3][..3], ["ghost", "198.18.32.250", "no"]);
-    assert!(
-        stderr.contains("unreachable: node ghost (198.18.32.250)"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("unreachable: node ghost (198.18.32.250)"), "{stderr}");
 
     // A node whose host key changed is reported, naming it.
     b.exec_ok("rm -f /etc/ssh/ssh_host_*; ssh-keygen -A >/dev/null");
@@ -462,12 +399,8 @@ async fn a_dying_node_is_noticed_in_seconds() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let kh = tmp.path().join("known_hosts");
     let opts = options(&kh, false);
-    let na = remote::connect(&node("a", &a.ip, &key), &opts)
-        .await
-        .expect("connect a");
-    let nb = remote::connect(&node("b", &b.ip, &key), &opts)
-        .await
-        .expect("connect b");
+    let na = remote::connect(&node("a", &a.ip, &key), &opts).await.expect("connect a");
+    let nb = remote::connect(&node("b", &b.ip, &key), &opts).await.expect("connect b");
     let (mut ca, _, _ea) = spawn_with_pid(&na, &argv(&["sleep", "1031"])).await;
     let (mut cb, _, _eb) = spawn_with_pid(&nb, &argv(&["sleep", "1032"])).await;
 
@@ -484,34 +417,23 @@ async fn a_dying_node_is_noticed_in_seconds() {
             .unwrap_or_else(|_| panic!("the command on {name} ends when its node dies"))
             .expect("wait");
         assert!(!status.success());
-        eprintln!(
-            "command on {name} ended {:?} after the node died",
-            t.elapsed()
-        );
+        eprintln!("command on {name} ended {:?} after the node died", t.elapsed());
     }
     assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
     for n in [&na, &nb] {
-        wait_until("master notices", Duration::from_secs(20), || {
-            not_connected(n)
-        })
-        .await;
+        wait_until("master notices", Duration::from_secs(20), || not_connected(n)).await;
         // New commands fail fast instead of reconnecting or hanging.
         let t = Instant::now();
         let out = remote::run(n, &argv(&["true"])).await.expect("run ssh");
         assert_eq!(out.status.code(), Some(255));
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
         let e = dffmpeg::facts::gather(n).await.expect_err("facts fail");
-        assert!(
-            e.starts_with(&format!("unreachable: node {}", n.name())),
-            "{e}"
-        );
+        assert!(e.starts_with(&format!("unreachable: node {}", n.name())), "{e}");
     }
     drop(lab);
 }
 
 /// `!n.check()` from a sync closure.
 fn not_connected(n: &remote::Node) -> bool {
-    tokio::task::block_in_place(|| {
-        tokio::runtime::Handle::current().block_on(async { !n.check().await })
-    })
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(async { !n.check().await }))
 }

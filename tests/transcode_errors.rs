@@ -55,12 +55,7 @@ fn expect_usage_error(cmd: &mut Command, needle: &str, dir: &Path, files: &[&str
 #[test]
 fn bad_inputs() {
     let d = workdir("badin");
-    expect_usage_error(
-        dffmpeg().args(["transcode"]).arg(d.join("missing.mp4")),
-        "No such file",
-        &d,
-        &[],
-    );
+    expect_usage_error(dffmpeg().args(["transcode"]).arg(d.join("missing.mp4")), "No such file", &d, &[]);
     std::fs::create_dir(d.join("dir.mp4")).unwrap();
     expect_usage_error(
         dffmpeg().args(["transcode"]).arg(d.join("dir.mp4")),
@@ -75,13 +70,7 @@ fn bad_inputs() {
         &d,
         &["dir.mp4", "text.mp4"],
     );
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=duration=2",
-        d.join("audio.m4a").to_str().unwrap(),
-    ]);
+    ffmpeg(&["-f", "lavfi", "-i", "sine=duration=2", d.join("audio.m4a").to_str().unwrap()]);
     expect_usage_error(
         dffmpeg().args(["transcode"]).arg(d.join("audio.m4a")),
         "no video stream",
@@ -103,31 +92,20 @@ fn bad_outputs() {
     );
     std::fs::write(d.join("exists.mp4"), "keep me").unwrap();
     expect_usage_error(
-        dffmpeg()
-            .args(["transcode", "-o"])
-            .arg(d.join("exists.mp4"))
-            .arg(&input),
+        dffmpeg().args(["transcode", "-o"]).arg(d.join("exists.mp4")).arg(&input),
         "use -y",
         &d,
         &["in.mp4", "exists.mp4"],
     );
-    assert_eq!(
-        std::fs::read_to_string(d.join("exists.mp4")).unwrap(),
-        "keep me"
-    );
+    assert_eq!(std::fs::read_to_string(d.join("exists.mp4")).unwrap(), "keep me");
     expect_usage_error(
-        dffmpeg()
-            .args(["transcode", "-o", "/proc/dffmpeg-out.mp4"])
-            .arg(&input),
+        dffmpeg().args(["transcode", "-o", "/proc/dffmpeg-out.mp4"]).arg(&input),
         "not writable",
         &d,
         &["in.mp4", "exists.mp4"],
     );
     expect_usage_error(
-        dffmpeg()
-            .args(["transcode", "-o"])
-            .arg(d.join("out.xyz"))
-            .arg(&input),
+        dffmpeg().args(["transcode", "-o"]).arg(d.join("out.xyz")).arg(&input),
         "output format",
         &d,
         &["in.mp4", "exists.mp4"],
@@ -144,43 +122,22 @@ fn bad_ffmpeg_options_fail_fast_with_ffmpegs_own_error() {
         (&["-c:v", "mpeg4", "-nonsense", "1"][..], "nonsense"),
         (&["-c:a", "nope"][..], "nope"),
     ] {
-        let out = run(dffmpeg()
-            .args(["transcode", "--json", "--chunk", "1"])
-            .arg(&input)
-            .args(args));
+        let out = run(dffmpeg().args(["transcode", "--json", "--chunk", "1"]).arg(&input).args(args));
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
         // Not retried chunk after chunk: at most one attempt per slot.
         let ev = events(&out);
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
-        assert!(
-            count_events(&ev, "chunk_start") <= cores,
-            "{args:?}: {ev:?}"
-        );
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        assert!(count_events(&ev, "chunk_start") <= cores, "{args:?}: {ev:?}");
         assert_eq!(count_events(&ev, "chunk_done"), 0, "{args:?}");
-        let left: Vec<_> = std::fs::read_dir(&d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(
-            left,
-            vec![std::ffi::OsString::from("in.mp4")],
-            "{args:?}: nothing half-written"
-        );
+        let left: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("in.mp4")], "{args:?}: nothing half-written");
     }
-    for (args, needle) in [
-        (&["-r", "30"][..], "-r is not supported"),
-        (&["-vf", "fps=10"][..], "changes the number"),
-    ] {
-        expect_usage_error(
-            dffmpeg().args(["transcode"]).arg(&input).args(args),
-            needle,
-            &d,
-            &["in.mp4"],
-        );
+    for (args, needle) in
+        [(&["-r", "30"][..], "-r is not supported"), (&["-vf", "fps=10"][..], "changes the number")]
+    {
+        expect_usage_error(dffmpeg().args(["transcode"]).arg(&input).args(args), needle, &d, &["in.mp4"]);
     }
     let _ = std::fs::remove_dir_all(&d);
 }
@@ -192,10 +149,7 @@ fn missing_ffmpeg_is_named() {
     let empty = d.join("bin");
     std::fs::create_dir(&empty).unwrap();
     expect_usage_error(
-        dffmpeg()
-            .env("PATH", &empty)
-            .args(["transcode"])
-            .arg(&input),
+        dffmpeg().env("PATH", &empty).args(["transcode"]).arg(&input),
         "not installed",
         &d,
         &["in.mp4", "bin"],
@@ -204,10 +158,7 @@ fn missing_ffmpeg_is_named() {
 }
 
 fn ffmpeg_running(marker: &str) -> Vec<String> {
-    let out = Command::new("pgrep")
-        .args(["-a", "-f", marker])
-        .output()
-        .unwrap();
+    let out = Command::new("pgrep").args(["-a", "-f", marker]).output().unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.contains("ffmpeg") && !l.contains("pgrep"))
@@ -230,11 +181,7 @@ fn interrupt_stops_every_ffmpeg_and_the_rerun_resumes() {
     };
     let mut cmd = dffmpeg();
     args(&mut cmd);
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut done_before = 0;
     for line in BufReader::new(stdout).lines() {
@@ -251,37 +198,22 @@ fn interrupt_stops_every_ffmpeg_and_the_rerun_resumes() {
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("resume"), "{err}");
-    assert!(
-        ffmpeg_running(&marker).is_empty(),
-        "ffmpeg left running: {:?}",
-        ffmpeg_running(&marker)
-    );
+    assert!(ffmpeg_running(&marker).is_empty(), "ffmpeg left running: {:?}", ffmpeg_running(&marker));
     assert!(!out.exists(), "no output after an interrupt");
 
     let mut cmd = dffmpeg();
     args(&mut cmd);
     let res = run(&mut cmd);
-    assert!(
-        res.status.success(),
-        "{}",
-        String::from_utf8_lossy(&res.stderr)
-    );
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
     let ev = events(&res);
     let start = ev.iter().find(|e| e["event"] == "job_start").unwrap();
     let chunks = start["chunks"].as_u64().unwrap() as usize;
     let resumed = start["resumed_chunks"].as_u64().unwrap() as usize;
     assert!(resumed >= done_before, "resumed {resumed} of {chunks}");
-    assert_eq!(
-        count_events(&ev, "chunk_done"),
-        chunks - resumed,
-        "only missing chunks are encoded"
-    );
+    assert_eq!(count_events(&ev, "chunk_done"), chunks - resumed, "only missing chunks are encoded");
     assert_eq!(frame_count(&out), frame_count(&input));
     // The job directory is gone after success.
-    let left: Vec<_> = std::fs::read_dir(&d)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let left: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left.len(), 2, "{left:?}");
     let _ = std::fs::remove_dir_all(&d);
 }

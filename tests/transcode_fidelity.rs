@@ -16,11 +16,8 @@ const SRC: &str = "testsrc2=size=320x240:rate=25";
 fn transcode_and_check(dir: &Path, input: &str, output: &str, chunk: &str, args: &[&str]) {
     let src = dir.join(input);
     let out = dir.join(output);
-    let res = run(dffmpeg()
-        .args(["transcode", "--json", "--chunk", chunk, "-o"])
-        .arg(&out)
-        .arg(&src)
-        .args(args));
+    let res =
+        run(dffmpeg().args(["transcode", "--json", "--chunk", chunk, "-o"]).arg(&out).arg(&src).args(args));
     assert!(
         res.status.success(),
         "dffmpeg failed: {}\n{}",
@@ -28,10 +25,7 @@ fn transcode_and_check(dir: &Path, input: &str, output: &str, chunk: &str, args:
         String::from_utf8_lossy(&res.stdout)
     );
     let ev = events(&res);
-    assert!(
-        count_events(&ev, "chunk_done") >= 2,
-        "expected several chunks: {ev:?}"
-    );
+    assert!(count_events(&ev, "chunk_done") >= 2, "expected several chunks: {ev:?}");
     assert_eq!(count_events(&ev, "job_done"), 1);
 
     // Same frames ...
@@ -42,10 +36,7 @@ fn transcode_and_check(dir: &Path, input: &str, output: &str, chunk: &str, args:
     assert_eq!(a.len(), b.len(), "video packets");
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         let (x, y) = (x - a[0], y - b[0]);
-        assert!(
-            (x - y).abs() <= 0.015,
-            "frame {i}: {y:.4} s, input {x:.4} s"
-        );
+        assert!((x - y).abs() <= 0.015, "frame {i}: {y:.4} s, input {x:.4} s");
     }
     // Streams, chapters, title.
     let (si, so) = (summary(&src), summary(&out));
@@ -79,10 +70,7 @@ fn transcode_and_check(dir: &Path, input: &str, output: &str, chunk: &str, args:
     plain_args.push(plain.to_str().unwrap());
     ffmpeg(&plain_args);
     let (ours, theirs) = (psnr(&out, &src), psnr(&plain, &src));
-    assert!(
-        ours >= theirs - 0.3,
-        "PSNR {ours:.2} dB vs plain ffmpeg {theirs:.2} dB"
-    );
+    assert!(ours >= theirs - 0.3, "PSNR {ours:.2} dB vs plain ffmpeg {theirs:.2} dB");
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -111,13 +99,7 @@ fn cfr_h264_with_aac() {
         "-shortest",
         d.join("in.mp4").to_str().unwrap(),
     ]);
-    transcode_and_check(
-        &d,
-        "in.mp4",
-        "out.mp4",
-        "2",
-        &["-c:v", "mpeg4", "-b:v", "1M"],
-    );
+    transcode_and_check(&d, "in.mp4", "out.mp4", "2", &["-c:v", "mpeg4", "-b:v", "1M"]);
 }
 
 #[test]
@@ -185,9 +167,7 @@ fn mpeg2_ts_open_gop_with_start_offset() {
         "in.ts",
         "out.mp4",
         "2",
-        &[
-            "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-c:a", "aac",
-        ],
+        &["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-c:a", "aac"],
     );
 }
 
@@ -207,13 +187,7 @@ fn single_keyframe() {
         "keyint=1000:min-keyint=1000:scenecut=0",
         d.join("in.mp4").to_str().unwrap(),
     ]);
-    transcode_and_check(
-        &d,
-        "in.mp4",
-        "out.mp4",
-        "2",
-        &["-c:v", "mpeg4", "-q:v", "3"],
-    );
+    transcode_and_check(&d, "in.mp4", "out.mp4", "2", &["-c:v", "mpeg4", "-q:v", "3"]);
 }
 
 #[test]
@@ -267,13 +241,7 @@ fn rotated() {
         "rotate=90",
         d.join("in.mp4").to_str().unwrap(),
     ]);
-    transcode_and_check(
-        &d,
-        "in.mp4",
-        "out.mp4",
-        "2",
-        &["-c:v", "mpeg4", "-b:v", "1M"],
-    );
+    transcode_and_check(&d, "in.mp4", "out.mp4", "2", &["-c:v", "mpeg4", "-b:v", "1M"]);
 }
 
 #[test]
@@ -330,13 +298,7 @@ fn audio_tracks_subtitles_chapters_title() {
         "language=fra",
         d.join("in.mkv").to_str().unwrap(),
     ]);
-    transcode_and_check(
-        &d,
-        "in.mkv",
-        "out.mkv",
-        "2",
-        &["-c:v", "mpeg4", "-q:v", "3", "-c:a", "aac"],
-    );
+    transcode_and_check(&d, "in.mkv", "out.mkv", "2", &["-c:v", "mpeg4", "-q:v", "3", "-c:a", "aac"]);
 }
 
 #[test]
@@ -363,12 +325,6 @@ fn hostile_file_name() {
         "-shortest",
         d.join(name).to_str().unwrap(),
     ]);
-    transcode_and_check(
-        &d,
-        name,
-        "out $(touch pwned2); 'x'.mkv",
-        "2",
-        &["-c:v", "mpeg4", "-q:v", "4"],
-    );
+    transcode_and_check(&d, name, "out $(touch pwned2); 'x'.mkv", "2", &["-c:v", "mpeg4", "-q:v", "4"]);
     assert!(!Path::new("pwned").exists() && !d.join("pwned").exists());
 }

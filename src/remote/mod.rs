@@ -54,10 +54,7 @@ impl Output {
 /// (without the pid line).
 pub async fn run<T: Transport + ?Sized>(t: &T, argv: &[String]) -> std::io::Result<Output> {
     let mut cmd = t.command(argv);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     let mut child = cmd.spawn()?;
     let mut out = Vec::new();
     let mut err = Vec::new();
@@ -71,11 +68,7 @@ pub async fn run<T: Transport + ?Sized>(t: &T, argv: &[String]) -> std::io::Resu
     if t.reports_pid() {
         stderr = strip_pid_line(&stderr).to_string();
     }
-    Ok(Output {
-        status,
-        stdout: out,
-        stderr,
-    })
+    Ok(Output { status, stdout: out, stderr })
 }
 
 /// Remove the leading `dffmpeg-pid N` line of a remote stderr.
@@ -148,10 +141,7 @@ impl Transport for Node {
 
 /// Reach one inventory node: `host: local` is this machine, anything else
 /// gets an SSH master connection.
-pub async fn connect(
-    node: &crate::inventory::Node,
-    opts: &ConnectOptions,
-) -> Result<Node, SshError> {
+pub async fn connect(node: &crate::inventory::Node, opts: &ConnectOptions) -> Result<Node, SshError> {
     match node.host {
         crate::inventory::Host::Local => Ok(Node::Local(Local::new(node.name.clone()))),
         crate::inventory::Host::Remote(_) => Ok(Node::Ssh(Ssh::connect(node, opts).await?)),
@@ -169,11 +159,7 @@ pub async fn connect_all(
 ) -> Vec<(String, Result<Arc<Node>, String>)> {
     match ConnectOptions::from_args(args) {
         Ok(opts) => connect_all_with(inventory, &opts).await,
-        Err(e) => inventory
-            .nodes
-            .iter()
-            .map(|n| (n.name.clone(), Err(e.to_string())))
-            .collect(),
+        Err(e) => inventory.nodes.iter().map(|n| (n.name.clone(), Err(e.to_string()))).collect(),
     }
 }
 
@@ -195,12 +181,27 @@ pub async fn connect_all_with(
         let result = match task.await {
             Ok(Ok(n)) => Ok(Arc::new(n)),
             Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(format!(
-                "unreachable: node {}: connection task failed: {e}",
-                node.name
-            )),
+            Err(e) => Err(format!("unreachable: node {}: connection task failed: {e}", node.name)),
         };
         out.push((node.name.clone(), result));
     }
     out
+}
+
+impl<T: Transport + ?Sized> Transport for Arc<T> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    fn command(&self, argv: &[String]) -> tokio::process::Command {
+        (**self).command(argv)
+    }
+
+    fn kill(&self, pid: u32) -> impl std::future::Future<Output = ()> + Send {
+        (**self).kill(pid)
+    }
+
+    fn reports_pid(&self) -> bool {
+        (**self).reports_pid()
+    }
 }

@@ -69,48 +69,28 @@ impl ConnectOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
     #[error("unreachable: node {node} ({host}): {detail}")]
-    Unreachable {
-        node: String,
-        host: String,
-        detail: String,
-    },
+    Unreachable { node: String, host: String, detail: String },
     #[error(
         "host key changed: node {node} ({host}) presents a different host key than the one \
          trusted in {known_hosts}; if the node was reinstalled, forget the old key with \
          `ssh-keygen -R {host_pattern} -f {known_hosts}` and connect again, otherwise someone \
          may be impersonating it"
     )]
-    HostKeyChanged {
-        node: String,
-        host: String,
-        host_pattern: String,
-        known_hosts: String,
-    },
+    HostKeyChanged { node: String, host: String, host_pattern: String, known_hosts: String },
     #[error(
         "unknown host key: node {node} ({host}) is not in {known_hosts} and \
          --strict-host-keys refuses new keys; connect once without --strict-host-keys \
          (trust on first use) or add its key to that file"
     )]
-    HostKeyUnknown {
-        node: String,
-        host: String,
-        known_hosts: String,
-    },
+    HostKeyUnknown { node: String, host: String, known_hosts: String },
     #[error(
         "authentication failed: node {node} ({user_at_host}) does not accept dffmpeg's SSH key \
          ({detail}); install it with `dffmpeg setup INVENTORY --only ssh-keys --ask-pass` or \
          set identity_file in the inventory"
     )]
-    Auth {
-        node: String,
-        user_at_host: String,
-        detail: String,
-    },
+    Auth { node: String, user_at_host: String, detail: String },
     #[error("{what}: {source}")]
-    Local {
-        what: String,
-        source: std::io::Error,
-    },
+    Local { what: String, source: std::io::Error },
 }
 
 impl SshError {
@@ -147,10 +127,8 @@ pub fn known_hosts_path() -> Result<PathBuf, SshError> {
         }
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        create_private_dir(dir).map_err(|e| SshError::Local {
-            what: format!("cannot create {}", dir.display()),
-            source: e,
-        })?;
+        create_private_dir(dir)
+            .map_err(|e| SshError::Local { what: format!("cannot create {}", dir.display()), source: e })?;
     }
     Ok(path)
 }
@@ -163,10 +141,7 @@ fn default_control_dir() -> PathBuf {
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
 /// The control directory must be ours and private: anyone who can reach a
@@ -182,9 +157,7 @@ fn prepare_control_dir(dir: &Path) -> Result<(), SshError> {
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
     if !meta.is_dir() || meta.uid() != uid {
-        return Err(fail(std::io::Error::other(
-            "exists but is not a directory owned by this user",
-        )));
+        return Err(fail(std::io::Error::other("exists but is not a directory owned by this user")));
     }
     if meta.mode() & 0o077 != 0 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
@@ -233,11 +206,7 @@ impl Ssh {
         prepare_control_dir(&opts.control_dir)?;
         let mut b = SessionBuilder::default();
         b.control_directory(&opts.control_dir)
-            .known_hosts_check(if opts.strict_host_keys {
-                KnownHosts::Strict
-            } else {
-                KnownHosts::Add
-            })
+            .known_hosts_check(if opts.strict_host_keys { KnownHosts::Strict } else { KnownHosts::Add })
             .user_known_hosts_file(&opts.known_hosts)
             .connect_timeout(opts.connect_timeout)
             .server_alive_interval(opts.alive_interval)
@@ -263,11 +232,7 @@ impl Ssh {
                 })
             }
         };
-        Ok(Ssh {
-            name: node.name.clone(),
-            host,
-            session,
-        })
+        Ok(Ssh { name: node.name.clone(), host, session })
     }
 
     pub fn host(&self) -> &str {
@@ -318,23 +283,14 @@ impl Ssh {
 }
 
 /// Turn the master's log into a user-facing error.
-fn classify(
-    node: &inventory::Node,
-    host: &str,
-    opts: &ConnectOptions,
-    e: &openssh::Error,
-) -> SshError {
+fn classify(node: &inventory::Node, host: &str, opts: &ConnectOptions, e: &openssh::Error) -> SshError {
     let detail = error_text(e);
     let known_hosts = opts.known_hosts.display().to_string();
     let lower = detail.to_lowercase();
     if lower.contains("remote host identification has changed")
         || lower.contains("host key for") && lower.contains("has changed")
     {
-        let host_pattern = if node.port == 22 {
-            host.to_string()
-        } else {
-            format!("[{host}]:{}", node.port)
-        };
+        let host_pattern = if node.port == 22 { host.to_string() } else { format!("[{host}]:{}", node.port) };
         return SshError::HostKeyChanged {
             node: node.name.clone(),
             host: host.to_string(),
@@ -345,28 +301,16 @@ fn classify(
     if lower.contains("host key is known for") && lower.contains("strict checking")
         || lower.contains("host key verification failed")
     {
-        return SshError::HostKeyUnknown {
-            node: node.name.clone(),
-            host: host.to_string(),
-            known_hosts,
-        };
+        return SshError::HostKeyUnknown { node: node.name.clone(), host: host.to_string(), known_hosts };
     }
     if lower.contains("permission denied") || lower.contains("too many authentication failures") {
         let user_at_host = match &node.user {
             Some(u) => format!("{u}@{host}"),
             None => host.to_string(),
         };
-        return SshError::Auth {
-            node: node.name.clone(),
-            user_at_host,
-            detail: last_line(&detail),
-        };
+        return SshError::Auth { node: node.name.clone(), user_at_host, detail: last_line(&detail) };
     }
-    SshError::Unreachable {
-        node: node.name.clone(),
-        host: host.to_string(),
-        detail: last_line(&detail),
-    }
+    SshError::Unreachable { node: node.name.clone(), host: host.to_string(), detail: last_line(&detail) }
 }
 
 fn error_text(e: &openssh::Error) -> String {
@@ -437,10 +381,7 @@ mod tests {
     #[test]
     fn log_lines_skip_warnings() {
         let log = "Warning: Permanently added 'x' (ED25519) to the list of known hosts.\r\nssh: connect to host 1.2.3.4 port 22: No route to host\r\n";
-        assert_eq!(
-            last_line(log),
-            "ssh: connect to host 1.2.3.4 port 22: No route to host"
-        );
+        assert_eq!(last_line(log), "ssh: connect to host 1.2.3.4 port 22: No route to host");
     }
 
     #[test]

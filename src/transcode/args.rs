@@ -86,13 +86,7 @@ const FRAME_FILTERS: &[&str] = &[
     "estdif",
 ];
 /// Output-file options that go to the merge only (besides `-metadata*`).
-const MUXER: &[&str] = &[
-    "-movflags",
-    "-brand",
-    "-write_tmcd",
-    "-use_editlist",
-    "-fflags",
-];
+const MUXER: &[&str] = &["-movflags", "-brand", "-write_tmcd", "-use_editlist", "-fflags"];
 
 fn base(opt: &str) -> &str {
     opt.split(':').next().unwrap_or(opt)
@@ -112,9 +106,7 @@ pub fn parse(raw: &[String]) -> Result<UserArgs, ArgsError> {
     while let Some(arg) = args.next() {
         let opt = arg.as_str();
         let value = |args: &mut std::iter::Peekable<std::slice::Iter<String>>| {
-            args.next()
-                .cloned()
-                .ok_or_else(|| ArgsError::MissingValue(opt.to_string()))
+            args.next().cloned().ok_or_else(|| ArgsError::MissingValue(opt.to_string()))
         };
         match base(opt) {
             "-y" => out.overwrite = true,
@@ -149,8 +141,7 @@ pub fn parse(raw: &[String]) -> Result<UserArgs, ArgsError> {
             }
             "-c" | "-codec" | "-vcodec" => {
                 let v = value(&mut args)?;
-                let for_video =
-                    opt == "-vcodec" || opt.split(':').nth(1).is_none() || is_video_spec(opt);
+                let for_video = opt == "-vcodec" || opt.split(':').nth(1).is_none() || is_video_spec(opt);
                 if for_video {
                     if v == "copy" {
                         return Err(ArgsError::VideoCopy);
@@ -238,17 +229,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(a.video_filter.as_deref(), Some("scale=640:-2"));
-        assert_eq!(
-            a.muxer,
-            [
-                "-movflags",
-                "+faststart",
-                "-metadata",
-                "title=x",
-                "-f",
-                "mp4"
-            ]
-        );
+        assert_eq!(a.muxer, ["-movflags", "+faststart", "-metadata", "title=x", "-f", "mp4"]);
         assert_eq!(a.format.as_deref(), Some("mp4"));
         assert_eq!(a.codec, ["-c:a", "aac", "-ac", "2", "-af", "volume=-3dB"]);
         assert_eq!(a.video_codec, None);
@@ -264,18 +245,9 @@ mod tests {
     fn frame_changing_options_are_refused() {
         assert_eq!(p(&["-r", "30"]), Err(ArgsError::Timing("-r".into())));
         assert_eq!(p(&["-t", "5"]), Err(ArgsError::Timing("-t".into())));
-        assert_eq!(
-            p(&["-frames:v", "5"]),
-            Err(ArgsError::Timing("-frames:v".into()))
-        );
-        assert!(matches!(
-            p(&["-vf", "scale=2:2,fps=30"]),
-            Err(ArgsError::FrameFilter(_))
-        ));
-        assert!(matches!(
-            p(&["-filter:v", "[in]yadif=1[out]"]),
-            Err(ArgsError::FrameFilter(_))
-        ));
+        assert_eq!(p(&["-frames:v", "5"]), Err(ArgsError::Timing("-frames:v".into())));
+        assert!(matches!(p(&["-vf", "scale=2:2,fps=30"]), Err(ArgsError::FrameFilter(_))));
+        assert!(matches!(p(&["-filter:v", "[in]yadif=1[out]"]), Err(ArgsError::FrameFilter(_))));
         assert!(matches!(p(&["-map", "0:v"]), Err(ArgsError::Mapping(_))));
         assert!(p(&["-map", "0"]).is_ok());
         assert_eq!(p(&["-c", "copy"]), Err(ArgsError::VideoCopy));

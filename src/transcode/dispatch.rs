@@ -74,27 +74,14 @@ pub async fn dispatch<T: Transport + 'static>(
     let shared = Shared {
         sched: Scheduler::new(chunks.iter().map(|c| c.frames).collect(), done, nodes.len()),
         cancels: HashMap::new(),
-        stats: nodes
-            .iter()
-            .map(|n| NodeStats {
-                node: n.name.clone(),
-                ..Default::default()
-            })
-            .collect(),
+        stats: nodes.iter().map(|n| NodeStats { node: n.name.clone(), ..Default::default() }).collect(),
         reference: job.reference(),
         successes: 0,
         resumed,
         fatal: None,
     };
-    let env = Arc::new(Env {
-        nodes,
-        ctx,
-        job,
-        events,
-        shared: Mutex::new(shared),
-        changed: Notify::new(),
-        stop,
-    });
+    let env =
+        Arc::new(Env { nodes, ctx, job, events, shared: Mutex::new(shared), changed: Notify::new(), stop });
 
     let mut tasks = Vec::new();
     for (n, node) in env.nodes.iter().enumerate() {
@@ -197,30 +184,11 @@ async fn slot_loop<T: Transport>(env: &Env<T>, n: usize, slot: usize) {
         let attempt_id = a.attempt;
         let on_frames = |frames: u64| {
             env.lock().sched.progress(attempt_id, frames);
-            env.send(Event::ChunkProgress {
-                attempt: attempt_id,
-                frames,
-            });
+            env.send(Event::ChunkProgress { attempt: attempt_id, frames });
         };
-        let outcome = worker::attempt(
-            &node.transport,
-            node.threads,
-            &env.ctx,
-            chunk,
-            &files,
-            rx,
-            &on_frames,
-        )
-        .await;
-        record(
-            env,
-            n,
-            a.chunk,
-            a.attempt,
-            outcome,
-            &files,
-            started.elapsed().as_secs_f64(),
-        );
+        let outcome =
+            worker::attempt(&node.transport, node.threads, &env.ctx, chunk, &files, rx, &on_frames).await;
+        record(env, n, a.chunk, a.attempt, outcome, &files, started.elapsed().as_secs_f64());
         env.changed.notify_waiters();
     }
 }
@@ -240,22 +208,17 @@ fn record<T>(
     let _ = std::fs::remove_file(&files.source_part);
     let failure = match outcome {
         Outcome::Done(facts) => {
-            let mismatch = sh
-                .reference
-                .as_ref()
-                .and_then(|r| facts.params.difference(r));
+            let mismatch = sh.reference.as_ref().and_then(|r| facts.params.difference(r));
             match mismatch {
                 Some(diff) => Some((
-                    FailKind::Verify,
-                    format!("rejected: {diff} (a different ffmpeg build?)"),
+                    FailKind::Mismatch,
+                    format!("chunk rejected: {diff} (node {node} runs a different ffmpeg build?)"),
                 )),
                 None => {
                     let (won, others) = sh.sched.succeeded(attempt);
                     if won {
                         if let Err(e) = std::fs::rename(&files.part, env.job.chunk(chunk)) {
-                            sh.fatal = Some(DispatchError::Failed(format!(
-                                "cannot keep chunk {chunk}: {e}"
-                            )));
+                            sh.fatal = Some(DispatchError::Failed(format!("cannot keep chunk {chunk}: {e}")));
                         }
                         if sh.reference.is_none() {
                             let _ = env.job.save_reference(&facts.params);
@@ -272,21 +235,11 @@ fn record<T>(
                             }
                         }
                         drop(sh);
-                        env.send(Event::ChunkDone {
-                            chunk,
-                            attempt,
-                            node,
-                            frames: facts.frames,
-                            seconds,
-                        });
+                        env.send(Event::ChunkDone { chunk, attempt, node, frames: facts.frames, seconds });
                     } else {
                         let _ = std::fs::remove_file(&files.part);
                         drop(sh);
-                        env.send(Event::ChunkCancelled {
-                            chunk,
-                            attempt,
-                            node,
-                        });
+                        env.send(Event::ChunkCancelled { chunk, attempt, node });
                     }
                     return;
                 }
@@ -296,11 +249,7 @@ fn record<T>(
             sh.sched.cancelled(attempt);
             let _ = std::fs::remove_file(&files.part);
             drop(sh);
-            env.send(Event::ChunkCancelled {
-                chunk,
-                attempt,
-                node,
-            });
+            env.send(Event::ChunkCancelled { chunk, attempt, node });
             return;
         }
         Outcome::Failed { kind, error } => Some((kind, error)),
@@ -311,38 +260,23 @@ fn record<T>(
         // Fail fast: the first chunk shows ffmpeg refuses the options.
         sh.fatal = Some(DispatchError::BadOptions(error.clone()));
         drop(sh);
-        env.send(Event::ChunkFailed {
-            chunk,
-            attempt,
-            node,
-            error,
-        });
+        env.send(Event::ChunkFailed { chunk, attempt, node, error });
         stop_all(env);
         return;
     }
     sh.stats[n].failures += 1;
-    let after = sh.sched.failed(attempt, kind == FailKind::NodeLost);
-    let stop_on_node = if after.node_dropped {
-        sh.sched.attempts_on(n)
-    } else {
-        vec![]
-    };
+    // A lost node or one whose build makes mismatching chunks leaves the
+    // job at once; the chunk is not held against other nodes.
+    let after = sh.sched.failed(attempt, matches!(kind, FailKind::NodeLost | FailKind::Mismatch));
+    let stop_on_node = if after.node_dropped { sh.sched.attempts_on(n) } else { vec![] };
     for o in &stop_on_node {
         if let Some(tx) = sh.cancels.get(o) {
             let _ = tx.send(true);
         }
     }
     drop(sh);
-    env.send(Event::ChunkFailed {
-        chunk,
-        attempt,
-        node: node.clone(),
-        error: error.clone(),
-    });
+    env.send(Event::ChunkFailed { chunk, attempt, node: node.clone(), error: error.clone() });
     if after.node_dropped {
-        env.send(Event::NodeDropped {
-            node,
-            reason: error,
-        });
+        env.send(Event::NodeDropped { node, reason: error });
     }
 }

@@ -19,6 +19,16 @@ pub struct EncodeSpec {
     /// Source time base, used as encoder time base for VFR input so that
     /// irregular timestamps are kept exactly.
     pub vfr_time_base: Option<Rational>,
+    /// Puts the codec's parameter sets in-band before every keyframe, so
+    /// the merged stream does not depend on the first chunk's extradata
+    /// (nodes may run different encoder builds).
+    #[serde(default)]
+    pub in_band_headers: bool,
+}
+
+/// Codecs whose extradata is a plain header that may be repeated in-band.
+pub fn headers_can_go_in_band(codec: &str) -> bool {
+    matches!(codec, "h264" | "hevc" | "mpeg4" | "mpeg2video" | "mpeg1video")
 }
 
 const QUIET: [&str; 5] = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error"];
@@ -37,13 +47,7 @@ fn seek_before(pts: i64, tb: Rational) -> String {
 /// Copy the packets of one chunk out of the source, no re-encoding:
 /// timestamps kept (`-copyts`), from the chunk's keyframe, exactly
 /// `chunk.packets` packets.
-pub fn split(
-    source: &str,
-    video_index: usize,
-    plan: &Plan,
-    chunk: &Chunk,
-    dest: &str,
-) -> Vec<String> {
+pub fn split(source: &str, video_index: usize, plan: &Plan, chunk: &Chunk, dest: &str) -> Vec<String> {
     let mut a = s(&QUIET);
     if chunk.seek_pts != plan.first_pts() {
         a.extend(s(&["-seek_timestamp", "1", "-ss"]));
@@ -56,14 +60,7 @@ pub fn split(
     a.extend(s(&["-c", "copy", "-copypriorss", "0", "-frames:v"]));
     a.push(chunk.packets.to_string());
     a.extend(["-output_ts_offset".into(), secs(plan.ts_shift())]);
-    a.extend(s(&[
-        "-avoid_negative_ts",
-        "disabled",
-        "-f",
-        "nut",
-        "-y",
-        dest,
-    ]));
+    a.extend(s(&["-avoid_negative_ts", "disabled", "-f", "nut", "-y", dest]));
     a
 }
 
@@ -94,6 +91,31 @@ pub fn chunk_filter(spec: &EncodeSpec, chunk: &Chunk, shift: f64) -> String {
     chain.join(",")
 }
 
+/// Passed as `output` to [`encode`]: stop before the output part, for
+/// [`preflight`] to finish the command line.
+const PREFLIGHT_MARK: &str = "\0preflight";
+
+/// Encode only the first frame of a chunk into `output`: the controller's
+/// check of the user's options and the source of the job's reference codec
+/// parameters.
+pub fn preflight(spec: &EncodeSpec, filter: &str, output: &str) -> Vec<String> {
+    let mut a = encode(spec, filter, None, "pipe:0", PREFLIGHT_MARK);
+    a.extend(s(&[
+        "-frames:v",
+        "1",
+        "-an",
+        "-sn",
+        "-dn",
+        "-avoid_negative_ts",
+        "disabled",
+        "-f",
+        "nut",
+        "-y",
+        output,
+    ]));
+    a
+}
+
 /// Encode one chunk: NUT in (stdin or file), NUT out (stdout or file),
 /// progress as `key=value` lines on stderr.
 pub fn encode(
@@ -108,9 +130,7 @@ pub fn encode(
     if let Some(t) = threads {
         a.extend(["-threads".into(), t.to_string()]);
     }
-    a.extend(s(&[
-        "-copyts", "-f", "nut", "-i", input, "-map", "0:v:0", "-vf", filter,
-    ]));
+    a.extend(s(&["-copyts", "-f", "nut", "-i", input, "-map", "0:v:0", "-vf", filter]));
     a.extend(s(&["-vsync", "passthrough"]));
     if let Some(tb) = spec.vfr_time_base {
         a.extend(["-enc_time_base:v".into(), tb.to_string()]);
@@ -119,17 +139,13 @@ pub fn encode(
         a.extend(["-threads".into(), t.to_string()]);
     }
     a.extend(spec.codec_args.iter().cloned());
-    a.extend(s(&[
-        "-an",
-        "-sn",
-        "-dn",
-        "-avoid_negative_ts",
-        "disabled",
-        "-f",
-        "nut",
-        "-y",
-        output,
-    ]));
+    if spec.in_band_headers {
+        a.extend(s(&["-bsf:v", "dump_extra=freq=keyframe"]));
+    }
+    if output == PREFLIGHT_MARK {
+        return a;
+    }
+    a.extend(s(&["-an", "-sn", "-dn", "-avoid_negative_ts", "disabled", "-f", "nut", "-y", output]));
     a
 }
 
@@ -171,27 +187,13 @@ pub struct MergeInputs<'a> {
 /// source.
 pub fn merge(m: &MergeInputs) -> Vec<String> {
     let mut a = s(&QUIET);
-    a.extend(s(&[
-        "-nostats",
-        "-copyts",
-        "-f",
-        "concat",
-        "-safe",
-        "0",
-        "-i",
-        m.concat_list,
-    ]));
+    a.extend(s(&["-nostats", "-copyts", "-f", "concat", "-safe", "0", "-i", m.concat_list]));
     let mut src_input = 1;
     if let Some((side, offset, _)) = m.side {
         a.extend(["-itsoffset".into(), secs(offset), "-i".into(), side.into()]);
         src_input = 2;
     }
-    a.extend([
-        "-itsoffset".into(),
-        secs(-m.source_offset),
-        "-i".into(),
-        m.source.into(),
-    ]);
+    a.extend(["-itsoffset".into(), secs(-m.source_offset), "-i".into(), m.source.into()]);
     a.extend(s(&["-map", "0:v:0"]));
     if m.side.is_some() {
         a.extend(s(&["-map", "1"]));
@@ -199,10 +201,7 @@ pub fn merge(m: &MergeInputs) -> Vec<String> {
     a.extend(s(&["-c", "copy"]));
     a.extend(["-map_metadata".into(), src_input.to_string()]);
     a.extend(["-map_chapters".into(), src_input.to_string()]);
-    a.extend([
-        "-map_metadata:s:0".into(),
-        format!("{src_input}:s:{}", m.video_index),
-    ]);
+    a.extend(["-map_metadata:s:0".into(), format!("{src_input}:s:{}", m.video_index)]);
     if let Some((_, _, n)) = m.side {
         for k in 0..n {
             a.extend([format!("-map_metadata:s:{}", k + 1), format!("1:s:{k}")]);
@@ -277,6 +276,7 @@ mod tests {
             rotate_filter: rotate_filter(90),
             user_filter: Some("scale=160:-2".into()),
             vfr_time_base: None,
+            in_band_headers: false,
         };
         let mut c = Chunk {
             index: 1,
@@ -293,11 +293,7 @@ mod tests {
             chunk_filter(&spec, &c, 10.0),
             "trim=start=11.980000:end=13.980000,transpose=cclock,scale=160:-2"
         );
-        let plain = EncodeSpec {
-            rotate_filter: None,
-            user_filter: None,
-            ..spec
-        };
+        let plain = EncodeSpec { rotate_filter: None, user_filter: None, ..spec };
         c.trim_start = None;
         c.trim_end = None;
         assert_eq!(chunk_filter(&plain, &c, 10.0), "null");

@@ -28,12 +28,7 @@ pub struct JobKey {
 }
 
 impl JobKey {
-    pub fn new(
-        input: &Path,
-        output: &Path,
-        ffmpeg_args: &[String],
-        chunk_seconds: f64,
-    ) -> Result<JobKey> {
+    pub fn new(input: &Path, output: &Path, ffmpeg_args: &[String], chunk_seconds: f64) -> Result<JobKey> {
         let meta = fs::metadata(input).with_context(|| format!("{}", input.display()))?;
         Ok(JobKey {
             input: input.to_path_buf(),
@@ -53,6 +48,10 @@ pub struct JobRecord {
     pub encode: EncodeSpec,
     /// Output muxer name (`mp4`, `matroska`, ...).
     pub format: String,
+    /// The video encoder the options select (`libx264`), as the controller's
+    /// ffmpeg named it; nodes without it are left out.
+    #[serde(default)]
+    pub encoder: Option<String>,
 }
 
 pub struct JobDir {
@@ -72,27 +71,15 @@ pub enum Found {
 impl JobDir {
     /// Open (create) the job directory and take its lock. With `fresh`, any
     /// earlier content is removed.
-    pub fn open(
-        dir: &Path,
-        key: &JobKey,
-        fresh: bool,
-        must_resume: bool,
-    ) -> Result<(JobDir, Found)> {
-        fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create job directory {}", dir.display()))?;
-        let lock = File::create(dir.join("lock"))
-            .with_context(|| format!("cannot write in {}", dir.display()))?;
+    pub fn open(dir: &Path, key: &JobKey, fresh: bool, must_resume: bool) -> Result<(JobDir, Found)> {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create job directory {}", dir.display()))?;
+        let lock =
+            File::create(dir.join("lock")).with_context(|| format!("cannot write in {}", dir.display()))?;
         // SAFETY: flock on a file descriptor we own.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            bail!(
-                "another dffmpeg is working on this output (job directory {})",
-                dir.display()
-            );
+            bail!("another dffmpeg is working on this output (job directory {})", dir.display());
         }
-        let job = JobDir {
-            dir: dir.to_path_buf(),
-            _lock: lock,
-        };
+        let job = JobDir { dir: dir.to_path_buf(), _lock: lock };
         let record = job.record();
         let found = match record {
             Some(r) if !fresh && r.key == *key => Found::Resumed(Box::new(r)),
@@ -135,10 +122,7 @@ impl JobDir {
     }
 
     pub fn save(&self, record: &JobRecord) -> Result<()> {
-        write_atomic(
-            &self.dir.join("job.json"),
-            &serde_json::to_vec_pretty(record)?,
-        )
+        write_atomic(&self.dir.join("job.json"), &serde_json::to_vec_pretty(record)?)
     }
 
     pub fn chunk(&self, index: usize) -> PathBuf {
@@ -147,8 +131,7 @@ impl JobDir {
 
     /// Where one attempt writes before verification.
     pub fn part(&self, index: usize, attempt: u64) -> PathBuf {
-        self.dir
-            .join(format!("chunk_{index:05}.{attempt}.part.nut"))
+        self.dir.join(format!("chunk_{index:05}.{attempt}.part.nut"))
     }
 
     /// The chunk's source packets, for shared-storage nodes.
@@ -169,10 +152,7 @@ impl JobDir {
     }
 
     pub fn save_reference(&self, params: &CodecParams) -> Result<()> {
-        write_atomic(
-            &self.dir.join("reference.json"),
-            &serde_json::to_vec_pretty(params)?,
-        )
+        write_atomic(&self.dir.join("reference.json"), &serde_json::to_vec_pretty(params)?)
     }
 
     pub fn concat_list(&self) -> PathBuf {
@@ -181,8 +161,7 @@ impl JobDir {
 
     /// Remove the whole directory (after a successful merge).
     pub fn remove(self) -> Result<()> {
-        fs::remove_dir_all(&self.dir)
-            .with_context(|| format!("cannot remove {}", self.dir.display()))
+        fs::remove_dir_all(&self.dir).with_context(|| format!("cannot remove {}", self.dir.display()))
     }
 }
 
@@ -227,8 +206,10 @@ mod tests {
                 rotate_filter: None,
                 user_filter: None,
                 vfr_time_base: None,
+                in_band_headers: false,
             },
             format: "mp4".into(),
+            encoder: None,
         }
     }
 

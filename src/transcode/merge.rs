@@ -44,13 +44,7 @@ pub async fn side_streams(
         return Ok(());
     }
     let part = job.dir.join(format!("side.part.{ext}"));
-    let argv = ffmpeg::side(
-        source,
-        video_index,
-        codec_args,
-        format,
-        &part.to_string_lossy(),
-    );
+    let argv = ffmpeg::side(source, video_index, codec_args, format, &part.to_string_lossy());
     run_ffmpeg(&argv).await?;
     std::fs::rename(&part, &done).with_context(|| format!("cannot write {}", done.display()))?;
     Ok(())
@@ -59,24 +53,14 @@ pub async fn side_streams(
 /// Start time and stream count of a file, from ffprobe.
 async fn start_and_streams(path: &Path) -> Result<(f64, usize)> {
     let out = tokio::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=start_time:stream=index",
-            "-of",
-            "json",
-        ])
+        .args(["-v", "error", "-show_entries", "format=start_time:stream=index", "-of", "json"])
         .arg(path)
         .stdin(Stdio::null())
         .output()
         .await
         .context("cannot run ffprobe")?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("ffprobe output")?;
-    let start = v["format"]["start_time"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0.0);
+    let start = v["format"]["start_time"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0.0);
     let streams = v["streams"].as_array().map(|a| a.len()).unwrap_or(0);
     Ok((start, streams))
 }
@@ -88,10 +72,7 @@ pub fn concat_list(plan: &Plan) -> String {
     for c in &plan.chunks {
         list.push_str(&format!("file chunk_{:05}.nut\n", c.index));
         if let Some(end) = c.end {
-            list.push_str(&format!(
-                "duration {:.6}\n",
-                plan.time_base.seconds(end - c.start)
-            ));
+            list.push_str(&format!("duration {:.6}\n", plan.time_base.seconds(end - c.start)));
         }
     }
     list
@@ -121,17 +102,12 @@ pub async fn merge(m: &MergeRequest<'_>) -> Result<()> {
             side = Some((path, (src_start - first) - start, streams));
         }
     }
-    let name = m
-        .output
-        .file_name()
-        .ok_or_else(|| anyhow!("bad output name"))?;
+    let name = m.output.file_name().ok_or_else(|| anyhow!("bad output name"))?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
     tmp_name.push(".dffmpeg-part");
     let tmp = m.output.with_file_name(tmp_name);
-    let side_str = side
-        .as_ref()
-        .map(|(p, o, n)| (p.to_string_lossy().into_owned(), *o, *n));
+    let side_str = side.as_ref().map(|(p, o, n)| (p.to_string_lossy().into_owned(), *o, *n));
     let argv = ffmpeg::merge(&ffmpeg::MergeInputs {
         concat_list: &list.to_string_lossy(),
         side: side_str.as_ref().map(|(p, o, n)| (p.as_str(), *o, *n)),
@@ -146,7 +122,6 @@ pub async fn merge(m: &MergeRequest<'_>) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(e.context("merge failed"));
     }
-    std::fs::rename(&tmp, m.output)
-        .with_context(|| format!("cannot write {}", m.output.display()))?;
+    std::fs::rename(&tmp, m.output).with_context(|| format!("cannot write {}", m.output.display()))?;
     Ok(())
 }

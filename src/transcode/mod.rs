@@ -1,6 +1,7 @@
 //! `dffmpeg transcode`: probe → plan → split → dispatch → verify → merge.
 
 pub mod args;
+pub mod cluster;
 pub mod dispatch;
 pub mod ffmpeg;
 pub mod job;
@@ -22,38 +23,16 @@ use tokio::sync::watch;
 
 use crate::cli::TranscodeArgs;
 use crate::exit::{failed, usage, Failure, Outcome};
-use crate::remote::local::Local;
-use crate::remote::Transport;
-use dispatch::{DispatchError, WorkerNode};
+use crate::inventory::Inventory;
+use dispatch::DispatchError;
 use ffmpeg::EncodeSpec;
 use job::{Found, JobDir, JobKey, JobRecord};
 use progress::Event;
 use worker::{Io, JobContext};
 
 pub async fn run(args: TranscodeArgs) -> Outcome {
-    let inventory = args.inventory.clone().or_else(|| {
-        std::env::var_os("DFFMPEG_INVENTORY")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    });
-    if let Some(path) = inventory {
-        let inv = crate::inventory::Inventory::load(&path).map_err(usage)?;
-        return Err(usage(anyhow!(
-            "{}: distributed transcoding is not available yet",
-            inv.source
-        )));
-    }
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let nodes = vec![WorkerNode {
-        name: "local".to_string(),
-        transport: Local::new("local"),
-        slots: cores,
-        threads: Some(1),
-    }];
-    let cluster = format!("embedded local cluster (this machine: {cores} slots)");
-    run_job(&args, cluster, nodes, Io::Pipe, None).await
+    let inventory = Inventory::resolve(args.inventory.as_deref()).map_err(usage)?;
+    run_job(&args, &inventory).await
 }
 
 /// The ffmpeg and ffprobe this machine runs (the controller's own work:
@@ -69,9 +48,7 @@ async fn check_tools() -> Result<(), Failure> {
             .await
             .is_ok();
         if !found {
-            return Err(usage(anyhow!(
-                "{tool} is not installed (on Debian: apt-get install ffmpeg)"
-            )));
+            return Err(usage(anyhow!("{tool} is not installed (on Debian: apt-get install ffmpeg)")));
         }
     }
     Ok(())
@@ -80,26 +57,13 @@ async fn check_tools() -> Result<(), Failure> {
 fn check_input(input: &Path) -> Result<PathBuf, Failure> {
     let meta = std::fs::metadata(input).map_err(|e| usage(anyhow!("{}: {e}", input.display())))?;
     if meta.is_dir() {
-        return Err(usage(anyhow!(
-            "{} is a directory, not a video",
-            input.display()
-        )));
+        return Err(usage(anyhow!("{} is a directory, not a video", input.display())));
     }
     std::fs::File::open(input).map_err(|e| usage(anyhow!("{}: {e}", input.display())))?;
-    input
-        .canonicalize()
-        .map_err(|e| usage(anyhow!("{}: {e}", input.display())))
+    input.canonicalize().map_err(|e| usage(anyhow!("{}: {e}", input.display())))
 }
 
-/// `shared_dir`: for `Io::Shared`, the job directory's parent that every
-/// node sees at the same path.
-pub async fn run_job<T: Transport + 'static>(
-    args: &TranscodeArgs,
-    cluster: String,
-    nodes: Vec<WorkerNode<T>>,
-    io: Io,
-    shared_dir: Option<&Path>,
-) -> Outcome {
+async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
     let started = Instant::now();
     let input = check_input(&args.input)?;
     let user = args::parse(&args.ffmpeg_args).map_err(usage)?;
@@ -108,39 +72,32 @@ pub async fn run_job<T: Transport + 'static>(
         .to_str()
         .ok_or_else(|| usage(anyhow!("{}: file names must be UTF-8", input.display())))?
         .to_string();
-    let probe = probe::probe(&input)
-        .await
-        .map_err(|e| usage(anyhow!("{}: {e}", input.display())))?;
+    let probe = probe::probe(&input).await.map_err(|e| usage(anyhow!("{}: {e}", input.display())))?;
     let overwrite = args.overwrite || user.overwrite;
-    let output = args
-        .output
-        .clone()
-        .unwrap_or_else(|| output::default_output(&input));
+    let output = args.output.clone().unwrap_or_else(|| output::default_output(&input));
     let output = output::check_output(&input, &output, overwrite).map_err(usage)?;
     let format = output::format_for(&output, user.format.as_deref()).map_err(usage)?;
-    let slots: usize = nodes.iter().map(|n| n.slots).sum();
+
+    let mut cluster = cluster::connect(inventory, &args.connect).await;
+    if cluster.nodes.is_empty() {
+        for w in &cluster.warnings {
+            eprintln!("warning: {w}");
+        }
+        return Err(failed(anyhow!("no compute node of {} can be used", inventory.source)));
+    }
     let duration = probe.duration.unwrap_or_else(|| {
-        probe
-            .video_time_base
-            .seconds(probe.packets.iter().map(|p| p.pts).max().unwrap_or(0))
+        probe.video_time_base.seconds(probe.packets.iter().map(|p| p.pts).max().unwrap_or(0))
     });
     let chunk_seconds = match args.chunk {
         Some(c) if c.is_finite() && c > 0.0 => c,
-        Some(c) => {
-            return Err(usage(anyhow!(
-                "--chunk {c}: must be a positive number of seconds"
-            )))
-        }
-        None => plan::default_chunk_seconds(duration, slots),
+        Some(c) => return Err(usage(anyhow!("--chunk {c}: must be a positive number of seconds"))),
+        None => plan::default_chunk_seconds(duration, cluster.slots()),
     };
 
-    let job_dir = match shared_dir {
+    let job_dir = match &cluster.shared_dir {
         Some(shared) => shared.join("work").join(job_name(&output)),
         None => {
-            let name = output
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             output.with_file_name(format!(".{name}.dffmpeg-job"))
         }
     };
@@ -150,63 +107,53 @@ pub async fn run_job<T: Transport + 'static>(
     let record = match found {
         Found::Resumed(r) => *r,
         _ => {
-            let mut codec_args = user.codec.clone();
-            if user.video_codec.is_none() {
-                // As a plain ffmpeg would: the output format's default codec
-                // (the chunks themselves are NUT files).
-                let codec = output::default_video_codec(&format).await.ok_or_else(|| {
-                    usage(anyhow!(
-                        "format {format} has no default video codec; pass -c:v"
-                    ))
-                })?;
-                codec_args.splice(0..0, ["-c:v".to_string(), codec]);
+            let record = new_job(key, &user, &probe, &format, chunk_seconds, &source, &job).await;
+            match record {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&job.dir);
+                    return Err(e);
+                }
             }
-            let vs = probe.video_stream();
-            let plan = plan::plan(&probe.packets, probe.video_time_base, chunk_seconds);
-            let vfr = is_vfr(&probe.packets);
-            let record = JobRecord {
-                key,
-                encode: EncodeSpec {
-                    codec_args,
-                    rotate_filter: ffmpeg::rotate_filter(vs.rotation()),
-                    user_filter: user.video_filter.clone(),
-                    vfr_time_base: vfr.then_some(probe.video_time_base),
-                },
-                plan,
-                format: format.clone(),
-            };
-            job.save(&record).map_err(failed)?;
-            record
         }
     };
+    if let Some(encoder) = &record.encoder {
+        cluster.require_encoder(encoder);
+    }
+    if cluster.nodes.is_empty() {
+        for w in &cluster.warnings {
+            eprintln!("warning: {w}");
+        }
+        return Err(failed(anyhow!(
+            "no compute node has the encoder {}",
+            record.encoder.unwrap_or_default()
+        )));
+    }
     let plan = record.plan.clone();
     let side_streams = probe.side_streams().count();
     let side_start = probe
         .side_streams()
         .filter_map(|s| s.start_seconds())
         .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.min(s))));
-    let side_ext = output
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("out")
-        .to_string();
+    let side_ext = output.extension().and_then(|e| e.to_str()).unwrap_or("out").to_string();
 
     let (events, reporter) = progress::spawn(progress::Mode::choose(args.json));
-    let resumed: Vec<_> = plan
-        .chunks
-        .iter()
-        .filter(|c| job.is_done(c.index))
-        .collect();
+    let resumed: Vec<_> = plan.chunks.iter().filter(|c| job.is_done(c.index)).collect();
     let _ = events.send(Event::JobStart {
-        cluster,
+        cluster: cluster.description.clone(),
         input: input.display().to_string(),
         output: output.display().to_string(),
         chunks: plan.chunks.len(),
         frames: plan.total_frames,
-        slots,
+        slots: cluster.slots(),
         resumed_chunks: resumed.len(),
         resumed_frames: resumed.iter().map(|c| c.frames).sum(),
     });
+    for message in std::mem::take(&mut cluster.warnings) {
+        let _ = events.send(Event::Warning { message });
+    }
+    let nodes = std::mem::take(&mut cluster.nodes);
+    let io = cluster.io;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
@@ -243,10 +190,8 @@ pub async fn run_job<T: Transport + 'static>(
             let t = Instant::now();
             let r = merge::side_streams(&job, &source, vi, &codec_args, &format, &ext).await;
             if r.is_ok() {
-                let _ = events.send(Event::SideStreams {
-                    streams: side_streams,
-                    seconds: t.elapsed().as_secs_f64(),
-                });
+                let _ = events
+                    .send(Event::SideStreams { streams: side_streams, seconds: t.elapsed().as_secs_f64() });
             }
             r
         })
@@ -337,9 +282,7 @@ async fn finish(
     if let (Err(e), false) = (&side, f.interrupted) {
         fail(format!("{e:#}"), false);
         remove_job(f.job);
-        return Err(usage(anyhow!(
-            "ffmpeg refused the options for the audio/subtitle streams:\n{e:#}"
-        )));
+        return Err(usage(anyhow!("ffmpeg refused the options for the audio/subtitle streams:\n{e:#}")));
     }
     let stats = match result {
         Ok(stats) => stats,
@@ -353,9 +296,7 @@ async fn finish(
         Err(DispatchError::BadOptions(e)) => {
             fail(e.clone(), false);
             remove_job(f.job);
-            return Err(usage(anyhow!(
-                "ffmpeg refused the options on the first chunk:\n{e}"
-            )));
+            return Err(usage(anyhow!("ffmpeg refused the options on the first chunk:\n{e}")));
         }
         Err(DispatchError::Failed(why)) => {
             fail(why.clone(), true);
@@ -367,13 +308,9 @@ async fn finish(
     };
     if f.interrupted {
         fail("interrupted".into(), true);
-        return Err(failed(anyhow!(
-            "interrupted; run the same command again to resume"
-        )));
+        return Err(failed(anyhow!("interrupted; run the same command again to resume")));
     }
-    let _ = f.events.send(Event::Merging {
-        chunks: f.plan.chunks.len(),
-    });
+    let _ = f.events.send(Event::Merging { chunks: f.plan.chunks.len() });
     let merged = merge::merge(&merge::MergeRequest {
         job: &f.job,
         plan: f.plan,
@@ -405,6 +342,52 @@ async fn finish(
     Ok(())
 }
 
+/// Plan a new job and check the options on the controller (preflight),
+/// which also fixes the job's reference codec parameters.
+async fn new_job(
+    key: JobKey,
+    user: &args::UserArgs,
+    probe: &probe::Probe,
+    format: &str,
+    chunk_seconds: f64,
+    source: &str,
+    job: &JobDir,
+) -> Result<JobRecord, Failure> {
+    let mut codec_args = user.codec.clone();
+    if user.video_codec.is_none() {
+        // As a plain ffmpeg would: the output format's default codec (the
+        // chunks themselves are NUT files).
+        let codec = output::default_video_codec(format)
+            .await
+            .ok_or_else(|| usage(anyhow!("format {format} has no default video codec; pass -c:v")))?;
+        codec_args.splice(0..0, ["-c:v".to_string(), codec]);
+    }
+    let mut spec = EncodeSpec {
+        codec_args,
+        rotate_filter: ffmpeg::rotate_filter(probe.video_stream().rotation()),
+        user_filter: user.video_filter.clone(),
+        vfr_time_base: is_vfr(&probe.packets).then_some(probe.video_time_base),
+        in_band_headers: false,
+    };
+    let plan = plan::plan(&probe.packets, probe.video_time_base, chunk_seconds);
+    let ctx = JobContext {
+        source: source.to_string(),
+        video_index: probe.video,
+        plan: plan.clone(),
+        spec: spec.clone(),
+        io: Io::Pipe,
+    };
+    let reference = worker::preflight(&ctx, &job.dir)
+        .await
+        .map_err(|e| usage(anyhow!("ffmpeg refused the options:\n{e}")))?;
+    spec.in_band_headers = ffmpeg::headers_can_go_in_band(&reference.params.codec);
+    job.save_reference(&reference.params).map_err(failed)?;
+    let record =
+        JobRecord { key, plan, encode: spec, format: format.to_string(), encoder: reference.encoder };
+    job.save(&record).map_err(failed)?;
+    Ok(record)
+}
+
 /// Nothing to resume when the options themselves are wrong.
 fn remove_job(job: Arc<JobDir>) {
     let _ = std::fs::remove_dir_all(&job.dir);
@@ -417,13 +400,7 @@ fn job_name(output: &Path) -> String {
     output.hash(&mut h);
     let stem: String = output
         .file_stem()
-        .map(|s| {
-            s.to_string_lossy()
-                .chars()
-                .filter(|c| c.is_ascii_alphanumeric())
-                .take(24)
-                .collect()
-        })
+        .map(|s| s.to_string_lossy().chars().filter(|c| c.is_ascii_alphanumeric()).take(24).collect())
         .unwrap_or_default();
     format!("{stem}-{:016x}", h.finish())
 }

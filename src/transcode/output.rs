@@ -28,24 +28,18 @@ pub fn format_for(path: &Path, forced: Option<&str>) -> Result<String> {
     if let Some(f) = forced {
         return Ok(f.to_string());
     }
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
-    FORMATS
-        .iter()
-        .find(|(e, _)| *e == ext)
-        .map(|(_, f)| f.to_string())
-        .ok_or_else(|| anyhow!("cannot tell the output format from {:?}; name it .mp4, .mkv, ... or pass -f FORMAT", path.display().to_string()))
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
+    FORMATS.iter().find(|(e, _)| *e == ext).map(|(_, f)| f.to_string()).ok_or_else(|| {
+        anyhow!(
+            "cannot tell the output format from {:?}; name it .mp4, .mkv, ... or pass -f FORMAT",
+            path.display().to_string()
+        )
+    })
 }
 
 /// `NAME.dffmpeg.EXT` next to the input.
 pub fn default_output(input: &Path) -> PathBuf {
-    let stem = input
-        .file_stem()
-        .map(|s| s.to_os_string())
-        .unwrap_or_default();
+    let stem = input.file_stem().map(|s| s.to_os_string()).unwrap_or_default();
     let mut name = stem;
     name.push(".dffmpeg");
     if let Some(ext) = input.extension() {
@@ -58,16 +52,12 @@ pub fn default_output(input: &Path) -> PathBuf {
 /// Check the output: not the input, not an existing file unless
 /// `overwrite`, in a writable directory. Returns its absolute path.
 pub fn check_output(input: &Path, output: &Path, overwrite: bool) -> Result<PathBuf> {
-    let name = output
-        .file_name()
-        .ok_or_else(|| anyhow!("output {} is not a file name", output.display()))?;
+    let name = output.file_name().ok_or_else(|| anyhow!("output {} is not a file name", output.display()))?;
     let parent = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let dir = parent
-        .canonicalize()
-        .with_context(|| format!("output directory {}", parent.display()))?;
+    let dir = parent.canonicalize().with_context(|| format!("output directory {}", parent.display()))?;
     let out = dir.join(name);
     if let (Ok(a), Ok(b)) = (std::fs::metadata(input), std::fs::metadata(&out)) {
         use std::os::unix::fs::MetadataExt;
@@ -113,32 +103,20 @@ mod tests {
 
     #[test]
     fn default_output_is_next_to_the_input() {
-        assert_eq!(
-            default_output(Path::new("/v/a b.mp4")),
-            PathBuf::from("/v/a b.dffmpeg.mp4")
-        );
-        assert_eq!(
-            default_output(Path::new("clip")),
-            PathBuf::from("clip.dffmpeg")
-        );
+        assert_eq!(default_output(Path::new("/v/a b.mp4")), PathBuf::from("/v/a b.dffmpeg.mp4"));
+        assert_eq!(default_output(Path::new("clip")), PathBuf::from("clip.dffmpeg"));
     }
 
     #[test]
     fn formats_from_extensions() {
         assert_eq!(format_for(Path::new("x.MKV"), None).unwrap(), "matroska");
-        assert_eq!(
-            format_for(Path::new("x.weird"), Some("mp4")).unwrap(),
-            "mp4"
-        );
+        assert_eq!(format_for(Path::new("x.weird"), Some("mp4")).unwrap(), "mp4");
         assert!(format_for(Path::new("x.weird"), None).is_err());
     }
 
     #[test]
     fn default_codec_from_muxer_help() {
-        assert_eq!(
-            parse_default_video("Muxer mp4\n    Default video codec: h264.\n"),
-            Some("h264".into())
-        );
+        assert_eq!(parse_default_video("Muxer mp4\n    Default video codec: h264.\n"), Some("h264".into()));
         assert_eq!(parse_default_video("nothing"), None);
     }
 
@@ -147,16 +125,10 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let input = t.path().join("in.mp4");
         std::fs::write(&input, b"x").unwrap();
-        assert!(check_output(&input, &input, true)
-            .unwrap_err()
-            .to_string()
-            .contains("is the input"));
+        assert!(check_output(&input, &input, true).unwrap_err().to_string().contains("is the input"));
         let out = t.path().join("out.mp4");
         std::fs::write(&out, b"x").unwrap();
-        assert!(check_output(&input, &out, false)
-            .unwrap_err()
-            .to_string()
-            .contains("-y"));
+        assert!(check_output(&input, &out, false).unwrap_err().to_string().contains("-y"));
         assert!(check_output(&input, &out, true).is_ok());
         assert!(check_output(&input, Path::new("/nonexistent/dir/o.mp4"), true).is_err());
     }

@@ -90,11 +90,7 @@ pub fn plan(packets: &[Packet], time_base: Rational, chunk_seconds: f64) -> Plan
     let origin = packets[first_key].pts;
     let usable = &packets[first_key..];
 
-    let mut frame_pts: Vec<i64> = usable
-        .iter()
-        .map(|p| p.pts)
-        .filter(|&p| p >= origin)
-        .collect();
+    let mut frame_pts: Vec<i64> = usable.iter().map(|p| p.pts).filter(|&p| p >= origin).collect();
     frame_pts.sort_unstable();
     let key_pts: Vec<i64> = usable.iter().filter(|p| p.key).map(|p| p.pts).collect();
 
@@ -106,28 +102,18 @@ pub fn plan(packets: &[Packet], time_base: Rational, chunk_seconds: f64) -> Plan
         (i > 0).then(|| time_base.seconds(all_pts[i - 1]) / 2.0 + time_base.seconds(b) / 2.0)
     };
 
-    let target =
-        ((chunk_seconds * time_base.den as f64 / time_base.num as f64).round() as i64).max(1);
+    let target = ((chunk_seconds * time_base.den as f64 / time_base.num as f64).round() as i64).max(1);
     let cuts = choose_cuts(&frame_pts, &key_pts, target);
 
     let mut chunks = Vec::with_capacity(cuts.len());
     for (i, &start) in cuts.iter().enumerate() {
         let end = cuts.get(i + 1).copied();
-        let frames = frame_pts
-            .iter()
-            .filter(|&&p| p >= start && end.is_none_or(|e| p < e))
-            .count() as u64;
+        let frames = frame_pts.iter().filter(|&&p| p >= start && end.is_none_or(|e| p < e)).count() as u64;
         // Last keyframe (decode order) whose pts is at or before the start.
-        let first = usable
-            .iter()
-            .rposition(|p| p.key && p.pts <= start)
-            .unwrap_or(0);
+        let first = usable.iter().rposition(|p| p.key && p.pts <= start).unwrap_or(0);
         let last = match end {
             None => usable.len() - 1,
-            Some(e) => usable
-                .iter()
-                .rposition(|p| p.pts >= start && p.pts < e)
-                .unwrap_or(first),
+            Some(e) => usable.iter().rposition(|p| p.pts >= start && p.pts < e).unwrap_or(first),
         };
         chunks.push(Chunk {
             index: i,
@@ -143,9 +129,7 @@ pub fn plan(packets: &[Packet], time_base: Rational, chunk_seconds: f64) -> Plan
     }
     let mut deltas: Vec<i64> = frame_pts.windows(2).map(|w| w[1] - w[0]).collect();
     deltas.sort_unstable();
-    let frame_seconds = deltas
-        .get(deltas.len() / 2)
-        .map_or(0.0, |&d| time_base.seconds(d));
+    let frame_seconds = deltas.get(deltas.len() / 2).map_or(0.0, |&d| time_base.seconds(d));
     Plan {
         time_base,
         frame_seconds,
@@ -198,12 +182,7 @@ mod tests {
 
     /// Frames 0..n at 1 tick each, decode order = presentation order.
     fn intra_gop(n: i64, gop: i64) -> Vec<Packet> {
-        (0..n)
-            .map(|i| Packet {
-                pts: i,
-                key: i % gop == 0,
-            })
-            .collect()
+        (0..n).map(|i| Packet { pts: i, key: i % gop == 0 }).collect()
     }
 
     fn check_partition(plan: &Plan, n: u64) {
@@ -235,10 +214,7 @@ mod tests {
         assert_eq!(p.chunks.len(), 4);
         assert!(p.chunks[1..].iter().all(|c| !c.starts_on_keyframe()));
         // Every chunk is sent from the one keyframe.
-        assert!(p
-            .chunks
-            .iter()
-            .all(|c| c.first_packet == 0 && c.seek_pts == 0));
+        assert!(p.chunks.iter().all(|c| c.first_packet == 0 && c.seek_pts == 0));
         assert_eq!(p.chunks[1].start, 50);
         assert_eq!(p.chunks[1].packets, 100);
         assert_eq!(p.chunks[1].trim_start, Some(49.5 / 25.0));
@@ -260,26 +236,11 @@ mod tests {
             let b = g * 6;
             pk.extend([
                 Packet { pts: b, key: true },
-                Packet {
-                    pts: b - 2,
-                    key: false,
-                },
-                Packet {
-                    pts: b - 1,
-                    key: false,
-                },
-                Packet {
-                    pts: b + 3,
-                    key: false,
-                },
-                Packet {
-                    pts: b + 1,
-                    key: false,
-                },
-                Packet {
-                    pts: b + 2,
-                    key: false,
-                },
+                Packet { pts: b - 2, key: false },
+                Packet { pts: b - 1, key: false },
+                Packet { pts: b + 3, key: false },
+                Packet { pts: b + 1, key: false },
+                Packet { pts: b + 2, key: false },
             ]);
         }
         let n = pk.len() as u64;
@@ -289,10 +250,8 @@ mod tests {
         let c0 = &p.chunks[0];
         assert_eq!((c0.start, c0.end), (0, Some(12)));
         // Chunk 0 must include I12's leading B10 and B11 (decode order after I12).
-        let sent: Vec<i64> = pk[c0.first_packet..c0.first_packet + c0.packets]
-            .iter()
-            .map(|p| p.pts)
-            .collect();
+        let sent: Vec<i64> =
+            pk[c0.first_packet..c0.first_packet + c0.packets].iter().map(|p| p.pts).collect();
         assert!(sent.contains(&10) && sent.contains(&11) && sent.contains(&12));
         let c1 = &p.chunks[1];
         assert_eq!(c1.seek_pts, 12);
@@ -302,10 +261,7 @@ mod tests {
     #[test]
     fn leading_packets_before_the_first_keyframe_are_skipped() {
         let mut pk = vec![Packet { pts: 0, key: false }, Packet { pts: 1, key: false }];
-        pk.extend((2..100).map(|i| Packet {
-            pts: i,
-            key: i % 10 == 2,
-        }));
+        pk.extend((2..100).map(|i| Packet { pts: i, key: i % 10 == 2 }));
         let p = plan(&pk, TB, 1.0);
         assert_eq!(p.skipped_leading, 2);
         check_partition(&p, 98);

@@ -65,11 +65,7 @@ impl Stream {
     /// Display-matrix rotation in degrees, counter-clockwise, as ffprobe
     /// reports it (0 when none).
     pub fn rotation(&self) -> i64 {
-        self.side_data_list
-            .iter()
-            .find_map(|d| d.rotation)
-            .map(|r| r.round() as i64)
-            .unwrap_or(0)
+        self.side_data_list.iter().find_map(|d| d.rotation).map(|r| r.round() as i64).unwrap_or(0)
     }
 }
 
@@ -139,9 +135,7 @@ pub enum ProbeError {
     NoVideo,
     #[error("its video stream has no packets")]
     NoPackets,
-    #[error(
-        "its video packets have no timestamps; remux it first (e.g. ffmpeg -i IN -c copy OUT.mkv)"
-    )]
+    #[error("its video packets have no timestamps; remux it first (e.g. ffmpeg -i IN -c copy OUT.mkv)")]
     NoTimestamps,
     #[error("unexpected ffprobe output: {0}")]
     Parse(String),
@@ -170,39 +164,18 @@ async fn ffprobe(args: &[&str], input: &Path) -> Result<Vec<u8>, ProbeError> {
 }
 
 pub async fn probe(input: &Path) -> Result<Probe, ProbeError> {
-    let json = ffprobe(
-        &[
-            "-print_format",
-            "json",
-            "-show_format",
-            "-show_streams",
-            "-show_chapters",
-        ],
-        input,
-    )
-    .await?;
-    let parsed: ProbeJson =
-        serde_json::from_slice(&json).map_err(|e| ProbeError::Parse(e.to_string()))?;
-    let format = parsed
-        .format
-        .ok_or_else(|| ProbeError::Unreadable("no container format".into()))?;
+    let json =
+        ffprobe(&["-print_format", "json", "-show_format", "-show_streams", "-show_chapters"], input).await?;
+    let parsed: ProbeJson = serde_json::from_slice(&json).map_err(|e| ProbeError::Parse(e.to_string()))?;
+    let format = parsed.format.ok_or_else(|| ProbeError::Unreadable("no container format".into()))?;
     let video = pick_video(&parsed.streams).ok_or(ProbeError::NoVideo)?;
     let video_time_base = Rational::parse(&parsed.streams[video].time_base)
         .filter(|r| r.num > 0 && r.den > 0)
         .ok_or_else(|| ProbeError::Parse("video time base".into()))?;
     let select = format!("{}", parsed.streams[video].index);
-    let csv = ffprobe(
-        &[
-            "-select_streams",
-            &select,
-            "-show_entries",
-            "packet=pts,flags",
-            "-of",
-            "csv=p=0",
-        ],
-        input,
-    )
-    .await?;
+    let csv =
+        ffprobe(&["-select_streams", &select, "-show_entries", "packet=pts,flags", "-of", "csv=p=0"], input)
+            .await?;
     let packets = parse_packets(&String::from_utf8_lossy(&csv))?;
     Ok(Probe {
         format_name: format.format_name,
@@ -217,9 +190,7 @@ pub async fn probe(input: &Path) -> Result<Probe, ProbeError> {
 
 /// The first real video stream (cover art and thumbnails are not chunked).
 fn pick_video(streams: &[Stream]) -> Option<usize> {
-    streams
-        .iter()
-        .position(|s| s.codec_type == "video" && s.disposition.attached_pic == 0)
+    streams.iter().position(|s| s.codec_type == "video" && s.disposition.attached_pic == 0)
 }
 
 /// Parse `pts,flags` lines. Packets without a pts (rare, e.g. raw streams)
@@ -235,10 +206,7 @@ pub fn parse_packets(csv: &str) -> Result<Vec<Packet>, ProbeError> {
             Err(_) if pts == "N/A" => return Err(ProbeError::NoTimestamps),
             Err(_) => return Err(ProbeError::Parse(format!("packet line {line:?}"))),
         };
-        packets.push(Packet {
-            pts,
-            key: flags.starts_with('K'),
-        });
+        packets.push(Packet { pts, key: flags.starts_with('K') });
     }
     if packets.is_empty() {
         return Err(ProbeError::NoPackets);
@@ -257,33 +225,21 @@ mod tests {
             p,
             vec![
                 Packet { pts: 0, key: true },
-                Packet {
-                    pts: 2048,
-                    key: false
-                },
-                Packet {
-                    pts: 1024,
-                    key: false
-                }
+                Packet { pts: 2048, key: false },
+                Packet { pts: 1024, key: false }
             ]
         );
     }
 
     #[test]
     fn missing_timestamps_are_refused() {
-        assert!(matches!(
-            parse_packets("N/A,K_\n"),
-            Err(ProbeError::NoTimestamps)
-        ));
+        assert!(matches!(parse_packets("N/A,K_\n"), Err(ProbeError::NoTimestamps)));
         assert!(matches!(parse_packets(""), Err(ProbeError::NoPackets)));
     }
 
     #[test]
     fn rationals() {
-        assert_eq!(
-            Rational::parse("1/90000"),
-            Some(Rational { num: 1, den: 90000 })
-        );
+        assert_eq!(Rational::parse("1/90000"), Some(Rational { num: 1, den: 90000 }));
         assert_eq!(Rational::parse("x"), None);
         assert!((Rational { num: 1, den: 25 }.seconds(50) - 2.0).abs() < 1e-12);
     }

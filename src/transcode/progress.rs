@@ -164,11 +164,7 @@ impl State {
     fn rate(&self) -> (u64, f64, Option<f64>) {
         let done = self.frames_now().min(self.total);
         let elapsed = self.started.elapsed().as_secs_f64();
-        let fps = if elapsed > 0.0 {
-            done.saturating_sub(self.resumed_frames) as f64 / elapsed
-        } else {
-            0.0
-        };
+        let fps = if elapsed > 0.0 { done.saturating_sub(self.resumed_frames) as f64 / elapsed } else { 0.0 };
         let eta = (fps > 0.0).then(|| (self.total - done) as f64 / fps);
         (done, fps, eta)
     }
@@ -260,16 +256,7 @@ fn handle(st: &mut State, ev: Event) {
         emit_json(&ev);
     }
     match ev {
-        Event::JobStart {
-            cluster,
-            input,
-            output,
-            chunks,
-            frames,
-            slots,
-            resumed_chunks,
-            resumed_frames,
-        } => {
+        Event::JobStart { cluster, input, output, chunks, frames, slots, resumed_chunks, resumed_frames } => {
             st.total = frames;
             st.done_frames = resumed_frames;
             st.resumed_frames = resumed_frames;
@@ -280,18 +267,14 @@ fn handle(st: &mut State, ev: Event) {
             println!("cluster: {cluster}");
             println!("{input} -> {output}: {frames} frames in {chunks} chunks on {slots} slots");
             if resumed_chunks > 0 {
-                println!(
-                    "resuming: {resumed_chunks} chunks ({resumed_frames} frames) already done"
-                );
+                println!("resuming: {resumed_chunks} chunks ({resumed_frames} frames) already done");
             }
             if st.mode == Mode::Bars {
                 let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
                 let bar = multi.add(ProgressBar::new(frames));
                 bar.set_style(
-                    ProgressStyle::with_template(
-                        "{bar:40.cyan/blue} {pos}/{len} frames  {msg}  ETA {eta}",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} frames  {msg}  ETA {eta}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );
                 bar.set_position(resumed_frames);
                 st.overall = Some(bar);
@@ -303,14 +286,7 @@ fn handle(st: &mut State, ev: Event) {
                 st.println(&format!("warning: {message}"));
             }
         }
-        Event::ChunkStart {
-            chunk,
-            attempt,
-            node,
-            slot,
-            frames,
-            duplicate,
-        } => {
+        Event::ChunkStart { chunk, attempt, node, slot, frames, duplicate } => {
             st.chunk_frames.insert(chunk, frames);
             let bar = st.multi.as_ref().map(|m| {
                 let b = m.add(ProgressBar::new(frames));
@@ -328,21 +304,10 @@ fn handle(st: &mut State, ev: Event) {
             if st.mode == Mode::Plain {
                 println!(
                     "chunk {chunk} -> {node}#{slot}{}",
-                    if duplicate {
-                        " (duplicate of a slow one)"
-                    } else {
-                        ""
-                    }
+                    if duplicate { " (duplicate of a slow one)" } else { "" }
                 );
             }
-            st.running.insert(
-                attempt,
-                Running {
-                    chunk,
-                    frames: 0,
-                    bar,
-                },
-            );
+            st.running.insert(attempt, Running { chunk, frames: 0, bar });
         }
         Event::ChunkProgress { attempt, frames } => {
             let elapsed = st.started.elapsed().as_secs_f64();
@@ -355,20 +320,10 @@ fn handle(st: &mut State, ev: Event) {
             }
             let _ = elapsed;
         }
-        Event::ChunkDone {
-            chunk,
-            attempt,
-            node,
-            frames,
-            seconds,
-        } => {
+        Event::ChunkDone { chunk, attempt, node, frames, seconds } => {
             finish(st, attempt);
             st.done_frames += frames;
-            let fps = if seconds > 0.0 {
-                frames as f64 / seconds
-            } else {
-                0.0
-            };
+            let fps = if seconds > 0.0 { frames as f64 / seconds } else { 0.0 };
             match st.mode {
                 Mode::Plain => {
                     println!("chunk {chunk} done on {node}: {frames} frames, {fps:.1} fps")
@@ -381,12 +336,7 @@ fn handle(st: &mut State, ev: Event) {
                 Mode::Json => {}
             }
         }
-        Event::ChunkFailed {
-            chunk,
-            attempt,
-            node,
-            error,
-        } => {
+        Event::ChunkFailed { chunk, attempt, node, error } => {
             finish(st, attempt);
             if st.mode != Mode::Json {
                 st.println(&format!("chunk {chunk} failed on {node}: {error}"));
@@ -412,13 +362,7 @@ fn handle(st: &mut State, ev: Event) {
                 println!("merging {chunks} chunks");
             }
         }
-        Event::JobDone {
-            output,
-            frames,
-            seconds,
-            fps,
-            nodes,
-        } => {
+        Event::JobDone { output, frames, seconds, fps, nodes } => {
             if st.mode == Mode::Json {
                 return;
             }

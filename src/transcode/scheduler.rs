@@ -101,19 +101,8 @@ impl Scheduler {
     fn start(&mut self, chunk: usize, node: usize, now: Instant, duplicate: bool) -> Next {
         let attempt = self.next_attempt;
         self.next_attempt += 1;
-        self.running.push(Running {
-            attempt,
-            chunk,
-            node,
-            started: now,
-            frames: 0,
-        });
-        Next::Run(Assignment {
-            attempt,
-            chunk,
-            duplicate,
-            retry: self.failures[chunk] > 0,
-        })
+        self.running.push(Running { attempt, chunk, node, started: now, frames: 0 });
+        Next::Run(Assignment { attempt, chunk, duplicate, retry: self.failures[chunk] > 0 })
     }
 
     pub fn next(&mut self, node: usize, now: Instant) -> Next {
@@ -127,11 +116,7 @@ impl Scheduler {
             return Next::Finished;
         }
         // Next queued chunk that has not already failed on this node.
-        if let Some(pos) = self
-            .pending
-            .iter()
-            .position(|&c| !self.failed_on[c].contains(&node))
-        {
+        if let Some(pos) = self.pending.iter().position(|&c| !self.failed_on[c].contains(&node)) {
             let chunk = self.pending.remove(pos).unwrap_or_default();
             return self.start(chunk, node, now, false);
         }
@@ -192,12 +177,7 @@ impl Scheduler {
         }
         self.done[r.chunk] = true;
         self.pending.retain(|&c| c != r.chunk);
-        let others = self
-            .running
-            .iter()
-            .filter(|o| o.chunk == r.chunk)
-            .map(|o| o.attempt)
-            .collect();
+        let others = self.running.iter().filter(|o| o.chunk == r.chunk).map(|o| o.attempt).collect();
         (true, others)
     }
 
@@ -232,10 +212,7 @@ impl Scheduler {
             }
             let twin_running = self.running.iter().any(|o| o.chunk == r.chunk);
             if self.failures[r.chunk] >= MAX_CHUNK_FAILURES {
-                self.failed = Some(format!(
-                    "chunk {} failed {} times",
-                    r.chunk, self.failures[r.chunk]
-                ));
+                self.failed = Some(format!("chunk {} failed {} times", r.chunk, self.failures[r.chunk]));
             } else if !twin_running && !self.pending.contains(&r.chunk) {
                 self.pending.push_front(r.chunk);
             }
@@ -244,14 +221,10 @@ impl Scheduler {
             self.failed = Some("no node is left".into());
         }
         // A queued chunk that failed on every node still in the job.
-        let live: Vec<usize> = (0..self.nodes.len())
-            .filter(|&n| !self.nodes[n].dropped)
-            .collect();
+        let live: Vec<usize> = (0..self.nodes.len()).filter(|&n| !self.nodes[n].dropped).collect();
         if self.failed.is_none() {
-            if let Some(&c) = self
-                .pending
-                .iter()
-                .find(|&&c| live.iter().all(|n| self.failed_on[c].contains(n)))
+            if let Some(&c) =
+                self.pending.iter().find(|&&c| live.iter().all(|n| self.failed_on[c].contains(n)))
             {
                 if !self.running.iter().any(|o| o.chunk == c) {
                     self.failed = Some(format!("chunk {c} failed on every node still in the job"));
@@ -264,11 +237,7 @@ impl Scheduler {
     /// Chunks the dropped node was running have to go back to the queue;
     /// the driver reports their attempts through `failed`/`cancelled`.
     pub fn attempts_on(&self, node: usize) -> Vec<u64> {
-        self.running
-            .iter()
-            .filter(|r| r.node == node)
-            .map(|r| r.attempt)
-            .collect()
+        self.running.iter().filter(|r| r.node == node).map(|r| r.attempt).collect()
     }
 }
 

@@ -28,27 +28,11 @@ impl CodecParams {
         let fields: [(&str, String, String); 7] = [
             ("codec", self.codec.clone(), reference.codec.clone()),
             ("profile", self.profile.clone(), reference.profile.clone()),
-            (
-                "pixel format",
-                self.pix_fmt.clone(),
-                reference.pix_fmt.clone(),
-            ),
+            ("pixel format", self.pix_fmt.clone(), reference.pix_fmt.clone()),
             ("width", self.width.to_string(), reference.width.to_string()),
-            (
-                "height",
-                self.height.to_string(),
-                reference.height.to_string(),
-            ),
-            (
-                "sample aspect ratio",
-                self.sample_aspect_ratio.clone(),
-                reference.sample_aspect_ratio.clone(),
-            ),
-            (
-                "field order",
-                self.field_order.clone(),
-                reference.field_order.clone(),
-            ),
+            ("height", self.height.to_string(), reference.height.to_string()),
+            ("sample aspect ratio", self.sample_aspect_ratio.clone(), reference.sample_aspect_ratio.clone()),
+            ("field order", self.field_order.clone(), reference.field_order.clone()),
         ];
         fields
             .into_iter()
@@ -75,6 +59,8 @@ struct StreamJson {
     field_order: Option<String>,
     #[serde(default)]
     nb_read_packets: Option<String>,
+    #[serde(default)]
+    tags: std::collections::HashMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,13 +80,15 @@ pub struct ChunkFacts {
     pub params: CodecParams,
     pub frames: u64,
     pub start: Option<f64>,
+    /// The encoder that made it (`libx264`), from the stream's tag.
+    pub encoder: Option<String>,
 }
 
 /// Read an encoded chunk's facts (packet count, no decoding).
 pub async fn inspect(path: &Path) -> Result<ChunkFacts, String> {
     let out = tokio::process::Command::new("ffprobe")
         .args(["-v", "error", "-select_streams", "v:0", "-count_packets", "-print_format", "json"])
-        .args(["-show_entries", "stream=codec_name,profile,pix_fmt,width,height,sample_aspect_ratio,field_order,nb_read_packets:format=start_time"])
+        .args(["-show_entries", "stream=codec_name,profile,pix_fmt,width,height,sample_aspect_ratio,field_order,nb_read_packets:stream_tags=encoder:format=start_time"])
         .arg(path)
         .stdin(Stdio::null())
         .kill_on_drop(true)
@@ -108,32 +96,19 @@ pub async fn inspect(path: &Path) -> Result<ChunkFacts, String> {
         .await
         .map_err(|e| format!("cannot run ffprobe: {e}"))?;
     if !out.status.success() {
-        return Err(format!(
-            "unreadable chunk: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(format!("unreadable chunk: {}", String::from_utf8_lossy(&out.stderr).trim()));
     }
     parse_facts(&out.stdout)
 }
 
 fn parse_facts(json: &[u8]) -> Result<ChunkFacts, String> {
-    let parsed: ChunkJson =
-        serde_json::from_slice(json).map_err(|e| format!("ffprobe output: {e}"))?;
-    let s = parsed
-        .streams
-        .into_iter()
-        .next()
-        .ok_or("chunk has no video stream")?;
+    let parsed: ChunkJson = serde_json::from_slice(json).map_err(|e| format!("ffprobe output: {e}"))?;
+    let s = parsed.streams.into_iter().next().ok_or("chunk has no video stream")?;
+    let encoder = s.tags.get("encoder").and_then(|e| e.split_whitespace().last()).map(str::to_string);
     Ok(ChunkFacts {
-        frames: s
-            .nb_read_packets
-            .as_deref()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0),
-        start: parsed
-            .format
-            .and_then(|f| f.start_time)
-            .and_then(|t| t.parse().ok()),
+        encoder,
+        frames: s.nb_read_packets.as_deref().and_then(|n| n.parse().ok()).unwrap_or(0),
+        start: parsed.format.and_then(|f| f.start_time).and_then(|t| t.parse().ok()),
         params: CodecParams {
             codec: s.codec_name,
             profile: s.profile.unwrap_or_default(),
@@ -150,10 +125,7 @@ fn parse_facts(json: &[u8]) -> Result<ChunkFacts, String> {
 /// codec parameters are compared with the job's reference by the caller).
 pub fn check(facts: &ChunkFacts, chunk: &Chunk, plan: &Plan) -> Result<(), String> {
     if facts.frames != chunk.frames {
-        return Err(format!(
-            "holds {} frames, {} planned",
-            facts.frames, chunk.frames
-        ));
+        return Err(format!("holds {} frames, {} planned", facts.frames, chunk.frames));
     }
     let want = plan.time_base.seconds(chunk.start) + plan.ts_shift();
     // The encoder may put frames on its own time grid (1/frame rate): allow
@@ -188,11 +160,7 @@ mod tests {
             trim_start: None,
             trim_end: None,
         };
-        let first = Chunk {
-            index: 0,
-            start: 0,
-            ..c.clone()
-        };
+        let first = Chunk { index: 0, start: 0, ..c.clone() };
         let p = Plan {
             time_base: Rational { num: 1, den: 25 },
             chunks: vec![first, c.clone()],
@@ -217,9 +185,7 @@ mod tests {
         let (c, p) = plan(51, 50);
         assert_eq!(check(&f, &c, &p), Err("holds 50 frames, 51 planned".into()));
         let (c, p) = plan(50, 75);
-        assert!(check(&f, &c, &p)
-            .unwrap_err()
-            .starts_with("starts at 12.000000"));
+        assert!(check(&f, &c, &p).unwrap_err().starts_with("starts at 12.000000"));
         let mut other = f.params.clone();
         other.pix_fmt = "yuv444p".into();
         assert_eq!(

@@ -46,6 +46,9 @@ pub enum FailKind {
     NodeLost,
     /// The controller's own split failed.
     Split,
+    /// The chunk's codec parameters differ from the job's: this node's
+    /// ffmpeg build makes a stream that cannot be joined with the others.
+    Mismatch,
 }
 
 #[derive(Debug)]
@@ -86,9 +89,8 @@ async fn read_stderr<R: tokio::io::AsyncRead + Unpin>(
 fn is_progress_line(line: &str) -> bool {
     // `-progress` lines are `key=value` with a plain key (values may be
     // padded: `speed=   0x`); log lines start with `[tag @ 0x..]` or text.
-    line.split_once('=').is_some_and(|(k, _)| {
-        !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    })
+    line.split_once('=')
+        .is_some_and(|(k, _)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
 }
 
 fn spawn_split(argv: &[String], stdout: Stdio) -> std::io::Result<Child> {
@@ -127,13 +129,8 @@ pub async fn attempt<T: Transport>(
 
     // Shared storage: the chunk's packets go to a file first.
     if ctx.io == Io::Shared {
-        let argv = ffmpeg::split(
-            &ctx.source,
-            ctx.video_index,
-            &ctx.plan,
-            chunk,
-            &path_str(&files.source_part),
-        );
+        let argv =
+            ffmpeg::split(&ctx.source, ctx.video_index, &ctx.plan, chunk, &path_str(&files.source_part));
         let out = match spawn_split(&argv, Stdio::null()) {
             Ok(c) => c.wait_with_output().await,
             Err(e) => Err(e),
@@ -170,10 +167,7 @@ pub async fn attempt<T: Transport>(
     let mut enc = match enc_cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            return Outcome::Failed {
-                kind: FailKind::NodeLost,
-                error: format!("cannot start ffmpeg: {e}"),
-            }
+            return Outcome::Failed { kind: FailKind::NodeLost, error: format!("cannot start ffmpeg: {e}") }
         }
     };
     let remote_pid = Arc::new(AtomicU32::new(0));
@@ -244,24 +238,11 @@ pub async fn attempt<T: Transport>(
         Ok(s) => {
             // ssh itself exits 255 when the connection or the node is gone.
             let lost = node.reports_pid() && s.code() == Some(255);
-            let kind = if lost {
-                FailKind::NodeLost
-            } else {
-                FailKind::Encoder
-            };
-            let error = if error_text.is_empty() {
-                format!("ffmpeg exited with {s}")
-            } else {
-                error_text
-            };
+            let kind = if lost { FailKind::NodeLost } else { FailKind::Encoder };
+            let error = if error_text.is_empty() { format!("ffmpeg exited with {s}") } else { error_text };
             return Outcome::Failed { kind, error };
         }
-        Err(e) => {
-            return Outcome::Failed {
-                kind: FailKind::NodeLost,
-                error: e.to_string(),
-            }
-        }
+        Err(e) => return Outcome::Failed { kind: FailKind::NodeLost, error: e.to_string() },
     }
     if let Err(e) = written {
         return Outcome::Failed {
@@ -279,25 +260,62 @@ pub async fn attempt<T: Transport>(
     }
     let facts = match verify::inspect(&files.part).await {
         Ok(f) => f,
-        Err(e) => {
-            return Outcome::Failed {
-                kind: FailKind::Verify,
-                error: e,
-            }
-        }
+        Err(e) => return Outcome::Failed { kind: FailKind::Verify, error: e },
     };
     match verify::check(&facts, chunk, &ctx.plan) {
         Ok(()) => Outcome::Done(facts),
-        Err(e) => Outcome::Failed {
-            kind: FailKind::Verify,
-            error: e,
-        },
+        Err(e) => Outcome::Failed { kind: FailKind::Verify, error: e },
     }
 }
 
 fn split_failed(stderr: &str) -> Outcome {
-    Outcome::Failed {
-        kind: FailKind::Split,
-        error: format!("split failed: {}", stderr.trim()),
+    Outcome::Failed { kind: FailKind::Split, error: format!("split failed: {}", stderr.trim()) }
+}
+
+/// Encode the first frame of the first chunk on the controller. Fails with
+/// ffmpeg's own error when the options are wrong — before any node starts.
+pub async fn preflight(ctx: &JobContext, dir: &Path) -> Result<ChunkFacts, String> {
+    let chunk = &ctx.plan.chunks[0];
+    let out = dir.join("preflight.nut");
+    let split_argv = ffmpeg::split(&ctx.source, ctx.video_index, &ctx.plan, chunk, "pipe:1");
+    let filter = ffmpeg::chunk_filter(&ctx.spec, chunk, ctx.plan.ts_shift());
+    let enc_argv = ffmpeg::preflight(&ctx.spec, &filter, &path_str(&out));
+    let mut split =
+        spawn_split(&split_argv, Stdio::piped()).map_err(|e| format!("cannot run ffmpeg: {e}"))?;
+    let mut enc = Command::new(&enc_argv[0])
+        .args(&enc_argv[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run ffmpeg: {e}"))?;
+    let (mut from, mut to) = (split.stdout.take(), enc.stdin.take());
+    let feed = async {
+        if let (Some(f), Some(t)) = (from.as_mut(), to.as_mut()) {
+            let _ = tokio::io::copy(f, t).await;
+        }
+        drop(to);
+    };
+    let pid = Arc::new(AtomicU32::new(0));
+    let stderr = enc.stderr.take();
+    let errors = async {
+        match stderr {
+            Some(e) => read_stderr(e, pid, &|_| {}).await,
+            None => Vec::new(),
+        }
+    };
+    let ((), errors) = tokio::join!(feed, errors);
+    let status = enc.wait().await.map_err(|e| e.to_string())?;
+    let _ = split.kill().await;
+    if !status.success() {
+        return Err(if errors.is_empty() {
+            format!("ffmpeg exited with {status}")
+        } else {
+            errors.join("\n")
+        });
     }
+    let facts = verify::inspect(&out).await;
+    let _ = tokio::fs::remove_file(&out).await;
+    facts
 }

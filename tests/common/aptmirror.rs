@@ -120,12 +120,7 @@ impl AptMirror {
             .unwrap_or_else(|e| panic!("apt mirror: cannot create {lock_path}: {e}"));
         // SAFETY: flock on an open fd; released when `lock` is closed.
         let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-        assert_eq!(
-            rc,
-            0,
-            "apt mirror: flock {lock_path}: {}",
-            std::io::Error::last_os_error()
-        );
+        assert_eq!(rc, 0, "apt mirror: flock {lock_path}: {}", std::io::Error::last_os_error());
         if dir.join(".done").exists() {
             return dir;
         }
@@ -153,11 +148,7 @@ impl AptMirror {
         }
         let _ = fs::remove_dir_all(&dir); // an incomplete one
         fs::rename(&tmp, &dir).unwrap_or_else(|e| {
-            panic!(
-                "apt mirror: cannot rename {} to {}: {e}",
-                tmp.display(),
-                dir.display()
-            )
+            panic!("apt mirror: cannot rename {} to {}: {e}", tmp.display(), dir.display())
         });
         eprintln!("apt mirror: built {} in {:?}", dir.display(), t.elapsed());
         dir
@@ -168,11 +159,7 @@ impl AptMirror {
     pub fn serve(ip: &str, port: u16) -> AptMirror {
         let dir = Self::build();
         let log = tempfile::NamedTempFile::new().expect("apt mirror: temp log file");
-        let python = if Path::new("/usr/bin/python3").exists() {
-            "/usr/bin/python3"
-        } else {
-            "python3"
-        };
+        let python = if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
         let port_s = port.to_string();
         let args = ["-m", "http.server", "--bind", ip, &port_s, "--directory"];
         let www = dir.join("www");
@@ -206,22 +193,13 @@ impl AptMirror {
             }
             sleep(Duration::from_millis(20));
         }
-        AptMirror {
-            url: format!("http://{ip}:{port}"),
-            key: dir.join("mirror.gpg"),
-            dir,
-            child,
-            log,
-        }
+        AptMirror { url: format!("http://{ip}:{port}"), key: dir.join("mirror.gpg"), dir, child, log }
     }
 
     /// What the HTTP server logged (one line per request).
     pub fn requests(&self) -> String {
         let mut text = String::new();
-        let _ = self
-            .log
-            .reopen()
-            .and_then(|mut f| f.read_to_string(&mut text));
+        let _ = self.log.reopen().and_then(|mut f| f.read_to_string(&mut text));
         text
     }
 
@@ -232,10 +210,7 @@ impl AptMirror {
         let codename = fs::read_to_string(root.join("etc/os-release"))
             .unwrap_or_default()
             .lines()
-            .find_map(|l| {
-                l.strip_prefix("VERSION_CODENAME=")
-                    .map(|v| v.trim_matches('"').to_string())
-            })
+            .find_map(|l| l.strip_prefix("VERSION_CODENAME=").map(|v| v.trim_matches('"').to_string()))
             .unwrap_or_else(|| "bookworm".to_string());
         let trusted = root.join("etc/apt/trusted.gpg.d");
         fs::create_dir_all(&trusted).expect("create trusted.gpg.d");
@@ -271,9 +246,7 @@ fn kill_leftover_servers(ours: &str) {
         let Ok(raw) = fs::read(format!("/proc/{pid}/cmdline")) else {
             continue;
         };
-        let cmd = String::from_utf8_lossy(&raw)
-            .trim_end_matches('\0')
-            .replace('\0', " ");
+        let cmd = String::from_utf8_lossy(&raw).trim_end_matches('\0').replace('\0', " ");
         if cmd.contains("python") && cmd.ends_with(ours) {
             // SAFETY: kill(2) has no memory-safety preconditions.
             unsafe {

@@ -81,9 +81,7 @@ impl Lab {
         assert!(
             !tag.is_empty()
                 && tag.len() <= 6
-                && tag
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+                && tag.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
             "lab tag {tag:?} must be 1-6 characters of [a-z0-9]"
         );
         let dir = lab_dir(tag);
@@ -100,14 +98,8 @@ impl Lab {
         );
         fs::create_dir_all(&dir)
             .unwrap_or_else(|e| panic!("lab {tag}: cannot create {}: {e}", dir.display()));
-        let lab = Lab {
-            tag: tag.to_string(),
-            net,
-            key: dir.join("client_key"),
-            dir,
-            bridge,
-            hosts: Vec::new(),
-        };
+        let lab =
+            Lab { tag: tag.to_string(), net, key: dir.join("client_key"), dir, bridge, hosts: Vec::new() };
         // From here on, a panic drops `lab`, which cleans up.
         must(Command::new("ip").args(["link", "add", &lab.bridge, "type", "bridge"]));
         must(Command::new("ip").args([
@@ -172,9 +164,7 @@ impl Lab {
         assert!(
             !name.is_empty()
                 && name.len() <= 30
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
             "lab {tag}: host name {name:?} must be 1-30 characters of [a-z0-9-]"
         );
         assert!(
@@ -196,9 +186,8 @@ impl Lab {
 
         // Network: netns + veth pair, eth0 inside, the other end on the bridge.
         must(Command::new("ip").args(["netns", "add", &netns]));
-        let meta = fs::metadata(format!("/run/netns/{netns}")).unwrap_or_else(|e| {
-            panic!("lab {tag}: /run/netns/{netns} missing after ip netns add: {e}")
-        });
+        let meta = fs::metadata(format!("/run/netns/{netns}"))
+            .unwrap_or_else(|e| panic!("lab {tag}: /run/netns/{netns} missing after ip netns add: {e}"));
         let netns_id = (meta.dev(), meta.ino());
         let cgroup = opts.cpus.map(|_| PathBuf::from(CGROUP_CPU).join(&netns));
         let host = Host {
@@ -215,35 +204,24 @@ impl Lab {
         };
         // Registered now, so that a panic below still gets it cleaned up by Drop.
         self.hosts.push(host.clone());
-        must(Command::new("ip").args([
-            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
-        ]));
+        must(
+            Command::new("ip")
+                .args(["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns]),
+        );
         must(Command::new("ip").args(["link", "set", &veth, "master", &self.bridge, "up"]));
-        must(Command::new("ip").args([
-            "-n",
-            &netns,
-            "addr",
-            "add",
-            &format!("{ip}/24"),
-            "dev",
-            "eth0",
-        ]));
+        must(Command::new("ip").args(["-n", &netns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]));
         must(Command::new("ip").args(["-n", &netns, "link", "set", "eth0", "up"]));
         must(Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]));
 
         // CPU quota.
         if let (Some(cpus), Some(cg)) = (opts.cpus, &cgroup) {
-            assert!(
-                cpus > 0.0,
-                "lab {tag}: host {name}: cpus must be > 0, got {cpus}"
-            );
+            assert!(cpus > 0.0, "lab {tag}: host {name}: cpus must be > 0, got {cpus}");
             assert!(
                 Path::new(CGROUP_CPU).join("cpu.cfs_quota_us").exists(),
                 "lab {tag}: host {name}: a CPU quota needs cgroup v1 at {CGROUP_CPU}"
             );
-            fs::create_dir_all(cg).unwrap_or_else(|e| {
-                panic!("lab {tag}: cannot create cgroup {}: {e}", cg.display())
-            });
+            fs::create_dir_all(cg)
+                .unwrap_or_else(|e| panic!("lab {tag}: cannot create cgroup {}: {e}", cg.display()));
             write(&cg.join("cpu.cfs_period_us"), &CFS_PERIOD_US.to_string());
             write(&cg.join("cpu.cfs_quota_us"), &quota_us(cpus).to_string());
         }
@@ -254,8 +232,7 @@ impl Lab {
         // shell start-up files (pyenv, cargo) that would slow down every ssh command.
         let upper_root = dir.join("upper/root");
         fs::create_dir_all(&upper_root).expect("create upper/root");
-        fs::set_permissions(&upper_root, fs::Permissions::from_mode(0o700))
-            .expect("chmod upper/root");
+        fs::set_permissions(&upper_root, fs::Permissions::from_mode(0o700)).expect("chmod upper/root");
         set_opaque(&upper_root);
         must(
             Command::new("mount")
@@ -281,8 +258,7 @@ impl Lab {
         fs::set_permissions(&ssh_dir, fs::Permissions::from_mode(0o700)).expect("chmod root/.ssh");
         let keys = ssh_dir.join("authorized_keys");
         write(&keys, &self.client_pubkey());
-        fs::set_permissions(&keys, fs::Permissions::from_mode(0o600))
-            .expect("chmod authorized_keys");
+        fs::set_permissions(&keys, fs::Permissions::from_mode(0o600)).expect("chmod authorized_keys");
         // Fresh host keys. Only ed25519 and ecdsa: an RSA key takes 0.3-0.8 s to make.
         let etc_ssh = root.join("etc/ssh");
         for entry in fs::read_dir(&etc_ssh)
@@ -290,9 +266,8 @@ impl Lab {
         {
             let entry = entry.expect("read_dir etc/ssh");
             if entry.file_name().to_string_lossy().starts_with("ssh_host_") {
-                fs::remove_file(entry.path()).unwrap_or_else(|e| {
-                    panic!("lab {tag}: cannot remove {}: {e}", entry.path().display())
-                });
+                fs::remove_file(entry.path())
+                    .unwrap_or_else(|e| panic!("lab {tag}: cannot remove {}: {e}", entry.path().display()));
             }
         }
         for t in ["ed25519", "ecdsa"] {
@@ -312,8 +287,7 @@ impl Lab {
 
     /// Rewrites every host's /etc/hosts so that all hosts of the lab resolve each other.
     fn hosts_changed(&self) {
-        let mut text =
-            String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        let mut text = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
         text += &format!("{}\tdlab-gateway\n", self.gateway_ip());
         for h in &self.hosts {
             text += &format!("{}\t{}\n", h.ip, h.name);
@@ -343,8 +317,7 @@ impl Lab {
         let askpass = self.dir.join("askpass");
         if !askpass.exists() {
             write(&askpass, "#!/bin/sh\nprintf '%s\\n' \"$DLAB_PASSWORD\"\n");
-            fs::set_permissions(&askpass, fs::Permissions::from_mode(0o700))
-                .expect("chmod askpass");
+            fs::set_permissions(&askpass, fs::Permissions::from_mode(0o700)).expect("chmod askpass");
         }
         let mut c = Command::new("ssh");
         c.args(SSH_OPTS)
@@ -432,18 +405,8 @@ exec chroot $R /usr/sbin/sshd -D -E /var/log/sshd.log -o ListenAddress={ip} \
         let addr: SocketAddr = format!("{}:22", self.ip).parse().expect("host address");
         let start = Instant::now();
         loop {
-            if let Some(status) = i
-                .sshd
-                .lock()
-                .unwrap()
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "host {}: sshd exited ({status}) while starting\n{}",
-                    self.name,
-                    self.logs()
-                );
+            if let Some(status) = i.sshd.lock().unwrap().as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("host {}: sshd exited ({status}) while starting\n{}", self.name, self.logs());
             }
             if banner(&addr) {
                 return;
@@ -469,10 +432,7 @@ exec chroot $R /usr/sbin/sshd -D -E /var/log/sshd.log -o ListenAddress={ip} \
     /// `echo $$ > cgroup.procs; ` when the host has a CPU quota.
     fn cgroup_enter(&self) -> String {
         match &self.inner.cgroup {
-            Some(cg) => format!(
-                "echo $$ > {}; ",
-                q(&cg.join("cgroup.procs").display().to_string())
-            ),
+            Some(cg) => format!("echo $$ > {}; ", q(&cg.join("cgroup.procs").display().to_string())),
             None => String::new(),
         }
     }
@@ -562,21 +522,15 @@ exec chroot $R /usr/sbin/sshd -D -E /var/log/sshd.log -o ListenAddress={ip} \
     /// (root() still works); [`Host::restart`] brings it back.
     pub fn kill(&self) {
         let problems = self.stop();
-        assert!(
-            problems.is_empty(),
-            "host {}: kill: {}",
-            self.name,
-            problems.join("; ")
-        );
+        assert!(problems.is_empty(), "host {}: kill: {}", self.name, problems.join("; "));
     }
 
     /// Kills what runs in the host and reaps the sshd. Never panics: returns problems.
     fn stop(&self) -> Vec<String> {
         let id = self.inner.netns_id;
         let root = self.inner.root.clone();
-        let problems = kill_matching(|p| {
-            p.netns == Some(id) || p.root.as_deref().is_some_and(|r| r.starts_with(&root))
-        });
+        let problems =
+            kill_matching(|p| p.netns == Some(id) || p.root.as_deref().is_some_and(|r| r.starts_with(&root)));
         if let Ok(mut guard) = self.inner.sshd.lock() {
             if let Some(mut child) = guard.take() {
                 let _ = child.kill();
@@ -596,17 +550,9 @@ exec chroot $R /usr/sbin/sshd -D -E /var/log/sshd.log -o ListenAddress={ip} \
     /// the host (an NFS stand-in). Share the same machine directory into several hosts to
     /// give them common storage; `host_dir` must not be inside a lab host's root().
     pub fn share(&self, host_dir: &Path, path_in_host: &str) {
-        assert!(
-            path_in_host.starts_with('/'),
-            "host {}: share: {path_in_host:?} is not absolute",
-            self.name
-        );
+        assert!(path_in_host.starts_with('/'), "host {}: share: {path_in_host:?} is not absolute", self.name);
         fs::create_dir_all(host_dir).unwrap_or_else(|e| {
-            panic!(
-                "host {}: share: cannot create {}: {e}",
-                self.name,
-                host_dir.display()
-            )
+            panic!("host {}: share: cannot create {}: {e}", self.name, host_dir.display())
         });
         let src = host_dir.canonicalize().expect("canonicalize share dir");
         assert!(
@@ -616,14 +562,9 @@ exec chroot $R /usr/sbin/sshd -D -E /var/log/sshd.log -o ListenAddress={ip} \
             src.display()
         );
         // Resolve the path inside the host (its symlinks are relative to its root).
-        let real = self.exec_ok(&format!(
-            "mkdir -p {p} && realpath {p}",
-            p = q(path_in_host)
-        ));
+        let real = self.exec_ok(&format!("mkdir -p {p} && realpath {p}", p = q(path_in_host)));
         let target = format!("{}{}", self.inner.root.display(), real.trim());
-        let pid = self
-            .sshd_pid()
-            .unwrap_or_else(|| panic!("host {}: share: host is not running", self.name));
+        let pid = self.sshd_pid().unwrap_or_else(|| panic!("host {}: share: host is not running", self.name));
         must(
             Command::new("nsenter")
                 .args(["-t", &pid.to_string(), "-m", "mount", "--bind"])
@@ -637,10 +578,9 @@ exec chroot $R /usr/sbin/sshd -D -E /var/log/sshd.log -o ListenAddress={ip} \
     pub fn add_user(&self, user: &str, password: &str) {
         assert!(
             !user.is_empty()
-                && user.bytes().all(|b| b.is_ascii_lowercase()
-                    || b.is_ascii_digit()
-                    || b == b'_'
-                    || b == b'-'),
+                && user
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'),
             "host {}: add_user: bad user name {user:?}",
             self.name
         );
@@ -661,9 +601,7 @@ chmod 440 /etc/sudoers.d/010_{u}-nopasswd",
         let root = self.inner.root.clone();
         procs()
             .into_iter()
-            .filter(|p| {
-                p.netns == Some(id) || p.root.as_deref().is_some_and(|r| r.starts_with(&root))
-            })
+            .filter(|p| p.netns == Some(id) || p.root.as_deref().is_some_and(|r| r.starts_with(&root)))
             .filter(|p| cmdline(p.pid).is_some_and(|c| c.contains(pattern)))
             .map(|p| p.pid)
             .collect()
@@ -715,10 +653,7 @@ fn write(path: &Path, text: &str) {
 /// Runs a machine command; panics with its stderr unless it succeeds; returns stdout.
 pub fn must(cmd: &mut Command) -> String {
     let desc = format!("{cmd:?}");
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("lab: cannot run {desc}: {e}"));
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("lab: cannot run {desc}: {e}"));
     if !out.status.success() {
         panic!(
             "lab: {desc} failed ({}): {}{}",
@@ -734,11 +669,9 @@ pub fn must(cmd: &mut Command) -> String {
 fn quiet(prog: &str, args: &[&str]) -> Option<String> {
     match Command::new(prog).args(args).stdin(Stdio::null()).output() {
         Ok(out) if out.status.success() => None,
-        Ok(out) => Some(format!(
-            "{prog} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
+        Ok(out) => {
+            Some(format!("{prog} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        }
         Err(e) => Some(format!("{prog}: {e}")),
     }
 }
@@ -750,9 +683,7 @@ struct Proc {
 }
 
 fn proc_netns(pid: u32) -> Option<(u64, u64)> {
-    fs::metadata(format!("/proc/{pid}/ns/net"))
-        .ok()
-        .map(|m| (m.dev(), m.ino()))
+    fs::metadata(format!("/proc/{pid}/ns/net")).ok().map(|m| (m.dev(), m.ino()))
 }
 
 fn cmdline(pid: u32) -> Option<String> {
@@ -781,11 +712,7 @@ fn procs() -> Vec<Proc> {
 fn kill_matching(pred: impl Fn(&Proc) -> bool) -> Vec<String> {
     let start = Instant::now();
     loop {
-        let pids: Vec<u32> = procs()
-            .into_iter()
-            .filter(|p| pred(p))
-            .map(|p| p.pid)
-            .collect();
+        let pids: Vec<u32> = procs().into_iter().filter(|p| pred(p)).map(|p| p.pid).collect();
         if pids.is_empty() {
             return Vec::new();
         }
@@ -821,10 +748,7 @@ fn unescape_mount(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -839,20 +763,12 @@ fn umount_lazy(p: &Path) -> Option<String> {
     let c = CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
     // SAFETY: c is a valid NUL-terminated path.
     let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-    (rc != 0).then(|| {
-        format!(
-            "umount -l {}: {}",
-            p.display(),
-            std::io::Error::last_os_error()
-        )
-    })
+    (rc != 0).then(|| format!("umount -l {}: {}", p.display(), std::io::Error::last_os_error()))
 }
 
 fn list_dir(dir: &str) -> Vec<String> {
     match fs::read_dir(dir) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .collect(),
+        Ok(rd) => rd.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect(),
         Err(_) => Vec::new(),
     }
 }
@@ -864,18 +780,14 @@ pub fn cleanup(tag: &str) -> Vec<String> {
     let prefix = format!("dl-{tag}-");
     let mut problems = Vec::new();
 
-    let netns: Vec<String> = list_dir("/run/netns")
-        .into_iter()
-        .filter(|n| n.starts_with(&prefix))
-        .collect();
+    let netns: Vec<String> = list_dir("/run/netns").into_iter().filter(|n| n.starts_with(&prefix)).collect();
     let ids: Vec<(u64, u64)> = netns
         .iter()
         .filter_map(|n| fs::metadata(format!("/run/netns/{n}")).ok())
         .map(|m| (m.dev(), m.ino()))
         .collect();
     problems.extend(kill_matching(|p| {
-        p.netns.is_some_and(|id| ids.contains(&id))
-            || p.root.as_deref().is_some_and(|r| r.starts_with(&dir))
+        p.netns.is_some_and(|id| ids.contains(&id)) || p.root.as_deref().is_some_and(|r| r.starts_with(&dir))
     }));
 
     // Mounts, several times in case of stacked ones.
@@ -888,11 +800,7 @@ pub fn cleanup(tag: &str) -> Vec<String> {
             problems.extend(umount_lazy(&p));
         }
     }
-    problems.extend(
-        mounts_under(&dir)
-            .iter()
-            .map(|p| format!("still mounted: {}", p.display())),
-    );
+    problems.extend(mounts_under(&dir).iter().map(|p| format!("still mounted: {}", p.display())));
 
     for n in &netns {
         problems.extend(quiet("ip", &["netns", "del", n]));
@@ -909,10 +817,7 @@ pub fn cleanup(tag: &str) -> Vec<String> {
     if Path::new("/sys/class/net").join(&bridge).exists() {
         problems.extend(quiet("ip", &["link", "del", &bridge]));
     }
-    for cg in list_dir(CGROUP_CPU)
-        .into_iter()
-        .filter(|n| n.starts_with(&prefix))
-    {
+    for cg in list_dir(CGROUP_CPU).into_iter().filter(|n| n.starts_with(&prefix)) {
         let p = Path::new(CGROUP_CPU).join(&cg);
         let mut last = None;
         for _ in 0..100 {
@@ -935,10 +840,7 @@ pub fn cleanup(tag: &str) -> Vec<String> {
     }
     if dir.exists() {
         if mounts_under(&dir).is_empty() {
-            problems.extend(quiet(
-                "rm",
-                &["-rf", "--one-file-system", &dir.display().to_string()],
-            ));
+            problems.extend(quiet("rm", &["-rf", "--one-file-system", &dir.display().to_string()]));
         } else {
             problems.push(format!("not removing {}: mounts remain", dir.display()));
         }

@@ -9,11 +9,7 @@ pub fn ffmpeg(args: &[&str]) {
         .args(args)
         .output()
         .expect("ffmpeg runs");
-    assert!(
-        out.status.success(),
-        "ffmpeg {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "ffmpeg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn ffprobe_json(args: &[&str], path: &Path) -> serde_json::Value {
@@ -23,32 +19,17 @@ fn ffprobe_json(args: &[&str], path: &Path) -> serde_json::Value {
         .arg(path)
         .output()
         .expect("ffprobe runs");
-    assert!(
-        out.status.success(),
-        "ffprobe {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "ffprobe {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("ffprobe json")
 }
 
 fn num(v: &serde_json::Value) -> Option<f64> {
-    v.as_str()
-        .and_then(|s| s.parse().ok())
-        .or_else(|| v.as_f64())
+    v.as_str().and_then(|s| s.parse().ok()).or_else(|| v.as_f64())
 }
 
 /// Presentation timestamps (seconds) of a stream's packets, sorted.
 pub fn packet_times(path: &Path, stream: &str) -> Vec<f64> {
-    let v = ffprobe_json(
-        &[
-            "-select_streams",
-            stream,
-            "-show_entries",
-            "packet=pts_time",
-        ],
-        path,
-    );
+    let v = ffprobe_json(&["-select_streams", stream, "-show_entries", "packet=pts_time"], path);
     let mut t: Vec<f64> = v["packets"]
         .as_array()
         .map(|a| a.iter().filter_map(|p| num(&p["pts_time"])).collect())
@@ -60,13 +41,7 @@ pub fn packet_times(path: &Path, stream: &str) -> Vec<f64> {
 /// Decoded video frame count.
 pub fn frame_count(path: &Path) -> u64 {
     let v = ffprobe_json(
-        &[
-            "-select_streams",
-            "v:0",
-            "-count_frames",
-            "-show_entries",
-            "stream=nb_read_frames",
-        ],
+        &["-select_streams", "v:0", "-count_frames", "-show_entries", "stream=nb_read_frames"],
         path,
     );
     num(&v["streams"][0]["nb_read_frames"]).expect("frame count") as u64
@@ -83,11 +58,7 @@ pub fn summary(path: &Path) -> Summary {
     Summary {
         streams: v["streams"]
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|s| s["codec_type"].as_str().unwrap_or("").to_string())
-                    .collect()
-            })
+            .map(|a| a.iter().map(|s| s["codec_type"].as_str().unwrap_or("").to_string()).collect())
             .unwrap_or_default(),
         chapters: v["chapters"].as_array().map(|a| a.len()).unwrap_or(0),
         title: v["format"]["tags"]["title"].as_str().map(str::to_string),
@@ -96,15 +67,8 @@ pub fn summary(path: &Path) -> Summary {
 
 /// (start, end) of a stream's packets in seconds: first pts, last pts + duration.
 pub fn span(path: &Path, stream: &str) -> (f64, f64) {
-    let v = ffprobe_json(
-        &[
-            "-select_streams",
-            stream,
-            "-show_entries",
-            "packet=pts_time,duration_time",
-        ],
-        path,
-    );
+    let v =
+        ffprobe_json(&["-select_streams", stream, "-show_entries", "packet=pts_time,duration_time"], path);
     let packets = v["packets"].as_array().cloned().unwrap_or_default();
     let mut start = f64::MAX;
     let mut end = f64::MIN;
@@ -114,11 +78,7 @@ pub fn span(path: &Path, stream: &str) -> (f64, f64) {
             end = end.max(t + num(&p["duration_time"]).unwrap_or(0.0));
         }
     }
-    assert!(
-        !packets.is_empty(),
-        "{} has no packets in {stream}",
-        path.display()
-    );
+    assert!(!packets.is_empty(), "{} has no packets in {stream}", path.display());
     (start, end)
 }
 
@@ -135,9 +95,9 @@ pub fn psnr(a: &Path, b: &Path) -> f64 {
     let err = String::from_utf8_lossy(&out.stderr);
     let avg = err
         .lines()
+        .rev()
         .filter_map(|l| l.split("average:").nth(1))
-        .filter_map(|r| r.split_whitespace().next())
-        .last()
+        .find_map(|r| r.split_whitespace().next())
         .unwrap_or_else(|| panic!("no psnr in {err}"));
     if avg == "inf" {
         return 100.0;
@@ -155,10 +115,7 @@ pub fn run(cmd: &mut Command) -> Output {
 
 /// JSON event lines of a `--json` run.
 pub fn events(out: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
 
 pub fn count_events(events: &[serde_json::Value], kind: &str) -> usize {
@@ -168,10 +125,7 @@ pub fn count_events(events: &[serde_json::Value], kind: &str) -> usize {
 /// A fresh directory for one test's files (outside /tmp: test hosts have
 /// their own /tmp).
 pub fn workdir(name: &str) -> PathBuf {
-    let d = PathBuf::from(format!(
-        "/var/tmp/dffmpeg-test-{}-{name}",
-        std::process::id()
-    ));
+    let d = PathBuf::from(format!("/var/tmp/dffmpeg-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("workdir");
     d

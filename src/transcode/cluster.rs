@@ -1,0 +1,136 @@
+//! The nodes a job runs on: from the inventory's compute nodes, connected
+//! and checked (facts) before any chunk is sent.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::cli::ConnectArgs;
+use crate::facts::{self, Facts};
+use crate::inventory::{Host, Inventory, StorageMode};
+use crate::remote::{self, Node};
+
+use super::dispatch::WorkerNode;
+use super::worker::Io;
+
+pub struct Cluster {
+    /// For the first line of output: which cluster this is.
+    pub description: String,
+    pub nodes: Vec<WorkerNode<Arc<Node>>>,
+    pub facts: Vec<Facts>,
+    /// Nodes left out, and why.
+    pub warnings: Vec<String>,
+    pub io: Io,
+    /// With shared storage: the directory every node sees at the same path.
+    pub shared_dir: Option<PathBuf>,
+}
+
+/// Slots and encoder threads of a node: one slot per core unless the
+/// inventory says otherwise, and the cores shared among the slots.
+pub fn slots_and_threads(slots: Option<u32>, cores: u32) -> (usize, u32) {
+    let cores = cores.max(1);
+    let slots = slots.unwrap_or(cores).max(1);
+    (slots as usize, (cores / slots).max(1))
+}
+
+/// Connect to every compute node in parallel and read its facts. Nodes that
+/// cannot be reached or have no ffmpeg are left out with a warning.
+pub async fn connect(inv: &Inventory, args: &ConnectArgs) -> Cluster {
+    let compute: Vec<_> = inv.compute_nodes().cloned().collect();
+    let subset = Inventory { nodes: compute.clone(), ..inv.clone() };
+    let connected = remote::connect_all(&subset, args).await;
+    let shared = (inv.cluster.storage == StorageMode::Nfs).then(|| inv.cluster.shared_dir.clone());
+    let gathered = connected.into_iter().map(|(name, conn)| {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let conn = conn?;
+            let f = facts::gather_in(&conn, shared.as_deref()).await?;
+            Ok::<_, String>((name, conn, f))
+        })
+    });
+    let gathered: Vec<_> = gathered.collect();
+    let mut cluster = Cluster {
+        description: String::new(),
+        nodes: Vec::new(),
+        facts: Vec::new(),
+        warnings: Vec::new(),
+        io: match inv.cluster.storage {
+            StorageMode::Ssh => Io::Pipe,
+            StorageMode::Nfs => Io::Shared,
+        },
+        shared_dir: shared,
+    };
+    for (spec, task) in compute.iter().zip(gathered) {
+        match task.await {
+            Ok(Ok((name, conn, f))) => {
+                if f.ffmpeg_version.is_none() {
+                    cluster.warnings.push(format!("node {name} has no ffmpeg: left out (run dffmpeg setup)"));
+                    continue;
+                }
+                let (slots, threads) = slots_and_threads(spec.slots, f.cores);
+                cluster.nodes.push(WorkerNode { name, transport: conn, slots, threads: Some(threads) });
+                cluster.facts.push(f);
+            }
+            Ok(Err(e)) => cluster.warnings.push(format!("{e}: left out of the job")),
+            Err(e) => cluster.warnings.push(format!("node {}: {e}: left out of the job", spec.name)),
+        }
+    }
+    let names: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("{} ({} slot{})", n.name, n.slots, if n.slots == 1 { "" } else { "s" }))
+        .collect();
+    let local_only = compute.len() == 1 && compute[0].host == Host::Local;
+    cluster.description = if local_only && inv.source == Inventory::local_default().source {
+        format!("{} ({})", inv.source, names.join(", "))
+    } else {
+        let storage = match inv.cluster.storage {
+            StorageMode::Ssh => "storage ssh".to_string(),
+            StorageMode::Nfs => format!("storage nfs at {}", inv.cluster.shared_dir.display()),
+        };
+        format!(
+            "{}: {}; {storage}",
+            inv.source,
+            if names.is_empty() { "no node".into() } else { names.join(", ") }
+        )
+    };
+    cluster
+}
+
+impl Cluster {
+    /// Leave out nodes whose ffmpeg lacks the job's encoder.
+    pub fn require_encoder(&mut self, encoder: &str) {
+        let mut keep_nodes = Vec::new();
+        let mut keep_facts = Vec::new();
+        for (node, f) in std::mem::take(&mut self.nodes).into_iter().zip(std::mem::take(&mut self.facts)) {
+            if f.has_encoder(encoder) {
+                keep_nodes.push(node);
+                keep_facts.push(f);
+            } else {
+                self.warnings.push(format!(
+                    "node {} has no encoder {encoder} ({}): left out",
+                    node.name,
+                    f.ffmpeg_short_version().unwrap_or("unknown ffmpeg")
+                ));
+            }
+        }
+        self.nodes = keep_nodes;
+        self.facts = keep_facts;
+    }
+
+    pub fn slots(&self) -> usize {
+        self.nodes.iter().map(|n| n.slots).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_share_the_cores() {
+        assert_eq!(slots_and_threads(None, 4), (4, 1));
+        assert_eq!(slots_and_threads(Some(2), 4), (2, 2));
+        assert_eq!(slots_and_threads(Some(3), 2), (3, 1));
+        assert_eq!(slots_and_threads(None, 0), (1, 1));
+    }
+}
