@@ -141,7 +141,8 @@ async fn slot_loop<T: Transport>(env: &Env<T>, n: usize, slot: usize) {
         let a = match next {
             Next::Finished => return,
             Next::Failed(_) => {
-                env.changed.notify_waiters();
+                // The job cannot finish: stop what still runs elsewhere.
+                stop_all(env);
                 return;
             }
             Next::Wait => {

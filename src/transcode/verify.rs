@@ -23,7 +23,7 @@ pub struct CodecParams {
 }
 
 impl CodecParams {
-    /// The first field that differs, as `name: ours vs reference`.
+    /// Every field that differs, as `name ours differs from the job's theirs`.
     pub fn difference(&self, reference: &CodecParams) -> Option<String> {
         let fields: [(&str, String, String); 7] = [
             ("codec", self.codec.clone(), reference.codec.clone()),
@@ -34,10 +34,12 @@ impl CodecParams {
             ("sample aspect ratio", self.sample_aspect_ratio.clone(), reference.sample_aspect_ratio.clone()),
             ("field order", self.field_order.clone(), reference.field_order.clone()),
         ];
-        fields
+        let diffs: Vec<String> = fields
             .into_iter()
-            .find(|(_, a, b)| a != b)
+            .filter(|(_, a, b)| a != b)
             .map(|(name, a, b)| format!("{name} {a} differs from the job's {b}"))
+            .collect();
+        (!diffs.is_empty()).then(|| diffs.join("; "))
     }
 }
 

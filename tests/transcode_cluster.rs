@@ -1,0 +1,375 @@
+//! Distributed transcoding over SSH on test hosts (network namespaces with
+//! their own sshd and CPU quotas): both storage modes, a node dying, nodes
+//! unreachable, a node with a different ffmpeg build, Ctrl-C and resume.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::lab::{HostOpts, Lab};
+use common::media::*;
+
+/// A compute node of a test inventory.
+struct TestNode {
+    name: String,
+    host: String,
+}
+
+fn write_inventory(
+    dir: &Path,
+    lab: &Lab,
+    storage: &str,
+    shared: Option<&Path>,
+    nodes: &[TestNode],
+) -> PathBuf {
+    let mut y = String::from("cluster:\n");
+    y.push_str(&format!("  storage: {storage}\n"));
+    if let Some(s) = shared {
+        y.push_str(&format!("  shared_dir: \"{}\"\n", s.display()));
+    }
+    y.push_str(&format!(
+        "defaults: {{ user: root, identity_file: \"{}\" }}\nnodes:\n  ctl: {{ host: local, roles: [controller{}] }}\n",
+        lab.client_key().display(),
+        if storage == "nfs" { ", storage" } else { "" }
+    ));
+    for n in nodes {
+        y.push_str(&format!("  {}: {{ host: {}, roles: [compute] }}\n", n.name, n.host));
+    }
+    let p = dir.join("inventory.yaml");
+    std::fs::write(&p, y).unwrap();
+    p
+}
+
+fn cluster_cmd(dir: &Path, inventory: &Path) -> Command {
+    let mut c = dffmpeg();
+    c.env("DFFMPEG_KNOWN_HOSTS", dir.join("known_hosts")).arg("transcode").arg("-I").arg(inventory);
+    c
+}
+
+fn sample(dir: &Path, name: &str, seconds: u32) -> PathBuf {
+    let p = dir.join(name);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc2=size=320x240:rate=25:duration={seconds}"),
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("sine=duration={seconds}"),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "25",
+        "-c:a",
+        "aac",
+        "-shortest",
+        p.to_str().unwrap(),
+    ]);
+    p
+}
+
+fn ok(out: &Output) -> Vec<serde_json::Value> {
+    assert!(
+        out.status.success(),
+        "dffmpeg failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    events(out)
+}
+
+/// Nodes that finished at least one chunk.
+fn nodes_with_chunks(ev: &[serde_json::Value]) -> Vec<String> {
+    let mut v: Vec<String> = ev
+        .iter()
+        .filter(|e| e["event"] == "chunk_done")
+        .map(|e| e["node"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn assert_same_video(a: &Path, b: &Path) {
+    assert_eq!(frame_count(a), frame_count(b), "frame count");
+    let (ta, tb) = (packet_times(a, "v:0"), packet_times(b, "v:0"));
+    assert_eq!(ta.len(), tb.len());
+    for (x, y) in ta.iter().zip(&tb) {
+        assert!(((x - ta[0]) - (y - tb[0])).abs() < 0.0015, "timestamps differ: {x} vs {y}");
+    }
+}
+
+const ARGS: &[&str] = &["-c:v", "libx264", "-preset", "veryfast", "-crf", "26", "-c:a", "aac"];
+
+fn three_hosts(tag: &str, net: u8) -> (Lab, Vec<TestNode>) {
+    let mut lab = Lab::new(tag, net);
+    let mut nodes = Vec::new();
+    for (name, cpus) in [("a", 1.0), ("b", 1.0), ("c", 0.5)] {
+        let h = lab.add_host(name, HostOpts { cpus: Some(cpus) });
+        nodes.push(TestNode { name: name.into(), host: h.ip.clone() });
+    }
+    (lab, nodes)
+}
+
+#[test]
+fn ssh_storage_three_hosts_matches_a_local_run() {
+    let d = workdir("cl-ssh");
+    let (lab, nodes) = three_hosts("clssh", 81);
+    let input = sample(&d, "in.mp4", 12);
+    let inv = write_inventory(&d, &lab, "ssh", None, &nodes);
+    let out = d.join("out.mp4");
+    let ev = ok(&run(cluster_cmd(&d, &inv)
+        .args(["--json", "--chunk", "1", "-o"])
+        .arg(&out)
+        .arg(&input)
+        .args(ARGS)));
+    assert!(ev[0]["cluster"].as_str().unwrap().contains("inventory.yaml"), "{}", ev[0]);
+    assert_eq!(nodes_with_chunks(&ev), ["a", "b", "c"], "every host did chunks");
+    let local = d.join("local.mp4");
+    ok(&run(dffmpeg()
+        .args(["transcode", "--json", "--chunk", "1", "-o"])
+        .arg(&local)
+        .arg(&input)
+        .args(ARGS)));
+    assert_same_video(&out, &local);
+    assert_eq!(frame_count(&out), frame_count(&input));
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn nfs_storage_through_a_shared_directory() {
+    let d = workdir("cl-nfs");
+    let (lab, nodes) = three_hosts("clnfs", 82);
+    // The shared directory: one directory of this machine, bound at the same
+    // path into every host (the NFS mount's stand-in). A space and a quote in
+    // its name check the quoting of every remote path.
+    let shared = d.join("share dir 'x'");
+    std::fs::create_dir_all(&shared).unwrap();
+    for h in lab.hosts() {
+        h.share(&shared, shared.to_str().unwrap());
+    }
+    let input = sample(&d, "in $(touch pwned) ü.mp4", 12);
+    let inv = write_inventory(&d, &lab, "nfs", Some(&shared), &nodes);
+    let out = d.join("out.mkv");
+    let ev = ok(&run(cluster_cmd(&d, &inv)
+        .args(["--json", "--chunk", "1", "-o"])
+        .arg(&out)
+        .arg(&input)
+        .args(ARGS)));
+    assert_eq!(nodes_with_chunks(&ev), ["a", "b", "c"]);
+    assert_eq!(frame_count(&out), frame_count(&input));
+    for h in lab.hosts() {
+        assert!(
+            !h.root().join("root/pwned").exists() && !h.root().join("pwned").exists(),
+            "nothing executed"
+        );
+    }
+    // The job directory in the shared work dir is gone after success.
+    let left: Vec<_> = std::fs::read_dir(shared.join("work")).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Run a --json job, calling `on_event` for each event line as it comes.
+fn run_streaming(
+    cmd: &mut Command,
+    mut on_event: impl FnMut(&serde_json::Value, u32),
+) -> (Output, Vec<serde_json::Value>) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let stdout = child.stdout.take().unwrap();
+    let mut ev = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Ok(e) = serde_json::from_str::<serde_json::Value>(&line) {
+            on_event(&e, pid);
+            ev.push(e);
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    (out, ev)
+}
+
+#[test]
+fn a_host_dying_mid_job_fails_over() {
+    let d = workdir("cl-kill");
+    let mut lab = Lab::new("clkill", 83);
+    let a = lab.add_host("a", HostOpts { cpus: Some(1.0) });
+    let b = lab.add_host("b", HostOpts { cpus: Some(0.25) });
+    let nodes = [
+        TestNode { name: "a".into(), host: a.ip.clone() },
+        TestNode { name: "b".into(), host: b.ip.clone() },
+    ];
+    let input = sample(&d, "in.mp4", 12);
+    let inv = write_inventory(&d, &lab, "ssh", None, &nodes);
+    let out = d.join("out.mp4");
+    let mut running_on_b = 0i64;
+    let mut killed = false;
+    let (res, ev) = run_streaming(
+        cluster_cmd(&d, &inv).args(["--json", "--chunk", "1", "-o"]).arg(&out).arg(&input).args(ARGS),
+        |e, _| {
+            let on_b = e["node"] == "b";
+            match e["event"].as_str() {
+                Some("chunk_start") if on_b => running_on_b += 1,
+                Some("chunk_done" | "chunk_failed" | "chunk_cancelled") if on_b => running_on_b -= 1,
+                // Kill b while it works, once a's first chunk is in.
+                Some("chunk_done") if !killed && running_on_b > 0 => {
+                    b.kill();
+                    killed = true;
+                }
+                _ => {}
+            }
+        },
+    );
+    assert!(killed, "b was never busy");
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    let dropped: Vec<_> = ev.iter().filter(|e| e["event"] == "node_dropped").collect();
+    assert!(dropped.iter().any(|e| e["node"] == "b"), "the report shows the failover: {ev:?}");
+    let done = ev.iter().find(|e| e["event"] == "job_done").unwrap();
+    let b_stats = done["nodes"].as_array().unwrap().iter().find(|n| n["node"] == "b").unwrap();
+    assert!(b_stats["failures"].as_u64().unwrap() >= 1);
+    assert_eq!(frame_count(&out), frame_count(&input));
+    assert_same_video(&out, &input);
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn unreachable_hosts() {
+    let d = workdir("cl-unreach");
+    let mut lab = Lab::new("clunr", 84);
+    let a = lab.add_host("a", HostOpts::default());
+    let input = sample(&d, "in.mp4", 4);
+    // .250 is on the lab's bridge but no host answers there.
+    let ghost = TestNode { name: "ghost".into(), host: "198.18.84.250".into() };
+    let nodes = [TestNode { name: "a".into(), host: a.ip.clone() }, ghost];
+    let inv = write_inventory(&d, &lab, "ssh", None, &nodes);
+    let out = d.join("out.mp4");
+    let ev = ok(&run(cluster_cmd(&d, &inv)
+        .args(["--json", "--chunk", "1", "-o"])
+        .arg(&out)
+        .arg(&input)
+        .args(ARGS)));
+    let warn: Vec<_> = ev.iter().filter(|e| e["event"] == "warning").collect();
+    assert!(warn.iter().any(|w| w["message"].as_str().unwrap().contains("ghost")), "{ev:?}");
+    assert_eq!(nodes_with_chunks(&ev), ["a"]);
+    assert_eq!(frame_count(&out), frame_count(&input));
+
+    // Nobody answers: a clear error, exit 1, nothing written.
+    let nodes = [TestNode { name: "ghost".into(), host: "198.18.84.250".into() }];
+    let inv = write_inventory(&d, &lab, "ssh", None, &nodes);
+    let out2 = d.join("out2.mp4");
+    let res = run(cluster_cmd(&d, &inv).arg("-o").arg(&out2).arg(&input).args(ARGS));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(1), "{err}");
+    assert!(err.contains("ghost") && err.contains("no compute node"), "{err}");
+    assert!(!out2.exists());
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_node_with_a_different_ffmpeg_build_is_left_out() {
+    let d = workdir("cl-mixed");
+    let (lab, nodes) = three_hosts("clmix", 85);
+    // Host c's ffmpeg makes 4:4:4 video, as another build might.
+    let wrapper = lab.host("c").root().join("usr/local/bin/ffmpeg");
+    std::fs::create_dir_all(wrapper.parent().unwrap()).unwrap();
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\n# a different build: 4:4:4 output\nn=$#; i=0; for a in \"$@\"; do i=$((i+1)); \
+         if [ $i -eq $n ]; then set -- \"$@\" -pix_fmt yuv444p \"$a\"; else set -- \"$@\" \"$a\"; fi; shift; done\n\
+         exec /usr/bin/ffmpeg \"$@\"\n",
+    )
+    .unwrap();
+    Command::new("chmod").arg("+x").arg(&wrapper).status().unwrap();
+    let input = sample(&d, "in.mp4", 12);
+    let inv = write_inventory(&d, &lab, "ssh", None, &nodes);
+    let out = d.join("out.mp4");
+    let ev = ok(&run(cluster_cmd(&d, &inv)
+        .args(["--json", "--chunk", "1", "-o"])
+        .arg(&out)
+        .arg(&input)
+        .args(ARGS)));
+    let rejected = ev
+        .iter()
+        .find(|e| e["event"] == "chunk_failed" && e["node"] == "c")
+        .unwrap_or_else(|| panic!("no chunk of c was rejected: {ev:?}"));
+    let why = rejected["error"].as_str().unwrap();
+    assert!(why.contains("pixel format") && why.contains("yuv444p") && why.contains("node c"), "{why}");
+    assert!(ev.iter().any(|e| e["event"] == "node_dropped" && e["node"] == "c"));
+    assert!(!nodes_with_chunks(&ev).contains(&"c".to_string()));
+    assert_eq!(frame_count(&out), frame_count(&input));
+    let v = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=pix_fmt", "-of", "csv=p=0"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), "yuv420p");
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn ctrl_c_stops_ffmpeg_on_every_host_and_the_rerun_resumes() {
+    let d = workdir("cl-int");
+    let (lab, nodes) = three_hosts("clint", 86);
+    let input = sample(&d, "in.mp4", 12);
+    let inv = write_inventory(&d, &lab, "ssh", None, &nodes);
+    let out = d.join("out.mp4");
+    let args = ["-c:v", "libx264", "-preset", "slow", "-c:a", "aac"];
+    let mut interrupted = false;
+    let (res, _) = run_streaming(
+        cluster_cmd(&d, &inv).args(["--json", "--chunk", "1", "-o"]).arg(&out).arg(&input).args(args),
+        |e, pid| {
+            if e["event"] == "chunk_done" && !interrupted {
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(pid as i32, libc::SIGINT) };
+                interrupted = true;
+            }
+        },
+    );
+    assert_eq!(res.status.code(), Some(1), "{}", String::from_utf8_lossy(&res.stderr));
+    for h in lab.hosts() {
+        assert!(h.pids_matching("ffmpeg").is_empty(), "ffmpeg left on {}", h.name);
+    }
+    let ev = ok(&run(cluster_cmd(&d, &inv)
+        .args(["--json", "--chunk", "1", "-o"])
+        .arg(&out)
+        .arg(&input)
+        .args(args)));
+    let start = ev.iter().find(|e| e["event"] == "job_start").unwrap();
+    assert!(start["resumed_chunks"].as_u64().unwrap() >= 1);
+    assert_eq!(frame_count(&out), frame_count(&input));
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn inventory_errors_name_the_place() {
+    let d = workdir("cl-inv");
+    let input = sample(&d, "in.mp4", 1);
+    for (yaml, needle) in [
+        ("nodes:\n  a: { hots: x, roles: [compute, controller] }\n", "inventory.yaml:2:8"),
+        ("nodes:\n  a: { host: local, roles: [controler] }\n", "inventory.yaml:2:29"),
+        ("nodes:\n  a: { host: local, roles: [compute] }\n", "controller"),
+        ("nodes:\n  a: { host: x, port: 70000, roles: [compute, controller] }\n", "port"),
+        ("nodes: [unclosed\n", "inventory.yaml:"),
+    ] {
+        let inv = d.join("inventory.yaml");
+        std::fs::write(&inv, yaml).unwrap();
+        let res = run(dffmpeg().arg("transcode").arg("-I").arg(&inv).arg(&input));
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert_eq!(res.status.code(), Some(2), "{yaml}: {err}");
+        assert!(err.contains(needle), "{yaml}: expected {needle} in {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
