@@ -27,6 +27,9 @@ pub mod script;
 pub mod select;
 pub mod state;
 
+#[cfg(test)]
+mod fixtures;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -193,6 +196,50 @@ fn check_notify(pbs: &BTreeMap<String, Playbook>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Each selected node's play: its playbooks' tasks (filtered by `--only`),
+/// handlers and pre-facts context.
+pub fn build_jobs(
+    inventory: &Inventory,
+    selected: &[&Node],
+    pbs: &BTreeMap<String, Playbook>,
+    opts: &Options,
+    pubkey: &str,
+    addrs: &context::Addresses,
+    wants_keys: bool,
+) -> Result<Vec<NodeJob>, Failure> {
+    let mut jobs = Vec::new();
+    for node in selected {
+        let books = node_playbooks(pbs, node);
+        let mut vars = Map::new();
+        for b in &books {
+            vars.extend(b.vars.clone());
+        }
+        vars.extend(opts.vars.clone());
+        let all_tasks: Vec<Task> = books.iter().flat_map(|b| b.tasks.clone()).collect();
+        let mut handlers: Vec<Task> = Vec::new();
+        for h in books.iter().flat_map(|b| b.handlers.iter()) {
+            if !handlers.iter().any(|x| x.name == h.name) {
+                handlers.push(h.clone());
+            }
+        }
+        let user = login_user(node);
+        let become_root = node.become_root && user != "root";
+        let node_key = match &node.identity_file {
+            Some(id) if wants_keys => keys::read_pubkey(id).map_err(usage)?,
+            _ => pubkey.to_string(),
+        };
+        let ctx = context::base(inventory, node, &user, become_root, &node_key, addrs, &vars);
+        jobs.push(NodeJob {
+            name: node.name.clone(),
+            become_root,
+            ctx,
+            tasks: select::tasks(&all_tasks, &opts.only),
+            handlers,
+        });
+    }
+    Ok(jobs)
+}
+
 /// Run the setup over already-connected nodes. `nodes` pairs each node name
 /// with its connection, or why there is none (reported unreachable).
 pub async fn run_with<T: Transport + 'static>(
@@ -290,47 +337,12 @@ pub async fn play_cluster<T: Transport + 'static>(
         });
     let addrs = context::addresses(inventory, || peer.as_deref().and_then(local_source_address));
 
-    let mut jobs: BTreeMap<String, NodeJob> = BTreeMap::new();
-    for node in &selected {
-        let books = node_playbooks(&pbs, node);
-        let mut vars = Map::new();
-        for b in &books {
-            vars.extend(b.vars.clone());
-        }
-        vars.extend(opts.vars.clone());
-        let all_tasks: Vec<Task> = books.iter().flat_map(|b| b.tasks.clone()).collect();
-        let mut handlers: Vec<Task> = Vec::new();
-        for h in books.iter().flat_map(|b| b.handlers.iter()) {
-            if !handlers.iter().any(|x| x.name == h.name) {
-                handlers.push(h.clone());
-            }
-        }
-        let user = login_user(node);
-        let become_root = node.become_root && user != "root";
-        let node_key = match &node.identity_file {
-            Some(id) if wants_keys => keys::read_pubkey(id).map_err(usage)?,
-            _ => pubkey.clone(),
-        };
-        let ctx = context::base(
-            inventory,
-            node,
-            &user,
-            become_root,
-            &node_key,
-            &addrs,
-            &vars,
-        );
-        jobs.insert(
-            node.name.clone(),
-            NodeJob {
-                name: node.name.clone(),
-                become_root,
-                ctx,
-                tasks: select::tasks(&all_tasks, &opts.only),
-                handlers,
-            },
-        );
-    }
+    let mut jobs: BTreeMap<String, NodeJob> = build_jobs(
+        inventory, &selected, &pbs, &opts, &pubkey, &addrs, wants_keys,
+    )?
+    .into_iter()
+    .map(|j| (j.name.clone(), j))
+    .collect();
 
     let shared = Arc::new(Shared {
         renderer,
