@@ -71,6 +71,21 @@ enum Inst {
     },
 }
 
+/// Plan one task and apply its predicted effects to `state`.
+fn plan_one(args: &ModuleArgs, state: &mut NodeState) -> Planned {
+    match args.plan(state) {
+        Ok(Plan::Skip(why)) => Planned::Skip(why),
+        Ok(Plan::Changes(c)) if c.is_empty() => Planned::Ok,
+        Ok(Plan::Changes(c)) => {
+            for e in c.iter().flat_map(|c| c.effects.iter()) {
+                e.apply(state);
+            }
+            Planned::Changes(c)
+        }
+        Err(e) => Planned::Fail(e),
+    }
+}
+
 enum Planned {
     Ok,
     Skip(String),
@@ -339,8 +354,8 @@ pub async fn play<T: Transport + ?Sized>(t: &T, job: &NodeJob, sh: &Shared) {
     for inst in insts {
         if matches!(inst, Inst::Flush) {
             let seg = std::mem::take(&mut segment);
-            if !run_segment(t, job, sh, &state, seg, false, &mut notified).await
-                || !run_handlers(t, job, sh, &state, &ctx, &mut notified).await
+            if !run_segment(t, job, sh, &mut state, seg, false, &mut notified).await
+                || !run_handlers(t, job, sh, &mut state, &ctx, &mut notified).await
             {
                 return;
             }
@@ -348,8 +363,8 @@ pub async fn play<T: Transport + ?Sized>(t: &T, job: &NodeJob, sh: &Shared) {
             segment.push(inst);
         }
     }
-    if run_segment(t, job, sh, &state, segment, false, &mut notified).await {
-        run_handlers(t, job, sh, &state, &ctx, &mut notified).await;
+    if run_segment(t, job, sh, &mut state, segment, false, &mut notified).await {
+        run_handlers(t, job, sh, &mut state, &ctx, &mut notified).await;
     }
 }
 
@@ -357,7 +372,7 @@ async fn run_handlers<T: Transport + ?Sized>(
     t: &T,
     job: &NodeJob,
     sh: &Shared,
-    state: &NodeState,
+    state: &mut NodeState,
     ctx: &Json,
     notified: &mut Vec<String>,
 ) -> bool {
@@ -380,7 +395,7 @@ async fn run_segment<T: Transport + ?Sized>(
     t: &T,
     job: &NodeJob,
     sh: &Shared,
-    state: &NodeState,
+    state: &mut NodeState,
     insts: Vec<Inst>,
     handler: bool,
     notified: &mut Vec<String>,
@@ -389,19 +404,15 @@ async fn run_segment<T: Transport + ?Sized>(
         return true;
     }
     let rep = &sh.reporter;
-    // Plan, up to and including the first failure.
+    // Plan, up to and including the first failure; each plan sees the
+    // effects of the changes planned before it.
     let mut planned: Vec<(Inst, Planned)> = Vec::new();
     for inst in insts {
         let p = match &inst {
             Inst::Flush => continue,
             Inst::Skip { reason, .. } => Planned::Skip(reason.clone()),
             Inst::Fail { msg, .. } => Planned::Fail(msg.clone()),
-            Inst::Run { args, .. } => match args.plan(state) {
-                Ok(Plan::Skip(why)) => Planned::Skip(why),
-                Ok(Plan::Changes(c)) if c.is_empty() => Planned::Ok,
-                Ok(Plan::Changes(c)) => Planned::Changes(c),
-                Err(e) => Planned::Fail(e),
-            },
+            Inst::Run { args, .. } => plan_one(args, state),
         };
         let stop = matches!(p, Planned::Fail(_));
         planned.push((inst, p));
@@ -655,11 +666,11 @@ pub fn preview(
             Inst::Fail { name, msg, .. } => Some((name, Preview::Fail(msg))),
             Inst::Run { name, args, .. } => Some((
                 name,
-                match args.plan(&st) {
-                    Ok(Plan::Skip(why)) => Preview::Skip(why),
-                    Ok(Plan::Changes(c)) if c.is_empty() => Preview::Ok,
-                    Ok(Plan::Changes(c)) => Preview::Changes(c),
-                    Err(e) => Preview::Fail(e),
+                match plan_one(&args, &mut st) {
+                    Planned::Skip(why) => Preview::Skip(why),
+                    Planned::Ok => Preview::Ok,
+                    Planned::Changes(c) => Preview::Changes(c),
+                    Planned::Fail(e) => Preview::Fail(e),
                 },
             )),
         })

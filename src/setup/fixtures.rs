@@ -258,17 +258,18 @@ fn compute_nodes_mount_from_fstab() {
     let jobs = jobs(&inv, &[]);
     let plan = plan_of(&jobs[1], &facts("raspbian", "bookworm", "armhf"));
     let opts = ",_netdev,nofail,noatime";
+    let mut fstab = String::new();
     for (item, mode) in [("upload", "ro"), ("work", "rw"), ("output", "rw")] {
         let task = format!("NFS mount ({item})");
         let c = changes(&plan, &task);
-        let line =
-            format!("198.18.41.10:/srv/dffmpeg/{item} /srv/dffmpeg/{item} nfs {mode}{opts} 0 0");
-        // Each task adds its own line to the (blank) fstab, then mounts.
-        assert_eq!(
-            String::from_utf8(c[0].diff.as_ref().unwrap().after.clone()).unwrap(),
-            format!("{line}\n"),
-            "{task}"
-        );
+        // Each task adds its line to the fstab as the previous ones left it.
+        let d = c[0].diff.as_ref().unwrap();
+        let before = String::from_utf8(d.before.clone().unwrap_or_default()).unwrap();
+        assert_eq!(before, fstab, "{task}");
+        fstab.push_str(&format!(
+            "198.18.41.10:/srv/dffmpeg/{item} /srv/dffmpeg/{item} nfs {mode}{opts} 0 0\n"
+        ));
+        assert_eq!(String::from_utf8(d.after.clone()).unwrap(), fstab, "{task}");
         assert_eq!(c[1].summary, format!("mount /srv/dffmpeg/{item}"));
     }
     assert_eq!(

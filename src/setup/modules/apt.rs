@@ -7,7 +7,7 @@ use serde::Deserialize;
 use crate::quote::join;
 use crate::setup::state::NodeState;
 
-use super::{string_list, Change};
+use super::{string_list, Change, Effect};
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,7 +72,8 @@ pub fn plan(a: &AptArgs, st: &NodeState) -> Result<Vec<Change>, String> {
     Ok(vec![Change::new(
         format!("install {}", missing.join(" ")),
         join(&install_argv(&missing)) + "\n",
-    )])
+    )
+    .with(Effect::Installed(missing))])
 }
 
 #[cfg(test)]

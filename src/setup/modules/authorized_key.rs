@@ -8,7 +8,7 @@ use crate::quote::join;
 use crate::setup::state::{FileKind, NodeState, Probe};
 
 use super::files::{mode_word, write_script};
-use super::{check_path, Change, FileDiff};
+use super::{check_path, Change, Effect, FileDiff};
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,15 +79,23 @@ pub fn plan(a: &AuthorizedKeyArgs, st: &NodeState) -> Result<Vec<Change>, String
     let mut out = Vec::new();
 
     match st.file(&dir) {
-        None => out.push(Change::new(
-            format!("create {dir} (0700)"),
-            join(&["mkdir", "-p", "--", &dir])
-                + "\n"
-                + &join(&["chown", &chown, &dir])
-                + "\n"
-                + &join(&["chmod", &mode_word(0o700), &dir])
-                + "\n",
-        )),
+        None => out.push(
+            Change::new(
+                format!("create {dir} (0700)"),
+                join(&["mkdir", "-p", "--", &dir])
+                    + "\n"
+                    + &join(&["chown", &chown, &dir])
+                    + "\n"
+                    + &join(&["chmod", &mode_word(0o700), &dir])
+                    + "\n",
+            )
+            .with(Effect::Dir {
+                path: dir.clone(),
+                owner: Some(owner.clone()),
+                group: Some(group.clone()),
+                mode: 0o700,
+            }),
+        ),
         Some(d) if d.kind != FileKind::Dir => return Err(format!("{dir} is not a directory")),
         Some(d) => {
             if d.uid != user.uid {
@@ -143,8 +151,15 @@ pub fn plan(a: &AuthorizedKeyArgs, st: &NodeState) -> Result<Vec<Change>, String
             diff: Some(FileDiff {
                 path: path.clone(),
                 before: cur.map(|_| text.into_bytes()),
-                after: new.into_bytes(),
+                after: new.clone().into_bytes(),
             }),
+            effects: vec![Effect::File {
+                path: path.clone(),
+                content: Some(new.into_bytes()),
+                owner: Some(owner.clone()),
+                group: Some(group.clone()),
+                mode: 0o600,
+            }],
         });
     }
     Ok(out)

@@ -11,7 +11,7 @@ use serde_json::Value as Json;
 use crate::quote::join;
 use crate::setup::state::NodeState;
 
-use super::{check_path, Change};
+use super::{check_path, Change, Effect};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,7 +53,20 @@ pub fn plan(a: &CommandArgs, st: &NodeState) -> Result<Vec<Change>, String> {
             return Ok(Vec::new());
         }
     }
-    Ok(vec![Change::new(format!("run {line}"), line + "\n")])
+    let mut c = Change::new(format!("run {line}"), line + "\n");
+    if let Some(p) = &a.creates {
+        c = c.with(Effect::File {
+            path: p.clone(),
+            content: None,
+            owner: None,
+            group: None,
+            mode: 0o644,
+        });
+    }
+    if let Some(p) = &a.removes {
+        c = c.with(Effect::Gone(p.clone()));
+    }
+    Ok(vec![c])
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use crate::quote::{join, quote};
 use crate::setup::b64;
 use crate::setup::state::{FileKind, FileStat, NodeState};
 
-use super::{check_path, id_matches, opt_mode, opt_string, Change, FileDiff};
+use super::{check_path, id_matches, opt_mode, opt_string, Change, Effect, FileDiff};
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -130,17 +130,33 @@ fn attr_changes(
     let o = owner.filter(|o| !id_matches(o, &cur.owner, cur.uid));
     let g = group.filter(|g| !id_matches(g, &cur.group, cur.gid));
     if let Some(w) = chown_word(o, g) {
-        out.push(Change::new(
-            format!("chown {w} {path}"),
-            join(&["chown", &w, path]) + "\n",
-        ));
+        out.push(
+            Change::new(
+                format!("chown {w} {path}"),
+                join(&["chown", &w, path]) + "\n",
+            )
+            .with(Effect::Attrs {
+                path: path.into(),
+                owner: o.map(str::to_string),
+                group: g.map(str::to_string),
+                mode: None,
+            }),
+        );
     }
     if let Some(m) = mode {
         if cur.mode & 0o7777 != m {
-            out.push(Change::new(
-                format!("chmod {:04o} {path} (was {:04o})", m, cur.mode & 0o7777),
-                join(&["chmod", &mode_word(m), path]) + "\n",
-            ));
+            out.push(
+                Change::new(
+                    format!("chmod {:04o} {path} (was {:04o})", m, cur.mode & 0o7777),
+                    join(&["chmod", &mode_word(m), path]) + "\n",
+                )
+                .with(Effect::Attrs {
+                    path: path.into(),
+                    owner: None,
+                    group: None,
+                    mode: Some(m),
+                }),
+            );
         }
     }
     out
@@ -191,6 +207,13 @@ pub fn plan_content(a: &ContentArgs, st: &NodeState) -> Result<Vec<Change>, Stri
             before: cur.map(|c| c.content.clone().unwrap_or_default()),
             after: a.content.clone(),
         }),
+        effects: vec![Effect::File {
+            path: a.dest.clone(),
+            content: Some(a.content.clone()),
+            owner,
+            group,
+            mode,
+        }],
     }])
 }
 
@@ -211,15 +234,25 @@ pub fn plan_file(a: &FileArgs, st: &NodeState) -> Result<Vec<Change>, String> {
             } else {
                 &["rm", "-f", "--", p]
             };
-            Ok(vec![Change::new(format!("remove {p}"), join(argv) + "\n")])
+            Ok(vec![
+                Change::new(format!("remove {p}"), join(argv) + "\n").with(Effect::Gone(p.into()))
+            ])
         }
         (FileState::Directory, None) => {
             let mut s = join(&["mkdir", "-p", "--", p]) + "\n";
             if let Some(w) = chown_word(owner, group) {
                 s += &(join(&["chown", &w, p]) + "\n");
             }
-            s += &(join(&["chmod", &mode_word(a.mode.unwrap_or(0o755)), p]) + "\n");
-            Ok(vec![Change::new(format!("create directory {p}"), s)])
+            let mode = a.mode.unwrap_or(0o755);
+            s += &(join(&["chmod", &mode_word(mode), p]) + "\n");
+            Ok(vec![Change::new(format!("create directory {p}"), s).with(
+                Effect::Dir {
+                    path: p.into(),
+                    owner: a.owner.clone(),
+                    group: a.group.clone(),
+                    mode,
+                },
+            )])
         }
         (FileState::Directory, Some(c)) => {
             if c.kind != FileKind::Dir {
@@ -233,8 +266,17 @@ pub fn plan_file(a: &FileArgs, st: &NodeState) -> Result<Vec<Change>, String> {
             if let Some(w) = chown_word(owner, group) {
                 s += &(join(&["chown", &w, p]) + "\n");
             }
-            s += &(join(&["chmod", &mode_word(a.mode.unwrap_or(0o644)), p]) + "\n");
-            Ok(vec![Change::new(format!("create empty {p}"), s)])
+            let mode = a.mode.unwrap_or(0o644);
+            s += &(join(&["chmod", &mode_word(mode), p]) + "\n");
+            Ok(vec![Change::new(format!("create empty {p}"), s).with(
+                Effect::File {
+                    path: p.into(),
+                    content: Some(Vec::new()),
+                    owner: a.owner.clone(),
+                    group: a.group.clone(),
+                    mode,
+                },
+            )])
         }
         (FileState::File | FileState::Touch, Some(c)) => {
             if c.kind == FileKind::Dir {

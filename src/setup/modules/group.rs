@@ -6,7 +6,7 @@ use serde::Deserialize;
 use crate::quote::join;
 use crate::setup::state::NodeState;
 
-use super::{opt_string, string_list, Change};
+use super::{opt_string, string_list, Change, Effect};
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,19 +58,31 @@ pub fn plan(a: &GroupArgs, st: &NodeState) -> Result<Vec<Change>, String> {
                     a.name, other.name
                 ));
             }
-            out.push(Change::new(
-                format!("gid of {} {} -> {want}", a.name, g.gid),
-                join(&["groupmod", "--gid", &want.to_string(), &a.name]) + "\n",
-            ));
+            out.push(
+                Change::new(
+                    format!("gid of {} {} -> {want}", a.name, g.gid),
+                    join(&["groupmod", "--gid", &want.to_string(), &a.name]) + "\n",
+                )
+                .with(Effect::Group {
+                    name: a.name.clone(),
+                    gid: Some(want),
+                }),
+            );
         }
         _ => {}
     }
     for m in &a.members {
         if !cur.map(|g| g.members.contains(m)).unwrap_or(false) {
-            out.push(Change::new(
-                format!("add {m} to group {}", a.name),
-                join(&["usermod", "-a", "-G", &a.name, m]) + "\n",
-            ));
+            out.push(
+                Change::new(
+                    format!("add {m} to group {}", a.name),
+                    join(&["usermod", "-a", "-G", &a.name, m]) + "\n",
+                )
+                .with(Effect::Member {
+                    group: a.name.clone(),
+                    user: m.clone(),
+                }),
+            );
         }
     }
     if cur.is_none() {

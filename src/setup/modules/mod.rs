@@ -7,6 +7,7 @@
 pub mod apt;
 pub mod authorized_key;
 pub mod command;
+pub mod effect;
 pub mod files;
 pub mod group;
 pub mod mount;
@@ -16,6 +17,8 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value as Json;
 
 use super::state::{NodeState, Probe};
+
+pub use effect::Effect;
 
 /// A file whose content changes (for `--diff`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +36,8 @@ pub struct Change {
     /// POSIX shell lines making the change; run under `set -e`.
     pub script: String,
     pub diff: Option<FileDiff>,
+    /// What the node's state will be like after it (for later tasks' plans).
+    pub effects: Vec<Effect>,
 }
 
 impl Change {
@@ -41,7 +46,13 @@ impl Change {
             summary: summary.into(),
             script: script.into(),
             diff: None,
+            effects: Vec::new(),
         }
+    }
+
+    pub fn with(mut self, e: Effect) -> Change {
+        self.effects.push(e);
+        self
     }
 }
 

@@ -8,7 +8,7 @@ use crate::quote::join;
 use crate::setup::state::{escape_mount_field, unescape_mount_field, NodeState};
 
 use super::files::write_script;
-use super::{check_path, Change, FileDiff};
+use super::{check_path, Change, Effect, FileDiff};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -124,15 +124,28 @@ pub fn plan(a: &MountArgs, st: &NodeState) -> Result<Vec<Change>, String> {
                 before: cur.map(|_| text.clone().into_bytes()),
                 after: new.clone().into_bytes(),
             }),
+            effects: vec![Effect::File {
+                path: a.fstab.clone(),
+                content: Some(new.clone().into_bytes()),
+                owner: Some(o.clone()),
+                group: Some(g.clone()),
+                mode,
+            }],
         });
     }
     if a.state == MountWanted::Mounted {
         let mounted = st.mounts.iter().any(|m| m.target == a.path);
         if !mounted {
-            out.push(Change::new(
-                format!("mount {}", a.path),
-                join(&["mkdir", "-p", "--", &a.path]) + "\n" + &join(&["mount", &a.path]) + "\n",
-            ));
+            out.push(
+                Change::new(
+                    format!("mount {}", a.path),
+                    join(&["mkdir", "-p", "--", &a.path])
+                        + "\n"
+                        + &join(&["mount", &a.path])
+                        + "\n",
+                )
+                .with(Effect::Mounted(a.path.clone())),
+            );
         } else if new.is_some() {
             out.push(Change::new(
                 format!("remount {}", a.path),
