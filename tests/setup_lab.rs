@@ -54,6 +54,8 @@ impl Transport for SysSsh {
                 "ControlPath=/tmp/dls-%C",
                 "-o",
                 "ControlPersist=60",
+                "-o",
+                "ConnectTimeout=5",
             ])
             .arg(&self.dest)
             .arg("--")
@@ -193,4 +195,78 @@ async fn setup_on_test_hosts() {
     })
     .await;
     assert!(check.recaps.values().all(|r| r.changed == 0));
+
+    // Drift on the storage node: found by --check --diff, left alone,
+    // repaired by a normal run.
+    let storage = lab.inv.storage_node().unwrap().clone();
+    let Host::Remote(sh) = &storage.host else {
+        unreachable!()
+    };
+    let ssh = |cmd: &str| {
+        let out = std::process::Command::new("ssh")
+            .arg("-i")
+            .arg(&lab.key)
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+            ])
+            .arg(format!("{}@{sh}", storage.user.clone().unwrap_or_default()))
+            .arg(cmd)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ssh("sudo -n sed -i 's/^\\(\\/srv\\/dffmpeg\\/work\\) /\\1 *(rw) /' /etc/exports.d/dffmpeg.exports");
+    let drifted = ssh("cat /etc/exports.d/dffmpeg.exports");
+    assert!(drifted.contains("*(rw)"), "{drifted}");
+    let (found, out, _) = run(&lab, |o| {
+        o.check = true;
+        o.diff = true;
+    })
+    .await;
+    assert_eq!(
+        found.recaps[&storage.name].changed, 2,
+        "exports + exportfs handler"
+    );
+    assert!(out.contains("-/srv/dffmpeg/work *(rw) "), "{out}");
+    assert_eq!(ssh("cat /etc/exports.d/dffmpeg.exports"), drifted);
+    let (fixed, _, _) = run(&lab, |_| {}).await;
+    assert_eq!(fixed.recaps[&storage.name].changed, 2);
+    assert!(!ssh("cat /etc/exports.d/dffmpeg.exports").contains('*'));
+
+    // A node joins: only the storage node's exports change.
+    let last = lab.inv.nodes.last().unwrap().name.clone();
+    let mut smaller = Lab {
+        inv: lab.inv.clone(),
+        key: lab.key.clone(),
+        pubkey: lab.pubkey.clone(),
+    };
+    smaller.inv.nodes.pop();
+    run(&smaller, |_| {}).await;
+    let (joined, _, _) = run(&lab, |_| {}).await;
+    for (n, r) in &joined.recaps {
+        let want = if *n == storage.name { 2 } else { 0 };
+        assert_eq!(r.changed, want, "{n} after {last} joined");
+    }
+
+    // An unreachable node does not stop the others.
+    let mut with_dead = Lab {
+        inv: lab.inv.clone(),
+        key: lab.key.clone(),
+        pubkey: lab.pubkey.clone(),
+    };
+    let mut dead = lab.inv.nodes.last().unwrap().clone();
+    dead.name = "dead".into();
+    dead.host = Host::Remote("198.18.41.250".into());
+    with_dead.inv.nodes.push(dead);
+    let (r, out, _) = run(&with_dead, |o| o.only = vec!["ssh-keys".into()]).await;
+    assert_eq!(r.failed, vec!["dead".to_string()]);
+    assert!(out.contains("dead : ok=0 changed=0 unreachable=1 failed=0 skipped=0"));
+    assert!(out.trim_end().ends_with("--limit dead"), "{out}");
 }
