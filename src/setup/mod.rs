@@ -392,6 +392,9 @@ pub async fn run(args: SetupArgs) -> Outcome {
         .into_iter()
         .cloned()
         .collect();
+    let pbs = load_playbooks(&opts.assets).map_err(usage)?;
+    let known = select::known_steps(pbs.values().flat_map(|p| p.tasks.iter()));
+    select::check_steps(&opts.only, &known).map_err(usage)?;
     if args.ask_pass {
         opts.pre_events = ask_pass(&selected, opts.check).await?;
     }
