@@ -1,0 +1,159 @@
+//! The controller's SSH key: `~/.ssh/id_ed25519`, created without a
+//! passphrase when missing (the `ssh-keys` step), whose public half goes to
+//! every node's authorized_keys.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerKey {
+    pub path: PathBuf,
+    /// The public key line.
+    pub pubkey: String,
+    /// Created by this run (or, in check mode, would be).
+    pub created: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("no home directory to keep the controller's SSH key in")]
+    NoHome,
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("ssh-keygen failed for {path}: {msg}")]
+    Keygen { path: String, msg: String },
+}
+
+/// Stand-in for a key that check mode would create.
+pub const CHECK_MODE_KEY: &str =
+    "ssh-ed25519 AAAA-controller-key-not-created-yet dffmpeg (check mode)";
+
+pub fn default_path() -> Result<PathBuf, KeyError> {
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .ok_or(KeyError::NoHome)?;
+    Ok(PathBuf::from(home).join(".ssh").join("id_ed25519"))
+}
+
+fn pub_path(key: &Path) -> PathBuf {
+    let mut p = key.as_os_str().to_owned();
+    p.push(".pub");
+    PathBuf::from(p)
+}
+
+/// The public key of `identity` (its `.pub` file).
+pub fn read_pubkey(identity: &Path) -> Result<String, KeyError> {
+    let p = pub_path(identity);
+    std::fs::read_to_string(&p)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| KeyError::Io {
+            path: p.display().to_string(),
+            source: e,
+        })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "controller".into())
+}
+
+async fn keygen(args: &[&str], path: &Path) -> Result<std::process::Output, KeyError> {
+    let out = tokio::process::Command::new("ssh-keygen")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| KeyError::Keygen {
+            path: path.display().to_string(),
+            msg: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(KeyError::Keygen {
+            path: path.display().to_string(),
+            msg: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// The key at `path`, created (ed25519, no passphrase) when missing —
+/// unless `check`, which only says it would be.
+pub async fn ensure(path: &Path, check: bool) -> Result<ControllerKey, KeyError> {
+    let done = |created| -> Result<ControllerKey, KeyError> {
+        Ok(ControllerKey {
+            path: path.to_path_buf(),
+            pubkey: read_pubkey(path)?,
+            created,
+        })
+    };
+    if pub_path(path).exists() {
+        return done(false);
+    }
+    let p = path.display().to_string();
+    if path.exists() {
+        // Private key without its .pub: derive it.
+        if check {
+            return Ok(ControllerKey {
+                path: path.to_path_buf(),
+                pubkey: CHECK_MODE_KEY.into(),
+                created: true,
+            });
+        }
+        let out = keygen(&["-y", "-f", &p], path).await?;
+        std::fs::write(pub_path(path), &out.stdout).map_err(|e| KeyError::Io {
+            path: pub_path(path).display().to_string(),
+            source: e,
+        })?;
+        return done(true);
+    }
+    if check {
+        return Ok(ControllerKey {
+            path: path.to_path_buf(),
+            pubkey: CHECK_MODE_KEY.into(),
+            created: true,
+        });
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| KeyError::Io {
+            path: dir.display().to_string(),
+            source: e,
+        })?;
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let comment = format!("dffmpeg@{}", hostname());
+    keygen(
+        &["-q", "-t", "ed25519", "-N", "", "-C", &comment, "-f", &p],
+        path,
+    )
+    .await?;
+    done(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn creates_once_and_check_mode_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ssh").join("id_ed25519");
+        let c = ensure(&path, true).await.unwrap();
+        assert!(c.created && c.pubkey == CHECK_MODE_KEY && !path.exists());
+        let k = ensure(&path, false).await.unwrap();
+        assert!(k.created);
+        assert!(k.pubkey.starts_with("ssh-ed25519 "), "{}", k.pubkey);
+        let again = ensure(&path, false).await.unwrap();
+        assert!(!again.created);
+        assert_eq!(again.pubkey, k.pubkey);
+        std::fs::remove_file(pub_path(&path)).unwrap();
+        let derived = ensure(&path, false).await.unwrap();
+        assert_eq!(
+            derived.pubkey.split_whitespace().nth(1),
+            k.pubkey.split_whitespace().nth(1)
+        );
+    }
+}

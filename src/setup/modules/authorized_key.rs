@@ -1,0 +1,253 @@
+//! `authorized_key`: a public key present in a user's authorized_keys, with
+//! the permissions sshd's StrictModes wants (`~/.ssh` 0700, the file 0600,
+//! both owned by the user). Other keys in the file are kept.
+
+use serde::Deserialize;
+
+use crate::quote::join;
+use crate::setup::state::{FileKind, NodeState, Probe};
+
+use super::files::{mode_word, write_script};
+use super::{check_path, Change, Effect, FileDiff};
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizedKeyArgs {
+    pub user: String,
+    /// One authorized_keys line (`ssh-ed25519 AAAA... comment`).
+    pub key: String,
+    /// Default: `~user/.ssh/authorized_keys`.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+impl AuthorizedKeyArgs {
+    pub fn probes(&self) -> Vec<Probe> {
+        let mut p = vec![Probe::User(self.user.clone())];
+        if let Some(path) = &self.path {
+            p.push(Probe::File(path.clone()));
+            p.push(Probe::File(parent(path).to_string()));
+        }
+        p
+    }
+}
+
+fn parent(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) => "/",
+        Some(i) => &path[..i],
+        None => ".",
+    }
+}
+
+/// `(type, base64 blob)` of an authorized_keys line, skipping any options.
+pub fn key_id(line: &str) -> Option<(&str, &str)> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let is_type =
+        |w: &str| w.starts_with("ssh-") || w.starts_with("ecdsa-") || w.starts_with("sk-");
+    let i = words.iter().position(|w| is_type(w))?;
+    Some((words[i], words.get(i + 1)?))
+}
+
+pub fn plan(a: &AuthorizedKeyArgs, st: &NodeState) -> Result<Vec<Change>, String> {
+    let want = key_id(&a.key).ok_or_else(|| format!("not a public key line: {:?}", a.key))?;
+    if a.key.contains('\n') {
+        return Err("the key must be one line".into());
+    }
+    if !st.users.contains_key(&a.user) {
+        return Err(format!("internal: user {} was not probed", a.user));
+    }
+    let user = st
+        .user(&a.user)
+        .ok_or_else(|| format!("no user {} on this node", a.user))?;
+    let path = a
+        .path
+        .clone()
+        .unwrap_or_else(|| format!("{}/.ssh/authorized_keys", user.home.trim_end_matches('/')));
+    check_path("authorized_keys path", &path)?;
+    let dir = parent(&path).to_string();
+    if !st.files.contains_key(&path) || !st.files.contains_key(&dir) {
+        return Err(format!("internal: {path} was not probed"));
+    }
+    let owner = user.uid.to_string();
+    let group = user.gid.to_string();
+    let chown = format!("{owner}:{group}");
+    let mut out = Vec::new();
+
+    match st.file(&dir) {
+        None => out.push(
+            Change::new(
+                format!("create {dir} (0700)"),
+                join(&["mkdir", "-p", "--", &dir])
+                    + "\n"
+                    + &join(&["chown", &chown, &dir])
+                    + "\n"
+                    + &join(&["chmod", &mode_word(0o700), &dir])
+                    + "\n",
+            )
+            .with(Effect::Dir {
+                path: dir.clone(),
+                owner: Some(owner.clone()),
+                group: Some(group.clone()),
+                mode: 0o700,
+            }),
+        ),
+        Some(d) if d.kind != FileKind::Dir => return Err(format!("{dir} is not a directory")),
+        Some(d) => {
+            if d.uid != user.uid {
+                out.push(Change::new(
+                    format!("chown {} {dir}", a.user),
+                    join(&["chown", &chown, &dir]) + "\n",
+                ));
+            }
+            if d.mode & 0o7777 != 0o700 {
+                out.push(Change::new(
+                    format!("chmod 0700 {dir}"),
+                    join(&["chmod", &mode_word(0o700), &dir]) + "\n",
+                ));
+            }
+        }
+    }
+
+    let cur = st.file(&path);
+    if let Some(c) = cur {
+        if c.kind != FileKind::File {
+            return Err(format!("{path} is not a regular file"));
+        }
+    }
+    let text = cur
+        .and_then(|c| c.content.as_deref())
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .unwrap_or_default();
+    let present = text.lines().any(|l| key_id(l) == Some(want));
+    if present {
+        let c = cur.ok_or("internal: no stat")?;
+        if c.uid != user.uid || c.gid != user.gid {
+            out.push(Change::new(
+                format!("chown {} {path}", a.user),
+                join(&["chown", &chown, &path]) + "\n",
+            ));
+        }
+        if c.mode & 0o7777 != 0o600 {
+            out.push(Change::new(
+                format!("chmod 0600 {path}"),
+                join(&["chmod", &mode_word(0o600), &path]) + "\n",
+            ));
+        }
+    } else {
+        let mut new = text.clone();
+        if !new.is_empty() && !new.ends_with('\n') {
+            new.push('\n');
+        }
+        new.push_str(a.key.trim());
+        new.push('\n');
+        out.push(Change {
+            summary: format!("add key to {path}"),
+            script: write_script(&path, new.as_bytes(), Some(&owner), Some(&group), 0o600),
+            diff: Some(FileDiff {
+                path: path.clone(),
+                before: cur.map(|_| text.into_bytes()),
+                after: new.clone().into_bytes(),
+            }),
+            effects: vec![Effect::File {
+                path: path.clone(),
+                content: Some(new.into_bytes()),
+                owner: Some(owner.clone()),
+                group: Some(group.clone()),
+                mode: 0o600,
+            }],
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::setup::modules::files::tests::stat;
+    use crate::setup::state::UserEntry;
+
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey dffmpeg@ctl";
+
+    fn state(dir: Option<(u32, u32)>, file: Option<(&[u8], u32)>) -> NodeState {
+        let mut st = NodeState::default();
+        st.users.insert(
+            "pi".into(),
+            Some(UserEntry {
+                name: "pi".into(),
+                uid: 1000,
+                gid: 1000,
+                home: "/home/pi".into(),
+            }),
+        );
+        st.files.insert(
+            "/home/pi/.ssh".into(),
+            dir.and_then(|(mode, _)| stat(FileKind::Dir, mode, "pi", "pi", None)),
+        );
+        st.files.insert(
+            "/home/pi/.ssh/authorized_keys".into(),
+            file.and_then(|(c, mode)| stat(FileKind::File, mode, "pi", "pi", Some(c))),
+        );
+        st
+    }
+
+    fn args() -> AuthorizedKeyArgs {
+        AuthorizedKeyArgs {
+            user: "pi".into(),
+            key: KEY.into(),
+            path: None,
+        }
+    }
+
+    #[test]
+    fn noop_when_present_with_right_perms() {
+        let other = format!("ssh-rsa AAAAB3other me@laptop\nfrom=\"10.0.0.1\" {KEY} old-comment\n");
+        let st = state(Some((0o700, 0)), Some((other.as_bytes(), 0o600)));
+        assert!(plan(&args(), &st).unwrap().is_empty());
+    }
+
+    #[test]
+    fn appends_keeping_other_keys() {
+        let st = state(
+            Some((0o700, 0)),
+            Some((b"ssh-rsa AAAAB3other me@laptop", 0o600)),
+        );
+        let c = plan(&args(), &st).unwrap();
+        assert_eq!(c.len(), 1);
+        let d = c[0].diff.as_ref().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&d.after),
+            format!("ssh-rsa AAAAB3other me@laptop\n{KEY}\n")
+        );
+        assert!(c[0].script.contains("chown 1000:1000"));
+        assert!(c[0].script.contains("chmod 00600"));
+    }
+
+    #[test]
+    fn creates_dir_and_file_and_fixes_modes() {
+        let c = plan(&args(), &state(None, None)).unwrap();
+        assert_eq!(c.len(), 2);
+        assert!(c[0].script.contains("chmod 00700 /home/pi/.ssh"));
+        assert_eq!(c[1].diff.as_ref().unwrap().before, None);
+        let loose = state(Some((0o755, 0)), Some((KEY.as_bytes(), 0o664)));
+        let c = plan(&args(), &loose).unwrap();
+        assert_eq!(c.len(), 2, "{c:?}");
+    }
+
+    #[test]
+    fn errors() {
+        let mut a = args();
+        a.user = "bob".into();
+        assert!(plan(&a, &state(None, None)).is_err());
+        let mut st = state(None, None);
+        st.users.insert("bob".into(), None);
+        assert!(plan(&a, &st).unwrap_err().contains("no user bob"));
+        let mut b = args();
+        b.key = "not a key".into();
+        assert!(plan(&b, &state(None, None)).is_err());
+    }
+}

@@ -1,0 +1,235 @@
+//! Modules: each turns its arguments and the node's current state into the
+//! list of changes that would bring the node to the wanted state — empty
+//! when it is already there. Plans are pure functions (tested without any
+//! host); each [`Change`] carries the shell fragment that makes it, built
+//! with [`crate::quote`].
+
+pub mod apt;
+pub mod authorized_key;
+pub mod command;
+pub mod effect;
+pub mod files;
+pub mod group;
+pub mod mount;
+pub mod service;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::Value as Json;
+
+use super::state::{NodeState, Probe};
+
+pub use effect::Effect;
+
+/// A file whose content changes (for `--diff`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDiff {
+    pub path: String,
+    /// `None`: the file does not exist yet.
+    pub before: Option<Vec<u8>>,
+    pub after: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// What changes, for humans (`write /etc/exports`, `install ffmpeg`).
+    pub summary: String,
+    /// POSIX shell lines making the change; run under `set -e`.
+    pub script: String,
+    pub diff: Option<FileDiff>,
+    /// What the node's state will be like after it (for later tasks' plans).
+    pub effects: Vec<Effect>,
+}
+
+impl Change {
+    pub fn new(summary: impl Into<String>, script: impl Into<String>) -> Change {
+        Change {
+            summary: summary.into(),
+            script: script.into(),
+            diff: None,
+            effects: Vec::new(),
+        }
+    }
+
+    pub fn with(mut self, e: Effect) -> Change {
+        self.effects.push(e);
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Nothing to do when empty.
+    Changes(Vec<Change>),
+    /// The module does not apply to this node (e.g. no systemd).
+    Skip(String),
+}
+
+/// A task's arguments once templated and typed. `template` and `copy` both
+/// arrive here as [`files::ContentArgs`] (the engine renders the template).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModuleArgs {
+    Template(files::TemplateArgs),
+    Copy(files::CopyArgs),
+    Content(files::ContentArgs),
+    File(files::FileArgs),
+    Apt(apt::AptArgs),
+    AuthorizedKey(authorized_key::AuthorizedKeyArgs),
+    Mount(mount::MountArgs),
+    Service(service::ServiceArgs),
+    Command(command::CommandArgs),
+    Group(group::GroupArgs),
+}
+
+fn typed<T: serde::de::DeserializeOwned>(module: &str, args: Json) -> Result<T, String> {
+    serde_json::from_value(args).map_err(|e| format!("{module}: {e}"))
+}
+
+impl ModuleArgs {
+    /// Typed arguments of `module` from its rendered arguments.
+    pub fn parse(module: &str, args: Json) -> Result<ModuleArgs, String> {
+        Ok(match module {
+            "template" => ModuleArgs::Template(typed(module, args)?),
+            "copy" => ModuleArgs::Copy(typed(module, args)?),
+            "file" => ModuleArgs::File(typed(module, args)?),
+            "apt" => ModuleArgs::Apt(typed(module, args)?),
+            "authorized_key" => ModuleArgs::AuthorizedKey(typed(module, args)?),
+            "mount" => ModuleArgs::Mount(typed(module, args)?),
+            "service" => ModuleArgs::Service(typed(module, args)?),
+            "command" => ModuleArgs::Command(typed(module, args)?),
+            "group" => ModuleArgs::Group(typed(module, args)?),
+            other => return Err(format!("unknown module {other}")),
+        })
+    }
+
+    /// What the plan needs to know about the node.
+    pub fn probes(&self) -> Vec<Probe> {
+        match self {
+            ModuleArgs::Template(a) => vec![Probe::File(a.dest.clone())],
+            ModuleArgs::Copy(a) => vec![Probe::File(a.dest.clone())],
+            ModuleArgs::Content(a) => vec![Probe::File(a.dest.clone())],
+            ModuleArgs::File(a) => vec![Probe::File(a.path.clone())],
+            ModuleArgs::Apt(_) | ModuleArgs::Group(_) => Vec::new(),
+            ModuleArgs::AuthorizedKey(a) => a.probes(),
+            ModuleArgs::Mount(a) => vec![Probe::File(a.fstab.clone())],
+            ModuleArgs::Service(a) => vec![Probe::Service(a.name.clone())],
+            ModuleArgs::Command(a) => a
+                .creates
+                .iter()
+                .chain(a.removes.iter())
+                .map(|p| Probe::File(p.clone()))
+                .collect(),
+        }
+    }
+
+    /// The changes that bring the node from `st` to what the args want.
+    pub fn plan(&self, st: &NodeState) -> Result<Plan, String> {
+        let changes = match self {
+            ModuleArgs::Template(_) | ModuleArgs::Copy(_) => {
+                return Err("internal: template/copy not resolved to content".into())
+            }
+            ModuleArgs::Content(a) => files::plan_content(a, st)?,
+            ModuleArgs::File(a) => files::plan_file(a, st)?,
+            ModuleArgs::Apt(a) => apt::plan(a, st)?,
+            ModuleArgs::AuthorizedKey(a) => authorized_key::plan(a, st)?,
+            ModuleArgs::Mount(a) => mount::plan(a, st)?,
+            ModuleArgs::Service(a) => return service::plan(a, st),
+            ModuleArgs::Command(a) => command::plan(a, st)?,
+            ModuleArgs::Group(a) => group::plan(a, st)?,
+        };
+        Ok(Plan::Changes(changes))
+    }
+}
+
+/// Accepts `"0644"`, `"2775"` (strings are octal). YAML numbers are refused:
+/// `0644` unquoted means different things in YAML 1.1 and 1.2.
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    let digits = s.trim().trim_start_matches("0o");
+    let m = u32::from_str_radix(digits, 8)
+        .map_err(|_| format!("bad mode {s:?} (octal, e.g. \"0644\")"))?;
+    if m > 0o7777 {
+        return Err(format!("bad mode {s:?}"));
+    }
+    Ok(m)
+}
+
+/// A string, or a number written as its decimal digits (for ids).
+pub(crate) fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let v = Option::<Json>::deserialize(d)?;
+    match v {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(s)) => Ok(Some(s)),
+        Some(Json::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "expected a string, got {other}"
+        ))),
+    }
+}
+
+/// A mode: only strings (see [`parse_mode`]).
+pub(crate) fn opt_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let v = Option::<Json>::deserialize(d)?;
+    match v {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(s)) => parse_mode(&s).map(Some).map_err(serde::de::Error::custom),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "mode must be a quoted octal string like \"0644\", got {other}"
+        ))),
+    }
+}
+
+/// A string or a list of strings.
+pub(crate) fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        None => Vec::new(),
+        Some(OneOrMany::One(s)) => vec![s],
+        Some(OneOrMany::Many(v)) => v,
+    })
+}
+
+/// Whether a wanted owner/group (name or numeric id) matches.
+pub fn id_matches(want: &str, name: &str, id: u32) -> bool {
+    if !want.is_empty() && want.bytes().all(|b| b.is_ascii_digit()) {
+        want.parse::<u32>().map(|w| w == id).unwrap_or(false)
+    } else {
+        want == name
+    }
+}
+
+/// An absolute path without `..` tricks or newlines.
+pub fn check_path(what: &str, p: &str) -> Result<(), String> {
+    if !p.starts_with('/') || p.contains('\n') || p.contains('\0') {
+        return Err(format!("{what} must be an absolute path: {p:?}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_and_ids() {
+        assert_eq!(parse_mode("0644"), Ok(0o644));
+        assert_eq!(parse_mode("2775"), Ok(0o2775));
+        assert!(parse_mode("999").is_err());
+        assert!(parse_mode("17777").is_err());
+        assert!(id_matches("0", "root", 0));
+        assert!(id_matches("root", "root", 0));
+        assert!(!id_matches("pi", "root", 0));
+    }
+
+    #[test]
+    fn unknown_args_and_numeric_modes_are_refused() {
+        let e = ModuleArgs::parse("file", serde_json::json!({"path": "/a", "mdoe": "0644"}));
+        assert!(e.unwrap_err().contains("mdoe"));
+        let e = ModuleArgs::parse("file", serde_json::json!({"path": "/a", "mode": 644}));
+        assert!(e.unwrap_err().contains("quoted"));
+        assert!(ModuleArgs::parse("nope", serde_json::json!({})).is_err());
+    }
+}

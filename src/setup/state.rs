@@ -1,0 +1,516 @@
+//! The node's current state, read in one round trip.
+//!
+//! [`probe_script`] generates one POSIX shell script that prints the facts
+//! and everything the tasks compare against: stat and content of each
+//! target file, each user's entry and authorized_keys, the dpkg status of
+//! every package, /proc/mounts, /etc/group and service states.
+//! Every variable field is base64, so [`parse_probe_output`] never has to
+//! guess at quoting; the script ends with an `END` line so a cut-off run is
+//! recognised.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::quote::quote;
+
+use super::b64;
+
+/// Something a task needs to know about before it can plan.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Probe {
+    /// stat + content (up to [`MAX_CONTENT`]) of a path.
+    File(String),
+    /// passwd entry, plus `~/.ssh` and `~/.ssh/authorized_keys` of the user.
+    User(String),
+    /// `systemctl is-active` / `is-enabled` (only when systemd runs).
+    Service(String),
+}
+
+/// Files larger than this are compared by size only (and rewritten).
+pub const MAX_CONTENT: u64 = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileKind {
+    File,
+    Dir,
+    Other(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStat {
+    pub kind: FileKind,
+    /// Permission bits including setuid/setgid/sticky (`stat %a`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub owner: String,
+    pub group: String,
+    pub size: u64,
+    /// `None` when not a regular file, unreadable or too large.
+    pub content: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserEntry {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupEntry {
+    pub name: String,
+    pub gid: u32,
+    pub members: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    pub source: String,
+    pub target: String,
+    pub fstype: String,
+    pub options: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServiceState {
+    pub active: bool,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeState {
+    /// Path → stat (`None`: does not exist).
+    pub files: BTreeMap<String, Option<FileStat>>,
+    /// User name → entry (`None`: no such user).
+    pub users: BTreeMap<String, Option<UserEntry>>,
+    pub services: BTreeMap<String, ServiceState>,
+    /// Installed packages (`None`: no dpkg on the node).
+    pub packages: Option<BTreeSet<String>>,
+    pub mounts: Vec<MountEntry>,
+    pub groups: Vec<GroupEntry>,
+    pub systemd: bool,
+}
+
+impl NodeState {
+    /// Whether `probe` was answered (a file or user, present or not).
+    pub fn has(&self, probe: &Probe) -> bool {
+        match probe {
+            Probe::File(p) => self.files.contains_key(p),
+            Probe::User(u) => self.users.contains_key(u),
+            Probe::Service(s) => !self.systemd || self.services.contains_key(s),
+        }
+    }
+
+    /// The stat of `path`: `None` when missing or not probed.
+    pub fn file(&self, path: &str) -> Option<&FileStat> {
+        self.files.get(path).and_then(Option::as_ref)
+    }
+
+    pub fn user(&self, name: &str) -> Option<&UserEntry> {
+        self.users.get(name).and_then(Option::as_ref)
+    }
+
+    pub fn group(&self, name: &str) -> Option<&GroupEntry> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+
+    /// Add the answers of a later probe round.
+    pub fn merge(&mut self, other: NodeState) {
+        self.files.extend(other.files);
+        self.users.extend(other.users);
+        self.services.extend(other.services);
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StateError {
+    #[error("the state probe was cut off (no END line)")]
+    Truncated,
+    #[error("bad probe output line {line}: {why}")]
+    Bad { line: usize, why: String },
+}
+
+const PRELUDE: &str = r#"b() { printf '%s' "$1" | base64 | tr -d '\n'; }
+pf() {
+  if [ -e "$1" ]; then
+    printf 'S\t%s\t%s\n' "$(b "$1")" "$(stat -L -c '%a %u %g %U %G %s %F' -- "$1" 2>/dev/null)"
+    if [ -f "$1" ] && [ -r "$1" ] && [ "$(stat -L -c %s -- "$1")" -le MAXCONTENT ]; then
+      printf 'C\t%s\t' "$(b "$1")"; base64 <"$1" | tr -d '\n'; echo
+    fi
+  else
+    printf 'M\t%s\n' "$(b "$1")"
+  fi
+}
+pu() {
+  if l=$(getent passwd "$1"); then
+    printf 'U\t%s\t%s\n' "$(b "$1")" "$(b "$l")"
+    h=$(printf '%s' "$l" | cut -d: -f6)
+    pf "$h/.ssh"; pf "$h/.ssh/authorized_keys"
+  else
+    printf 'U\t%s\t\n' "$(b "$1")"
+  fi
+}
+psv() {
+  if [ -d /run/systemd/system ]; then
+    printf 'V\t%s\t%s\t%s\n' "$(b "$1")" "$(systemctl is-active -- "$1" 2>/dev/null)" "$(systemctl is-enabled -- "$1" 2>/dev/null)"
+  fi
+}
+"#;
+
+const FACTS: &str = r#"fv() { k=$1; shift; printf 'F\t%s\t' "$k"; "$@" 2>/dev/null | base64 | tr -d '\n'; echo; }
+fv os_release cat /etc/os-release
+fv uname_m uname -m
+fv dpkg_arch dpkg --print-architecture
+fv nproc nproc
+fv ffmpeg sh -c 'ffmpeg -hide_banner -version 2>/dev/null | head -n 1'
+u=${SUDO_USER:-$(id -un)}
+fv user printf '%s' "$u"
+fv home sh -c 'getent passwd "$1" | cut -d: -f6' sh "$u"
+fv hostname uname -n
+fv systemd sh -c '[ -d /run/systemd/system ] && echo yes || echo no'
+if command -v dpkg-query >/dev/null 2>&1; then
+  printf 'P\t'; dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' 2>/dev/null | base64 | tr -d '\n'; echo
+fi
+printf 'K\t'; base64 </proc/mounts | tr -d '\n'; echo
+printf 'G\t'; base64 </etc/group | tr -d '\n'; echo
+"#;
+
+/// The probe script: facts and the global tables (when `with_facts`), then
+/// one line per probe. Its stdin is /dev/null (the script itself arrives on
+/// stdin, and the braces make the shell read all of it first).
+pub fn probe_script(probes: &[Probe], with_facts: bool) -> String {
+    let mut s = String::from("{\n");
+    s.push_str(&PRELUDE.replace("MAXCONTENT", &MAX_CONTENT.to_string()));
+    if with_facts {
+        s.push_str(FACTS);
+    }
+    for p in probes {
+        let (f, arg) = match p {
+            Probe::File(path) => ("pf", path),
+            Probe::User(u) => ("pu", u),
+            Probe::Service(name) => ("psv", name),
+        };
+        s.push_str(f);
+        s.push(' ');
+        s.push_str(&quote(arg));
+        s.push('\n');
+    }
+    s.push_str("echo END\n} </dev/null\n");
+    s
+}
+
+fn b64_text(field: &str, line: usize) -> Result<String, StateError> {
+    let bytes = b64::decode(field).map_err(|_| StateError::Bad {
+        line,
+        why: "bad base64".into(),
+    })?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Facts (raw `key → value`) and state from the probe's stdout.
+pub fn parse_probe_output(out: &str) -> Result<(BTreeMap<String, String>, NodeState), StateError> {
+    let mut facts = BTreeMap::new();
+    let mut st = NodeState::default();
+    let mut contents: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut ended = false;
+    for (i, line) in out.lines().enumerate() {
+        let n = i + 1;
+        let f: Vec<&str> = line.split('\t').collect();
+        let bad = |why: &str| StateError::Bad {
+            line: n,
+            why: why.to_string(),
+        };
+        match f.as_slice() {
+            ["END"] => ended = true,
+            ["F", k, v] => {
+                facts.insert(k.to_string(), b64_text(v, n)?);
+            }
+            ["S", p, stat] => {
+                let path = b64_text(p, n)?;
+                st.files
+                    .insert(path, Some(parse_stat(stat).ok_or_else(|| bad("bad stat"))?));
+            }
+            ["C", p, c] => {
+                let path = b64_text(p, n)?;
+                let bytes = b64::decode(c).map_err(|_| bad("bad base64"))?;
+                contents.insert(path, bytes);
+            }
+            ["M", p] => {
+                st.files.insert(b64_text(p, n)?, None);
+            }
+            ["U", u, entry] => {
+                let name = b64_text(u, n)?;
+                let entry = if entry.is_empty() {
+                    None
+                } else {
+                    Some(parse_passwd(&b64_text(entry, n)?).ok_or_else(|| bad("bad passwd"))?)
+                };
+                st.users.insert(name, entry);
+            }
+            ["V", s, active, enabled] => {
+                st.services.insert(
+                    b64_text(s, n)?,
+                    ServiceState {
+                        active: *active == "active",
+                        enabled: *enabled == "enabled",
+                    },
+                );
+            }
+            ["P", v] => st.packages = Some(parse_dpkg(&b64_text(v, n)?)),
+            ["K", v] => st.mounts = parse_mounts(&b64_text(v, n)?),
+            ["G", v] => st.groups = parse_groups(&b64_text(v, n)?),
+            _ => {} // unknown lines (e.g. a login banner) are ignored
+        }
+    }
+    if !ended {
+        return Err(StateError::Truncated);
+    }
+    for (path, bytes) in contents {
+        if let Some(Some(stat)) = st.files.get_mut(&path) {
+            stat.content = Some(bytes);
+        }
+    }
+    st.systemd = facts
+        .get("systemd")
+        .map(|s| s.trim() == "yes")
+        .unwrap_or(false);
+    Ok((facts, st))
+}
+
+/// `%a %u %g %U %G %s %F`
+fn parse_stat(s: &str) -> Option<FileStat> {
+    let mut it = s.splitn(7, ' ');
+    let mode = u32::from_str_radix(it.next()?, 8).ok()?;
+    let uid = it.next()?.parse().ok()?;
+    let gid = it.next()?.parse().ok()?;
+    let owner = it.next()?.to_string();
+    let group = it.next()?.to_string();
+    let size = it.next()?.parse().ok()?;
+    let kind = match it.next()? {
+        "regular file" | "regular empty file" => FileKind::File,
+        "directory" => FileKind::Dir,
+        other => FileKind::Other(other.to_string()),
+    };
+    Some(FileStat {
+        kind,
+        mode,
+        uid,
+        gid,
+        owner,
+        group,
+        size,
+        content: None,
+    })
+}
+
+fn parse_passwd(line: &str) -> Option<UserEntry> {
+    let f: Vec<&str> = line.trim_end().split(':').collect();
+    if f.len() < 7 {
+        return None;
+    }
+    Some(UserEntry {
+        name: f[0].to_string(),
+        uid: f[2].parse().ok()?,
+        gid: f[3].parse().ok()?,
+        home: f[5].to_string(),
+    })
+}
+
+/// `ii  name` lines of `dpkg-query -f '${db:Status-Abbrev} ${Package}'`:
+/// the second letter `i` = installed.
+pub fn parse_dpkg(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| {
+            let (abbrev, name) = l.split_at_checked(3)?;
+            (abbrev.as_bytes().get(1) == Some(&b'i')).then(|| name.trim().to_string())
+        })
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+pub fn parse_groups(text: &str) -> Vec<GroupEntry> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() < 4 {
+                return None;
+            }
+            Some(GroupEntry {
+                name: f[0].to_string(),
+                gid: f[2].parse().ok()?,
+                members: f[3]
+                    .split(',')
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+/// /proc/mounts (and fstab) fields escape space, tab, newline and backslash
+/// as `\040`, `\011`, `\012`, `\134`.
+pub fn unescape_mount_field(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            let oct = &b[i + 1..i + 4];
+            if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
+                let v = oct
+                    .iter()
+                    .fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
+                if let Ok(v) = u8::try_from(v) {
+                    out.push(v);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn escape_mount_field(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            ' ' => out.push_str("\\040"),
+            '\t' => out.push_str("\\011"),
+            '\n' => out.push_str("\\012"),
+            '\\' => out.push_str("\\134"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+pub fn parse_mounts(text: &str) -> Vec<MountEntry> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 4 || f[0].starts_with('#') {
+                return None;
+            }
+            Some(MountEntry {
+                source: unescape_mount_field(f[0]),
+                target: unescape_mount_field(f[1]),
+                fstype: f[2].to_string(),
+                options: f[3].to_string(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_record_kind() {
+        let e = b64::encode;
+        let out = format!(
+            "banner\nF\tnproc\t{}\nS\t{}\t2775 0 2775 root dffmpeg 4096 directory\nS\t{}\t644 0 0 root root 3 regular file\nC\t{}\t{}\nM\t{}\nU\t{}\t{}\nU\t{}\t\nV\t{}\tactive\tdisabled\nP\t{}\nK\t{}\nG\t{}\nEND\n",
+            e(b"4\n"),
+            e(b"/srv/dffmpeg"),
+            e(b"/etc/x"),
+            e(b"/etc/x"),
+            e(b"hi\n"),
+            e(b"/etc/missing"),
+            e(b"pi"),
+            e(b"pi:x:1000:1000:,,,:/home/pi:/bin/bash"),
+            e(b"nobody2"),
+            e(b"nfs-server"),
+            e(b"ii  ffmpeg\nrc  old\nhi  held\n"),
+            e(b"a:/x /mnt/a\\040b nfs4 rw 0 0\n"),
+            e(b"dffmpeg:x:2775:pi,bob\nusers:x:100:\n"),
+        );
+        let (facts, st) = parse_probe_output(&out).unwrap();
+        assert_eq!(facts["nproc"], "4\n");
+        let d = st.file("/srv/dffmpeg").unwrap();
+        assert_eq!(
+            (d.kind.clone(), d.mode, d.group.as_str()),
+            (FileKind::Dir, 0o2775, "dffmpeg")
+        );
+        assert_eq!(
+            st.file("/etc/x").unwrap().content.as_deref(),
+            Some(&b"hi\n"[..])
+        );
+        assert!(st.files.contains_key("/etc/missing") && st.file("/etc/missing").is_none());
+        assert_eq!(st.user("pi").unwrap().home, "/home/pi");
+        assert!(st.users.contains_key("nobody2") && st.user("nobody2").is_none());
+        assert_eq!(
+            st.services["nfs-server"],
+            ServiceState {
+                active: true,
+                enabled: false
+            }
+        );
+        let pk = st.packages.as_ref().unwrap();
+        assert!(pk.contains("ffmpeg") && pk.contains("held") && !pk.contains("old"));
+        assert_eq!(st.mounts[0].target, "/mnt/a b");
+        assert_eq!(st.group("dffmpeg").unwrap().members, vec!["pi", "bob"]);
+        assert!(st.group("users").unwrap().members.is_empty());
+    }
+
+    #[test]
+    fn cut_off_output_is_an_error() {
+        assert_eq!(parse_probe_output("F\tx\t\n"), Err(StateError::Truncated));
+    }
+
+    #[test]
+    fn mount_field_escapes_round_trip() {
+        let s = "/srv/a b\\c\td";
+        assert_eq!(escape_mount_field(s), "/srv/a\\040b\\134c\\011d");
+        assert_eq!(unescape_mount_field(&escape_mount_field(s)), s);
+        assert_eq!(unescape_mount_field("\\04"), "\\04");
+    }
+
+    #[test]
+    fn probe_script_runs_in_a_real_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("it's here");
+        std::fs::write(&f, b"content\n").unwrap();
+        let missing = dir.path().join("nope");
+        let probes = vec![
+            Probe::File(f.display().to_string()),
+            Probe::File(missing.display().to_string()),
+            Probe::File(dir.path().display().to_string()),
+            Probe::User("root".into()),
+        ];
+        let script = probe_script(&probes, true);
+        let mut child = std::process::Command::new("sh")
+            .arg("-s")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let (facts, st) = parse_probe_output(&String::from_utf8(out.stdout).unwrap()).unwrap();
+        assert!(!facts["uname_m"].trim().is_empty());
+        assert!(facts["os_release"].contains("ID="));
+        let stat = st.file(&f.display().to_string()).unwrap();
+        assert_eq!(stat.content.as_deref(), Some(&b"content\n"[..]));
+        assert_eq!(stat.kind, FileKind::File);
+        assert!(st.files.contains_key(&missing.display().to_string()));
+        assert!(st.file(&missing.display().to_string()).is_none());
+        assert_eq!(
+            st.file(&dir.path().display().to_string()).unwrap().kind,
+            FileKind::Dir
+        );
+        assert_eq!(st.user("root").unwrap().uid, 0);
+        assert!(!st.groups.is_empty());
+        assert!(!st.mounts.is_empty());
+    }
+}
