@@ -131,9 +131,7 @@ async fn run(lab: &Lab, f: impl FnOnce(&mut Options)) -> (Summary, String, f64) 
         .nodes
         .iter()
         .map(|n| {
-            let Host::Remote(h) = &n.host else {
-                unreachable!()
-            };
+            let Host::Remote(h) = &n.host else { unreachable!() };
             let t = SysSsh {
                 name: n.name.clone(),
                 dest: format!("{}@{h}", n.user.clone().unwrap_or_default()),
@@ -143,9 +141,7 @@ async fn run(lab: &Lab, f: impl FnOnce(&mut Options)) -> (Summary, String, f64) 
         })
         .collect();
     let t0 = Instant::now();
-    let s = play_cluster(&lab.inv, nodes, opts)
-        .await
-        .unwrap_or_else(|f| panic!("exit {}", f.code()));
+    let s = play_cluster(&lab.inv, nodes, opts).await.unwrap_or_else(|f| panic!("exit {}", f.code()));
     let secs = t0.elapsed().as_secs_f64();
     let out = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
     println!("{out}--- {secs:.2} s");
@@ -160,12 +156,7 @@ async fn setup_on_test_hosts() {
     };
     // First bring-up of password-only nodes.
     if let Ok(pw) = std::env::var("DFFMPEG_SETUP_LAB_PASSWORD") {
-        for n in lab
-            .inv
-            .nodes
-            .iter()
-            .filter(|n| n.user.as_deref() != Some("root"))
-        {
+        for n in lab.inv.nodes.iter().filter(|n| n.user.as_deref() != Some("root")) {
             let Host::Remote(h) = &n.host else { continue };
             let t = SshTarget {
                 host: h.clone(),
@@ -199,9 +190,7 @@ async fn setup_on_test_hosts() {
     // Drift on the storage node: found by --check --diff, left alone,
     // repaired by a normal run.
     let storage = lab.inv.storage_node().unwrap().clone();
-    let Host::Remote(sh) = &storage.host else {
-        unreachable!()
-    };
+    let Host::Remote(sh) = &storage.host else { unreachable!() };
     let ssh = |cmd: &str| {
         let out = std::process::Command::new("ssh")
             .arg("-i")
@@ -230,10 +219,7 @@ async fn setup_on_test_hosts() {
         o.diff = true;
     })
     .await;
-    assert_eq!(
-        found.recaps[&storage.name].changed, 2,
-        "exports + exportfs handler"
-    );
+    assert_eq!(found.recaps[&storage.name].changed, 2, "exports + exportfs handler");
     assert!(out.contains("-/srv/dffmpeg/work *(rw) "), "{out}");
     assert_eq!(ssh("cat /etc/exports.d/dffmpeg.exports"), drifted);
     let (fixed, _, _) = run(&lab, |_| {}).await;
@@ -242,11 +228,7 @@ async fn setup_on_test_hosts() {
 
     // A node joins: only the storage node's exports change.
     let last = lab.inv.nodes.last().unwrap().name.clone();
-    let mut smaller = Lab {
-        inv: lab.inv.clone(),
-        key: lab.key.clone(),
-        pubkey: lab.pubkey.clone(),
-    };
+    let mut smaller = Lab { inv: lab.inv.clone(), key: lab.key.clone(), pubkey: lab.pubkey.clone() };
     smaller.inv.nodes.pop();
     run(&smaller, |_| {}).await;
     let (joined, _, _) = run(&lab, |_| {}).await;
@@ -256,11 +238,7 @@ async fn setup_on_test_hosts() {
     }
 
     // An unreachable node does not stop the others.
-    let mut with_dead = Lab {
-        inv: lab.inv.clone(),
-        key: lab.key.clone(),
-        pubkey: lab.pubkey.clone(),
-    };
+    let mut with_dead = Lab { inv: lab.inv.clone(), key: lab.key.clone(), pubkey: lab.pubkey.clone() };
     let mut dead = lab.inv.nodes.last().unwrap().clone();
     dead.name = "dead".into();
     dead.host = Host::Remote("198.18.41.250".into());

@@ -76,16 +76,8 @@ fn inventory() -> Inventory {
             apt_mirror: Some("http://198.18.41.1:8080".into()),
         },
         nodes: vec![
-            node(
-                "here",
-                Host::Local,
-                vec![Role::Controller, Role::Compute, Role::Storage],
-            ),
-            node(
-                "far",
-                Host::Remote("198.18.41.99".into()),
-                vec![Role::Compute],
-            ),
+            node("here", Host::Local, vec![Role::Controller, Role::Compute, Role::Storage]),
+            node("far", Host::Remote("198.18.41.99".into()), vec![Role::Compute]),
         ],
     }
 }
@@ -97,10 +89,7 @@ struct Run {
 
 impl Run {
     fn events(&self) -> Vec<Json> {
-        self.out
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect()
+        self.out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
     }
 
     fn recap(&self, node: &str) -> dffmpeg::setup::report::Recap {
@@ -111,12 +100,9 @@ impl Run {
 async fn run(root: &Path, f: impl FnOnce(&mut Options)) -> Run {
     let mut assets = Assets::embedded();
     assets.playbooks.clear();
-    assets
-        .playbooks
-        .insert("common.yaml".into(), ("test.yaml".into(), PLAYBOOK.into()));
+    assets.playbooks.insert("common.yaml".into(), ("test.yaml".into(), PLAYBOOK.into()));
     let mut opts = Options::new(assets);
-    opts.vars
-        .insert("root".into(), Json::String(root.display().to_string()));
+    opts.vars.insert("root".into(), Json::String(root.display().to_string()));
     opts.pubkey = Some(KEY.into());
     opts.limit = vec!["here".into()];
     let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
@@ -135,30 +121,13 @@ async fn first_run_changes_second_run_changes_nothing() {
     let root = dir.path();
     let first = run(root, |_| {}).await;
     let r = first.recap("here");
-    assert_eq!(
-        (r.changed, r.failed, r.unreachable, r.skipped),
-        (10, 0, 0, 1),
-        "{}",
-        first.out
-    );
-    assert!(
-        first.out.contains("changed: [here] sources (create "),
-        "{}",
-        first.out
-    );
-    assert!(first
-        .out
-        .contains("changed: [here] handler: sources changed"));
+    assert_eq!((r.changed, r.failed, r.unreachable, r.skipped), (10, 0, 0, 1), "{}", first.out);
+    assert!(first.out.contains("changed: [here] sources (create "), "{}", first.out);
+    assert!(first.out.contains("changed: [here] handler: sources changed"));
     assert!(first.out.contains("ok: [here] query only\n"));
     assert!(first.out.contains("ok: [here] coreutils\n"));
-    assert!(first
-        .out
-        .contains("skipping: [here] never (when: node.name == 'nobody')"));
-    assert!(
-        first.out.contains("\nPLAY RECAP\nhere : ok="),
-        "{}",
-        first.out
-    );
+    assert!(first.out.contains("skipping: [here] never (when: node.name == 'nobody')"));
+    assert!(first.out.contains("\nPLAY RECAP\nhere : ok="), "{}", first.out);
 
     // What the play wrote.
     let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
@@ -166,8 +135,9 @@ async fn first_run_changes_second_run_changes_nothing() {
     if os.contains("ID=debian") {
         assert!(read("sources.list").contains("/debian-security "));
     }
-    assert!(read("exports")
-        .contains("/srv/dffmpeg/work 198.18.41.99(rw,sync,no_subtree_check,root_squash)\n"));
+    assert!(
+        read("exports").contains("/srv/dffmpeg/work 198.18.41.99(rw,sync,no_subtree_check,root_squash)\n")
+    );
     assert!(read("srv/note.txt").starts_with("hello here on "));
     assert_eq!(read("ssh/authorized_keys"), format!("{KEY}\n"));
     assert_eq!(
@@ -180,13 +150,7 @@ async fn first_run_changes_second_run_changes_nothing() {
     assert_eq!(read("handler ran"), "ran\n");
     assert!(root.join("made once").exists());
     use std::os::unix::fs::PermissionsExt;
-    let mode = |p: &str| {
-        std::fs::metadata(root.join(p))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o7777
-    };
+    let mode = |p: &str| std::fs::metadata(root.join(p)).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode("srv"), 0o2775);
     assert_eq!(mode("srv/note.txt"), 0o640);
     assert_eq!(mode("ssh"), 0o700);
@@ -199,19 +163,8 @@ async fn first_run_changes_second_run_changes_nothing() {
 
     let second = run(root, |_| {}).await;
     let r = second.recap("here");
-    assert_eq!(
-        (r.changed, r.failed, r.skipped),
-        (0, 0, 1),
-        "{}",
-        second.out
-    );
-    assert!(
-        second
-            .out
-            .contains("here : ok=12 changed=0 unreachable=0 failed=0 skipped=1"),
-        "{}",
-        second.out
-    );
+    assert_eq!((r.changed, r.failed, r.skipped), (0, 0, 1), "{}", second.out);
+    assert!(second.out.contains("here : ok=12 changed=0 unreachable=0 failed=0 skipped=1"), "{}", second.out);
     assert_eq!(read("handler ran"), "ran\n", "handler ran without a change");
 }
 
@@ -225,14 +178,12 @@ async fn check_mode_changes_nothing_and_diff_shows_what_would() {
     })
     .await;
     assert_eq!(check.recap("here").changed, 10, "{}", check.out);
-    assert_eq!(
-        std::fs::read_dir(root).unwrap().count(),
-        0,
-        "check mode wrote something"
-    );
+    assert_eq!(std::fs::read_dir(root).unwrap().count(), 0, "check mode wrote something");
     let exports = root.join("exports").display().to_string();
     assert!(
-        check.out.contains(&format!("--- {exports} (before)\n+++ {exports} (after)\n@@ -0,0 +1,4 @@\n+# Managed by dffmpeg setup")),
+        check.out.contains(&format!(
+            "--- {exports} (before)\n+++ {exports} (after)\n@@ -0,0 +1,4 @@\n+# Managed by dffmpeg setup"
+        )),
         "{}",
         check.out
     );
@@ -252,15 +203,11 @@ async fn check_mode_changes_nothing_and_diff_shows_what_would() {
     .await;
     assert_eq!(found.recap("here").changed, 1, "{}", found.out);
     let ev = found.events();
-    let task = ev
-        .iter()
-        .find(|e| e["event"] == "task" && e["status"] == "changed")
-        .unwrap();
+    let task = ev.iter().find(|e| e["event"] == "task" && e["status"] == "changed").unwrap();
     assert_eq!(task["task"], "exports");
     let diff = task["diff"].as_str().unwrap();
     assert!(
-        diff.contains("\n-/srv/dffmpeg/work *(rw")
-            && diff.contains("\n+/srv/dffmpeg/work 198.18.41.99(rw"),
+        diff.contains("\n-/srv/dffmpeg/work *(rw") && diff.contains("\n+/srv/dffmpeg/work 198.18.41.99(rw"),
         "{diff}"
     );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), drifted);
@@ -282,25 +229,9 @@ async fn only_and_limit_select_and_unknown_names_are_usage_errors() {
     assert_eq!(r.recap("here").changed, 2, "{}", r.out);
     assert!(root.join("fstab").exists() && !root.join("exports").exists());
 
-    assert_eq!(
-        run(root, |o| o.only = vec!["mount".into()])
-            .await
-            .summary
-            .unwrap_err(),
-        2
-    );
-    assert_eq!(
-        run(root, |o| o.limit = vec!["nope".into()])
-            .await
-            .summary
-            .unwrap_err(),
-        2
-    );
-    assert_eq!(
-        std::fs::read_dir(root).unwrap().count(),
-        2,
-        "a usage error touched something"
-    );
+    assert_eq!(run(root, |o| o.only = vec!["mount".into()]).await.summary.unwrap_err(), 2);
+    assert_eq!(run(root, |o| o.limit = vec!["nope".into()]).await.summary.unwrap_err(), 2);
+    assert_eq!(std::fs::read_dir(root).unwrap().count(), 2, "a usage error touched something");
 }
 
 #[tokio::test]
@@ -313,15 +244,8 @@ async fn an_unreachable_node_does_not_stop_the_others() {
     assert_eq!(r.recap("far").unreachable, 1);
     assert_eq!(r.recap("here").failed, 0);
     assert!(r.recap("here").changed > 0);
-    assert!(
-        r.out
-            .contains("unreachable: [far] => no connection was made to this node"),
-        "{}",
-        r.out
-    );
-    assert!(r
-        .out
-        .contains("far : ok=0 changed=0 unreachable=1 failed=0 skipped=0"));
+    assert!(r.out.contains("unreachable: [far] => no connection was made to this node"), "{}", r.out);
+    assert!(r.out.contains("far : ok=0 changed=0 unreachable=1 failed=0 skipped=0"));
     assert!(r.out.trim_end().ends_with("--limit far"), "{}", r.out);
 }
 
@@ -342,18 +266,11 @@ tasks:
     copy: { content: "b\n", dest: "{{ vars.root }}/b" }
 "#;
     let r = run(root, |o| {
-        o.assets
-            .playbooks
-            .insert("common.yaml".into(), ("fail.yaml".into(), pb.into()));
+        o.assets.playbooks.insert("common.yaml".into(), ("fail.yaml".into(), pb.into()));
     })
     .await;
     assert!(r.out.contains("changed: [here] first"), "{}", r.out);
-    assert!(
-        r.out
-            .contains("failed: [here] breaks => exit status 3: cannot do it"),
-        "{}",
-        r.out
-    );
+    assert!(r.out.contains("failed: [here] breaks => exit status 3: cannot do it"), "{}", r.out);
     assert!(!r.out.contains("] after"));
     assert!(root.join("a").exists() && !root.join("b").exists());
     assert_eq!(r.summary.unwrap().failed, vec!["here".to_string()]);

@@ -7,19 +7,13 @@ use std::path::Path;
 
 const EMBEDDED_PLAYBOOKS: &[(&str, &str)] = &[
     ("common.yaml", include_str!("../../playbooks/common.yaml")),
-    (
-        "controller.yaml",
-        include_str!("../../playbooks/controller.yaml"),
-    ),
+    ("controller.yaml", include_str!("../../playbooks/controller.yaml")),
     ("storage.yaml", include_str!("../../playbooks/storage.yaml")),
     ("compute.yaml", include_str!("../../playbooks/compute.yaml")),
 ];
 
 const EMBEDDED_TEMPLATES: &[(&str, &str)] = &[
-    (
-        "sources.list.j2",
-        include_str!("../../templates/sources.list.j2"),
-    ),
+    ("sources.list.j2", include_str!("../../templates/sources.list.j2")),
     ("exports.j2", include_str!("../../templates/exports.j2")),
 ];
 
@@ -33,10 +27,7 @@ pub struct Assets {
 #[derive(Debug, thiserror::Error)]
 pub enum AssetError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("{0} has neither a playbooks/ nor a templates/ directory")]
     Empty(String),
 }
@@ -45,12 +36,7 @@ impl Assets {
     pub fn embedded() -> Assets {
         let take = |list: &[(&str, &str)], dir: &str| {
             list.iter()
-                .map(|(n, t)| {
-                    (
-                        n.to_string(),
-                        (format!("<embedded {dir}/{n}>"), t.to_string()),
-                    )
-                })
+                .map(|(n, t)| (n.to_string(), (format!("<embedded {dir}/{n}>"), t.to_string())))
                 .collect()
         };
         Assets {
@@ -64,19 +50,14 @@ impl Assets {
     pub fn with_override(dir: &Path) -> Result<Assets, AssetError> {
         let mut assets = Assets::embedded();
         let mut found = false;
-        for (sub, map) in [
-            ("playbooks", &mut assets.playbooks),
-            ("templates", &mut assets.templates),
-        ] {
+        for (sub, map) in [("playbooks", &mut assets.playbooks), ("templates", &mut assets.templates)] {
             let d = dir.join(sub);
             if !d.is_dir() {
                 continue;
             }
             found = true;
-            let read_err = |path: &Path, source| AssetError::Read {
-                path: path.display().to_string(),
-                source,
-            };
+            let read_err =
+                |path: &Path, source| AssetError::Read { path: path.display().to_string(), source };
             for entry in std::fs::read_dir(&d).map_err(|e| read_err(&d, e))? {
                 let entry = entry.map_err(|e| read_err(&d, e))?;
                 let path = entry.path();
@@ -97,9 +78,7 @@ impl Assets {
     }
 
     pub fn playbook(&self, name: &str) -> Option<(&str, &str)> {
-        self.playbooks
-            .get(name)
-            .map(|(origin, text)| (origin.as_str(), text.as_str()))
+        self.playbooks.get(name).map(|(origin, text)| (origin.as_str(), text.as_str()))
     }
 }
 
@@ -110,12 +89,7 @@ mod tests {
     #[test]
     fn embedded_has_every_role_and_template() {
         let a = Assets::embedded();
-        for p in [
-            "common.yaml",
-            "controller.yaml",
-            "storage.yaml",
-            "compute.yaml",
-        ] {
+        for p in ["common.yaml", "controller.yaml", "storage.yaml", "compute.yaml"] {
             assert!(a.playbook(p).is_some(), "{p}");
         }
         assert!(a.templates.contains_key("sources.list.j2"));

@@ -75,27 +75,15 @@ pub fn base(
     let storage = inv.storage_node();
     let nfs = inv.cluster.storage == StorageMode::Nfs;
     let is_storage_node = |n: &Node| storage.map(|s| s.name == n.name).unwrap_or(false);
-    let clients: Vec<&Node> = inv
-        .compute_nodes()
-        .filter(|n| !is_storage_node(n))
-        .collect();
+    let clients: Vec<&Node> = inv.compute_nodes().filter(|n| !is_storage_node(n)).collect();
     let compute_hosts: Vec<String> = clients.iter().filter_map(|n| addr(n)).collect();
-    let unaddressed: Vec<&str> = clients
-        .iter()
-        .filter(|n| addr(n).is_none())
-        .map(|n| n.name.as_str())
-        .collect();
+    let unaddressed: Vec<&str> =
+        clients.iter().filter(|n| addr(n).is_none()).map(|n| n.name.as_str()).collect();
     let storage_host = storage.and_then(|s| {
         if s.name == node.name {
             return Some("localhost".to_string());
         }
-        addr(s).map(|a| {
-            if a.contains(':') && !a.starts_with('[') {
-                format!("[{a}]")
-            } else {
-                a
-            }
-        })
+        addr(s).map(|a| if a.contains(':') && !a.starts_with('[') { format!("[{a}]") } else { a })
     });
     let controller = inv.nodes.iter().find(|n| n.has(Role::Controller));
     json!({
@@ -138,10 +126,7 @@ pub fn base(
 /// Add the gathered facts.
 pub fn with_facts(mut ctx: Json, facts: &Facts) -> Json {
     if let Json::Object(m) = &mut ctx {
-        m.insert(
-            "facts".into(),
-            serde_json::to_value(facts).unwrap_or(Json::Null),
-        );
+        m.insert("facts".into(), serde_json::to_value(facts).unwrap_or(Json::Null));
     }
     ctx
 }
@@ -164,11 +149,7 @@ pub(crate) mod tests {
     pub fn node(name: &str, host: &str, roles: &[Role]) -> Node {
         Node {
             name: name.into(),
-            host: if host == "local" {
-                Host::Local
-            } else {
-                Host::Remote(host.into())
-            },
+            host: if host == "local" { Host::Local } else { Host::Remote(host.into()) },
             port: 22,
             user: Some("pi".into()),
             roles: roles.to_vec(),
@@ -204,24 +185,10 @@ pub(crate) mod tests {
     fn compute_hosts_exclude_the_storage_node() {
         let inv = three();
         let addrs = addresses(&inv, || None);
-        let ctx = base(
-            &inv,
-            &inv.nodes[1],
-            "pi",
-            true,
-            "ssh-ed25519 AAAA k\n",
-            &addrs,
-            &Map::new(),
-        );
-        assert_eq!(
-            ctx["compute_hosts"],
-            json!(["198.18.41.11", "198.18.41.20"])
-        );
+        let ctx = base(&inv, &inv.nodes[1], "pi", true, "ssh-ed25519 AAAA k\n", &addrs, &Map::new());
+        assert_eq!(ctx["compute_hosts"], json!(["198.18.41.11", "198.18.41.20"]));
         assert_eq!(ctx["storage_host"], json!("198.18.41.10"));
-        assert_eq!(
-            ctx["cluster"]["apt_mirror"],
-            json!("http://198.18.41.1:8080")
-        );
+        assert_eq!(ctx["cluster"]["apt_mirror"], json!("http://198.18.41.1:8080"));
         assert_eq!(ctx["controller"]["pubkey"], json!("ssh-ed25519 AAAA k"));
         assert_eq!(ctx["node"]["roles"], json!(["compute"]));
         let own = base(&inv, &inv.nodes[0], "pi", true, "", &addrs, &Map::new());
@@ -231,10 +198,8 @@ pub(crate) mod tests {
     #[test]
     fn local_hosts_are_resolved_once_or_listed_as_unaddressed() {
         use Role::*;
-        let inv = inventory(vec![
-            node("me", "local", &[Controller, Compute]),
-            node("st", "fe80::2", &[Storage]),
-        ]);
+        let inv =
+            inventory(vec![node("me", "local", &[Controller, Compute]), node("st", "fe80::2", &[Storage])]);
         let ctx = |a: &Addresses| base(&inv, &inv.nodes[0], "pi", true, "", a, &Map::new());
         let resolved = addresses(&inv, || Some("198.18.41.5".into()));
         assert_eq!(ctx(&resolved)["compute_hosts"], json!(["198.18.41.5"]));

@@ -33,10 +33,7 @@ mod tests {
             "--- /etc/exports (before)\n+++ /etc/exports (after)\n@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n"
         );
         let new = unified("/x", None, b"one\n");
-        assert_eq!(
-            new,
-            "--- /x (before)\n+++ /x (after)\n@@ -0,0 +1 @@\n+one\n"
-        );
+        assert_eq!(new, "--- /x (before)\n+++ /x (after)\n@@ -0,0 +1 @@\n+one\n");
         assert_eq!(unified("/x", Some(b"same\n"), b"same\n"), "");
     }
 }

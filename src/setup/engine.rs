@@ -52,23 +52,9 @@ pub struct NodeJob {
 /// A task after `loop` and `when`, with its arguments rendered.
 enum Inst {
     Flush,
-    Skip {
-        name: String,
-        step: Option<String>,
-        reason: String,
-    },
-    Fail {
-        name: String,
-        step: Option<String>,
-        msg: String,
-    },
-    Run {
-        name: String,
-        step: Option<String>,
-        notify: Vec<String>,
-        args: Box<ModuleArgs>,
-        ctx: Json,
-    },
+    Skip { name: String, step: Option<String>, reason: String },
+    Fail { name: String, step: Option<String>, msg: String },
+    Run { name: String, step: Option<String>, notify: Vec<String>, args: Box<ModuleArgs>, ctx: Json },
 }
 
 /// Plan one task and apply its predicted effects to `state`.
@@ -104,11 +90,7 @@ fn item_label(item: &Json) -> String {
 fn expand(r: &Renderer, task: &Task, ctx: &Json) -> Result<Vec<(String, Json)>, String> {
     let items = match &task.loop_items {
         None => {
-            return Ok(vec![(
-                r.string(&task.name, ctx)
-                    .unwrap_or_else(|_| task.name.clone()),
-                ctx.clone(),
-            )])
+            return Ok(vec![(r.string(&task.name, ctx).unwrap_or_else(|_| task.name.clone()), ctx.clone())])
         }
         Some(v) => match r.value(v, ctx).map_err(|e| format!("loop: {e}"))? {
             Json::Array(a) => a,
@@ -120,8 +102,7 @@ fn expand(r: &Renderer, task: &Task, ctx: &Json) -> Result<Vec<(String, Json)>, 
         .map(|item| {
             let ictx = with_item(ctx, &item);
             let name = if task.name.contains("{{") {
-                r.string(&task.name, &ictx)
-                    .unwrap_or_else(|_| task.name.clone())
+                r.string(&task.name, &ictx).unwrap_or_else(|_| task.name.clone())
             } else {
                 format!("{} ({})", task.name, item_label(&item))
             };
@@ -139,11 +120,7 @@ fn parse_args(r: &Renderer, module: &str, args: &Json, ctx: &Json) -> Result<Mod
 fn resolve(sh: &Shared, a: ModuleArgs, ctx: &Json) -> Result<ModuleArgs, String> {
     Ok(match a {
         ModuleArgs::Template(t) => ModuleArgs::Content(ContentArgs {
-            content: sh
-                .renderer
-                .template(&t.src, ctx)
-                .map_err(|e| e.to_string())?
-                .into_bytes(),
+            content: sh.renderer.template(&t.src, ctx).map_err(|e| e.to_string())?.into_bytes(),
             dest: t.dest,
             owner: t.owner,
             group: t.group,
@@ -199,13 +176,7 @@ fn instances(sh: &Shared, task: &Task, ctx: &Json) -> Vec<Inst> {
     let step = task.step.clone();
     let items = match expand(r, task, ctx) {
         Ok(i) => i,
-        Err(msg) => {
-            return vec![Inst::Fail {
-                name: task.name.clone(),
-                step,
-                msg,
-            }]
-        }
+        Err(msg) => return vec![Inst::Fail { name: task.name.clone(), step, msg }],
     };
     items
         .into_iter()
@@ -214,19 +185,9 @@ fn instances(sh: &Shared, task: &Task, ctx: &Json) -> Vec<Inst> {
                 match r.truth(w, &ictx) {
                     Ok(true) => {}
                     Ok(false) => {
-                        return Inst::Skip {
-                            name,
-                            step: step.clone(),
-                            reason: format!("when: {w}"),
-                        }
+                        return Inst::Skip { name, step: step.clone(), reason: format!("when: {w}") }
                     }
-                    Err(e) => {
-                        return Inst::Fail {
-                            name,
-                            step: step.clone(),
-                            msg: e.to_string(),
-                        }
-                    }
+                    Err(e) => return Inst::Fail { name, step: step.clone(), msg: e.to_string() },
                 }
             }
             match parse_args(r, module, args, &ictx).and_then(|a| resolve(sh, a, &ictx)) {
@@ -237,11 +198,7 @@ fn instances(sh: &Shared, task: &Task, ctx: &Json) -> Vec<Inst> {
                     args: Box::new(a),
                     ctx: ictx,
                 },
-                Err(msg) => Inst::Fail {
-                    name,
-                    step: step.clone(),
-                    msg,
-                },
+                Err(msg) => Inst::Fail { name, step: step.clone(), msg },
             }
         })
         .collect()
@@ -284,9 +241,7 @@ async fn probe<T: Transport + ?Sized>(
     match parse_probe_output(&out.stdout) {
         Ok(r) => Ok(r),
         Err(e) => match classify(&out) {
-            RunError::Failed(m) if out.code == Some(0) => {
-                Err(RunError::Failed(format!("{e}: {m}")))
-            }
+            RunError::Failed(m) if out.code == Some(0) => Err(RunError::Failed(format!("{e}: {m}"))),
             other => Err(other),
         },
     }
@@ -307,9 +262,7 @@ pub async fn play<T: Transport + ?Sized>(t: &T, job: &NodeJob, sh: &Shared) {
         })
     };
     let all: Vec<&Task> = job.tasks.iter().chain(job.handlers.iter()).collect();
-    let early: Vec<Probe> = early_probes(&sh.renderer, &all, &job.ctx)
-        .into_iter()
-        .collect();
+    let early: Vec<Probe> = early_probes(&sh.renderer, &all, &job.ctx).into_iter().collect();
     let (raw, mut state) = match probe(t, job.become_root, &early, true).await {
         Ok(r) => r,
         Err(RunError::Unreachable(m)) => return rep.unreachable(&job.name, &m),
@@ -327,11 +280,7 @@ pub async fn play<T: Transport + ?Sized>(t: &T, job: &NodeJob, sh: &Shared) {
         diff: None,
     });
     let ctx = with_facts(job.ctx.clone(), &facts);
-    let insts: Vec<Inst> = job
-        .tasks
-        .iter()
-        .flat_map(|task| instances(sh, task, &ctx))
-        .collect();
+    let insts: Vec<Inst> = job.tasks.iter().flat_map(|task| instances(sh, task, &ctx)).collect();
 
     // Targets only known once facts are: one more round trip.
     let mut late: BTreeSet<Probe> = BTreeSet::new();
@@ -380,12 +329,8 @@ async fn run_handlers<T: Transport + ?Sized>(
         return true;
     }
     let names = std::mem::take(notified);
-    let insts: Vec<Inst> = job
-        .handlers
-        .iter()
-        .filter(|h| names.contains(&h.name))
-        .flat_map(|h| instances(sh, h, ctx))
-        .collect();
+    let insts: Vec<Inst> =
+        job.handlers.iter().filter(|h| names.contains(&h.name)).flat_map(|h| instances(sh, h, ctx)).collect();
     run_segment(t, job, sh, state, insts, true, notified).await
 }
 
@@ -432,11 +377,7 @@ async fn run_segment<T: Transport + ?Sized>(
             .filter_map(|(id, (_, p))| match p {
                 Planned::Changes(c) => Some(BatchItem {
                     id,
-                    script: c
-                        .iter()
-                        .map(|c| c.script.as_str())
-                        .collect::<Vec<_>>()
-                        .join(""),
+                    script: c.iter().map(|c| c.script.as_str()).collect::<Vec<_>>().join(""),
                 }),
                 _ => None,
             })
@@ -467,13 +408,9 @@ async fn run_segment<T: Transport + ?Sized>(
             Inst::Skip { name, step, .. } | Inst::Fail { name, step, .. } => {
                 (name.clone(), step.clone(), Vec::new(), None)
             }
-            Inst::Run {
-                name,
-                step,
-                notify,
-                ctx,
-                ..
-            } => (name.clone(), step.clone(), notify.clone(), Some(ctx)),
+            Inst::Run { name, step, notify, ctx, .. } => {
+                (name.clone(), step.clone(), notify.clone(), Some(ctx))
+            }
         };
         let mut ev = TaskEvent {
             node: job.name.clone(),
@@ -513,11 +450,8 @@ async fn run_segment<T: Transport + ?Sized>(
                     _ => None,
                 };
                 if sh.check {
-                    ev.status = if changed_when == Some(Json::Bool(false)) {
-                        Status::Ok
-                    } else {
-                        Status::Changed
-                    };
+                    ev.status =
+                        if changed_when == Some(Json::Bool(false)) { Status::Ok } else { Status::Changed };
                 } else {
                     match results.get(&id) {
                         None => {
@@ -614,18 +548,9 @@ pub enum Preview {
 /// Plan a node's whole play (handlers aside) against given facts and
 /// state, as if every change succeeded; anything the state does not tell
 /// counts as missing. For fixture tests and explanations.
-pub fn preview(
-    sh: &Shared,
-    job: &NodeJob,
-    facts: &Facts,
-    state: &NodeState,
-) -> Vec<(String, Preview)> {
+pub fn preview(sh: &Shared, job: &NodeJob, facts: &Facts, state: &NodeState) -> Vec<(String, Preview)> {
     let ctx = with_facts(job.ctx.clone(), facts);
-    let insts: Vec<Inst> = job
-        .tasks
-        .iter()
-        .flat_map(|t| instances(sh, t, &ctx))
-        .collect();
+    let insts: Vec<Inst> = job.tasks.iter().flat_map(|t| instances(sh, t, &ctx)).collect();
     let mut st = state.clone();
     for i in &insts {
         if let Inst::Run { args, .. } = i {
@@ -647,12 +572,8 @@ pub fn preview(
             }
         }
     }
-    let homes: Vec<String> = st
-        .users
-        .values()
-        .flatten()
-        .map(|u| u.home.trim_end_matches('/').to_string())
-        .collect();
+    let homes: Vec<String> =
+        st.users.values().flatten().map(|u| u.home.trim_end_matches('/').to_string()).collect();
     for h in homes {
         for f in [format!("{h}/.ssh"), format!("{h}/.ssh/authorized_keys")] {
             st.files.entry(f).or_insert(None);

@@ -81,17 +81,13 @@ pub fn parse_os_release(text: &str) -> BTreeMap<String, String> {
             let (k, v) = line.split_once('=')?;
             let v = v.trim();
             let v = if v.len() >= 2
-                && ((v.starts_with('"') && v.ends_with('"'))
-                    || (v.starts_with('\'') && v.ends_with('\'')))
+                && ((v.starts_with('"') && v.ends_with('"')) || (v.starts_with('\'') && v.ends_with('\'')))
             {
                 &v[1..v.len() - 1]
             } else {
                 v
             };
-            let v = v
-                .replace("\\\"", "\"")
-                .replace("\\$", "$")
-                .replace("\\\\", "\\");
+            let v = v.replace("\\\"", "\"").replace("\\$", "$").replace("\\\\", "\\");
             Some((k.trim().to_string(), v))
         })
         .collect()
@@ -102,10 +98,7 @@ mod tests {
     use super::*;
 
     fn raw(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -124,18 +117,9 @@ mod tests {
         assert_eq!(f.ffmpeg_version.as_deref(), Some("5.1.6-0+deb12u1"));
         assert!(!f.systemd);
 
-        let old = Facts::from_raw(&raw(&[(
-            "os_release",
-            "ID=raspbian\nVERSION=\"9 (stretch)\"\n",
-        )]));
-        assert_eq!(
-            (old.os_id.as_str(), old.os_codename.as_str()),
-            ("raspbian", "stretch")
-        );
-        let ubuntu = Facts::from_raw(&raw(&[(
-            "os_release",
-            "ID=ubuntu\nUBUNTU_CODENAME=noble\n",
-        )]));
+        let old = Facts::from_raw(&raw(&[("os_release", "ID=raspbian\nVERSION=\"9 (stretch)\"\n")]));
+        assert_eq!((old.os_id.as_str(), old.os_codename.as_str()), ("raspbian", "stretch"));
+        let ubuntu = Facts::from_raw(&raw(&[("os_release", "ID=ubuntu\nUBUNTU_CODENAME=noble\n")]));
         assert_eq!(ubuntu.os_codename, "noble");
         assert_eq!(ubuntu.ffmpeg_version, None);
     }

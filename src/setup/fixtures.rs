@@ -40,21 +40,11 @@ fn facts(os_id: &str, codename: &str, dpkg_arch: &str) -> Facts {
 fn sources(f: &Facts) -> Result<String, String> {
     let inv = three();
     let r = Renderer::new(&Assets::embedded().templates).unwrap();
-    let ctx = context::base(
-        &inv,
-        &inv.nodes[1],
-        "pi",
-        true,
-        "",
-        &addresses(&inv, || None),
-        &Map::new(),
-    );
-    r.template("sources.list.j2", &context::with_facts(ctx, f))
-        .map_err(|e| e.0)
+    let ctx = context::base(&inv, &inv.nodes[1], "pi", true, "", &addresses(&inv, || None), &Map::new());
+    r.template("sources.list.j2", &context::with_facts(ctx, f)).map_err(|e| e.0)
 }
 
-const HEAD: &str =
-    "# Managed by dffmpeg setup from http://198.18.41.1:8080: changes here are overwritten.\n";
+const HEAD: &str = "# Managed by dffmpeg setup from http://198.18.41.1:8080: changes here are overwritten.\n";
 
 #[test]
 fn sources_raspbian_bookworm_armhf() {
@@ -154,18 +144,10 @@ fn jobs(inv: &Inventory, only: &[&str]) -> Vec<NodeJob> {
 
 /// A fresh node: user pi, no packages, nothing of ours.
 fn blank() -> NodeState {
-    let mut st = NodeState {
-        packages: Some(Default::default()),
-        ..NodeState::default()
-    };
+    let mut st = NodeState { packages: Some(Default::default()), ..NodeState::default() };
     st.users.insert(
         "pi".into(),
-        Some(UserEntry {
-            name: "pi".into(),
-            uid: 1000,
-            gid: 1000,
-            home: "/home/pi".into(),
-        }),
+        Some(UserEntry { name: "pi".into(), uid: 1000, gid: 1000, home: "/home/pi".into() }),
     );
     st
 }
@@ -184,10 +166,7 @@ fn changes<'a>(plan: &'a [(String, Preview)], task: &str) -> &'a [Change] {
 
 fn written(plan: &[(String, Preview)], task: &str) -> String {
     let c = changes(plan, task);
-    let d = c
-        .iter()
-        .find_map(|c| c.diff.as_ref())
-        .expect("a file change");
+    let d = c.iter().find_map(|c| c.diff.as_ref()).expect("a file change");
     String::from_utf8(d.after.clone()).unwrap()
 }
 
@@ -205,11 +184,7 @@ fn storage_node_exports_only_the_other_compute_nodes() {
             "# Managed by dffmpeg setup: changes here are overwritten.\n/srv/dffmpeg/upload 198.18.41.11{ro} 198.18.41.20{ro}\n/srv/dffmpeg/work 198.18.41.11{rw} 198.18.41.20{rw}\n/srv/dffmpeg/output 198.18.41.11{rw} 198.18.41.20{rw}\n"
         )
     );
-    assert!(
-        !exports.contains('*')
-            && !exports.contains("198.18.41.10")
-            && !exports.contains("insecure")
-    );
+    assert!(!exports.contains('*') && !exports.contains("198.18.41.10") && !exports.contains("insecure"));
     let c = changes(&plan, "NFS exports for the compute nodes");
     assert!(c[0].script.contains("/etc/exports.d/dffmpeg.exports"));
 
@@ -224,21 +199,12 @@ fn storage_node_exports_only_the_other_compute_nodes() {
         "shared directory (output)",
     ] {
         let s = &changes(&plan, t)[0].script;
-        assert!(
-            s.contains("chown root:dffmpeg") && s.contains("chmod 02775"),
-            "{t}: {s}"
-        );
+        assert!(s.contains("chown root:dffmpeg") && s.contains("chmod 02775"), "{t}: {s}");
     }
     // No systemd in a blank state: the service task is skipped, not failed.
-    assert!(matches!(
-        plan.iter().find(|(n, _)| n == "NFS server running"),
-        Some((_, Preview::Skip(_)))
-    ));
+    assert!(matches!(plan.iter().find(|(n, _)| n == "NFS server running"), Some((_, Preview::Skip(_)))));
     // Packages: the controller's and the server's; no mounts on the storage node.
-    assert_eq!(
-        changes(&plan, "NFS server")[0].summary,
-        "install nfs-kernel-server"
-    );
+    assert_eq!(changes(&plan, "NFS server")[0].summary, "install nfs-kernel-server");
     assert_eq!(
         changes(&plan, "ffmpeg and ssh on the controller")[0].summary,
         "install ffmpeg openssh-client"
@@ -272,18 +238,11 @@ fn compute_nodes_mount_from_fstab() {
         assert_eq!(String::from_utf8(d.after.clone()).unwrap(), fstab, "{task}");
         assert_eq!(c[1].summary, format!("mount /srv/dffmpeg/{item}"));
     }
-    assert_eq!(
-        changes(&plan, "NFS client")[0].summary,
-        "install nfs-common"
-    );
-    assert_eq!(
-        changes(&plan, "shared group")[0].script,
-        "groupadd --gid 2775 dffmpeg\n"
-    );
+    assert_eq!(changes(&plan, "NFS client")[0].summary, "install nfs-common");
+    assert_eq!(changes(&plan, "shared group")[0].script, "groupadd --gid 2775 dffmpeg\n");
     assert!(!plan.iter().any(|(n, _)| n.contains("exports")));
     // Raspbian sources for the Pi, then `apt update` as a handler.
-    assert!(written(&plan, "apt sources from the cluster mirror")
-        .contains("/raspbian/raspbian/ bookworm"));
+    assert!(written(&plan, "apt sources from the cluster mirror").contains("/raspbian/raspbian/ bookworm"));
 }
 
 #[test]
@@ -292,9 +251,7 @@ fn an_x86_debian_node_gets_debian_sources() {
     let jobs = jobs(&inv, &[]);
     let plan = plan_of(&jobs[2], &facts("debian", "bookworm", "amd64"));
     let s = written(&plan, "apt sources from the cluster mirror");
-    assert!(
-        s.contains("/debian bookworm main") && s.contains("/debian-security bookworm-security")
-    );
+    assert!(s.contains("/debian bookworm main") && s.contains("/debian-security bookworm-security"));
     assert!(!s.contains("raspbian"));
 }
 
@@ -306,10 +263,7 @@ fn no_mirror_leaves_sources_alone_and_ssh_storage_has_no_nfs() {
     let jobs = jobs(&inv, &[]);
     let plan = plan_of(&jobs[1], &facts("debian", "bookworm", "amd64"));
     for (n, p) in &plan {
-        if n.starts_with("apt sources")
-            || n.starts_with("NFS")
-            || n.starts_with("distribution sources")
-        {
+        if n.starts_with("apt sources") || n.starts_with("NFS") || n.starts_with("distribution sources") {
             assert!(matches!(p, Preview::Skip(_)), "{n}: {p:?}");
         }
     }
@@ -343,10 +297,7 @@ fn a_local_compute_node_needs_an_address_for_the_exports() {
     ]);
     let js = jobs(&inv, &["exports"]);
     let plan = plan_of(&js[1], &facts("debian", "bookworm", "amd64"));
-    match plan
-        .iter()
-        .find(|(n, _)| n == "NFS exports for the compute nodes")
-    {
+    match plan.iter().find(|(n, _)| n == "NFS exports for the compute nodes") {
         Some((_, Preview::Fail(m))) => {
             assert!(m.contains("no address for compute node(s) me"), "{m}")
         }

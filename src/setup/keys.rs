@@ -18,22 +18,16 @@ pub enum KeyError {
     #[error("no home directory to keep the controller's SSH key in")]
     NoHome,
     #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("ssh-keygen failed for {path}: {msg}")]
     Keygen { path: String, msg: String },
 }
 
 /// Stand-in for a key that check mode would create.
-pub const CHECK_MODE_KEY: &str =
-    "ssh-ed25519 AAAA-controller-key-not-created-yet dffmpeg (check mode)";
+pub const CHECK_MODE_KEY: &str = "ssh-ed25519 AAAA-controller-key-not-created-yet dffmpeg (check mode)";
 
 pub fn default_path() -> Result<PathBuf, KeyError> {
-    let home = std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .ok_or(KeyError::NoHome)?;
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).ok_or(KeyError::NoHome)?;
     Ok(PathBuf::from(home).join(".ssh").join("id_ed25519"))
 }
 
@@ -48,10 +42,7 @@ pub fn read_pubkey(identity: &Path) -> Result<String, KeyError> {
     let p = pub_path(identity);
     std::fs::read_to_string(&p)
         .map(|s| s.trim().to_string())
-        .map_err(|e| KeyError::Io {
-            path: p.display().to_string(),
-            source: e,
-        })
+        .map_err(|e| KeyError::Io { path: p.display().to_string(), source: e })
 }
 
 fn hostname() -> String {
@@ -66,10 +57,7 @@ async fn keygen(args: &[&str], path: &Path) -> Result<std::process::Output, KeyE
         .stdin(std::process::Stdio::null())
         .output()
         .await
-        .map_err(|e| KeyError::Keygen {
-            path: path.display().to_string(),
-            msg: e.to_string(),
-        })?;
+        .map_err(|e| KeyError::Keygen { path: path.display().to_string(), msg: e.to_string() })?;
     if !out.status.success() {
         return Err(KeyError::Keygen {
             path: path.display().to_string(),
@@ -83,11 +71,7 @@ async fn keygen(args: &[&str], path: &Path) -> Result<std::process::Output, KeyE
 /// unless `check`, which only says it would be.
 pub async fn ensure(path: &Path, check: bool) -> Result<ControllerKey, KeyError> {
     let done = |created| -> Result<ControllerKey, KeyError> {
-        Ok(ControllerKey {
-            path: path.to_path_buf(),
-            pubkey: read_pubkey(path)?,
-            created,
-        })
+        Ok(ControllerKey { path: path.to_path_buf(), pubkey: read_pubkey(path)?, created })
     };
     if pub_path(path).exists() {
         return done(false);
@@ -103,33 +87,21 @@ pub async fn ensure(path: &Path, check: bool) -> Result<ControllerKey, KeyError>
             });
         }
         let out = keygen(&["-y", "-f", &p], path).await?;
-        std::fs::write(pub_path(path), &out.stdout).map_err(|e| KeyError::Io {
-            path: pub_path(path).display().to_string(),
-            source: e,
-        })?;
+        std::fs::write(pub_path(path), &out.stdout)
+            .map_err(|e| KeyError::Io { path: pub_path(path).display().to_string(), source: e })?;
         return done(true);
     }
     if check {
-        return Ok(ControllerKey {
-            path: path.to_path_buf(),
-            pubkey: CHECK_MODE_KEY.into(),
-            created: true,
-        });
+        return Ok(ControllerKey { path: path.to_path_buf(), pubkey: CHECK_MODE_KEY.into(), created: true });
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| KeyError::Io {
-            path: dir.display().to_string(),
-            source: e,
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| KeyError::Io { path: dir.display().to_string(), source: e })?;
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     }
     let comment = format!("dffmpeg@{}", hostname());
-    keygen(
-        &["-q", "-t", "ed25519", "-N", "", "-C", &comment, "-f", &p],
-        path,
-    )
-    .await?;
+    keygen(&["-q", "-t", "ed25519", "-N", "", "-C", &comment, "-f", &p], path).await?;
     done(true)
 }
 
@@ -151,9 +123,6 @@ mod tests {
         assert_eq!(again.pubkey, k.pubkey);
         std::fs::remove_file(pub_path(&path)).unwrap();
         let derived = ensure(&path, false).await.unwrap();
-        assert_eq!(
-            derived.pubkey.split_whitespace().nth(1),
-            k.pubkey.split_whitespace().nth(1)
-        );
+        assert_eq!(derived.pubkey.split_whitespace().nth(1), k.pubkey.split_whitespace().nth(1));
     }
 }

@@ -159,9 +159,7 @@ pub fn load_playbooks(assets: &Assets) -> anyhow::Result<BTreeMap<String, Playbo
         .iter()
         .filter(|(name, _)| name.ends_with(".yaml") || name.ends_with(".yml"))
         .map(|(name, (origin, text))| {
-            playbook::parse(text, origin)
-                .map(|p| (name.clone(), p))
-                .map_err(anyhow::Error::from)
+            playbook::parse(text, origin).map(|p| (name.clone(), p)).map_err(anyhow::Error::from)
         })
         .collect()
 }
@@ -178,10 +176,7 @@ fn node_playbooks<'a>(pbs: &'a BTreeMap<String, Playbook>, node: &Node) -> Vec<&
 }
 
 fn check_notify(pbs: &BTreeMap<String, Playbook>) -> anyhow::Result<()> {
-    let handlers: Vec<&str> = pbs
-        .values()
-        .flat_map(|p| p.handlers.iter().map(|h| h.name.as_str()))
-        .collect();
+    let handlers: Vec<&str> = pbs.values().flat_map(|p| p.handlers.iter().map(|h| h.name.as_str())).collect();
     for pb in pbs.values() {
         for t in &pb.tasks {
             if let Some(n) = t.notify.iter().find(|n| !handlers.contains(&n.as_str())) {
@@ -267,14 +262,9 @@ pub async fn play_cluster<T: Transport + 'static>(
     check_notify(&pbs).map_err(usage)?;
     let known = select::known_steps(pbs.values().flat_map(|p| p.tasks.iter()));
     select::check_steps(&opts.only, &known).map_err(usage)?;
-    let raw_templates: BTreeMap<String, String> = opts
-        .assets
-        .templates
-        .iter()
-        .map(|(k, (_, t))| (k.clone(), t.clone()))
-        .collect();
-    let renderer =
-        Renderer::new(&opts.assets.templates).map_err(|e| usage(anyhow!("templates: {e}")))?;
+    let raw_templates: BTreeMap<String, String> =
+        opts.assets.templates.iter().map(|(k, (_, t))| (k.clone(), t.clone())).collect();
+    let renderer = Renderer::new(&opts.assets.templates).map_err(|e| usage(anyhow!("templates: {e}")))?;
 
     let names: Vec<String> = selected.iter().map(|n| n.name.clone()).collect();
     let reporter = Reporter::new(opts.sink.clone(), opts.json, opts.diff, &names);
@@ -293,20 +283,12 @@ pub async fn play_cluster<T: Transport + 'static>(
                 .await
                 .with_context(|| "the controller's SSH key")
                 .map_err(failed)?;
-            let controller = inventory
-                .nodes
-                .iter()
-                .find(|n| n.has(Role::Controller))
-                .map(|n| n.name.clone());
+            let controller = inventory.nodes.iter().find(|n| n.has(Role::Controller)).map(|n| n.name.clone());
             let ev = TaskEvent {
                 node: controller.clone().unwrap_or_else(|| "controller".into()),
                 task: format!("controller SSH key {}", key.path.display()),
                 step: Some("ssh-keys".into()),
-                status: if key.created {
-                    Status::Changed
-                } else {
-                    Status::Ok
-                },
+                status: if key.created { Status::Changed } else { Status::Ok },
                 handler: false,
                 changes: if key.created {
                     vec![format!("create {}", key.path.display())]
@@ -327,30 +309,20 @@ pub async fn play_cluster<T: Transport + 'static>(
     };
 
     // Addresses of `host: local` nodes as the others see them.
-    let peer = inventory
-        .storage_node()
-        .into_iter()
-        .chain(inventory.nodes.iter())
-        .find_map(|n| match &n.host {
+    let peer =
+        inventory.storage_node().into_iter().chain(inventory.nodes.iter()).find_map(|n| match &n.host {
             Host::Remote(h) => Some(h.clone()),
             Host::Local => None,
         });
     let addrs = context::addresses(inventory, || peer.as_deref().and_then(local_source_address));
 
-    let mut jobs: BTreeMap<String, NodeJob> = build_jobs(
-        inventory, &selected, &pbs, &opts, &pubkey, &addrs, wants_keys,
-    )?
-    .into_iter()
-    .map(|j| (j.name.clone(), j))
-    .collect();
+    let mut jobs: BTreeMap<String, NodeJob> =
+        build_jobs(inventory, &selected, &pbs, &opts, &pubkey, &addrs, wants_keys)?
+            .into_iter()
+            .map(|j| (j.name.clone(), j))
+            .collect();
 
-    let shared = Arc::new(Shared {
-        renderer,
-        raw_templates,
-        check: opts.check,
-        diff: opts.diff,
-        reporter,
-    });
+    let shared = Arc::new(Shared { renderer, raw_templates, check: opts.check, diff: opts.diff, reporter });
     let sem = Arc::new(tokio::sync::Semaphore::new(opts.forks.max(1)));
     let mut conns: BTreeMap<String, Result<T, String>> = nodes.into_iter().collect();
     let mut set = tokio::task::JoinSet::new();
@@ -358,9 +330,7 @@ pub async fn play_cluster<T: Transport + 'static>(
         let Some(job) = jobs.remove(name) else {
             continue;
         };
-        let conn = conns
-            .remove(name)
-            .unwrap_or_else(|| Err("no connection was made to this node".into()));
+        let conn = conns.remove(name).unwrap_or_else(|| Err("no connection was made to this node".into()));
         let sh = shared.clone();
         let sem = sem.clone();
         set.spawn(async move {
@@ -377,38 +347,29 @@ pub async fn play_cluster<T: Transport + 'static>(
         }
     }
     let failed_nodes = shared.reporter.finish(&names);
-    Ok(Summary {
-        recaps: shared.reporter.recaps(),
-        failed: failed_nodes,
-    })
+    Ok(Summary { recaps: shared.reporter.recaps(), failed: failed_nodes })
 }
 
 /// `dffmpeg setup INVENTORY ...`
 pub async fn run(args: SetupArgs) -> Outcome {
     let inventory = Inventory::load(&args.inventory).map_err(usage)?;
     let mut opts = Options::from_args(&args)?;
-    let selected: Vec<Node> = select::nodes(&inventory, &opts.limit)
-        .map_err(usage)?
-        .into_iter()
-        .cloned()
-        .collect();
+    let selected: Vec<Node> =
+        select::nodes(&inventory, &opts.limit).map_err(usage)?.into_iter().cloned().collect();
     let pbs = load_playbooks(&opts.assets).map_err(usage)?;
     let known = select::known_steps(pbs.values().flat_map(|p| p.tasks.iter()));
     select::check_steps(&opts.only, &known).map_err(usage)?;
     if args.ask_pass {
-        opts.pre_events = ask_pass(&selected, opts.check).await?;
+        opts.pre_events = ask_pass(&selected, opts.check, args.connect.strict_host_keys).await?;
     }
-    let nodes = connect(&selected).await;
+    let nodes = connect(&inventory, &selected, &args.connect).await;
     run_with(&inventory, nodes, opts).await
 }
 
 /// `--ask-pass`: read the password once, install the controller's key on
 /// every selected SSH node that does not accept it yet.
-async fn ask_pass(nodes: &[Node], check: bool) -> Result<Vec<TaskEvent>, Failure> {
-    let remote: Vec<&Node> = nodes
-        .iter()
-        .filter(|n| matches!(n.host, Host::Remote(_)))
-        .collect();
+async fn ask_pass(nodes: &[Node], check: bool, strict: bool) -> Result<Vec<TaskEvent>, Failure> {
+    let remote: Vec<&Node> = nodes.iter().filter(|n| matches!(n.host, Host::Remote(_))).collect();
     if remote.is_empty() || check {
         return Ok(Vec::new());
     }
@@ -428,12 +389,10 @@ async fn ask_pass(nodes: &[Node], check: bool) -> Result<Vec<TaskEvent>, Failure
             host: host.clone(),
             port: n.port,
             user: login_user(n),
-            known_hosts: None,
-            strict_host_keys: false,
+            known_hosts: crate::remote::ssh::known_hosts_path().ok(),
+            strict_host_keys: strict,
         };
-        let r =
-            password::install_key_with_password_to(&t, &pw, &pubkey, n.identity_file.as_deref())
-                .await;
+        let r = password::install_key_with_password_to(&t, &pw, &pubkey, n.identity_file.as_deref()).await;
         let (status, msg) = match r {
             Ok(password::KeyInstall::AlreadyWorks) => (Status::Ok, None),
             Ok(password::KeyInstall::Installed) => (Status::Changed, None),
@@ -457,20 +416,13 @@ async fn ask_pass(nodes: &[Node], check: bool) -> Result<Vec<TaskEvent>, Failure
     Ok(events)
 }
 
-/// Connections to the selected nodes. `host: local` runs directly; SSH
-/// nodes use the SSH transport (`remote::ssh`, wired in by the transport's
-/// integration).
-async fn connect(nodes: &[Node]) -> Vec<(String, Result<crate::remote::local::Local, String>)> {
-    nodes
-        .iter()
-        .map(|n| {
-            let c = match &n.host {
-                Host::Local => Ok(crate::remote::local::Local::new(n.name.clone())),
-                Host::Remote(h) => Err(format!(
-                    "{h}: the SSH transport is not part of this build yet"
-                )),
-            };
-            (n.name.clone(), c)
-        })
-        .collect()
+/// Connections to the selected nodes, in parallel: `host: local` runs
+/// directly, the others over SSH (key only, dffmpeg's known_hosts).
+async fn connect(
+    inventory: &Inventory,
+    nodes: &[Node],
+    args: &crate::cli::ConnectArgs,
+) -> Vec<(String, Result<std::sync::Arc<crate::remote::Node>, String>)> {
+    let subset = Inventory { nodes: nodes.to_vec(), ..inventory.clone() };
+    crate::remote::connect_all(&subset, args).await
 }

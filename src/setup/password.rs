@@ -41,10 +41,7 @@ pub fn read_password(prompt: &str) -> Result<String, PasswordError> {
         s
     } else {
         let mut s = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut s)
-            .map_err(PasswordError::Read)?;
+        std::io::stdin().lock().read_line(&mut s).map_err(PasswordError::Read)?;
         s
     };
     let pw = line.strip_suffix('\n').unwrap_or(&line);
@@ -74,10 +71,7 @@ impl EchoOff {
             t.c_lflag &= !libc::ECHO;
             t.c_lflag |= libc::ECHONL;
             libc::tcsetattr(fd, libc::TCSANOW, &t);
-            EchoOff {
-                fd,
-                saved: Some(saved),
-            }
+            EchoOff { fd, saved: Some(saved) }
         }
     }
 }
@@ -133,14 +127,7 @@ fn base_args(t: &SshTarget) -> Vec<String> {
         "-o".into(),
         "ConnectTimeout=10".into(),
         "-o".into(),
-        format!(
-            "StrictHostKeyChecking={}",
-            if t.strict_host_keys {
-                "yes"
-            } else {
-                "accept-new"
-            }
-        ),
+        format!("StrictHostKeyChecking={}", if t.strict_host_keys { "yes" } else { "accept-new" }),
     ];
     if let Some(k) = &t.known_hosts {
         a.extend(["-o".into(), format!("UserKnownHostsFile={}", k.display())]);
@@ -185,9 +172,7 @@ impl Helper {
                 Err(e) => return Err(PasswordError::Helper(e)),
             }
         }
-        Err(PasswordError::Helper(std::io::Error::other(
-            "no free temp name",
-        )))
+        Err(PasswordError::Helper(std::io::Error::other("no free temp name")))
     }
 }
 
@@ -197,9 +182,7 @@ impl Drop for Helper {
     }
 }
 
-async fn ssh_output(
-    cmd: &mut tokio::process::Command,
-) -> Result<std::process::Output, PasswordError> {
+async fn ssh_output(cmd: &mut tokio::process::Command) -> Result<std::process::Output, PasswordError> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -218,13 +201,8 @@ pub async fn install_key_with_password(
     password: &str,
     pubkey: &str,
 ) -> Result<KeyInstall, PasswordError> {
-    let t = SshTarget {
-        host: host.into(),
-        port,
-        user: user.into(),
-        known_hosts: None,
-        strict_host_keys: false,
-    };
+    let t =
+        SshTarget { host: host.into(), port, user: user.into(), known_hosts: None, strict_host_keys: false };
     install_key_with_password_to(&t, password, pubkey, None).await
 }
 
@@ -266,10 +244,7 @@ pub async fn install_key_with_password_to(
         .arg(install_command(pubkey))
         .env("SSH_ASKPASS", &helper.script)
         .env("SSH_ASKPASS_REQUIRE", "force")
-        .env(
-            "DISPLAY",
-            std::env::var("DISPLAY").unwrap_or_else(|_| ":0".into()),
-        )
+        .env("DISPLAY", std::env::var("DISPLAY").unwrap_or_else(|_| ":0".into()))
         .env("DFFMPEG_ASKPASS_PASSWORD", password);
     // No controlling terminal: older ssh only uses SSH_ASKPASS then.
     // SAFETY: setsid() in the child before exec touches no shared state.
@@ -283,11 +258,7 @@ pub async fn install_key_with_password_to(
     drop(helper);
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        return Err(PasswordError::Refused(format!(
-            "password login to {} failed: {}",
-            dest(t),
-            err.trim()
-        )));
+        return Err(PasswordError::Refused(format!("password login to {} failed: {}", dest(t), err.trim())));
     }
     Ok(KeyInstall::Installed)
 }
@@ -308,19 +279,12 @@ mod tests {
                 .env("HOME", home.path())
                 .output()
                 .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         }
         let ak = home.path().join(".ssh/authorized_keys");
         assert_eq!(std::fs::read_to_string(&ak).unwrap(), format!("{key}\n"));
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&ak).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&ak).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]

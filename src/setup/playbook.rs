@@ -28,17 +28,8 @@ use crate::inventory::Role;
 pub const STEPS: &[&str] = &["apt-sources", "packages", "ssh-keys", "exports", "mounts"];
 
 /// The module names a task may use.
-pub const MODULES: &[&str] = &[
-    "template",
-    "copy",
-    "file",
-    "apt",
-    "authorized_key",
-    "mount",
-    "service",
-    "command",
-    "group",
-];
+pub const MODULES: &[&str] =
+    &["template", "copy", "file", "apt", "authorized_key", "mount", "service", "command", "group"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -75,13 +66,7 @@ pub enum PlaybookError {
     #[error("{file}: {message}")]
     Yaml { file: String, message: String },
     #[error("{file}: {what} {index} ({name}): {message}")]
-    Task {
-        file: String,
-        what: &'static str,
-        index: usize,
-        name: String,
-        message: String,
-    },
+    Task { file: String, what: &'static str, index: usize, name: String, message: String },
 }
 
 #[derive(Deserialize)]
@@ -110,17 +95,12 @@ pub fn parse(text: &str, file: &str) -> Result<Playbook, PlaybookError> {
         None
     } else {
         Some(
-            serde_saphyr::from_str(text).map_err(|e| PlaybookError::Yaml {
-                file: file.to_string(),
-                message: e.to_string(),
-            })?,
+            serde_saphyr::from_str(text)
+                .map_err(|e| PlaybookError::Yaml { file: file.to_string(), message: e.to_string() })?,
         )
     };
     let Some(raw) = raw else {
-        return Ok(Playbook {
-            file: file.to_string(),
-            ..Playbook::default()
-        });
+        return Ok(Playbook { file: file.to_string(), ..Playbook::default() });
     };
     let tasks = raw
         .tasks
@@ -134,28 +114,11 @@ pub fn parse(text: &str, file: &str) -> Result<Playbook, PlaybookError> {
         .enumerate()
         .map(|(i, t)| parse_task(t, true).map_err(|(name, m)| err(file, "handler", i + 1, name, m)))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Playbook {
-        file: file.to_string(),
-        vars: raw.vars,
-        tasks,
-        handlers,
-    })
+    Ok(Playbook { file: file.to_string(), vars: raw.vars, tasks, handlers })
 }
 
-fn err(
-    file: &str,
-    what: &'static str,
-    index: usize,
-    name: String,
-    message: String,
-) -> PlaybookError {
-    PlaybookError::Task {
-        file: file.to_string(),
-        what,
-        index,
-        name,
-        message,
-    }
+fn err(file: &str, what: &'static str, index: usize, name: String, message: String) -> PlaybookError {
+    PlaybookError::Task { file: file.to_string(), what, index, name, message }
 }
 
 fn parse_task(mut map: Map<String, Json>, handler: bool) -> Result<Task, (String, String)> {
@@ -221,20 +184,13 @@ fn parse_task(mut map: Map<String, Json>, handler: bool) -> Result<Task, (String
         return Err(fail("every task needs a `name`".into()));
     }
     if !handler && step.is_none() && action != Action::FlushHandlers {
-        return Err(fail(format!(
-            "every task needs a `step` (e.g. {}) for --only",
-            STEPS.join(", ")
-        )));
+        return Err(fail(format!("every task needs a `step` (e.g. {}) for --only", STEPS.join(", "))));
     }
     if handler && !notify.is_empty() {
         return Err(fail("handlers cannot notify".into()));
     }
     Ok(Task {
-        name: if name.is_empty() {
-            "flush handlers".into()
-        } else {
-            name
-        },
+        name: if name.is_empty() { "flush handlers".into() } else { name },
         step,
         when,
         notify,
@@ -280,29 +236,14 @@ handlers:
     fn rejects_bad_tasks_with_file_and_name() {
         let no_step = "tasks:\n  - name: x\n    file: { path: /a }\n";
         let e = parse(no_step, "c.yaml").unwrap_err().to_string();
-        assert!(
-            e.contains("c.yaml") && e.contains("(x)") && e.contains("step"),
-            "{e}"
-        );
+        assert!(e.contains("c.yaml") && e.contains("(x)") && e.contains("step"), "{e}");
         let two = "tasks:\n  - name: x\n    step: s\n    file: {}\n    copy: {}\n";
-        assert!(parse(two, "c.yaml")
-            .unwrap_err()
-            .to_string()
-            .contains("two modules"));
+        assert!(parse(two, "c.yaml").unwrap_err().to_string().contains("two modules"));
         let unknown = "tasks:\n  - name: x\n    step: s\n    file: {}\n    whn: a\n";
-        assert!(parse(unknown, "c.yaml")
-            .unwrap_err()
-            .to_string()
-            .contains("unknown key `whn`"));
+        assert!(parse(unknown, "c.yaml").unwrap_err().to_string().contains("unknown key `whn`"));
         let none = "tasks:\n  - name: x\n    step: s\n    shell: ls\n";
-        assert!(parse(none, "c.yaml")
-            .unwrap_err()
-            .to_string()
-            .contains("no module"));
-        assert!(parse("tasks: [", "c.yaml")
-            .unwrap_err()
-            .to_string()
-            .starts_with("c.yaml: "));
+        assert!(parse(none, "c.yaml").unwrap_err().to_string().contains("no module"));
+        assert!(parse("tasks: [", "c.yaml").unwrap_err().to_string().starts_with("c.yaml: "));
     }
 
     #[test]

@@ -43,24 +43,17 @@ impl Renderer {
         env.add_function("fail", |msg: String| -> Result<String, Error> {
             Err(Error::new(ErrorKind::InvalidOperation, msg))
         });
-        env.add_filter("mount_escape", |s: String| -> String {
-            super::state::escape_mount_field(&s)
-        });
+        env.add_filter("mount_escape", |s: String| -> String { super::state::escape_mount_field(&s) });
         for (name, (origin, text)) in templates {
-            env.add_template_owned(name.clone(), text.clone())
-                .map_err(|e| render_error(origin, &e))?;
+            env.add_template_owned(name.clone(), text.clone()).map_err(|e| render_error(origin, &e))?;
         }
         Ok(Renderer { env })
     }
 
     /// Render the template file `name`.
     pub fn template(&self, name: &str, ctx: &Json) -> Result<String, RenderError> {
-        let t = self
-            .env
-            .get_template(name)
-            .map_err(|_| RenderError(format!("no template named {name}")))?;
-        t.render(ctx)
-            .map_err(|e| render_error(&format!("template {name}"), &e))
+        let t = self.env.get_template(name).map_err(|_| RenderError(format!("no template named {name}")))?;
+        t.render(ctx).map_err(|e| render_error(&format!("template {name}"), &e))
     }
 
     /// Render one string (left as is when it holds no template syntax).
@@ -68,20 +61,13 @@ impl Renderer {
         if !s.contains("{{") && !s.contains("{%") {
             return Ok(s.to_string());
         }
-        self.env
-            .render_str(s, ctx)
-            .map_err(|e| render_error(&format!("`{s}`"), &e))
+        self.env.render_str(s, ctx).map_err(|e| render_error(&format!("`{s}`"), &e))
     }
 
     /// Evaluate an expression to a JSON value.
     pub fn eval(&self, expr: &str, ctx: &Json) -> Result<Json, RenderError> {
-        let e = self
-            .env
-            .compile_expression(expr)
-            .map_err(|e| render_error(&format!("`{expr}`"), &e))?;
-        let v: Value = e
-            .eval(ctx)
-            .map_err(|e| render_error(&format!("`{expr}`"), &e))?;
+        let e = self.env.compile_expression(expr).map_err(|e| render_error(&format!("`{expr}`"), &e))?;
+        let v: Value = e.eval(ctx).map_err(|e| render_error(&format!("`{expr}`"), &e))?;
         if v.is_undefined() {
             return Err(RenderError(format!("`{expr}` is undefined")));
         }
@@ -90,13 +76,8 @@ impl Renderer {
 
     /// A `when` condition. Undefined is false.
     pub fn truth(&self, expr: &str, ctx: &Json) -> Result<bool, RenderError> {
-        let e = self
-            .env
-            .compile_expression(expr)
-            .map_err(|e| render_error(&format!("when `{expr}`"), &e))?;
-        let v = e
-            .eval(ctx)
-            .map_err(|e| render_error(&format!("when `{expr}`"), &e))?;
+        let e = self.env.compile_expression(expr).map_err(|e| render_error(&format!("when `{expr}`"), &e))?;
+        let v = e.eval(ctx).map_err(|e| render_error(&format!("when `{expr}`"), &e))?;
         Ok(v.is_true())
     }
 
@@ -108,17 +89,16 @@ impl Renderer {
                 Some(expr) => self.eval(expr, ctx)?,
                 None => Json::String(self.string(s, ctx)?),
             },
-            Json::Array(items) => Json::Array(
-                items
-                    .iter()
-                    .map(|i| self.value(i, ctx))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Json::Object(map) => Json::Object(
-                map.iter()
-                    .map(|(k, v)| Ok((k.clone(), self.value(v, ctx)?)))
-                    .collect::<Result<_, RenderError>>()?,
-            ),
+            Json::Array(items) => {
+                Json::Array(items.iter().map(|i| self.value(i, ctx)).collect::<Result<_, _>>()?)
+            }
+            Json::Object(map) => {
+                Json::Object(map.iter().map(|(k, v)| Ok((k.clone(), self.value(v, ctx)?))).collect::<Result<
+                    _,
+                    RenderError,
+                >>(
+                )?)
+            }
             other => other.clone(),
         })
     }
@@ -140,13 +120,7 @@ mod tests {
 
     fn r() -> Renderer {
         let mut t = BTreeMap::new();
-        t.insert(
-            "t.j2".to_string(),
-            (
-                "t".to_string(),
-                "{% if x %}x={{ x }}\n{% endif %}end\n".to_string(),
-            ),
-        );
+        t.insert("t.j2".to_string(), ("t".to_string(), "{% if x %}x={{ x }}\n{% endif %}end\n".to_string()));
         Renderer::new(&t).unwrap()
     }
 
@@ -158,20 +132,14 @@ mod tests {
         assert_eq!(r.template("t.j2", &json!({})).unwrap(), "end\n");
         assert_eq!(r.string("v{{ x }}", &ctx).unwrap(), "v3");
         assert_eq!(
-            r.value(
-                &json!({"a": "{{ list }}", "b": ["{{ x }}!"], "c": true}),
-                &ctx
-            )
-            .unwrap(),
+            r.value(&json!({"a": "{{ list }}", "b": ["{{ x }}!"], "c": true}), &ctx).unwrap(),
             json!({"a": ["a", "b"], "b": ["3!"], "c": true})
         );
         assert!(r.truth("x > 2", &ctx).unwrap());
         assert!(!r.truth("none", &ctx).unwrap());
         assert!(!r.truth("missing", &ctx).unwrap());
         // A typo in a condition is an error, not a silent false.
-        assert!(r
-            .truth("facts.os_idd == 'debian'", &json!({"facts": {}}))
-            .is_err());
+        assert!(r.truth("facts.os_idd == 'debian'", &json!({"facts": {}})).is_err());
     }
 
     #[test]
@@ -179,9 +147,7 @@ mod tests {
         let r = r();
         assert!(r.string("{{ nope }}/x", &json!({})).is_err());
         assert!(r.value(&json!("{{ facts.os_id }}"), &json!({})).is_err());
-        let e = r
-            .string("{{ fail('no such OS') }}", &json!({}))
-            .unwrap_err();
+        let e = r.string("{{ fail('no such OS') }}", &json!({})).unwrap_err();
         assert!(e.0.contains("no such OS"), "{e}");
         assert!(r.template("missing.j2", &json!({})).is_err());
     }

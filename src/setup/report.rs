@@ -60,20 +60,11 @@ pub fn task_line(e: &TaskEvent) -> String {
         Status::Failed => "failed",
         Status::Skipped => "skipping",
     };
-    let name = if e.handler {
-        format!("handler: {}", e.task)
-    } else {
-        e.task.clone()
-    };
+    let name = if e.handler { format!("handler: {}", e.task) } else { e.task.clone() };
     let mut line = format!("{word}: [{}] {name}", e.node);
     match e.status {
-        Status::Changed if !e.changes.is_empty() => {
-            line.push_str(&format!(" ({})", e.changes.join("; ")))
-        }
-        Status::Failed => line.push_str(&format!(
-            " => {}",
-            e.msg.as_deref().unwrap_or("failed").trim()
-        )),
+        Status::Changed if !e.changes.is_empty() => line.push_str(&format!(" ({})", e.changes.join("; "))),
+        Status::Failed => line.push_str(&format!(" => {}", e.msg.as_deref().unwrap_or("failed").trim())),
         Status::Skipped => {
             if let Some(m) = &e.msg {
                 line.push_str(&format!(" ({m})"));
@@ -105,12 +96,7 @@ impl Reporter {
             sink,
             json,
             show_diff,
-            recaps: Mutex::new(
-                nodes
-                    .iter()
-                    .map(|n| (n.clone(), Recap::default()))
-                    .collect(),
-            ),
+            recaps: Mutex::new(nodes.iter().map(|n| (n.clone(), Recap::default())).collect()),
         }
     }
 
@@ -138,15 +124,9 @@ impl Reporter {
 
     pub fn start(&self, inventory: &str, nodes: &[String], check: bool) {
         if self.json {
-            self.json_line(
-                json!({"event": "start", "inventory": inventory, "nodes": nodes, "check": check}),
-            );
+            self.json_line(json!({"event": "start", "inventory": inventory, "nodes": nodes, "check": check}));
         } else {
-            let mode = if check {
-                " (check mode: nothing is changed)"
-            } else {
-                ""
-            };
+            let mode = if check { " (check mode: nothing is changed)" } else { "" };
             self.write(&format!(
                 "cluster: {inventory} — {} node(s): {}{mode}\n",
                 nodes.len(),
@@ -209,12 +189,7 @@ impl Reporter {
         let recaps = self.recaps();
         let failed: Vec<String> = order
             .iter()
-            .filter(|n| {
-                recaps
-                    .get(*n)
-                    .map(|r| r.failed > 0 || r.unreachable > 0)
-                    .unwrap_or(false)
-            })
+            .filter(|n| recaps.get(*n).map(|r| r.failed > 0 || r.unreachable > 0).unwrap_or(false))
             .cloned()
             .collect();
         let limit = (!failed.is_empty()).then(|| failed.join(","));
@@ -226,9 +201,7 @@ impl Reporter {
                     json!({"node": n, "ok": r.ok, "changed": r.changed, "unreachable": r.unreachable, "failed": r.failed, "skipped": r.skipped})
                 })
                 .collect();
-            self.json_line(
-                json!({"event": "recap", "nodes": nodes, "failed_nodes": failed, "limit": limit}),
-            );
+            self.json_line(json!({"event": "recap", "nodes": nodes, "failed_nodes": failed, "limit": limit}));
         } else {
             let mut text = String::from("\nPLAY RECAP\n");
             for n in order {
@@ -264,33 +237,15 @@ mod tests {
     #[test]
     fn lines() {
         assert_eq!(task_line(&ev(Status::Ok)), "ok: [pi3] exports");
-        assert_eq!(
-            task_line(&ev(Status::Changed)),
-            "changed: [pi3] exports (update /etc/exports)"
-        );
-        assert_eq!(
-            task_line(&ev(Status::Failed)),
-            "failed: [pi3] exports => boom"
-        );
-        assert_eq!(
-            task_line(&ev(Status::Skipped)),
-            "skipping: [pi3] exports (boom\n)"
-        );
+        assert_eq!(task_line(&ev(Status::Changed)), "changed: [pi3] exports (update /etc/exports)");
+        assert_eq!(task_line(&ev(Status::Failed)), "failed: [pi3] exports => boom");
+        assert_eq!(task_line(&ev(Status::Skipped)), "skipping: [pi3] exports (boom\n)");
         let mut h = ev(Status::Changed);
         h.handler = true;
         h.changes.clear();
         assert_eq!(task_line(&h), "changed: [pi3] handler: exports");
-        let r = Recap {
-            ok: 3,
-            changed: 1,
-            unreachable: 0,
-            failed: 0,
-            skipped: 2,
-        };
-        assert_eq!(
-            recap_line("pi3", &r),
-            "pi3 : ok=3 changed=1 unreachable=0 failed=0 skipped=2"
-        );
+        let r = Recap { ok: 3, changed: 1, unreachable: 0, failed: 0, skipped: 2 };
+        assert_eq!(recap_line("pi3", &r), "pi3 : ok=3 changed=1 unreachable=0 failed=0 skipped=2");
     }
 
     fn buf() -> (Arc<Mutex<Vec<u8>>>, Sink) {
@@ -328,10 +283,7 @@ mod tests {
         r.task(ev(Status::Changed));
         assert!(r.finish(&nodes).is_empty());
         let text = String::from_utf8(b.lock().unwrap().clone()).unwrap();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[1]["status"], "changed");
         assert_eq!(lines[1]["diff"], serde_json::Value::Null);

@@ -41,23 +41,12 @@ pub async fn run_script<T: Transport + ?Sized>(
     script: &str,
 ) -> Result<ScriptOutput, ExecError> {
     let mut cmd = t.command(&shell_argv(become_root));
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     let mut child = cmd.spawn().map_err(ExecError::Spawn)?;
-    let mut stdin = child
-        .stdin
-        .take()
-        .ok_or_else(|| ExecError::Io(std::io::Error::other("no stdin pipe")))?;
-    let mut so = child
-        .stdout
-        .take()
-        .ok_or_else(|| ExecError::Io(std::io::Error::other("no stdout pipe")))?;
-    let mut se = child
-        .stderr
-        .take()
-        .ok_or_else(|| ExecError::Io(std::io::Error::other("no stderr pipe")))?;
+    let mut stdin =
+        child.stdin.take().ok_or_else(|| ExecError::Io(std::io::Error::other("no stdin pipe")))?;
+    let mut so = child.stdout.take().ok_or_else(|| ExecError::Io(std::io::Error::other("no stdout pipe")))?;
+    let mut se = child.stderr.take().ok_or_else(|| ExecError::Io(std::io::Error::other("no stderr pipe")))?;
     let body = script.as_bytes().to_vec();
     let writer = async move {
         // The remote end may exit early (sudo refusing): a broken pipe here
@@ -76,19 +65,13 @@ pub async fn run_script<T: Transport + ?Sized>(
     if t.reports_pid() {
         stderr = strip_pid_line(&stderr).to_string();
     }
-    Ok(ScriptOutput {
-        code: status.code(),
-        stdout: String::from_utf8_lossy(&out).into_owned(),
-        stderr,
-    })
+    Ok(ScriptOutput { code: status.code(), stdout: String::from_utf8_lossy(&out).into_owned(), stderr })
 }
 
 /// A marker no task output will contain by accident.
 pub fn nonce() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let t =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     format!("{:x}{:x}", t, std::process::id())
 }
 
@@ -162,37 +145,18 @@ mod tests {
     async fn a_batch_reports_each_item_and_stops_at_the_first_failure() {
         let n = nonce();
         let items = vec![
-            BatchItem {
-                id: 3,
-                script: "echo one\necho err >&2".into(),
-            },
-            BatchItem {
-                id: 5,
-                script: "false\necho never".into(),
-            },
-            BatchItem {
-                id: 7,
-                script: "echo not run".into(),
-            },
+            BatchItem { id: 3, script: "echo one\necho err >&2".into() },
+            BatchItem { id: 5, script: "false\necho never".into() },
+            BatchItem { id: 7, script: "echo not run".into() },
         ];
-        let out = run_script(&Local::new("l"), false, &batch_script(&items, &n))
-            .await
-            .unwrap();
+        let out = run_script(&Local::new("l"), false, &batch_script(&items, &n)).await.unwrap();
         let (res, ended) = parse_batch(&out.stdout, &n);
         assert!(ended);
         assert_eq!(
             res,
             vec![
-                ItemResult {
-                    id: 3,
-                    rc: 0,
-                    output: "one\nerr".into()
-                },
-                ItemResult {
-                    id: 5,
-                    rc: 1,
-                    output: String::new()
-                },
+                ItemResult { id: 3, rc: 0, output: "one\nerr".into() },
+                ItemResult { id: 5, rc: 1, output: String::new() },
             ]
         );
     }
@@ -201,19 +165,9 @@ mod tests {
     async fn scripts_cannot_eat_their_own_stdin() {
         // `cat` would read the rest of the script if stdin were not /dev/null.
         let n = nonce();
-        let items = vec![
-            BatchItem {
-                id: 1,
-                script: "cat".into(),
-            },
-            BatchItem {
-                id: 2,
-                script: "echo after".into(),
-            },
-        ];
-        let out = run_script(&Local::new("l"), false, &batch_script(&items, &n))
-            .await
-            .unwrap();
+        let items =
+            vec![BatchItem { id: 1, script: "cat".into() }, BatchItem { id: 2, script: "echo after".into() }];
+        let out = run_script(&Local::new("l"), false, &batch_script(&items, &n)).await.unwrap();
         let (res, ended) = parse_batch(&out.stdout, &n);
         assert!(ended);
         assert_eq!(res[1].output, "after");

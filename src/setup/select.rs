@@ -10,11 +10,7 @@ use super::playbook::{Action, Task, STEPS};
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SelectError {
     #[error("--limit: no node named {name} in {inventory} (nodes: {known})")]
-    UnknownNode {
-        name: String,
-        inventory: String,
-        known: String,
-    },
+    UnknownNode { name: String, inventory: String, known: String },
     #[error("--only: no step named {name} (steps: {known})")]
     UnknownStep { name: String, known: String },
 }
@@ -26,20 +22,11 @@ pub fn nodes<'a>(inv: &'a Inventory, limit: &[String]) -> Result<Vec<&'a Node>, 
             return Err(SelectError::UnknownNode {
                 name: name.clone(),
                 inventory: inv.source.clone(),
-                known: inv
-                    .nodes
-                    .iter()
-                    .map(|n| n.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                known: inv.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", "),
             });
         }
     }
-    Ok(inv
-        .nodes
-        .iter()
-        .filter(|n| limit.is_empty() || limit.contains(&n.name))
-        .collect())
+    Ok(inv.nodes.iter().filter(|n| limit.is_empty() || limit.contains(&n.name)).collect())
 }
 
 /// The built-in steps plus those the playbooks use.
@@ -101,9 +88,7 @@ mod tests {
         let known = known_steps(pb.tasks.iter());
         assert!(known.contains("mine") && known.contains("mounts"));
         assert!(check_steps(&["mounts".into(), "mine".into()], &known).is_ok());
-        let e = check_steps(&["mount".into()], &known)
-            .unwrap_err()
-            .to_string();
+        let e = check_steps(&["mount".into()], &known).unwrap_err().to_string();
         assert!(e.contains("no step named mount"), "{e}");
         let t = tasks(&pb.tasks, &["mine".into()]);
         assert_eq!(t.len(), 2);

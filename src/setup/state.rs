@@ -201,10 +201,7 @@ pub fn probe_script(probes: &[Probe], with_facts: bool) -> String {
 }
 
 fn b64_text(field: &str, line: usize) -> Result<String, StateError> {
-    let bytes = b64::decode(field).map_err(|_| StateError::Bad {
-        line,
-        why: "bad base64".into(),
-    })?;
+    let bytes = b64::decode(field).map_err(|_| StateError::Bad { line, why: "bad base64".into() })?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
@@ -217,10 +214,7 @@ pub fn parse_probe_output(out: &str) -> Result<(BTreeMap<String, String>, NodeSt
     for (i, line) in out.lines().enumerate() {
         let n = i + 1;
         let f: Vec<&str> = line.split('\t').collect();
-        let bad = |why: &str| StateError::Bad {
-            line: n,
-            why: why.to_string(),
-        };
+        let bad = |why: &str| StateError::Bad { line: n, why: why.to_string() };
         match f.as_slice() {
             ["END"] => ended = true,
             ["F", k, v] => {
@@ -228,8 +222,7 @@ pub fn parse_probe_output(out: &str) -> Result<(BTreeMap<String, String>, NodeSt
             }
             ["S", p, stat] => {
                 let path = b64_text(p, n)?;
-                st.files
-                    .insert(path, Some(parse_stat(stat).ok_or_else(|| bad("bad stat"))?));
+                st.files.insert(path, Some(parse_stat(stat).ok_or_else(|| bad("bad stat"))?));
             }
             ["C", p, c] => {
                 let path = b64_text(p, n)?;
@@ -251,10 +244,7 @@ pub fn parse_probe_output(out: &str) -> Result<(BTreeMap<String, String>, NodeSt
             ["V", s, active, enabled] => {
                 st.services.insert(
                     b64_text(s, n)?,
-                    ServiceState {
-                        active: *active == "active",
-                        enabled: *enabled == "enabled",
-                    },
+                    ServiceState { active: *active == "active", enabled: *enabled == "enabled" },
                 );
             }
             ["P", v] => st.packages = Some(parse_dpkg(&b64_text(v, n)?)),
@@ -271,10 +261,7 @@ pub fn parse_probe_output(out: &str) -> Result<(BTreeMap<String, String>, NodeSt
             stat.content = Some(bytes);
         }
     }
-    st.systemd = facts
-        .get("systemd")
-        .map(|s| s.trim() == "yes")
-        .unwrap_or(false);
+    st.systemd = facts.get("systemd").map(|s| s.trim() == "yes").unwrap_or(false);
     Ok((facts, st))
 }
 
@@ -292,16 +279,7 @@ fn parse_stat(s: &str) -> Option<FileStat> {
         "directory" => FileKind::Dir,
         other => FileKind::Other(other.to_string()),
     };
-    Some(FileStat {
-        kind,
-        mode,
-        uid,
-        gid,
-        owner,
-        group,
-        size,
-        content: None,
-    })
+    Some(FileStat { kind, mode, uid, gid, owner, group, size, content: None })
 }
 
 fn parse_passwd(line: &str) -> Option<UserEntry> {
@@ -339,11 +317,7 @@ pub fn parse_groups(text: &str) -> Vec<GroupEntry> {
             Some(GroupEntry {
                 name: f[0].to_string(),
                 gid: f[2].parse().ok()?,
-                members: f[3]
-                    .split(',')
-                    .filter(|m| !m.is_empty())
-                    .map(str::to_string)
-                    .collect(),
+                members: f[3].split(',').filter(|m| !m.is_empty()).map(str::to_string).collect(),
             })
         })
         .collect()
@@ -359,9 +333,7 @@ pub fn unescape_mount_field(s: &str) -> String {
         if b[i] == b'\\' && i + 4 <= b.len() {
             let oct = &b[i + 1..i + 4];
             if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
-                let v = oct
-                    .iter()
-                    .fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
+                let v = oct.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
                 if let Ok(v) = u8::try_from(v) {
                     out.push(v);
                     i += 4;
@@ -432,24 +404,12 @@ mod tests {
         let (facts, st) = parse_probe_output(&out).unwrap();
         assert_eq!(facts["nproc"], "4\n");
         let d = st.file("/srv/dffmpeg").unwrap();
-        assert_eq!(
-            (d.kind.clone(), d.mode, d.group.as_str()),
-            (FileKind::Dir, 0o2775, "dffmpeg")
-        );
-        assert_eq!(
-            st.file("/etc/x").unwrap().content.as_deref(),
-            Some(&b"hi\n"[..])
-        );
+        assert_eq!((d.kind.clone(), d.mode, d.group.as_str()), (FileKind::Dir, 0o2775, "dffmpeg"));
+        assert_eq!(st.file("/etc/x").unwrap().content.as_deref(), Some(&b"hi\n"[..]));
         assert!(st.files.contains_key("/etc/missing") && st.file("/etc/missing").is_none());
         assert_eq!(st.user("pi").unwrap().home, "/home/pi");
         assert!(st.users.contains_key("nobody2") && st.user("nobody2").is_none());
-        assert_eq!(
-            st.services["nfs-server"],
-            ServiceState {
-                active: true,
-                enabled: false
-            }
-        );
+        assert_eq!(st.services["nfs-server"], ServiceState { active: true, enabled: false });
         let pk = st.packages.as_ref().unwrap();
         assert!(pk.contains("ffmpeg") && pk.contains("held") && !pk.contains("old"));
         assert_eq!(st.mounts[0].target, "/mnt/a b");
@@ -490,12 +450,7 @@ mod tests {
             .spawn()
             .unwrap();
         use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
         let (facts, st) = parse_probe_output(&String::from_utf8(out.stdout).unwrap()).unwrap();
         assert!(!facts["uname_m"].trim().is_empty());
@@ -505,10 +460,7 @@ mod tests {
         assert_eq!(stat.kind, FileKind::File);
         assert!(st.files.contains_key(&missing.display().to_string()));
         assert!(st.file(&missing.display().to_string()).is_none());
-        assert_eq!(
-            st.file(&dir.path().display().to_string()).unwrap().kind,
-            FileKind::Dir
-        );
+        assert_eq!(st.file(&dir.path().display().to_string()).unwrap().kind, FileKind::Dir);
         assert_eq!(st.user("root").unwrap().uid, 0);
         assert!(!st.groups.is_empty());
         assert!(!st.mounts.is_empty());

@@ -20,8 +20,7 @@ pub struct AptArgs {
 fn valid_name(n: &str) -> bool {
     let (pkg, arch) = n.split_once(':').unwrap_or((n, ""));
     let ok = |s: &str, extra: &[u8]| {
-        s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || extra.contains(&b))
+        s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || extra.contains(&b))
     };
     pkg.len() >= 2 && pkg.as_bytes()[0].is_ascii_alphanumeric() && ok(pkg, b"+-.") && ok(arch, b"-")
 }
@@ -69,11 +68,8 @@ pub fn plan(a: &AptArgs, st: &NodeState) -> Result<Vec<Change>, String> {
     if missing.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(vec![Change::new(
-        format!("install {}", missing.join(" ")),
-        join(&install_argv(&missing)) + "\n",
-    )
-    .with(Effect::Installed(missing))])
+    Ok(vec![Change::new(format!("install {}", missing.join(" ")), join(&install_argv(&missing)) + "\n")
+        .with(Effect::Installed(missing))])
 }
 
 #[cfg(test)]
@@ -81,24 +77,17 @@ mod tests {
     use super::*;
 
     fn st(pkgs: &[&str]) -> NodeState {
-        NodeState {
-            packages: Some(pkgs.iter().map(|s| s.to_string()).collect()),
-            ..NodeState::default()
-        }
+        NodeState { packages: Some(pkgs.iter().map(|s| s.to_string()).collect()), ..NodeState::default() }
     }
 
     fn args(names: &[&str]) -> AptArgs {
-        AptArgs {
-            name: names.iter().map(|s| s.to_string()).collect(),
-        }
+        AptArgs { name: names.iter().map(|s| s.to_string()).collect() }
     }
 
     #[test]
     fn installs_only_what_is_missing() {
         let s = st(&["ffmpeg", "nfs-common"]);
-        assert!(plan(&args(&["ffmpeg", "nfs-common"]), &s)
-            .unwrap()
-            .is_empty());
+        assert!(plan(&args(&["ffmpeg", "nfs-common"]), &s).unwrap().is_empty());
         let c = plan(&args(&["ffmpeg", "nfs-kernel-server"]), &s).unwrap();
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].summary, "install nfs-kernel-server");

@@ -47,8 +47,7 @@ pub fn key_id(line: &str) -> Option<(&str, &str)> {
         return None;
     }
     let words: Vec<&str> = line.split_whitespace().collect();
-    let is_type =
-        |w: &str| w.starts_with("ssh-") || w.starts_with("ecdsa-") || w.starts_with("sk-");
+    let is_type = |w: &str| w.starts_with("ssh-") || w.starts_with("ecdsa-") || w.starts_with("sk-");
     let i = words.iter().position(|w| is_type(w))?;
     Some((words[i], words.get(i + 1)?))
 }
@@ -61,13 +60,9 @@ pub fn plan(a: &AuthorizedKeyArgs, st: &NodeState) -> Result<Vec<Change>, String
     if !st.users.contains_key(&a.user) {
         return Err(format!("internal: user {} was not probed", a.user));
     }
-    let user = st
-        .user(&a.user)
-        .ok_or_else(|| format!("no user {} on this node", a.user))?;
-    let path = a
-        .path
-        .clone()
-        .unwrap_or_else(|| format!("{}/.ssh/authorized_keys", user.home.trim_end_matches('/')));
+    let user = st.user(&a.user).ok_or_else(|| format!("no user {} on this node", a.user))?;
+    let path =
+        a.path.clone().unwrap_or_else(|| format!("{}/.ssh/authorized_keys", user.home.trim_end_matches('/')));
     check_path("authorized_keys path", &path)?;
     let dir = parent(&path).to_string();
     if !st.files.contains_key(&path) || !st.files.contains_key(&dir) {
@@ -127,10 +122,7 @@ pub fn plan(a: &AuthorizedKeyArgs, st: &NodeState) -> Result<Vec<Change>, String
     if present {
         let c = cur.ok_or("internal: no stat")?;
         if c.uid != user.uid || c.gid != user.gid {
-            out.push(Change::new(
-                format!("chown {} {path}", a.user),
-                join(&["chown", &chown, &path]) + "\n",
-            ));
+            out.push(Change::new(format!("chown {} {path}", a.user), join(&["chown", &chown, &path]) + "\n"));
         }
         if c.mode & 0o7777 != 0o600 {
             out.push(Change::new(
@@ -177,12 +169,7 @@ mod tests {
         let mut st = NodeState::default();
         st.users.insert(
             "pi".into(),
-            Some(UserEntry {
-                name: "pi".into(),
-                uid: 1000,
-                gid: 1000,
-                home: "/home/pi".into(),
-            }),
+            Some(UserEntry { name: "pi".into(), uid: 1000, gid: 1000, home: "/home/pi".into() }),
         );
         st.files.insert(
             "/home/pi/.ssh".into(),
@@ -196,11 +183,7 @@ mod tests {
     }
 
     fn args() -> AuthorizedKeyArgs {
-        AuthorizedKeyArgs {
-            user: "pi".into(),
-            key: KEY.into(),
-            path: None,
-        }
+        AuthorizedKeyArgs { user: "pi".into(), key: KEY.into(), path: None }
     }
 
     #[test]
@@ -212,17 +195,11 @@ mod tests {
 
     #[test]
     fn appends_keeping_other_keys() {
-        let st = state(
-            Some((0o700, 0)),
-            Some((b"ssh-rsa AAAAB3other me@laptop", 0o600)),
-        );
+        let st = state(Some((0o700, 0)), Some((b"ssh-rsa AAAAB3other me@laptop", 0o600)));
         let c = plan(&args(), &st).unwrap();
         assert_eq!(c.len(), 1);
         let d = c[0].diff.as_ref().unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&d.after),
-            format!("ssh-rsa AAAAB3other me@laptop\n{KEY}\n")
-        );
+        assert_eq!(String::from_utf8_lossy(&d.after), format!("ssh-rsa AAAAB3other me@laptop\n{KEY}\n"));
         assert!(c[0].script.contains("chown 1000:1000"));
         assert!(c[0].script.contains("chmod 00600"));
     }

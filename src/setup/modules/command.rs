@@ -55,13 +55,7 @@ pub fn plan(a: &CommandArgs, st: &NodeState) -> Result<Vec<Change>, String> {
     }
     let mut c = Change::new(format!("run {line}"), line + "\n");
     if let Some(p) = &a.creates {
-        c = c.with(Effect::File {
-            path: p.clone(),
-            content: None,
-            owner: None,
-            group: None,
-            mode: 0o644,
-        });
+        c = c.with(Effect::File { path: p.clone(), content: None, owner: None, group: None, mode: 0o644 });
     }
     if let Some(p) = &a.removes {
         c = c.with(Effect::Gone(p.clone()));
@@ -88,16 +82,10 @@ mod tests {
     #[test]
     fn creates_and_removes() {
         let mut st = NodeState::default();
-        st.files.insert(
-            "/there".into(),
-            stat(FileKind::File, 0o644, "root", "root", Some(b"")),
-        );
+        st.files.insert("/there".into(), stat(FileKind::File, 0o644, "root", "root", Some(b"")));
         st.files.insert("/gone".into(), None);
         assert!(plan(&a(Some("/there"), None), &st).unwrap().is_empty());
-        assert_eq!(
-            plan(&a(Some("/gone"), None), &st).unwrap()[0].script,
-            "mv '/a b' /c\n"
-        );
+        assert_eq!(plan(&a(Some("/gone"), None), &st).unwrap()[0].script, "mv '/a b' /c\n");
         assert!(plan(&a(None, Some("/gone")), &st).unwrap().is_empty());
         assert_eq!(plan(&a(None, Some("/there")), &st).unwrap().len(), 1);
         assert_eq!(plan(&a(None, None), &st).unwrap().len(), 1);
@@ -109,9 +97,6 @@ mod tests {
         both.cmd = Some("ls".into());
         assert!(plan(&both, &NodeState::default()).is_err());
         both.argv = None;
-        assert_eq!(
-            plan(&both, &NodeState::default()).unwrap()[0].script,
-            "ls\n"
-        );
+        assert_eq!(plan(&both, &NodeState::default()).unwrap()[0].script, "ls\n");
     }
 }

@@ -73,17 +73,8 @@ fn blank(kind: FileKind) -> FileStat {
 impl Effect {
     pub fn apply(&self, st: &mut NodeState) {
         match self {
-            Effect::File {
-                path,
-                content,
-                owner,
-                group,
-                mode,
-            } => {
-                let mut s = st
-                    .file(path)
-                    .cloned()
-                    .unwrap_or_else(|| blank(FileKind::File));
+            Effect::File { path, content, owner, group, mode } => {
+                let mut s = st.file(path).cloned().unwrap_or_else(|| blank(FileKind::File));
                 s.kind = FileKind::File;
                 s.size = content.as_ref().map(|c| c.len() as u64).unwrap_or(0);
                 s.content = content.clone();
@@ -91,23 +82,13 @@ impl Effect {
                 set_owner(&mut s, owner, group);
                 st.files.insert(path.clone(), Some(s));
             }
-            Effect::Dir {
-                path,
-                owner,
-                group,
-                mode,
-            } => {
+            Effect::Dir { path, owner, group, mode } => {
                 let mut s = blank(FileKind::Dir);
                 s.mode = *mode;
                 set_owner(&mut s, owner, group);
                 st.files.insert(path.clone(), Some(s));
             }
-            Effect::Attrs {
-                path,
-                owner,
-                group,
-                mode,
-            } => {
+            Effect::Attrs { path, owner, group, mode } => {
                 if let Some(Some(s)) = st.files.get_mut(path) {
                     set_owner(s, owner, group);
                     if let Some(m) = mode {
@@ -119,9 +100,7 @@ impl Effect {
                 st.files.insert(path.clone(), None);
             }
             Effect::Installed(pkgs) => {
-                st.packages
-                    .get_or_insert_with(Default::default)
-                    .extend(pkgs.iter().cloned());
+                st.packages.get_or_insert_with(Default::default).extend(pkgs.iter().cloned());
             }
             Effect::Group { name, gid } => match st.groups.iter_mut().find(|g| &g.name == name) {
                 Some(g) => {

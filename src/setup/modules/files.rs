@@ -130,18 +130,14 @@ fn attr_changes(
     let o = owner.filter(|o| !id_matches(o, &cur.owner, cur.uid));
     let g = group.filter(|g| !id_matches(g, &cur.group, cur.gid));
     if let Some(w) = chown_word(o, g) {
-        out.push(
-            Change::new(
-                format!("chown {w} {path}"),
-                join(&["chown", &w, path]) + "\n",
-            )
-            .with(Effect::Attrs {
+        out.push(Change::new(format!("chown {w} {path}"), join(&["chown", &w, path]) + "\n").with(
+            Effect::Attrs {
                 path: path.into(),
                 owner: o.map(str::to_string),
                 group: g.map(str::to_string),
                 mode: None,
-            }),
-        );
+            },
+        ));
     }
     if let Some(m) = mode {
         if cur.mode & 0o7777 != m {
@@ -174,19 +170,10 @@ pub fn plan_content(a: &ContentArgs, st: &NodeState) -> Result<Vec<Change>, Stri
             return Err(format!("{} exists and is not a regular file", a.dest));
         }
     }
-    let same = cur
-        .and_then(|c| c.content.as_deref())
-        .map(|c| c == a.content.as_slice())
-        .unwrap_or(false);
+    let same = cur.and_then(|c| c.content.as_deref()).map(|c| c == a.content.as_slice()).unwrap_or(false);
     if same {
         let c = cur.ok_or("internal: no stat")?;
-        return Ok(attr_changes(
-            &a.dest,
-            c,
-            a.owner.as_deref(),
-            a.group.as_deref(),
-            a.mode,
-        ));
+        return Ok(attr_changes(&a.dest, c, a.owner.as_deref(), a.group.as_deref(), a.mode));
     }
     // A rewrite keeps the current owner and mode unless told otherwise.
     let owner = a.owner.clone().or_else(|| cur.map(|c| c.uid.to_string()));
@@ -195,13 +182,7 @@ pub fn plan_content(a: &ContentArgs, st: &NodeState) -> Result<Vec<Change>, Stri
     let verb = if cur.is_some() { "update" } else { "create" };
     Ok(vec![Change {
         summary: format!("{verb} {}", a.dest),
-        script: write_script(
-            &a.dest,
-            &a.content,
-            owner.as_deref(),
-            group.as_deref(),
-            mode,
-        ),
+        script: write_script(&a.dest, &a.content, owner.as_deref(), group.as_deref(), mode),
         diff: Some(FileDiff {
             path: a.dest.clone(),
             before: cur.map(|c| c.content.clone().unwrap_or_default()),
@@ -229,14 +210,9 @@ pub fn plan_file(a: &FileArgs, st: &NodeState) -> Result<Vec<Change>, String> {
     match (a.state, cur) {
         (FileState::Absent, None) => Ok(Vec::new()),
         (FileState::Absent, Some(c)) => {
-            let argv: &[&str] = if c.kind == FileKind::Dir {
-                &["rmdir", "--", p]
-            } else {
-                &["rm", "-f", "--", p]
-            };
-            Ok(vec![
-                Change::new(format!("remove {p}"), join(argv) + "\n").with(Effect::Gone(p.into()))
-            ])
+            let argv: &[&str] =
+                if c.kind == FileKind::Dir { &["rmdir", "--", p] } else { &["rm", "-f", "--", p] };
+            Ok(vec![Change::new(format!("remove {p}"), join(argv) + "\n").with(Effect::Gone(p.into()))])
         }
         (FileState::Directory, None) => {
             let mut s = join(&["mkdir", "-p", "--", p]) + "\n";
@@ -245,14 +221,12 @@ pub fn plan_file(a: &FileArgs, st: &NodeState) -> Result<Vec<Change>, String> {
             }
             let mode = a.mode.unwrap_or(0o755);
             s += &(join(&["chmod", &mode_word(mode), p]) + "\n");
-            Ok(vec![Change::new(format!("create directory {p}"), s).with(
-                Effect::Dir {
-                    path: p.into(),
-                    owner: a.owner.clone(),
-                    group: a.group.clone(),
-                    mode,
-                },
-            )])
+            Ok(vec![Change::new(format!("create directory {p}"), s).with(Effect::Dir {
+                path: p.into(),
+                owner: a.owner.clone(),
+                group: a.group.clone(),
+                mode,
+            })])
         }
         (FileState::Directory, Some(c)) => {
             if c.kind != FileKind::Dir {
@@ -268,15 +242,13 @@ pub fn plan_file(a: &FileArgs, st: &NodeState) -> Result<Vec<Change>, String> {
             }
             let mode = a.mode.unwrap_or(0o644);
             s += &(join(&["chmod", &mode_word(mode), p]) + "\n");
-            Ok(vec![Change::new(format!("create empty {p}"), s).with(
-                Effect::File {
-                    path: p.into(),
-                    content: Some(Vec::new()),
-                    owner: a.owner.clone(),
-                    group: a.group.clone(),
-                    mode,
-                },
-            )])
+            Ok(vec![Change::new(format!("create empty {p}"), s).with(Effect::File {
+                path: p.into(),
+                content: Some(Vec::new()),
+                owner: a.owner.clone(),
+                group: a.group.clone(),
+                mode,
+            })])
         }
         (FileState::File | FileState::Touch, Some(c)) => {
             if c.kind == FileKind::Dir {
@@ -329,20 +301,14 @@ pub(crate) mod tests {
 
     #[test]
     fn content_noop_when_equal_and_changes_when_not() {
-        let same = with(
-            "/etc/exports",
-            stat(FileKind::File, 0o644, "root", "root", Some(b"a\n")),
-        );
+        let same = with("/etc/exports", stat(FileKind::File, 0o644, "root", "root", Some(b"a\n")));
         assert!(plan_content(&content(b"a\n"), &same).unwrap().is_empty());
 
         let changes = plan_content(&content(b"b\n"), &same).unwrap();
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].summary, "update /etc/exports");
         let d = changes[0].diff.as_ref().unwrap();
-        assert_eq!(
-            (d.before.as_deref(), d.after.as_slice()),
-            (Some(&b"a\n"[..]), &b"b\n"[..])
-        );
+        assert_eq!((d.before.as_deref(), d.after.as_slice()), (Some(&b"a\n"[..]), &b"b\n"[..]));
         assert!(changes[0].script.contains("mv -f \"$tmp\" /etc/exports"));
         assert!(changes[0].script.contains("chmod 00644"));
 
@@ -351,29 +317,20 @@ pub(crate) mod tests {
         assert_eq!(c[0].summary, "create /etc/exports");
         assert_eq!(c[0].diff.as_ref().unwrap().before, None);
 
-        let wrong_mode = with(
-            "/etc/exports",
-            stat(FileKind::File, 0o600, "root", "root", Some(b"a\n")),
-        );
+        let wrong_mode = with("/etc/exports", stat(FileKind::File, 0o600, "root", "root", Some(b"a\n")));
         let c = plan_content(&content(b"a\n"), &wrong_mode).unwrap();
         assert_eq!(c.len(), 1);
         assert!(c[0].summary.starts_with("chmod 0644"), "{}", c[0].summary);
         assert!(c[0].diff.is_none());
 
-        let dir = with(
-            "/etc/exports",
-            stat(FileKind::Dir, 0o755, "root", "root", None),
-        );
+        let dir = with("/etc/exports", stat(FileKind::Dir, 0o755, "root", "root", None));
         assert!(plan_content(&content(b"a\n"), &dir).is_err());
         assert!(plan_content(&content(b"a\n"), &NodeState::default()).is_err());
     }
 
     #[test]
     fn rewrite_keeps_current_owner_and_mode_when_unspecified() {
-        let st = with(
-            "/etc/x",
-            stat(FileKind::File, 0o600, "pi", "pi", Some(b"old")),
-        );
+        let st = with("/etc/x", stat(FileKind::File, 0o600, "pi", "pi", Some(b"old")));
         let a = ContentArgs {
             dest: "/etc/x".into(),
             content: b"new".to_vec(),
@@ -391,29 +348,15 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("we'ird $name");
         let data = b"line 1\n\xff binary \0 and 'quotes' $(x)\nDFFMPEG_EOF\n";
-        let script = format!(
-            "set -e\n{}",
-            write_script(&path.display().to_string(), data, None, None, 0o640)
-        );
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&script)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let script =
+            format!("set -e\n{}", write_script(&path.display().to_string(), data, None, None, 0o640));
+        let out = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(std::fs::read(&path).unwrap(), data);
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o640);
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "temp file left"
-        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "temp file left");
     }
 
     fn dir_args(mode: u32) -> FileArgs {
@@ -428,35 +371,21 @@ pub(crate) mod tests {
 
     #[test]
     fn directories() {
-        let ok = with(
-            "/srv/dffmpeg",
-            stat(FileKind::Dir, 0o2775, "root", "dffmpeg", None),
-        );
+        let ok = with("/srv/dffmpeg", stat(FileKind::Dir, 0o2775, "root", "dffmpeg", None));
         assert!(plan_file(&dir_args(0o2775), &ok).unwrap().is_empty());
         let c = plan_file(&dir_args(0o2775), &with("/srv/dffmpeg", None)).unwrap();
         assert_eq!(c.len(), 1);
         assert!(c[0].script.contains("mkdir -p -- /srv/dffmpeg"));
         assert!(c[0].script.contains("chown root:dffmpeg /srv/dffmpeg"));
         assert!(c[0].script.contains("chmod 02775 /srv/dffmpeg"));
-        let wrong = with(
-            "/srv/dffmpeg",
-            stat(FileKind::Dir, 0o777, "root", "root", None),
-        );
+        let wrong = with("/srv/dffmpeg", stat(FileKind::Dir, 0o777, "root", "root", None));
         let c = plan_file(&dir_args(0o2775), &wrong).unwrap();
         assert_eq!(c.len(), 2, "{c:?}");
         assert!(c[0].script.starts_with("chown :dffmpeg"));
         // Clearing setgid on a directory needs the five-digit form.
-        let sgid = with(
-            "/srv/dffmpeg",
-            stat(FileKind::Dir, 0o2755, "root", "dffmpeg", None),
-        );
-        assert!(plan_file(&dir_args(0o755), &sgid).unwrap()[0]
-            .script
-            .contains("chmod 00755"));
-        let file = with(
-            "/srv/dffmpeg",
-            stat(FileKind::File, 0o644, "root", "root", Some(b"")),
-        );
+        let sgid = with("/srv/dffmpeg", stat(FileKind::Dir, 0o2755, "root", "dffmpeg", None));
+        assert!(plan_file(&dir_args(0o755), &sgid).unwrap()[0].script.contains("chmod 00755"));
+        let file = with("/srv/dffmpeg", stat(FileKind::File, 0o644, "root", "root", Some(b"")));
         assert!(plan_file(&dir_args(0o755), &file).is_err());
     }
 
@@ -464,13 +393,8 @@ pub(crate) mod tests {
     fn absent_touch_and_file() {
         let mut a = dir_args(0o644);
         a.state = FileState::Absent;
-        assert!(plan_file(&a, &with("/srv/dffmpeg", None))
-            .unwrap()
-            .is_empty());
-        let f = with(
-            "/srv/dffmpeg",
-            stat(FileKind::File, 0o644, "root", "root", Some(b"")),
-        );
+        assert!(plan_file(&a, &with("/srv/dffmpeg", None)).unwrap().is_empty());
+        let f = with("/srv/dffmpeg", stat(FileKind::File, 0o644, "root", "root", Some(b"")));
         assert!(plan_file(&a, &f).unwrap()[0].script.starts_with("rm -f --"));
         a.state = FileState::Touch;
         a.group = Some("root".into());

@@ -21,9 +21,7 @@ pub struct GroupArgs {
 fn valid(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('-')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 pub fn plan(a: &GroupArgs, st: &NodeState) -> Result<Vec<Change>, String> {
@@ -32,11 +30,7 @@ pub fn plan(a: &GroupArgs, st: &NodeState) -> Result<Vec<Change>, String> {
             return Err(format!("not a user or group name: {n:?}"));
         }
     }
-    let gid = a
-        .gid
-        .as_deref()
-        .map(|g| g.parse::<u32>().map_err(|_| format!("bad gid {g:?}")))
-        .transpose()?;
+    let gid = a.gid.as_deref().map(|g| g.parse::<u32>().map_err(|_| format!("bad gid {g:?}"))).transpose()?;
     let mut out = Vec::new();
     let cur = st.group(&a.name);
     match (cur, gid) {
@@ -46,27 +40,18 @@ pub fn plan(a: &GroupArgs, st: &NodeState) -> Result<Vec<Change>, String> {
                 argv.extend(["--gid".to_string(), g.to_string()]);
             }
             argv.push(a.name.clone());
-            out.push(Change::new(
-                format!("add group {}", a.name),
-                join(&argv) + "\n",
-            ));
+            out.push(Change::new(format!("add group {}", a.name), join(&argv) + "\n"));
         }
         (Some(g), Some(want)) if g.gid != want => {
             if let Some(other) = st.groups.iter().find(|o| o.gid == want) {
-                return Err(format!(
-                    "gid {want} wanted for {} is taken by group {}",
-                    a.name, other.name
-                ));
+                return Err(format!("gid {want} wanted for {} is taken by group {}", a.name, other.name));
             }
             out.push(
                 Change::new(
                     format!("gid of {} {} -> {want}", a.name, g.gid),
                     join(&["groupmod", "--gid", &want.to_string(), &a.name]) + "\n",
                 )
-                .with(Effect::Group {
-                    name: a.name.clone(),
-                    gid: Some(want),
-                }),
+                .with(Effect::Group { name: a.name.clone(), gid: Some(want) }),
             );
         }
         _ => {}
@@ -78,19 +63,13 @@ pub fn plan(a: &GroupArgs, st: &NodeState) -> Result<Vec<Change>, String> {
                     format!("add {m} to group {}", a.name),
                     join(&["usermod", "-a", "-G", &a.name, m]) + "\n",
                 )
-                .with(Effect::Member {
-                    group: a.name.clone(),
-                    user: m.clone(),
-                }),
+                .with(Effect::Member { group: a.name.clone(), user: m.clone() }),
             );
         }
     }
     if cur.is_none() {
         if let Some(other) = gid.and_then(|w| st.groups.iter().find(|o| o.gid == w)) {
-            return Err(format!(
-                "gid {} wanted for {} is taken by group {}",
-                other.gid, a.name, other.name
-            ));
+            return Err(format!("gid {} wanted for {} is taken by group {}", other.gid, a.name, other.name));
         }
     }
     Ok(out)
@@ -102,25 +81,16 @@ mod tests {
     use crate::setup::state::parse_groups;
 
     fn st(group: &str) -> NodeState {
-        NodeState {
-            groups: parse_groups(group),
-            ..NodeState::default()
-        }
+        NodeState { groups: parse_groups(group), ..NodeState::default() }
     }
 
     fn a() -> GroupArgs {
-        GroupArgs {
-            name: "dffmpeg".into(),
-            gid: Some("2775".into()),
-            members: vec!["pi".into()],
-        }
+        GroupArgs { name: "dffmpeg".into(), gid: Some("2775".into()), members: vec!["pi".into()] }
     }
 
     #[test]
     fn noop_when_group_and_members_match() {
-        assert!(plan(&a(), &st("dffmpeg:x:2775:bob,pi\n"))
-            .unwrap()
-            .is_empty());
+        assert!(plan(&a(), &st("dffmpeg:x:2775:bob,pi\n")).unwrap().is_empty());
     }
 
     #[test]
@@ -131,9 +101,7 @@ mod tests {
         let c = plan(&a(), &st("dffmpeg:x:999:pi\n")).unwrap();
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].script, "groupmod --gid 2775 dffmpeg\n");
-        assert!(plan(&a(), &st("other:x:2775:\n"))
-            .unwrap_err()
-            .contains("taken"));
+        assert!(plan(&a(), &st("other:x:2775:\n")).unwrap_err().contains("taken"));
         let mut bad = a();
         bad.members = vec!["-o".into()];
         assert!(plan(&bad, &st("")).is_err());

@@ -42,12 +42,7 @@ pub struct Change {
 
 impl Change {
     pub fn new(summary: impl Into<String>, script: impl Into<String>) -> Change {
-        Change {
-            summary: summary.into(),
-            script: script.into(),
-            diff: None,
-            effects: Vec::new(),
-        }
+        Change { summary: summary.into(), script: script.into(), diff: None, effects: Vec::new() }
     }
 
     pub fn with(mut self, e: Effect) -> Change {
@@ -112,12 +107,9 @@ impl ModuleArgs {
             ModuleArgs::AuthorizedKey(a) => a.probes(),
             ModuleArgs::Mount(a) => vec![Probe::File(a.fstab.clone())],
             ModuleArgs::Service(a) => vec![Probe::Service(a.name.clone())],
-            ModuleArgs::Command(a) => a
-                .creates
-                .iter()
-                .chain(a.removes.iter())
-                .map(|p| Probe::File(p.clone()))
-                .collect(),
+            ModuleArgs::Command(a) => {
+                a.creates.iter().chain(a.removes.iter()).map(|p| Probe::File(p.clone())).collect()
+            }
         }
     }
 
@@ -144,8 +136,7 @@ impl ModuleArgs {
 /// `0644` unquoted means different things in YAML 1.1 and 1.2.
 pub fn parse_mode(s: &str) -> Result<u32, String> {
     let digits = s.trim().trim_start_matches("0o");
-    let m = u32::from_str_radix(digits, 8)
-        .map_err(|_| format!("bad mode {s:?} (octal, e.g. \"0644\")"))?;
+    let m = u32::from_str_radix(digits, 8).map_err(|_| format!("bad mode {s:?} (octal, e.g. \"0644\")"))?;
     if m > 0o7777 {
         return Err(format!("bad mode {s:?}"));
     }
@@ -159,9 +150,7 @@ pub(crate) fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Strin
         None | Some(Json::Null) => Ok(None),
         Some(Json::String(s)) => Ok(Some(s)),
         Some(Json::Number(n)) => Ok(Some(n.to_string())),
-        Some(other) => Err(serde::de::Error::custom(format!(
-            "expected a string, got {other}"
-        ))),
+        Some(other) => Err(serde::de::Error::custom(format!("expected a string, got {other}"))),
     }
 }
 

@@ -45,13 +45,7 @@ pub struct MountArgs {
 
 /// `SRC PATH TYPE OPTS 0 0`, fields escaped the fstab way.
 pub fn fstab_line(src: &str, path: &str, fstype: &str, opts: &str) -> String {
-    format!(
-        "{} {} {} {} 0 0",
-        escape_mount_field(src),
-        escape_mount_field(path),
-        fstype,
-        opts
-    )
+    format!("{} {} {} {} 0 0", escape_mount_field(src), escape_mount_field(path), fstype, opts)
 }
 
 /// `text` with exactly one entry for `path`, equal to `line` (the first
@@ -62,10 +56,7 @@ pub fn fstab_with(text: &str, path: &str, line: &str) -> Option<String> {
     let is_entry = |l: &str| {
         let t = l.trim_start();
         !t.starts_with('#')
-            && t.split_whitespace()
-                .nth(1)
-                .map(|p| unescape_mount_field(p) == path)
-                .unwrap_or(false)
+            && t.split_whitespace().nth(1).map(|p| unescape_mount_field(p) == path).unwrap_or(false)
     };
     let entries: Vec<&str> = text.lines().filter(|l| is_entry(l)).collect();
     if entries.len() == 1 && entries[0].split_whitespace().collect::<Vec<_>>() == want {
@@ -113,9 +104,7 @@ pub fn plan(a: &MountArgs, st: &NodeState) -> Result<Vec<Change>, String> {
     let new = fstab_with(&text, &a.path, &line);
     if let Some(new) = &new {
         let mode = cur.map(|c| c.mode & 0o7777).unwrap_or(0o644);
-        let (o, g) = cur
-            .map(|c| (c.uid.to_string(), c.gid.to_string()))
-            .unwrap_or(("0".into(), "0".into()));
+        let (o, g) = cur.map(|c| (c.uid.to_string(), c.gid.to_string())).unwrap_or(("0".into(), "0".into()));
         out.push(Change {
             summary: format!("{} in {}: {line}", a.path, a.fstab),
             script: write_script(&a.fstab, new.as_bytes(), Some(&o), Some(&g), mode),
@@ -139,10 +128,7 @@ pub fn plan(a: &MountArgs, st: &NodeState) -> Result<Vec<Change>, String> {
             out.push(
                 Change::new(
                     format!("mount {}", a.path),
-                    join(&["mkdir", "-p", "--", &a.path])
-                        + "\n"
-                        + &join(&["mount", &a.path])
-                        + "\n",
+                    join(&["mkdir", "-p", "--", &a.path]) + "\n" + &join(&["mount", &a.path]) + "\n",
                 )
                 .with(Effect::Mounted(a.path.clone())),
             );
@@ -176,58 +162,34 @@ mod tests {
     }
 
     fn st(fstab: &str, mounts: &str) -> NodeState {
-        let mut s = NodeState {
-            mounts: parse_mounts(mounts),
-            ..NodeState::default()
-        };
-        s.files.insert(
-            "/etc/fstab".into(),
-            stat(
-                FileKind::File,
-                0o644,
-                "root",
-                "root",
-                Some(fstab.as_bytes()),
-            ),
-        );
+        let mut s = NodeState { mounts: parse_mounts(mounts), ..NodeState::default() };
+        s.files
+            .insert("/etc/fstab".into(), stat(FileKind::File, 0o644, "root", "root", Some(fstab.as_bytes())));
         s
     }
 
     #[test]
     fn the_fstab_line() {
         assert_eq!(fstab_line(&a().src, &a().path, "nfs", &a().opts), LINE);
-        assert_eq!(
-            fstab_line("h:/a b", "/a b", "nfs", "ro"),
-            "h:/a\\040b /a\\040b nfs ro 0 0"
-        );
+        assert_eq!(fstab_line("h:/a b", "/a b", "nfs", "ro"), "h:/a\\040b /a\\040b nfs ro 0 0");
     }
 
     #[test]
     fn fstab_editing() {
         let base = "# static\nUUID=1 / ext4 defaults 0 1\n";
-        assert_eq!(
-            fstab_with(base, "/srv/dffmpeg/work", LINE).unwrap(),
-            format!("{base}{LINE}\n")
-        );
+        assert_eq!(fstab_with(base, "/srv/dffmpeg/work", LINE).unwrap(), format!("{base}{LINE}\n"));
         let done = format!("{base}{LINE}\n");
         assert_eq!(fstab_with(&done, "/srv/dffmpeg/work", LINE), None);
         // Same fields, other spacing: still equal.
         let spaced = format!("{base}{}\n", LINE.replace(' ', "\t"));
         assert_eq!(fstab_with(&spaced, "/srv/dffmpeg/work", LINE), None);
         // An old entry is replaced in place; duplicates go.
-        let old = format!(
-            "old:/x /srv/dffmpeg/work nfs ro 0 0\n{base}old2:/y /srv/dffmpeg/work nfs ro 0 0\n"
-        );
-        assert_eq!(
-            fstab_with(&old, "/srv/dffmpeg/work", LINE).unwrap(),
-            format!("{LINE}\n{base}")
-        );
+        let old =
+            format!("old:/x /srv/dffmpeg/work nfs ro 0 0\n{base}old2:/y /srv/dffmpeg/work nfs ro 0 0\n");
+        assert_eq!(fstab_with(&old, "/srv/dffmpeg/work", LINE).unwrap(), format!("{LINE}\n{base}"));
         // A commented-out entry is left alone.
         let commented = format!("#{LINE}\n");
-        assert_eq!(
-            fstab_with(&commented, "/srv/dffmpeg/work", LINE).unwrap(),
-            format!("#{LINE}\n{LINE}\n")
-        );
+        assert_eq!(fstab_with(&commented, "/srv/dffmpeg/work", LINE).unwrap(), format!("#{LINE}\n{LINE}\n"));
     }
 
     #[test]
@@ -240,14 +202,8 @@ mod tests {
     fn adds_line_and_mounts() {
         let c = plan(&a(), &st("", "")).unwrap();
         assert_eq!(c.len(), 2);
-        assert_eq!(
-            String::from_utf8_lossy(&c[0].diff.as_ref().unwrap().after),
-            format!("{LINE}\n")
-        );
-        assert_eq!(
-            c[1].script,
-            "mkdir -p -- /srv/dffmpeg/work\nmount /srv/dffmpeg/work\n"
-        );
+        assert_eq!(String::from_utf8_lossy(&c[0].diff.as_ref().unwrap().after), format!("{LINE}\n"));
+        assert_eq!(c[1].script, "mkdir -p -- /srv/dffmpeg/work\nmount /srv/dffmpeg/work\n");
         // In fstab but not mounted: mount only.
         let c = plan(&a(), &st(&format!("{LINE}\n"), "")).unwrap();
         assert_eq!(c.len(), 1);
@@ -255,10 +211,7 @@ mod tests {
         // Mounted with an old line: rewrite and remount.
         let c = plan(
             &a(),
-            &st(
-                "old:/x /srv/dffmpeg/work nfs ro 0 0\n",
-                "old:/x /srv/dffmpeg/work nfs4 ro 0 0\n",
-            ),
+            &st("old:/x /srv/dffmpeg/work nfs ro 0 0\n", "old:/x /srv/dffmpeg/work nfs4 ro 0 0\n"),
         )
         .unwrap();
         assert_eq!(c[1].summary, "remount /srv/dffmpeg/work");

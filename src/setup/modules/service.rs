@@ -41,10 +41,7 @@ pub fn plan(a: &ServiceArgs, st: &NodeState) -> Result<Plan, String> {
         .ok_or_else(|| format!("internal: service {} was not probed", a.name))?;
     let mut out = Vec::new();
     let mut ctl = |verb: &str| {
-        out.push(Change::new(
-            format!("{verb} {}", a.name),
-            join(&["systemctl", verb, &a.name]) + "\n",
-        ))
+        out.push(Change::new(format!("{verb} {}", a.name), join(&["systemctl", verb, &a.name]) + "\n"))
     };
     match a.enabled {
         Some(true) if !cur.enabled => ctl("enable"),
@@ -65,33 +62,20 @@ mod tests {
     use crate::setup::state::ServiceState;
 
     fn st(systemd: bool, active: bool, enabled: bool) -> NodeState {
-        let mut s = NodeState {
-            systemd,
-            ..NodeState::default()
-        };
-        s.services
-            .insert("nfs-server".into(), ServiceState { active, enabled });
+        let mut s = NodeState { systemd, ..NodeState::default() };
+        s.services.insert("nfs-server".into(), ServiceState { active, enabled });
         s
     }
 
     fn a() -> ServiceArgs {
-        ServiceArgs {
-            name: "nfs-server".into(),
-            state: Some(ServiceWanted::Started),
-            enabled: Some(true),
-        }
+        ServiceArgs { name: "nfs-server".into(), state: Some(ServiceWanted::Started), enabled: Some(true) }
     }
 
     #[test]
     fn skips_without_systemd_and_noops_when_running() {
-        assert!(matches!(
-            plan(&a(), &st(false, false, false)),
-            Ok(Plan::Skip(_))
-        ));
+        assert!(matches!(plan(&a(), &st(false, false, false)), Ok(Plan::Skip(_))));
         assert_eq!(plan(&a(), &st(true, true, true)), Ok(Plan::Changes(vec![])));
-        let Ok(Plan::Changes(c)) = plan(&a(), &st(true, false, false)) else {
-            panic!()
-        };
+        let Ok(Plan::Changes(c)) = plan(&a(), &st(true, false, false)) else { panic!() };
         assert_eq!(c[0].script, "systemctl enable nfs-server\n");
         assert_eq!(c[1].script, "systemctl start nfs-server\n");
     }
