@@ -81,7 +81,8 @@ pub async fn connect(inv: &Inventory, args: &ConnectArgs) -> Cluster {
         .collect();
     let local_only = compute.len() == 1 && compute[0].host == Host::Local;
     cluster.description = if local_only && inv.source == Inventory::local_default().source {
-        format!("{} ({})", inv.source, names.join(", "))
+        let slots: usize = cluster.nodes.iter().map(|n| n.slots).sum();
+        format!("{}: this machine, {slots} slots", inv.source)
     } else {
         let storage = match inv.cluster.storage {
             StorageMode::Ssh => "storage ssh".to_string(),

@@ -103,6 +103,12 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
     };
     let key = JobKey::new(&input, &output, &args.ffmpeg_args, chunk_seconds).map_err(usage)?;
     let (job, found) = JobDir::open(&job_dir, &key, args.fresh, args.resume).map_err(usage)?;
+    if cluster.shared_dir.is_some() {
+        // Nodes write their chunks here as their own users (over NFS):
+        // group-writable, and setgid so files keep the shared group.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&job.dir, std::fs::Permissions::from_mode(0o2775));
+    }
 
     let record = match found {
         Found::Resumed(r) => *r,

@@ -135,6 +135,7 @@ pub fn spawn(mode: Mode) -> (Sender, tokio::task::JoinHandle<()>) {
 struct Running {
     chunk: usize,
     frames: u64,
+    started: Instant,
     bar: Option<ProgressBar>,
 }
 
@@ -307,18 +308,17 @@ fn handle(st: &mut State, ev: Event) {
                     if duplicate { " (duplicate of a slow one)" } else { "" }
                 );
             }
-            st.running.insert(attempt, Running { chunk, frames: 0, bar });
+            st.running.insert(attempt, Running { chunk, frames: 0, started: Instant::now(), bar });
         }
         Event::ChunkProgress { attempt, frames } => {
-            let elapsed = st.started.elapsed().as_secs_f64();
             if let Some(r) = st.running.get_mut(&attempt) {
                 r.frames = frames;
                 if let Some(b) = &r.bar {
                     let of = st.chunk_frames.get(&r.chunk).copied().unwrap_or(0);
-                    b.set_message(format!("chunk {}: {frames}/{of} frames", r.chunk));
+                    let fps = frames as f64 / r.started.elapsed().as_secs_f64().max(1e-3);
+                    b.set_message(format!("chunk {}: {frames}/{of} frames, {fps:.1} fps", r.chunk));
                 }
             }
-            let _ = elapsed;
         }
         Event::ChunkDone { chunk, attempt, node, frames, seconds } => {
             finish(st, attempt);
