@@ -48,29 +48,9 @@ fn cluster_cmd(dir: &Path, inventory: &Path) -> Command {
     c
 }
 
-fn sample(dir: &Path, name: &str, seconds: u32) -> PathBuf {
-    let p = dir.join(name);
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        &format!("testsrc2=size=320x240:rate=25:duration={seconds}"),
-        "-f",
-        "lavfi",
-        "-i",
-        &format!("sine=duration={seconds}"),
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        "25",
-        "-c:a",
-        "aac",
-        "-shortest",
-        p.to_str().unwrap(),
-    ]);
-    p
+/// `transcode -I inventory --json --chunk 1 -o out input ARGS...`, which must succeed.
+fn transcode_json(d: &Path, inv: &Path, out: &Path, input: &Path, args: &[&str]) -> Vec<serde_json::Value> {
+    ok(&run(cluster_cmd(d, inv).args(["--json", "--chunk", "1", "-o"]).arg(out).arg(input).args(args)))
 }
 
 fn ok(out: &Output) -> Vec<serde_json::Value> {
@@ -123,11 +103,7 @@ fn ssh_storage_three_hosts_matches_a_local_run() {
     let input = sample(&d, "in.mp4", 12);
     let inv = write_inventory(&d, &lab, "ssh", None, &nodes);
     let out = d.join("out.mp4");
-    let ev = ok(&run(cluster_cmd(&d, &inv)
-        .args(["--json", "--chunk", "1", "-o"])
-        .arg(&out)
-        .arg(&input)
-        .args(ARGS)));
+    let ev = transcode_json(&d, &inv, &out, &input, ARGS);
     assert!(ev[0]["cluster"].as_str().unwrap().contains("inventory.yaml"), "{}", ev[0]);
     assert_eq!(nodes_with_chunks(&ev), ["a", "b", "c"], "every host did chunks");
     let local = d.join("local.mp4");
@@ -157,11 +133,7 @@ fn nfs_storage_through_a_shared_directory() {
     let input = sample(&d, "in $(touch pwned) ü.mp4", 12);
     let inv = write_inventory(&d, &lab, "nfs", Some(&shared), &nodes);
     let out = d.join("out.mkv");
-    let ev = ok(&run(cluster_cmd(&d, &inv)
-        .args(["--json", "--chunk", "1", "-o"])
-        .arg(&out)
-        .arg(&input)
-        .args(ARGS)));
+    let ev = transcode_json(&d, &inv, &out, &input, ARGS);
     assert_eq!(nodes_with_chunks(&ev), ["a", "b", "c"]);
     assert_eq!(frame_count(&out), frame_count(&input));
     for h in lab.hosts() {
@@ -252,11 +224,7 @@ fn unreachable_hosts() {
     let nodes = [TestNode { name: "a".into(), host: a.ip.clone() }, ghost];
     let inv = write_inventory(&d, &lab, "ssh", None, &nodes);
     let out = d.join("out.mp4");
-    let ev = ok(&run(cluster_cmd(&d, &inv)
-        .args(["--json", "--chunk", "1", "-o"])
-        .arg(&out)
-        .arg(&input)
-        .args(ARGS)));
+    let ev = transcode_json(&d, &inv, &out, &input, ARGS);
     let warn: Vec<_> = ev.iter().filter(|e| e["event"] == "warning").collect();
     assert!(warn.iter().any(|w| w["message"].as_str().unwrap().contains("ghost")), "{ev:?}");
     assert_eq!(nodes_with_chunks(&ev), ["a"]);
@@ -293,11 +261,7 @@ fn a_node_with_a_different_ffmpeg_build_is_left_out() {
     let input = sample(&d, "in.mp4", 12);
     let inv = write_inventory(&d, &lab, "ssh", None, &nodes);
     let out = d.join("out.mp4");
-    let ev = ok(&run(cluster_cmd(&d, &inv)
-        .args(["--json", "--chunk", "1", "-o"])
-        .arg(&out)
-        .arg(&input)
-        .args(ARGS)));
+    let ev = transcode_json(&d, &inv, &out, &input, ARGS);
     let rejected = ev
         .iter()
         .find(|e| e["event"] == "chunk_failed" && e["node"] == "c")
@@ -340,11 +304,7 @@ fn ctrl_c_stops_ffmpeg_on_every_host_and_the_rerun_resumes() {
     for h in lab.hosts() {
         assert!(h.pids_matching("ffmpeg").is_empty(), "ffmpeg left on {}", h.name);
     }
-    let ev = ok(&run(cluster_cmd(&d, &inv)
-        .args(["--json", "--chunk", "1", "-o"])
-        .arg(&out)
-        .arg(&input)
-        .args(args)));
+    let ev = transcode_json(&d, &inv, &out, &input, &args);
     let start = ev.iter().find(|e| e["event"] == "job_start").unwrap();
     assert!(start["resumed_chunks"].as_u64().unwrap() >= 1);
     assert_eq!(frame_count(&out), frame_count(&input));

@@ -9,31 +9,6 @@ use std::process::{Command, Stdio};
 
 use common::media::*;
 
-fn sample(dir: &Path, name: &str, seconds: u32) -> std::path::PathBuf {
-    let p = dir.join(name);
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        &format!("testsrc2=size=320x240:rate=25:duration={seconds}"),
-        "-f",
-        "lavfi",
-        "-i",
-        &format!("sine=duration={seconds}"),
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        "25",
-        "-c:a",
-        "aac",
-        "-shortest",
-        p.to_str().unwrap(),
-    ]);
-    p
-}
-
 /// Run dffmpeg; expect exit 2 and `needle` in its one-line error; the
 /// directory afterwards holds exactly `files`.
 fn expect_usage_error(cmd: &mut Command, needle: &str, dir: &Path, files: &[&str]) {

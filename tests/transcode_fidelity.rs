@@ -77,53 +77,38 @@ fn transcode_and_check(dir: &Path, input: &str, output: &str, chunk: &str, args:
 #[test]
 fn cfr_h264_with_aac() {
     let d = workdir("cfr");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        &format!("{SRC}:duration=8"),
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:duration=8",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-g",
-        "25",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        "-shortest",
-        d.join("in.mp4").to_str().unwrap(),
-    ]);
+    clip(
+        &d.join("in.mp4"),
+        8,
+        true,
+        &["-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac"],
+    );
     transcode_and_check(&d, "in.mp4", "out.mp4", "2", &["-c:v", "mpeg4", "-b:v", "1M"]);
 }
 
 #[test]
 fn vfr_timestamps_are_kept() {
     let d = workdir("vfr");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        &format!("{SRC}:duration=8"),
-        "-vf",
-        "setpts='(N*0.04+0.015*mod(N,3))/TB'",
-        "-fps_mode",
-        "passthrough",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-g",
-        "20",
-        "-enc_time_base",
-        "1/1000",
-        d.join("in.mkv").to_str().unwrap(),
-    ]);
+    let vfr = "setpts='(N*0.04+0.015*mod(N,3))/TB'";
+    clip(
+        &d.join("in.mkv"),
+        8,
+        false,
+        &[
+            "-vf",
+            vfr,
+            "-fps_mode",
+            "passthrough",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-g",
+            "20",
+            "-enc_time_base",
+            "1/1000",
+        ],
+    );
     transcode_and_check(
         &d,
         "in.mkv",
@@ -136,32 +121,27 @@ fn vfr_timestamps_are_kept() {
 #[test]
 fn mpeg2_ts_open_gop_with_start_offset() {
     let d = workdir("ts");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        &format!("{SRC}:duration=8"),
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=300:duration=8",
-        "-c:v",
-        "mpeg2video",
-        "-q:v",
-        "4",
-        "-g",
-        "12",
-        "-bf",
-        "2",
-        "-flags",
-        "-cgop",
-        "-c:a",
-        "mp2",
-        "-output_ts_offset",
-        "10",
-        "-shortest",
-        d.join("in.ts").to_str().unwrap(),
-    ]);
+    clip(
+        &d.join("in.ts"),
+        8,
+        true,
+        &[
+            "-c:v",
+            "mpeg2video",
+            "-q:v",
+            "4",
+            "-g",
+            "12",
+            "-bf",
+            "2",
+            "-flags",
+            "-cgop",
+            "-c:a",
+            "mp2",
+            "-output_ts_offset",
+            "10",
+        ],
+    );
     transcode_and_check(
         &d,
         "in.ts",
@@ -174,38 +154,24 @@ fn mpeg2_ts_open_gop_with_start_offset() {
 #[test]
 fn single_keyframe() {
     let d = workdir("onekey");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        &format!("{SRC}:duration=8"),
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-x264-params",
-        "keyint=1000:min-keyint=1000:scenecut=0",
-        d.join("in.mp4").to_str().unwrap(),
-    ]);
+    clip(
+        &d.join("in.mp4"),
+        8,
+        false,
+        &["-c:v", "libx264", "-preset", "veryfast", "-x264-params", "keyint=1000:min-keyint=1000:scenecut=0"],
+    );
     transcode_and_check(&d, "in.mp4", "out.mp4", "2", &["-c:v", "mpeg4", "-q:v", "3"]);
 }
 
 #[test]
 fn long_gop() {
     let d = workdir("longgop");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        &format!("{SRC}:duration=12"),
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-x264-params",
-        "keyint=250:min-keyint=250:scenecut=0",
-        d.join("in.mp4").to_str().unwrap(),
-    ]);
+    clip(
+        &d.join("in.mp4"),
+        12,
+        false,
+        &["-c:v", "libx264", "-preset", "veryfast", "-x264-params", "keyint=250:min-keyint=250:scenecut=0"],
+    );
     transcode_and_check(
         &d,
         "in.mp4",
@@ -219,19 +185,7 @@ fn long_gop() {
 fn rotated() {
     let d = workdir("rotated");
     let tmp = d.join("plain.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        &format!("{SRC}:duration=6"),
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-g",
-        "25",
-        tmp.to_str().unwrap(),
-    ]);
+    clip(&tmp, 6, false, &["-c:v", "libx264", "-preset", "veryfast", "-g", "25"]);
     ffmpeg(&[
         "-i",
         tmp.to_str().unwrap(),
@@ -305,26 +259,7 @@ fn audio_tracks_subtitles_chapters_title() {
 fn hostile_file_name() {
     let d = workdir("hostile");
     let name = "a b'c\"$(touch pwned);`id` ünï 视频.mp4";
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        &format!("{SRC}:duration=5"),
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=duration=5",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-g",
-        "25",
-        "-c:a",
-        "aac",
-        "-shortest",
-        d.join(name).to_str().unwrap(),
-    ]);
+    clip(&d.join(name), 5, true, &["-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-c:a", "aac"]);
     transcode_and_check(&d, name, "out $(touch pwned2); 'x'.mkv", "2", &["-c:v", "mpeg4", "-q:v", "4"]);
     assert!(!Path::new("pwned").exists() && !d.join("pwned").exists());
 }

@@ -130,3 +130,24 @@ pub fn workdir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).expect("workdir");
     d
 }
+
+/// A generated clip: testsrc2 320x240 at 25 fps for `seconds`, plus a sine
+/// audio track when `audio`, encoded with `args` into `path`.
+pub fn clip(path: &Path, seconds: u32, audio: bool, args: &[&str]) {
+    let video = format!("testsrc2=size=320x240:rate=25:duration={seconds}");
+    let sine = format!("sine=frequency=440:duration={seconds}");
+    let mut a = vec!["-f", "lavfi", "-i", video.as_str()];
+    if audio {
+        a.extend(["-f", "lavfi", "-i", sine.as_str(), "-shortest"]);
+    }
+    a.extend(args);
+    a.push(path.to_str().expect("UTF-8 test path"));
+    ffmpeg(&a);
+}
+
+/// A quick h264 + AAC clip `dir/name`, a keyframe every second.
+pub fn sample(dir: &Path, name: &str, seconds: u32) -> PathBuf {
+    let p = dir.join(name);
+    clip(&p, seconds, true, &["-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-c:a", "aac"]);
+    p
+}
