@@ -53,6 +53,13 @@ fn transcode_json(d: &Path, inv: &Path, out: &Path, input: &Path, args: &[&str])
     ok(&run(cluster_cmd(d, inv).args(["--json", "--chunk", "1", "-o"]).arg(out).arg(input).args(args)))
 }
 
+/// No ffmpeg left on any live host (stopped duplicates, dropped nodes).
+fn assert_no_ffmpeg(lab: &Lab) {
+    for h in lab.hosts().iter().filter(|h| h.is_running()) {
+        assert!(h.pids_matching("ffmpeg").is_empty(), "ffmpeg left running on {}", h.name);
+    }
+}
+
 fn ok(out: &Output) -> Vec<serde_json::Value> {
     assert!(
         out.status.success(),
@@ -114,6 +121,7 @@ fn ssh_storage_three_hosts_matches_a_local_run() {
         .args(ARGS)));
     assert_same_video(&out, &local);
     assert_eq!(frame_count(&out), frame_count(&input));
+    assert_no_ffmpeg(&lab);
     drop(lab);
     let _ = std::fs::remove_dir_all(&d);
 }
@@ -145,6 +153,7 @@ fn nfs_storage_through_a_shared_directory() {
     // The job directory in the shared work dir is gone after success.
     let left: Vec<_> = std::fs::read_dir(shared.join("work")).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
+    assert_no_ffmpeg(&lab);
     drop(lab);
     let _ = std::fs::remove_dir_all(&d);
 }
@@ -209,6 +218,7 @@ fn a_host_dying_mid_job_fails_over() {
     assert!(b_stats["failures"].as_u64().unwrap() >= 1);
     assert_eq!(frame_count(&out), frame_count(&input));
     assert_same_video(&out, &input);
+    assert_no_ffmpeg(&lab);
     drop(lab);
     let _ = std::fs::remove_dir_all(&d);
 }
@@ -239,6 +249,7 @@ fn unreachable_hosts() {
     assert_eq!(res.status.code(), Some(1), "{err}");
     assert!(err.contains("ghost") && err.contains("no compute node"), "{err}");
     assert!(!out2.exists());
+    assert_no_ffmpeg(&lab);
     drop(lab);
     let _ = std::fs::remove_dir_all(&d);
 }
@@ -277,6 +288,7 @@ fn a_node_with_a_different_ffmpeg_build_is_left_out() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), "yuv420p");
+    assert_no_ffmpeg(&lab);
     drop(lab);
     let _ = std::fs::remove_dir_all(&d);
 }
@@ -308,6 +320,7 @@ fn ctrl_c_stops_ffmpeg_on_every_host_and_the_rerun_resumes() {
     let start = ev.iter().find(|e| e["event"] == "job_start").unwrap();
     assert!(start["resumed_chunks"].as_u64().unwrap() >= 1);
     assert_eq!(frame_count(&out), frame_count(&input));
+    assert_no_ffmpeg(&lab);
     drop(lab);
     let _ = std::fs::remove_dir_all(&d);
 }
