@@ -36,6 +36,27 @@ pub struct Shared {
     pub check: bool,
     pub diff: bool,
     pub reporter: Reporter,
+    /// The storage node of this run and whether its play has ended (for
+    /// `meta: wait_for_storage`); `None` when it is not part of the run.
+    pub storage: Option<StorageGate>,
+}
+
+/// The storage node's play, as the others see it.
+pub struct StorageGate {
+    pub node: String,
+    /// Becomes `true` when its play has ended, however it ended.
+    pub done: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// Wait until the storage node's play has ended (not on itself).
+    async fn wait_for_storage(&self, node: &str) {
+        if let Some(g) = self.storage.as_ref().filter(|g| g.node != node) {
+            let mut rx = g.done.clone();
+            // An error means the storage play is gone (it crashed): go on.
+            let _ = rx.wait_for(|done| *done).await;
+        }
+    }
 }
 
 /// One node's work.
@@ -52,6 +73,8 @@ pub struct NodeJob {
 /// A task after `loop` and `when`, with its arguments rendered.
 enum Inst {
     Flush,
+    /// Flush, then wait for the storage node.
+    Wait,
     Skip { name: String, step: Option<String>, reason: String },
     Fail { name: String, step: Option<String>, msg: String },
     Run { name: String, step: Option<String>, notify: Vec<String>, args: Box<ModuleArgs>, ctx: Json },
@@ -171,6 +194,7 @@ fn instances(sh: &Shared, task: &Task, ctx: &Json) -> Vec<Inst> {
     let r = &sh.renderer;
     let (module, args) = match &task.action {
         Action::FlushHandlers => return vec![Inst::Flush],
+        Action::WaitForStorage => return vec![Inst::Wait],
         Action::Module { name, args } => (name, args),
     };
     let step = task.step.clone();
@@ -301,12 +325,15 @@ pub async fn play<T: Transport + ?Sized>(t: &T, job: &NodeJob, sh: &Shared) {
     let mut notified: Vec<String> = Vec::new();
     let mut segment: Vec<Inst> = Vec::new();
     for inst in insts {
-        if matches!(inst, Inst::Flush) {
+        if matches!(inst, Inst::Flush | Inst::Wait) {
             let seg = std::mem::take(&mut segment);
             if !run_segment(t, job, sh, &mut state, seg, false, &mut notified).await
                 || !run_handlers(t, job, sh, &mut state, &ctx, &mut notified).await
             {
                 return;
+            }
+            if matches!(inst, Inst::Wait) {
+                sh.wait_for_storage(&job.name).await;
             }
         } else {
             segment.push(inst);
@@ -354,7 +381,7 @@ async fn run_segment<T: Transport + ?Sized>(
     let mut planned: Vec<(Inst, Planned)> = Vec::new();
     for inst in insts {
         let p = match &inst {
-            Inst::Flush => continue,
+            Inst::Flush | Inst::Wait => continue,
             Inst::Skip { reason, .. } => Planned::Skip(reason.clone()),
             Inst::Fail { msg, .. } => Planned::Fail(msg.clone()),
             Inst::Run { args, .. } => plan_one(args, state),
@@ -404,7 +431,7 @@ async fn run_segment<T: Transport + ?Sized>(
     // Report in task order.
     for (id, (inst, p)) in planned.into_iter().enumerate() {
         let (name, step, notify, ctx) = match &inst {
-            Inst::Flush => continue,
+            Inst::Flush | Inst::Wait => continue,
             Inst::Skip { name, step, .. } | Inst::Fail { name, step, .. } => {
                 (name.clone(), step.clone(), Vec::new(), None)
             }
@@ -582,7 +609,7 @@ pub fn preview(sh: &Shared, job: &NodeJob, facts: &Facts, state: &NodeState) -> 
     insts
         .into_iter()
         .filter_map(|i| match i {
-            Inst::Flush => None,
+            Inst::Flush | Inst::Wait => None,
             Inst::Skip { name, reason, .. } => Some((name, Preview::Skip(reason))),
             Inst::Fail { name, msg, .. } => Some((name, Preview::Fail(msg))),
             Inst::Run { name, args, .. } => Some((

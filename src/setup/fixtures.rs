@@ -121,6 +121,7 @@ fn shared() -> (Shared, Sink) {
         check: true,
         diff: true,
         reporter: Reporter::new(sink.clone(), false, true, &[]),
+        storage: None,
     };
     (sh, sink)
 }

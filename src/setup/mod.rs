@@ -42,7 +42,7 @@ use crate::inventory::{Host, Inventory, Node, Role};
 use crate::remote::Transport;
 
 use assets::Assets;
-use engine::{NodeJob, Shared};
+use engine::{NodeJob, Shared, StorageGate};
 use playbook::{Playbook, Task};
 use render::Renderer;
 use report::{Recap, Reporter, Sink, Status, TaskEvent};
@@ -322,25 +322,47 @@ pub async fn play_cluster<T: Transport + 'static>(
             .map(|j| (j.name.clone(), j))
             .collect();
 
-    let shared = Arc::new(Shared { renderer, raw_templates, check: opts.check, diff: opts.diff, reporter });
+    // Compute nodes mount the storage node's exports: they wait for its play
+    // (`meta: wait_for_storage`) when it is part of this run.
+    let storage_name = inventory.storage_node().map(|s| s.name.clone()).filter(|s| jobs.contains_key(s));
+    let (storage_tx, storage_rx) = tokio::sync::watch::channel(false);
+    let storage = storage_name.clone().map(|node| StorageGate { node, done: storage_rx });
+    let shared = Arc::new(Shared {
+        renderer,
+        raw_templates,
+        check: opts.check,
+        diff: opts.diff,
+        reporter,
+        storage,
+    });
     let sem = Arc::new(tokio::sync::Semaphore::new(opts.forks.max(1)));
     let mut conns: BTreeMap<String, Result<T, String>> = nodes.into_iter().collect();
     let mut set = tokio::task::JoinSet::new();
-    for name in &names {
+    // The storage node takes the first fork (permits are taken here, in this
+    // order), so that nodes waiting for it can never hold every fork.
+    let mut order: Vec<&String> = names.iter().filter(|n| Some(*n) == storage_name.as_ref()).collect();
+    order.extend(names.iter().filter(|n| Some(*n) != storage_name.as_ref()));
+    let mut storage_tx = Some(storage_tx);
+    for name in order {
         let Some(job) = jobs.remove(name) else {
             continue;
         };
         let conn = conns.remove(name).unwrap_or_else(|| Err("no connection was made to this node".into()));
         let sh = shared.clone();
-        let sem = sem.clone();
+        let permit = sem.clone().acquire_owned().await;
+        let done = if Some(name) == storage_name.as_ref() { storage_tx.take() } else { None };
         set.spawn(async move {
-            let _permit = sem.acquire_owned().await;
+            let _permit = permit;
             match conn {
                 Ok(t) => engine::play(&t, &job, &sh).await,
                 Err(msg) => sh.reporter.unreachable(&job.name, &msg),
             }
+            if let Some(tx) = done {
+                let _ = tx.send(true);
+            }
         });
     }
+    drop(storage_tx);
     while let Some(r) = set.join_next().await {
         if let Err(e) = r {
             return Err(failed(anyhow!("a node's play crashed: {e}")));

@@ -37,6 +37,18 @@ pub enum Action {
     Module { name: String, args: Json },
     /// `meta: flush_handlers`: run the handlers notified so far, now.
     FlushHandlers,
+    /// `meta: wait_for_storage`: flush the handlers, then wait until the
+    /// storage node's play of this run has ended (its directories exist and
+    /// its exports are live), so that NFS mounts after it can succeed. A
+    /// no-op on the storage node itself and when it is not part of the run.
+    WaitForStorage,
+}
+
+impl Action {
+    /// `meta:` actions: no module, no step; kept by `--only`.
+    pub fn is_meta(&self) -> bool {
+        matches!(self, Action::FlushHandlers | Action::WaitForStorage)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -157,10 +169,11 @@ fn parse_task(mut map: Map<String, Json>, handler: bool) -> Result<Task, (String
         None => None,
     };
     let action = if let Some(meta) = map.remove("meta") {
-        if meta != Json::String("flush_handlers".into()) {
-            return Err(fail("the only `meta` action is flush_handlers".into()));
+        match meta.as_str() {
+            Some("flush_handlers") => Action::FlushHandlers,
+            Some("wait_for_storage") if !handler => Action::WaitForStorage,
+            _ => return Err(fail("`meta` is flush_handlers or wait_for_storage (not in handlers)".into())),
         }
-        Action::FlushHandlers
     } else {
         let mut modules = map.keys().filter(|k| MODULES.contains(&k.as_str()));
         let module = match (modules.next(), modules.next()) {
@@ -180,17 +193,21 @@ fn parse_task(mut map: Map<String, Json>, handler: bool) -> Result<Task, (String
     if let Some(k) = map.keys().next() {
         return Err(fail(format!("unknown key `{k}`")));
     }
-    if name.is_empty() && action != Action::FlushHandlers {
+    if name.is_empty() && !action.is_meta() {
         return Err(fail("every task needs a `name`".into()));
     }
-    if !handler && step.is_none() && action != Action::FlushHandlers {
+    if !handler && step.is_none() && !action.is_meta() {
         return Err(fail(format!("every task needs a `step` (e.g. {}) for --only", STEPS.join(", "))));
     }
     if handler && !notify.is_empty() {
         return Err(fail("handlers cannot notify".into()));
     }
     Ok(Task {
-        name: if name.is_empty() { "flush handlers".into() } else { name },
+        name: match (&action, name.is_empty()) {
+            (Action::FlushHandlers, true) => "flush handlers".into(),
+            (Action::WaitForStorage, true) => "wait for the storage node".into(),
+            _ => name,
+        },
         step,
         when,
         notify,
@@ -214,6 +231,7 @@ tasks:
     template: { src: sources.list.j2, dest: /etc/apt/sources.list }
     notify: apt update
   - meta: flush_handlers
+  - meta: wait_for_storage
   - name: dirs
     step: exports
     loop: [upload, work]
@@ -224,11 +242,12 @@ handlers:
 "#;
         let pb = parse(text, "common.yaml").unwrap();
         assert_eq!(pb.vars["g"], Json::String("dffmpeg".into()));
-        assert_eq!(pb.tasks.len(), 3);
+        assert_eq!(pb.tasks.len(), 4);
         assert_eq!(pb.tasks[0].notify, vec!["apt update".to_string()]);
         assert_eq!(pb.tasks[0].when.as_deref(), Some("cluster.apt_mirror"));
         assert_eq!(pb.tasks[1].action, Action::FlushHandlers);
-        assert!(pb.tasks[2].loop_items.is_some());
+        assert_eq!(pb.tasks[2].action, Action::WaitForStorage);
+        assert!(pb.tasks[3].loop_items.is_some());
         assert_eq!(pb.handlers[0].name, "apt update");
     }
 
@@ -244,6 +263,8 @@ handlers:
         let none = "tasks:\n  - name: x\n    step: s\n    shell: ls\n";
         assert!(parse(none, "c.yaml").unwrap_err().to_string().contains("no module"));
         assert!(parse("tasks: [", "c.yaml").unwrap_err().to_string().starts_with("c.yaml: "));
+        let meta = "tasks:\n  - meta: end_play\n";
+        assert!(parse(meta, "c.yaml").unwrap_err().to_string().contains("wait_for_storage"));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use crate::inventory::{Inventory, Node};
 
-use super::playbook::{Action, Task, STEPS};
+use super::playbook::{Task, STEPS};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SelectError {
@@ -46,13 +46,13 @@ pub fn check_steps(only: &[String], known: &BTreeSet<String>) -> Result<(), Sele
     }
 }
 
-/// The tasks of the selected steps (all without `--only`); `flush_handlers`
-/// stays.
+/// The tasks of the selected steps (all without `--only`); `meta` tasks
+/// stay.
 pub fn tasks(all: &[Task], only: &[String]) -> Vec<Task> {
     all.iter()
         .filter(|t| {
             only.is_empty()
-                || t.action == Action::FlushHandlers
+                || t.action.is_meta()
                 || t.step.as_ref().map(|s| only.contains(s)).unwrap_or(false)
         })
         .cloned()
