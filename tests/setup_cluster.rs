@@ -1,23 +1,79 @@
-//! `dffmpeg setup` on test hosts: prototype.
+//! `dffmpeg setup` on test hosts, the blog's way: stock Raspberry Pis with
+//! a password, dffmpeg running on the Pi 3B (controller + compute +
+//! storage) as user pi, real sshd, sudo, apt (from a signed mirror served on
+//! the test bridge), exportfs, mount(8) and /etc/fstab (NFS mounts through a
+//! stand-in mount.nfs: see tests/common/picluster.rs). Then a transcode over
+//! the provisioned cluster, through the shared directory.
+//!
+//! One test, in order: first bring-up with --ask-pass; what it wrote
+//! (sources, exports, fstab, the data path, permissions); a no-op re-run;
+//! drift found by --check --diff and repaired; an x86 Debian box joining;
+//! drift of the exports; an unreachable node and the --limit it prints;
+//! --limit; the node removed again; `dffmpeg transcode` with storage: nfs.
 
 mod common;
 
+use common::lab::q;
+use common::media::{ffmpeg, frame_count};
 use common::picluster::*;
 
+const CONTROLLER: &str = "controller, compute, storage";
+
+/// The inventory the user writes: pi3 is where dffmpeg runs (`host:
+/// local`), the others by address, logging in as pi and becoming root.
 fn inventory(c: &PiCluster, nodes: &[(&str, &str)]) -> String {
     let mut y = format!(
-        "cluster:\n  shared_dir: {SHARED_DIR}\n  storage: nfs\n  apt_mirror: {}\ndefaults: {{ user: pi, become: true }}\nnodes:\n",
+        "# The blog's cluster.\ncluster:\n  shared_dir: {SHARED_DIR}\n  storage: nfs\n  apt_mirror: {}\ndefaults: {{ user: pi, become: true }}\nnodes:\n",
         c.mirror.url
     );
-    for (name, roles) in nodes {
-        let host = if *name == "pi3" { "local".to_string() } else { c.host(name).ip.clone() };
+    for (name, addr_or_roles) in nodes {
+        let (host, roles) = match *name {
+            "pi3" => ("local".to_string(), CONTROLLER.to_string()),
+            "ghost" => (addr_or_roles.to_string(), "compute".to_string()),
+            _ => (c.host(name).ip.clone(), addr_or_roles.to_string()),
+        };
         y.push_str(&format!("  {name}: {{ host: {host}, roles: [{roles}] }}\n"));
     }
     y
 }
 
+/// Asserts exit 0, one recap line per node (in order, nothing else) with no
+/// failure, and returns the changed counts.
+fn assert_clean(r: &Run, nodes: &[&str]) -> Vec<u32> {
+    assert_eq!(r.code, 0, "{r}");
+    let recap = r.recap();
+    let names: Vec<&str> = recap.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, nodes, "one recap line per node:\n{r}");
+    for (n, v) in &recap {
+        let line = format!(
+            "{n} : ok={} changed={} unreachable=0 failed=0 skipped={}",
+            v[0], v[1], v[4]
+        );
+        assert!(r.stdout.lines().any(|l| l == line), "{line} in:\n{r}");
+    }
+    recap.iter().map(|(_, v)| v[1]).collect()
+}
+
+fn lines(text: &str) -> Vec<String> {
+    text.lines().map(str::to_string).filter(|l| !l.trim().is_empty() && !l.starts_with('#')).collect()
+}
+
+fn ok(out: std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
-fn proto() {
+fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
+    let t0 = std::time::Instant::now();
+    // nuc's pi has another uid than the Pis' (its first user is its owner):
+    // only the shared group's gid is common, as with real NFS.
     let c = PiCluster::new(
         "setit",
         91,
@@ -27,9 +83,282 @@ fn proto() {
             Spec { name: "nuc", os: Os::DebianTrixie, kind: Kind::Compute, uid_offset: 1 },
         ],
     );
-    c.write_inventory(&inventory(&c, &[("pi3", "controller, compute, storage"), ("pi2", "compute")]));
-    let r = c.setup_ask_pass("");
-    println!("{r}");
+    let (pi3, pi2, nuc) = (c.host("pi3").clone(), c.host("pi2").clone(), c.host("nuc").clone());
+    let url = c.mirror.url.clone();
+    let (pi3_ip, pi2_ip, nuc_ip) = (pi3.ip.clone(), pi2.ip.clone(), nuc.ip.clone());
+    for h in [&pi3, &pi2, &nuc] {
+        assert!(!h.exec("dpkg -s nfs-common 2>/dev/null | grep -q 'ok installed'").status.success());
+        assert!(!h.exec("test -e /home/pi/.ssh/authorized_keys").status.success());
+    }
+    let uid = |h: &common::lab::Host| h.exec_ok("id -u pi").trim().to_string();
+    assert_ne!(uid(&nuc), uid(&pi3), "nuc's pi has its own uid");
+
+    // 1. First bring-up of the two Pis, the password asked once (on stdin).
+    c.write_inventory(&inventory(&c, &[("pi3", ""), ("pi2", "compute")]));
+    let first = c.setup_ask_pass("");
+    let changed = assert_clean(&first, &["pi3", "pi2"]);
+    assert!(changed.iter().all(|&n| n > 0), "{first}");
+    assert!(first.stdout.contains("changed: [pi2] install the controller's key with the password"), "{first}");
+    eprintln!("first bring-up: {:.2} s", first.secs);
+    let pubkey = c.cat("pi3", "/home/pi/.ssh/id_ed25519.pub");
+    assert!(c.cat("pi2", "/home/pi/.ssh/authorized_keys").contains(pubkey.trim()));
+    pi3.exec_ok(&format!("ssh-keygen -F {pi2_ip} -f {KNOWN_HOSTS} | grep -q ."));
+    // The password was never written anywhere.
+    for h in [&pi3, &pi2] {
+        let found = h.exec("grep -rlsF raspberry /home/pi /tmp /root");
+        assert!(found.stdout.is_empty(), "password stored: {}", String::from_utf8_lossy(&found.stdout));
+    }
+
+    // apt: Raspbian sources from the mirror, NFS packages fetched from it.
+    for h in ["pi3", "pi2"] {
+        assert_eq!(
+            lines(&c.cat(h, "/etc/apt/sources.list")),
+            [format!("deb {url}/raspbian/raspbian/ bookworm main contrib non-free rpi")]
+        );
+    }
+    pi3.exec_ok("dpkg -s nfs-kernel-server | grep -q 'Status: install ok installed'");
+    pi2.exec_ok("dpkg -s nfs-common | grep -q 'Status: install ok installed'");
+    let requests = c.mirror.requests();
+    assert!(requests.contains("GET /raspbian/raspbian/pool/nfs-common_"), "{requests}");
+    assert!(requests.contains("GET /raspbian/raspbian/pool/nfs-kernel-server_"), "{requests}");
+    // The diverted mount.nfs stayed diverted: nfs-common's went aside.
+    assert!(pi2.exec_ok("cat /sbin/mount.nfs").contains("stand-in"));
+    pi2.exec_ok("test -x /sbin/mount.nfs.distrib");
+
+    // Exports: only the compute nodes' addresses, upload ro, work/output rw.
+    let exports = |want: &[&str]| {
+        let line = |dir: &str, opts: &str| {
+            let hosts: Vec<String> =
+                want.iter().map(|h| format!("{h}({opts},sync,no_subtree_check,root_squash)")).collect();
+            format!("{SHARED_DIR}/{dir} {}", hosts.join(" "))
+        };
+        vec![line("upload", "ro"), line("work", "rw"), line("output", "rw")]
+    };
+    assert_eq!(lines(&c.cat("pi3", "/etc/exports.d/dffmpeg.exports")), exports(&[&pi2_ip]));
+    let exportfs = |want: &[&str]| {
+        let v = pi3.exec_ok("exportfs -v");
+        // `PATH CLIENT(OPTS)`, or PATH alone and the client on the next line.
+        let mut seen: Vec<(String, String, String)> = Vec::new();
+        let mut path = String::new();
+        for l in v.lines() {
+            let mut words = l.split_whitespace();
+            if !l.starts_with(char::is_whitespace) {
+                path = words.next().unwrap_or("").to_string();
+            }
+            for client in words {
+                let (who, opts) = client.trim_end_matches(')').split_once('(').unwrap();
+                let mode = opts.split(',').find(|o| *o == "ro" || *o == "rw").unwrap_or("?");
+                seen.push((path.clone(), who.to_string(), mode.to_string()));
+            }
+        }
+        seen.sort();
+        let mut expect = Vec::new();
+        for h in want {
+            for (d, m) in [("output", "rw"), ("upload", "ro"), ("work", "rw")] {
+                expect.push((format!("{SHARED_DIR}/{d}"), h.to_string(), m.to_string()));
+            }
+        }
+        expect.sort();
+        assert_eq!(seen, expect, "exportfs -v:\n{v}");
+        assert!(!v.contains('*') && !v.contains("<world>"), "{v}");
+    };
+    exportfs(&[&pi2_ip]);
+
+    // Shared directory: root:dffmpeg 2775, the same gid everywhere, nothing
+    // world-writable.
+    for d in ["", "/upload", "/work", "/output"] {
+        let st = pi3.exec_ok(&format!("stat -c '%a %U %G %g' {SHARED_DIR}{d}"));
+        assert_eq!(st.trim(), "2775 root dffmpeg 2775", "{SHARED_DIR}{d}");
+    }
+    for h in [&pi3, &pi2] {
+        assert!(h.exec_ok("id -nG pi").split_whitespace().any(|g| g == "dffmpeg"));
+    }
+
+    // fstab on pi2: type nfs, _netdev,nofail, same path as on the storage
+    // node; mounted through mount(8) and the stand-in mount.nfs.
+    let fstab = |h: &str| -> Vec<String> {
+        lines(&c.cat(h, "/etc/fstab")).into_iter().filter(|l| l.contains(SHARED_DIR)).collect()
+    };
+    let want_fstab = |storage: &str| -> Vec<String> {
+        [("upload", "ro"), ("work", "rw"), ("output", "rw")]
+            .iter()
+            .map(|(d, m)| format!("{storage}:{SHARED_DIR}/{d} {SHARED_DIR}/{d} nfs {m},_netdev,nofail,noatime 0 0"))
+            .collect()
+    };
+    assert_eq!(fstab("pi2"), want_fstab(&pi3_ip));
+    let mounted = |h: &common::lab::Host, d: &str| -> Option<String> {
+        let m = h.exec_ok("cat /proc/mounts");
+        m.lines()
+            .find(|l| l.split(' ').nth(1) == Some(&format!("{SHARED_DIR}/{d}")))
+            .map(|l| l.split(' ').nth(3).unwrap_or("").to_string())
+    };
+    assert!(mounted(&pi2, "upload").unwrap().starts_with("ro,"));
+    assert!(mounted(&pi2, "work").unwrap().starts_with("rw,"));
+    let log = c.cat("pi2", "/var/log/mount.nfs-standin.log");
+    assert!(log.contains(&format!("mounted {pi3_ip}:{SHARED_DIR}/work on {SHARED_DIR}/work")), "{log}");
+
+    // The data path: pi writes on pi2, it is on pi3, owned by pi and the
+    // shared group; upload is read-only over NFS.
+    ok(c.as_pi("pi2", &format!("echo from-pi2 > {SHARED_DIR}/work/from-pi2")), "write as pi on pi2");
+    assert_eq!(c.cat("pi3", &format!("{SHARED_DIR}/work/from-pi2")), "from-pi2\n");
+    let st = pi3.exec_ok(&format!("stat -c '%U %G' {SHARED_DIR}/work/from-pi2"));
+    assert_eq!(st.trim(), "pi dffmpeg");
+    let ro = c.as_pi("pi2", &format!("touch {SHARED_DIR}/upload/x"));
+    assert!(!ro.status.success() && String::from_utf8_lossy(&ro.stderr).contains("Read-only"), "{ro:?}");
+    ok(c.as_pi("pi2", &format!("rm {SHARED_DIR}/work/from-pi2")), "rm as pi on pi2");
+    let ww = pi3.exec_ok(&format!("find {SHARED_DIR} -perm -0002"));
+    assert!(ww.trim().is_empty(), "world-writable: {ww}");
+
+    // 2. Re-run: nothing to do, key-only now.
+    let noop = c.setup("");
+    assert_eq!(assert_clean(&noop, &["pi3", "pi2"]), [0, 0], "{noop}");
+    eprintln!("no-op re-run: {:.2} s", noop.secs);
+
+    // 3. Drift on pi2: someone made the work mount read-only in fstab and
+    // remounted it. --check --diff finds it and changes nothing.
+    let work_rw = format!("{pi3_ip}:{SHARED_DIR}/work {SHARED_DIR}/work nfs rw,_netdev,nofail,noatime 0 0");
+    let work_ro = work_rw.replace(" rw,", " ro,");
+    pi2.exec_ok(&format!(
+        "sed -i 's|^{work_rw}$|{work_ro}|' /etc/fstab && umount {SHARED_DIR}/work && mount {SHARED_DIR}/work"
+    ));
+    let drifted = c.cat("pi2", "/etc/fstab");
+    assert!(drifted.contains(&work_ro));
+    assert!(mounted(&pi2, "work").unwrap().starts_with("ro,"));
+    let check = c.setup("--check --diff");
+    assert_eq!(assert_clean(&check, &["pi3", "pi2"]), [0, 1], "{check}");
+    assert!(check.stdout.contains(&format!("\n-{work_ro}\n")), "{check}");
+    assert!(check.stdout.contains(&format!("\n+{work_rw}\n")), "{check}");
+    assert!(check.stdout.contains("--- /etc/fstab") && check.stdout.contains("+++ /etc/fstab"), "{check}");
+    assert_eq!(c.cat("pi2", "/etc/fstab"), drifted, "--check changed nothing");
+    assert!(mounted(&pi2, "work").unwrap().starts_with("ro,"));
+    // A normal run repairs it: the line, and the mount (remounted rw).
+    let fix = c.setup("");
+    assert_eq!(assert_clean(&fix, &["pi3", "pi2"]), [0, 1], "{fix}");
+    assert_eq!(fstab("pi2"), want_fstab(&pi3_ip));
+    assert!(mounted(&pi2, "work").unwrap().starts_with("rw,"));
+
+    // 4. An x86 Debian trixie box joins (its key installed with the
+    // password): it is provisioned, pi3's exports now include it, pi2 has
+    // nothing to do.
+    let three = [("pi3", ""), ("pi2", "compute"), ("nuc", "compute")];
+    c.write_inventory(&inventory(&c, &three));
+    let join = c.setup_ask_pass("");
+    let changed = assert_clean(&join, &["pi3", "pi2", "nuc"]);
+    assert_eq!(changed[..2], [2, 0], "pi3: exports + exportfs; pi2: nothing\n{join}");
+    assert!(changed[2] > 0, "{join}");
+    assert!(join.stdout.contains("ok: [pi2] install the controller's key with the password"), "{join}");
+    assert_eq!(
+        lines(&c.cat("nuc", "/etc/apt/sources.list")),
+        [
+            format!("deb {url}/debian trixie main contrib non-free non-free-firmware"),
+            format!("deb {url}/debian trixie-updates main contrib non-free non-free-firmware"),
+            format!("deb {url}/debian-security trixie-security main contrib non-free non-free-firmware"),
+        ]
+    );
+    nuc.exec_ok("test -f /etc/apt/sources.list.d/debian.sources.disabled && ! test -e /etc/apt/sources.list.d/debian.sources");
+    assert!(c.mirror.requests().contains("GET /debian/pool/nfs-common_"));
+    assert_eq!(lines(&c.cat("pi3", "/etc/exports.d/dffmpeg.exports")), exports(&[&pi2_ip, &nuc_ip]));
+    exportfs(&[&pi2_ip, &nuc_ip]);
+    assert_eq!(fstab("nuc"), want_fstab(&pi3_ip));
+    // pi on nuc (another uid) writes through the shared group; pi on pi3
+    // reads it and removes it.
+    ok(c.as_pi("nuc", &format!("echo from-nuc > {SHARED_DIR}/work/from-nuc")), "write as pi on nuc");
+    assert_eq!(pi3.exec_ok(&format!("stat -c %G {SHARED_DIR}/work/from-nuc")).trim(), "dffmpeg");
+    ok(c.as_pi("pi3", &format!("cat {SHARED_DIR}/work/from-nuc && rm {SHARED_DIR}/work/from-nuc")), "pi on pi3");
+    let noop3 = c.setup("");
+    assert_eq!(assert_clean(&noop3, &["pi3", "pi2", "nuc"]), [0, 0, 0], "{noop3}");
+    eprintln!("no-op re-run, 3 nodes: {:.2} s", noop3.secs);
+
+    // 5. Drift on the storage node: the work export opened to everyone.
+    // Found by --check --diff (the exports file and the exportfs it would
+    // run), left alone, repaired.
+    let exports_path = "/etc/exports.d/dffmpeg.exports";
+    pi3.exec_ok(&format!("sed -i 's|^\\({SHARED_DIR}/work\\) |\\1 *(rw) |' {exports_path}"));
+    let drifted = c.cat("pi3", exports_path);
+    assert!(drifted.contains("/work *(rw) "), "{drifted}");
+    let check = c.setup("--check --diff");
+    assert_eq!(assert_clean(&check, &["pi3", "pi2", "nuc"]), [2, 0, 0], "{check}");
+    assert!(check.stdout.contains(&format!("\n-{SHARED_DIR}/work *(rw) ")), "{check}");
+    assert_eq!(c.cat("pi3", exports_path), drifted);
+    let fix = c.setup("");
+    assert_eq!(assert_clean(&fix, &["pi3", "pi2", "nuc"]), [2, 0, 0], "{fix}");
+    assert!(!c.cat("pi3", exports_path).contains('*'));
+    exportfs(&[&pi2_ip, &nuc_ip]);
+
+    // 6. A node that does not answer: reported unreachable, the others are
+    // fine, exit 1, and the failed nodes are printed as a --limit value.
+    let ghost_ip = "198.18.91.250";
+    let mut with_ghost = three.to_vec();
+    with_ghost.push(("ghost", ghost_ip));
+    c.write_inventory(&inventory(&c, &with_ghost));
     let r = c.setup("");
-    println!("{r}");
+    assert_eq!(r.code, 1, "{r}");
+    assert!(r.stdout.lines().any(|l| l == "ghost : ok=0 changed=0 unreachable=1 failed=0 skipped=0"), "{r}");
+    for n in ["pi3", "pi2", "nuc"] {
+        let v = r.counts(n);
+        assert_eq!((v[2], v[3]), (0, 0), "{n}: {r}");
+    }
+    assert_eq!(r.changed("pi3"), 2, "the exports list ghost too: {r}");
+    let limit = r.stdout.trim_end().lines().last().unwrap().split("--limit ").nth(1).unwrap_or("").to_string();
+    assert_eq!(limit, "ghost", "{r}");
+    let again = c.setup(&format!("--limit {limit}"));
+    assert_eq!(again.code, 1, "{again}");
+    assert_eq!(again.recap().len(), 1, "{again}");
+
+    // 7. --limit: only that node runs.
+    c.write_inventory(&inventory(&c, &three));
+    let only = c.setup("--limit pi2");
+    assert_eq!(assert_clean(&only, &["pi2"]), [0], "{only}");
+    assert!(!only.stdout.contains("[pi3]") && !only.stdout.contains("[nuc]"), "{only}");
+    // ghost leaves the inventory: it leaves the exports.
+    let back = c.setup("");
+    assert_eq!(assert_clean(&back, &["pi3", "pi2", "nuc"]), [2, 0, 0], "{back}");
+    exportfs(&[&pi2_ip, &nuc_ip]);
+
+    // 8. Transcode on the provisioned cluster, storage: nfs: the job's
+    // chunks go through the shared work directory, encoded by pi on every
+    // node (nuc's pi with another uid).
+    let input = c.shared.join("upload/clip.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=25:duration=6",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=duration=6",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "25",
+        "-c:a",
+        "aac",
+        "-shortest",
+        input.to_str().unwrap(),
+    ]);
+    let tr = c.dffmpeg(
+        &format!(
+            "transcode -I {INVENTORY} --json --chunk 1 -o {SHARED_DIR}/output/clip.mkv {SHARED_DIR}/upload/clip.mp4 -c:v libx264 -preset veryfast -crf 28 -c:a aac"
+        ),
+        None,
+    );
+    assert_eq!(tr.code, 0, "{tr}");
+    let mut nodes: Vec<String> = tr
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "chunk_done")
+        .filter_map(|e| e["node"].as_str().map(str::to_string))
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    assert!(nodes.contains(&"pi2".into()) && nodes.contains(&"nuc".into()), "chunks by {nodes:?}\n{tr}");
+    let output = c.shared.join("output/clip.mkv");
+    assert_eq!(frame_count(&output), frame_count(&input));
+    let left = pi3.exec_ok(&format!("ls -A {}", q(&format!("{SHARED_DIR}/work"))));
+    assert!(left.trim().is_empty(), "job directory left: {left}");
+    eprintln!("transcode: {:.2} s; whole test {:.1} s", tr.secs, t0.elapsed().as_secs_f64());
 }
