@@ -99,6 +99,7 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
     let changed = assert_clean(&first, &["pi3", "pi2"]);
     assert!(changed.iter().all(|&n| n > 0), "{first}");
     assert!(first.stdout.contains("changed: [pi2] install the controller's key with the password"), "{first}");
+    assert!(first.stdout.contains("changed: [pi3] controller SSH key /home/pi/.ssh/id_ed25519"), "{first}");
     eprintln!("first bring-up: {:.2} s", first.secs);
     let pubkey = c.cat("pi3", "/home/pi/.ssh/id_ed25519.pub");
     assert!(c.cat("pi2", "/home/pi/.ssh/authorized_keys").contains(pubkey.trim()));

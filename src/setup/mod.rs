@@ -235,6 +235,22 @@ pub fn build_jobs(
     Ok(jobs)
 }
 
+/// The result of making sure the controller has its SSH key, reported on
+/// the controller node.
+fn key_event(inventory: &Inventory, key: &keys::ControllerKey) -> TaskEvent {
+    let controller = inventory.nodes.iter().find(|n| n.has(Role::Controller)).map(|n| n.name.clone());
+    TaskEvent {
+        node: controller.unwrap_or_else(|| "controller".into()),
+        task: format!("controller SSH key {}", key.path.display()),
+        step: Some("ssh-keys".into()),
+        status: if key.created { Status::Changed } else { Status::Ok },
+        handler: false,
+        changes: if key.created { vec![format!("create {}", key.path.display())] } else { Vec::new() },
+        msg: None,
+        diff: None,
+    }
+}
+
 /// Run the setup over already-connected nodes. `nodes` pairs each node name
 /// with its connection, or why there is none (reported unreachable).
 pub async fn run_with<T: Transport + 'static>(
@@ -283,22 +299,8 @@ pub async fn play_cluster<T: Transport + 'static>(
                 .await
                 .with_context(|| "the controller's SSH key")
                 .map_err(failed)?;
-            let controller = inventory.nodes.iter().find(|n| n.has(Role::Controller)).map(|n| n.name.clone());
-            let ev = TaskEvent {
-                node: controller.clone().unwrap_or_else(|| "controller".into()),
-                task: format!("controller SSH key {}", key.path.display()),
-                step: Some("ssh-keys".into()),
-                status: if key.created { Status::Changed } else { Status::Ok },
-                handler: false,
-                changes: if key.created {
-                    vec![format!("create {}", key.path.display())]
-                } else {
-                    Vec::new()
-                },
-                msg: None,
-                diff: None,
-            };
-            if controller.map(|c| names.contains(&c)).unwrap_or(false) {
+            let ev = key_event(inventory, &key);
+            if names.contains(&ev.node) {
                 reporter.task(ev);
             } else if key.created {
                 reporter.note(&report::task_line(&ev));
@@ -382,23 +384,38 @@ pub async fn run(args: SetupArgs) -> Outcome {
     let known = select::known_steps(pbs.values().flat_map(|p| p.tasks.iter()));
     select::check_steps(&opts.only, &known).map_err(usage)?;
     if args.ask_pass {
-        opts.pre_events = ask_pass(&selected, opts.check, args.connect.strict_host_keys).await?;
+        if let Some((key, events)) = ask_pass(&selected, opts.check, args.connect.strict_host_keys).await? {
+            // The key was made (and is reported) here, before the play.
+            let ev = key_event(&inventory, &key);
+            if selected.iter().any(|n| n.name == ev.node) {
+                opts.pre_events.push(ev);
+            }
+            opts.pre_events.extend(events);
+            opts.pubkey = Some(key.pubkey);
+        }
     }
     let nodes = connect(&inventory, &selected, &args.connect).await;
     run_with(&inventory, nodes, opts).await
 }
 
 /// `--ask-pass`: read the password once, install the controller's key on
-/// every selected SSH node that does not accept it yet.
-async fn ask_pass(nodes: &[Node], check: bool, strict: bool) -> Result<Vec<TaskEvent>, Failure> {
+/// every selected SSH node that does not accept it yet. Returns the
+/// controller's key (created if missing) and a result per node; `None` when
+/// there was nothing to do (check mode, no SSH node).
+async fn ask_pass(
+    nodes: &[Node],
+    check: bool,
+    strict: bool,
+) -> Result<Option<(keys::ControllerKey, Vec<TaskEvent>)>, Failure> {
     let remote: Vec<&Node> = nodes.iter().filter(|n| matches!(n.host, Host::Remote(_))).collect();
     if remote.is_empty() || check {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let pw = password::read_password("SSH password: ").map_err(usage)?;
     let path = keys::default_path().map_err(failed)?;
     let key = keys::ensure(&path, false).await.map_err(failed)?;
-    let mut events = Vec::new();
+    // Every node at once (each is an ssh or two).
+    let mut installs = Vec::new();
     for n in remote {
         let Host::Remote(host) = &n.host else {
             continue;
@@ -414,11 +431,22 @@ async fn ask_pass(nodes: &[Node], check: bool, strict: bool) -> Result<Vec<TaskE
             known_hosts: crate::remote::ssh::known_hosts_path().ok(),
             strict_host_keys: strict,
         };
-        let r = password::install_key_with_password_to(&t, &pw, &pubkey, n.identity_file.as_deref()).await;
+        let (pw, identity) = (pw.clone(), n.identity_file.clone());
+        let install = tokio::spawn(async move {
+            password::install_key_with_password_to(&t, &pw, &pubkey, identity.as_deref()).await
+        });
+        installs.push((n, install));
+    }
+    let mut events = Vec::new();
+    for (n, install) in installs {
+        let r = match install.await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("the key install crashed: {e}")),
+        };
         let (status, msg) = match r {
             Ok(password::KeyInstall::AlreadyWorks) => (Status::Ok, None),
             Ok(password::KeyInstall::Installed) => (Status::Changed, None),
-            Err(e) => (Status::Failed, Some(e.to_string())),
+            Err(e) => (Status::Failed, Some(e)),
         };
         events.push(TaskEvent {
             node: n.name.clone(),
@@ -435,7 +463,7 @@ async fn ask_pass(nodes: &[Node], check: bool, strict: bool) -> Result<Vec<TaskE
             diff: None,
         });
     }
-    Ok(events)
+    Ok(Some((key, events)))
 }
 
 /// Connections to the selected nodes, in parallel: `host: local` runs

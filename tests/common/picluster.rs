@@ -308,12 +308,15 @@ impl PiCluster {
         let cmd = format!("{feed}DFFMPEG_KNOWN_HOSTS={KNOWN_HOSTS} {} {args}", q(bin));
         let t = Instant::now();
         let out: Output = self.controller().exec(&format!("su - {USER} -c {}", q(&cmd)));
-        Run {
+        let run = Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
             secs: t.elapsed().as_secs_f64(),
-        }
+        };
+        // Shown with the test's output (on failure, or with --nocapture).
+        eprintln!("=== dffmpeg {args}\n{run}");
+        run
     }
 
     /// `dffmpeg setup INVENTORY EXTRA`.
