@@ -45,10 +45,7 @@ fn assert_clean(r: &Run, nodes: &[&str]) -> Vec<u32> {
     let names: Vec<&str> = recap.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, nodes, "one recap line per node:\n{r}");
     for (n, v) in &recap {
-        let line = format!(
-            "{n} : ok={} changed={} unreachable=0 failed=0 skipped={}",
-            v[0], v[1], v[4]
-        );
+        let line = format!("{n} : ok={} changed={} unreachable=0 failed=0 skipped={}", v[0], v[1], v[4]);
         assert!(r.stdout.lines().any(|l| l == line), "{line} in:\n{r}");
     }
     recap.iter().map(|(_, v)| v[1]).collect()
@@ -98,7 +95,10 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
     let first = c.setup_ask_pass("");
     let changed = assert_clean(&first, &["pi3", "pi2"]);
     assert!(changed.iter().all(|&n| n > 0), "{first}");
-    assert!(first.stdout.contains("changed: [pi2] install the controller's key with the password"), "{first}");
+    assert!(
+        first.stdout.contains("changed: [pi2] install the controller's key with the password"),
+        "{first}"
+    );
     assert!(first.stdout.contains("changed: [pi3] controller SSH key /home/pi/.ssh/id_ed25519"), "{first}");
     eprintln!("first bring-up: {:.2} s", first.secs);
     let pubkey = c.cat("pi3", "/home/pi/.ssh/id_ed25519.pub");
@@ -183,7 +183,9 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
     let want_fstab = |storage: &str| -> Vec<String> {
         [("upload", "ro"), ("work", "rw"), ("output", "rw")]
             .iter()
-            .map(|(d, m)| format!("{storage}:{SHARED_DIR}/{d} {SHARED_DIR}/{d} nfs {m},_netdev,nofail,noatime 0 0"))
+            .map(|(d, m)| {
+                format!("{storage}:{SHARED_DIR}/{d} {SHARED_DIR}/{d} nfs {m},_netdev,nofail,noatime 0 0")
+            })
             .collect()
     };
     assert_eq!(fstab("pi2"), want_fstab(&pi3_ip));
@@ -265,7 +267,10 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
     // reads it and removes it.
     ok(c.as_pi("nuc", &format!("echo from-nuc > {SHARED_DIR}/work/from-nuc")), "write as pi on nuc");
     assert_eq!(pi3.exec_ok(&format!("stat -c %G {SHARED_DIR}/work/from-nuc")).trim(), "dffmpeg");
-    ok(c.as_pi("pi3", &format!("cat {SHARED_DIR}/work/from-nuc && rm {SHARED_DIR}/work/from-nuc")), "pi on pi3");
+    ok(
+        c.as_pi("pi3", &format!("cat {SHARED_DIR}/work/from-nuc && rm {SHARED_DIR}/work/from-nuc")),
+        "pi on pi3",
+    );
     let noop3 = c.setup("");
     assert_eq!(assert_clean(&noop3, &["pi3", "pi2", "nuc"]), [0, 0, 0], "{noop3}");
     eprintln!("no-op re-run, 3 nodes: {:.2} s", noop3.secs);
@@ -300,7 +305,8 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
         assert_eq!((v[2], v[3]), (0, 0), "{n}: {r}");
     }
     assert_eq!(r.changed("pi3"), 2, "the exports list ghost too: {r}");
-    let limit = r.stdout.trim_end().lines().last().unwrap().split("--limit ").nth(1).unwrap_or("").to_string();
+    let limit =
+        r.stdout.trim_end().lines().last().unwrap().split("--limit ").nth(1).unwrap_or("").to_string();
     assert_eq!(limit, "ghost", "{r}");
     let again = c.setup(&format!("--limit {limit}"));
     assert_eq!(again.code, 1, "{again}");

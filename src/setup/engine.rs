@@ -75,9 +75,23 @@ enum Inst {
     Flush,
     /// Flush, then wait for the storage node.
     Wait,
-    Skip { name: String, step: Option<String>, reason: String },
-    Fail { name: String, step: Option<String>, msg: String },
-    Run { name: String, step: Option<String>, notify: Vec<String>, args: Box<ModuleArgs>, ctx: Json },
+    Skip {
+        name: String,
+        step: Option<String>,
+        reason: String,
+    },
+    Fail {
+        name: String,
+        step: Option<String>,
+        msg: String,
+    },
+    Run {
+        name: String,
+        step: Option<String>,
+        notify: Vec<String>,
+        args: Box<ModuleArgs>,
+        ctx: Json,
+    },
 }
 
 /// Plan one task and apply its predicted effects to `state`.

@@ -329,14 +329,8 @@ pub async fn play_cluster<T: Transport + 'static>(
     let storage_name = inventory.storage_node().map(|s| s.name.clone()).filter(|s| jobs.contains_key(s));
     let (storage_tx, storage_rx) = tokio::sync::watch::channel(false);
     let storage = storage_name.clone().map(|node| StorageGate { node, done: storage_rx });
-    let shared = Arc::new(Shared {
-        renderer,
-        raw_templates,
-        check: opts.check,
-        diff: opts.diff,
-        reporter,
-        storage,
-    });
+    let shared =
+        Arc::new(Shared { renderer, raw_templates, check: opts.check, diff: opts.diff, reporter, storage });
     let sem = Arc::new(tokio::sync::Semaphore::new(opts.forks.max(1)));
     let mut conns: BTreeMap<String, Result<T, String>> = nodes.into_iter().collect();
     let mut set = tokio::task::JoinSet::new();

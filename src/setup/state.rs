@@ -131,34 +131,37 @@ pub enum StateError {
     Bad { line: usize, why: String },
 }
 
-const PRELUDE: &str = r#"b() { printf '%s' "$1" | base64 | tr -d '\n'; }
+// Few processes per probe (a no-op run is mostly this script): paths are
+// base64-encoded by dffmpeg (`pf B64 PATH`), one stat per path, base64 -w0.
+const PRELUDE: &str = r#"b() { printf '%s' "$1" | base64 -w0; }
 pf() {
-  if [ -e "$1" ]; then
-    printf 'S\t%s\t%s\n' "$(b "$1")" "$(stat -L -c '%a %u %g %U %G %s %F' -- "$1" 2>/dev/null)"
-    if [ -f "$1" ] && [ -r "$1" ] && [ "$(stat -L -c %s -- "$1")" -le MAXCONTENT ]; then
-      printf 'C\t%s\t' "$(b "$1")"; base64 <"$1" | tr -d '\n'; echo
+  if s=$(stat -L -c '%a %u %g %U %G %s %F' -- "$2" 2>/dev/null); then
+    printf 'S\t%s\t%s\n' "$1" "$s"
+    t=${s#* * * * * }
+    if [ -f "$2" ] && [ -r "$2" ] && [ "${t%% *}" -le MAXCONTENT ]; then
+      printf 'C\t%s\t' "$1"; base64 -w0 <"$2"; echo
     fi
   else
-    printf 'M\t%s\n' "$(b "$1")"
+    printf 'M\t%s\n' "$1"
   fi
 }
 pu() {
-  if l=$(getent passwd "$1"); then
-    printf 'U\t%s\t%s\n' "$(b "$1")" "$(b "$l")"
+  if l=$(getent passwd "$2"); then
+    printf 'U\t%s\t%s\n' "$1" "$(b "$l")"
     h=$(printf '%s' "$l" | cut -d: -f6)
-    pf "$h/.ssh"; pf "$h/.ssh/authorized_keys"
+    pf "$(b "$h/.ssh")" "$h/.ssh"; pf "$(b "$h/.ssh/authorized_keys")" "$h/.ssh/authorized_keys"
   else
-    printf 'U\t%s\t\n' "$(b "$1")"
+    printf 'U\t%s\t\n' "$1"
   fi
 }
 psv() {
   if [ -d /run/systemd/system ]; then
-    printf 'V\t%s\t%s\t%s\n' "$(b "$1")" "$(systemctl is-active -- "$1" 2>/dev/null)" "$(systemctl is-enabled -- "$1" 2>/dev/null)"
+    printf 'V\t%s\t%s\t%s\n' "$1" "$(systemctl is-active -- "$2" 2>/dev/null)" "$(systemctl is-enabled -- "$2" 2>/dev/null)"
   fi
 }
 "#;
 
-const FACTS: &str = r#"fv() { k=$1; shift; printf 'F\t%s\t' "$k"; "$@" 2>/dev/null | base64 | tr -d '\n'; echo; }
+const FACTS: &str = r#"fv() { k=$1; shift; printf 'F\t%s\t' "$k"; "$@" 2>/dev/null | base64 -w0; echo; }
 fv os_release cat /etc/os-release
 fv uname_m uname -m
 fv dpkg_arch dpkg --print-architecture
@@ -170,10 +173,10 @@ fv home sh -c 'getent passwd "$1" | cut -d: -f6' sh "$u"
 fv hostname uname -n
 fv systemd sh -c '[ -d /run/systemd/system ] && echo yes || echo no'
 if command -v dpkg-query >/dev/null 2>&1; then
-  printf 'P\t'; dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' 2>/dev/null | base64 | tr -d '\n'; echo
+  printf 'P\t'; dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' 2>/dev/null | base64 -w0; echo
 fi
-printf 'K\t'; base64 </proc/mounts | tr -d '\n'; echo
-printf 'G\t'; base64 </etc/group | tr -d '\n'; echo
+printf 'K\t'; base64 -w0 </proc/mounts; echo
+printf 'G\t'; base64 -w0 </etc/group; echo
 "#;
 
 /// The probe script: facts and the global tables (when `with_facts`), then
@@ -192,6 +195,8 @@ pub fn probe_script(probes: &[Probe], with_facts: bool) -> String {
             Probe::Service(name) => ("psv", name),
         };
         s.push_str(f);
+        s.push(' ');
+        s.push_str(&quote(&b64::encode(arg.as_bytes())));
         s.push(' ');
         s.push_str(&quote(arg));
         s.push('\n');

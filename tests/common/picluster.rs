@@ -101,7 +101,15 @@ log "mounted $spec on $dir${ro:+ read-only}"
 /// Prepares `host` as a stock machine of `os` for the cluster: see the
 /// module doc. `mirror_key`: the test mirror's public key (trusted the way a
 /// real machine trusts its distribution's archive keys).
-pub fn prepare(host: &Host, os: Os, kind: Kind, mirror_key: &Path, shared: &Path, nfs_state: &Path, uid_offset: u32) {
+pub fn prepare(
+    host: &Host,
+    os: Os,
+    kind: Kind,
+    mirror_key: &Path,
+    shared: &Path,
+    nfs_state: &Path,
+    uid_offset: u32,
+) {
     let root = host.root();
     // The OS: its os-release (a real file, not Debian's symlink).
     let _ = fs::remove_file(root.join("etc/os-release"));
@@ -111,7 +119,8 @@ pub fn prepare(host: &Host, os: Os, kind: Kind, mirror_key: &Path, shared: &Path
     // setup has to install them from the mirror. No init system runs in test
     // hosts; tell maintainer scripts not to start services, like in a
     // container image (policy-rc.d, exit 101).
-    let policy = "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d";
+    let policy =
+        "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d";
     host.exec_ok(&format!(
         "{policy}\nDEBIAN_FRONTEND=noninteractive apt-get purge -y -q nfs-kernel-server nfs-common >/var/log/dffmpeg-test-purge.log 2>&1\n\
          ! dpkg -s nfs-common 2>/dev/null | grep -q 'ok installed'"
