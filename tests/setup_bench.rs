@@ -50,7 +50,8 @@ fn setup_speed_on_four_hosts() {
     ];
     let (mut first, mut noop, mut check) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
-        let c = PiCluster::new("setbn", 92, &specs);
+        let mut c = PiCluster::new("setbn", 92, &specs);
+        c.log_runs = false;
         let mut y = format!(
             "cluster:\n  shared_dir: {SHARED_DIR}\n  storage: nfs\n  apt_mirror: {}\ndefaults: {{ user: pi, become: true }}\nnodes:\n  pi3: {{ host: local, roles: [controller, compute, storage] }}\n",
             c.mirror.url

@@ -248,6 +248,8 @@ pub struct PiCluster {
     pub shared: PathBuf,
     /// Machine directory behind the storage host's /var/lib/nfs.
     pub nfs_state: PathBuf,
+    /// Print every dffmpeg run on stderr (default; the bench turns it off).
+    pub log_runs: bool,
     /// Dropped after the lab (fields drop in order): the hosts first.
     _dir: RemoveDir,
 }
@@ -286,7 +288,7 @@ impl PiCluster {
             }
         });
         eprintln!("pi cluster {tag}: {} hosts ready in {:.1} s", specs.len(), t.elapsed().as_secs_f64());
-        PiCluster { lab, mirror, shared, nfs_state, _dir: RemoveDir(dir) }
+        PiCluster { lab, mirror, shared, nfs_state, log_runs: true, _dir: RemoveDir(dir) }
     }
 
     pub fn host(&self, name: &str) -> &Host {
@@ -324,7 +326,9 @@ impl PiCluster {
             secs: t.elapsed().as_secs_f64(),
         };
         // Shown with the test's output (on failure, or with --nocapture).
-        eprintln!("=== dffmpeg {args}\n{run}");
+        if self.log_runs {
+            eprintln!("=== dffmpeg {args}\n{run}");
+        }
         run
     }
 
