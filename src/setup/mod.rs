@@ -434,6 +434,8 @@ async fn ask_pass(
     let mut events = Vec::new();
     for (n, install) in installs {
         let r = match install.await {
+            // Reported once, as unreachable, when the play connects.
+            Ok(Err(password::PasswordError::Unreachable(_))) => continue,
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(e) => Err(format!("the key install crashed: {e}")),
         };

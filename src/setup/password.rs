@@ -24,6 +24,10 @@ pub enum PasswordError {
     Spawn(std::io::Error),
     #[error("{0}")]
     Refused(String),
+    /// ssh did not get as far as authentication (no route, refused, timed
+    /// out, host key): no password was tried.
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 /// Read the password once: from the terminal (no echo) or one stdin line.
@@ -224,6 +228,11 @@ pub async fn install_key_with_password_to(
     let out = ssh_output(&mut probe).await?;
     if out.status.success() {
         return Ok(KeyInstall::AlreadyWorks);
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !err.contains("Permission denied") && !err.contains("Too many authentication failures") {
+        let why = err.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("ssh failed").to_string();
+        return Err(PasswordError::Unreachable(format!("{}: {why}", dest(t))));
     }
 
     // 2. Password login through SSH_ASKPASS.
