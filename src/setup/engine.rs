@@ -49,13 +49,18 @@ pub struct StorageGate {
 }
 
 impl Shared {
-    /// Wait until the storage node's play has ended (not on itself).
-    async fn wait_for_storage(&self, node: &str) {
-        if let Some(g) = self.storage.as_ref().filter(|g| g.node != node) {
-            let mut rx = g.done.clone();
-            // An error means the storage play is gone (it crashed): go on.
-            let _ = rx.wait_for(|done| *done).await;
-        }
+    /// Wait until the storage node's play has ended (not on itself). When
+    /// it failed or was unreachable, why the changes that follow must not
+    /// be made (an NFS mount of a missing export is refused, or hangs for
+    /// minutes): they fail at once instead; what is already right stays ok.
+    async fn wait_for_storage(&self, node: &str) -> Option<String> {
+        let g = self.storage.as_ref().filter(|g| g.node != node)?;
+        let mut rx = g.done.clone();
+        // An error means the storage play is gone (it crashed): go on.
+        let _ = rx.wait_for(|done| *done).await;
+        let r = self.reporter.recaps().get(&g.node).cloned().unwrap_or_default();
+        (r.failed > 0 || r.unreachable > 0)
+            .then(|| format!("not done: the storage node {} failed in this run", g.node))
     }
 }
 
@@ -338,26 +343,31 @@ pub async fn play<T: Transport + ?Sized>(t: &T, job: &NodeJob, sh: &Shared) {
 
     let mut notified: Vec<String> = Vec::new();
     let mut segment: Vec<Inst> = Vec::new();
+    // Set when the storage node failed: changes after the wait fail.
+    let mut blocked: Option<String> = None;
     for inst in insts {
         if matches!(inst, Inst::Flush | Inst::Wait) {
             let seg = std::mem::take(&mut segment);
-            if !run_segment(t, job, sh, &mut state, seg, false, &mut notified).await
-                || !run_handlers(t, job, sh, &mut state, &ctx, &mut notified).await
+            let b = blocked.as_deref();
+            if !run_segment(t, job, sh, &mut state, seg, false, &mut notified, b).await
+                || !run_handlers(t, job, sh, &mut state, &ctx, &mut notified, b).await
             {
                 return;
             }
-            if matches!(inst, Inst::Wait) {
-                sh.wait_for_storage(&job.name).await;
+            if matches!(inst, Inst::Wait) && blocked.is_none() {
+                blocked = sh.wait_for_storage(&job.name).await;
             }
         } else {
             segment.push(inst);
         }
     }
-    if run_segment(t, job, sh, &mut state, segment, false, &mut notified).await {
-        run_handlers(t, job, sh, &mut state, &ctx, &mut notified).await;
+    let b = blocked.as_deref();
+    if run_segment(t, job, sh, &mut state, segment, false, &mut notified, b).await {
+        run_handlers(t, job, sh, &mut state, &ctx, &mut notified, b).await;
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_handlers<T: Transport + ?Sized>(
     t: &T,
     job: &NodeJob,
@@ -365,6 +375,7 @@ async fn run_handlers<T: Transport + ?Sized>(
     state: &mut NodeState,
     ctx: &Json,
     notified: &mut Vec<String>,
+    blocked: Option<&str>,
 ) -> bool {
     if notified.is_empty() {
         return true;
@@ -372,11 +383,13 @@ async fn run_handlers<T: Transport + ?Sized>(
     let names = std::mem::take(notified);
     let insts: Vec<Inst> =
         job.handlers.iter().filter(|h| names.contains(&h.name)).flat_map(|h| instances(sh, h, ctx)).collect();
-    run_segment(t, job, sh, state, insts, true, notified).await
+    run_segment(t, job, sh, state, insts, true, notified, blocked).await
 }
 
 /// Plan, apply (one script) and report a run of instances. `false` when
-/// the node's play must stop.
+/// the node's play must stop. With `blocked`, a task that would change
+/// something fails with that reason instead.
+#[allow(clippy::too_many_arguments)]
 async fn run_segment<T: Transport + ?Sized>(
     t: &T,
     job: &NodeJob,
@@ -385,6 +398,7 @@ async fn run_segment<T: Transport + ?Sized>(
     insts: Vec<Inst>,
     handler: bool,
     notified: &mut Vec<String>,
+    blocked: Option<&str>,
 ) -> bool {
     if insts.is_empty() {
         return true;
@@ -398,7 +412,10 @@ async fn run_segment<T: Transport + ?Sized>(
             Inst::Flush | Inst::Wait => continue,
             Inst::Skip { reason, .. } => Planned::Skip(reason.clone()),
             Inst::Fail { msg, .. } => Planned::Fail(msg.clone()),
-            Inst::Run { args, .. } => plan_one(args, state),
+            Inst::Run { args, .. } => match (plan_one(args, state), blocked) {
+                (Planned::Changes(_), Some(why)) => Planned::Fail(why.to_string()),
+                (p, _) => p,
+            },
         };
         let stop = matches!(p, Planned::Fail(_));
         planned.push((inst, p));
