@@ -166,7 +166,7 @@ impl JobDir {
     }
 }
 
-/// In a group-writable directory (the shared `work/`, root:dffmpeg 2775),
+/// In a setgid, group-writable directory (the shared `work/`, root:dffmpeg 2775),
 /// the job directory is group-writable and setgid too: the nodes' users
 /// write their chunks into it through the shared group, whatever their uids
 /// (NFS compares numbers). Best effort: only our own directory is changed.
@@ -178,8 +178,9 @@ fn share_like_parent(dir: &Path) {
     let Ok(pmeta) = fs::metadata(parent) else {
         return;
     };
+    // Only a setgid, group-writable parent (not /tmp: 1777).
     let group = pmeta.mode() & 0o2070;
-    if group & 0o020 != 0 && meta.mode() & 0o2070 != group {
+    if group & 0o2020 == 0o2020 && meta.mode() & 0o2070 != group {
         let _ = fs::set_permissions(dir, fs::Permissions::from_mode((meta.mode() & 0o7777) | group));
     }
 }
@@ -232,6 +233,12 @@ mod tests {
         }
     }
 
+    fn umask() -> u32 {
+        let status = fs::read_to_string("/proc/self/status").unwrap();
+        let m = status.lines().find_map(|l| l.strip_prefix("Umask:")).unwrap();
+        u32::from_str_radix(m.trim(), 8).unwrap()
+    }
+
     #[test]
     fn a_job_in_a_group_shared_work_dir_is_group_writable() {
         use std::os::unix::fs::PermissionsExt;
@@ -241,9 +248,13 @@ mod tests {
         fs::set_permissions(&work, fs::Permissions::from_mode(0o2775)).unwrap();
         let (job, _) = JobDir::open(&work.join("job"), &key(t.path(), &[]), false, false).unwrap();
         assert_eq!(fs::metadata(&job.dir).unwrap().mode() & 0o7777, 0o2775);
-        // Elsewhere the umask decides, as before.
-        let (plain, _) = JobDir::open(&t.path().join("job"), &key(t.path(), &[]), false, false).unwrap();
-        assert_eq!(fs::metadata(&plain.dir).unwrap().mode() & 0o2000, 0);
+        // Elsewhere (even in a 1777 /tmp) the umask decides, as before.
+        let tmp = t.path().join("tmp");
+        fs::create_dir(&tmp).unwrap();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)).unwrap();
+        let (plain, _) = JobDir::open(&tmp.join("job"), &key(t.path(), &[]), false, false).unwrap();
+        let want = 0o777 & !umask();
+        assert_eq!(fs::metadata(&plain.dir).unwrap().mode() & 0o7777, want);
     }
 
     #[test]
