@@ -73,7 +73,6 @@ impl JobDir {
     /// earlier content is removed.
     pub fn open(dir: &Path, key: &JobKey, fresh: bool, must_resume: bool) -> Result<(JobDir, Found)> {
         fs::create_dir_all(dir).with_context(|| format!("cannot create job directory {}", dir.display()))?;
-        share_like_parent(dir);
         let lock =
             File::create(dir.join("lock")).with_context(|| format!("cannot write in {}", dir.display()))?;
         // SAFETY: flock on a file descriptor we own.
@@ -166,25 +165,6 @@ impl JobDir {
     }
 }
 
-/// In a setgid, group-writable directory (the shared `work/`, root:dffmpeg 2775),
-/// the job directory is group-writable and setgid too: the nodes' users
-/// write their chunks into it through the shared group, whatever their uids
-/// (NFS compares numbers). Best effort: only our own directory is changed.
-fn share_like_parent(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let (Some(parent), Ok(meta)) = (dir.parent(), fs::metadata(dir)) else {
-        return;
-    };
-    let Ok(pmeta) = fs::metadata(parent) else {
-        return;
-    };
-    // Only a setgid, group-writable parent (not /tmp: 1777).
-    let group = pmeta.mode() & 0o2070;
-    if group & 0o2020 == 0o2020 && meta.mode() & 0o2070 != group {
-        let _ = fs::set_permissions(dir, fs::Permissions::from_mode((meta.mode() & 0o7777) | group));
-    }
-}
-
 /// Write a file under a temporary name and rename it into place.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
@@ -231,30 +211,6 @@ mod tests {
             format: "mp4".into(),
             encoder: None,
         }
-    }
-
-    fn umask() -> u32 {
-        let status = fs::read_to_string("/proc/self/status").unwrap();
-        let m = status.lines().find_map(|l| l.strip_prefix("Umask:")).unwrap();
-        u32::from_str_radix(m.trim(), 8).unwrap()
-    }
-
-    #[test]
-    fn a_job_in_a_group_shared_work_dir_is_group_writable() {
-        use std::os::unix::fs::PermissionsExt;
-        let t = tempfile::tempdir().unwrap();
-        let work = t.path().join("work");
-        fs::create_dir(&work).unwrap();
-        fs::set_permissions(&work, fs::Permissions::from_mode(0o2775)).unwrap();
-        let (job, _) = JobDir::open(&work.join("job"), &key(t.path(), &[]), false, false).unwrap();
-        assert_eq!(fs::metadata(&job.dir).unwrap().mode() & 0o7777, 0o2775);
-        // Elsewhere (even in a 1777 /tmp) the umask decides, as before.
-        let tmp = t.path().join("tmp");
-        fs::create_dir(&tmp).unwrap();
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)).unwrap();
-        let (plain, _) = JobDir::open(&tmp.join("job"), &key(t.path(), &[]), false, false).unwrap();
-        let want = 0o777 & !umask();
-        assert_eq!(fs::metadata(&plain.dir).unwrap().mode() & 0o7777, want);
     }
 
     #[test]
