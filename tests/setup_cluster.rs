@@ -14,7 +14,7 @@
 mod common;
 
 use common::lab::q;
-use common::media::{ffmpeg, frame_count};
+use common::media::{frame_count, sample};
 use common::picluster::*;
 
 /// An address of the test net where nothing answers.
@@ -327,27 +327,7 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
     // 8. Transcode on the provisioned cluster, storage: nfs: the job's
     // chunks go through the shared work directory, encoded by pi on every
     // node (nuc's pi with another uid).
-    let input = c.shared.join("upload/clip.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=320x240:rate=25:duration=6",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=duration=6",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        "25",
-        "-c:a",
-        "aac",
-        "-shortest",
-        input.to_str().unwrap(),
-    ]);
+    let input = sample(&c.shared.join("upload"), "clip.mp4", 6);
     let tr = c.dffmpeg(
         &format!(
             "transcode -I {INVENTORY} --json --chunk 1 -o {SHARED_DIR}/output/clip.mkv {SHARED_DIR}/upload/clip.mp4 -c:v libx264 -preset veryfast -crf 28 -c:a aac"
