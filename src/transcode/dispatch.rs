@@ -26,8 +26,6 @@ pub struct WorkerNode<T> {
 #[derive(Debug)]
 pub enum DispatchError {
     Interrupted,
-    /// ffmpeg refused the options on the first chunk: nothing will work.
-    BadOptions(String),
     Failed(String),
 }
 
@@ -36,8 +34,8 @@ struct Shared {
     cancels: HashMap<u64, watch::Sender<bool>>,
     stats: Vec<NodeStats>,
     reference: Option<CodecParams>,
-    successes: usize,
-    resumed: usize,
+    /// The latest failure, for the message when the job gives up.
+    last_error: Option<String>,
     fatal: Option<DispatchError>,
 }
 
@@ -70,14 +68,12 @@ pub async fn dispatch<T: Transport + 'static>(
 ) -> Result<Vec<NodeStats>, DispatchError> {
     let chunks = &ctx.plan.chunks;
     let done: Vec<bool> = chunks.iter().map(|c| job.is_done(c.index)).collect();
-    let resumed = done.iter().filter(|d| **d).count();
     let shared = Shared {
         sched: Scheduler::new(chunks.iter().map(|c| c.frames).collect(), done, nodes.len()),
         cancels: HashMap::new(),
         stats: nodes.iter().map(|n| NodeStats { node: n.name.clone(), ..Default::default() }).collect(),
         reference: job.reference(),
-        successes: 0,
-        resumed,
+        last_error: None,
         fatal: None,
     };
     let env =
@@ -113,7 +109,10 @@ pub async fn dispatch<T: Transport + 'static>(
     }
     match sh.sched.next(0, Instant::now()) {
         Next::Finished => Ok(std::mem::take(&mut sh.stats)),
-        Next::Failed(why) => Err(DispatchError::Failed(why)),
+        Next::Failed(why) => Err(DispatchError::Failed(match &sh.last_error {
+            Some(last) => format!("{why}; last failure: {last}"),
+            None => why,
+        })),
         _ => Err(DispatchError::Failed("no node is left".into())),
     }
 }
@@ -225,7 +224,6 @@ fn record<T>(
                             let _ = env.job.save_reference(&facts.params);
                             sh.reference = Some(facts.params);
                         }
-                        sh.successes += 1;
                         let st = &mut sh.stats[n];
                         st.chunks += 1;
                         st.frames += facts.frames;
@@ -257,15 +255,11 @@ fn record<T>(
     };
     let Some((kind, error)) = failure else { return };
     let _ = std::fs::remove_file(&files.part);
-    if kind == FailKind::Encoder && sh.successes == 0 && sh.resumed == 0 && sh.fatal.is_none() {
-        // Fail fast: the first chunk shows ffmpeg refuses the options.
-        sh.fatal = Some(DispatchError::BadOptions(error.clone()));
-        drop(sh);
-        env.send(Event::ChunkFailed { chunk, attempt, node, error });
-        stop_all(env);
-        return;
-    }
+    // The options were checked by the preflight on the controller: a failing
+    // encoder here is this node's problem (its build, its disk, its
+    // permissions), so the chunk goes to another node.
     sh.stats[n].failures += 1;
+    sh.last_error = Some(format!("node {node}, chunk {chunk}: {error}"));
     // A lost node or one whose build makes mismatching chunks leaves the
     // job at once; the chunk is not held against other nodes.
     let after = sh.sched.failed(attempt, matches!(kind, FailKind::NodeLost | FailKind::Mismatch));

@@ -299,11 +299,6 @@ async fn finish(
                 f.job.dir.display()
             )));
         }
-        Err(DispatchError::BadOptions(e)) => {
-            fail(e.clone(), false);
-            remove_job(f.job);
-            return Err(usage(anyhow!("ffmpeg refused the options on the first chunk:\n{e}")));
-        }
         Err(DispatchError::Failed(why)) => {
             fail(why.clone(), true);
             return Err(failed(anyhow!(
