@@ -3,3 +3,4 @@
 pub mod aptmirror;
 pub mod lab;
 pub mod media;
+pub mod vm;
