@@ -4,3 +4,4 @@ pub mod aptmirror;
 pub mod lab;
 pub mod media;
 pub mod picluster;
+pub mod vm;
