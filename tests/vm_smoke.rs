@@ -33,113 +33,71 @@ fn two_vms_boot_log_in_reach_each_other_and_reboot() {
         }
     });
 
-    step(
-        "pi logs in with its password, has passwordless sudo, no key",
-        || {
-            for name in ["ctl", "cmp"] {
-                let out = lab
-                    .ssh_password(name, vm::USER, vm::PASSWORD)
-                    .arg("id -un; id -u; sudo -n id -u; test ! -e ~/.ssh && echo no-key")
-                    .output()
-                    .expect("ssh");
-                assert_eq!(
-                    ok(out, &format!("{name}: pi with password")),
-                    "pi\n1000\n0\nno-key\n"
-                );
-                let out = lab
-                    .ssh_password(name, vm::USER, "not-the-password")
-                    .arg("true")
-                    .output()
-                    .expect("ssh");
-                assert!(
-                    !out.status.success(),
-                    "{name}: pi logged in with a wrong password"
-                );
-            }
-        },
-    );
+    step("pi logs in with its password, has passwordless sudo, no key", || {
+        for name in ["ctl", "cmp"] {
+            let out = lab
+                .ssh_password(name, vm::USER, vm::PASSWORD)
+                .arg("id -un; id -u; sudo -n id -u; test ! -e ~/.ssh && echo no-key")
+                .output()
+                .expect("ssh");
+            assert_eq!(ok(out, &format!("{name}: pi with password")), "pi\n1000\n0\nno-key\n");
+            let out = lab.ssh_password(name, vm::USER, "not-the-password").arg("true").output().expect("ssh");
+            assert!(!out.status.success(), "{name}: pi logged in with a wrong password");
+        }
+    });
 
-    step(
-        "the VMs reach each other and the gateway; no route out",
-        || {
-            let ctl = lab.ip("ctl").to_string();
-            let cmp = lab.ip("cmp").to_string();
-            for (name, other) in [("ctl", &cmp), ("cmp", &ctl)] {
-                lab.ssh_root_ok(
-                    name,
-                    &format!(
-                        "ping -c1 -W10 {other} >/dev/null && ping -c1 -W10 {} >/dev/null",
-                        vm::GATEWAY
-                    ),
-                );
-                // Route lookups only: nothing is sent.
-                let routes = lab.ssh_root_ok(
-                    name,
-                    "ip route show default; ip -4 route get 203.0.113.1 2>&1 || true",
-                );
-                assert!(
-                    routes.contains("unreachable") && !routes.contains("default"),
-                    "{name}: a route out of the bridge: {routes}"
-                );
-                // Names of the other VMs resolve (/etc/hosts written by `up`).
-                let host = lab.ssh_root_ok(name, "getent hosts ctl cmp gateway");
-                assert!(
-                    host.contains(&ctl) && host.contains(&cmp) && host.contains(vm::GATEWAY),
-                    "{name}: /etc/hosts: {host}"
-                );
-            }
-        },
-    );
-
-    step(
-        "no NFS package in the image; apt works from a mirror on the gateway",
-        || {
-            let mirror = AptMirror::serve(vm::GATEWAY, MIRROR_PORT);
-            for name in ["ctl", "cmp"] {
-                let out = lab.ssh_root(name, "dpkg -s nfs-common nfs-kernel-server rpcbind");
-                assert!(!out.status.success(), "{name}: NFS packages in the image");
-                lab.use_apt_mirror(name, &mirror.url, &mirror.key);
-                let out = lab.ssh_root(name, "apt-get update -q");
-                let text = format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                assert!(
-                    out.status.success() && !text.contains("W:") && !text.contains("E:"),
-                    "{name}: apt-get update from the test mirror: {text}"
-                );
-            }
-            // Everything the NFS packages need is in the image or in the mirror.
+    step("the VMs reach each other and the gateway; no route out", || {
+        let ctl = lab.ip("ctl").to_string();
+        let cmp = lab.ip("cmp").to_string();
+        for (name, other) in [("ctl", &cmp), ("cmp", &ctl)] {
             lab.ssh_root_ok(
-                "ctl",
-                "apt-get install -y -q --download-only nfs-kernel-server nfs-common",
+                name,
+                &format!("ping -c1 -W10 {other} >/dev/null && ping -c1 -W10 {} >/dev/null", vm::GATEWAY),
             );
+            // Route lookups only: nothing is sent.
+            let routes =
+                lab.ssh_root_ok(name, "ip route show default; ip -4 route get 203.0.113.1 2>&1 || true");
             assert!(
-                mirror.requests().contains("nfs-kernel-server"),
-                "the mirror served no package: {}",
-                mirror.requests()
+                routes.contains("unreachable") && !routes.contains("default"),
+                "{name}: a route out of the bridge: {routes}"
             );
-        },
-    );
+            // Names of the other VMs resolve (/etc/hosts written by `up`).
+            let host = lab.ssh_root_ok(name, "getent hosts ctl cmp gateway");
+            assert!(
+                host.contains(&ctl) && host.contains(&cmp) && host.contains(vm::GATEWAY),
+                "{name}: /etc/hosts: {host}"
+            );
+        }
+    });
+
+    step("no NFS package in the image; apt works from a mirror on the gateway", || {
+        let mirror = AptMirror::serve(vm::GATEWAY, MIRROR_PORT);
+        for name in ["ctl", "cmp"] {
+            let out = lab.ssh_root(name, "dpkg -s nfs-common nfs-kernel-server rpcbind");
+            assert!(!out.status.success(), "{name}: NFS packages in the image");
+            lab.use_apt_mirror(name, &mirror.url, &mirror.key);
+            let out = lab.ssh_root(name, "apt-get update -q");
+            let text =
+                format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success() && !text.contains("W:") && !text.contains("E:"),
+                "{name}: apt-get update from the test mirror: {text}"
+            );
+        }
+        // Everything the NFS packages need is in the image or in the mirror.
+        lab.ssh_root_ok("ctl", "apt-get install -y -q --download-only nfs-kernel-server nfs-common");
+        assert!(
+            mirror.requests().contains("nfs-kernel-server"),
+            "the mirror served no package: {}",
+            mirror.requests()
+        );
+    });
 
     step("the dffmpeg binary runs in a VM as pi", || {
-        lab.copy_to(
-            "ctl",
-            env!("CARGO_BIN_EXE_dffmpeg"),
-            "/usr/local/bin/dffmpeg",
-        );
-        let out = lab.ssh_as(
-            "ctl",
-            vm::USER,
-            "dffmpeg --version && ffmpeg -version | head -1",
-            b"",
-        );
+        lab.copy_to("ctl", env!("CARGO_BIN_EXE_dffmpeg"), "/usr/local/bin/dffmpeg");
+        let out = lab.ssh_as("ctl", vm::USER, "dffmpeg --version && ffmpeg -version | head -1", b"");
         let text = ok(out, "ctl: dffmpeg --version as pi");
-        assert!(
-            text.contains("dffmpeg") && text.contains("ffmpeg version"),
-            "{text}"
-        );
+        assert!(text.contains("dffmpeg") && text.contains("ffmpeg version"), "{text}");
     });
 
     let t_reboot = Instant::now();
@@ -147,16 +105,9 @@ fn two_vms_boot_log_in_reach_each_other_and_reboot() {
     lab.ssh_root_ok("cmp", "echo kept > /root/marker");
     lab.reboot("cmp");
     let reboot_time = t_reboot.elapsed();
-    assert_ne!(
-        lab.ssh_root_ok("cmp", "cat /proc/sys/kernel/random/boot_id"),
-        boot_id,
-        "cmp did not reboot"
-    );
+    assert_ne!(lab.ssh_root_ok("cmp", "cat /proc/sys/kernel/random/boot_id"), boot_id, "cmp did not reboot");
     assert_eq!(
-        lab.ssh_root_ok(
-            "cmp",
-            "cat /root/marker; ip -4 -o addr show eth0 | awk '{print $4}'"
-        ),
+        lab.ssh_root_ok("cmp", "cat /root/marker; ip -4 -o addr show eth0 | awk '{print $4}'"),
         "kept\n198.18.60.12/24\n",
         "cmp after the reboot"
     );
@@ -164,17 +115,10 @@ fn two_vms_boot_log_in_reach_each_other_and_reboot() {
     drop(lab);
     step("nothing left: no VM, tap or bridge", || {
         let links = String::from_utf8_lossy(
-            &std::process::Command::new("ip")
-                .args(["-o", "link", "show"])
-                .output()
-                .expect("ip link")
-                .stdout,
+            &std::process::Command::new("ip").args(["-o", "link", "show"]).output().expect("ip link").stdout,
         )
         .into_owned();
-        assert!(
-            !links.contains("dffvm-br") && !links.contains("dfv-"),
-            "left over: {links}"
-        );
+        assert!(!links.contains("dffvm-br") && !links.contains("dfv-"), "left over: {links}");
         let ps = std::process::Command::new("pgrep")
             .args(["-f", "qemu-system-x86_64 -name dffvm-"])
             .output()

@@ -46,9 +46,7 @@ pub fn script() -> PathBuf {
 /// Enabled but not root: panics (asked for, cannot run).
 pub fn enabled(test: &str) -> bool {
     if std::env::var(ENABLE_VAR).as_deref() != Ok("1") {
-        log(format_args!(
-            "{test}: skipped (VM test: set {ENABLE_VAR}=1, as root; takes minutes)"
-        ));
+        log(format_args!("{test}: skipped (VM test: set {ENABLE_VAR}=1, as root; takes minutes)"));
         return false;
     }
     // SAFETY: geteuid has no preconditions.
@@ -137,9 +135,7 @@ impl VmLab {
         let one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
         let started = Instant::now();
         step("down (leftovers of an earlier run)", || vmlab(&["down"]));
-        step("image (cached unless its recipe changed)", || {
-            vmlab(&["image"])
-        });
+        step("image (cached unless its recipe changed)", || vmlab(&["image"]));
         let mut args = vec!["up"];
         args.extend_from_slice(names);
         let out = step(format!("boot {}", names.join(" ")), || vmlab(&args));
@@ -153,21 +149,10 @@ impl VmLab {
         }
         let key = PathBuf::from(vmlab(&["key"]).trim());
         let askpass = PathBuf::from(DIR).join("askpass");
-        fs::write(
-            &askpass,
-            "#!/bin/sh\nprintf '%s\\n' \"$DFFMPEG_VM_PASSWORD\"\n",
-        )
-        .expect("vm: write askpass");
-        fs::set_permissions(&askpass, fs::Permissions::from_mode(0o700))
-            .expect("vm: chmod askpass");
-        VmLab {
-            names: names.iter().map(|s| s.to_string()).collect(),
-            ips,
-            key,
-            askpass,
-            started,
-            _one: one,
-        }
+        fs::write(&askpass, "#!/bin/sh\nprintf '%s\\n' \"$DFFMPEG_VM_PASSWORD\"\n")
+            .expect("vm: write askpass");
+        fs::set_permissions(&askpass, fs::Permissions::from_mode(0o700)).expect("vm: chmod askpass");
+        VmLab { names: names.iter().map(|s| s.to_string()).collect(), ips, key, askpass, started, _one: one }
     }
 
     /// The VMs' names, in the order given to [`VmLab::up`].
@@ -177,11 +162,7 @@ impl VmLab {
 
     /// A VM's address (198.18.60.11, ...).
     pub fn ip(&self, name: &str) -> &str {
-        let i = self
-            .names
-            .iter()
-            .position(|n| n == name)
-            .unwrap_or_else(|| panic!("vm: no VM named {name}"));
+        let i = self.names.iter().position(|n| n == name).unwrap_or_else(|| panic!("vm: no VM named {name}"));
         &self.ips[i]
     }
 
@@ -236,10 +217,7 @@ impl VmLab {
 
     /// Runs `cmd` (a shell command line) as root in the VM.
     pub fn ssh_root(&self, name: &str, cmd: &str) -> Output {
-        self.ssh_root_command(name)
-            .arg(cmd)
-            .output()
-            .unwrap_or_else(|e| panic!("vm: cannot run ssh: {e}"))
+        self.ssh_root_command(name).arg(cmd).output().unwrap_or_else(|e| panic!("vm: cannot run ssh: {e}"))
     }
 
     /// [`VmLab::ssh_root`] that panics unless `cmd` succeeds; returns its stdout.
@@ -263,9 +241,7 @@ impl VmLab {
         let writer = std::thread::spawn(move || {
             let _ = stdin.write_all(&input);
         });
-        let out = child
-            .wait_with_output()
-            .unwrap_or_else(|e| panic!("vm: ssh: {e}"));
+        let out = child.wait_with_output().unwrap_or_else(|e| panic!("vm: ssh: {e}"));
         let _ = writer.join();
         out
     }
@@ -274,37 +250,25 @@ impl VmLab {
     /// key and `runuser`, with `input` on its stdin (e.g. the password line for
     /// `dffmpeg setup --ask-pass`, which reads one line from a non-terminal stdin).
     pub fn ssh_as(&self, name: &str, user: &str, cmd: &str, input: &[u8]) -> Output {
-        self.ssh_root_input(
-            name,
-            &format!("exec runuser -l {} -c {}", q(user), q(cmd)),
-            input,
-        )
+        self.ssh_root_input(name, &format!("exec runuser -l {} -c {}", q(user), q(cmd)), input)
     }
 
     /// Copies a local file to `remote_path` in the VM (owner root, the local file's
     /// mode), written to a temporary name first and renamed into place. Timed.
     pub fn copy_to(&self, name: &str, local_path: impl AsRef<Path>, remote_path: &str) {
         let local_path = local_path.as_ref();
-        step(
-            format!("copy {} to {name}:{remote_path}", local_path.display()),
-            || {
-                let data = fs::read(local_path)
-                    .unwrap_or_else(|e| panic!("vm: cannot read {}: {e}", local_path.display()));
-                let mode = fs::metadata(local_path)
-                    .map(|m| m.permissions().mode() & 0o7777)
-                    .unwrap_or(0o644);
-                let tmp = format!("{remote_path}.dffvm-tmp");
-                let cmd = format!(
-                    "set -e; cat > {t}; chmod {mode:o} {t}; mv -f {t} {r}",
-                    t = q(&tmp),
-                    r = q(remote_path)
-                );
-                ok(
-                    self.ssh_root_input(name, &cmd, &data),
-                    &format!("{name}: copy to {remote_path}"),
-                );
-            },
-        );
+        step(format!("copy {} to {name}:{remote_path}", local_path.display()), || {
+            let data = fs::read(local_path)
+                .unwrap_or_else(|e| panic!("vm: cannot read {}: {e}", local_path.display()));
+            let mode = fs::metadata(local_path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o644);
+            let tmp = format!("{remote_path}.dffvm-tmp");
+            let cmd = format!(
+                "set -e; cat > {t}; chmod {mode:o} {t}; mv -f {t} {r}",
+                t = q(&tmp),
+                r = q(remote_path)
+            );
+            ok(self.ssh_root_input(name, &cmd, &data), &format!("{name}: copy to {remote_path}"));
+        });
     }
 
     /// Reboots the VM from inside (`systemctl reboot`) and waits until it has booted again
@@ -316,10 +280,7 @@ impl VmLab {
     /// Trusts the test apt mirror's key (a binary keyring, `AptMirror::key`) in the VM.
     pub fn trust_apt_key(&self, name: &str, key: &Path) {
         self.copy_to(name, key, "/etc/apt/trusted.gpg.d/dffmpeg-test-mirror.gpg");
-        self.ssh_root_ok(
-            name,
-            "chmod 644 /etc/apt/trusted.gpg.d/dffmpeg-test-mirror.gpg",
-        );
+        self.ssh_root_ok(name, "chmod 644 /etc/apt/trusted.gpg.d/dffmpeg-test-mirror.gpg");
     }
 
     /// Points the VM's apt at the test mirror only: trusts `key` and replaces all sources
@@ -339,8 +300,7 @@ impl VmLab {
 
     /// The VM's serial console so far (kernel and boot messages).
     pub fn console_log(&self, name: &str) -> String {
-        fs::read_to_string(Path::new(DIR).join("vms").join(name).join("console.log"))
-            .unwrap_or_default()
+        fs::read_to_string(Path::new(DIR).join("vms").join(name).join("console.log")).unwrap_or_default()
     }
 }
 
@@ -354,11 +314,7 @@ impl Drop for VmLab {
             }
         }
         let t = Instant::now();
-        let out = Command::new(script())
-            .arg("down")
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output();
+        let out = Command::new(script()).arg("down").stdin(Stdio::null()).stderr(Stdio::inherit()).output();
         match out {
             Ok(o) if o.status.success() => {}
             Ok(o) => log(format_args!("[vm] down failed ({})", o.status)),
