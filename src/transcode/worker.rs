@@ -147,18 +147,29 @@ pub async fn attempt<T: Transport>(
     };
     let enc_argv = ffmpeg::encode(&ctx.spec, &filter, threads, &input, &output);
 
+    // Pipe mode: the split's stdout is the encoder's stdin and the encoder's
+    // stdout is the part file — the kernel moves the data, dffmpeg copies
+    // nothing (over SSH, the ssh client reads and writes them).
     let mut split = None;
+    let mut part_file = None;
     let mut enc_cmd = node.command(&enc_argv);
     enc_cmd.stderr(Stdio::piped()).kill_on_drop(true);
     match ctx.io {
         Io::Pipe => {
             let argv = ffmpeg::split(&ctx.source, ctx.video_index, &ctx.plan, chunk, "pipe:1");
-            let child = match spawn_split(&argv, Stdio::piped()) {
+            let mut child = match spawn_split(&argv, Stdio::piped()) {
                 Ok(c) => c,
                 Err(e) => return split_failed(&e.to_string()),
             };
+            let feed: Option<Stdio> = child.stdout.take().and_then(|o| o.try_into().ok());
+            let Some(feed) = feed else { return split_failed("no pipe from the split") };
+            let file = match std::fs::File::create(&files.part).and_then(|f| Ok((f.try_clone()?, f))) {
+                Ok(f) => f,
+                Err(e) => return write_failed(&files.part, &e),
+            };
+            enc_cmd.stdin(feed).stdout(file.0);
+            part_file = Some(file.1);
             split = Some(child);
-            enc_cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
         }
         Io::Shared => {
             enc_cmd.stdin(Stdio::null()).stdout(Stdio::null());
@@ -170,40 +181,22 @@ pub async fn attempt<T: Transport>(
             return Outcome::Failed { kind: FailKind::NodeLost, error: format!("cannot start ffmpeg: {e}") }
         }
     };
+    // The parent's copies of the pipe and file ends are in the command; drop
+    // it so that only the children hold them (EOF and SIGPIPE work).
+    drop(enc_cmd);
     let remote_pid = Arc::new(AtomicU32::new(0));
     let local_pid = enc.id();
 
     let work = async {
-        let stderr = enc.stderr.take();
-        let errors = async {
-            match stderr {
-                Some(e) => read_stderr(e, remote_pid.clone(), on_frames).await,
-                None => Vec::new(),
-            }
+        let errors = match enc.stderr.take() {
+            Some(e) => read_stderr(e, remote_pid.clone(), on_frames).await,
+            None => Vec::new(),
         };
-        let feed = async {
-            if let (Some(split), Some(mut stdin)) = (split.as_mut(), enc.stdin.take()) {
-                if let Some(mut out) = split.stdout.take() {
-                    // A broken pipe here means the encoder stopped early; its
-                    // own exit status tells why.
-                    let _ = tokio::io::copy(&mut out, &mut stdin).await;
-                }
-                drop(stdin);
-            }
-        };
-        let collect = async {
-            match enc.stdout.take() {
-                Some(mut out) => {
-                    let mut file = tokio::fs::File::create(&files.part).await?;
-                    tokio::io::copy(&mut out, &mut file).await?;
-                    file.sync_all().await?;
-                    Ok(())
-                }
-                None => Ok::<(), std::io::Error>(()),
-            }
-        };
-        let (errors, (), written) = tokio::join!(errors, feed, collect);
         let status = enc.wait().await;
+        let written = match &part_file {
+            Some(f) => f.sync_all(),
+            None => Ok(()),
+        };
         let split_result = match split.as_mut() {
             Some(s) => {
                 let mut serr = String::new();
@@ -245,10 +238,7 @@ pub async fn attempt<T: Transport>(
         Err(e) => return Outcome::Failed { kind: FailKind::NodeLost, error: e.to_string() },
     }
     if let Err(e) = written {
-        return Outcome::Failed {
-            kind: FailKind::Split,
-            error: format!("cannot write {}: {e}", files.part.display()),
-        };
+        return write_failed(&files.part, &e);
     }
     if let Some((Ok(s), serr)) = &split_result {
         if !s.success() {
@@ -266,6 +256,10 @@ pub async fn attempt<T: Transport>(
         Ok(()) => Outcome::Done(facts),
         Err(e) => Outcome::Failed { kind: FailKind::Verify, error: e },
     }
+}
+
+fn write_failed(path: &Path, e: &std::io::Error) -> Outcome {
+    Outcome::Failed { kind: FailKind::Split, error: format!("cannot write {}: {e}", path.display()) }
 }
 
 fn split_failed(stderr: &str) -> Outcome {
