@@ -224,7 +224,9 @@ fn compute_nodes_mount_from_fstab() {
     let inv = three();
     let jobs = jobs(&inv, &[]);
     let plan = plan_of(&jobs[1], &facts("raspbian", "bookworm", "armhf"));
-    let opts = ",_netdev,nofail,noatime";
+    // An automount from the next boot on: a mount tried at boot while the
+    // storage node is not serving yet fails for good (found in VMs).
+    let opts = ",_netdev,nofail,noatime,x-systemd.automount";
     let mut fstab = String::new();
     for (item, mode) in [("upload", "ro"), ("work", "rw"), ("output", "rw")] {
         let task = format!("NFS mount ({item})");
@@ -238,6 +240,18 @@ fn compute_nodes_mount_from_fstab() {
         ));
         assert_eq!(String::from_utf8(d.after.clone()).unwrap(), fstab, "{task}");
         assert_eq!(c[1].summary, format!("mount /srv/dffmpeg/{item}"));
+    }
+    // systemd rereads the fstab (a handler of the mounts, only where systemd runs).
+    let reload = jobs[1].handlers.iter().find(|h| h.name == "systemd daemon-reload").expect("handler");
+    assert_eq!(reload.when.as_deref(), Some("facts.systemd"));
+    for t in jobs[1].tasks.iter().filter(|t| t.name == "NFS mount") {
+        assert_eq!(t.notify, ["systemd daemon-reload"]);
+    }
+    let r = Renderer::new(&Assets::embedded().templates).unwrap();
+    for systemd in [true, false] {
+        let f = Facts { systemd, ..facts("raspbian", "bookworm", "armhf") };
+        let ctx = context::with_facts(jobs[1].ctx.clone(), &f);
+        assert_eq!(r.truth("facts.systemd", &ctx).unwrap(), systemd);
     }
     assert_eq!(changes(&plan, "NFS client")[0].summary, "install nfs-common");
     assert_eq!(changes(&plan, "shared group")[0].script, "groupadd --gid 2775 dffmpeg\n");

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -56,7 +57,8 @@ pub struct JobRecord {
 
 pub struct JobDir {
     pub dir: PathBuf,
-    _lock: File,
+    /// Held (flock) while this dffmpeg works on the job; closed by [`JobDir::remove`].
+    lock: Mutex<Option<File>>,
 }
 
 /// How an existing job directory was found.
@@ -79,7 +81,7 @@ impl JobDir {
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             bail!("another dffmpeg is working on this output (job directory {})", dir.display());
         }
-        let job = JobDir { dir: dir.to_path_buf(), _lock: lock };
+        let job = JobDir { dir: dir.to_path_buf(), lock: Mutex::new(Some(lock)) };
         let record = job.record();
         let found = match record {
             Some(r) if !fresh && r.key == *key => Found::Resumed(Box::new(r)),
@@ -159,9 +161,18 @@ impl JobDir {
         self.dir.join("concat.txt")
     }
 
-    /// Remove the whole directory (after a successful merge).
-    pub fn remove(self) -> Result<()> {
-        fs::remove_dir_all(&self.dir).with_context(|| format!("cannot remove {}", self.dir.display()))
+    /// Remove the whole directory (after a successful merge, or a job that
+    /// cannot run). Everything but the lock goes while it is held; then the
+    /// lock is closed, and only then removed with the directory: on an NFS
+    /// client an unlinked file that is still open is only renamed
+    /// (`.nfsXXXX`, "silly rename") until it is closed, so removing the
+    /// directory with the lock open failed there ("Directory not empty")
+    /// when the controller is not the storage node.
+    pub fn remove(&self) -> Result<()> {
+        let what = || format!("cannot remove {}", self.dir.display());
+        self.clear().with_context(what)?;
+        drop(self.lock.lock().unwrap_or_else(|e| e.into_inner()).take());
+        fs::remove_dir_all(&self.dir).with_context(what)
     }
 }
 
@@ -235,5 +246,35 @@ mod tests {
         let (job, found) = JobDir::open(&jd, &other, false, false).unwrap();
         assert_eq!(found, Found::Replaced);
         assert!(!job.is_done(0));
+    }
+
+    /// Descriptors of this process open on files under `dir`.
+    fn open_under(dir: &Path) -> Vec<PathBuf> {
+        fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+            .filter(|p| p.starts_with(dir))
+            .collect()
+    }
+
+    #[test]
+    fn remove_closes_the_lock_before_removing_the_directory() {
+        // On an NFS client, a file unlinked while open stays as .nfsXXXX and
+        // the directory cannot be removed: nothing may be open in it then.
+        let t = tempfile::tempdir().unwrap();
+        let jd = t.path().join("job");
+        let k = key(t.path(), &["-c:v", "mpeg4"]);
+        let (job, _) = JobDir::open(&jd, &k, false, false).unwrap();
+        let job = std::sync::Arc::new(job);
+        let other = job.clone(); // as while other tasks still hold the job
+        job.save(&record(k.clone())).unwrap();
+        fs::write(job.chunk(0), b"done").unwrap();
+        assert_eq!(open_under(&jd).len(), 1, "the lock is held while the job runs");
+        other.remove().unwrap();
+        assert!(!jd.exists());
+        assert_eq!(open_under(&jd), Vec::<PathBuf>::new(), "a file still open in the removed job directory");
+        // Another dffmpeg can take the job at once.
+        let (_again, found) = JobDir::open(&jd, &k, false, false).unwrap();
+        assert_eq!(found, Found::New);
     }
 }

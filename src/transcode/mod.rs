@@ -117,7 +117,7 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
             match record {
                 Ok(r) => r,
                 Err(e) => {
-                    let _ = std::fs::remove_dir_all(&job.dir);
+                    let _ = job.remove();
                     return Err(e);
                 }
             }
@@ -337,8 +337,7 @@ async fn finish(
         nodes: stats,
     });
     if !f.keep {
-        std::fs::remove_dir_all(&f.job.dir)
-            .map_err(|e| failed(anyhow!("cannot remove {}: {e}", f.job.dir.display())))?;
+        f.job.remove().map_err(failed)?;
     }
     Ok(())
 }
@@ -391,7 +390,7 @@ async fn new_job(
 
 /// Nothing to resume when the options themselves are wrong.
 fn remove_job(job: Arc<JobDir>) {
-    let _ = std::fs::remove_dir_all(&job.dir);
+    let _ = job.remove();
 }
 
 /// A stable name for the job of an output (shared-storage job directories).

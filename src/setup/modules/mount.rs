@@ -196,6 +196,12 @@ mod tests {
     fn noop_when_in_fstab_and_mounted() {
         let s = st(&format!("{LINE}\n"), "x:/y /srv/dffmpeg/work nfs4 rw 0 0\n");
         assert!(plan(&a(), &s).unwrap().is_empty());
+        // After a boot with x-systemd.automount: systemd's autofs mount holds the
+        // path until the first access mounts NFS over it (both seen in a VM).
+        let autofs = "systemd-1 /srv/dffmpeg/work autofs rw,relatime,fd=51,pgrp=1,timeout=0,minproto=5,maxproto=5,direct,pipe_ino=11963 0 0\n";
+        assert!(plan(&a(), &st(&format!("{LINE}\n"), autofs)).unwrap().is_empty());
+        let both = format!("{autofs}x:/y /srv/dffmpeg/work nfs4 rw 0 0\n");
+        assert!(plan(&a(), &st(&format!("{LINE}\n"), &both)).unwrap().is_empty());
     }
 
     #[test]
