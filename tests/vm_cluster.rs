@@ -138,6 +138,12 @@ fn assert_automount_armed(lab: &VmLab) {
     assert!(failed.trim().is_empty(), "failed units on cmp after the reboot:\n{failed}");
 }
 
+/// How long the boot itself took (the rest of a reboot is the shutdown and the wait).
+fn log_boot(lab: &VmLab, name: &str) {
+    let a = lab.ssh_root_ok(name, "systemd-analyze 2>&1 | head -1");
+    log(format_args!("[vm] {name}: {}", a.trim()));
+}
+
 /// The shared paths as a job uses them on cmp: as pi, each directory read once.
 fn use_shares(lab: &VmLab) {
     let dirs: Vec<String> = SUBDIRS.iter().map(|(d, _)| format!("{SHARED}/{d}")).collect();
@@ -340,6 +346,7 @@ fn the_blogs_cluster_on_real_kernels() {
     let boot_id = lab.ssh_root_ok("cmp", "cat /proc/sys/kernel/random/boot_id");
     lab.reboot("cmp");
     assert_ne!(lab.ssh_root_ok("cmp", "cat /proc/sys/kernel/random/boot_id"), boot_id, "cmp did not reboot");
+    log_boot(&lab, "cmp");
     step("2. the NFS mounts are back after the reboot", || {
         assert_automount_armed(&lab);
         assert_eq!(as_pi_ok(&lab, "cmp", &format!("cat {SHARED}/work/from-cmp")), "from-cmp\n");
@@ -358,6 +365,7 @@ fn the_blogs_cluster_on_real_kernels() {
     lab.ssh_root_ok("cmp", &format!("umount {}", dirs.join(" ")));
     lab.ssh_root_ok("ctl", "systemctl stop nfs-server");
     lab.reboot("cmp");
+    log_boot(&lab, "cmp");
     step("2b. cmp booted without the NFS server; it starts; the mounts come", || {
         assert_automount_armed(&lab);
         lab.ssh_root_ok("ctl", "systemctl start nfs-server");
@@ -518,7 +526,11 @@ fn run_through_outage(lab: &VmLab, args: &str) -> Run {
             stdout.push('\n');
             if let Ok(e) = serde_json::from_str::<Json>(&line) {
                 let attempt = e["attempt"].as_u64().unwrap_or(u64::MAX);
-                match e["event"].as_str().unwrap_or("") {
+                let kind = e["event"].as_str().unwrap_or("");
+                if kind != "progress" && kind != "chunk_progress" {
+                    log(format_args!("[vm] 5. {:>5.1}s {line}", t.elapsed().as_secs_f64()));
+                }
+                match kind {
                     "chunk_start" if e["node"] == "cmp" => {
                         cmp_running.insert(attempt);
                     }
@@ -529,8 +541,7 @@ fn run_through_outage(lab: &VmLab, args: &str) -> Run {
                     "chunk_failed" | "chunk_cancelled" => {
                         cmp_running.remove(&attempt);
                     }
-                    "progress" | "chunk_progress" => {}
-                    _ => log(format_args!("[vm] 5. {:>5.1}s {line}", t.elapsed().as_secs_f64())),
+                    _ => {}
                 }
                 if stopped.is_none() && done >= 1 && !cmp_running.is_empty() {
                     step("5. systemctl stop nfs-server (cmp is encoding a chunk)", || {
