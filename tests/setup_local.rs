@@ -2,10 +2,12 @@
 //! under a temporary root (`vars.root`): first run changes, second run
 //! `changed=0`, check mode touches nothing, drift is found and repaired.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use dffmpeg::inventory::{Cluster, Host, Inventory, Node, Role, StorageMode};
+use dffmpeg::inventory::{Cluster, Host, Inventory, Role, StorageMode};
 use dffmpeg::remote::local::Local;
 use dffmpeg::setup::assets::Assets;
 use dffmpeg::setup::report::Sink;
@@ -58,16 +60,7 @@ handlers:
 const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITestKey dffmpeg@test";
 
 fn inventory() -> Inventory {
-    let node = |name: &str, host: Host, roles: Vec<Role>| Node {
-        name: name.into(),
-        host,
-        port: 22,
-        user: None,
-        roles,
-        slots: None,
-        identity_file: None,
-        become_root: false,
-    };
+    let node = |name: &str, host: Host, roles: Vec<Role>| common::test_node(name, host, roles);
     Inventory {
         source: "test inventory".into(),
         cluster: Cluster {

@@ -4,10 +4,12 @@
 //! when the storage node fails, they fail at once instead of being tried
 //! (what is already right stays ok); a single fork cannot deadlock.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use dffmpeg::inventory::{Cluster, Host, Inventory, Node, Role, StorageMode};
+use dffmpeg::inventory::{Cluster, Host, Inventory, Role, StorageMode};
 use dffmpeg::remote::local::Local;
 use dffmpeg::setup::assets::Assets;
 use dffmpeg::setup::report::Sink;
@@ -41,16 +43,7 @@ tasks:
 "#;
 
 fn inventory() -> Inventory {
-    let node = |name: &str, roles: Vec<Role>| Node {
-        name: name.into(),
-        host: Host::Local,
-        port: 22,
-        user: None,
-        roles,
-        slots: None,
-        identity_file: None,
-        become_root: false,
-    };
+    let node = |name: &str, roles: Vec<Role>| common::test_node(name, Host::Local, roles);
     Inventory {
         source: "order test".into(),
         cluster: Cluster {

@@ -321,14 +321,7 @@ impl Lab {
         }
         let mut c = Command::new("ssh");
         c.args(SSH_OPTS)
-            .args([
-                "-o",
-                "PubkeyAuthentication=no",
-                "-o",
-                "PreferredAuthentications=password,keyboard-interactive",
-                "-o",
-                "NumberOfPasswordPrompts=1",
-            ])
+            .args(super::PASSWORD_LOGIN)
             .arg(format!("{user}@{}", host.ip))
             .env("SSH_ASKPASS", &askpass)
             .env("SSH_ASKPASS_REQUIRE", "force")

@@ -5,3 +5,32 @@ pub mod lab;
 pub mod media;
 pub mod picluster;
 pub mod vm;
+
+/// ssh options for a login by password only (through SSH_ASKPASS), as a
+/// stock Raspberry Pi OS user would have before `setup --ask-pass`.
+pub const PASSWORD_LOGIN: [&str; 6] = [
+    "-o",
+    "PubkeyAuthentication=no",
+    "-o",
+    "PreferredAuthentications=password,keyboard-interactive",
+    "-o",
+    "NumberOfPasswordPrompts=1",
+];
+
+/// An inventory node reached as `host`, with `roles`, defaults elsewhere.
+pub fn test_node(
+    name: &str,
+    host: dffmpeg::inventory::Host,
+    roles: Vec<dffmpeg::inventory::Role>,
+) -> dffmpeg::inventory::Node {
+    dffmpeg::inventory::Node {
+        name: name.into(),
+        host,
+        port: 22,
+        user: None,
+        roles,
+        slots: None,
+        identity_file: None,
+        become_root: false,
+    }
+}

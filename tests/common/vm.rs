@@ -199,14 +199,7 @@ impl VmLab {
     pub fn ssh_password(&self, name: &str, user: &str, password: &str) -> Command {
         let mut c = Command::new("ssh");
         c.args(SSH_OPTS)
-            .args([
-                "-o",
-                "PubkeyAuthentication=no",
-                "-o",
-                "PreferredAuthentications=password,keyboard-interactive",
-                "-o",
-                "NumberOfPasswordPrompts=1",
-            ])
+            .args(super::PASSWORD_LOGIN)
             .arg(format!("{user}@{}", self.ip(name)))
             .env("SSH_ASKPASS", &self.askpass)
             .env("SSH_ASKPASS_REQUIRE", "force")
