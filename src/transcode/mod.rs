@@ -287,7 +287,8 @@ async fn finish(
     };
     if let (Err(e), false) = (&side, f.interrupted) {
         fail(format!("{e:#}"), false);
-        remove_job(f.job);
+        // Nothing to resume when the options themselves are wrong.
+        let _ = f.job.remove();
         return Err(usage(anyhow!("ffmpeg refused the options for the audio/subtitle streams:\n{e:#}")));
     }
     let stats = match result {
@@ -386,11 +387,6 @@ async fn new_job(
         JobRecord { key, plan, encode: spec, format: format.to_string(), encoder: reference.encoder };
     job.save(&record).map_err(failed)?;
     Ok(record)
-}
-
-/// Nothing to resume when the options themselves are wrong.
-fn remove_job(job: Arc<JobDir>) {
-    let _ = job.remove();
 }
 
 /// A stable name for the job of an output (shared-storage job directories).
