@@ -7,7 +7,7 @@
 #
 #   cargo build --release
 #   apt-get install gnuplot-nox          # for the PNG plot (the table works without)
-#   bench/scaling.sh                     # full run: 60 s clip, ~20 min on 2 cores
+#   bench/scaling.sh                     # full run: 60 s clip, ~17 min on 2 idle cores
 #   QUICK=1 bench/scaling.sh             # 20 s clip, no transfer test: a few minutes
 #
 # Needs root (namespaces, mounts, cgroups), ffmpeg, ffprobe, bc, ssh, sshd,

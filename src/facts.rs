@@ -256,12 +256,14 @@ pub async fn run(args: FactsArgs) -> Outcome {
     if args.json {
         for r in &reports {
             match serde_json::to_string(r) {
-                Ok(line) => println!("{line}"),
+                Ok(line) => {
+                    let _ = std::io::Write::write_all(&mut std::io::stdout(), format!("{line}\n").as_bytes());
+                }
                 Err(e) => return Err(failed(anyhow::anyhow!("cannot write JSON: {e}"))),
             }
         }
     } else {
-        print!("{}", table(&reports, args.encoder.as_deref()));
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), table(&reports, args.encoder.as_deref()).as_bytes());
         for r in &reports {
             if let Some(e) = &r.error {
                 eprintln!("dffmpeg: {e}");

@@ -10,6 +10,13 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+/// A line on stdout; a closed stdout (`| head`) is not an error worth a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct NodeStats {
     pub node: String,
@@ -175,7 +182,7 @@ impl State {
             Some(m) => {
                 let _ = m.println(line);
             }
-            None => println!("{line}"),
+            None => say!("{line}"),
         }
     }
 }
@@ -221,7 +228,7 @@ fn periodic(st: &mut State) {
         Mode::Plain => {
             if st.last_line.elapsed() >= Duration::from_secs(5) && !st.running.is_empty() {
                 st.last_line = Instant::now();
-                println!(
+                say!(
                     "progress: {done}/{} frames, {fps:.1} fps{}",
                     st.total,
                     eta.map(|e| format!(", ETA {}", hms(e))).unwrap_or_default()
@@ -248,7 +255,7 @@ fn hms(secs: f64) -> String {
 
 fn emit_json<T: Serialize>(v: &T) {
     if let Ok(line) = serde_json::to_string(v) {
-        println!("{line}");
+        say!("{line}");
     }
 }
 
@@ -265,10 +272,10 @@ fn handle(st: &mut State, ev: Event) {
             if st.mode == Mode::Json {
                 return;
             }
-            println!("cluster: {cluster}");
-            println!("{input} -> {output}: {frames} frames in {chunks} chunks on {slots} slots");
+            say!("cluster: {cluster}");
+            say!("{input} -> {output}: {frames} frames in {chunks} chunks on {slots} slots");
             if resumed_chunks > 0 {
-                println!("resuming: {resumed_chunks} chunks ({resumed_frames} frames) already done");
+                say!("resuming: {resumed_chunks} chunks ({resumed_frames} frames) already done");
             }
             if st.mode == Mode::Bars {
                 let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
@@ -303,7 +310,7 @@ fn handle(st: &mut State, ev: Event) {
                 b
             });
             if st.mode == Mode::Plain {
-                println!(
+                say!(
                     "chunk {chunk} -> {node}#{slot}{}",
                     if duplicate { " (duplicate of a slow one)" } else { "" }
                 );
@@ -326,7 +333,7 @@ fn handle(st: &mut State, ev: Event) {
             let fps = if seconds > 0.0 { frames as f64 / seconds } else { 0.0 };
             match st.mode {
                 Mode::Plain => {
-                    println!("chunk {chunk} done on {node}: {frames} frames, {fps:.1} fps")
+                    say!("chunk {chunk} done on {node}: {frames} frames, {fps:.1} fps")
                 }
                 Mode::Bars => {
                     if let Some(b) = &st.overall {
@@ -350,7 +357,7 @@ fn handle(st: &mut State, ev: Event) {
         }
         Event::SideStreams { streams, seconds } => {
             if st.mode == Mode::Plain {
-                println!("side streams: {streams} encoded in {seconds:.1} s");
+                say!("side streams: {streams} encoded in {seconds:.1} s");
             }
         }
         Event::Merging { chunks } => {
@@ -359,20 +366,20 @@ fn handle(st: &mut State, ev: Event) {
             }
             st.overall = None;
             if st.mode != Mode::Json {
-                println!("merging {chunks} chunks");
+                say!("merging {chunks} chunks");
             }
         }
         Event::JobDone { output, frames, seconds, fps, nodes } => {
             if st.mode == Mode::Json {
                 return;
             }
-            println!("done: {output}: {frames} frames in {seconds:.1} s ({fps:.1} fps)");
-            println!(
+            say!("done: {output}: {frames} frames in {seconds:.1} s ({fps:.1} fps)");
+            say!(
                 "{:<16} {:>6} {:>8} {:>8} {:>8} {:>7} {:>10}",
                 "node", "chunks", "frames", "fps", "failures", "retries", "duplicates"
             );
             for n in nodes {
-                println!(
+                say!(
                     "{:<16} {:>6} {:>8} {:>8.1} {:>8} {:>7} {:>10}",
                     n.node,
                     n.chunks,
