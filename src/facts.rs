@@ -263,7 +263,10 @@ pub async fn run(args: FactsArgs) -> Outcome {
             }
         }
     } else {
-        let _ = std::io::Write::write_all(&mut std::io::stdout(), table(&reports, args.encoder.as_deref()).as_bytes());
+        let _ = std::io::Write::write_all(
+            &mut std::io::stdout(),
+            table(&reports, args.encoder.as_deref()).as_bytes(),
+        );
         for r in &reports {
             if let Some(e) = &r.error {
                 eprintln!("dffmpeg: {e}");

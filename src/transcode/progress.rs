@@ -376,7 +376,13 @@ fn handle(st: &mut State, ev: Event) {
             say!("done: {output}: {frames} frames in {seconds:.1} s ({fps:.1} fps)");
             say!(
                 "{:<16} {:>6} {:>8} {:>8} {:>8} {:>7} {:>10}",
-                "node", "chunks", "frames", "fps", "failures", "retries", "duplicates"
+                "node",
+                "chunks",
+                "frames",
+                "fps",
+                "failures",
+                "retries",
+                "duplicates"
             );
             for n in nodes {
                 say!(
