@@ -52,14 +52,11 @@ pub async fn side_streams(
 
 /// Start time and stream count of a file, from ffprobe.
 async fn start_and_streams(path: &Path) -> Result<(f64, usize)> {
-    let out = tokio::process::Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "format=start_time:stream=index", "-of", "json"])
-        .arg(path)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .context("cannot run ffprobe")?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("ffprobe output")?;
+    let out =
+        super::probe::ffprobe(&["-show_entries", "format=start_time:stream=index", "-of", "json"], path)
+            .await
+            .with_context(|| format!("{}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_slice(&out).context("ffprobe output")?;
     let start = v["format"]["start_time"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0.0);
     let streams = v["streams"].as_array().map(|a| a.len()).unwrap_or(0);
     Ok((start, streams))

@@ -141,7 +141,9 @@ pub enum ProbeError {
     Parse(String),
 }
 
-async fn ffprobe(args: &[&str], input: &Path) -> Result<Vec<u8>, ProbeError> {
+/// Run `ffprobe -v error ARGS -i INPUT`; its stdout, or the last line of its
+/// error. The one way the pipeline asks ffprobe anything.
+pub async fn ffprobe(args: &[&str], input: &Path) -> Result<Vec<u8>, ProbeError> {
     let out = tokio::process::Command::new("ffprobe")
         .args(["-v", "error"])
         .args(args)

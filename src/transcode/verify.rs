@@ -3,7 +3,6 @@
 //! different architectures run different ffmpeg builds).
 
 use std::path::Path;
-use std::process::Stdio;
 
 use serde::{Deserialize, Serialize};
 
@@ -88,19 +87,14 @@ pub struct ChunkFacts {
 
 /// Read an encoded chunk's facts (packet count, no decoding).
 pub async fn inspect(path: &Path) -> Result<ChunkFacts, String> {
-    let out = tokio::process::Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-count_packets", "-print_format", "json"])
-        .args(["-show_entries", "stream=codec_name,profile,pix_fmt,width,height,sample_aspect_ratio,field_order,nb_read_packets:stream_tags=encoder:format=start_time"])
-        .arg(path)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| format!("cannot run ffprobe: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("unreadable chunk: {}", String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    parse_facts(&out.stdout)
+    let fields = "stream=codec_name,profile,pix_fmt,width,height,sample_aspect_ratio,field_order,\
+                  nb_read_packets:stream_tags=encoder:format=start_time";
+    let args = ["-select_streams", "v:0", "-count_packets", "-print_format", "json", "-show_entries", fields];
+    let out = super::probe::ffprobe(&args, path).await.map_err(|e| match e {
+        super::probe::ProbeError::Unreadable(line) => format!("unreadable chunk: {line}"),
+        other => other.to_string(),
+    })?;
+    parse_facts(&out)
 }
 
 fn parse_facts(json: &[u8]) -> Result<ChunkFacts, String> {
