@@ -276,30 +276,24 @@ pub async fn preflight(ctx: &JobContext, dir: &Path) -> Result<ChunkFacts, Strin
     let enc_argv = ffmpeg::preflight(&ctx.spec, &filter, &path_str(&out));
     let mut split =
         spawn_split(&split_argv, Stdio::piped()).map_err(|e| format!("cannot run ffmpeg: {e}"))?;
+    // The split's pipe is the encoder's stdin, as in an attempt.
+    let feed: Stdio = split
+        .stdout
+        .take()
+        .and_then(|o| o.try_into().ok())
+        .ok_or("cannot run ffmpeg: no pipe from the split")?;
     let mut enc = Command::new(&enc_argv[0])
         .args(&enc_argv[1..])
-        .stdin(Stdio::piped())
+        .stdin(feed)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot run ffmpeg: {e}"))?;
-    let (mut from, mut to) = (split.stdout.take(), enc.stdin.take());
-    let feed = async {
-        if let (Some(f), Some(t)) = (from.as_mut(), to.as_mut()) {
-            let _ = tokio::io::copy(f, t).await;
-        }
-        drop(to);
+    let errors = match enc.stderr.take() {
+        Some(e) => read_stderr(e, Arc::new(AtomicU32::new(0)), &|_| {}).await,
+        None => Vec::new(),
     };
-    let pid = Arc::new(AtomicU32::new(0));
-    let stderr = enc.stderr.take();
-    let errors = async {
-        match stderr {
-            Some(e) => read_stderr(e, pid, &|_| {}).await,
-            None => Vec::new(),
-        }
-    };
-    let ((), errors) = tokio::join!(feed, errors);
     let status = enc.wait().await.map_err(|e| e.to_string())?;
     let _ = split.kill().await;
     if !status.success() {
