@@ -1,6 +1,7 @@
 #!/bin/bash
 # The whole test suite. Needs root: test hosts are network namespaces with
-# their own sshd. Installs the system packages the tests use when missing.
+# their own sshd; the VM test boots QEMU VMs. Installs the system packages the tests use
+# when missing (the VM harness installs its own: debootstrap, qemu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then exec sudo -E env "PATH=$PATH" "$0" "$@"; fi
@@ -14,4 +15,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
-cargo test --all-targets
+# The fast tests (the VM tests skip themselves here), then the VM test alone: it boots
+# QEMU VMs (TCG: CPU-bound) and must not share the 2 cores with other tests.
+# DFFMPEG_VM_TESTS=0 leaves it out (about 10-15 min, image build included).
+DFFMPEG_VM_TESTS= cargo test --all-targets
+if [ "${DFFMPEG_VM_TESTS:-1}" = 1 ]; then
+  DFFMPEG_VM_TESTS=1 cargo test --test vm_cluster -- --nocapture
+fi
