@@ -188,7 +188,8 @@ recipe_hash() {
 
 # Removes a build dir, first unmounting what a killed debootstrap left mounted in it.
 rm_build() {
-  findmnt -rn -o TARGET | grep -F "$1/" | sort -r | while read -r m; do umount -l "$m" || true; done
+  # (grep finding nothing is the normal case: not an error under pipefail)
+  { findmnt -rn -o TARGET | grep -F "$1/" || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
   rm -rf --one-file-system "$1"
 }
 
