@@ -18,7 +18,7 @@ use crate::inventory::Inventory;
 use crate::remote::{self, ConnectOptions, Transport};
 
 /// What a node is and has.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Facts {
     pub reachable: bool,
     /// `uname -m`: x86_64, aarch64, armv7l ...
@@ -33,6 +33,11 @@ pub struct Facts {
     pub os_version_id: Option<String>,
     /// `nproc`
     pub cores: u32,
+    /// CPUs the node's cgroup allows (cgroup v2 `cpu.max`, v1
+    /// `cpu.cfs_quota_us`, the tightest along the path), None when unlimited:
+    /// a container or a quota-limited host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_quota: Option<f64>,
     /// First line of `ffmpeg -version`, None when ffmpeg is missing.
     pub ffmpeg_version: Option<String>,
     /// Encoder names from `ffmpeg -encoders`.
@@ -58,6 +63,22 @@ impl Facts {
         }
     }
 
+    /// Cores the node can keep busy: `nproc`, capped by the CPU quota
+    /// (rounded up: a 0.5-CPU container still runs one encoder).
+    pub fn usable_cores(&self) -> u32 {
+        let cores = self.cores.max(1);
+        match self.cpu_quota {
+            Some(q) => cores.min(q.ceil().max(1.0) as u32),
+            None => cores,
+        }
+    }
+
+    /// CPUs of compute the node offers: the quota, or its cores.
+    pub fn capacity(&self) -> f64 {
+        let cores = self.cores.max(1) as f64;
+        self.cpu_quota.map_or(cores, |q| q.min(cores))
+    }
+
     /// `debian/bookworm`, `raspbian/stretch`, `debian` ...
     pub fn os(&self) -> Option<String> {
         match (&self.os_id, &self.os_codename) {
@@ -76,6 +97,20 @@ echo "${m}arch"; uname -m
 echo "${m}dpkg_arch"; dpkg --print-architecture 2>/dev/null
 echo "${m}os_release"; cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null
 echo "${m}cores"; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null
+echo "${m}cpu_quota"
+while IFS=: read -r _ ctl path; do
+  case ",$ctl," in
+    ,,) d=/sys/fs/cgroup$path; v=2 ;;
+    *,cpu,*) d=/sys/fs/cgroup/$ctl$path; [ -d "$d" ] || d=/sys/fs/cgroup/cpu$path; v=1 ;;
+    *) continue ;;
+  esac
+  while [ -d "$d" ]; do
+    if [ $v = 2 ]; then [ -r "$d/cpu.max" ] && echo "$(cat "$d/cpu.max")"
+    else [ -r "$d/cpu.cfs_quota_us" ] && echo "$(cat "$d/cpu.cfs_quota_us") $(cat "$d/cpu.cfs_period_us")"; fi
+    [ "$d" = /sys/fs/cgroup ] || [ "$d" = "/sys/fs/cgroup/$ctl" ] || [ "$d" = /sys/fs/cgroup/cpu ] && break
+    d=${d%/*}
+  done
+done < /proc/self/cgroup 2>/dev/null
 echo "${m}ffmpeg_version"; ffmpeg -version 2>/dev/null | head -n 1
 echo "${m}encoders"; ffmpeg -hide_banner -encoders 2>/dev/null
 echo "${m}disk"; d=$1; [ -n "$d" ] && [ -d "$d" ] || d=$HOME; [ -n "$d" ] && [ -d "$d" ] || d=/
@@ -155,6 +190,7 @@ pub fn parse(text: &str) -> Result<Facts, String> {
     let arch = first("arch").ok_or("no `uname -m` output")?;
     let os = parse_os_release(section("os_release"));
     let cores = first("cores").and_then(|c| c.parse::<u32>().ok()).filter(|c| *c > 0).unwrap_or(1);
+    let cpu_quota = parse_cpu_quota(section("cpu_quota"));
     let ffmpeg_version = first("ffmpeg_version");
     let encoders = parse_encoders(section("encoders"));
     let disk = section("disk");
@@ -168,6 +204,7 @@ pub fn parse(text: &str) -> Result<Facts, String> {
         os_codename: os.codename,
         os_version_id: os.version_id,
         cores,
+        cpu_quota,
         ffmpeg_version,
         encoders,
         free_disk_mb,
@@ -206,6 +243,20 @@ fn parse_os_release(lines: &[&str]) -> OsRelease {
         (!name.is_empty()).then(|| name.to_lowercase())
     });
     OsRelease { id: get("ID"), codename, version_id: get("VERSION_ID") }
+}
+
+/// Lines `QUOTA PERIOD` (cgroup v2 `cpu.max`: QUOTA may be `max`; v1:
+/// `-1` is unlimited), one per cgroup level: the tightest limit, in CPUs.
+fn parse_cpu_quota(lines: &[&str]) -> Option<f64> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let quota: f64 = w.next()?.parse().ok()?;
+            let period: f64 = w.next()?.parse().ok()?;
+            (quota > 0.0 && period > 0.0).then(|| quota / period)
+        })
+        .min_by(|a, b| a.total_cmp(b))
 }
 
 /// `ffmpeg -encoders`: a legend, a ` ------` line, then ` V....D name  description`.
@@ -334,7 +385,10 @@ fn table(reports: &[Report], encoder: Option<&str>) -> String {
                     "yes".into(),
                     f.arch.clone(),
                     f.os().unwrap_or_else(dash),
-                    f.cores.to_string(),
+                    match f.cpu_quota {
+                        Some(q) => format!("{} (quota {q:.2})", f.cores),
+                        None => f.cores.to_string(),
+                    },
                     f.ffmpeg_short_version().map(str::to_string).unwrap_or_else(|| "missing".into()),
                 ]);
                 if let Some(e) = encoder {
@@ -528,5 +582,30 @@ my disk 1000 10 5120 1% /mnt/with space
         let json = serde_json::to_string(&reports[1]).unwrap();
         assert!(json.contains("\"reachable\":false"), "{json}");
         assert!(json.contains("\"error\":\"unreachable: node pi2\""), "{json}");
+    }
+
+    #[test]
+    fn cpu_quota_is_the_tightest_limit_along_the_cgroup_path() {
+        // v2: unlimited leaf, 1.5 CPUs above; v1: -1 is unlimited.
+        assert_eq!(parse_cpu_quota(&["max 100000", "150000 100000", ""]), Some(1.5));
+        assert_eq!(parse_cpu_quota(&["-1 100000", "25000 100000"]), Some(0.25));
+        assert_eq!(parse_cpu_quota(&["max 100000", "-1 100000"]), None);
+        assert_eq!(parse_cpu_quota(&[]), None);
+        let mut f = parse(PI).unwrap();
+        assert_eq!(f.cpu_quota, None);
+        assert_eq!((f.usable_cores(), f.capacity()), (4, 4.0));
+        f.cpu_quota = Some(0.5);
+        assert_eq!((f.usable_cores(), f.capacity()), (1, 0.5), "half a core still runs one encoder");
+        f.cpu_quota = Some(2.5);
+        assert_eq!((f.usable_cores(), f.capacity()), (3, 2.5));
+        f.cpu_quota = Some(16.0);
+        assert_eq!((f.usable_cores(), f.capacity()), (4, 4.0), "a quota above the cores changes nothing");
+    }
+
+    #[test]
+    fn the_script_reads_this_machines_cgroup() {
+        let out = std::process::Command::new("sh").args(&script_argv(None)[1..]).output().unwrap();
+        let f = parse(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        assert!(f.cores >= 1 && f.usable_cores() <= f.cores);
     }
 }

@@ -111,7 +111,10 @@ fn ssh_storage_three_hosts_matches_a_local_run() {
     let inv = write_inventory(&d, &lab, "ssh", None, &nodes);
     let out = d.join("out.mp4");
     let ev = transcode_json(&d, &inv, &out, &input, ARGS);
-    assert!(ev[0]["cluster"].as_str().unwrap().contains("inventory.yaml"), "{}", ev[0]);
+    let cluster = ev[0]["cluster"].as_str().unwrap();
+    assert!(cluster.contains("inventory.yaml"), "{}", ev[0]);
+    // Slots follow each host's CPU quota, not the machine's cores it sees.
+    assert!(cluster.contains("a (1 slot), b (1 slot), c (1 slot)"), "{cluster}");
     assert_eq!(nodes_with_chunks(&ev), ["a", "b", "c"], "every host did chunks");
     let local = d.join("local.mp4");
     ok(&run(dffmpeg()

@@ -332,10 +332,12 @@ fn last_line(log: &str) -> String {
 
 /// Stops a remote process and its process group: TERM, up to 2 s of grace,
 /// then KILL. The pid is `$1`, never pasted into the script.
-const KILL_SCRIPT: &str = r#"kill -TERM "-$1" 2>/dev/null || kill -TERM "$1" 2>/dev/null
+// SIGKILL at once: a stopped attempt's output is thrown away, and a
+// SIGTERMed ffmpeg first flushes its encoder (seconds on a slow node, all
+// while the merge waits). Then wait (up to 2 s) until it is gone.
+const KILL_SCRIPT: &str = r#"kill -KILL "-$1" 2>/dev/null || kill -KILL "$1" 2>/dev/null
 i=0
-while [ "$i" -lt 10 ] && kill -0 "$1" 2>/dev/null; do sleep 0.2; i=$((i+1)); done
-kill -KILL "-$1" 2>/dev/null || kill -KILL "$1" 2>/dev/null
+while [ "$i" -lt 20 ] && kill -0 "$1" 2>/dev/null; do sleep 0.1; i=$((i+1)); done
 true"#;
 
 impl Transport for Ssh {

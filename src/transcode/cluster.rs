@@ -24,8 +24,9 @@ pub struct Cluster {
     pub shared_dir: Option<PathBuf>,
 }
 
-/// Slots and encoder threads of a node: one slot per core unless the
-/// inventory says otherwise, and the cores shared among the slots.
+/// Slots and encoder threads of a node: one slot per usable core (cores,
+/// capped by a cgroup CPU quota) unless the inventory says otherwise, and
+/// the cores shared among the slots.
 pub fn slots_and_threads(slots: Option<u32>, cores: u32) -> (usize, u32) {
     let cores = cores.max(1);
     let slots = slots.unwrap_or(cores).max(1);
@@ -66,8 +67,14 @@ pub async fn connect(inv: &Inventory, args: &ConnectArgs) -> Cluster {
                     cluster.warnings.push(format!("node {name} has no ffmpeg: left out (run dffmpeg setup)"));
                     continue;
                 }
-                let (slots, threads) = slots_and_threads(spec.slots, f.cores);
-                cluster.nodes.push(WorkerNode { name, transport: conn, slots, threads: Some(threads) });
+                let (slots, threads) = slots_and_threads(spec.slots, f.usable_cores());
+                cluster.nodes.push(WorkerNode {
+                    name,
+                    transport: conn,
+                    slots,
+                    threads: Some(threads),
+                    capacity: f.capacity(),
+                });
                 cluster.facts.push(f);
             }
             Ok(Err(e)) => cluster.warnings.push(format!("{e}: left out of the job")),

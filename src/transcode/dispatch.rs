@@ -9,7 +9,7 @@ use tokio::sync::{watch, Notify};
 
 use super::job::JobDir;
 use super::progress::{Event, NodeStats, Sender};
-use super::scheduler::{Next, Scheduler};
+use super::scheduler::{Next, NodeSpec, Scheduler};
 use super::verify::CodecParams;
 use super::worker::{self, AttemptFiles, FailKind, JobContext, Outcome};
 use crate::remote::Transport;
@@ -21,6 +21,8 @@ pub struct WorkerNode<T> {
     pub slots: usize,
     /// Threads per encode (None: leave it to ffmpeg or the user's -threads).
     pub threads: Option<u32>,
+    /// CPUs it offers: its speed guess until it has encoded frames.
+    pub capacity: f64,
 }
 
 #[derive(Debug)]
@@ -69,7 +71,11 @@ pub async fn dispatch<T: Transport + 'static>(
     let chunks = &ctx.plan.chunks;
     let done: Vec<bool> = chunks.iter().map(|c| job.is_done(c.index)).collect();
     let shared = Shared {
-        sched: Scheduler::new(chunks.iter().map(|c| c.frames).collect(), done, nodes.len()),
+        sched: Scheduler::new(
+            chunks.iter().map(|c| c.frames).collect(),
+            done,
+            &nodes.iter().map(|n| NodeSpec { slots: n.slots, capacity: n.capacity }).collect::<Vec<_>>(),
+        ),
         cancels: HashMap::new(),
         stats: nodes.iter().map(|n| NodeStats { node: n.name.clone(), ..Default::default() }).collect(),
         reference: job.reference(),
@@ -155,6 +161,8 @@ async fn slot_loop<T: Transport>(env: &Env<T>, n: usize, slot: usize) {
             }
             Next::Run(a) => a,
         };
+        // Slots waiting for a better chunk see a new schedule.
+        env.changed.notify_waiters();
         let chunk = &env.ctx.plan.chunks[a.chunk];
         let node = &env.nodes[n];
         let (tx, rx) = watch::channel(false);
@@ -183,7 +191,7 @@ async fn slot_loop<T: Transport>(env: &Env<T>, n: usize, slot: usize) {
         let started = Instant::now();
         let attempt_id = a.attempt;
         let on_frames = |frames: u64| {
-            env.lock().sched.progress(attempt_id, frames);
+            env.lock().sched.progress(attempt_id, frames, Instant::now());
             env.send(Event::ChunkProgress { attempt: attempt_id, frames });
         };
         let outcome =

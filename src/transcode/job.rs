@@ -24,12 +24,19 @@ pub struct JobKey {
     pub input_size: u64,
     pub input_mtime_ns: i128,
     pub ffmpeg_args: Vec<String>,
-    pub chunk_seconds: f64,
+    /// `--chunk`; None: the default plan, whatever the cluster's size, so a
+    /// re-run with a node fewer still resumes.
+    pub chunk_seconds: Option<f64>,
     pub output: PathBuf,
 }
 
 impl JobKey {
-    pub fn new(input: &Path, output: &Path, ffmpeg_args: &[String], chunk_seconds: f64) -> Result<JobKey> {
+    pub fn new(
+        input: &Path,
+        output: &Path,
+        ffmpeg_args: &[String],
+        chunk_seconds: Option<f64>,
+    ) -> Result<JobKey> {
         let meta = fs::metadata(input).with_context(|| format!("{}", input.display()))?;
         Ok(JobKey {
             input: input.to_path_buf(),
@@ -197,7 +204,7 @@ mod tests {
             &input,
             &dir.join("out.mp4"),
             &args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-            3.0,
+            Some(3.0),
         )
         .unwrap()
     }

@@ -36,17 +36,16 @@ pub async fn run(args: TranscodeArgs) -> Outcome {
 }
 
 /// The ffmpeg and ffprobe this machine runs (the controller's own work:
-/// probe, split, side streams, merge).
-async fn check_tools() -> Result<(), Failure> {
+/// probe, split, side streams, merge): found in PATH, not run (a start-up
+/// of each costs more than the lookup).
+fn check_tools() -> Result<(), Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
     for tool in ["ffmpeg", "ffprobe"] {
-        let found = tokio::process::Command::new(tool)
-            .arg("-version")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .await
-            .is_ok();
+        let found = std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(tool))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        });
         if !found {
             return Err(usage(anyhow!("{tool} is not installed (on Debian: apt-get install ffmpeg)")));
         }
@@ -67,31 +66,29 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
     let started = Instant::now();
     let input = check_input(&args.input)?;
     let user = args::parse(&args.ffmpeg_args).map_err(usage)?;
-    check_tools().await?;
+    check_tools()?;
     let source = input
         .to_str()
         .ok_or_else(|| usage(anyhow!("{}: file names must be UTF-8", input.display())))?
         .to_string();
-    let probe = probe::probe(&input).await.map_err(|e| usage(anyhow!("{}: {e}", input.display())))?;
     let overwrite = args.overwrite || user.overwrite;
     let output = args.output.clone().unwrap_or_else(|| output::default_output(&input));
     let output = output::check_output(&input, &output, overwrite).map_err(usage)?;
     let format = output::format_for(&output, user.format.as_deref()).map_err(usage)?;
 
-    let mut cluster = cluster::connect(inventory, &args.connect).await;
+    // Reading the input's packets and connecting to the nodes overlap.
+    let (probe, mut cluster) = tokio::join!(probe::probe(&input), cluster::connect(inventory, &args.connect));
+    let probe = probe.map_err(|e| usage(anyhow!("{}: {e}", input.display())))?;
     if cluster.nodes.is_empty() {
         for w in &cluster.warnings {
             eprintln!("warning: {w}");
         }
         return Err(failed(anyhow!("no compute node of {} can be used", inventory.source)));
     }
-    let duration = probe.duration.unwrap_or_else(|| {
-        probe.video_time_base.seconds(probe.packets.iter().map(|p| p.pts).max().unwrap_or(0))
-    });
-    let chunk_seconds = match args.chunk {
-        Some(c) if c.is_finite() && c > 0.0 => c,
+    let sizing = match args.chunk {
+        Some(c) if c.is_finite() && c > 0.0 => plan::Sizing::Fixed(c),
         Some(c) => return Err(usage(anyhow!("--chunk {c}: must be a positive number of seconds"))),
-        None => plan::default_chunk_seconds(duration, cluster.slots()),
+        None => plan::Sizing::Guided { slots: cluster.slots() },
     };
 
     let job_dir = match &cluster.shared_dir {
@@ -101,7 +98,7 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
             output.with_file_name(format!(".{name}.dffmpeg-job"))
         }
     };
-    let key = JobKey::new(&input, &output, &args.ffmpeg_args, chunk_seconds).map_err(usage)?;
+    let key = JobKey::new(&input, &output, &args.ffmpeg_args, args.chunk).map_err(usage)?;
     let (job, found) = JobDir::open(&job_dir, &key, args.fresh, args.resume).map_err(usage)?;
     if cluster.shared_dir.is_some() {
         // Nodes write their chunks here as their own users (over NFS):
@@ -113,7 +110,7 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
     let record = match found {
         Found::Resumed(r) => *r,
         _ => {
-            let record = new_job(key, &user, &probe, &format, chunk_seconds, &source, &job).await;
+            let record = new_job(key, &user, &probe, &format, sizing, &source, &job).await;
             match record {
                 Ok(r) => r,
                 Err(e) => {
@@ -350,7 +347,7 @@ async fn new_job(
     user: &args::UserArgs,
     probe: &probe::Probe,
     format: &str,
-    chunk_seconds: f64,
+    sizing: plan::Sizing,
     source: &str,
     job: &JobDir,
 ) -> Result<JobRecord, Failure> {
@@ -370,7 +367,7 @@ async fn new_job(
         vfr_time_base: is_vfr(&probe.packets).then_some(probe.video_time_base),
         in_band_headers: false,
     };
-    let plan = plan::plan(&probe.packets, probe.video_time_base, chunk_seconds);
+    let plan = plan::plan(&probe.packets, probe.video_time_base, sizing);
     let ctx = JobContext {
         source: source.to_string(),
         video_index: probe.video,

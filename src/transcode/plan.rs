@@ -75,17 +75,41 @@ impl Plan {
     }
 }
 
-/// Default chunk length: at least 4 chunks per slot, each at least
-/// `MIN_CHUNK_SECONDS` long (shorter chunks cost quality and start-up time
-/// for little gain in balance).
+/// Chunks shorter than this cost more in start-up (a split, an encoder
+/// start, a verify: ~0.3 CPU-s) and quality than they gain in balance.
 pub const MIN_CHUNK_SECONDS: f64 = 3.0;
+/// Longer chunks would make a lost node or a restart cost too much.
+pub const MAX_CHUNK_SECONDS: f64 = 120.0;
 
-pub fn default_chunk_seconds(duration: f64, slots: usize) -> f64 {
-    let per = duration / (4 * slots.max(1)) as f64;
-    per.max(MIN_CHUNK_SECONDS)
+/// How long the chunks are.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sizing {
+    /// `--chunk SECONDS`: every chunk about this long.
+    Fixed(f64),
+    /// The default, guided self-scheduling: each chunk is the remaining
+    /// time divided by the slots (within [`MIN_CHUNK_SECONDS`,
+    /// [`MAX_CHUNK_SECONDS`]]), so the chunks shrink along the timeline.
+    /// Taken longest first, the long ones keep every slot busy with few
+    /// start-ups and the short ones even out the end.
+    Guided { slots: usize },
 }
 
-pub fn plan(packets: &[Packet], time_base: Rational, chunk_seconds: f64) -> Plan {
+impl Sizing {
+    /// Target length in ticks of the chunk after `start`, `remaining` ticks
+    /// before the last frame.
+    fn target(self, remaining: i64, ticks_per_second: f64) -> i64 {
+        let seconds = match self {
+            Sizing::Fixed(s) => s,
+            Sizing::Guided { slots } => {
+                let remaining = remaining.max(0) as f64 / ticks_per_second;
+                (remaining / slots.max(1) as f64).clamp(MIN_CHUNK_SECONDS, MAX_CHUNK_SECONDS)
+            }
+        };
+        ((seconds * ticks_per_second).round() as i64).max(1)
+    }
+}
+
+pub fn plan(packets: &[Packet], time_base: Rational, sizing: Sizing) -> Plan {
     let first_key = packets.iter().position(|p| p.key).unwrap_or(0);
     let origin = packets[first_key].pts;
     let usable = &packets[first_key..];
@@ -102,8 +126,8 @@ pub fn plan(packets: &[Packet], time_base: Rational, chunk_seconds: f64) -> Plan
         (i > 0).then(|| time_base.seconds(all_pts[i - 1]) / 2.0 + time_base.seconds(b) / 2.0)
     };
 
-    let target = ((chunk_seconds * time_base.den as f64 / time_base.num as f64).round() as i64).max(1);
-    let cuts = choose_cuts(&frame_pts, &key_pts, target);
+    let ticks_per_second = time_base.den as f64 / time_base.num as f64;
+    let cuts = choose_cuts(&frame_pts, &key_pts, |remaining| sizing.target(remaining, ticks_per_second));
 
     let mut chunks = Vec::with_capacity(cuts.len());
     for (i, &start) in cuts.iter().enumerate() {
@@ -139,10 +163,11 @@ pub fn plan(packets: &[Packet], time_base: Rational, chunk_seconds: f64) -> Plan
     }
 }
 
-/// Chunk starts: the first frame, then a cut about every `target` ticks —
-/// the keyframe closest to the ideal point within half a chunk of it, else
-/// the frame closest to it. The last chunk absorbs a short remainder.
-fn choose_cuts(frame_pts: &[i64], key_pts: &[i64], target: i64) -> Vec<i64> {
+/// Chunk starts: the first frame, then a cut `target(ticks left)` ticks
+/// after the previous one — the keyframe closest to the ideal point within
+/// half a chunk of it, else the frame closest to it. The last chunk absorbs
+/// a short remainder.
+fn choose_cuts(frame_pts: &[i64], key_pts: &[i64], target: impl Fn(i64) -> i64) -> Vec<i64> {
     let Some(&first) = frame_pts.first() else {
         return vec![0];
     };
@@ -150,6 +175,7 @@ fn choose_cuts(frame_pts: &[i64], key_pts: &[i64], target: i64) -> Vec<i64> {
     let mut cuts = vec![first];
     let mut start = first;
     loop {
+        let target = target(last - start);
         let ideal = start + target;
         if ideal + target / 2 > last {
             break;
@@ -197,7 +223,7 @@ mod tests {
     #[test]
     fn cuts_fall_on_keyframes() {
         // 250 frames, keyframe every 25 (1 s), 2 s chunks.
-        let p = plan(&intra_gop(250, 25), TB, 2.0);
+        let p = plan(&intra_gop(250, 25), TB, Sizing::Fixed(2.0));
         check_partition(&p, 250);
         assert_eq!(p.chunks.len(), 5);
         for c in &p.chunks {
@@ -209,7 +235,7 @@ mod tests {
 
     #[test]
     fn single_keyframe_falls_back_to_decode_side_cuts() {
-        let p = plan(&intra_gop(200, 1000), TB, 2.0);
+        let p = plan(&intra_gop(200, 1000), TB, Sizing::Fixed(2.0));
         check_partition(&p, 200);
         assert_eq!(p.chunks.len(), 4);
         assert!(p.chunks[1..].iter().all(|c| !c.starts_on_keyframe()));
@@ -245,7 +271,7 @@ mod tests {
         }
         let n = pk.len() as u64;
         let tb = Rational { num: 1, den: 6 };
-        let p = plan(&pk, tb, 2.0);
+        let p = plan(&pk, tb, Sizing::Fixed(2.0));
         check_partition(&p, n);
         let c0 = &p.chunks[0];
         assert_eq!((c0.start, c0.end), (0, Some(12)));
@@ -262,7 +288,7 @@ mod tests {
     fn leading_packets_before_the_first_keyframe_are_skipped() {
         let mut pk = vec![Packet { pts: 0, key: false }, Packet { pts: 1, key: false }];
         pk.extend((2..100).map(|i| Packet { pts: i, key: i % 10 == 2 }));
-        let p = plan(&pk, TB, 1.0);
+        let p = plan(&pk, TB, Sizing::Fixed(1.0));
         assert_eq!(p.skipped_leading, 2);
         check_partition(&p, 98);
         assert_eq!(p.first_pts(), 2);
@@ -270,14 +296,24 @@ mod tests {
 
     #[test]
     fn a_short_video_is_one_chunk() {
-        let p = plan(&intra_gop(10, 5), TB, 3.0);
+        let p = plan(&intra_gop(10, 5), TB, Sizing::Fixed(3.0));
         assert_eq!(p.chunks.len(), 1);
         check_partition(&p, 10);
     }
 
     #[test]
-    fn default_chunk_length() {
-        assert_eq!(default_chunk_seconds(60.0, 2), 7.5);
-        assert_eq!(default_chunk_seconds(10.0, 2), MIN_CHUNK_SECONDS);
+    fn guided_chunks_shrink_toward_the_end() {
+        // 60 s at 25 fps, keyframe every 2 s, 2 slots: half of what is left
+        // each time, at keyframes, down to the 3 s minimum.
+        let p = plan(&intra_gop(1500, 50), TB, Sizing::Guided { slots: 2 });
+        check_partition(&p, 1500);
+        let secs: Vec<u64> = p.chunks.iter().map(|c| c.frames / 25).collect();
+        assert_eq!(secs, [30, 14, 8, 4, 4]);
+        assert!(p.chunks.iter().all(|c| c.starts_on_keyframe()));
+        // A long film on a big cluster: no chunk over the maximum.
+        let p = plan(&intra_gop(25 * 3600, 250), TB, Sizing::Guided { slots: 4 });
+        check_partition(&p, 25 * 3600);
+        assert!(p.chunks.iter().all(|c| c.frames as f64 <= 25.0 * MAX_CHUNK_SECONDS * 1.5));
+        assert!(p.chunks.windows(2).all(|w| w[0].frames >= w[1].frames || w[1].end.is_none()));
     }
 }

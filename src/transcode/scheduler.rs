@@ -1,9 +1,13 @@
 //! Scheduler decisions, free of I/O: a pull queue of chunks, longest first.
 //! Each node's slots ask for work when they free up, so fast nodes simply
-//! take more chunks. Failed chunks go back to the queue for another node;
-//! a node that keeps failing or is lost leaves the job; once the queue is
-//! empty, idle slots duplicate the slowest running chunk and the first
-//! verified result wins.
+//! take more chunks. A slot takes the next chunk only if no other slot
+//! would finish it sooner (a list schedule of the queue over every slot,
+//! by each node's speed: measured frames per second, or its CPUs until it
+//! has encoded something), so a slow node does not hold the last long
+//! chunk while a fast one idles. Failed chunks go back to the queue for
+//! another node; a node that keeps failing or is lost leaves the job; once
+//! the queue is empty, an idle slot that would finish a running chunk
+//! sooner duplicates it and the first verified result wins.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -42,11 +46,28 @@ struct Running {
     frames: u64,
 }
 
+/// A node as the scheduler sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NodeSpec {
+    pub slots: usize,
+    /// CPUs it offers (cores, or its CPU quota): its speed guess until it
+    /// has encoded frames.
+    pub capacity: f64,
+}
+
 #[derive(Debug, Default)]
 struct NodeState {
     consecutive_failures: u32,
     dropped: bool,
+    slots: usize,
+    /// CPUs per slot.
+    capacity: f64,
+    /// Measured frames per second of one slot (its latest attempt).
+    rate: Option<f64>,
 }
+
+/// Seconds an attempt must have run before its frame rate counts.
+const MIN_RATE_SECONDS: f64 = 0.5;
 
 #[derive(Debug)]
 pub struct Scheduler {
@@ -70,7 +91,7 @@ pub struct AfterFailure {
 
 impl Scheduler {
     /// `frames[i]`: chunk i's size; `done[i]`: already verified (resume).
-    pub fn new(frames: Vec<u64>, done: Vec<bool>, nodes: usize) -> Scheduler {
+    pub fn new(frames: Vec<u64>, done: Vec<bool>, nodes: &[NodeSpec]) -> Scheduler {
         let mut order: Vec<usize> = (0..frames.len()).filter(|&i| !done[i]).collect();
         order.sort_by_key(|&i| (std::cmp::Reverse(frames[i]), i));
         Scheduler {
@@ -80,7 +101,14 @@ impl Scheduler {
             pending: order.into(),
             running: Vec::new(),
             done,
-            nodes: (0..nodes).map(|_| NodeState::default()).collect(),
+            nodes: nodes
+                .iter()
+                .map(|n| NodeState {
+                    slots: n.slots.max(1),
+                    capacity: n.capacity.max(0.01) / n.slots.max(1) as f64,
+                    ..NodeState::default()
+                })
+                .collect(),
             next_attempt: 0,
             failed: None,
         }
@@ -115,8 +143,7 @@ impl Scheduler {
         if self.nodes[node].dropped {
             return Next::Finished;
         }
-        // Next queued chunk that has not already failed on this node.
-        if let Some(pos) = self.pending.iter().position(|&c| !self.failed_on[c].contains(&node)) {
+        if let Some(pos) = self.pick(node, now) {
             let chunk = self.pending.remove(pos).unwrap_or_default();
             return self.start(chunk, node, now, false);
         }
@@ -124,39 +151,99 @@ impl Scheduler {
             return Next::Wait;
         }
         // Queue empty: duplicate the running chunk expected to finish last,
-        // if it runs elsewhere and alone.
+        // if it runs elsewhere and alone and this slot would finish it sooner.
+        let mine = |c: usize| self.frames[c] as f64 / self.slot_rate(node);
         let candidate = self
             .running
             .iter()
             .filter(|r| !self.done[r.chunk] && r.node != node)
             .filter(|r| self.running.iter().filter(|o| o.chunk == r.chunk).count() == 1)
             .filter(|r| !self.failed_on[r.chunk].contains(&node))
-            .max_by(|a, b| {
-                self.remaining(a, now)
-                    .partial_cmp(&self.remaining(b, now))
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            })
-            .map(|r| r.chunk);
+            .map(|r| (r.chunk, self.remaining(r, now)))
+            .filter(|&(c, left)| mine(c) < left)
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(c, _)| c);
         match candidate {
             Some(chunk) => self.start(chunk, node, now, true),
             None => Next::Wait,
         }
     }
 
-    /// Expected seconds left for an attempt (unknown rate: its whole size,
-    /// counted as slow).
-    fn remaining(&self, r: &Running, now: Instant) -> f64 {
-        let left = self.frames[r.chunk].saturating_sub(r.frames) as f64;
-        let elapsed = now.duration_since(r.started).as_secs_f64();
-        if r.frames == 0 || elapsed <= 0.0 {
-            return f64::MAX / 2.0 + left;
+    /// The position in the queue of the chunk `node`'s idle slot should
+    /// take: the first one that a list schedule of the queue (longest
+    /// first, each chunk to the slot that would finish it first, ties to
+    /// the asking slot) gives to it. None: every queued chunk is better
+    /// left to other slots (or failed on this node).
+    fn pick(&self, node: usize, now: Instant) -> Option<usize> {
+        // (node, seconds until free, the asking slot)
+        let mut slots: Vec<(usize, f64, bool)> = Vec::new();
+        for (m, st) in self.nodes.iter().enumerate().filter(|(_, st)| !st.dropped) {
+            let busy: Vec<f64> =
+                self.running.iter().filter(|r| r.node == m).map(|r| self.remaining(r, now)).collect();
+            let idle = st.slots.saturating_sub(busy.len()).max(usize::from(m == node));
+            slots.extend(busy.into_iter().map(|t| (m, t, false)));
+            slots.extend((0..idle).map(|i| (m, 0.0, m == node && i == 0)));
         }
-        left / (r.frames as f64 / elapsed)
+        for (pos, &c) in self.pending.iter().enumerate() {
+            let finish = |&(m, free, asker): &(usize, f64, bool)| {
+                let t = free + self.frames[c] as f64 / self.slot_rate(m);
+                // Ties go to the asking slot: it is free now.
+                if asker {
+                    t * (1.0 - 1e-9)
+                } else {
+                    t
+                }
+            };
+            let best = slots
+                .iter_mut()
+                .filter(|s| !self.failed_on[c].contains(&s.0))
+                .min_by(|a, b| finish(a).total_cmp(&finish(b)));
+            let Some(best) = best else { continue };
+            if best.2 {
+                return Some(pos);
+            }
+            best.1 = finish(best);
+        }
+        None
     }
 
-    pub fn progress(&mut self, attempt: u64, frames: u64) {
+    /// Frames per second of one slot of `node`: measured, else its CPUs
+    /// per slot scaled by what the measured nodes do per CPU.
+    fn slot_rate(&self, node: usize) -> f64 {
+        let st = &self.nodes[node];
+        if let Some(r) = st.rate {
+            return r;
+        }
+        let per_cpu: Vec<f64> = self.nodes.iter().filter_map(|n| n.rate.map(|r| r / n.capacity)).collect();
+        let scale = if per_cpu.is_empty() { 1.0 } else { per_cpu.iter().sum::<f64>() / per_cpu.len() as f64 };
+        (st.capacity * scale).max(1e-6)
+    }
+
+    /// Expected seconds left for an attempt: from its own frame rate, else
+    /// from its node's; an attempt without frames past its expected time
+    /// counts as late by as much again.
+    fn remaining(&self, r: &Running, now: Instant) -> f64 {
+        let left = self.frames[r.chunk].saturating_sub(r.frames) as f64;
+        let elapsed = now.saturating_duration_since(r.started).as_secs_f64();
+        if r.frames > 0 && elapsed >= MIN_RATE_SECONDS {
+            return left / (r.frames as f64 / elapsed);
+        }
+        let expected = left / self.slot_rate(r.node);
+        if elapsed <= expected {
+            expected - elapsed
+        } else {
+            elapsed
+        }
+    }
+
+    /// An attempt's frames so far; they also measure its node's speed.
+    pub fn progress(&mut self, attempt: u64, frames: u64, now: Instant) {
         if let Some(r) = self.running.iter_mut().find(|r| r.attempt == attempt) {
             r.frames = frames;
+            let elapsed = now.saturating_duration_since(r.started).as_secs_f64();
+            if frames > 0 && elapsed >= MIN_RATE_SECONDS {
+                self.nodes[r.node].rate = Some(frames as f64 / elapsed);
+            }
         }
     }
 
@@ -245,6 +332,17 @@ impl Scheduler {
 mod tests {
     use super::*;
 
+    use std::time::Duration;
+
+    /// `n` nodes of one slot and one CPU each.
+    fn nodes(n: usize) -> Vec<NodeSpec> {
+        vec![NodeSpec { slots: 1, capacity: 1.0 }; n]
+    }
+
+    fn at(t0: Instant, secs: f64) -> Instant {
+        t0 + Duration::from_secs_f64(secs)
+    }
+
     fn run(n: &Next) -> &Assignment {
         match n {
             Next::Run(a) => a,
@@ -254,34 +352,80 @@ mod tests {
 
     #[test]
     fn longest_first_and_fast_nodes_take_more() {
-        let now = Instant::now();
-        let mut s = Scheduler::new(vec![10, 30, 20, 5], vec![false; 4], 2);
-        let a = run(&s.next(0, now)).clone();
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(vec![10, 30, 20, 5], vec![false; 4], &nodes(2));
+        let a = run(&s.next(0, t0)).clone();
         assert_eq!(a.chunk, 1);
-        let b = run(&s.next(1, now)).clone();
+        let b = run(&s.next(1, t0)).clone();
         assert_eq!(b.chunk, 2);
-        // Node 0 is fast: it finishes and takes the rest.
+        // Node 0 does 30 frames/s, node 1 only 2.
+        s.progress(a.attempt, 30, at(t0, 1.0));
+        s.progress(b.attempt, 2, at(t0, 1.0));
+        // Node 0 finishes and takes the rest.
         s.succeeded(a.attempt);
-        let c = run(&s.next(0, now)).clone();
+        let c = run(&s.next(0, at(t0, 1.0))).clone();
         assert_eq!(c.chunk, 0);
         s.succeeded(c.attempt);
-        let d = run(&s.next(0, now)).clone();
+        let d = run(&s.next(0, at(t0, 1.5))).clone();
         assert_eq!(d.chunk, 3);
         s.succeeded(d.attempt);
-        // Queue empty: node 0 duplicates the chunk still running on node 1.
-        let e = run(&s.next(0, now)).clone();
+        // Queue empty: node 0 would finish chunk 2 long before node 1: it
+        // duplicates it.
+        let e = run(&s.next(0, at(t0, 2.0))).clone();
         assert!(e.duplicate);
         assert_eq!(e.chunk, 2);
         // The duplicate wins; the original is to be stopped.
         assert_eq!(s.succeeded(e.attempt), (true, vec![b.attempt]));
         s.cancelled(b.attempt);
-        assert_eq!(s.next(1, now), Next::Finished);
+        assert_eq!(s.next(1, at(t0, 3.0)), Next::Finished);
+    }
+
+    #[test]
+    fn a_slow_node_leaves_the_last_long_chunk_to_a_fast_one() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(vec![100, 100, 100], vec![false; 3], &nodes(2));
+        let a = run(&s.next(0, t0)).clone();
+        let b = run(&s.next(1, t0)).clone();
+        // Node 0: 50 frames/s; node 1: 5.
+        s.progress(a.attempt, 50, at(t0, 1.0));
+        s.progress(b.attempt, 5, at(t0, 1.0));
+        s.succeeded(a.attempt);
+        let c = run(&s.next(0, at(t0, 2.0))).clone();
+        assert_eq!(c.chunk, 2);
+        // Node 1 finishes its chunk after 20 s; the queue is empty and node 0
+        // is about done: no duplicate, node 1 has nothing to gain.
+        s.progress(c.attempt, 90, at(t0, 3.8));
+        s.succeeded(b.attempt);
+        assert_eq!(s.next(1, at(t0, 3.8)), Next::Wait);
+    }
+
+    #[test]
+    fn a_slow_slot_takes_only_what_it_finishes_in_time() {
+        let t0 = Instant::now();
+        // Guided sizes; one fast node (4 CPUs in 1 slot) and a quarter one.
+        let specs = [NodeSpec { slots: 1, capacity: 4.0 }, NodeSpec { slots: 1, capacity: 1.0 }];
+        let mut s = Scheduler::new(vec![400, 200, 100, 50, 40], vec![false; 5], &specs);
+        // The slow node asks first: the long chunks are the fast node's
+        // (400 frames: 400 s here, 100 s there), not the 50 at the end.
+        let slow = run(&s.next(1, t0)).clone();
+        assert_eq!(slow.chunk, 2, "the largest chunk it finishes before the fast node would");
+        let fast = run(&s.next(0, t0)).clone();
+        assert_eq!(fast.chunk, 0);
+        // With nothing it can finish sooner, a slow slot waits.
+        let mut s = Scheduler::new(vec![100, 100], vec![false; 2], &specs);
+        let f = run(&s.next(0, t0)).clone();
+        assert_eq!(f.chunk, 0);
+        assert_eq!(s.next(1, t0), Next::Wait, "the fast node finishes both by 50 s, the slow one 100 s");
+        // The fast node turns out stuck (no frame after 120 s, 25 expected;
+        // counted as 120 s late): the slow node takes the queued chunk.
+        assert_eq!(s.next(1, at(t0, 60.0)), Next::Wait);
+        assert_eq!(run(&s.next(1, at(t0, 120.0))).chunk, 1);
     }
 
     #[test]
     fn a_failed_chunk_is_retried_on_another_node() {
         let now = Instant::now();
-        let mut s = Scheduler::new(vec![10], vec![false], 2);
+        let mut s = Scheduler::new(vec![10], vec![false], &nodes(2));
         let a = run(&s.next(0, now)).clone();
         s.failed(a.attempt, false);
         // Not again on node 0 ...
@@ -296,7 +440,7 @@ mod tests {
     #[test]
     fn a_lost_node_leaves_and_its_chunk_goes_back() {
         let now = Instant::now();
-        let mut s = Scheduler::new(vec![10, 10], vec![false; 2], 2);
+        let mut s = Scheduler::new(vec![10, 10], vec![false; 2], &nodes(2));
         let a = run(&s.next(0, now)).clone();
         let after = s.failed(a.attempt, true);
         assert!(after.node_dropped);
@@ -309,7 +453,7 @@ mod tests {
     #[test]
     fn the_job_fails_when_no_node_is_left() {
         let now = Instant::now();
-        let mut s = Scheduler::new(vec![10], vec![false], 1);
+        let mut s = Scheduler::new(vec![10], vec![false], &nodes(1));
         let a = run(&s.next(0, now)).clone();
         s.failed(a.attempt, true);
         assert_eq!(s.next(0, now), Next::Failed("no node is left".into()));
@@ -318,7 +462,7 @@ mod tests {
     #[test]
     fn a_chunk_failing_everywhere_fails_the_job() {
         let now = Instant::now();
-        let mut s = Scheduler::new(vec![10], vec![false], 2);
+        let mut s = Scheduler::new(vec![10], vec![false], &nodes(2));
         let a = run(&s.next(0, now)).clone();
         s.failed(a.attempt, false);
         let b = run(&s.next(1, now)).clone();
@@ -329,7 +473,7 @@ mod tests {
     #[test]
     fn resumed_chunks_are_not_queued() {
         let now = Instant::now();
-        let mut s = Scheduler::new(vec![10, 20], vec![false, true], 1);
+        let mut s = Scheduler::new(vec![10, 20], vec![false, true], &nodes(1));
         let a = run(&s.next(0, now)).clone();
         assert_eq!(a.chunk, 0);
         s.succeeded(a.attempt);

@@ -7,7 +7,8 @@
 //!   `/var/tmp/dlab-<tag>/<host>/`), with its own proc, sys, /dev (bind of the machine's),
 //!   and tmpfs /run and /tmp,
 //! * fresh ssh host keys and its own `sshd -D` listening on the host's address only,
-//! * optionally a CPU quota (cgroup v1, `/sys/fs/cgroup/cpu/dl-<tag>-<host>`).
+//! * optionally a CPU quota (cgroup v1, `/sys/fs/cgroup/cpu/dl-<tag>-<host>`), visible inside
+//!   the host as in a container (the machine's `/sys/fs/cgroup` is bound in).
 //!
 //! The overlay is mounted in the machine's mount namespace too, so [`Host::root`] reads
 //! and writes the host's files from the test (even after the host was killed).
@@ -357,12 +358,21 @@ impl Host {
     fn start(&self) {
         let i = &self.inner;
         let root = i.root.display().to_string();
+        // The cpu cgroup hierarchy, mounted in the host as in a container (`ip netns exec`
+        // remounts /sys, which hides the machine's /sys/fs/cgroup).
+        let cgroup = match cpu_cgroup_options() {
+            Some(opts) => format!(
+                "mount -t tmpfs -o mode=755 tmpfs $R/sys/fs/cgroup && mkdir $R/sys/fs/cgroup/cpu && \\
+ mount -t cgroup -o {opts} cgroup $R/sys/fs/cgroup/cpu || true\n"
+            ),
+            None => String::new(),
+        };
         let inner = format!(
             "set -e; R={r}
 mount -t proc proc $R/proc
 mount --rbind /dev $R/dev
 mount -t sysfs sysfs $R/sys 2>/dev/null || true
-mount -t tmpfs -o mode=755 tmpfs $R/run
+{cgroup}mount -t tmpfs -o mode=755 tmpfs $R/run
 mount -t tmpfs -o mode=1777 tmpfs $R/tmp
 mkdir -p $R/run/sshd $R/run/lock
 hostname {name}
@@ -624,6 +634,21 @@ fn set_opaque(dir: &Path) {
         dir.display(),
         std::io::Error::last_os_error()
     );
+}
+
+/// The controllers of the machine's cgroup v1 hierarchy at [`CGROUP_CPU`] (`cpu` or
+/// `cpu,cpuacct`), from /proc/self/mountinfo.
+fn cpu_cgroup_options() -> Option<String> {
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        (left.split(' ').nth(4)? == CGROUP_CPU).then_some(())?;
+        let mut f = right.split(' ');
+        (f.next()? == "cgroup").then_some(())?;
+        let opts: Vec<&str> =
+            f.nth(1)?.split(',').filter(|o| !matches!(*o, "rw" | "ro") && !o.contains('=')).collect();
+        Some(opts.join(","))
+    })
 }
 
 fn quota_us(cpus: f64) -> u64 {
