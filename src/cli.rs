@@ -46,8 +46,8 @@ pub struct TranscodeArgs {
     /// Overwrite an existing output file.
     #[arg(short = 'y', long = "overwrite")]
     pub overwrite: bool,
-    /// Target chunk length in seconds (default: at least 4 chunks per slot,
-    /// each a few seconds long).
+    /// Chunk length in seconds (default: guided — each chunk the time left
+    /// divided by the slots, 3 s to 120 s, so chunks shrink toward the end).
     #[arg(long, value_name = "SECONDS")]
     pub chunk: Option<f64>,
     /// Resume an interrupted job for this input and output (the default
