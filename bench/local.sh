@@ -138,6 +138,14 @@ report() {
   done
   echo
   echo "(median over the clean runs — the rest of the machine used < ${CLEAN:-0.15} CPU meanwhile — or over all runs when none was clean; CPU s = user + sys of the command and its children; raw runs: $RESULTS)"
+  # The ceiling: the single-threaded work (decode + encode + audio, no
+  # threading overhead) spread perfectly over every core, nothing added.
+  for s in $SCENARIOS; do
+    awk -F'\t' -v s="$s" 'NR>1 && $1==s && $2=="plain1" {f=1} END{exit !f}' "$RESULTS" || continue
+    read -r pw _ <<<"$(cm "$s" plain 4)"; read -r p1c _ <<<"$(cm "$s" plain1 5)"
+    awk -v s="$s" -v pw="$pw" -v c="$p1c" -v n="$CORES" 'BEGIN {
+      printf "\nCeiling, %s: the single-threaded run does %.2f CPU-s of work; split perfectly over %d cores with no overhead it would take %.2f s, so no chunked transcoder can beat plain ffmpeg (%.2f s, which threads its decoder) by more than %.2f× here.\n", s, c, n, c/n, pw, pw/(c/n) }'
+  done
 }
 
 # PROFILE=1: where dffmpeg's time goes, per pipeline step (one extra run

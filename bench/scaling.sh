@@ -11,8 +11,8 @@
 #   QUICK=1 bench/scaling.sh             # 20 s clip, no transfer test: a few minutes
 #
 # Needs root (namespaces, mounts, cgroups), ffmpeg, ffprobe, bc, ssh, sshd,
-# iproute2, util-linux, and the lab.sh test-host script (LAB_SH, default
-# ../shared/tools/lab.sh next to the repository).
+# iproute2, util-linux; the test hosts come from bench/lab.sh (LAB_SH to use
+# another script with the same commands).
 #
 # Hosts: n1 n2 n3 with 1.0 CPU each, half (0.5 CPU), quarter (0.25 CPU), on
 # bridge LAB_BR with addresses LAB_NET.x (nothing is routed anywhere); one
@@ -70,7 +70,7 @@ need ffmpeg ffprobe bc ssh ssh-keygen ip nsenter unshare
 
 export LAB_DIR=${LAB_DIR:-/var/tmp/dlab-bench} LAB_BR=${LAB_BR:-br-dlbench}
 export LAB_NET=${LAB_NET:-198.18.50} LAB_NS=${LAB_NS:-dlbench}
-LAB_SH=${LAB_SH:-$REPO_DIR/../shared/tools/lab.sh}
+LAB_SH=${LAB_SH:-$BENCH_DIR/lab.sh}
 [ -x "$LAB_SH" ] || die "lab.sh not found at $LAB_SH (set LAB_SH=)"
 LAB_SH=$(cd "$(dirname "$LAB_SH")" && pwd)/$(basename "$LAB_SH")
 
@@ -131,7 +131,7 @@ hosts_up() {
     "$LAB_SH" share "$h" "$SHARED" "$SHARED"
     # CPU accounting per host: the host's sshd (and all it starts) into a cpuacct group
     local cg=/sys/fs/cgroup/cpuacct/$LAB_NS-$h
-    mkdir -p "$cg" && cat "$LAB_DIR/$h/pid" >"$cg/cgroup.procs" 2>/dev/null || true
+    mkdir -p "$cg" && cat "$LAB_DIR/hosts/$h/pid" >"$cg/cgroup.procs" 2>/dev/null || true
     hssh "$h" "ffmpeg -version >/dev/null && test -d $(printf %q "$SHARED/media")" \
       || die "host $h: no ssh, ffmpeg or shared dir"
   done
