@@ -48,11 +48,10 @@
 #   WORK=/var/tmp/dffmpeg-bench-scaling    clip, shared dir, results, plot
 #   LAB_DIR=/var/tmp/dlab-bench LAB_BR=br-dlbench LAB_NET=198.18.50 LAB_NS=dlbench
 #   IDLE_WAIT=30     seconds to wait for a quiet machine before each run
-#   SLOTS=quota      dffmpeg slots per host: quota = its CPU quota rounded, at
-#                    least 1 (what a real machine of that many cores would
-#                    report; inside a test host nproc shows all the machine's
-#                    cores because a CFS quota is invisible to it); auto = leave
-#                    it to dffmpeg (nproc); N = N slots everywhere
+#   SLOTS=auto       dffmpeg slots per host: auto = dffmpeg's own choice (its
+#                    cores capped by the CPU quota it reads from its cgroup);
+#                    quota = the quota rounded, at least 1, written in the
+#                    inventory; N = N slots everywhere
 #
 # Output: Markdown tables on stdout, $WORK/scaling.tsv (every run),
 # $WORK/scaling.png (plot), $WORK/runs.log (every command's output),
@@ -81,7 +80,7 @@ CODECS=${CODECS:-"x264 mpeg4"}
 SCENARIOS=${SCENARIOS:-"1x1 2x1 3x1 het"}
 METHODS=${METHODS:-"original dffmpeg-ssh dffmpeg-nfs"}
 IDLE_WAIT=${IDLE_WAIT:-30}
-SLOTS=${SLOTS:-quota}
+SLOTS=${SLOTS:-auto}
 case " $METHODS " in *" dffmpeg-"*) find_dffmpeg ;; esac
 
 WORK=${WORK:-/var/tmp/dffmpeg-bench-scaling}
