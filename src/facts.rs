@@ -111,8 +111,7 @@ while IFS=: read -r _ ctl path; do
     d=${d%/*}
   done
 done < /proc/self/cgroup 2>/dev/null
-echo "${m}ffmpeg_version"; ffmpeg -version 2>/dev/null | head -n 1
-echo "${m}encoders"; ffmpeg -hide_banner -encoders 2>/dev/null
+echo "${m}encoders"; ffmpeg -encoders 2>&1
 echo "${m}disk"; d=$1; [ -n "$d" ] && [ -d "$d" ] || d=$HOME; [ -n "$d" ] && [ -d "$d" ] || d=/
 echo "$d"; df -Pk "$d" 2>/dev/null | tail -n 1
 echo "${m}end"
@@ -191,7 +190,15 @@ pub fn parse(text: &str) -> Result<Facts, String> {
     let os = parse_os_release(section("os_release"));
     let cores = first("cores").and_then(|c| c.parse::<u32>().ok()).filter(|c| *c > 0).unwrap_or(1);
     let cpu_quota = parse_cpu_quota(section("cpu_quota"));
-    let ffmpeg_version = first("ffmpeg_version");
+    // One ffmpeg start (seconds on a slow node): `ffmpeg -encoders` prints
+    // its banner, version first, on stderr, which the script merges.
+    let ffmpeg_version = first("ffmpeg_version").or_else(|| {
+        section("encoders")
+            .iter()
+            .map(|l| l.trim())
+            .find(|l| l.starts_with("ffmpeg version "))
+            .map(str::to_string)
+    });
     let encoders = parse_encoders(section("encoders"));
     let disk = section("disk");
     let free_disk_path = disk.first().map(|l| l.trim().to_string()).filter(|l| !l.is_empty());
@@ -440,9 +447,11 @@ ID=raspbian
 ID_LIKE=debian
 @@dffmpeg-facts cores
 4
-@@dffmpeg-facts ffmpeg_version
-ffmpeg version 3.2.10-1~deb9u1+rpt1 Copyright (c) 2000-2018 the FFmpeg developers
 @@dffmpeg-facts encoders
+ffmpeg version 3.2.10-1~deb9u1+rpt1 Copyright (c) 2000-2018 the FFmpeg developers
+  built with gcc 6.3.0 (Raspbian 6.3.0-18+rpi1) 20170516
+  configuration: --prefix=/usr --extra-version='1~deb9u1+rpt1' --enable-libx264
+  libavcodec     57. 64.101 / 57. 64.101
 Encoders:
  V..... = Video
  A..... = Audio
@@ -495,8 +504,8 @@ ID=\"debian\"
 VERSION_CODENAME=bookworm
 @@dffmpeg-facts cores
 2
-@@dffmpeg-facts ffmpeg_version
 @@dffmpeg-facts encoders
+sh: 1: ffmpeg: not found
 @@dffmpeg-facts disk
 /home/me
 my disk 1000 10 5120 1% /mnt/with space

@@ -61,13 +61,32 @@ impl<T> Env<T> {
     }
 }
 
+/// Every chunk verified. Slots whose attempts lost to a duplicate may still
+/// be stopping them: await `stragglers` before the job directory goes (the
+/// merge need not wait for them).
+pub struct Dispatched {
+    pub stats: Vec<NodeStats>,
+    pub stragglers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Wait (at most `limit`) until every stopped attempt is gone.
+pub async fn settle(stragglers: Vec<tokio::task::JoinHandle<()>>, limit: Duration) {
+    let _ = tokio::time::timeout(limit, join_all(stragglers)).await;
+}
+
+async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
 pub async fn dispatch<T: Transport + 'static>(
     nodes: Vec<WorkerNode<T>>,
     ctx: Arc<JobContext>,
     job: Arc<JobDir>,
     events: Sender,
     stop: watch::Receiver<bool>,
-) -> Result<Vec<NodeStats>, DispatchError> {
+) -> Result<Dispatched, DispatchError> {
     let chunks = &ctx.plan.chunks;
     let done: Vec<bool> = chunks.iter().map(|c| job.is_done(c.index)).collect();
     let shared = Shared {
@@ -101,25 +120,50 @@ pub async fn dispatch<T: Transport + 'static>(
             stop_all(&env);
         })
     };
-    for t in tasks {
+    // Until every slot is done, or every chunk is (then the slots left are
+    // stopping attempts that lost to a duplicate).
+    let total = env.ctx.plan.chunks.len();
+    loop {
+        let notified = env.changed.notified();
+        if tasks.iter().all(|t| t.is_finished()) || env.lock().sched.done_count() == total {
+            break;
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    let (finished, stragglers): (Vec<_>, Vec<_>) = tasks.into_iter().partition(|t| t.is_finished());
+    for t in finished {
         let _ = t.await;
     }
     canceller.abort();
 
-    let mut sh = env.lock();
-    if let Some(f) = sh.fatal.take() {
-        return Err(f);
-    }
-    if *env.stop.borrow() {
-        return Err(DispatchError::Interrupted);
-    }
-    match sh.sched.next(0, Instant::now()) {
-        Next::Finished => Ok(std::mem::take(&mut sh.stats)),
-        Next::Failed(why) => Err(DispatchError::Failed(match &sh.last_error {
-            Some(last) => format!("{why}; last failure: {last}"),
-            None => why,
-        })),
-        _ => Err(DispatchError::Failed("no node is left".into())),
+    let outcome = {
+        let mut sh = env.lock();
+        if let Some(f) = sh.fatal.take() {
+            Err(f)
+        } else if *env.stop.borrow() {
+            Err(DispatchError::Interrupted)
+        } else if sh.sched.done_count() == total {
+            Ok(std::mem::take(&mut sh.stats))
+        } else {
+            match sh.sched.next(0, Instant::now()) {
+                Next::Finished => Ok(std::mem::take(&mut sh.stats)),
+                Next::Failed(why) => Err(DispatchError::Failed(match &sh.last_error {
+                    Some(last) => format!("{why}; last failure: {last}"),
+                    None => why,
+                })),
+                _ => Err(DispatchError::Failed("no node is left".into())),
+            }
+        }
+    };
+    match outcome {
+        Ok(stats) => Ok(Dispatched { stats, stragglers }),
+        Err(e) => {
+            join_all(stragglers).await;
+            Err(e)
+        }
     }
 }
 
@@ -223,7 +267,7 @@ fn record<T>(
                     format!("chunk rejected: {diff} (node {node} runs a different ffmpeg build?)"),
                 )),
                 None => {
-                    let (won, others) = sh.sched.succeeded(attempt);
+                    let (won, others) = sh.sched.succeeded(attempt, Instant::now());
                     if won {
                         if let Err(e) = std::fs::rename(&files.part, env.job.chunk(chunk)) {
                             sh.fatal = Some(DispatchError::Failed(format!("cannot keep chunk {chunk}: {e}")));

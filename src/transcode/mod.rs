@@ -16,14 +16,14 @@ pub mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use tokio::sync::watch;
 
 use crate::cli::TranscodeArgs;
 use crate::exit::{failed, usage, Failure, Outcome};
-use crate::inventory::Inventory;
+use crate::inventory::{Inventory, StorageMode};
 use dispatch::DispatchError;
 use ffmpeg::EncodeSpec;
 use job::{Found, JobDir, JobKey, JobRecord};
@@ -76,22 +76,12 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
     let output = output::check_output(&input, &output, overwrite).map_err(usage)?;
     let format = output::format_for(&output, user.format.as_deref()).map_err(usage)?;
 
-    // Reading the input's packets and connecting to the nodes overlap.
-    let (probe, mut cluster) = tokio::join!(probe::probe(&input), cluster::connect(inventory, &args.connect));
-    let probe = probe.map_err(|e| usage(anyhow!("{}: {e}", input.display())))?;
-    if cluster.nodes.is_empty() {
-        for w in &cluster.warnings {
-            eprintln!("warning: {w}");
-        }
-        return Err(failed(anyhow!("no compute node of {} can be used", inventory.source)));
+    if let Some(c) = args.chunk.filter(|c| !(c.is_finite() && *c > 0.0)) {
+        return Err(usage(anyhow!("--chunk {c}: must be a positive number of seconds")));
     }
-    let sizing = match args.chunk {
-        Some(c) if c.is_finite() && c > 0.0 => plan::Sizing::Fixed(c),
-        Some(c) => return Err(usage(anyhow!("--chunk {c}: must be a positive number of seconds"))),
-        None => plan::Sizing::Guided { slots: cluster.slots() },
-    };
-
-    let job_dir = match &cluster.shared_dir {
+    let shared_dir =
+        (inventory.cluster.storage == StorageMode::Nfs).then(|| inventory.cluster.shared_dir.clone());
+    let job_dir = match &shared_dir {
         Some(shared) => shared.join("work").join(job_name(&output)),
         None => {
             let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -100,25 +90,63 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
     };
     let key = JobKey::new(&input, &output, &args.ffmpeg_args, args.chunk).map_err(usage)?;
     let (job, found) = JobDir::open(&job_dir, &key, args.fresh, args.resume).map_err(usage)?;
-    if cluster.shared_dir.is_some() {
+    if shared_dir.is_some() {
         // Nodes write their chunks here as their own users (over NFS):
         // group-writable, and setgid so files keep the shared group.
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&job.dir, std::fs::Permissions::from_mode(0o2775));
     }
+    let resumed = match found {
+        Found::Resumed(r) => Some(*r),
+        _ => None,
+    };
+    let new = resumed.is_none();
 
-    let record = match found {
-        Found::Resumed(r) => *r,
-        _ => {
-            let record = new_job(key, &user, &probe, &format, sizing, &source, &job).await;
-            match record {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = job.remove();
-                    return Err(e);
-                }
+    // Reading the input's packets and checking the options (preflight) on
+    // this machine overlap with connecting to the nodes.
+    let prepare = async {
+        let probe = probe::probe(&input).await.map_err(|e| usage(anyhow!("{}: {e}", input.display())))?;
+        let checked = match new {
+            true => Some(preflight(&user, &probe, &format, &source, &job).await?),
+            false => None,
+        };
+        Ok::<_, Failure>((probe, checked))
+    };
+    let (prepared, mut cluster) = tokio::join!(prepare, cluster::connect(inventory, &args.connect));
+    let (probe, checked) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            if new {
+                let _ = job.remove();
             }
+            return Err(e);
         }
+    };
+    if cluster.nodes.is_empty() {
+        for w in &cluster.warnings {
+            eprintln!("warning: {w}");
+        }
+        if new {
+            let _ = job.remove();
+        }
+        return Err(failed(anyhow!("no compute node of {} can be used", inventory.source)));
+    }
+    let record = match (resumed, checked) {
+        (Some(r), _) => r,
+        (None, Some((spec, encoder))) => {
+            let sizing = match args.chunk {
+                Some(c) => plan::Sizing::Fixed(c),
+                None => plan::Sizing::Guided { slots: cluster.slots() },
+            };
+            let plan = plan::plan(&probe.packets, probe.video_time_base, sizing);
+            let record = JobRecord { key, plan, encode: spec, format: format.clone(), encoder };
+            if let Err(e) = job.save(&record) {
+                let _ = job.remove();
+                return Err(failed(e));
+            }
+            record
+        }
+        (None, None) => return Err(failed(anyhow!("internal error: a new job without a preflight"))),
     };
     if let Some(encoder) = &record.encoder {
         cluster.require_encoder(encoder);
@@ -275,9 +303,29 @@ struct FinishCtx<'a> {
 }
 
 async fn finish(
-    result: Result<Vec<progress::NodeStats>, DispatchError>,
+    result: Result<dispatch::Dispatched, DispatchError>,
     side: anyhow::Result<()>,
     f: FinishCtx<'_>,
+) -> Outcome {
+    // Attempts stopped because a duplicate won may still be on their way
+    // out: the merge does not need them, removing the job directory and
+    // exiting (no ffmpeg left behind) do.
+    let (result, stopping) = match result {
+        Ok(d) => (Ok(d.stats), d.stragglers),
+        Err(e) => (Err(e), Vec::new()),
+    };
+    let outcome = finish_job(result, side, &f).await;
+    dispatch::settle(stopping, Duration::from_secs(15)).await;
+    if outcome.is_ok() && !f.keep {
+        f.job.remove().map_err(failed)?;
+    }
+    outcome
+}
+
+async fn finish_job(
+    result: Result<Vec<progress::NodeStats>, DispatchError>,
+    side: anyhow::Result<()>,
+    f: &FinishCtx<'_>,
 ) -> Outcome {
     let fail = |error: String, resumable: bool| {
         let _ = f.events.send(Event::JobFailed { error, resumable });
@@ -334,23 +382,21 @@ async fn finish(
         fps: frames as f64 / seconds.max(1e-9),
         nodes: stats,
     });
-    if !f.keep {
-        f.job.remove().map_err(failed)?;
-    }
     Ok(())
 }
 
 /// Plan a new job and check the options on the controller (preflight),
 /// which also fixes the job's reference codec parameters.
-async fn new_job(
-    key: JobKey,
+/// Check the options on this machine (the preflight encodes the first
+/// frame) and fix the job's encode spec and reference codec parameters.
+/// Returns the spec and the encoder's name.
+async fn preflight(
     user: &args::UserArgs,
     probe: &probe::Probe,
     format: &str,
-    sizing: plan::Sizing,
     source: &str,
     job: &JobDir,
-) -> Result<JobRecord, Failure> {
+) -> Result<(EncodeSpec, Option<String>), Failure> {
     let mut codec_args = user.codec.clone();
     if user.video_codec.is_none() {
         // As a plain ffmpeg would: the output format's default codec (the
@@ -367,11 +413,15 @@ async fn new_job(
         vfr_time_base: is_vfr(&probe.packets).then_some(probe.video_time_base),
         in_band_headers: false,
     };
-    let plan = plan::plan(&probe.packets, probe.video_time_base, sizing);
+    // The first chunk of any plan starts at the first keyframe: a short one
+    // serves (the cluster's size, which the real plan needs, may not be
+    // known yet).
+    let plan =
+        plan::plan(&probe.packets, probe.video_time_base, plan::Sizing::Fixed(plan::MIN_CHUNK_SECONDS));
     let ctx = JobContext {
         source: source.to_string(),
         video_index: probe.video,
-        plan: plan.clone(),
+        plan,
         spec: spec.clone(),
         io: Io::Pipe,
     };
@@ -380,10 +430,7 @@ async fn new_job(
         .map_err(|e| usage(anyhow!("ffmpeg refused the options:\n{e}")))?;
     spec.in_band_headers = ffmpeg::headers_can_go_in_band(&reference.params.codec);
     job.save_reference(&reference.params).map_err(failed)?;
-    let record =
-        JobRecord { key, plan, encode: spec, format: format.to_string(), encoder: reference.encoder };
-    job.save(&record).map_err(failed)?;
-    Ok(record)
+    Ok((spec, reference.encoder))
 }
 
 /// A stable name for the job of an output (shared-storage job directories).

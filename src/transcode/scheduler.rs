@@ -62,12 +62,15 @@ struct NodeState {
     slots: usize,
     /// CPUs per slot.
     capacity: f64,
-    /// Measured frames per second of one slot (its latest attempt).
+    /// Measured frames per second of one slot: its latest finished attempt
+    /// (start-up included), or until there is one its running attempt's.
     rate: Option<f64>,
+    rate_from_done: bool,
 }
 
-/// Seconds an attempt must have run before its frame rate counts.
-const MIN_RATE_SECONDS: f64 = 0.5;
+/// Seconds an attempt must have run before its own frame rate counts:
+/// encoders with a lookahead (x264: 40 frames) show their first frames late.
+const MIN_RATE_SECONDS: f64 = 3.0;
 
 #[derive(Debug)]
 pub struct Scheduler {
@@ -241,8 +244,9 @@ impl Scheduler {
         if let Some(r) = self.running.iter_mut().find(|r| r.attempt == attempt) {
             r.frames = frames;
             let elapsed = now.saturating_duration_since(r.started).as_secs_f64();
-            if frames > 0 && elapsed >= MIN_RATE_SECONDS {
-                self.nodes[r.node].rate = Some(frames as f64 / elapsed);
+            let node = &mut self.nodes[r.node];
+            if frames > 0 && elapsed >= MIN_RATE_SECONDS && !node.rate_from_done {
+                node.rate = Some(frames as f64 / elapsed);
             }
         }
     }
@@ -254,11 +258,17 @@ impl Scheduler {
 
     /// A verified result. Returns whether it is the winner (first one) and
     /// the other attempts of the same chunk, to be stopped.
-    pub fn succeeded(&mut self, attempt: u64) -> (bool, Vec<u64>) {
+    pub fn succeeded(&mut self, attempt: u64, now: Instant) -> (bool, Vec<u64>) {
         let Some(r) = self.take(attempt) else {
             return (false, vec![]);
         };
-        self.nodes[r.node].consecutive_failures = 0;
+        let elapsed = now.saturating_duration_since(r.started).as_secs_f64();
+        let node = &mut self.nodes[r.node];
+        node.consecutive_failures = 0;
+        if elapsed > 0.0 {
+            node.rate = Some(self.frames[r.chunk] as f64 / elapsed);
+            node.rate_from_done = true;
+        }
         if self.done[r.chunk] {
             return (false, vec![]);
         }
@@ -358,45 +368,45 @@ mod tests {
         assert_eq!(a.chunk, 1);
         let b = run(&s.next(1, t0)).clone();
         assert_eq!(b.chunk, 2);
-        // Node 0 does 30 frames/s, node 1 only 2.
-        s.progress(a.attempt, 30, at(t0, 1.0));
-        s.progress(b.attempt, 2, at(t0, 1.0));
+        // Node 0 does 10 frames/s, node 1 only 1.
+        s.progress(b.attempt, 3, at(t0, 3.0));
         // Node 0 finishes and takes the rest.
-        s.succeeded(a.attempt);
-        let c = run(&s.next(0, at(t0, 1.0))).clone();
+        s.succeeded(a.attempt, at(t0, 3.0));
+        let c = run(&s.next(0, at(t0, 3.0))).clone();
         assert_eq!(c.chunk, 0);
-        s.succeeded(c.attempt);
-        let d = run(&s.next(0, at(t0, 1.5))).clone();
+        s.succeeded(c.attempt, at(t0, 4.0));
+        let d = run(&s.next(0, at(t0, 4.0))).clone();
         assert_eq!(d.chunk, 3);
-        s.succeeded(d.attempt);
-        // Queue empty: node 0 would finish chunk 2 long before node 1: it
-        // duplicates it.
-        let e = run(&s.next(0, at(t0, 2.0))).clone();
+        s.succeeded(d.attempt, at(t0, 4.5));
+        // Queue empty: node 0 would finish chunk 2 (2 s) long before node 1
+        // (25 s): it duplicates it.
+        let e = run(&s.next(0, at(t0, 4.5))).clone();
         assert!(e.duplicate);
         assert_eq!(e.chunk, 2);
         // The duplicate wins; the original is to be stopped.
-        assert_eq!(s.succeeded(e.attempt), (true, vec![b.attempt]));
+        assert_eq!(s.succeeded(e.attempt, at(t0, 6.5)), (true, vec![b.attempt]));
         s.cancelled(b.attempt);
-        assert_eq!(s.next(1, at(t0, 3.0)), Next::Finished);
+        assert_eq!(s.next(1, at(t0, 6.5)), Next::Finished);
     }
 
     #[test]
-    fn a_slow_node_leaves_the_last_long_chunk_to_a_fast_one() {
+    fn a_slow_node_does_not_duplicate_a_fast_nodes_slow_start() {
         let t0 = Instant::now();
-        let mut s = Scheduler::new(vec![100, 100, 100], vec![false; 3], &nodes(2));
-        let a = run(&s.next(0, t0)).clone();
-        let b = run(&s.next(1, t0)).clone();
-        // Node 0: 50 frames/s; node 1: 5.
-        s.progress(a.attempt, 50, at(t0, 1.0));
-        s.progress(b.attempt, 5, at(t0, 1.0));
-        s.succeeded(a.attempt);
-        let c = run(&s.next(0, at(t0, 2.0))).clone();
-        assert_eq!(c.chunk, 2);
-        // Node 1 finishes its chunk after 20 s; the queue is empty and node 0
-        // is about done: no duplicate, node 1 has nothing to gain.
-        s.progress(c.attempt, 90, at(t0, 3.8));
-        s.succeeded(b.attempt);
-        assert_eq!(s.next(1, at(t0, 3.8)), Next::Wait);
+        let specs = [NodeSpec { slots: 1, capacity: 1.0 }, NodeSpec { slots: 1, capacity: 0.1 }];
+        let mut s = Scheduler::new(vec![10, 100, 100], vec![false; 3], &specs);
+        assert_eq!(run(&s.next(0, t0)).chunk, 1);
+        let small = run(&s.next(1, t0)).clone();
+        assert_eq!(small.chunk, 0, "the slow node gets the short chunk");
+        // Node 0 finishes in 2 s (50 frames/s) and takes the last chunk.
+        s.succeeded(0, at(t0, 2.0));
+        let last = run(&s.next(0, at(t0, 2.0))).clone();
+        assert_eq!(last.chunk, 2);
+        s.succeeded(small.attempt, at(t0, 2.5));
+        // One second in, its encoder has shown 2 frames (a lookahead): no
+        // measure yet; node 0's finished chunk is. So the slow node (25 s
+        // for the chunk) does not duplicate it.
+        s.progress(last.attempt, 2, at(t0, 3.0));
+        assert_eq!(s.next(1, at(t0, 3.0)), Next::Wait);
     }
 
     #[test]
@@ -433,7 +443,7 @@ mod tests {
         // ... but on node 1, marked as a retry.
         let b = run(&s.next(1, now)).clone();
         assert!(b.retry);
-        s.succeeded(b.attempt);
+        s.succeeded(b.attempt, now);
         assert_eq!(s.next(0, now), Next::Finished);
     }
 
@@ -476,7 +486,7 @@ mod tests {
         let mut s = Scheduler::new(vec![10, 20], vec![false, true], &nodes(1));
         let a = run(&s.next(0, now)).clone();
         assert_eq!(a.chunk, 0);
-        s.succeeded(a.attempt);
+        s.succeeded(a.attempt, now);
         assert_eq!(s.next(0, now), Next::Finished);
     }
 }
