@@ -26,12 +26,20 @@ pub struct Cluster {
 
 /// Slots and encoder threads of a node: one slot per usable core (cores,
 /// capped by a cgroup CPU quota) unless the inventory says otherwise, and
-/// the cores shared among the slots.
-pub fn slots_and_threads(slots: Option<u32>, cores: u32) -> (usize, u32) {
+/// the cores shared among the slots. Over SSH at most
+/// [`MAX_DEFAULT_SSH_SLOTS`] by default: every slot holds a session on the
+/// node's one connection, and a stock sshd allows 10 (`MaxSessions`); the
+/// slots then run more encoder threads each.
+pub fn slots_and_threads(slots: Option<u32>, cores: u32, ssh: bool) -> (usize, u32) {
     let cores = cores.max(1);
-    let slots = slots.unwrap_or(cores).max(1);
+    let default = if ssh { cores.min(MAX_DEFAULT_SSH_SLOTS) } else { cores };
+    let slots = slots.unwrap_or(default).max(1);
     (slots as usize, (cores / slots).max(1))
 }
+
+/// Default slot cap of an SSH node (sessions: one per slot, one spare for
+/// stopping a process, within sshd's default `MaxSessions 10`).
+pub const MAX_DEFAULT_SSH_SLOTS: u32 = 8;
 
 /// Connect to every compute node in parallel and read its facts. Nodes that
 /// cannot be reached or have no ffmpeg are left out with a warning.
@@ -67,7 +75,15 @@ pub async fn connect(inv: &Inventory, args: &ConnectArgs) -> Cluster {
                     cluster.warnings.push(format!("node {name} has no ffmpeg: left out (run dffmpeg setup)"));
                     continue;
                 }
-                let (slots, threads) = slots_and_threads(spec.slots, f.usable_cores());
+                let ssh = spec.host != Host::Local;
+                if ssh && spec.slots.is_some_and(|n| n > MAX_DEFAULT_SSH_SLOTS + 1) {
+                    cluster.warnings.push(format!(
+                        "node {name}: {} slots need as many SSH sessions; a stock sshd allows 10 \
+                         (raise MaxSessions in the node's sshd_config)",
+                        spec.slots.unwrap_or_default()
+                    ));
+                }
+                let (slots, threads) = slots_and_threads(spec.slots, f.usable_cores(), ssh);
                 cluster.nodes.push(WorkerNode {
                     name,
                     transport: conn,
@@ -136,9 +152,13 @@ mod tests {
 
     #[test]
     fn slots_share_the_cores() {
-        assert_eq!(slots_and_threads(None, 4), (4, 1));
-        assert_eq!(slots_and_threads(Some(2), 4), (2, 2));
-        assert_eq!(slots_and_threads(Some(3), 2), (3, 1));
-        assert_eq!(slots_and_threads(None, 0), (1, 1));
+        assert_eq!(slots_and_threads(None, 4, true), (4, 1));
+        assert_eq!(slots_and_threads(Some(2), 4, true), (2, 2));
+        assert_eq!(slots_and_threads(Some(3), 2, true), (3, 1));
+        assert_eq!(slots_and_threads(None, 0, true), (1, 1));
+        // 16 cores over SSH: 8 sessions of 2 encoder threads; locally 16.
+        assert_eq!(slots_and_threads(None, 16, true), (8, 2));
+        assert_eq!(slots_and_threads(None, 16, false), (16, 1));
+        assert_eq!(slots_and_threads(Some(12), 16, true), (12, 1), "the inventory decides");
     }
 }
