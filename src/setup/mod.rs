@@ -374,6 +374,9 @@ pub async fn run(args: SetupArgs) -> Outcome {
     let mut opts = Options::from_args(&args)?;
     let selected: Vec<Node> =
         select::nodes(&inventory, &opts.limit).map_err(usage)?.into_iter().cloned().collect();
+    if let Some(hint) = select::limit_hint(&inventory, &opts.limit) {
+        eprintln!("warning: {hint}");
+    }
     let pbs = load_playbooks(&opts.assets).map_err(usage)?;
     let known = select::known_steps(pbs.values().flat_map(|p| p.tasks.iter()));
     select::check_steps(&opts.only, &known).map_err(usage)?;

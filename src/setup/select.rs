@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::inventory::{Inventory, Node};
+use crate::inventory::{Inventory, Node, Role, StorageMode};
 
 use super::playbook::{Task, STEPS};
 
@@ -27,6 +27,32 @@ pub fn nodes<'a>(inv: &'a Inventory, limit: &[String]) -> Result<Vec<&'a Node>, 
         }
     }
     Ok(inv.nodes.iter().filter(|n| limit.is_empty() || limit.contains(&n.name)).collect())
+}
+
+/// A warning when `--limit` takes compute nodes but leaves out the storage
+/// node: its NFS exports list the compute nodes' addresses, so a compute
+/// node new to the inventory cannot mount the share until the storage node
+/// is set up again too.
+pub fn limit_hint(inv: &Inventory, limit: &[String]) -> Option<String> {
+    if limit.is_empty() || inv.cluster.storage != StorageMode::Nfs {
+        return None;
+    }
+    let storage = inv.storage_node()?;
+    let compute: Vec<&str> = inv
+        .nodes
+        .iter()
+        .filter(|n| limit.contains(&n.name) && n.has(Role::Compute) && n.name != storage.name)
+        .map(|n| n.name.as_str())
+        .collect();
+    if compute.is_empty() || limit.contains(&storage.name) {
+        return None;
+    }
+    Some(format!(
+        "--limit leaves out the storage node {s}, whose NFS exports list the compute nodes: \
+         a new compute node cannot mount the share until {s} is set up too (--limit {s},{c})",
+        s = storage.name,
+        c = compute.join(",")
+    ))
 }
 
 /// The built-in steps plus those the playbooks use.
@@ -64,6 +90,19 @@ mod tests {
     use super::*;
     use crate::setup::context::tests::three;
     use crate::setup::playbook::parse;
+
+    #[test]
+    fn limiting_to_a_compute_node_hints_at_the_storage_node() {
+        let inv = crate::inventory::parse(
+            "cluster: { shared_dir: /srv/dffmpeg }\nnodes:\n  pi3: { roles: [controller, storage, compute] }\n  nuc: { roles: [compute] }\n",
+            "inv.yaml",
+        )
+        .unwrap();
+        let hint = limit_hint(&inv, &["nuc".to_string()]).unwrap();
+        assert!(hint.contains("--limit pi3,nuc"), "{hint}");
+        assert_eq!(limit_hint(&inv, &["pi3".to_string(), "nuc".to_string()]), None);
+        assert_eq!(limit_hint(&inv, &[]), None);
+    }
 
     #[test]
     fn limit_keeps_inventory_order_and_refuses_unknown_nodes() {
