@@ -95,6 +95,12 @@ impl Inventory {
         self.nodes.iter().find(|n| n.has(Role::Storage))
     }
 
+    /// With `storage: nfs`, the directory every node sees at the same path
+    /// (jobs work in its `work/`); None when chunks go over SSH.
+    pub fn shared_dir(&self) -> Option<PathBuf> {
+        (self.cluster.storage == StorageMode::Nfs).then(|| self.cluster.shared_dir.clone())
+    }
+
     pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| InventoryError::Read { path: path.display().to_string(), source: e })?;

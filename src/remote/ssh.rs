@@ -330,11 +330,10 @@ fn last_line(log: &str) -> String {
         .to_string()
 }
 
-/// Stops a remote process and its process group: TERM, up to 2 s of grace,
-/// then KILL. The pid is `$1`, never pasted into the script.
-// SIGKILL at once: a stopped attempt's output is thrown away, and a
-// SIGTERMed ffmpeg first flushes its encoder (seconds on a slow node, all
-// while the merge waits). Then wait (up to 2 s) until it is gone.
+/// Stops a remote process and its process group with SIGKILL at once (a
+/// stopped attempt's output is thrown away, and a SIGTERMed ffmpeg would
+/// first flush its encoder: seconds on a slow node), then waits up to 2 s
+/// until it is gone. The pid is `$1`, never pasted into the script.
 const KILL_SCRIPT: &str = r#"kill -KILL "-$1" 2>/dev/null || kill -KILL "$1" 2>/dev/null
 i=0
 while [ "$i" -lt 20 ] && kill -0 "$1" 2>/dev/null; do sleep 0.1; i=$((i+1)); done

@@ -47,7 +47,7 @@ pub async fn connect(inv: &Inventory, args: &ConnectArgs) -> Cluster {
     let compute: Vec<_> = inv.compute_nodes().cloned().collect();
     let subset = Inventory { nodes: compute.clone(), ..inv.clone() };
     let connected = remote::connect_all(&subset, args).await;
-    let shared = (inv.cluster.storage == StorageMode::Nfs).then(|| inv.cluster.shared_dir.clone());
+    let shared = inv.shared_dir();
     let gathered = connected.into_iter().map(|(name, conn)| {
         let shared = shared.clone();
         tokio::spawn(async move {

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use crate::cli::TranscodeArgs;
 use crate::exit::{failed, usage, Failure, Outcome};
-use crate::inventory::{Inventory, StorageMode};
+use crate::inventory::Inventory;
 use dispatch::DispatchError;
 use ffmpeg::EncodeSpec;
 use job::{Found, JobDir, JobKey, JobRecord};
@@ -79,8 +79,7 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
     if let Some(c) = args.chunk.filter(|c| !(c.is_finite() && *c > 0.0)) {
         return Err(usage(anyhow!("--chunk {c}: must be a positive number of seconds")));
     }
-    let shared_dir =
-        (inventory.cluster.storage == StorageMode::Nfs).then(|| inventory.cluster.shared_dir.clone());
+    let shared_dir = inventory.shared_dir();
     let job_dir = match &shared_dir {
         Some(shared) => shared.join("work").join(job_name(&output)),
         None => {

@@ -178,6 +178,7 @@ impl Scheduler {
     /// the asking slot) gives to it. None: every queued chunk is better
     /// left to other slots (or failed on this node).
     fn pick(&self, node: usize, now: Instant) -> Option<usize> {
+        let rates: Vec<f64> = (0..self.nodes.len()).map(|m| self.slot_rate(m)).collect();
         // (node, seconds until free, the asking slot)
         let mut slots: Vec<(usize, f64, bool)> = Vec::new();
         for (m, st) in self.nodes.iter().enumerate().filter(|(_, st)| !st.dropped) {
@@ -189,7 +190,7 @@ impl Scheduler {
         }
         for (pos, &c) in self.pending.iter().enumerate() {
             let finish = |&(m, free, asker): &(usize, f64, bool)| {
-                let t = free + self.frames[c] as f64 / self.slot_rate(m);
+                let t = free + self.frames[c] as f64 / rates[m];
                 // Ties go to the asking slot: it is free now.
                 if asker {
                     t * (1.0 - 1e-9)
@@ -222,14 +223,19 @@ impl Scheduler {
         (st.capacity * scale).max(1e-6)
     }
 
-    /// Expected seconds left for an attempt: from its own frame rate, else
-    /// from its node's; an attempt without frames past its expected time
-    /// counts as late by as much again.
+    /// Expected seconds left for an attempt: the frames it has left at its
+    /// own rate (once that counts), else at its node's; an attempt that has
+    /// shown no frame yet is as far as its time says, and one past its
+    /// expected time counts as late by as much again.
     fn remaining(&self, r: &Running, now: Instant) -> f64 {
         let left = self.frames[r.chunk].saturating_sub(r.frames) as f64;
         let elapsed = now.saturating_duration_since(r.started).as_secs_f64();
-        if r.frames > 0 && elapsed >= MIN_RATE_SECONDS {
-            return left / (r.frames as f64 / elapsed);
+        if r.frames > 0 {
+            let rate = match elapsed >= MIN_RATE_SECONDS {
+                true => r.frames as f64 / elapsed,
+                false => self.slot_rate(r.node),
+            };
+            return left / rate;
         }
         let expected = left / self.slot_rate(r.node);
         if elapsed <= expected {
