@@ -38,6 +38,8 @@ struct Shared {
     reference: Option<CodecParams>,
     /// The latest failure, for the message when the job gives up.
     last_error: Option<String>,
+    /// Verifications of encoded chunks, running on the controller.
+    verifiers: Vec<tokio::task::JoinHandle<()>>,
     fatal: Option<DispatchError>,
 }
 
@@ -61,9 +63,9 @@ impl<T> Env<T> {
     }
 }
 
-/// Every chunk verified. Slots whose attempts lost to a duplicate may still
-/// be stopping them: await `stragglers` before the job directory goes (the
-/// merge need not wait for them).
+/// Every chunk verified. Attempts that lost to a duplicate may still be
+/// stopping, or being verified: await `stragglers` before the job directory
+/// goes (the merge need not wait for them).
 pub struct Dispatched {
     pub stats: Vec<NodeStats>,
     pub stragglers: Vec<tokio::task::JoinHandle<()>>,
@@ -99,6 +101,7 @@ pub async fn dispatch<T: Transport + 'static>(
         stats: nodes.iter().map(|n| NodeStats { node: n.name.clone(), ..Default::default() }).collect(),
         reference: job.reference(),
         last_error: None,
+        verifiers: Vec::new(),
         fatal: None,
     };
     let env =
@@ -125,14 +128,21 @@ pub async fn dispatch<T: Transport + 'static>(
     let total = env.ctx.plan.chunks.len();
     loop {
         let notified = env.changed.notified();
-        if tasks.iter().all(|t| t.is_finished()) || env.lock().sched.done_count() == total {
-            break;
+        {
+            let mut sh = env.lock();
+            sh.verifiers.retain(|t| !t.is_finished());
+            if sh.sched.done_count() == total
+                || (tasks.iter().all(|t| t.is_finished()) && sh.verifiers.is_empty())
+            {
+                break;
+            }
         }
         tokio::select! {
             _ = notified => {}
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
+    tasks.append(&mut std::mem::take(&mut env.lock().verifiers));
     let (finished, stragglers): (Vec<_>, Vec<_>) = tasks.into_iter().partition(|t| t.is_finished());
     for t in finished {
         let _ = t.await;
@@ -174,7 +184,7 @@ fn stop_all<T>(env: &Env<T>) {
     env.changed.notify_waiters();
 }
 
-async fn slot_loop<T: Transport>(env: &Env<T>, n: usize, slot: usize) {
+async fn slot_loop<T: Transport + 'static>(env: &Arc<Env<T>>, n: usize, slot: usize) {
     loop {
         if *env.stop.borrow() {
             return;
@@ -238,10 +248,29 @@ async fn slot_loop<T: Transport>(env: &Env<T>, n: usize, slot: usize) {
             env.lock().sched.progress(attempt_id, frames, Instant::now());
             env.send(Event::ChunkProgress { attempt: attempt_id, frames });
         };
-        let outcome =
-            worker::attempt(&node.transport, node.threads, &env.ctx, chunk, &files, rx, &on_frames).await;
-        record(env, n, a.chunk, a.attempt, outcome, &files, started.elapsed().as_secs_f64());
-        env.changed.notify_waiters();
+        let encoded =
+            worker::encode(&node.transport, node.threads, &env.ctx, chunk, &files, rx, &on_frames).await;
+        let seconds = started.elapsed().as_secs_f64();
+        match encoded {
+            Some(outcome) => {
+                record(env, n, a.chunk, a.attempt, outcome, &files, seconds);
+                env.changed.notify_waiters();
+            }
+            None => {
+                // Verified on the controller while this slot takes its next
+                // chunk: the node does not wait for ffprobe.
+                let task = {
+                    let env = env.clone();
+                    tokio::spawn(async move {
+                        let outcome =
+                            worker::verify(&env.ctx, &env.ctx.plan.chunks[a.chunk], &files.part).await;
+                        record(&env, n, a.chunk, a.attempt, outcome, &files, seconds);
+                        env.changed.notify_waiters();
+                    })
+                };
+                env.lock().verifiers.push(task);
+            }
+        }
     }
 }
 

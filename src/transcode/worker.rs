@@ -1,5 +1,6 @@
 //! One attempt at one chunk on one node: split (on the controller, stream
-//! copy), encode (on the node), then verify (on the controller).
+//! copy), encode (on the node), then verify (on the controller, while the
+//! node's slot goes on with its next chunk).
 //!
 //! Pipe mode: the split's stdout feeds the node's ffmpeg stdin and its
 //! stdout is written to the job directory — over SSH this is the stream
@@ -113,10 +114,11 @@ pub struct AttemptFiles {
     pub source_part: PathBuf,
 }
 
-/// Run one attempt. The part file is left for the caller to rename (on
-/// success) or remove.
+/// Run one attempt's split and encode. None: the part file is written and
+/// wants [`verify`]; else how the attempt ended. The part file is left for
+/// the caller to rename (once verified) or remove.
 #[allow(clippy::too_many_arguments)]
-pub async fn attempt<T: Transport>(
+pub async fn encode<T: Transport>(
     node: &T,
     threads: Option<u32>,
     ctx: &JobContext,
@@ -124,7 +126,7 @@ pub async fn attempt<T: Transport>(
     files: &AttemptFiles,
     mut cancel: watch::Receiver<bool>,
     on_frames: &(dyn Fn(u64) + Send + Sync),
-) -> Outcome {
+) -> Option<Outcome> {
     let filter = ffmpeg::chunk_filter(&ctx.spec, chunk, ctx.plan.ts_shift());
 
     // Shared storage: the chunk's packets go to a file first.
@@ -137,8 +139,8 @@ pub async fn attempt<T: Transport>(
         };
         match out {
             Ok(o) if o.status.success() => {}
-            Ok(o) => return split_failed(&String::from_utf8_lossy(&o.stderr)),
-            Err(e) => return split_failed(&e.to_string()),
+            Ok(o) => return Some(split_failed(&String::from_utf8_lossy(&o.stderr))),
+            Err(e) => return Some(split_failed(&e.to_string())),
         }
     }
     let (input, output) = match ctx.io {
@@ -159,13 +161,13 @@ pub async fn attempt<T: Transport>(
             let argv = ffmpeg::split(&ctx.source, ctx.video_index, &ctx.plan, chunk, "pipe:1");
             let mut child = match spawn_split(&argv, Stdio::piped()) {
                 Ok(c) => c,
-                Err(e) => return split_failed(&e.to_string()),
+                Err(e) => return Some(split_failed(&e.to_string())),
             };
             let feed: Option<Stdio> = child.stdout.take().and_then(|o| o.try_into().ok());
-            let Some(feed) = feed else { return split_failed("no pipe from the split") };
+            let Some(feed) = feed else { return Some(split_failed("no pipe from the split")) };
             let file = match std::fs::File::create(&files.part).and_then(|f| Ok((f.try_clone()?, f))) {
                 Ok(f) => f,
-                Err(e) => return write_failed(&files.part, &e),
+                Err(e) => return Some(write_failed(&files.part, &e)),
             };
             enc_cmd.stdin(feed).stdout(file.0);
             part_file = Some(file.1);
@@ -178,7 +180,10 @@ pub async fn attempt<T: Transport>(
     let mut enc = match enc_cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            return Outcome::Failed { kind: FailKind::NodeLost, error: format!("cannot start ffmpeg: {e}") }
+            return Some(Outcome::Failed {
+                kind: FailKind::NodeLost,
+                error: format!("cannot start ffmpeg: {e}"),
+            })
         }
     };
     // The parent's copies of the pipe and file ends are in the command; drop
@@ -222,7 +227,7 @@ pub async fn attempt<T: Transport>(
         } else if let (Some(p), false) = (local_pid, node.reports_pid()) {
             node.kill(p).await;
         }
-        return Outcome::Cancelled;
+        return Some(Outcome::Cancelled);
     };
 
     let error_text = errors.join("\n");
@@ -233,22 +238,28 @@ pub async fn attempt<T: Transport>(
             let lost = node.reports_pid() && s.code() == Some(255);
             let kind = if lost { FailKind::NodeLost } else { FailKind::Encoder };
             let error = if error_text.is_empty() { format!("ffmpeg exited with {s}") } else { error_text };
-            return Outcome::Failed { kind, error };
+            return Some(Outcome::Failed { kind, error });
         }
-        Err(e) => return Outcome::Failed { kind: FailKind::NodeLost, error: e.to_string() },
+        Err(e) => return Some(Outcome::Failed { kind: FailKind::NodeLost, error: e.to_string() }),
     }
     if let Err(e) = written {
-        return write_failed(&files.part, &e);
+        return Some(write_failed(&files.part, &e));
     }
     if let Some((Ok(s), serr)) = &split_result {
         if !s.success() {
-            return split_failed(serr);
+            return Some(split_failed(serr));
         }
     }
     if ctx.io == Io::Shared {
         let _ = tokio::fs::remove_file(&files.source_part).await;
     }
-    let facts = match verify::inspect(&files.part).await {
+    None
+}
+
+/// Check an encoded part file on the controller: the planned frames, start
+/// and the job's codec parameters.
+pub async fn verify(ctx: &JobContext, chunk: &Chunk, part: &Path) -> Outcome {
+    let facts = match verify::inspect(part).await {
         Ok(f) => f,
         Err(e) => return Outcome::Failed { kind: FailKind::Verify, error: e },
     };
