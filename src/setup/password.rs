@@ -12,6 +12,17 @@ use std::process::Stdio;
 
 use crate::quote::join;
 
+/// ssh options for a login by password only (asked through SSH_ASKPASS):
+/// no key is tried, one prompt.
+pub const PASSWORD_LOGIN: [&str; 6] = [
+    "-o",
+    "PubkeyAuthentication=no",
+    "-o",
+    "PreferredAuthentications=password,keyboard-interactive",
+    "-o",
+    "NumberOfPasswordPrompts=1",
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
     #[error("cannot read the password: {0}")]
@@ -239,16 +250,8 @@ pub async fn install_key_with_password_to(
     let helper = Helper::new()?;
     let mut cmd = tokio::process::Command::new("ssh");
     cmd.args(base_args(t))
-        .args([
-            "-o",
-            "BatchMode=no",
-            "-o",
-            "PubkeyAuthentication=no",
-            "-o",
-            "PreferredAuthentications=password,keyboard-interactive",
-            "-o",
-            "NumberOfPasswordPrompts=1",
-        ])
+        .args(["-o", "BatchMode=no"])
+        .args(PASSWORD_LOGIN)
         .arg(dest(t))
         .arg(install_command(pubkey))
         .env("SSH_ASKPASS", &helper.script)

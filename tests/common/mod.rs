@@ -7,16 +7,9 @@ pub mod picluster;
 pub mod vm;
 
 /// ssh options for a login by password only (through SSH_ASKPASS), as a
-/// stock Raspberry Pi OS user would have before `setup --ask-pass`.
-pub const PASSWORD_LOGIN: [&str; 6] = [
-    "-o",
-    "PubkeyAuthentication=no",
-    "-o",
-    "PreferredAuthentications=password,keyboard-interactive",
-    "-o",
-    "NumberOfPasswordPrompts=1",
-];
-
+/// stock Raspberry Pi OS user would have before `setup --ask-pass`: the
+/// ones `setup --ask-pass` itself uses.
+pub use dffmpeg::setup::password::PASSWORD_LOGIN;
 /// An inventory node reached as `host`, with `roles`, defaults elsewhere.
 pub fn test_node(
     name: &str,
