@@ -192,13 +192,11 @@ pub fn parse(text: &str) -> Result<Facts, String> {
     let cpu_quota = parse_cpu_quota(section("cpu_quota"));
     // One ffmpeg start (seconds on a slow node): `ffmpeg -encoders` prints
     // its banner, version first, on stderr, which the script merges.
-    let ffmpeg_version = first("ffmpeg_version").or_else(|| {
-        section("encoders")
-            .iter()
-            .map(|l| l.trim())
-            .find(|l| l.starts_with("ffmpeg version "))
-            .map(str::to_string)
-    });
+    let ffmpeg_version = section("encoders")
+        .iter()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with("ffmpeg version "))
+        .map(str::to_string);
     let encoders = parse_encoders(section("encoders"));
     let disk = section("disk");
     let free_disk_path = disk.first().map(|l| l.trim().to_string()).filter(|l| !l.is_empty());
