@@ -153,6 +153,17 @@ fn nfs_storage_through_a_shared_directory() {
             "nothing executed"
         );
     }
+    assert!(!ev[0]["cluster"].as_str().unwrap_or_default().contains("read in place"), "{}", ev[0]);
+    // A source inside the shared directory: the nodes read it in place
+    // (no split), through the same quoting of every remote path.
+    let inside = shared.join("media $x; 'ü'.mp4");
+    std::fs::rename(&input, &inside).unwrap();
+    let out2 = shared.join("out 2.mkv");
+    let ev = transcode_json(&d, &inv, &out2, &inside, ARGS);
+    assert!(ev[0]["cluster"].as_str().unwrap_or_default().contains("the source read in place"), "{}", ev[0]);
+    assert_eq!(nodes_with_chunks(&ev), ["a", "b", "c"]);
+    assert_eq!(frame_count(&out2), frame_count(&inside));
+    assert_same_video(&out2, &out);
     // The job directory in the shared work dir is gone after success.
     let left: Vec<_> = std::fs::read_dir(shared.join("work")).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");

@@ -12,43 +12,79 @@ use common::media::*;
 const SRC: &str = "testsrc2=size=320x240:rate=25";
 
 /// Transcode `input` to `output` with `args`, then compare with the input and
-/// with a plain ffmpeg run of the same arguments.
+/// with a plain ffmpeg run of the same arguments. Twice: on the embedded
+/// local cluster (the split pipes each chunk to its encoder), and with
+/// `storage: nfs` whose shared directory holds the input (the encoders read
+/// the source in place, no split).
 fn transcode_and_check(dir: &Path, input: &str, output: &str, chunk: &str, args: &[&str]) {
     let src = dir.join(input);
-    let out = dir.join(output);
-    let res =
-        run(dffmpeg().args(["transcode", "--json", "--chunk", chunk, "-o"]).arg(&out).arg(&src).args(args));
-    assert!(
-        res.status.success(),
-        "dffmpeg failed: {}\n{}",
-        String::from_utf8_lossy(&res.stderr),
-        String::from_utf8_lossy(&res.stdout)
-    );
-    let ev = events(&res);
-    assert!(count_events(&ev, "chunk_done") >= 2, "expected several chunks: {ev:?}");
-    assert_eq!(count_events(&ev, "job_done"), 1);
+    let plain = dir.join(format!("plain.{output}"));
+    let mut plain_args: Vec<&str> = vec!["-i", src.to_str().unwrap()];
+    plain_args.extend(args);
+    plain_args.push(plain.to_str().unwrap());
+    ffmpeg(&plain_args);
+    let theirs = psnr(&plain, &src);
 
+    let inventory = dir.join("shared.yaml");
+    std::fs::write(
+        &inventory,
+        format!(
+            "cluster:\n  storage: nfs\n  shared_dir: {}\nnodes:\n  here: {{ host: local, roles: [controller, storage, compute] }}\n",
+            serde_json::Value::String(dir.canonicalize().unwrap().to_string_lossy().into_owned())
+        ),
+    )
+    .unwrap();
+    for shared in [false, true] {
+        let out = dir.join(if shared { format!("in-place.{output}") } else { output.to_string() });
+        let mut cmd = dffmpeg();
+        cmd.args(["transcode", "--json", "--chunk", chunk, "-o"]).arg(&out);
+        if shared {
+            cmd.arg("-I").arg(&inventory);
+        }
+        cmd.arg(&src).args(args);
+        let res = run(&mut cmd);
+        assert!(
+            res.status.success(),
+            "dffmpeg failed (shared: {shared}): {}\n{}",
+            String::from_utf8_lossy(&res.stderr),
+            String::from_utf8_lossy(&res.stdout)
+        );
+        let ev = events(&res);
+        assert!(count_events(&ev, "chunk_done") >= 2, "expected several chunks: {ev:?}");
+        assert_eq!(count_events(&ev, "job_done"), 1);
+        let cluster = ev[0]["cluster"].as_str().unwrap_or_default();
+        assert_eq!(cluster.contains("the source read in place"), shared, "{cluster}");
+        check_output(&src, &out);
+        let ours = psnr(&out, &src);
+        assert!(ours >= theirs - 0.3, "PSNR {ours:.2} dB vs plain ffmpeg {theirs:.2} dB (shared: {shared})");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The output holds exactly the input's frames at the input's times, its
+/// streams, chapters and title, and its audio in place.
+fn check_output(src: &Path, out: &Path) {
     // Same frames ...
-    assert_eq!(frame_count(&out), frame_count(&src), "frame count");
+    assert_eq!(frame_count(out), frame_count(src), "frame count");
     // ... at the same times (relative to the first frame).
-    let a = packet_times(&src, "v:0");
-    let b = packet_times(&out, "v:0");
+    let a = packet_times(src, "v:0");
+    let b = packet_times(out, "v:0");
     assert_eq!(a.len(), b.len(), "video packets");
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         let (x, y) = (x - a[0], y - b[0]);
         assert!((x - y).abs() <= 0.015, "frame {i}: {y:.4} s, input {x:.4} s");
     }
     // Streams, chapters, title.
-    let (si, so) = (summary(&src), summary(&out));
+    let (si, so) = (summary(src), summary(out));
     assert_eq!(so.streams, si.streams, "streams");
     assert_eq!(so.chapters, si.chapters, "chapters");
     assert_eq!(so.title, si.title, "title");
     // Audio: same length, same place relative to the video.
     if si.streams.iter().any(|s| s == "audio") {
-        let (vs_in, _) = span(&src, "v:0");
-        let (vs_out, _) = span(&out, "v:0");
-        let (as_in, ae_in) = span(&src, "a:0");
-        let (as_out, ae_out) = span(&out, "a:0");
+        let (vs_in, _) = span(src, "v:0");
+        let (vs_out, _) = span(out, "v:0");
+        let (as_in, ae_in) = span(src, "a:0");
+        let (as_out, ae_out) = span(out, "a:0");
         assert!(
             ((ae_out - as_out) - (ae_in - as_in)).abs() <= 0.05,
             "audio duration {} vs {}",
@@ -63,15 +99,6 @@ fn transcode_and_check(dir: &Path, input: &str, output: &str, chunk: &str, args:
             "audio offset {offset_out:.4} vs {offset_in:.4}"
         );
     }
-    // Quality: no worse than a plain ffmpeg with the same arguments.
-    let plain = dir.join(format!("plain.{output}"));
-    let mut plain_args: Vec<&str> = vec!["-i", src.to_str().unwrap()];
-    plain_args.extend(args);
-    plain_args.push(plain.to_str().unwrap());
-    ffmpeg(&plain_args);
-    let (ours, theirs) = (psnr(&out, &src), psnr(&plain, &src));
-    assert!(ours >= theirs - 0.3, "PSNR {ours:.2} dB vs plain ffmpeg {theirs:.2} dB");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

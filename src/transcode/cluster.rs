@@ -10,7 +10,6 @@ use crate::inventory::{Host, Inventory, StorageMode};
 use crate::remote::{self, Node};
 
 use super::dispatch::WorkerNode;
-use super::worker::Io;
 
 pub struct Cluster {
     /// For the first line of output: which cluster this is.
@@ -19,7 +18,6 @@ pub struct Cluster {
     pub facts: Vec<Facts>,
     /// Nodes left out, and why.
     pub warnings: Vec<String>,
-    pub io: Io,
     /// With shared storage: the directory every node sees at the same path.
     pub shared_dir: Option<PathBuf>,
 }
@@ -62,10 +60,6 @@ pub async fn connect(inv: &Inventory, args: &ConnectArgs) -> Cluster {
         nodes: Vec::new(),
         facts: Vec::new(),
         warnings: Vec::new(),
-        io: match inv.cluster.storage {
-            StorageMode::Ssh => Io::Pipe,
-            StorageMode::Nfs => Io::Shared,
-        },
         shared_dir: shared,
     };
     for (spec, task) in compute.iter().zip(gathered) {

@@ -64,6 +64,61 @@ pub fn split(source: &str, video_index: usize, plan: &Plan, chunk: &Chunk, dest:
     a
 }
 
+/// Where an encoder reads its chunk from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// The chunk's packets as NUT (a file or `pipe:0`), made by [`split`]:
+    /// timestamps already shifted.
+    Nut(String),
+    /// The source itself (shared storage: the node sees it at the same
+    /// path). The encoder seeks to the chunk's keyframe and shifts the
+    /// timestamps like [`split`] does; the chunk filter's trim keeps its
+    /// frames exactly as from a split.
+    Source { path: String, video_index: usize, seek: Option<String>, shift: f64 },
+}
+
+impl Input {
+    /// The source, read directly, for one chunk.
+    pub fn source(source: &str, video_index: usize, plan: &Plan, chunk: &Chunk) -> Input {
+        let seek = (chunk.seek_pts != plan.first_pts()).then(|| seek_at(chunk.seek_pts, plan.time_base));
+        Input::Source { path: source.to_string(), video_index, seek, shift: plan.ts_shift() }
+    }
+
+    fn args(&self) -> Vec<String> {
+        match self {
+            Input::Nut(path) => {
+                let mut a = s(&["-copyts", "-f", "nut", "-i"]);
+                a.extend([path.clone(), "-map".into(), "0:v:0".into()]);
+                a
+            }
+            Input::Source { path, video_index, seek, shift } => {
+                // No autorotate: the spec's rotate filter does it, as for a
+                // NUT chunk (which has no display matrix). No accurate seek:
+                // the trim cuts, wherever the demuxer landed.
+                let mut a = s(&["-noautorotate"]);
+                if let Some(ss) = seek {
+                    a.extend(s(&["-noaccurate_seek", "-seek_timestamp", "1", "-ss"]));
+                    a.push(ss.clone());
+                }
+                a.extend(["-itsoffset".into(), secs(*shift)]);
+                a.extend(s(&["-copyts", "-i"]));
+                a.extend([path.clone(), "-map".into(), format!("0:{video_index}")]);
+                a
+            }
+        }
+    }
+}
+
+/// `-ss` value at a keyframe's pts, rounded up to the microsecond: a
+/// demuxer that seeks to the last keyframe at or before it lands on this
+/// one, not the one before (which would be decoded for nothing).
+fn seek_at(pts: i64, tb: Rational) -> String {
+    let num = pts as i128 * tb.num as i128 * 1_000_000;
+    let den = tb.den as i128;
+    let micros = num.div_euclid(den) + i128::from(num.rem_euclid(den) != 0);
+    secs(micros as f64 / 1e6)
+}
+
 /// Seconds as ffmpeg option text, microsecond precision.
 fn secs(x: f64) -> String {
     format!("{x:.6}")
@@ -98,8 +153,8 @@ const PREFLIGHT_MARK: &str = "\0preflight";
 /// Encode only the first frame of a chunk into `output`: the controller's
 /// check of the user's options and the source of the job's reference codec
 /// parameters.
-pub fn preflight(spec: &EncodeSpec, filter: &str, output: &str) -> Vec<String> {
-    let mut a = encode(spec, filter, None, "pipe:0", PREFLIGHT_MARK);
+pub fn preflight(spec: &EncodeSpec, filter: &str, input: &Input, output: &str) -> Vec<String> {
+    let mut a = encode(spec, filter, None, input, PREFLIGHT_MARK);
     a.extend(s(&[
         "-frames:v",
         "1",
@@ -116,13 +171,13 @@ pub fn preflight(spec: &EncodeSpec, filter: &str, output: &str) -> Vec<String> {
     a
 }
 
-/// Encode one chunk: NUT in (stdin or file), NUT out (stdout or file),
-/// progress as `key=value` lines on stderr.
+/// Encode one chunk: NUT out (stdout or file), progress as `key=value`
+/// lines on stderr.
 pub fn encode(
     spec: &EncodeSpec,
     filter: &str,
     threads: Option<u32>,
-    input: &str,
+    input: &Input,
     output: &str,
 ) -> Vec<String> {
     let mut a = s(&QUIET);
@@ -130,7 +185,8 @@ pub fn encode(
     if let Some(t) = threads {
         a.extend(["-threads".into(), t.to_string()]);
     }
-    a.extend(s(&["-copyts", "-f", "nut", "-i", input, "-map", "0:v:0", "-vf", filter]));
+    a.extend(input.args());
+    a.extend(["-vf".to_string(), filter.to_string()]);
     a.extend(s(&["-vsync", "passthrough"]));
     if let Some(tb) = spec.vfr_time_base {
         a.extend(["-enc_time_base:v".into(), tb.to_string()]);
@@ -234,6 +290,14 @@ mod tests {
     }
 
     #[test]
+    fn direct_seek_is_at_or_just_after_the_keyframe() {
+        assert_eq!(seek_at(295200, Rational { num: 1, den: 90000 }), "3.280000");
+        // 1001/30000 s is 33366.67 µs: rounded up, never before the keyframe.
+        assert_eq!(seek_at(1001, Rational { num: 1, den: 30000 }), "0.033367");
+        assert_eq!(seek_at(-1001, Rational { num: 1, den: 30000 }), "-0.033366");
+    }
+
+    #[test]
     fn split_copies_exact_packet_count() {
         let c = Chunk {
             index: 1,
@@ -267,6 +331,20 @@ mod tests {
         let a = split("in put.mp4", 0, &plan, &c, "pipe:1");
         let line = a.join(" ");
         assert!(line.contains("-ss 1.999999 -copyts -i in put.mp4 -map 0:0 -c copy -copypriorss 0 -frames:v 52 -output_ts_offset 10.000000"), "{line}");
+
+        // Read in place: the same keyframe and shift, the trim does the rest.
+        let spec = EncodeSpec {
+            codec_args: s(&["-c:v", "mpeg4"]),
+            rotate_filter: None,
+            user_filter: None,
+            vfr_time_base: None,
+            in_band_headers: false,
+        };
+        let direct = encode(&spec, "null", Some(1), &Input::source("in put.mp4", 2, &plan, &c), "out.nut");
+        let line = direct.join(" ");
+        assert!(line.contains("-threads 1 -noautorotate -noaccurate_seek -seek_timestamp 1 -ss 2.000000 -itsoffset 10.000000 -copyts -i in put.mp4 -map 0:2 -vf null"), "{line}");
+        let first = encode(&spec, "null", None, &Input::source("in put.mp4", 2, &plan, &plan.chunks[0]), "out.nut");
+        assert!(!first.contains(&"-ss".to_string()), "{first:?}");
     }
 
     #[test]

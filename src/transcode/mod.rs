@@ -95,6 +95,7 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&job.dir, std::fs::Permissions::from_mode(0o2775));
     }
+    let io = Io::choose(shared_dir.as_deref(), &input);
     let resumed = match found {
         Found::Resumed(r) => Some(*r),
         _ => None,
@@ -106,7 +107,7 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
     let prepare = async {
         let probe = probe::probe(&input).await.map_err(|e| usage(anyhow!("{}: {e}", input.display())))?;
         let checked = match new {
-            true => Some(preflight(&user, &probe, &format, &source, &job).await?),
+            true => Some(preflight(&user, &probe, &format, &source, io, &job).await?),
             false => None,
         };
         Ok::<_, Failure>((probe, checked))
@@ -167,6 +168,9 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
         .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.min(s))));
     let side_ext = output.extension().and_then(|e| e.to_str()).unwrap_or("out").to_string();
 
+    if io == Io::SharedSource {
+        cluster.description.push_str(", the source read in place");
+    }
     let (events, reporter) = progress::spawn(progress::Mode::choose(args.json));
     let resumed: Vec<_> = plan.chunks.iter().filter(|c| job.is_done(c.index)).collect();
     let _ = events.send(Event::JobStart {
@@ -183,7 +187,6 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
         let _ = events.send(Event::Warning { message });
     }
     let nodes = std::mem::take(&mut cluster.nodes);
-    let io = cluster.io;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
@@ -394,6 +397,7 @@ async fn preflight(
     probe: &probe::Probe,
     format: &str,
     source: &str,
+    io: Io,
     job: &JobDir,
 ) -> Result<(EncodeSpec, Option<String>), Failure> {
     let mut codec_args = user.codec.clone();
@@ -417,13 +421,8 @@ async fn preflight(
     // known yet).
     let plan =
         plan::plan(&probe.packets, probe.video_time_base, plan::Sizing::Fixed(plan::MIN_CHUNK_SECONDS));
-    let ctx = JobContext {
-        source: source.to_string(),
-        video_index: probe.video,
-        plan,
-        spec: spec.clone(),
-        io: Io::Pipe,
-    };
+    let ctx =
+        JobContext { source: source.to_string(), video_index: probe.video, plan, spec: spec.clone(), io };
     let reference = worker::preflight(&ctx, &job.dir)
         .await
         .map_err(|e| usage(anyhow!("ffmpeg refused the options:\n{e}")))?;

@@ -6,7 +6,9 @@
 //! stdout is written to the job directory — over SSH this is the stream
 //! transport, locally the same code without SSH. Shared mode: the split
 //! writes a file in the shared job directory and the node reads and writes
-//! files there.
+//! files there. Shared-source mode: the source itself is in the shared
+//! directory, so there is no split; the node reads its chunk from the
+//! source.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -24,8 +26,37 @@ use crate::remote::{Transport, PID_PREFIX};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Io {
+    /// Chunks stream through the node's stdin and stdout.
     Pipe,
+    /// Chunks and parts are files in the shared job directory.
     Shared,
+    /// Shared storage holding the source too: nodes read it in place.
+    SharedSource,
+}
+
+impl Io {
+    /// How a job's chunks travel: `shared` is the directory every node
+    /// sees at the same path (shared storage), `source` the canonical input.
+    pub fn choose(shared: Option<&Path>, source: &Path) -> Io {
+        match shared {
+            None => Io::Pipe,
+            Some(dir) => match dir.canonicalize() {
+                // Canonical on both sides: the node's path is the same only
+                // when no symlink of this machine leads into the directory.
+                Ok(canon) if canon == dir && source.starts_with(dir) => Io::SharedSource,
+                _ => Io::Shared,
+            },
+        }
+    }
+
+    /// The input of one chunk's encoder.
+    fn input(self, ctx: &JobContext, chunk: &Chunk, source_part: &Path) -> ffmpeg::Input {
+        match self {
+            Io::Pipe => ffmpeg::Input::Nut("pipe:0".into()),
+            Io::Shared => ffmpeg::Input::Nut(path_str(source_part)),
+            Io::SharedSource => ffmpeg::Input::source(&ctx.source, ctx.video_index, &ctx.plan, chunk),
+        }
+    }
 }
 
 /// What every attempt of a job shares.
@@ -143,9 +174,10 @@ pub async fn encode<T: Transport>(
             Err(e) => return Some(split_failed(&e.to_string())),
         }
     }
-    let (input, output) = match ctx.io {
-        Io::Pipe => ("pipe:0".to_string(), "pipe:1".to_string()),
-        Io::Shared => (path_str(&files.source_part), path_str(&files.part)),
+    let input = ctx.io.input(ctx, chunk, &files.source_part);
+    let output = match ctx.io {
+        Io::Pipe => "pipe:1".to_string(),
+        Io::Shared | Io::SharedSource => path_str(&files.part),
     };
     let enc_argv = ffmpeg::encode(&ctx.spec, &filter, threads, &input, &output);
 
@@ -173,7 +205,7 @@ pub async fn encode<T: Transport>(
             part_file = Some(file.1);
             split = Some(child);
         }
-        Io::Shared => {
+        Io::Shared | Io::SharedSource => {
             enc_cmd.stdin(Stdio::null()).stdout(Stdio::null());
         }
     }
@@ -282,17 +314,31 @@ fn split_failed(stderr: &str) -> Outcome {
 pub async fn preflight(ctx: &JobContext, dir: &Path) -> Result<ChunkFacts, String> {
     let chunk = &ctx.plan.chunks[0];
     let out = dir.join("preflight.nut");
-    let split_argv = ffmpeg::split(&ctx.source, ctx.video_index, &ctx.plan, chunk, "pipe:1");
     let filter = ffmpeg::chunk_filter(&ctx.spec, chunk, ctx.plan.ts_shift());
-    let enc_argv = ffmpeg::preflight(&ctx.spec, &filter, &path_str(&out));
-    let mut split =
-        spawn_split(&split_argv, Stdio::piped()).map_err(|e| format!("cannot run ffmpeg: {e}"))?;
-    // The split's pipe is the encoder's stdin, as in an attempt.
-    let feed: Stdio = split
-        .stdout
-        .take()
-        .and_then(|o| o.try_into().ok())
-        .ok_or("cannot run ffmpeg: no pipe from the split")?;
+    // The chunk reaches the encoder as it will on the nodes (the reference
+    // codec parameters must be those of the real parts).
+    let input = match ctx.io {
+        Io::SharedSource => ctx.io.input(ctx, chunk, &out),
+        Io::Pipe | Io::Shared => ffmpeg::Input::Nut("pipe:0".into()),
+    };
+    let enc_argv = ffmpeg::preflight(&ctx.spec, &filter, &input, &path_str(&out));
+    let mut split = None;
+    let feed = match input {
+        ffmpeg::Input::Source { .. } => Stdio::null(),
+        ffmpeg::Input::Nut(_) => {
+            let split_argv = ffmpeg::split(&ctx.source, ctx.video_index, &ctx.plan, chunk, "pipe:1");
+            let mut child =
+                spawn_split(&split_argv, Stdio::piped()).map_err(|e| format!("cannot run ffmpeg: {e}"))?;
+            // The split's pipe is the encoder's stdin, as in an attempt.
+            let feed: Stdio = child
+                .stdout
+                .take()
+                .and_then(|o| o.try_into().ok())
+                .ok_or("cannot run ffmpeg: no pipe from the split")?;
+            split = Some(child);
+            feed
+        }
+    };
     let mut enc = Command::new(&enc_argv[0])
         .args(&enc_argv[1..])
         .stdin(feed)
@@ -306,7 +352,9 @@ pub async fn preflight(ctx: &JobContext, dir: &Path) -> Result<ChunkFacts, Strin
         None => Vec::new(),
     };
     let status = enc.wait().await.map_err(|e| e.to_string())?;
-    let _ = split.kill().await;
+    if let Some(mut split) = split {
+        let _ = split.kill().await;
+    }
     if !status.success() {
         return Err(if errors.is_empty() {
             format!("ffmpeg exited with {status}")
@@ -317,4 +365,27 @@ pub async fn preflight(ctx: &JobContext, dir: &Path) -> Result<ChunkFacts, Strin
     let facts = verify::inspect(&out).await;
     let _ = tokio::fs::remove_file(&out).await;
     facts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_in_place_only_inside_a_canonical_shared_dir() {
+        let base = std::env::temp_dir().join(format!("dffmpeg-io-{}", std::process::id()));
+        let shared = base.join("shared");
+        std::fs::create_dir_all(shared.join("media")).unwrap();
+        let shared = shared.canonicalize().unwrap();
+        let link = base.join("link");
+        let _ = std::os::unix::fs::symlink(&shared, &link);
+        let inside = shared.join("media/in.mp4");
+        let outside = base.join("in.mp4");
+        assert_eq!(Io::choose(None, &inside), Io::Pipe);
+        assert_eq!(Io::choose(Some(&shared), &inside), Io::SharedSource);
+        assert_eq!(Io::choose(Some(&shared), &outside), Io::Shared);
+        // Through a symlink the nodes' path may differ: split as before.
+        assert_eq!(Io::choose(Some(&link), &inside), Io::Shared);
+        let _ = std::fs::remove_dir_all(&base);
+    }
 }
