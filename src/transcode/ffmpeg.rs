@@ -343,7 +343,8 @@ mod tests {
         let direct = encode(&spec, "null", Some(1), &Input::source("in put.mp4", 2, &plan, &c), "out.nut");
         let line = direct.join(" ");
         assert!(line.contains("-threads 1 -noautorotate -noaccurate_seek -seek_timestamp 1 -ss 2.000000 -itsoffset 10.000000 -copyts -i in put.mp4 -map 0:2 -vf null"), "{line}");
-        let first = encode(&spec, "null", None, &Input::source("in put.mp4", 2, &plan, &plan.chunks[0]), "out.nut");
+        let first =
+            encode(&spec, "null", None, &Input::source("in put.mp4", 2, &plan, &plan.chunks[0]), "out.nut");
         assert!(!first.contains(&"-ss".to_string()), "{first:?}");
     }
 

@@ -166,19 +166,23 @@ pub async fn ffprobe(args: &[&str], input: &Path) -> Result<Vec<u8>, ProbeError>
 }
 
 pub async fn probe(input: &Path) -> Result<Probe, ProbeError> {
-    let json =
-        ffprobe(&["-print_format", "json", "-show_format", "-show_streams", "-show_chapters"], input).await?;
-    let parsed: ProbeJson = serde_json::from_slice(&json).map_err(|e| ProbeError::Parse(e.to_string()))?;
+    // The packet scan reads every video stream's packets at once with the
+    // stream probe (one ffprobe start-up less on the way to the first chunk);
+    // the chunked stream's are kept.
+    let (json, csv) = tokio::join!(
+        ffprobe(&["-print_format", "json", "-show_format", "-show_streams", "-show_chapters"], input),
+        ffprobe(
+            &["-select_streams", "v", "-show_entries", "packet=stream_index,pts,flags", "-of", "csv=p=0"],
+            input
+        )
+    );
+    let parsed: ProbeJson = serde_json::from_slice(&json?).map_err(|e| ProbeError::Parse(e.to_string()))?;
     let format = parsed.format.ok_or_else(|| ProbeError::Unreadable("no container format".into()))?;
     let video = pick_video(&parsed.streams).ok_or(ProbeError::NoVideo)?;
     let video_time_base = Rational::parse(&parsed.streams[video].time_base)
         .filter(|r| r.num > 0 && r.den > 0)
         .ok_or_else(|| ProbeError::Parse("video time base".into()))?;
-    let select = format!("{}", parsed.streams[video].index);
-    let csv =
-        ffprobe(&["-select_streams", &select, "-show_entries", "packet=pts,flags", "-of", "csv=p=0"], input)
-            .await?;
-    let packets = parse_packets(&String::from_utf8_lossy(&csv))?;
+    let packets = parse_packets(&String::from_utf8_lossy(&csv?), parsed.streams[video].index)?;
     Ok(Probe {
         format_name: format.format_name,
         duration: format.duration.and_then(|d| d.parse().ok()),
@@ -195,14 +199,21 @@ fn pick_video(streams: &[Stream]) -> Option<usize> {
     streams.iter().position(|s| s.codec_type == "video" && s.disposition.attached_pic == 0)
 }
 
-/// Parse `pts,flags` lines. Packets without a pts (rare, e.g. raw streams)
-/// make the input unusable for exact cutting.
-pub fn parse_packets(csv: &str) -> Result<Vec<Packet>, ProbeError> {
+/// Parse `stream_index,pts,flags` lines, keeping one stream's. Packets
+/// without a pts (rare, e.g. raw streams) make the input unusable for exact
+/// cutting.
+pub fn parse_packets(csv: &str, stream: usize) -> Result<Vec<Packet>, ProbeError> {
     let mut packets = Vec::new();
     for line in csv.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let mut fields = line.split(',');
+        let index = fields.next().unwrap_or("");
         let pts = fields.next().unwrap_or("");
         let flags = fields.next().unwrap_or("");
+        match index.parse::<usize>() {
+            Ok(i) if i == stream => {}
+            Ok(_) => continue,
+            Err(_) => return Err(ProbeError::Parse(format!("packet line {line:?}"))),
+        }
         let pts: i64 = match pts.parse() {
             Ok(p) => p,
             Err(_) if pts == "N/A" => return Err(ProbeError::NoTimestamps),
@@ -222,7 +233,7 @@ mod tests {
 
     #[test]
     fn packets_parse_with_flags() {
-        let p = parse_packets("0,K_\n\n2048,__\n1024,__,\n").unwrap();
+        let p = parse_packets("1,0,K_\n\n0,0,K_\n1,2048,__\n1,1024,__,\n", 1).unwrap();
         assert_eq!(
             p,
             vec![
@@ -235,8 +246,10 @@ mod tests {
 
     #[test]
     fn missing_timestamps_are_refused() {
-        assert!(matches!(parse_packets("N/A,K_\n"), Err(ProbeError::NoTimestamps)));
-        assert!(matches!(parse_packets(""), Err(ProbeError::NoPackets)));
+        assert!(matches!(parse_packets("0,N/A,K_\n", 0), Err(ProbeError::NoTimestamps)));
+        assert!(matches!(parse_packets("", 0), Err(ProbeError::NoPackets)));
+        // Only a cover picture's packet: the chunked stream has none.
+        assert!(matches!(parse_packets("1,0,K_\n", 0), Err(ProbeError::NoPackets)));
     }
 
     #[test]
