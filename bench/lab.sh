@@ -84,6 +84,10 @@ up() { # NAME[:CPUS]
   # hierarchy again inside, so the host sees its quota as a container would.
   script="set -e
 mount -t overlay overlay -o lowerdir=/,upperdir=$n/upper,workdir=$n/work $r
+# root's stock Debian dotfiles, as on a fresh node: this machine's own (a dev
+# box's pyenv init and the like) would run in every ssh session of the host.
+cp /usr/share/base-files/dot.bashrc $r/root/.bashrc 2>/dev/null || true
+cp /usr/share/base-files/dot.profile $r/root/.profile 2>/dev/null || true
 mount -t proc proc $r/proc
 mount --rbind /dev $r/dev
 mount -t sysfs sysfs $r/sys 2>/dev/null || true

@@ -2,7 +2,7 @@
 //! final merge: chunks by the concat demuxer, stream copy, into a temporary
 //! file renamed into place only when complete.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -29,8 +29,17 @@ async fn run_ffmpeg(argv: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The side streams' file, ready for the merge.
+#[derive(Debug, Clone)]
+pub struct SideFile {
+    pub path: PathBuf,
+    /// Its start time, seconds.
+    pub start: f64,
+    pub streams: usize,
+}
+
 /// Encode the side streams into `side.EXT` in the job directory, unless a
-/// resumed job already has it. Returns the side file's start time.
+/// resumed job already has it. An error here is ffmpeg refusing the options.
 pub async fn side_streams(
     job: &JobDir,
     source: &str,
@@ -48,6 +57,14 @@ pub async fn side_streams(
     run_ffmpeg(&argv).await?;
     std::fs::rename(&part, &done).with_context(|| format!("cannot write {}", done.display()))?;
     Ok(())
+}
+
+/// What the merge needs of the side file, read as soon as it is written
+/// (while the chunks still encode).
+pub async fn side_file(job: &JobDir, ext: &str) -> Result<SideFile> {
+    let path = job.side(ext);
+    let (start, streams) = start_and_streams(&path).await?;
+    Ok(SideFile { path, start, streams })
 }
 
 /// Start time and stream count of a file, from ffprobe.
@@ -80,8 +97,9 @@ pub struct MergeRequest<'a> {
     pub plan: &'a Plan,
     pub source: &'a str,
     pub video_index: usize,
-    /// Where the source's side streams start, in seconds (None: no side streams).
-    pub side: Option<(&'a str, f64)>,
+    /// The side streams' file and where they start in the source, in
+    /// seconds (None: no side streams).
+    pub side: Option<(&'a SideFile, f64)>,
     pub muxer_args: &'a [String],
     pub format: &'a str,
     pub output: &'a Path,
@@ -91,14 +109,10 @@ pub async fn merge(m: &MergeRequest<'_>) -> Result<()> {
     let list = m.job.concat_list();
     write_atomic(&list, concat_list(m.plan).as_bytes())?;
     let first = m.plan.time_base.seconds(m.plan.first_pts());
-    let mut side = None;
-    if let Some((ext, src_start)) = m.side {
-        let path = m.job.side(ext);
-        let (start, streams) = start_and_streams(&path).await?;
-        if streams > 0 {
-            side = Some((path, (src_start - first) - start, streams));
-        }
-    }
+    let side = m
+        .side
+        .filter(|(f, _)| f.streams > 0)
+        .map(|(f, src_start)| (&f.path, (src_start - first) - f.start, f.streams));
     let name = m.output.file_name().ok_or_else(|| anyhow!("bad output name"))?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);

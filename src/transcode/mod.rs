@@ -218,7 +218,7 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
         let events = events.clone();
         tokio::spawn(async move {
             if side_streams == 0 {
-                return Ok(());
+                return Ok(None);
             }
             let t = Instant::now();
             let r = merge::side_streams(&job, &source, vi, &codec_args, &format, &ext).await;
@@ -226,7 +226,8 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
                 let _ = events
                     .send(Event::SideStreams { streams: side_streams, seconds: t.elapsed().as_secs_f64() });
             }
-            r
+            r?;
+            Ok(Some(merge::side_file(&job, &ext).await))
         })
     };
 
@@ -235,7 +236,7 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
     let dispatching = dispatch::dispatch(nodes, ctx, job.clone(), events.clone(), stop_rx.clone());
     tokio::pin!(dispatching);
     tokio::pin!(side_task);
-    let mut side_result: Option<anyhow::Result<()>> = None;
+    let mut side_result: Option<SideResult> = None;
     let result = loop {
         tokio::select! {
             r = &mut dispatching => break r,
@@ -260,7 +261,7 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
         None => {
             side_task.abort();
             let _ = side_task.await;
-            Ok(())
+            Ok(None)
         }
     };
 
@@ -272,7 +273,7 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
             plan: &plan,
             source: &source,
             video_index: probe.video,
-            side: (side_streams > 0).then(|| (side_ext.as_str(), side_start.unwrap_or(0.0))),
+            side_start: side_start.unwrap_or(0.0),
             muxer_args: &user.muxer,
             format: &format,
             output: &output,
@@ -289,12 +290,17 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
     outcome
 }
 
+/// The side streams' task: an error is ffmpeg refusing the options; the
+/// inner result is reading the file written (None: no side streams).
+type SideResult = anyhow::Result<Option<anyhow::Result<merge::SideFile>>>;
+
 struct FinishCtx<'a> {
     job: Arc<JobDir>,
     plan: &'a plan::Plan,
     source: &'a str,
     video_index: usize,
-    side: Option<(&'a str, f64)>,
+    /// Where the source's side streams start, seconds.
+    side_start: f64,
     muxer_args: &'a [String],
     format: &'a str,
     output: &'a Path,
@@ -306,7 +312,7 @@ struct FinishCtx<'a> {
 
 async fn finish(
     result: Result<dispatch::Dispatched, DispatchError>,
-    side: anyhow::Result<()>,
+    side: SideResult,
     f: FinishCtx<'_>,
 ) -> Outcome {
     // Attempts stopped because a duplicate won may still be on their way
@@ -326,7 +332,7 @@ async fn finish(
 
 async fn finish_job(
     result: Result<Vec<progress::NodeStats>, DispatchError>,
-    side: anyhow::Result<()>,
+    side: SideResult,
     f: &FinishCtx<'_>,
 ) -> Outcome {
     let fail = |error: String, resumable: bool| {
@@ -359,13 +365,21 @@ async fn finish_job(
         fail("interrupted".into(), true);
         return Err(failed(anyhow!("interrupted; run the same command again to resume")));
     }
+    let side_file = match side {
+        Ok(Some(Err(e))) => {
+            fail(format!("{e:#}"), true);
+            return Err(failed(e.context("the side streams' file cannot be read")));
+        }
+        Ok(Some(Ok(file))) => Some(file),
+        _ => None,
+    };
     let _ = f.events.send(Event::Merging { chunks: f.plan.chunks.len() });
     let merged = merge::merge(&merge::MergeRequest {
         job: &f.job,
         plan: f.plan,
         source: f.source,
         video_index: f.video_index,
-        side: f.side,
+        side: side_file.as_ref().map(|s| (s, f.side_start)),
         muxer_args: f.muxer_args,
         format: f.format,
         output: f.output,
