@@ -111,7 +111,25 @@ while IFS=: read -r _ ctl path; do
     d=${d%/*}
   done
 done < /proc/self/cgroup 2>/dev/null
-echo "${m}encoders"; ffmpeg -encoders 2>&1
+echo "${m}encoders"
+# A cache of `ffmpeg -encoders` (an ffmpeg start costs a slow node most of
+# this script), valid while the ffmpeg binary and the dpkg database are
+# unchanged: any package install, upgrade or removal renews it.
+f=$(command -v ffmpeg 2>/dev/null)
+if [ -n "$f" ]; then
+  key=$(stat -L -c '%n %Y %s %i' "$f" /var/lib/dpkg/status 2>/dev/null | tr '\n' ' ')
+  c=${XDG_CACHE_HOME:-$HOME/.cache}/dffmpeg/ffmpeg-encoders
+  if [ -n "$key" ] && [ -r "$c" ] && [ "$(head -n 1 "$c")" = "$key" ]; then
+    tail -n +2 "$c"
+  else
+    out=$(ffmpeg -encoders 2>&1) && [ -n "$key" ] && mkdir -p "${c%/*}" 2>/dev/null &&
+      printf '%s\n%s\n' "$key" "$out" >"$c.$$" 2>/dev/null && mv -f "$c.$$" "$c" 2>/dev/null
+    rm -f "$c.$$" 2>/dev/null
+    printf '%s\n' "$out"
+  fi
+else
+  echo "ffmpeg: not found"
+fi
 echo "${m}disk"; d=$1; [ -n "$d" ] && [ -d "$d" ] || d=$HOME; [ -n "$d" ] && [ -d "$d" ] || d=/
 echo "$d"; df -Pk "$d" 2>/dev/null | tail -n 1
 echo "${m}end"
@@ -541,6 +559,46 @@ my disk 1000 10 5120 1% /mnt/with space
         if f.ffmpeg_version.is_some() {
             assert!(f.has_encoder("mpeg4"), "{:?}", f.encoders);
         }
+    }
+
+    /// The script's `ffmpeg -encoders` cache: reused while the binary is
+    /// unchanged, renewed when it changes (a fake ffmpeg that counts its runs).
+    #[test]
+    fn encoders_are_cached_until_ffmpeg_changes() {
+        let base = std::env::temp_dir().join(format!("dffmpeg-facts-cache-{}", std::process::id()));
+        let bin = base.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let fake = bin.join("ffmpeg");
+        let write_fake = |encoder: &str| {
+            use std::os::unix::fs::PermissionsExt;
+            let body = format!(
+                "#!/bin/sh\necho run >> '{}'\necho 'ffmpeg version 9.9 Copyright'\necho 'Encoders:'\necho ' ------'\necho ' V..... {encoder}  Test'\n",
+                base.join("runs").display()
+            );
+            std::fs::write(&fake, body).unwrap();
+            std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        let gather = || {
+            let argv = script_argv(None);
+            let out = std::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+                .env("HOME", &base)
+                .env_remove("XDG_CACHE_HOME")
+                .output()
+                .unwrap();
+            parse(&String::from_utf8_lossy(&out.stdout)).unwrap()
+        };
+        let runs = || std::fs::read_to_string(base.join("runs")).unwrap_or_default().lines().count();
+        write_fake("mpeg4");
+        assert_eq!(gather().encoders, ["mpeg4"]);
+        assert_eq!(gather().encoders, ["mpeg4"]);
+        assert_eq!(runs(), 1, "the second gather reads the cache");
+        assert_eq!(gather().ffmpeg_version.as_deref(), Some("ffmpeg version 9.9 Copyright"));
+        write_fake("libx264rgb");
+        assert_eq!(gather().encoders, ["libx264rgb"], "a changed ffmpeg renews the cache");
+        assert_eq!(runs(), 2);
+        let _ = std::fs::remove_dir_all(&base);
     }
 
     #[test]
