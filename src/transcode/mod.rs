@@ -437,9 +437,8 @@ async fn preflight(
         plan::plan(&probe.packets, probe.video_time_base, plan::Sizing::Fixed(plan::MIN_CHUNK_SECONDS));
     let ctx =
         JobContext { source: source.to_string(), video_index: probe.video, plan, spec: spec.clone(), io };
-    let reference = worker::preflight(&ctx, &job.dir)
-        .await
-        .map_err(|e| usage(anyhow!("ffmpeg refused the options:\n{e}")))?;
+    let reference =
+        worker::preflight(&ctx).await.map_err(|e| usage(anyhow!("ffmpeg refused the options:\n{e}")))?;
     spec.in_band_headers = ffmpeg::headers_can_go_in_band(&reference.params.codec);
     job.save_reference(&reference.params).map_err(failed)?;
     Ok((spec, reference.encoder))

@@ -144,12 +144,17 @@ pub enum ProbeError {
 /// Run `ffprobe -v error ARGS -i INPUT`; its stdout, or the last line of its
 /// error. The one way the pipeline asks ffprobe anything.
 pub async fn ffprobe(args: &[&str], input: &Path) -> Result<Vec<u8>, ProbeError> {
+    ffprobe_from(args, input, Stdio::null()).await
+}
+
+/// [`ffprobe`] with a given stdin (for INPUT `pipe:0`).
+pub async fn ffprobe_from(args: &[&str], input: &Path, stdin: Stdio) -> Result<Vec<u8>, ProbeError> {
     let out = tokio::process::Command::new("ffprobe")
         .args(["-v", "error"])
         .args(args)
         .arg("-i")
         .arg(input)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .kill_on_drop(true)
         .output()
         .await

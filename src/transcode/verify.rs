@@ -87,10 +87,15 @@ pub struct ChunkFacts {
 
 /// Read an encoded chunk's facts (packet count, no decoding).
 pub async fn inspect(path: &Path) -> Result<ChunkFacts, String> {
+    inspect_from(path, std::process::Stdio::null()).await
+}
+
+/// [`inspect`] with a given stdin: `pipe:0` reads a chunk as it is encoded.
+pub async fn inspect_from(path: &Path, stdin: std::process::Stdio) -> Result<ChunkFacts, String> {
     let fields = "stream=codec_name,profile,pix_fmt,width,height,sample_aspect_ratio,field_order,\
                   nb_read_packets:stream_tags=encoder:format=start_time";
     let args = ["-select_streams", "v:0", "-count_packets", "-print_format", "json", "-show_entries", fields];
-    let out = super::probe::ffprobe(&args, path).await.map_err(|e| match e {
+    let out = super::probe::ffprobe_from(&args, path, stdin).await.map_err(|e| match e {
         super::probe::ProbeError::Unreadable(line) => format!("unreadable chunk: {line}"),
         other => other.to_string(),
     })?;

@@ -195,8 +195,10 @@ pub async fn encode<T: Transport>(
                 Ok(c) => c,
                 Err(e) => return Some(split_failed(&e.to_string())),
             };
-            let feed: Option<Stdio> = child.stdout.take().and_then(|o| o.try_into().ok());
-            let Some(feed) = feed else { return Some(split_failed("no pipe from the split")) };
+            let feed = match stdout_as_stdin(&mut child) {
+                Ok(f) => f,
+                Err(e) => return Some(split_failed(&e)),
+            };
             let file = match std::fs::File::create(&files.part).and_then(|f| Ok((f.try_clone()?, f))) {
                 Ok(f) => f,
                 Err(e) => return Some(write_failed(&files.part, &e)),
@@ -309,19 +311,28 @@ fn split_failed(stderr: &str) -> Outcome {
     Outcome::Failed { kind: FailKind::Split, error: format!("split failed: {}", stderr.trim()) }
 }
 
+/// A child's stdout, to be the next process's stdin.
+fn stdout_as_stdin(child: &mut Child) -> Result<Stdio, String> {
+    child
+        .stdout
+        .take()
+        .and_then(|o| o.try_into().ok())
+        .ok_or_else(|| "cannot run ffmpeg: no pipe".to_string())
+}
+
 /// Encode the first frame of the first chunk on the controller. Fails with
 /// ffmpeg's own error when the options are wrong — before any node starts.
-pub async fn preflight(ctx: &JobContext, dir: &Path) -> Result<ChunkFacts, String> {
+/// The encoder's output goes straight into ffprobe (both start at once).
+pub async fn preflight(ctx: &JobContext) -> Result<ChunkFacts, String> {
     let chunk = &ctx.plan.chunks[0];
-    let out = dir.join("preflight.nut");
     let filter = ffmpeg::chunk_filter(&ctx.spec, chunk, ctx.plan.ts_shift());
     // The chunk reaches the encoder as it will on the nodes (the reference
     // codec parameters must be those of the real parts).
     let input = match ctx.io {
-        Io::SharedSource => ctx.io.input(ctx, chunk, &out),
+        Io::SharedSource => ffmpeg::Input::source(&ctx.source, ctx.video_index, &ctx.plan, chunk),
         Io::Pipe | Io::Shared => ffmpeg::Input::Nut("pipe:0".into()),
     };
-    let enc_argv = ffmpeg::preflight(&ctx.spec, &filter, &input, &path_str(&out));
+    let enc_argv = ffmpeg::preflight(&ctx.spec, &filter, &input, "pipe:1");
     let mut split = None;
     let feed = match input {
         ffmpeg::Input::Source { .. } => Stdio::null(),
@@ -330,11 +341,7 @@ pub async fn preflight(ctx: &JobContext, dir: &Path) -> Result<ChunkFacts, Strin
             let mut child =
                 spawn_split(&split_argv, Stdio::piped()).map_err(|e| format!("cannot run ffmpeg: {e}"))?;
             // The split's pipe is the encoder's stdin, as in an attempt.
-            let feed: Stdio = child
-                .stdout
-                .take()
-                .and_then(|o| o.try_into().ok())
-                .ok_or("cannot run ffmpeg: no pipe from the split")?;
+            let feed = stdout_as_stdin(&mut child)?;
             split = Some(child);
             feed
         }
@@ -342,19 +349,23 @@ pub async fn preflight(ctx: &JobContext, dir: &Path) -> Result<ChunkFacts, Strin
     let mut enc = Command::new(&enc_argv[0])
         .args(&enc_argv[1..])
         .stdin(feed)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot run ffmpeg: {e}"))?;
-    let errors = match enc.stderr.take() {
-        Some(e) => read_stderr(e, Arc::new(AtomicU32::new(0)), &|_| {}).await,
-        None => Vec::new(),
+    let encoded = stdout_as_stdin(&mut enc)?;
+    let encoding = async {
+        let errors = match enc.stderr.take() {
+            Some(e) => read_stderr(e, Arc::new(AtomicU32::new(0)), &|_| {}).await,
+            None => Vec::new(),
+        };
+        (errors, enc.wait().await)
     };
-    let status = enc.wait().await.map_err(|e| e.to_string())?;
-    if let Some(mut split) = split {
-        let _ = split.kill().await;
-    }
+    let ((errors, status), facts) =
+        tokio::join!(encoding, verify::inspect_from(Path::new("pipe:0"), encoded));
+    drop(split);
+    let status = status.map_err(|e| e.to_string())?;
     if !status.success() {
         return Err(if errors.is_empty() {
             format!("ffmpeg exited with {status}")
@@ -362,8 +373,6 @@ pub async fn preflight(ctx: &JobContext, dir: &Path) -> Result<ChunkFacts, Strin
             errors.join("\n")
         });
     }
-    let facts = verify::inspect(&out).await;
-    let _ = tokio::fs::remove_file(&out).await;
     facts
 }
 
