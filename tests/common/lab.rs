@@ -367,6 +367,15 @@ impl Host {
             ),
             None => String::new(),
         };
+        // Hosts get their own /tmp; a checkout under /tmp keeps its binary
+        // visible to them (tests run dffmpeg inside hosts by its path).
+        let bin_dir = Path::new(env!("CARGO_BIN_EXE_dffmpeg")).parent().map(|d| d.display().to_string());
+        let bin_bind = match bin_dir {
+            Some(d) if d.starts_with("/tmp/") => {
+                format!("mkdir -p $R{d} && mount --bind {d} $R{d}\n", d = q(&d))
+            }
+            _ => String::new(),
+        };
         let inner = format!(
             "set -e; R={r}
 mount -t proc proc $R/proc
@@ -374,7 +383,7 @@ mount --rbind /dev $R/dev
 mount -t sysfs sysfs $R/sys 2>/dev/null || true
 {cgroup}mount -t tmpfs -o mode=755 tmpfs $R/run
 mount -t tmpfs -o mode=1777 tmpfs $R/tmp
-mkdir -p $R/run/sshd $R/run/lock
+{bin_bind}mkdir -p $R/run/sshd $R/run/lock
 hostname {name}
 exec chroot $R /usr/sbin/sshd -D -E /var/log/sshd.log -o ListenAddress={ip} \
  -o HostKey=/etc/ssh/ssh_host_ed25519_key -o HostKey=/etc/ssh/ssh_host_ecdsa_key \
