@@ -368,12 +368,15 @@ impl Host {
             None => String::new(),
         };
         // Hosts get their own /tmp; a checkout under /tmp keeps its binary
-        // visible to them (tests run dffmpeg inside hosts by its path).
-        let bin_dir = Path::new(env!("CARGO_BIN_EXE_dffmpeg")).parent().map(|d| d.display().to_string());
-        let bin_bind = match bin_dir {
-            Some(d) if d.starts_with("/tmp/") => {
-                format!("mkdir -p $R{d} && mount --bind {d} $R{d}\n", d = q(&d))
-            }
+        // (only it: the test binaries hold test secrets) visible to them, as
+        // tests run dffmpeg inside hosts by its path.
+        let bin = Path::new(env!("CARGO_BIN_EXE_dffmpeg"));
+        let bin_bind = match bin.parent() {
+            Some(dir) if bin.starts_with("/tmp/") => format!(
+                "mkdir -p $R{d} && touch $R{b} && mount --bind {b} $R{b}\n",
+                d = q(&dir.display().to_string()),
+                b = q(&bin.display().to_string())
+            ),
             _ => String::new(),
         };
         let inner = format!(
