@@ -38,12 +38,16 @@ impl Io {
     /// How a job's chunks travel: `shared` is the directory every node
     /// sees at the same path (shared storage), `source` the canonical input.
     pub fn choose(shared: Option<&Path>, source: &Path) -> Io {
+        use std::os::unix::fs::PermissionsExt;
+        // Nodes read as their own users: only a world-readable source is
+        // surely readable to them (the split's files are made so).
+        let world_readable = || std::fs::metadata(source).is_ok_and(|m| m.permissions().mode() & 0o004 != 0);
         match shared {
             None => Io::Pipe,
             Some(dir) => match dir.canonicalize() {
                 // Canonical on both sides: the node's path is the same only
                 // when no symlink of this machine leads into the directory.
-                Ok(canon) if canon == dir && source.starts_with(dir) => Io::SharedSource,
+                Ok(canon) if canon == dir && source.starts_with(dir) && world_readable() => Io::SharedSource,
                 _ => Io::Shared,
             },
         }
@@ -389,12 +393,21 @@ mod tests {
         let link = base.join("link");
         let _ = std::os::unix::fs::symlink(&shared, &link);
         let inside = shared.join("media/in.mp4");
+        let private = shared.join("media/private.mp4");
         let outside = base.join("in.mp4");
+        for f in [&inside, &private, &outside] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert_eq!(Io::choose(None, &inside), Io::Pipe);
         assert_eq!(Io::choose(Some(&shared), &inside), Io::SharedSource);
         assert_eq!(Io::choose(Some(&shared), &outside), Io::Shared);
         // Through a symlink the nodes' path may differ: split as before.
         assert_eq!(Io::choose(Some(&link), &inside), Io::Shared);
+        // Not readable to every node user: split as before.
+        assert_eq!(Io::choose(Some(&shared), &private), Io::Shared);
         let _ = std::fs::remove_dir_all(&base);
     }
 }
