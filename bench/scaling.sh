@@ -387,7 +387,7 @@ transfer() {
     echo "| dffmpeg, storage $st, 2 × 1.0 CPU, \`${ARGS[hb]}\` (median of 2) | $w | $(awk -v s="$size" -v w="$w" 'BEGIN{printf "%.0f", s/1e6/w}') | $cc | $hcm | $(exact hb 2x1 "dffmpeg-$st") |"
   done
   echo
-  echo "(controller CPU: the command on this machine with its children — for dffmpeg: probe, split, ssh encryption, verify, audio, merge; hosts CPU: all test hosts' cgroups)"
+  echo "(controller CPU: the command on this machine with its children — for dffmpeg: probe, split and ssh encryption (storage ssh; with nfs the nodes read the source in place), verify, audio, merge; hosts CPU: all test hosts' cgroups)"
 }
 
 main() {
