@@ -34,7 +34,7 @@ fi
 
 # This machine's own Debian mirror.
 mirror=$(grep -hoE "^(URIs: *|deb +)[^ ]+" /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
-  | grep -v security | head -n 1 | awk '{print $NF}')
+  | grep -v security | head -n 1 | awk '{print $NF}' || true)
 mirror=${mirror:-http://deb.debian.org/debian}
 log=$base/$arch.log
 mkdir -p "$base"
