@@ -6,5 +6,6 @@ pub mod facts;
 pub mod inventory;
 pub mod quote;
 pub mod remote;
+pub mod safefs;
 pub mod setup;
 pub mod transcode;

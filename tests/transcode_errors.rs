@@ -192,3 +192,99 @@ fn interrupt_stops_every_ffmpeg_and_the_rerun_resumes() {
     assert_eq!(left.len(), 2, "{left:?}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// A directory and a file nobody but their owner should ever see changed.
+struct Victim {
+    dir: std::path::PathBuf,
+}
+
+impl Victim {
+    fn new(d: &Path) -> Victim {
+        let dir = d.join("victim");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("authorized_keys"), "precious\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        Victim { dir }
+    }
+
+    fn file(&self) -> std::path::PathBuf {
+        self.dir.join("authorized_keys")
+    }
+
+    /// Nothing was created, removed, changed or chmodded in it.
+    fn assert_untouched(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        let names: Vec<String> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into())
+            .collect();
+        assert_eq!(names, ["authorized_keys"], "something was written into the link's target");
+        assert_eq!(std::fs::read_to_string(self.file()).unwrap(), "precious\n");
+        assert_eq!(std::fs::metadata(&self.dir).unwrap().permissions().mode() & 0o7777, 0o700);
+    }
+}
+
+/// A compute node's user can write in the shared `work/` (and `output/`)
+/// and plant a symlink where the controller is about to create its job
+/// directory or files: dffmpeg refuses clearly and never writes through it.
+#[test]
+fn planted_symlinks_are_never_followed() {
+    let d = workdir("planted");
+    let victim = Victim::new(&d);
+    let input = sample(&d, "in.mp4", 3);
+    let shared = d.join("shared");
+    std::fs::create_dir_all(shared.join("work")).unwrap();
+    let inv = d.join("inventory.yaml");
+    std::fs::write(
+        &inv,
+        format!(
+            "cluster: {{ storage: nfs, shared_dir: \"{}\" }}\nnodes:\n  here: {{ host: local, roles: [controller, compute, storage] }}\n",
+            shared.display()
+        ),
+    )
+    .unwrap();
+    let args = ["-c:v", "mpeg4", "-c:a", "aac"];
+
+    // 1. The shared job directory's name, planted as a link.
+    let out = d.join("out.mp4");
+    let job = shared.join("work").join(dffmpeg::transcode::job::job_name(&out));
+    std::os::unix::fs::symlink(&victim.dir, &job).unwrap();
+    let r = run(dffmpeg().args(["transcode", "-I"]).arg(&inv).arg("-o").arg(&out).arg(&input).args(args));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{err}");
+    assert!(err.contains("symbolic link") && err.contains(&job.display().to_string()), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    victim.assert_untouched();
+    assert!(!out.exists());
+    std::fs::remove_file(&job).unwrap();
+
+    // 2. `work` itself replaced by a link.
+    std::fs::rename(shared.join("work"), shared.join("work.real")).unwrap();
+    std::os::unix::fs::symlink(&victim.dir, shared.join("work")).unwrap();
+    let r = run(dffmpeg().args(["transcode", "-I"]).arg(&inv).arg("-o").arg(&out).arg(&input).args(args));
+    assert_eq!(r.status.code(), Some(2), "{}", String::from_utf8_lossy(&r.stderr));
+    victim.assert_untouched();
+    std::fs::remove_file(shared.join("work")).unwrap();
+    std::fs::rename(shared.join("work.real"), shared.join("work")).unwrap();
+
+    // 3. The output folder (local storage): the job directory's name as a
+    // link is refused; the output's own name as a link is replaced by the
+    // result, not written through.
+    let out = d.join("out2.mp4");
+    let job = d.join(".out2.mp4.dffmpeg-job");
+    std::os::unix::fs::symlink(&victim.dir, &job).unwrap();
+    let r = run(dffmpeg().args(["transcode", "-o"]).arg(&out).arg(&input).args(args));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+    victim.assert_untouched();
+    std::fs::remove_file(&job).unwrap();
+    std::os::unix::fs::symlink(victim.file(), &out).unwrap();
+    let r = run(dffmpeg().args(["transcode", "-y", "-o"]).arg(&out).arg(&input).args(args));
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    victim.assert_untouched();
+    assert!(std::fs::symlink_metadata(&out).unwrap().file_type().is_file());
+    assert_eq!(frame_count(&out), frame_count(&input));
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 
+use super::job::AttemptFiles;
 use super::job::JobDir;
 use super::progress::{Event, NodeStats, Sender};
 use super::scheduler::{Next, NodeSpec, Scheduler};
 use super::verify::CodecParams;
-use super::worker::{self, AttemptFiles, FailKind, JobContext, Outcome};
+use super::worker::{self, FailKind, JobContext, Outcome};
 use crate::remote::Transport;
 
 /// A node as the dispatcher sees it.
@@ -238,10 +239,7 @@ async fn slot_loop<T: Transport + 'static>(env: &Arc<Env<T>>, n: usize, slot: us
             frames: chunk.frames,
             duplicate: a.duplicate,
         });
-        let files = AttemptFiles {
-            part: env.job.part(a.chunk, a.attempt),
-            source_part: env.job.source_part(a.chunk, a.attempt),
-        };
+        let files = env.job.attempt_files(a.chunk, a.attempt);
         let started = Instant::now();
         let attempt_id = a.attempt;
         let on_frames = |frames: u64| {
@@ -249,7 +247,8 @@ async fn slot_loop<T: Transport + 'static>(env: &Arc<Env<T>>, n: usize, slot: us
             env.send(Event::ChunkProgress { attempt: attempt_id, frames });
         };
         let encoded =
-            worker::encode(&node.transport, node.threads, &env.ctx, chunk, &files, rx, &on_frames).await;
+            worker::encode(&node.transport, node.threads, &env.ctx, &env.job, chunk, &files, rx, &on_frames)
+                .await;
         let seconds = started.elapsed().as_secs_f64();
         match encoded {
             Some(outcome) => {
@@ -262,8 +261,12 @@ async fn slot_loop<T: Transport + 'static>(env: &Arc<Env<T>>, n: usize, slot: us
                 let task = {
                     let env = env.clone();
                     tokio::spawn(async move {
-                        let outcome =
-                            worker::verify(&env.ctx, &env.ctx.plan.chunks[a.chunk], &files.part).await;
+                        let outcome = worker::verify(
+                            &env.ctx,
+                            &env.ctx.plan.chunks[a.chunk],
+                            &env.job.local_path(&files.part),
+                        )
+                        .await;
                         record(&env, n, a.chunk, a.attempt, outcome, &files, seconds);
                         env.changed.notify_waiters();
                     })
@@ -286,7 +289,7 @@ fn record<T>(
     let node = env.nodes[n].name.clone();
     let mut sh = env.lock();
     sh.cancels.remove(&attempt);
-    let _ = std::fs::remove_file(&files.source_part);
+    env.job.discard(&files.source_part);
     let failure = match outcome {
         Outcome::Done(facts) => {
             let mismatch = sh.reference.as_ref().and_then(|r| facts.params.difference(r));
@@ -298,7 +301,7 @@ fn record<T>(
                 None => {
                     let (won, others) = sh.sched.succeeded(attempt, Instant::now());
                     if won {
-                        if let Err(e) = std::fs::rename(&files.part, env.job.chunk(chunk)) {
+                        if let Err(e) = env.job.keep_chunk(&files.part, chunk) {
                             sh.fatal = Some(DispatchError::Failed(format!("cannot keep chunk {chunk}: {e}")));
                         }
                         if sh.reference.is_none() {
@@ -317,7 +320,7 @@ fn record<T>(
                         drop(sh);
                         env.send(Event::ChunkDone { chunk, attempt, node, frames: facts.frames, seconds });
                     } else {
-                        let _ = std::fs::remove_file(&files.part);
+                        env.job.discard(&files.part);
                         drop(sh);
                         env.send(Event::ChunkCancelled { chunk, attempt, node });
                     }
@@ -327,7 +330,7 @@ fn record<T>(
         }
         Outcome::Cancelled => {
             sh.sched.cancelled(attempt);
-            let _ = std::fs::remove_file(&files.part);
+            env.job.discard(&files.part);
             drop(sh);
             env.send(Event::ChunkCancelled { chunk, attempt, node });
             return;
@@ -335,7 +338,7 @@ fn record<T>(
         Outcome::Failed { kind, error } => Some((kind, error)),
     };
     let Some((kind, error)) = failure else { return };
-    let _ = std::fs::remove_file(&files.part);
+    env.job.discard(&files.part);
     // The options were checked by the preflight on the controller: a failing
     // encoder here is this node's problem (its build, its disk, its
     // permissions), so the chunk goes to another node.

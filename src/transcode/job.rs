@@ -3,7 +3,6 @@
 //! only once verified, so the files themselves are the record of progress.
 
 use std::fs::{self, File};
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -15,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::ffmpeg::EncodeSpec;
 use super::plan::Plan;
 use super::verify::CodecParams;
+use crate::safefs::Dir;
 
 /// What identifies the work: the same input file (unchanged), the same
 /// options and the same plan settings.
@@ -63,9 +63,36 @@ pub struct JobRecord {
 }
 
 pub struct JobDir {
+    /// The directory's path, as the nodes see it with shared storage.
     pub dir: PathBuf,
+    handle: Dir,
+    /// This run's id: attempts' file names carry it, so that an orphan of
+    /// an earlier run still writing cannot share a name with an attempt.
+    run: String,
     /// Held (flock) while this dffmpeg works on the job; closed by [`JobDir::remove`].
     lock: Mutex<Option<File>>,
+}
+
+/// Where a job directory goes: `name` in `base` (a directory the user
+/// chose: the output's folder, or the shared directory), optionally inside
+/// its subdirectory `within` (`work`), which must not be a symlink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Location {
+    pub base: PathBuf,
+    pub within: Option<String>,
+    pub name: String,
+    /// The job directory's mode (2775 where nodes write chunks as their own users).
+    pub mode: u32,
+}
+
+impl Location {
+    pub fn path(&self) -> PathBuf {
+        let mut p = self.base.clone();
+        if let Some(w) = &self.within {
+            p.push(w);
+        }
+        p.join(&self.name)
+    }
 }
 
 /// How an existing job directory was found.
@@ -77,30 +104,42 @@ pub enum Found {
     Replaced,
 }
 
+const LOCK: &str = "lock";
+const RECORD: &str = "job.json";
+const REFERENCE: &str = "reference.json";
+
 impl JobDir {
     /// Open (create) the job directory and take its lock. With `fresh`, any
-    /// earlier content is removed.
-    pub fn open(dir: &Path, key: &JobKey, fresh: bool, must_resume: bool) -> Result<(JobDir, Found)> {
-        fs::create_dir_all(dir).with_context(|| format!("cannot create job directory {}", dir.display()))?;
-        let lock =
-            File::create(dir.join("lock")).with_context(|| format!("cannot write in {}", dir.display()))?;
+    /// earlier content is removed. Nothing on the way is followed if it is
+    /// a symlink, and the directory must be this user's (see
+    /// [`crate::safefs`]).
+    pub fn open(at: &Location, key: &JobKey, fresh: bool, must_resume: bool) -> Result<(JobDir, Found)> {
+        let base = Dir::open(&at.base)?;
+        let parent = match &at.within {
+            Some(w) => base.ensure_dir(w)?,
+            None => base,
+        };
+        let handle = parent.own_dir(&at.name, at.mode)?;
+        let lock = handle.open_own_file(LOCK)?;
         // SAFETY: flock on a file descriptor we own.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            bail!("another dffmpeg is working on this output (job directory {})", dir.display());
+            bail!("another dffmpeg is working on this output (job directory {})", at.path().display());
         }
-        let job = JobDir { dir: dir.to_path_buf(), lock: Mutex::new(Some(lock)) };
-        let record = job.record();
-        let found = match record {
-            Some(r) if !fresh && r.key == *key => Found::Resumed(Box::new(r)),
+        let job = JobDir { dir: at.path(), handle, run: run_id(), lock: Mutex::new(Some(lock)) };
+        let found = match job.record() {
+            Some(r) if !fresh && r.key == *key => {
+                job.remove_attempts()?;
+                Found::Resumed(Box::new(r))
+            }
             Some(_) if must_resume => bail!(
                 "the job in {} was for another input or other options; use --fresh to start over",
-                dir.display()
+                job.dir.display()
             ),
             Some(_) => {
                 job.clear()?;
                 Found::Replaced
             }
-            None if must_resume => bail!("nothing to resume: no job in {}", dir.display()),
+            None if must_resume => bail!("nothing to resume: no job in {}", job.dir.display()),
             None => {
                 job.clear()?;
                 Found::New
@@ -110,63 +149,109 @@ impl JobDir {
     }
 
     fn record(&self) -> Option<JobRecord> {
-        let text = fs::read(self.dir.join("job.json")).ok()?;
-        serde_json::from_slice(&text).ok()
+        serde_json::from_slice(&self.handle.read(RECORD).ok()?).ok()
     }
 
     /// Remove everything but the lock.
     fn clear(&self) -> Result<()> {
-        for entry in fs::read_dir(&self.dir)? {
-            let entry = entry?;
-            if entry.file_name() != "lock" {
-                let p = entry.path();
-                if p.is_dir() {
-                    fs::remove_dir_all(&p)?;
-                } else {
-                    fs::remove_file(&p)?;
-                }
+        Ok(self.handle.clear_except(LOCK)?)
+    }
+
+    /// Files of earlier runs' attempts (never verified: they do not count).
+    fn remove_attempts(&self) -> Result<()> {
+        for name in self.handle.names()? {
+            if name.ends_with(".part.nut") || name.starts_with("src_") {
+                self.handle.remove_quietly(&name);
             }
         }
         Ok(())
     }
 
     pub fn save(&self, record: &JobRecord) -> Result<()> {
-        write_atomic(&self.dir.join("job.json"), &serde_json::to_vec_pretty(record)?)
+        Ok(self.handle.write_atomic(RECORD, &serde_json::to_vec_pretty(record)?)?)
     }
 
+    fn chunk_name(index: usize) -> String {
+        format!("chunk_{index:05}.nut")
+    }
+
+    /// A verified chunk's path, as the nodes see it.
     pub fn chunk(&self, index: usize) -> PathBuf {
-        self.dir.join(format!("chunk_{index:05}.nut"))
+        self.dir.join(Self::chunk_name(index))
     }
 
-    /// Where one attempt writes before verification.
-    pub fn part(&self, index: usize, attempt: u64) -> PathBuf {
-        self.dir.join(format!("chunk_{index:05}.{attempt}.part.nut"))
+    /// The names of one attempt's files.
+    pub fn attempt_files(&self, index: usize, attempt: u64) -> AttemptFiles {
+        AttemptFiles {
+            part: format!("chunk_{index:05}.{}-{attempt}.part.nut", self.run),
+            source_part: format!("src_{index:05}.{}-{attempt}.nut", self.run),
+        }
     }
 
-    /// The chunk's source packets, for shared-storage nodes.
-    pub fn source_part(&self, index: usize, attempt: u64) -> PathBuf {
-        self.dir.join(format!("src_{index:05}.{attempt}.nut"))
+    /// A file of the job's, by name, as the nodes see it.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// A file of the job's, as this machine's programs must open it: inside
+    /// this very directory, whatever its name has become.
+    pub fn local_path(&self, name: &str) -> PathBuf {
+        self.handle.fd_path(name)
+    }
+
+    /// A new file for this process or its ffmpeg to write (never an
+    /// existing name, never through a link).
+    pub fn create(&self, name: &str) -> Result<File> {
+        Ok(self.handle.create_new(name)?)
+    }
+
+    /// Make an attempt's part the chunk's verified file.
+    pub fn keep_chunk(&self, part: &str, index: usize) -> Result<()> {
+        Ok(self.handle.rename(part, &self.handle, &Self::chunk_name(index))?)
+    }
+
+    /// Remove a file of the job's if it is there (an attempt's leftovers).
+    pub fn discard(&self, name: &str) {
+        self.handle.remove_quietly(name);
     }
 
     pub fn is_done(&self, index: usize) -> bool {
-        self.chunk(index).is_file()
+        self.handle.is_file(&Self::chunk_name(index))
     }
 
-    pub fn side(&self, ext: &str) -> PathBuf {
-        self.dir.join(format!("side.{ext}"))
+    pub fn side_name(ext: &str) -> String {
+        format!("side.{ext}")
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.handle.is_file(name)
+    }
+
+    /// Write a file of the controller's whole or not at all.
+    pub fn write(&self, name: &str, data: &[u8]) -> Result<()> {
+        Ok(self.handle.write_atomic(name, data)?)
+    }
+
+    /// A new temporary file named after `prefix` (for ffmpeg to write into
+    /// through [`crate::safefs::file_fd_path`]), and its name.
+    pub fn create_temp(&self, prefix: &str) -> Result<(File, String)> {
+        Ok(self.handle.create_temp(prefix)?)
+    }
+
+    /// Rename a file of the job's.
+    pub fn rename(&self, from: &str, to: &str) -> Result<()> {
+        Ok(self.handle.rename(from, &self.handle, to)?)
     }
 
     pub fn reference(&self) -> Option<CodecParams> {
-        serde_json::from_slice(&fs::read(self.dir.join("reference.json")).ok()?).ok()
+        serde_json::from_slice(&self.handle.read(REFERENCE).ok()?).ok()
     }
 
     pub fn save_reference(&self, params: &CodecParams) -> Result<()> {
-        write_atomic(&self.dir.join("reference.json"), &serde_json::to_vec_pretty(params)?)
+        self.write(REFERENCE, &serde_json::to_vec_pretty(params)?)
     }
 
-    pub fn concat_list(&self) -> PathBuf {
-        self.dir.join("concat.txt")
-    }
+    pub const CONCAT_LIST: &'static str = "concat.txt";
 
     /// Remove the whole directory (after a successful merge, or a job that
     /// cannot run). Everything but the lock goes while it is held; then the
@@ -179,18 +264,72 @@ impl JobDir {
         let what = || format!("cannot remove {}", self.dir.display());
         self.clear().with_context(what)?;
         drop(self.lock.lock().unwrap_or_else(|e| e.into_inner()).take());
-        fs::remove_dir_all(&self.dir).with_context(what)
+        self.handle.remove_quietly(LOCK);
+        // The directory itself, by its name: a link put there meanwhile is
+        // removed, never followed (remove_dir refuses non-directories).
+        match fs::symlink_metadata(&self.dir) {
+            Ok(m) if m.is_dir() => fs::remove_dir(&self.dir).with_context(what),
+            _ => Ok(()),
+        }
     }
 }
 
-/// Write a file under a temporary name and rename it into place.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+/// The names of one attempt's files in the job directory.
+#[derive(Debug, Clone)]
+pub struct AttemptFiles {
+    /// The encoded chunk before verification.
+    pub part: String,
+    /// The chunk's source packets, for shared-storage nodes.
+    pub source_part: String,
+}
+
+/// A run id: unique per process and start time.
+fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    format!("{:x}", fnv1a(format!("{}-{nanos}", std::process::id()).as_bytes()) & 0xffff_ffff)
+}
+
+/// 64-bit FNV-1a: a fixed hash (unlike `DefaultHasher`, the same in every
+/// build of dffmpeg), for names that must be found again by a later run.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Where the job of `output` keeps its files: `SHARED/work/NAME` with
+/// shared storage (nodes write their chunks there as their own users:
+/// group-writable, setgid so files keep the shared group), else
+/// `.OUTPUT.dffmpeg-job` next to the output.
+pub fn location(output: &Path, shared_dir: Option<&Path>) -> Location {
+    match shared_dir {
+        Some(shared) => Location {
+            base: shared.to_path_buf(),
+            within: Some("work".into()),
+            name: job_name(output),
+            mode: 0o2775,
+        },
+        None => Location {
+            base: output.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
+            within: None,
+            name: format!(
+                ".{}.dffmpeg-job",
+                output.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+            ),
+            mode: 0o755,
+        },
+    }
+}
+
+/// A stable name for the job of an output (shared-storage job directories).
+pub fn job_name(output: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let stem: String = output
+        .file_stem()
+        .map(|s| s.to_string_lossy().chars().filter(|c| c.is_ascii_alphanumeric()).take(24).collect())
+        .unwrap_or_default();
+    format!("{stem}-{:016x}", fnv1a(output.as_os_str().as_bytes()))
 }
 
 #[cfg(test)]
@@ -207,6 +346,10 @@ mod tests {
             Some(3.0),
         )
         .unwrap()
+    }
+
+    fn loc(dir: &Path) -> Location {
+        Location { base: dir.to_path_buf(), within: None, name: "job".into(), mode: 0o755 }
     }
 
     fn record(k: JobKey) -> JobRecord {
@@ -234,7 +377,7 @@ mod tests {
     #[test]
     fn resume_only_the_same_job() {
         let t = tempfile::tempdir().unwrap();
-        let jd = t.path().join("job");
+        let jd = loc(t.path());
         let k = key(t.path(), &["-c:v", "mpeg4"]);
         {
             let (job, found) = JobDir::open(&jd, &k, false, false).unwrap();
@@ -260,7 +403,7 @@ mod tests {
         fs::read_dir("/proc/self/fd")
             .unwrap()
             .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
-            .filter(|p| p.starts_with(dir))
+            .filter(|p| p.starts_with(dir) && p != dir)
             .collect()
     }
 
@@ -269,9 +412,10 @@ mod tests {
         // On an NFS client, a file unlinked while open stays as .nfsXXXX and
         // the directory cannot be removed: nothing may be open in it then.
         let t = tempfile::tempdir().unwrap();
-        let jd = t.path().join("job");
+        let at = loc(t.path());
+        let jd = at.path();
         let k = key(t.path(), &["-c:v", "mpeg4"]);
-        let (job, _) = JobDir::open(&jd, &k, false, false).unwrap();
+        let (job, _) = JobDir::open(&at, &k, false, false).unwrap();
         let job = std::sync::Arc::new(job);
         let other = job.clone(); // as while other tasks still hold the job
         job.save(&record(k.clone())).unwrap();
@@ -281,7 +425,7 @@ mod tests {
         assert!(!jd.exists());
         assert_eq!(open_under(&jd), Vec::<PathBuf>::new(), "a file still open in the removed job directory");
         // Another dffmpeg can take the job at once.
-        let (_again, found) = JobDir::open(&jd, &k, false, false).unwrap();
+        let (_again, found) = JobDir::open(&at, &k, false, false).unwrap();
         assert_eq!(found, Found::New);
     }
 }

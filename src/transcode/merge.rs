@@ -8,8 +8,9 @@ use std::process::Stdio;
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::ffmpeg;
-use super::job::{write_atomic, JobDir};
+use super::job::JobDir;
 use super::plan::Plan;
+use crate::safefs::{file_fd_path, Dir};
 
 async fn run_ffmpeg(argv: &[String]) -> Result<()> {
     let out = tokio::process::Command::new(&argv[0])
@@ -48,21 +49,25 @@ pub async fn side_streams(
     format: &str,
     ext: &str,
 ) -> Result<()> {
-    let done = job.side(ext);
-    if done.is_file() {
+    let done = JobDir::side_name(ext);
+    if job.has(&done) {
         return Ok(());
     }
-    let part = job.dir.join(format!("side.part.{ext}"));
-    let argv = ffmpeg::side(source, video_index, codec_args, format, &part.to_string_lossy());
-    run_ffmpeg(&argv).await?;
-    std::fs::rename(&part, &done).with_context(|| format!("cannot write {}", done.display()))?;
-    Ok(())
+    // ffmpeg writes into a file created here, through its descriptor.
+    let (file, part) = job.create_temp(&format!("side.part.{ext}"))?;
+    let argv = ffmpeg::side(source, video_index, codec_args, format, &file_fd_path(&file).to_string_lossy());
+    if let Err(e) = run_ffmpeg(&argv).await {
+        job.discard(&part);
+        return Err(e);
+    }
+    file.sync_all().with_context(|| format!("cannot write {}", job.path(&part).display()))?;
+    job.rename(&part, &done)
 }
 
 /// What the merge needs of the side file, read as soon as it is written
 /// (while the chunks still encode).
 pub async fn side_file(job: &JobDir, ext: &str) -> Result<SideFile> {
-    let path = job.side(ext);
+    let path = job.local_path(&JobDir::side_name(ext));
     let (start, streams) = start_and_streams(&path).await?;
     Ok(SideFile { path, start, streams })
 }
@@ -106,18 +111,20 @@ pub struct MergeRequest<'a> {
 }
 
 pub async fn merge(m: &MergeRequest<'_>) -> Result<()> {
-    let list = m.job.concat_list();
-    write_atomic(&list, concat_list(m.plan).as_bytes())?;
+    m.job.write(JobDir::CONCAT_LIST, concat_list(m.plan).as_bytes())?;
+    let list = m.job.local_path(JobDir::CONCAT_LIST);
     let first = m.plan.time_base.seconds(m.plan.first_pts());
     let side = m
         .side
         .filter(|(f, _)| f.streams > 0)
         .map(|(f, src_start)| (&f.path, (src_start - first) - f.start, f.streams));
-    let name = m.output.file_name().ok_or_else(|| anyhow!("bad output name"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(".dffmpeg-part");
-    let tmp = m.output.with_file_name(tmp_name);
+    let name = m.output.file_name().and_then(|n| n.to_str()).ok_or_else(|| anyhow!("bad output name"))?;
+    let dir = Dir::open(m.output.parent().ok_or_else(|| anyhow!("bad output name"))?)?;
+    // The output's folder may be writable by others (the shared output/):
+    // ffmpeg writes into a new file created here, through its descriptor,
+    // which is then renamed into place (replacing, never following, a link).
+    let (file, tmp_name) = dir.create_temp(&format!(".{name}.dffmpeg-part"))?;
+    let tmp = file_fd_path(&file);
     let side_str = side.as_ref().map(|(p, o, n)| (p.to_string_lossy().into_owned(), *o, *n));
     let argv = ffmpeg::merge(&ffmpeg::MergeInputs {
         concat_list: &list.to_string_lossy(),
@@ -130,9 +137,22 @@ pub async fn merge(m: &MergeRequest<'_>) -> Result<()> {
         dest: &tmp.to_string_lossy(),
     });
     if let Err(e) = run_ffmpeg(&argv).await {
-        let _ = std::fs::remove_file(&tmp);
+        dir.remove_quietly(&tmp_name);
         return Err(e.context("merge failed"));
     }
-    std::fs::rename(&tmp, m.output).with_context(|| format!("cannot write {}", m.output.display()))?;
+    let placed = file.sync_all().map_err(anyhow::Error::from).and_then(|()| {
+        dir.rename(&tmp_name, &dir, name)?;
+        Ok(dir.sync()?)
+    });
+    if let Err(e) = placed {
+        dir.remove_quietly(&tmp_name);
+        return Err(e.context(format!("cannot write {}", m.output.display())));
+    }
+    // Renamed by name: make sure the name now holds the file written.
+    use std::os::unix::fs::MetadataExt;
+    let (ours, there) = (file.metadata()?, std::fs::symlink_metadata(m.output)?);
+    if (ours.dev(), ours.ino()) != (there.dev(), there.ino()) {
+        bail!("{} was replaced while it was written (by another user of its folder?)", m.output.display());
+    }
     Ok(())
 }

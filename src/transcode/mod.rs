@@ -80,21 +80,9 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
         return Err(usage(anyhow!("--chunk {c}: must be a positive number of seconds")));
     }
     let shared_dir = inventory.shared_dir();
-    let job_dir = match &shared_dir {
-        Some(shared) => shared.join("work").join(job_name(&output)),
-        None => {
-            let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            output.with_file_name(format!(".{name}.dffmpeg-job"))
-        }
-    };
     let key = JobKey::new(&input, &output, &args.ffmpeg_args, args.chunk).map_err(usage)?;
-    let (job, found) = JobDir::open(&job_dir, &key, args.fresh, args.resume).map_err(usage)?;
-    if shared_dir.is_some() {
-        // Nodes write their chunks here as their own users (over NFS):
-        // group-writable, and setgid so files keep the shared group.
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&job.dir, std::fs::Permissions::from_mode(0o2775));
-    }
+    let at = job::location(&output, shared_dir.as_deref());
+    let (job, found) = JobDir::open(&at, &key, args.fresh, args.resume).map_err(usage)?;
     let io = Io::choose(shared_dir.as_deref(), &input);
     let resumed = match found {
         Found::Resumed(r) => Some(*r),
@@ -442,18 +430,6 @@ async fn preflight(
     spec.in_band_headers = ffmpeg::headers_can_go_in_band(&reference.params.codec);
     job.save_reference(&reference.params).map_err(failed)?;
     Ok((spec, reference.encoder))
-}
-
-/// A stable name for the job of an output (shared-storage job directories).
-fn job_name(output: &Path) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    output.hash(&mut h);
-    let stem: String = output
-        .file_stem()
-        .map(|s| s.to_string_lossy().chars().filter(|c| c.is_ascii_alphanumeric()).take(24).collect())
-        .unwrap_or_default();
-    format!("{stem}-{:016x}", h.finish())
 }
 
 /// Irregular frame durations: keep the source's time base in the encoder.

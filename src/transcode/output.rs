@@ -71,10 +71,12 @@ pub fn check_output(input: &Path, output: &Path, overwrite: bool) -> Result<Path
     if out.exists() && !overwrite {
         bail!("output {} exists (use -y to overwrite)", output.display());
     }
-    let probe = dir.join(format!(".dffmpeg-write-test-{}", std::process::id()));
-    std::fs::write(&probe, b"")
+    // A new file, never through a link someone put there.
+    let d = crate::safefs::Dir::open(&dir)?;
+    let (_, probe) = d
+        .create_temp(".dffmpeg-write-test")
         .with_context(|| format!("output directory {} is not writable", dir.display()))?;
-    let _ = std::fs::remove_file(&probe);
+    d.remove(&probe)?;
     Ok(out)
 }
 

@@ -10,7 +10,7 @@
 //! directory, so there is no split; the node reads its chunk from the
 //! source.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 use super::ffmpeg::{self, EncodeSpec};
+use super::job::{AttemptFiles, JobDir};
 use super::plan::{Chunk, Plan};
 use super::verify::{self, ChunkFacts};
 use crate::remote::{Transport, PID_PREFIX};
@@ -144,11 +145,6 @@ fn path_str(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
-pub struct AttemptFiles {
-    pub part: PathBuf,
-    pub source_part: PathBuf,
-}
-
 /// Run one attempt's split and encode. None: the part file is written and
 /// wants [`verify`]; else how the attempt ended. The part file is left for
 /// the caller to rename (once verified) or remove.
@@ -157,6 +153,7 @@ pub async fn encode<T: Transport>(
     node: &T,
     threads: Option<u32>,
     ctx: &JobContext,
+    job: &JobDir,
     chunk: &Chunk,
     files: &AttemptFiles,
     mut cancel: watch::Receiver<bool>,
@@ -164,10 +161,15 @@ pub async fn encode<T: Transport>(
 ) -> Option<Outcome> {
     let filter = ffmpeg::chunk_filter(&ctx.spec, chunk, ctx.plan.ts_shift());
 
-    // Shared storage: the chunk's packets go to a file first.
+    // Shared storage: the chunk's packets go to a file first (created
+    // here, so the split's ffmpeg writes into it and no other file).
     if ctx.io == Io::Shared {
-        let argv =
-            ffmpeg::split(&ctx.source, ctx.video_index, &ctx.plan, chunk, &path_str(&files.source_part));
+        let file = match job.create(&files.source_part) {
+            Ok(f) => f,
+            Err(e) => return Some(split_failed(&format!("{e:#}"))),
+        };
+        let dest = path_str(&crate::safefs::file_fd_path(&file));
+        let argv = ffmpeg::split(&ctx.source, ctx.video_index, &ctx.plan, chunk, &dest);
         let out = match spawn_split(&argv, Stdio::null()) {
             Ok(c) => c.wait_with_output().await,
             Err(e) => Err(e),
@@ -178,10 +180,10 @@ pub async fn encode<T: Transport>(
             Err(e) => return Some(split_failed(&e.to_string())),
         }
     }
-    let input = ctx.io.input(ctx, chunk, &files.source_part);
+    let input = ctx.io.input(ctx, chunk, &job.path(&files.source_part));
     let output = match ctx.io {
         Io::Pipe => "pipe:1".to_string(),
-        Io::Shared | Io::SharedSource => path_str(&files.part),
+        Io::Shared | Io::SharedSource => path_str(&job.path(&files.part)),
     };
     let enc_argv = ffmpeg::encode(&ctx.spec, &filter, threads, &input, &output);
 
@@ -203,9 +205,9 @@ pub async fn encode<T: Transport>(
                 Ok(f) => f,
                 Err(e) => return Some(split_failed(&e)),
             };
-            let file = match std::fs::File::create(&files.part).and_then(|f| Ok((f.try_clone()?, f))) {
+            let file = match job.create(&files.part).and_then(|f| Ok((f.try_clone()?, f))) {
                 Ok(f) => f,
-                Err(e) => return Some(write_failed(&files.part, &e)),
+                Err(e) => return Some(split_failed(&format!("{e:#}"))),
             };
             enc_cmd.stdin(feed).stdout(file.0);
             part_file = Some(file.1);
@@ -281,7 +283,7 @@ pub async fn encode<T: Transport>(
         Err(e) => return Some(Outcome::Failed { kind: FailKind::NodeLost, error: e.to_string() }),
     }
     if let Err(e) = written {
-        return Some(write_failed(&files.part, &e));
+        return Some(write_failed(&job.path(&files.part), &e));
     }
     if let Some((Ok(s), serr)) = &split_result {
         if !s.success() {
@@ -289,7 +291,7 @@ pub async fn encode<T: Transport>(
         }
     }
     if ctx.io == Io::Shared {
-        let _ = tokio::fs::remove_file(&files.source_part).await;
+        job.discard(&files.source_part);
     }
     None
 }
