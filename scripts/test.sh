@@ -15,10 +15,14 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
+# The scripts that run on nodes (embedded in the binary with include_str!)
+# strictly, as POSIX sh; the project's own scripts at warning level.
+find src -name '*.sh' -print0 | xargs -0 shellcheck -s sh
+shellcheck -S warning scripts/*.sh tests/*/*.sh
 # The fast tests (the VM tests skip themselves here), then the VM test alone: it boots
 # QEMU VMs (TCG: CPU-bound) and must not share the 2 cores with other tests.
 # DFFMPEG_VM_TESTS=0 leaves it out (about 10-15 min, image build included).
-DFFMPEG_VM_TESTS= cargo test --all-targets
+DFFMPEG_VM_TESTS='' cargo test --all-targets
 if [ "${DFFMPEG_VM_TESTS:-1}" = 1 ]; then
   DFFMPEG_VM_TESTS=1 cargo test --test vm_cluster -- --nocapture
 fi

@@ -330,14 +330,9 @@ fn last_line(log: &str) -> String {
         .to_string()
 }
 
-/// Stops a remote process and its process group with SIGKILL at once (a
-/// stopped attempt's output is thrown away, and a SIGTERMed ffmpeg would
-/// first flush its encoder: seconds on a slow node), then waits up to 2 s
-/// until it is gone. The pid is `$1`, never pasted into the script.
-const KILL_SCRIPT: &str = r#"kill -KILL "-$1" 2>/dev/null || kill -KILL "$1" 2>/dev/null
-i=0
-while [ "$i" -lt 20 ] && kill -0 "$1" 2>/dev/null; do sleep 0.1; i=$((i+1)); done
-true"#;
+/// Stops a remote process and its group; the pid is `$1`, never pasted
+/// into the script.
+const KILL_SCRIPT: &str = include_str!("kill.sh");
 
 impl Transport for Ssh {
     fn name(&self) -> &str {

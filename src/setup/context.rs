@@ -12,7 +12,7 @@
 //! storage_host:  address of the storage node as this node reaches it, `[v6]` bracketed
 //! controller:    {name, pubkey}
 //! vars:          playbook `vars:` + extra vars
-//! facts:         see [`super::facts::Facts`] (absent before facts are gathered)
+//! facts:         see [`crate::facts::Facts`] (absent before facts are gathered)
 //! item:          the loop item, in looped tasks
 //! ```
 
@@ -22,7 +22,7 @@ use serde_json::{json, Map, Value as Json};
 
 use crate::inventory::{Host, Inventory, Node, Role, StorageMode};
 
-use super::facts::Facts;
+use crate::facts::Facts;
 
 /// Node name → the address other nodes reach it at. `host: local` nodes
 /// are resolved by the caller (the controller's source address toward the

@@ -19,7 +19,6 @@ use crate::remote::Transport;
 
 use super::context::{with_facts, with_item};
 use super::diff::unified;
-use super::facts::Facts;
 use super::modules::files::ContentArgs;
 use super::modules::{Change, ModuleArgs, Plan};
 use super::playbook::{Action, Task};
@@ -27,6 +26,7 @@ use super::render::Renderer;
 use super::report::{Reporter, Status, TaskEvent};
 use super::script::{batch_script, nonce, parse_batch, run_script, BatchItem, ScriptOutput};
 use super::state::{parse_probe_output, probe_script, NodeState, Probe};
+use crate::facts::Facts;
 
 /// What every node's play shares.
 pub struct Shared {
@@ -277,7 +277,7 @@ async fn probe<T: Transport + ?Sized>(
     become_root: bool,
     probes: &[Probe],
     with_facts: bool,
-) -> Result<(BTreeMap<String, String>, NodeState), RunError> {
+) -> Result<(Option<Facts>, NodeState), RunError> {
     let out = run_script(t, become_root, &probe_script(probes, with_facts))
         .await
         .map_err(|e| RunError::Unreachable(e.to_string()))?;
@@ -306,12 +306,12 @@ pub async fn play<T: Transport + ?Sized>(t: &T, job: &NodeJob, sh: &Shared) {
     };
     let all: Vec<&Task> = job.tasks.iter().chain(job.handlers.iter()).collect();
     let early: Vec<Probe> = early_probes(&sh.renderer, &all, &job.ctx).into_iter().collect();
-    let (raw, mut state) = match probe(t, job.become_root, &early, true).await {
-        Ok(r) => r,
+    let (facts, mut state) = match probe(t, job.become_root, &early, true).await {
+        Ok((Some(facts), state)) => (facts, state),
+        Ok((None, _)) => return fail("gather facts", "the probe printed no facts".into()),
         Err(RunError::Unreachable(m)) => return rep.unreachable(&job.name, &m),
         Err(RunError::Failed(m)) => return fail("gather facts", m),
     };
-    let facts = Facts::from_raw(&raw);
     rep.task(TaskEvent {
         node: job.name.clone(),
         task: "gather facts".into(),

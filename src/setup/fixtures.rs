@@ -9,21 +9,21 @@ use super::assets::Assets;
 use super::context::tests::{inventory, node, three};
 use super::context::{self, addresses};
 use super::engine::{preview, NodeJob, Preview, Shared};
-use super::facts::Facts;
 use super::modules::Change;
 use super::render::Renderer;
 use super::report::{Reporter, Sink};
 use super::state::{NodeState, UserEntry};
 use super::{build_jobs, load_playbooks, Options};
+use crate::facts::Facts;
 use crate::inventory::{Inventory, Role};
 
 const MIRROR: &str = "http://198.18.41.1:8080";
 
 fn facts(os_id: &str, codename: &str, dpkg_arch: &str) -> Facts {
     Facts {
-        os_id: os_id.into(),
-        os_codename: codename.into(),
-        dpkg_arch: dpkg_arch.into(),
+        os_id: Some(os_id.into()),
+        os_codename: Some(codename.into()).filter(|c: &String| !c.is_empty()),
+        dpkg_arch: Some(dpkg_arch.into()),
         arch: match dpkg_arch {
             "amd64" => "x86_64",
             "arm64" => "aarch64",

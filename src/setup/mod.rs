@@ -16,7 +16,6 @@ pub mod b64;
 pub mod context;
 pub mod diff;
 pub mod engine;
-pub mod facts;
 pub mod keys;
 pub mod modules;
 pub mod password;

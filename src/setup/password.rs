@@ -127,12 +127,7 @@ pub enum KeyInstall {
 pub fn install_command(pubkey: &str) -> String {
     let key = pubkey.trim();
     let blob = key.split_whitespace().nth(1).unwrap_or(key);
-    let script = format!(
-        "umask 077 && mkdir -p \"$HOME/.ssh\" && touch \"$HOME/.ssh/authorized_keys\" && chmod 700 \"$HOME/.ssh\" && chmod 600 \"$HOME/.ssh/authorized_keys\" && {{ grep -qF -- {} \"$HOME/.ssh/authorized_keys\" || printf '%s\\n' {} >> \"$HOME/.ssh/authorized_keys\"; }}",
-        crate::quote::quote(blob),
-        crate::quote::quote(key)
-    );
-    join(&["sh", "-c", &script])
+    join(&["sh", "-c", include_str!("install_key.sh"), "dffmpeg-install-key", key, blob])
 }
 
 fn base_args(t: &SshTarget) -> Vec<String> {

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::facts::Facts;
 use crate::quote::quote;
 
 use super::b64;
@@ -129,64 +130,32 @@ pub enum StateError {
     Truncated,
     #[error("bad probe output line {line}: {why}")]
     Bad { line: usize, why: String },
+    #[error("facts: {0}")]
+    Facts(#[from] crate::facts::FactsError),
 }
 
-// Few processes per probe (a no-op run is mostly this script): paths are
-// base64-encoded by dffmpeg (`pf B64 PATH`), one stat per path, base64 -w0.
-const PRELUDE: &str = r#"b() { printf '%s' "$1" | base64 -w0; }
-pf() {
-  if s=$(stat -L -c '%a %u %g %U %G %s %F' -- "$2" 2>/dev/null); then
-    printf 'S\t%s\t%s\n' "$1" "$s"
-    t=${s#* * * * * }
-    if [ -f "$2" ] && [ -r "$2" ] && [ "${t%% *}" -le MAXCONTENT ]; then
-      printf 'C\t%s\t' "$1"; base64 -w0 <"$2"; echo
-    fi
-  else
-    printf 'M\t%s\n' "$1"
-  fi
-}
-pu() {
-  if l=$(getent passwd "$2"); then
-    printf 'U\t%s\t%s\n' "$1" "$(b "$l")"
-    h=$(printf '%s' "$l" | cut -d: -f6)
-    pf "$(b "$h/.ssh")" "$h/.ssh"; pf "$(b "$h/.ssh/authorized_keys")" "$h/.ssh/authorized_keys"
-  else
-    printf 'U\t%s\t\n' "$1"
-  fi
-}
-psv() {
-  if [ -d /run/systemd/system ]; then
-    printf 'V\t%s\t%s\t%s\n' "$1" "$(systemctl is-active -- "$2" 2>/dev/null)" "$(systemctl is-enabled -- "$2" 2>/dev/null)"
-  fi
-}
-"#;
+/// The probe's shell functions (`pf`, `pu`, `psv`, `tables`).
+const FUNCTIONS: &str = include_str!("state.sh");
 
-const FACTS: &str = r#"fv() { k=$1; shift; printf 'F\t%s\t' "$k"; "$@" 2>/dev/null | base64 -w0; echo; }
-fv os_release cat /etc/os-release
-fv uname_m uname -m
-fv dpkg_arch dpkg --print-architecture
-fv nproc nproc
-fv ffmpeg sh -c 'ffmpeg -hide_banner -version 2>/dev/null | head -n 1'
-u=${SUDO_USER:-$(id -un)}
-fv user printf '%s' "$u"
-fv home sh -c 'getent passwd "$1" | cut -d: -f6' sh "$u"
-fv hostname uname -n
-fv systemd sh -c '[ -d /run/systemd/system ] && echo yes || echo no'
-if command -v dpkg-query >/dev/null 2>&1; then
-  printf 'P\t'; dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' 2>/dev/null | base64 -w0; echo
-fi
-printf 'K\t'; base64 -w0 </proc/mounts; echo
-printf 'G\t'; base64 -w0 </etc/group; echo
-"#;
+/// The line between the facts and the state records.
+const STATE_MARK: &str = "@@dffmpeg-state";
 
-/// The probe script: facts and the global tables (when `with_facts`), then
-/// one line per probe. Its stdin is /dev/null (the script itself arrives on
-/// stdin, and the braces make the shell read all of it first).
+/// The probe script: the node's facts (the one facts script,
+/// [`crate::facts::SCRIPT`]) and node-wide tables when `with_facts`, then
+/// one record per probe. Its stdin is /dev/null (the script itself arrives
+/// on stdin, and the braces make the shell read all of it first). Paths
+/// are passed base64-encoded and quoted (`pf B64 PATH`).
 pub fn probe_script(probes: &[Probe], with_facts: bool) -> String {
     let mut s = String::from("{\n");
-    s.push_str(&PRELUDE.replace("MAXCONTENT", &MAX_CONTENT.to_string()));
+    s.push_str(&format!("max={MAX_CONTENT}\n"));
+    s.push_str(FUNCTIONS);
     if with_facts {
-        s.push_str(FACTS);
+        s.push_str(&crate::quote::join(&crate::facts::script_argv(None)));
+        s.push('\n');
+    }
+    s.push_str(&format!("echo '{STATE_MARK}'\n"));
+    if with_facts {
+        s.push_str("tables\n");
     }
     for p in probes {
         let (f, arg) = match p {
@@ -210,21 +179,25 @@ fn b64_text(field: &str, line: usize) -> Result<String, StateError> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// Facts (raw `key → value`) and state from the probe's stdout.
-pub fn parse_probe_output(out: &str) -> Result<(BTreeMap<String, String>, NodeState), StateError> {
-    let mut facts = BTreeMap::new();
+/// Facts (when the probe gathered them) and state from the probe's stdout.
+pub fn parse_probe_output(out: &str) -> Result<(Option<Facts>, NodeState), StateError> {
+    let (head, records) = match out.split_once(&format!("{STATE_MARK}\n")) {
+        Some((h, r)) => (Some(h), r),
+        None => return Err(StateError::Truncated),
+    };
+    let facts = match head.filter(|h| h.contains("@@dffmpeg-facts ")) {
+        Some(h) => Some(crate::facts::parse(h)?),
+        None => None,
+    };
     let mut st = NodeState::default();
     let mut contents: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut ended = false;
-    for (i, line) in out.lines().enumerate() {
+    for (i, line) in records.lines().enumerate() {
         let n = i + 1;
         let f: Vec<&str> = line.split('\t').collect();
         let bad = |why: &str| StateError::Bad { line: n, why: why.to_string() };
         match f.as_slice() {
             ["END"] => ended = true,
-            ["F", k, v] => {
-                facts.insert(k.to_string(), b64_text(v, n)?);
-            }
             ["S", p, stat] => {
                 let path = b64_text(p, n)?;
                 st.files.insert(path, Some(parse_stat(stat).ok_or_else(|| bad("bad stat"))?));
@@ -266,7 +239,7 @@ pub fn parse_probe_output(out: &str) -> Result<(BTreeMap<String, String>, NodeSt
             stat.content = Some(bytes);
         }
     }
-    st.systemd = facts.get("systemd").map(|s| s.trim() == "yes").unwrap_or(false);
+    st.systemd = facts.as_ref().is_some_and(|f| f.systemd);
     Ok((facts, st))
 }
 
@@ -391,8 +364,7 @@ mod tests {
     fn parses_every_record_kind() {
         let e = b64::encode;
         let out = format!(
-            "banner\nF\tnproc\t{}\nS\t{}\t2775 0 2775 root dffmpeg 4096 directory\nS\t{}\t644 0 0 root root 3 regular file\nC\t{}\t{}\nM\t{}\nU\t{}\t{}\nU\t{}\t\nV\t{}\tactive\tdisabled\nP\t{}\nK\t{}\nG\t{}\nEND\n",
-            e(b"4\n"),
+            "banner\n@@dffmpeg-facts arch\narmv7l\n@@dffmpeg-facts cores\n4\n@@dffmpeg-facts end\n@@dffmpeg-state\nS\t{}\t2775 0 2775 root dffmpeg 4096 directory\nS\t{}\t644 0 0 root root 3 regular file\nC\t{}\t{}\nM\t{}\nU\t{}\t{}\nU\t{}\t\nV\t{}\tactive\tdisabled\nP\t{}\nK\t{}\nG\t{}\nEND\n",
             e(b"/srv/dffmpeg"),
             e(b"/etc/x"),
             e(b"/etc/x"),
@@ -407,7 +379,7 @@ mod tests {
             e(b"dffmpeg:x:2775:pi,bob\nusers:x:100:\n"),
         );
         let (facts, st) = parse_probe_output(&out).unwrap();
-        assert_eq!(facts["nproc"], "4\n");
+        assert_eq!(facts.map(|f| (f.arch, f.cores)), Some(("armv7l".to_string(), 4)));
         let d = st.file("/srv/dffmpeg").unwrap();
         assert_eq!((d.kind.clone(), d.mode, d.group.as_str()), (FileKind::Dir, 0o2775, "dffmpeg"));
         assert_eq!(st.file("/etc/x").unwrap().content.as_deref(), Some(&b"hi\n"[..]));
@@ -424,7 +396,8 @@ mod tests {
 
     #[test]
     fn cut_off_output_is_an_error() {
-        assert_eq!(parse_probe_output("F\tx\t\n"), Err(StateError::Truncated));
+        assert_eq!(parse_probe_output("@@dffmpeg-state\nM\tx\n"), Err(StateError::Truncated));
+        assert_eq!(parse_probe_output("M\tx\nEND\n"), Err(StateError::Truncated));
     }
 
     #[test]
@@ -458,8 +431,9 @@ mod tests {
         child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
         let (facts, st) = parse_probe_output(&String::from_utf8(out.stdout).unwrap()).unwrap();
-        assert!(!facts["uname_m"].trim().is_empty());
-        assert!(facts["os_release"].contains("ID="));
+        let facts = facts.unwrap();
+        assert!(!facts.arch.is_empty());
+        assert!(facts.os_id.is_some());
         let stat = st.file(&f.display().to_string()).unwrap();
         assert_eq!(stat.content.as_deref(), Some(&b"content\n"[..]));
         assert_eq!(stat.kind, FileKind::File);

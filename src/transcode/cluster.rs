@@ -50,7 +50,7 @@ pub async fn connect(inv: &Inventory, args: &ConnectArgs) -> Cluster {
         let shared = shared.clone();
         tokio::spawn(async move {
             let conn = conn?;
-            let f = facts::gather_in(&conn, shared.as_deref()).await?;
+            let f = facts::gather(&conn, shared.as_deref()).await.map_err(|e| e.to_string())?;
             Ok::<_, String>((name, conn, f))
         })
     });
@@ -127,7 +127,7 @@ impl Cluster {
                 self.warnings.push(format!(
                     "node {} has no encoder {encoder} ({}): left out",
                     node.name,
-                    f.ffmpeg_short_version().unwrap_or("unknown ffmpeg")
+                    f.ffmpeg_version.as_deref().unwrap_or("unknown ffmpeg")
                 ));
             }
         }

@@ -125,7 +125,7 @@ build_rootfs() {
   echo 'pi ALL=(ALL) NOPASSWD: ALL' > "$R/etc/sudoers.d/010_pi-nopasswd"
   chmod 440 "$R/etc/sudoers.d/010_pi-nopasswd"
   # root: the harness's key only (test control), no password.
-  mkdir -p -m700 "$R/root/.ssh"; cp "$KEY.pub" "$R/root/.ssh/authorized_keys"
+  mkdir -p "$R/root/.ssh"; chmod 700 "$R/root/.ssh"; cp "$KEY.pub" "$R/root/.ssh/authorized_keys"
   printf 'HostKey /etc/ssh/ssh_host_ed25519_key\nPasswordAuthentication yes\nPermitRootLogin prohibit-password\n' \
     > "$R/etc/ssh/sshd_config.d/dffmpeg-vm.conf"
   rm -f "$R"/etc/ssh/ssh_host_*   # made per VM at first boot (ed25519 only: fast)
@@ -235,7 +235,7 @@ up_one() {
     ip tuntap add dev "dfv-$name" mode tap; ip link set "dfv-$name" master "$BR" up; }
   rm -f "$N/disk.qcow2"
   qemu-img create -q -f qcow2 -b "$VD/image/base.raw" -F raw "$N/disk.qcow2"
-  if [ "$ACCEL" = kvm ]; then accel=(-accel kvm -cpu host); else accel=(-accel tcg,thread=multi -cpu max); fi
+  if [ "$ACCEL" = kvm ]; then accel=(-accel kvm -cpu host); else accel=(-accel "tcg,thread=multi" -cpu max); fi
   : > "$N/console.log"
   "$QEMU" -name "dffvm-$name" "${accel[@]}" -m "$MEM" -smp 1 -nodefaults -no-user-config -display none \
     -L "$QDATA/qemu" -L "$QDATA/seabios" -serial "file:$N/console.log" \
