@@ -249,9 +249,9 @@ async fn ssh_transport() {
         Err(e) => assert!(e.starts_with("unreachable: node ghost"), "{e}"),
         Ok(_) => panic!("ghost connected"),
     }
-    let facts = dffmpeg::facts::gather(all[1].1.as_ref().expect("a")).await;
+    let facts = dffmpeg::facts::gather(all[1].1.as_ref().expect("a").as_ref(), None).await;
     let facts = facts.expect("facts of a");
-    assert!(facts.reachable && facts.cores >= 1 && !facts.arch.is_empty());
+    assert!(facts.cores >= 1 && !facts.arch.is_empty());
     drop(all);
     drop(lab);
 }
@@ -344,7 +344,10 @@ fn facts_command() {
         assert_eq!(o["reachable"], true, "{o}");
         assert_eq!(o["has_encoder"], true, "{o}");
         assert!(o["cores"].as_u64().unwrap_or(0) >= 1, "{o}");
-        assert!(o["ffmpeg_version"].as_str().unwrap_or("").starts_with("ffmpeg version"));
+        // The version word of `ffmpeg version 5.1.6-0+deb12u1 Copyright ...`.
+        let v = o["ffmpeg_version"].as_str().unwrap_or("");
+        assert!(v.chars().next().is_some_and(|c| c.is_ascii_digit()) && !v.contains(' '), "{o}");
+        assert!(o["arch"].as_str() == Some(std::env::consts::ARCH) && o["os_id"].is_string(), "{o}");
         assert!(o.get("error").is_none(), "{o}");
     }
 
@@ -427,7 +430,7 @@ async fn a_dying_node_is_noticed_in_seconds() {
         let out = remote::run(n, &argv(&["true"])).await.expect("run ssh");
         assert_eq!(out.status.code(), Some(255));
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
-        let e = dffmpeg::facts::gather(n).await.expect_err("facts fail");
+        let e = dffmpeg::facts::gather(n, None).await.expect_err("facts fail").to_string();
         assert!(e.starts_with(&format!("unreachable: node {}", n.name())), "{e}");
     }
     drop(lab);
