@@ -326,7 +326,7 @@ pub async fn play_cluster<T: Transport + 'static>(
     // Compute nodes mount the storage node's exports: they wait for its play
     // (`meta: wait_for_storage`) when it is part of this run.
     let storage_name = inventory.storage_node().map(|s| s.name.clone()).filter(|s| jobs.contains_key(s));
-    let (storage_tx, storage_rx) = tokio::sync::watch::channel(false);
+    let (storage_tx, storage_rx) = tokio::sync::watch::channel(None);
     let storage = storage_name.clone().map(|node| StorageGate { node, done: storage_rx });
     let shared =
         Arc::new(Shared { renderer, raw_templates, check: opts.check, diff: opts.diff, reporter, storage });
@@ -348,12 +348,16 @@ pub async fn play_cluster<T: Transport + 'static>(
         let done = if Some(name) == storage_name.as_ref() { storage_tx.take() } else { None };
         set.spawn(async move {
             let _permit = permit;
-            match conn {
+            let outcome = match conn {
                 Ok(t) => engine::play(&t, &job, &sh).await,
-                Err(msg) => sh.reporter.unreachable(&job.name, &msg),
-            }
+                Err(msg) => {
+                    sh.reporter.unreachable(&job.name, &msg);
+                    engine::PlayOutcome::Unreachable
+                }
+            };
             if let Some(tx) = done {
-                let _ = tx.send(true);
+                // No receiver left (every other node is done) is fine.
+                let _ = tx.send(Some(outcome));
             }
         });
     }

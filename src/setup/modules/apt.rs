@@ -7,7 +7,7 @@ use serde::Deserialize;
 use crate::quote::join;
 use crate::setup::state::NodeState;
 
-use super::{string_list, Change, Effect};
+use super::{string_list, Change, Effect, ModuleError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,14 +48,13 @@ pub fn install_argv(pkgs: &[String]) -> Vec<String> {
     argv
 }
 
-pub fn plan(a: &AptArgs, st: &NodeState) -> Result<Vec<Change>, String> {
+pub fn plan(a: &AptArgs, st: &NodeState) -> Result<Vec<Change>, ModuleError> {
     if let Some(bad) = a.name.iter().find(|n| !valid_name(n)) {
-        return Err(format!("not a package name: {bad:?}"));
+        return Err(ModuleError::Invalid(format!("not a package name: {bad:?}")));
     }
-    let installed = st
-        .packages
-        .as_ref()
-        .ok_or("no dpkg on this node: the apt module needs Debian, Raspbian or Ubuntu")?;
+    let installed = st.packages.as_ref().ok_or_else(|| {
+        ModuleError::Invalid("no dpkg on this node: the apt module needs Debian, Raspbian or Ubuntu".into())
+    })?;
     let missing: Vec<String> = a
         .name
         .iter()

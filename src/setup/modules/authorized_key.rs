@@ -8,7 +8,7 @@ use crate::quote::join;
 use crate::setup::state::{FileKind, NodeState, Probe};
 
 use super::files::{mode_word, write_script};
-use super::{check_path, Change, Effect, FileDiff};
+use super::{check_path, Change, Effect, FileDiff, ModuleError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,21 +52,23 @@ pub fn key_id(line: &str) -> Option<(&str, &str)> {
     Some((words[i], words.get(i + 1)?))
 }
 
-pub fn plan(a: &AuthorizedKeyArgs, st: &NodeState) -> Result<Vec<Change>, String> {
-    let want = key_id(&a.key).ok_or_else(|| format!("not a public key line: {:?}", a.key))?;
+pub fn plan(a: &AuthorizedKeyArgs, st: &NodeState) -> Result<Vec<Change>, ModuleError> {
+    let want =
+        key_id(&a.key).ok_or_else(|| ModuleError::Invalid(format!("not a public key line: {:?}", a.key)))?;
     if a.key.contains('\n') {
-        return Err("the key must be one line".into());
+        return Err(ModuleError::Invalid("the key must be one line".into()));
     }
     if !st.users.contains_key(&a.user) {
-        return Err(format!("internal: user {} was not probed", a.user));
+        return Err(ModuleError::NotProbed(format!("user {}", a.user)));
     }
-    let user = st.user(&a.user).ok_or_else(|| format!("no user {} on this node", a.user))?;
+    let user =
+        st.user(&a.user).ok_or_else(|| ModuleError::Invalid(format!("no user {} on this node", a.user)))?;
     let path =
         a.path.clone().unwrap_or_else(|| format!("{}/.ssh/authorized_keys", user.home.trim_end_matches('/')));
     check_path("authorized_keys path", &path)?;
     let dir = parent(&path).to_string();
     if !st.files.contains_key(&path) || !st.files.contains_key(&dir) {
-        return Err(format!("internal: {path} was not probed"));
+        return Err(ModuleError::NotProbed(path));
     }
     let owner = user.uid.to_string();
     let group = user.gid.to_string();
@@ -91,7 +93,9 @@ pub fn plan(a: &AuthorizedKeyArgs, st: &NodeState) -> Result<Vec<Change>, String
                 mode: 0o700,
             }),
         ),
-        Some(d) if d.kind != FileKind::Dir => return Err(format!("{dir} is not a directory")),
+        Some(d) if d.kind != FileKind::Dir => {
+            return Err(ModuleError::Invalid(format!("{dir} is not a directory")))
+        }
         Some(d) => {
             if d.uid != user.uid {
                 out.push(Change::new(
@@ -111,7 +115,7 @@ pub fn plan(a: &AuthorizedKeyArgs, st: &NodeState) -> Result<Vec<Change>, String
     let cur = st.file(&path);
     if let Some(c) = cur {
         if c.kind != FileKind::File {
-            return Err(format!("{path} is not a regular file"));
+            return Err(ModuleError::Invalid(format!("{path} is not a regular file")));
         }
     }
     let text = cur
@@ -120,7 +124,7 @@ pub fn plan(a: &AuthorizedKeyArgs, st: &NodeState) -> Result<Vec<Change>, String
         .unwrap_or_default();
     let present = text.lines().any(|l| key_id(l) == Some(want));
     if present {
-        let c = cur.ok_or("internal: no stat")?;
+        let c = cur.ok_or_else(|| ModuleError::NotProbed("a stat".into()))?;
         if c.uid != user.uid || c.gid != user.gid {
             out.push(Change::new(format!("chown {} {path}", a.user), join(&["chown", &chown, &path]) + "\n"));
         }
@@ -222,7 +226,7 @@ mod tests {
         assert!(plan(&a, &state(None, None)).is_err());
         let mut st = state(None, None);
         st.users.insert("bob".into(), None);
-        assert!(plan(&a, &st).unwrap_err().contains("no user bob"));
+        assert!(plan(&a, &st).unwrap_err().to_string().contains("no user bob"));
         let mut b = args();
         b.key = "not a key".into();
         assert!(plan(&b, &state(None, None)).is_err());

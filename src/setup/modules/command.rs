@@ -11,7 +11,7 @@ use serde_json::Value as Json;
 use crate::quote::join;
 use crate::setup::state::NodeState;
 
-use super::{check_path, Change, Effect};
+use super::{check_path, Change, Effect, ModuleError};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,16 +30,18 @@ pub struct CommandArgs {
 
 impl CommandArgs {
     /// The shell line to run.
-    pub fn line(&self) -> Result<String, String> {
+    pub fn line(&self) -> Result<String, ModuleError> {
         match (&self.argv, &self.cmd) {
             (Some(argv), None) if !argv.is_empty() => Ok(join(argv)),
             (None, Some(cmd)) if !cmd.trim().is_empty() => Ok(cmd.clone()),
-            _ => Err("command needs exactly one of `argv` (a list) or `cmd` (a shell line)".into()),
+            _ => Err(ModuleError::Invalid(
+                "command needs exactly one of `argv` (a list) or `cmd` (a shell line)".into(),
+            )),
         }
     }
 }
 
-pub fn plan(a: &CommandArgs, st: &NodeState) -> Result<Vec<Change>, String> {
+pub fn plan(a: &CommandArgs, st: &NodeState) -> Result<Vec<Change>, ModuleError> {
     let line = a.line()?;
     if let Some(c) = &a.creates {
         check_path("creates", c)?;

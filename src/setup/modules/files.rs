@@ -10,7 +10,7 @@ use crate::quote::{join, quote};
 use crate::setup::b64;
 use crate::setup::state::{FileKind, FileStat, NodeState};
 
-use super::{check_path, id_matches, opt_mode, opt_string, Change, Effect, FileDiff};
+use super::{check_path, id_matches, opt_mode, opt_string, Change, Effect, FileDiff, ModuleError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -159,20 +159,20 @@ fn attr_changes(
 }
 
 /// Content at `dest`, with owner and mode.
-pub fn plan_content(a: &ContentArgs, st: &NodeState) -> Result<Vec<Change>, String> {
+pub fn plan_content(a: &ContentArgs, st: &NodeState) -> Result<Vec<Change>, ModuleError> {
     check_path("dest", &a.dest)?;
     if !st.files.contains_key(&a.dest) {
-        return Err(format!("internal: {} was not probed", a.dest));
+        return Err(ModuleError::NotProbed(a.dest.clone()));
     }
     let cur = st.file(&a.dest);
     if let Some(c) = cur {
         if c.kind != FileKind::File {
-            return Err(format!("{} exists and is not a regular file", a.dest));
+            return Err(ModuleError::Invalid(format!("{} exists and is not a regular file", a.dest)));
         }
     }
     let same = cur.and_then(|c| c.content.as_deref()).map(|c| c == a.content.as_slice()).unwrap_or(false);
     if same {
-        let c = cur.ok_or("internal: no stat")?;
+        let c = cur.ok_or_else(|| ModuleError::NotProbed("a stat".into()))?;
         return Ok(attr_changes(&a.dest, c, a.owner.as_deref(), a.group.as_deref(), a.mode));
     }
     // A rewrite keeps the current owner and mode unless told otherwise.
@@ -199,10 +199,10 @@ pub fn plan_content(a: &ContentArgs, st: &NodeState) -> Result<Vec<Change>, Stri
 }
 
 /// Directories, existing files' attributes, empty files, removal.
-pub fn plan_file(a: &FileArgs, st: &NodeState) -> Result<Vec<Change>, String> {
+pub fn plan_file(a: &FileArgs, st: &NodeState) -> Result<Vec<Change>, ModuleError> {
     check_path("path", &a.path)?;
     if !st.files.contains_key(&a.path) {
-        return Err(format!("internal: {} was not probed", a.path));
+        return Err(ModuleError::NotProbed(a.path.clone()));
     }
     let p = a.path.as_str();
     let cur = st.file(p);
@@ -230,11 +230,11 @@ pub fn plan_file(a: &FileArgs, st: &NodeState) -> Result<Vec<Change>, String> {
         }
         (FileState::Directory, Some(c)) => {
             if c.kind != FileKind::Dir {
-                return Err(format!("{p} exists and is not a directory"));
+                return Err(ModuleError::Invalid(format!("{p} exists and is not a directory")));
             }
             Ok(attr_changes(p, c, owner, group, a.mode))
         }
-        (FileState::File, None) => Err(format!("{p} does not exist")),
+        (FileState::File, None) => Err(ModuleError::Invalid(format!("{p} does not exist"))),
         (FileState::Touch, None) => {
             let mut s = format!(": >> {}\n", quote(p));
             if let Some(w) = chown_word(owner, group) {
@@ -252,7 +252,7 @@ pub fn plan_file(a: &FileArgs, st: &NodeState) -> Result<Vec<Change>, String> {
         }
         (FileState::File | FileState::Touch, Some(c)) => {
             if c.kind == FileKind::Dir {
-                return Err(format!("{p} is a directory"));
+                return Err(ModuleError::Invalid(format!("{p} is a directory")));
             }
             Ok(attr_changes(p, c, owner, group, a.mode))
         }

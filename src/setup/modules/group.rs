@@ -6,7 +6,7 @@ use serde::Deserialize;
 use crate::quote::join;
 use crate::setup::state::NodeState;
 
-use super::{opt_string, string_list, Change, Effect};
+use super::{opt_string, string_list, Change, Effect, ModuleError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,13 +24,17 @@ fn valid(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
-pub fn plan(a: &GroupArgs, st: &NodeState) -> Result<Vec<Change>, String> {
+pub fn plan(a: &GroupArgs, st: &NodeState) -> Result<Vec<Change>, ModuleError> {
     for n in std::iter::once(&a.name).chain(a.members.iter()) {
         if !valid(n) {
-            return Err(format!("not a user or group name: {n:?}"));
+            return Err(ModuleError::Invalid(format!("not a user or group name: {n:?}")));
         }
     }
-    let gid = a.gid.as_deref().map(|g| g.parse::<u32>().map_err(|_| format!("bad gid {g:?}"))).transpose()?;
+    let gid = a
+        .gid
+        .as_deref()
+        .map(|g| g.parse::<u32>().map_err(|_| ModuleError::Invalid(format!("bad gid {g:?}"))))
+        .transpose()?;
     let mut out = Vec::new();
     let cur = st.group(&a.name);
     match (cur, gid) {
@@ -44,7 +48,10 @@ pub fn plan(a: &GroupArgs, st: &NodeState) -> Result<Vec<Change>, String> {
         }
         (Some(g), Some(want)) if g.gid != want => {
             if let Some(other) = st.groups.iter().find(|o| o.gid == want) {
-                return Err(format!("gid {want} wanted for {} is taken by group {}", a.name, other.name));
+                return Err(ModuleError::Invalid(format!(
+                    "gid {want} wanted for {} is taken by group {}",
+                    a.name, other.name
+                )));
             }
             out.push(
                 Change::new(
@@ -69,7 +76,10 @@ pub fn plan(a: &GroupArgs, st: &NodeState) -> Result<Vec<Change>, String> {
     }
     if cur.is_none() {
         if let Some(other) = gid.and_then(|w| st.groups.iter().find(|o| o.gid == w)) {
-            return Err(format!("gid {} wanted for {} is taken by group {}", other.gid, a.name, other.name));
+            return Err(ModuleError::Invalid(format!(
+                "gid {} wanted for {} is taken by group {}",
+                other.gid, a.name, other.name
+            )));
         }
     }
     Ok(out)
@@ -101,7 +111,7 @@ mod tests {
         let c = plan(&a(), &st("dffmpeg:x:999:pi\n")).unwrap();
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].script, "groupmod --gid 2775 dffmpeg\n");
-        assert!(plan(&a(), &st("other:x:2775:\n")).unwrap_err().contains("taken"));
+        assert!(plan(&a(), &st("other:x:2775:\n")).unwrap_err().to_string().contains("taken"));
         let mut bad = a();
         bad.members = vec!["-o".into()];
         assert!(plan(&bad, &st("")).is_err());

@@ -20,6 +20,21 @@ use super::state::{NodeState, Probe};
 
 pub use effect::Effect;
 
+/// Why a task cannot be planned. The message is the task's `failed` line.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ModuleError {
+    #[error("unknown module {0}")]
+    Unknown(String),
+    #[error("{module}: {detail}")]
+    Args { module: String, detail: String },
+    /// A target the engine should have probed first (a bug, not the node).
+    #[error("internal: {0} was not probed")]
+    NotProbed(String),
+    /// What the arguments ask for, or the node's state, rules the task out.
+    #[error("{0}")]
+    Invalid(String),
+}
+
 /// A file whose content changes (for `--diff`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileDiff {
@@ -75,13 +90,14 @@ pub enum ModuleArgs {
     Group(group::GroupArgs),
 }
 
-fn typed<T: serde::de::DeserializeOwned>(module: &str, args: Json) -> Result<T, String> {
-    serde_json::from_value(args).map_err(|e| format!("{module}: {e}"))
+fn typed<T: serde::de::DeserializeOwned>(module: &str, args: Json) -> Result<T, ModuleError> {
+    serde_json::from_value(args)
+        .map_err(|e| ModuleError::Args { module: module.into(), detail: e.to_string() })
 }
 
 impl ModuleArgs {
     /// Typed arguments of `module` from its rendered arguments.
-    pub fn parse(module: &str, args: Json) -> Result<ModuleArgs, String> {
+    pub fn parse(module: &str, args: Json) -> Result<ModuleArgs, ModuleError> {
         Ok(match module {
             "template" => ModuleArgs::Template(typed(module, args)?),
             "copy" => ModuleArgs::Copy(typed(module, args)?),
@@ -92,7 +108,7 @@ impl ModuleArgs {
             "service" => ModuleArgs::Service(typed(module, args)?),
             "command" => ModuleArgs::Command(typed(module, args)?),
             "group" => ModuleArgs::Group(typed(module, args)?),
-            other => return Err(format!("unknown module {other}")),
+            other => return Err(ModuleError::Unknown(other.into())),
         })
     }
 
@@ -114,10 +130,10 @@ impl ModuleArgs {
     }
 
     /// The changes that bring the node from `st` to what the args want.
-    pub fn plan(&self, st: &NodeState) -> Result<Plan, String> {
+    pub fn plan(&self, st: &NodeState) -> Result<Plan, ModuleError> {
         let changes = match self {
             ModuleArgs::Template(_) | ModuleArgs::Copy(_) => {
-                return Err("internal: template/copy not resolved to content".into())
+                return Err(ModuleError::Invalid("internal: template/copy not resolved to content".into()))
             }
             ModuleArgs::Content(a) => files::plan_content(a, st)?,
             ModuleArgs::File(a) => files::plan_file(a, st)?,
@@ -134,11 +150,12 @@ impl ModuleArgs {
 
 /// Accepts `"0644"`, `"2775"` (strings are octal). YAML numbers are refused:
 /// `0644` unquoted means different things in YAML 1.1 and 1.2.
-pub fn parse_mode(s: &str) -> Result<u32, String> {
+pub fn parse_mode(s: &str) -> Result<u32, ModuleError> {
     let digits = s.trim().trim_start_matches("0o");
-    let m = u32::from_str_radix(digits, 8).map_err(|_| format!("bad mode {s:?} (octal, e.g. \"0644\")"))?;
+    let m = u32::from_str_radix(digits, 8)
+        .map_err(|_| ModuleError::Invalid(format!("bad mode {s:?} (octal, e.g. \"0644\")")))?;
     if m > 0o7777 {
-        return Err(format!("bad mode {s:?}"));
+        return Err(ModuleError::Invalid(format!("bad mode {s:?}")));
     }
     Ok(m)
 }
@@ -191,9 +208,9 @@ pub fn id_matches(want: &str, name: &str, id: u32) -> bool {
 }
 
 /// An absolute path without `..` tricks or newlines.
-pub fn check_path(what: &str, p: &str) -> Result<(), String> {
+pub fn check_path(what: &str, p: &str) -> Result<(), ModuleError> {
     if !p.starts_with('/') || p.contains('\n') || p.contains('\0') {
-        return Err(format!("{what} must be an absolute path: {p:?}"));
+        return Err(ModuleError::Invalid(format!("{what} must be an absolute path: {p:?}")));
     }
     Ok(())
 }
@@ -216,9 +233,9 @@ mod tests {
     #[test]
     fn unknown_args_and_numeric_modes_are_refused() {
         let e = ModuleArgs::parse("file", serde_json::json!({"path": "/a", "mdoe": "0644"}));
-        assert!(e.unwrap_err().contains("mdoe"));
+        assert!(e.unwrap_err().to_string().contains("mdoe"));
         let e = ModuleArgs::parse("file", serde_json::json!({"path": "/a", "mode": 644}));
-        assert!(e.unwrap_err().contains("quoted"));
+        assert!(e.unwrap_err().to_string().contains("quoted"));
         assert!(ModuleArgs::parse("nope", serde_json::json!({})).is_err());
     }
 }

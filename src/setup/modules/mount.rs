@@ -8,7 +8,7 @@ use crate::quote::join;
 use crate::setup::state::{escape_mount_field, unescape_mount_field, NodeState};
 
 use super::files::write_script;
-use super::{check_path, Change, Effect, FileDiff};
+use super::{check_path, Change, Effect, FileDiff, ModuleError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -83,16 +83,16 @@ pub fn fstab_with(text: &str, path: &str, line: &str) -> Option<String> {
     Some(out)
 }
 
-pub fn plan(a: &MountArgs, st: &NodeState) -> Result<Vec<Change>, String> {
+pub fn plan(a: &MountArgs, st: &NodeState) -> Result<Vec<Change>, ModuleError> {
     check_path("path", &a.path)?;
     if a.fstype.is_empty() || a.fstype.contains(char::is_whitespace) {
-        return Err(format!("bad fstype {:?}", a.fstype));
+        return Err(ModuleError::Invalid(format!("bad fstype {:?}", a.fstype)));
     }
     if a.opts.is_empty() || a.opts.contains(char::is_whitespace) {
-        return Err(format!("bad mount options {:?}", a.opts));
+        return Err(ModuleError::Invalid(format!("bad mount options {:?}", a.opts)));
     }
     if !st.files.contains_key(&a.fstab) {
-        return Err(format!("internal: {} was not probed", a.fstab));
+        return Err(ModuleError::NotProbed(a.fstab.clone()));
     }
     let cur = st.file(&a.fstab);
     let text = cur

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::quote::join;
 use crate::setup::state::NodeState;
 
-use super::{Change, Plan};
+use super::{Change, ModuleError, Plan};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -27,9 +27,9 @@ pub struct ServiceArgs {
     pub enabled: Option<bool>,
 }
 
-pub fn plan(a: &ServiceArgs, st: &NodeState) -> Result<Plan, String> {
+pub fn plan(a: &ServiceArgs, st: &NodeState) -> Result<Plan, ModuleError> {
     if a.name.is_empty() || a.name.starts_with('-') {
-        return Err(format!("bad service name {:?}", a.name));
+        return Err(ModuleError::Invalid(format!("bad service name {:?}", a.name)));
     }
     if !st.systemd {
         return Ok(Plan::Skip("systemd is not running on this node".into()));
@@ -38,7 +38,7 @@ pub fn plan(a: &ServiceArgs, st: &NodeState) -> Result<Plan, String> {
         .services
         .get(&a.name)
         .copied()
-        .ok_or_else(|| format!("internal: service {} was not probed", a.name))?;
+        .ok_or_else(|| ModuleError::NotProbed(format!("service {}", a.name)))?;
     let mut out = Vec::new();
     let mut ctl = |verb: &str| {
         out.push(Change::new(format!("{verb} {}", a.name), join(&["systemctl", verb, &a.name]) + "\n"))
