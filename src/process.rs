@@ -1,0 +1,95 @@
+//! Local child processes: every program dffmpeg starts on this machine
+//! (ffmpeg, ffprobe, ssh clients and masters, ssh-keygen) is started here,
+//! so that none outlives dffmpeg: each dies with it (`PR_SET_PDEATHSIG`,
+//! even when dffmpeg itself is killed with SIGKILL) and with the handle
+//! that owns it (`kill_on_drop`).
+
+use std::ffi::OsStr;
+
+/// A command for `program` whose process is killed when dffmpeg dies or
+/// the returned command's child handle is dropped.
+///
+/// The death signal follows the *thread* that spawned the child; dffmpeg
+/// spawns from its async tasks, whose runtime threads live as long as the
+/// process.
+pub fn command<S: AsRef<OsStr>>(program: S) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.kill_on_drop(true);
+    die_with_parent(cmd.as_std_mut());
+    cmd
+}
+
+/// The same for a blocking [`std::process::Command`].
+pub fn std_command<S: AsRef<OsStr>>(program: S) -> std::process::Command {
+    let mut cmd = std::process::Command::new(program);
+    die_with_parent(&mut cmd);
+    cmd
+}
+
+fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: prctl and getppid are async-signal-safe; nothing else runs
+    // between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl: then go at once.
+            if libc::getppid() as u32 != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_dies_with_its_parent() {
+        // A middle process starts a sleeper through `std_command`'s rules
+        // (as dffmpeg would), then is SIGKILLed: the sleeper must go too.
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let exe = std::env::current_exe().unwrap();
+        let mut middle = std::process::Command::new(exe)
+            .args(["--exact", "process::tests::spawn_sleeper_and_wait", "--ignored", "--nocapture"])
+            .env("DFFMPEG_TEST_PIDFILE", &pidfile)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
+            assert!(t0.elapsed().as_secs() < 20, "the sleeper never started");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let sleeper: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        middle.kill().unwrap();
+        middle.wait().unwrap();
+        let t0 = std::time::Instant::now();
+        // SAFETY: kill(pid, 0) only checks for existence.
+        while unsafe { libc::kill(sleeper, 0) } == 0 {
+            // A zombie until reaped by init counts as gone.
+            let stat = std::fs::read_to_string(format!("/proc/{sleeper}/stat")).unwrap_or_default();
+            if stat.split_whitespace().nth(2) == Some("Z") {
+                break;
+            }
+            assert!(t0.elapsed().as_secs() < 5, "the child outlived its parent");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// The middle process of the test above.
+    #[test]
+    #[ignore]
+    fn spawn_sleeper_and_wait() {
+        let Some(pidfile) = std::env::var_os("DFFMPEG_TEST_PIDFILE") else { return };
+        let child = std_command("sleep").arg("60").spawn().unwrap();
+        std::fs::write(pidfile, child.id().to_string()).unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    }
+}
