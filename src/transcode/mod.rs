@@ -96,6 +96,7 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
         let _ = std::fs::set_permissions(&job.dir, std::fs::Permissions::from_mode(0o2775));
     }
     let io = Io::choose(shared_dir.as_deref(), &input);
+    let ext = output.extension().and_then(|e| e.to_str()).unwrap_or("out").to_string();
     let resumed = match found {
         Found::Resumed(r) => Some(*r),
         _ => None,
@@ -107,7 +108,18 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
     let prepare = async {
         let probe = probe::probe(&input).await.map_err(|e| usage(anyhow!("{}: {e}", input.display())))?;
         let checked = match new {
-            true => Some(preflight(&user, &probe, &format, &source, io, &job).await?),
+            true => {
+                let p = Preflight {
+                    user: &user,
+                    probe: &probe,
+                    format: &format,
+                    ext: &ext,
+                    source: &source,
+                    io,
+                    job: &job,
+                };
+                Some(preflight(&p).await?)
+            }
             false => None,
         };
         Ok::<_, Failure>((probe, checked))
@@ -166,7 +178,6 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
         .side_streams()
         .filter_map(|s| s.start_seconds())
         .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.min(s))));
-    let side_ext = output.extension().and_then(|e| e.to_str()).unwrap_or("out").to_string();
 
     if io == Io::SharedSource {
         cluster.description.push_str(", the source read in place");
@@ -213,7 +224,7 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
         let source = source.clone();
         let codec_args = user.codec.clone();
         let format = format.clone();
-        let ext = side_ext.clone();
+        let ext = ext.clone();
         let vi = probe.video;
         let events = events.clone();
         tokio::spawn(async move {
@@ -273,6 +284,7 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
             plan: &plan,
             source: &source,
             video_index: probe.video,
+            plain: record.encode.plain.as_ref(),
             side_start: side_start.unwrap_or(0.0),
             muxer_args: &user.muxer,
             format: &format,
@@ -299,6 +311,8 @@ struct FinishCtx<'a> {
     plan: &'a plan::Plan,
     source: &'a str,
     video_index: usize,
+    /// What one plain ffmpeg run gives the video stream.
+    plain: Option<&'a verify::CodecParams>,
     /// Where the source's side streams start, seconds.
     side_start: f64,
     muxer_args: &'a [String],
@@ -379,6 +393,7 @@ async fn finish_job(
         plan: f.plan,
         source: f.source,
         video_index: f.video_index,
+        plain: f.plain,
         side: side_file.as_ref().map(|s| (s, f.side_start)),
         muxer_args: f.muxer_args,
         format: f.format,
@@ -401,19 +416,61 @@ async fn finish_job(
     Ok(())
 }
 
-/// Plan a new job and check the options on the controller (preflight),
-/// which also fixes the job's reference codec parameters.
-/// Check the options on this machine (the preflight encodes the first
-/// frame) and fix the job's encode spec and reference codec parameters.
-/// Returns the spec and the encoder's name.
-async fn preflight(
+/// What the preflight needs to know of the job.
+struct Preflight<'a> {
+    user: &'a args::UserArgs,
+    probe: &'a probe::Probe,
+    format: &'a str,
+    /// The output's file name extension.
+    ext: &'a str,
+    source: &'a str,
+    io: Io,
+    job: &'a JobDir,
+}
+
+/// Check the options on this machine and fix the job's encode spec and
+/// reference codec parameters: first one plain ffmpeg run of the first
+/// frame decides what the output's video stream must carry, then the first
+/// frame of the first chunk, encoded as the nodes will (with those
+/// decisions), is the reference every chunk is compared with. Returns the
+/// spec and the encoder's name.
+async fn preflight(p: &Preflight<'_>) -> Result<(EncodeSpec, Option<String>), Failure> {
+    let refused = |e: String| usage(anyhow!("ffmpeg refused the options:\n{e}"));
+    let mut spec = encode_spec(p.user, p.probe, p.format).await?;
+    let dest = p.job.dir.join(format!("plain.{}", p.ext));
+    let plain = ffmpeg::PlainRun {
+        source: p.source,
+        video_index: p.probe.video,
+        spec: &spec,
+        muxer_args: &p.user.muxer,
+        format: p.format,
+        dest: &dest.to_string_lossy(),
+    };
+    spec.plain = Some(worker::plain_preflight(&plain).await.map_err(refused)?);
+    // The first chunk of any plan starts at the first keyframe: a short one
+    // serves (the cluster's size, which the real plan needs, may not be
+    // known yet).
+    let plan =
+        plan::plan(&p.probe.packets, p.probe.video_time_base, plan::Sizing::Fixed(plan::MIN_CHUNK_SECONDS));
+    let ctx = JobContext {
+        source: p.source.to_string(),
+        video_index: p.probe.video,
+        plan,
+        spec: spec.clone(),
+        io: p.io,
+    };
+    let reference = worker::preflight(&ctx).await.map_err(refused)?;
+    spec.in_band_headers = ffmpeg::headers_can_go_in_band(&reference.params.codec);
+    p.job.save_reference(&reference.params).map_err(failed)?;
+    Ok((spec, reference.encoder))
+}
+
+/// The user's options as every chunk's encoder takes them.
+async fn encode_spec(
     user: &args::UserArgs,
     probe: &probe::Probe,
     format: &str,
-    source: &str,
-    io: Io,
-    job: &JobDir,
-) -> Result<(EncodeSpec, Option<String>), Failure> {
+) -> Result<EncodeSpec, Failure> {
     let mut codec_args = user.codec.clone();
     if user.video_codec.is_none() {
         // As a plain ffmpeg would: the output format's default codec (the
@@ -423,25 +480,14 @@ async fn preflight(
             .ok_or_else(|| usage(anyhow!("format {format} has no default video codec; pass -c:v")))?;
         codec_args.splice(0..0, ["-c:v".to_string(), codec]);
     }
-    let mut spec = EncodeSpec {
+    Ok(EncodeSpec {
         codec_args,
         rotate_filter: ffmpeg::rotate_filter(probe.video_stream().rotation()),
         user_filter: user.video_filter.clone(),
         vfr_time_base: is_vfr(&probe.packets).then_some(probe.video_time_base),
         in_band_headers: false,
-    };
-    // The first chunk of any plan starts at the first keyframe: a short one
-    // serves (the cluster's size, which the real plan needs, may not be
-    // known yet).
-    let plan =
-        plan::plan(&probe.packets, probe.video_time_base, plan::Sizing::Fixed(plan::MIN_CHUNK_SECONDS));
-    let ctx =
-        JobContext { source: source.to_string(), video_index: probe.video, plan, spec: spec.clone(), io };
-    let reference =
-        worker::preflight(&ctx).await.map_err(|e| usage(anyhow!("ffmpeg refused the options:\n{e}")))?;
-    spec.in_band_headers = ffmpeg::headers_can_go_in_band(&reference.params.codec);
-    job.save_reference(&reference.params).map_err(failed)?;
-    Ok((spec, reference.encoder))
+        plain: None,
+    })
 }
 
 /// A stable name for the job of an output (shared-storage job directories).
