@@ -199,6 +199,38 @@ pub fn clip_of(source: &str, path: &Path, seconds: u32, audio: bool, args: &[&st
     ffmpeg(&a);
 }
 
+/// An interlaced MPEG-2 transport stream as broadcast: 720x576 at 25
+/// frames/s, `field` (`tff`, `bff`) first, sample aspect ratio `sar`, MP2
+/// audio, 12-frame open GOPs.
+pub fn interlaced_ts(path: &Path, seconds: u32, field: &str, sar: &str) {
+    let top = if field == "tff" { "1" } else { "0" };
+    let filter = format!("setfield={field},setsar={sar}");
+    clip_of(
+        "testsrc2=size=720x576:rate=25",
+        path,
+        seconds,
+        true,
+        &[
+            "-vf",
+            &filter,
+            "-flags",
+            "+ilme+ildct",
+            "-top",
+            top,
+            "-c:v",
+            "mpeg2video",
+            "-q:v",
+            "4",
+            "-g",
+            "12",
+            "-bf",
+            "2",
+            "-c:a",
+            "mp2",
+        ],
+    );
+}
+
 /// A quick h264 + AAC clip `dir/name`, a keyframe every second.
 pub fn sample(dir: &Path, name: &str, seconds: u32) -> PathBuf {
     let p = dir.join(name);
