@@ -281,14 +281,16 @@ pub fn merge(m: &MergeInputs) -> Vec<String> {
     a
 }
 
-/// One plain ffmpeg run of the first frame: the source's video stream as
-/// plain ffmpeg would see it (autorotated, the user's filter and options),
-/// in the output's format, for [`super::verify::inspect`] to read what it
-/// gives the output's video stream.
+/// One plain ffmpeg run of the first frame: the source's first video stream
+/// that is no cover picture (the one dffmpeg chunks, `V`) as plain ffmpeg
+/// sees it (autorotated, the user's filter and options), in the output's
+/// format, for [`super::verify::inspect`] to read what it gives the output's
+/// video stream.
 pub struct PlainRun<'a> {
     pub source: &'a str,
-    pub video_index: usize,
-    pub spec: &'a EncodeSpec,
+    /// The video encoder's options ([`EncodeSpec::codec_args`]).
+    pub codec_args: &'a [String],
+    pub user_filter: Option<&'a str>,
     pub muxer_args: &'a [String],
     pub format: &'a str,
     pub dest: &'a str,
@@ -296,12 +298,11 @@ pub struct PlainRun<'a> {
 
 pub fn plain_first_frame(p: &PlainRun) -> Vec<String> {
     let mut a = s(&QUIET);
-    a.extend(s(&["-i", p.source, "-map"]));
-    a.push(format!("0:{}", p.video_index));
-    if let Some(f) = &p.spec.user_filter {
-        a.extend(["-vf".into(), f.clone()]);
+    a.extend(s(&["-i", p.source, "-map", "0:V:0"]));
+    if let Some(f) = p.user_filter {
+        a.extend(s(&["-vf", f]));
     }
-    a.extend(p.spec.codec_args.iter().cloned());
+    a.extend(p.codec_args.iter().cloned());
     a.extend(p.muxer_args.iter().cloned());
     a.extend(s(&["-frames:v", "1", "-an", "-sn", "-dn", "-f", p.format, "-y", p.dest]));
     a
@@ -572,15 +573,15 @@ mod tests {
         let muxer = s(&["-movflags", "+faststart"]);
         let run = PlainRun {
             source: "in.ts",
-            video_index: 1,
-            spec: &spec,
+            codec_args: &spec.codec_args,
+            user_filter: spec.user_filter.as_deref(),
             muxer_args: &muxer,
             format: "mp4",
             dest: "p.mp4",
         };
         assert_eq!(
             plain_first_frame(&run)[5..].join(" "),
-            "-i in.ts -map 0:1 -vf scale=360:-2 -c:v libx264 -movflags +faststart -frames:v 1 -an -sn -dn -f mp4 -y p.mp4"
+            "-i in.ts -map 0:V:0 -vf scale=360:-2 -c:v libx264 -movflags +faststart -frames:v 1 -an -sn -dn -f mp4 -y p.mp4"
         );
     }
 }

@@ -106,21 +106,21 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
     // Reading the input's packets and checking the options (preflight) on
     // this machine overlap with connecting to the nodes.
     let prepare = async {
-        let probe = probe::probe(&input).await.map_err(|e| usage(anyhow!("{}: {e}", input.display())))?;
-        let checked = match new {
-            true => {
-                let p = Preflight {
-                    user: &user,
-                    probe: &probe,
-                    format: &format,
-                    ext: &ext,
-                    source: &source,
-                    io,
-                    job: &job,
-                };
-                Some(preflight(&p).await?)
+        // The plain run of the first frame needs no probe: both start at once.
+        let plain = async {
+            match new {
+                true => Some(plain_first_frame(&user, &format, &ext, &source, &job).await),
+                false => None,
             }
-            false => None,
+        };
+        let (probe, plain) = tokio::join!(probe::probe(&input), plain);
+        let probe = probe.map_err(|e| usage(anyhow!("{}: {e}", input.display())))?;
+        let checked = match plain {
+            Some(plain) => {
+                let p = Preflight { user: &user, probe: &probe, source: &source, io, job: &job };
+                Some(preflight(&p, plain?).await?)
+            }
+            None => None,
         };
         Ok::<_, Failure>((probe, checked))
     };
@@ -420,33 +420,64 @@ async fn finish_job(
 struct Preflight<'a> {
     user: &'a args::UserArgs,
     probe: &'a probe::Probe,
-    format: &'a str,
-    /// The output's file name extension.
-    ext: &'a str,
     source: &'a str,
     io: Io,
     job: &'a JobDir,
 }
 
-/// Check the options on this machine and fix the job's encode spec and
-/// reference codec parameters: first one plain ffmpeg run of the first
-/// frame decides what the output's video stream must carry, then the first
-/// frame of the first chunk, encoded as the nodes will (with those
-/// decisions), is the reference every chunk is compared with. Returns the
-/// spec and the encoder's name.
-async fn preflight(p: &Preflight<'_>) -> Result<(EncodeSpec, Option<String>), Failure> {
-    let refused = |e: String| usage(anyhow!("ffmpeg refused the options:\n{e}"));
-    let mut spec = encode_spec(p.user, p.probe, p.format).await?;
-    let dest = p.job.dir.join(format!("plain.{}", p.ext));
-    let plain = ffmpeg::PlainRun {
-        source: p.source,
-        video_index: p.probe.video,
-        spec: &spec,
-        muxer_args: &p.user.muxer,
-        format: p.format,
+fn refused(e: String) -> Failure {
+    usage(anyhow!("ffmpeg refused the options:\n{e}"))
+}
+
+/// One plain ffmpeg run of the source's first frame with the user's options,
+/// in the output's format: it fails as ffmpeg itself would, and tells what
+/// the output's video stream must carry. Returns the video encoder's
+/// options (the format's default codec added when the user names none) too.
+async fn plain_first_frame(
+    user: &args::UserArgs,
+    format: &str,
+    ext: &str,
+    source: &str,
+    job: &JobDir,
+) -> Result<(Vec<String>, verify::CodecParams), Failure> {
+    let mut codec_args = user.codec.clone();
+    if user.video_codec.is_none() {
+        // As a plain ffmpeg would: the output format's default codec (the
+        // chunks themselves are NUT files).
+        let codec = output::default_video_codec(format)
+            .await
+            .ok_or_else(|| usage(anyhow!("format {format} has no default video codec; pass -c:v")))?;
+        codec_args.splice(0..0, ["-c:v".to_string(), codec]);
+    }
+    let dest = job.dir.join(format!("plain.{ext}"));
+    let run = ffmpeg::PlainRun {
+        source,
+        codec_args: &codec_args,
+        user_filter: user.video_filter.as_deref(),
+        muxer_args: &user.muxer,
+        format,
         dest: &dest.to_string_lossy(),
     };
-    spec.plain = Some(worker::plain_preflight(&plain).await.map_err(refused)?);
+    let plain = worker::plain_preflight(&run).await.map_err(refused)?;
+    Ok((codec_args, plain))
+}
+
+/// Fix the job's encode spec (the plain run's decisions included) and its
+/// reference codec parameters: the first frame of the first chunk, encoded
+/// as the nodes will, is what every chunk is compared with. Returns the
+/// spec and the encoder's name.
+async fn preflight(
+    p: &Preflight<'_>,
+    (codec_args, plain): (Vec<String>, verify::CodecParams),
+) -> Result<(EncodeSpec, Option<String>), Failure> {
+    let mut spec = EncodeSpec {
+        codec_args,
+        rotate_filter: ffmpeg::rotate_filter(p.probe.video_stream().rotation()),
+        user_filter: p.user.video_filter.clone(),
+        vfr_time_base: is_vfr(&p.probe.packets).then_some(p.probe.video_time_base),
+        in_band_headers: false,
+        plain: Some(plain),
+    };
     // The first chunk of any plan starts at the first keyframe: a short one
     // serves (the cluster's size, which the real plan needs, may not be
     // known yet).
@@ -463,31 +494,6 @@ async fn preflight(p: &Preflight<'_>) -> Result<(EncodeSpec, Option<String>), Fa
     spec.in_band_headers = ffmpeg::headers_can_go_in_band(&reference.params.codec);
     p.job.save_reference(&reference.params).map_err(failed)?;
     Ok((spec, reference.encoder))
-}
-
-/// The user's options as every chunk's encoder takes them.
-async fn encode_spec(
-    user: &args::UserArgs,
-    probe: &probe::Probe,
-    format: &str,
-) -> Result<EncodeSpec, Failure> {
-    let mut codec_args = user.codec.clone();
-    if user.video_codec.is_none() {
-        // As a plain ffmpeg would: the output format's default codec (the
-        // chunks themselves are NUT files).
-        let codec = output::default_video_codec(format)
-            .await
-            .ok_or_else(|| usage(anyhow!("format {format} has no default video codec; pass -c:v")))?;
-        codec_args.splice(0..0, ["-c:v".to_string(), codec]);
-    }
-    Ok(EncodeSpec {
-        codec_args,
-        rotate_filter: ffmpeg::rotate_filter(probe.video_stream().rotation()),
-        user_filter: user.video_filter.clone(),
-        vfr_time_base: is_vfr(&probe.packets).then_some(probe.video_time_base),
-        in_band_headers: false,
-        plain: None,
-    })
 }
 
 /// A stable name for the job of an output (shared-storage job directories).
