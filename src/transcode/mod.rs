@@ -109,7 +109,7 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
         // The plain run of the first frame needs no probe: both start at once.
         let plain = async {
             match new {
-                true => Some(plain_first_frame(&user, &format, &ext, &source, &job).await),
+                true => Some(plain_run(&user, &format, &ext, &source, &job).await),
                 false => None,
             }
         };
@@ -433,7 +433,7 @@ fn refused(e: String) -> Failure {
 /// in the output's format: it fails as ffmpeg itself would, and tells what
 /// the output's video stream must carry. Returns the video encoder's
 /// options (the format's default codec added when the user names none) too.
-async fn plain_first_frame(
+async fn plain_run(
     user: &args::UserArgs,
     format: &str,
     ext: &str,
