@@ -102,6 +102,8 @@ pub struct MergeRequest<'a> {
     pub plan: &'a Plan,
     pub source: &'a str,
     pub video_index: usize,
+    /// What one plain ffmpeg run gives the video stream.
+    pub plain: Option<&'a super::verify::CodecParams>,
     /// The side streams' file and where they start in the source, in
     /// seconds (None: no side streams).
     pub side: Option<(&'a SideFile, f64)>,
@@ -132,6 +134,7 @@ pub async fn merge(m: &MergeRequest<'_>) -> Result<()> {
         source: m.source,
         source_offset: first,
         video_index: m.video_index,
+        plain: m.plain,
         muxer_args: m.muxer_args,
         format: m.format,
         dest: &tmp.to_string_lossy(),

@@ -84,6 +84,7 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
     let at = job::location(&output, shared_dir.as_deref());
     let (job, found) = JobDir::open(&at, &key, args.fresh, args.resume).map_err(usage)?;
     let io = Io::choose(shared_dir.as_deref(), &input);
+    let ext = output.extension().and_then(|e| e.to_str()).unwrap_or("out").to_string();
     let resumed = match found {
         Found::Resumed(r) => Some(*r),
         _ => None,
@@ -93,10 +94,21 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
     // Reading the input's packets and checking the options (preflight) on
     // this machine overlap with connecting to the nodes.
     let prepare = async {
-        let probe = probe::probe(&input).await.map_err(|e| usage(anyhow!("{}: {e}", input.display())))?;
-        let checked = match new {
-            true => Some(preflight(&user, &probe, &format, &source, io, &job).await?),
-            false => None,
+        // The plain run of the first frame needs no probe: both start at once.
+        let plain = async {
+            match new {
+                true => Some(plain_run(&user, &format, &ext, &source, &job).await),
+                false => None,
+            }
+        };
+        let (probe, plain) = tokio::join!(probe::probe(&input), plain);
+        let probe = probe.map_err(|e| usage(anyhow!("{}: {e}", input.display())))?;
+        let checked = match plain {
+            Some(plain) => {
+                let p = Preflight { user: &user, probe: &probe, source: &source, io, job: &job };
+                Some(preflight(&p, plain?).await?)
+            }
+            None => None,
         };
         Ok::<_, Failure>((probe, checked))
     };
@@ -154,7 +166,6 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
         .side_streams()
         .filter_map(|s| s.start_seconds())
         .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.min(s))));
-    let side_ext = output.extension().and_then(|e| e.to_str()).unwrap_or("out").to_string();
 
     if io == Io::SharedSource {
         cluster.description.push_str(", the source read in place");
@@ -201,7 +212,7 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
         let source = source.clone();
         let codec_args = user.codec.clone();
         let format = format.clone();
-        let ext = side_ext.clone();
+        let ext = ext.clone();
         let vi = probe.video;
         let events = events.clone();
         tokio::spawn(async move {
@@ -261,6 +272,7 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
             plan: &plan,
             source: &source,
             video_index: probe.video,
+            plain: record.encode.plain.as_ref(),
             side_start: side_start.unwrap_or(0.0),
             muxer_args: &user.muxer,
             format: &format,
@@ -287,6 +299,8 @@ struct FinishCtx<'a> {
     plan: &'a plan::Plan,
     source: &'a str,
     video_index: usize,
+    /// What one plain ffmpeg run gives the video stream.
+    plain: Option<&'a verify::CodecParams>,
     /// Where the source's side streams start, seconds.
     side_start: f64,
     muxer_args: &'a [String],
@@ -367,6 +381,7 @@ async fn finish_job(
         plan: f.plan,
         source: f.source,
         video_index: f.video_index,
+        plain: f.plain,
         side: side_file.as_ref().map(|s| (s, f.side_start)),
         muxer_args: f.muxer_args,
         format: f.format,
@@ -389,19 +404,30 @@ async fn finish_job(
     Ok(())
 }
 
-/// Plan a new job and check the options on the controller (preflight),
-/// which also fixes the job's reference codec parameters.
-/// Check the options on this machine (the preflight encodes the first
-/// frame) and fix the job's encode spec and reference codec parameters.
-/// Returns the spec and the encoder's name.
-async fn preflight(
-    user: &args::UserArgs,
-    probe: &probe::Probe,
-    format: &str,
-    source: &str,
+/// What the preflight needs to know of the job.
+struct Preflight<'a> {
+    user: &'a args::UserArgs,
+    probe: &'a probe::Probe,
+    source: &'a str,
     io: Io,
+    job: &'a JobDir,
+}
+
+fn refused(e: String) -> Failure {
+    usage(anyhow!("ffmpeg refused the options:\n{e}"))
+}
+
+/// One plain ffmpeg run of the source's first frame with the user's options,
+/// in the output's format: it fails as ffmpeg itself would, and tells what
+/// the output's video stream must carry. Returns the video encoder's
+/// options (the format's default codec added when the user names none) too.
+async fn plain_run(
+    user: &args::UserArgs,
+    format: &str,
+    ext: &str,
+    source: &str,
     job: &JobDir,
-) -> Result<(EncodeSpec, Option<String>), Failure> {
+) -> Result<(Vec<String>, verify::CodecParams), Failure> {
     let mut codec_args = user.codec.clone();
     if user.video_codec.is_none() {
         // As a plain ffmpeg would: the output format's default codec (the
@@ -411,24 +437,53 @@ async fn preflight(
             .ok_or_else(|| usage(anyhow!("format {format} has no default video codec; pass -c:v")))?;
         codec_args.splice(0..0, ["-c:v".to_string(), codec]);
     }
+    // Written into a file created here (the job directory may be shared).
+    let (file, name) = job.create_temp(&format!("plain.{ext}")).map_err(failed)?;
+    let dest = crate::safefs::file_fd_path(&file);
+    let run = ffmpeg::PlainRun {
+        source,
+        codec_args: &codec_args,
+        user_filter: user.video_filter.as_deref(),
+        muxer_args: &user.muxer,
+        format,
+        dest: &dest.to_string_lossy(),
+    };
+    let plain = worker::plain_preflight(&run).await;
+    job.discard(&name);
+    Ok((codec_args, plain.map_err(refused)?))
+}
+
+/// Fix the job's encode spec (the plain run's decisions included) and its
+/// reference codec parameters: the first frame of the first chunk, encoded
+/// as the nodes will, is what every chunk is compared with. Returns the
+/// spec and the encoder's name.
+async fn preflight(
+    p: &Preflight<'_>,
+    (codec_args, plain): (Vec<String>, verify::CodecParams),
+) -> Result<(EncodeSpec, Option<String>), Failure> {
     let mut spec = EncodeSpec {
         codec_args,
-        rotate_filter: ffmpeg::rotate_filter(probe.video_stream().rotation()),
-        user_filter: user.video_filter.clone(),
-        vfr_time_base: is_vfr(&probe.packets).then_some(probe.video_time_base),
+        rotate_filter: ffmpeg::rotate_filter(p.probe.video_stream().rotation()),
+        user_filter: p.user.video_filter.clone(),
+        vfr_time_base: is_vfr(&p.probe.packets).then_some(p.probe.video_time_base),
         in_band_headers: false,
+        plain: Some(plain),
     };
     // The first chunk of any plan starts at the first keyframe: a short one
     // serves (the cluster's size, which the real plan needs, may not be
     // known yet).
     let plan =
-        plan::plan(&probe.packets, probe.video_time_base, plan::Sizing::Fixed(plan::MIN_CHUNK_SECONDS));
-    let ctx =
-        JobContext { source: source.to_string(), video_index: probe.video, plan, spec: spec.clone(), io };
-    let reference =
-        worker::preflight(&ctx).await.map_err(|e| usage(anyhow!("ffmpeg refused the options:\n{e}")))?;
+        plan::plan(&p.probe.packets, p.probe.video_time_base, plan::Sizing::Fixed(plan::MIN_CHUNK_SECONDS));
+    let ctx = JobContext {
+        source: p.source.to_string(),
+        video_index: p.probe.video,
+        plan,
+        spec: spec.clone(),
+        io: p.io,
+    };
+    let reference = worker::preflight(&ctx).await.map_err(refused)?;
     spec.in_band_headers = ffmpeg::headers_can_go_in_band(&reference.params.codec);
-    job.save_reference(&reference.params).map_err(failed)?;
+    p.job.save_reference(&reference.params).map_err(failed)?;
     Ok((spec, reference.encoder))
 }
 

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use super::ffmpeg::{self, EncodeSpec};
 use super::job::{AttemptFiles, JobDir};
 use super::plan::{Chunk, Plan};
-use super::verify::{self, ChunkFacts};
+use super::verify::{self, ChunkFacts, CodecParams};
 use crate::remote::{Transport, PID_PREFIX};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -90,7 +90,7 @@ pub enum FailKind {
 
 #[derive(Debug)]
 pub enum Outcome {
-    Done(ChunkFacts),
+    Done(Box<ChunkFacts>),
     Cancelled,
     Failed { kind: FailKind, error: String },
 }
@@ -304,7 +304,7 @@ pub async fn verify(ctx: &JobContext, chunk: &Chunk, part: &Path) -> Outcome {
         Err(e) => return Outcome::Failed { kind: FailKind::Verify, error: e },
     };
     match verify::check(&facts, chunk, &ctx.plan) {
-        Ok(()) => Outcome::Done(facts),
+        Ok(()) => Outcome::Done(Box::new(facts)),
         Err(e) => Outcome::Failed { kind: FailKind::Verify, error: e },
     }
 }
@@ -380,6 +380,29 @@ pub async fn preflight(ctx: &JobContext) -> Result<ChunkFacts, String> {
         });
     }
     facts
+}
+
+/// Encode the source's first frame as one plain ffmpeg run with the user's
+/// options would, into the output's format, and read what that gives the
+/// output's video stream (what ffmpeg decides from the first frame — field
+/// order, colour tags — and from the options). Fails with ffmpeg's error.
+pub async fn plain_preflight(run: &ffmpeg::PlainRun<'_>) -> Result<CodecParams, String> {
+    let argv = ffmpeg::plain_first_frame(run);
+    let out = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run ffmpeg: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        return Err(if err.is_empty() { format!("ffmpeg exited with {}", out.status) } else { err });
+    }
+    let facts = verify::inspect(Path::new(run.dest)).await;
+    facts.map(|f| f.params)
 }
 
 #[cfg(test)]
