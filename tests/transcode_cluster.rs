@@ -70,6 +70,11 @@ fn ok(out: &Output) -> Vec<serde_json::Value> {
     events(out)
 }
 
+/// The `job_start` event of a one-file run.
+fn job_start(ev: &[serde_json::Value]) -> &serde_json::Value {
+    ev.iter().find(|e| e["event"] == "job_start").expect("a job_start event")
+}
+
 /// Nodes that finished at least one chunk.
 fn nodes_with_chunks(ev: &[serde_json::Value]) -> Vec<String> {
     let mut v: Vec<String> = ev
@@ -153,14 +158,14 @@ fn nfs_storage_through_a_shared_directory() {
             "nothing executed"
         );
     }
-    assert!(!ev[0]["cluster"].as_str().unwrap_or_default().contains("read in place"), "{}", ev[0]);
+    assert_eq!(job_start(&ev)["read_in_place"], false, "{ev:?}");
     // A source inside the shared directory: the nodes read it in place
     // (no split), through the same quoting of every remote path.
     let inside = shared.join("media $x; 'ü'.mp4");
     std::fs::rename(&input, &inside).unwrap();
     let out2 = shared.join("out 2.mkv");
     let ev = transcode_json(&d, &inv, &out2, &inside, ARGS);
-    assert!(ev[0]["cluster"].as_str().unwrap_or_default().contains("the source read in place"), "{}", ev[0]);
+    assert_eq!(job_start(&ev)["read_in_place"], true, "{ev:?}");
     assert_eq!(nodes_with_chunks(&ev), ["a", "b", "c"]);
     assert_eq!(frame_count(&out2), frame_count(&inside));
     assert_same_video(&out2, &out);
@@ -227,7 +232,7 @@ fn a_host_dying_mid_job_fails_over() {
     assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
     let dropped: Vec<_> = ev.iter().filter(|e| e["event"] == "node_dropped").collect();
     assert!(dropped.iter().any(|e| e["node"] == "b"), "the report shows the failover: {ev:?}");
-    let done = ev.iter().find(|e| e["event"] == "job_done").unwrap();
+    let done = ev.iter().find(|e| e["event"] == "batch_done").unwrap();
     let b_stats = done["nodes"].as_array().unwrap().iter().find(|n| n["node"] == "b").unwrap();
     assert!(b_stats["failures"].as_u64().unwrap() >= 1);
     assert_eq!(frame_count(&out), frame_count(&input));
@@ -340,8 +345,7 @@ fn interlaced_source_keeps_its_properties_on_the_cluster() {
         let inv = write_inventory(&d, &lab, storage, (storage == "nfs").then_some(shared.as_path()), &nodes);
         let out = d.join(format!("out-{storage}.mkv"));
         let ev = transcode_json(&d, &inv, &out, &input, &args);
-        let in_place = ev[0]["cluster"].as_str().unwrap_or_default().contains("the source read in place");
-        assert_eq!(in_place, storage == "nfs", "{}", ev[0]);
+        assert_eq!(job_start(&ev)["read_in_place"], storage == "nfs", "{ev:?}");
         let rejected = ev
             .iter()
             .find(|e| e["event"] == "chunk_failed" && e["node"] == "c")

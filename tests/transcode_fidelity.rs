@@ -45,10 +45,10 @@ fn transcode_and_compare(
         assert_eq!(got, Some(*value), "plain ffmpeg's {key}");
     }
     let mut columns = vec![("source", video_props(&src)), ("plain ffmpeg", want.clone())];
-    let inventory = shared_inventory(dir);
     for shared in [false, true] {
+        let inventory = local_inventory(dir, shared);
         let out = dir.join(if shared { format!("in-place.{output}") } else { output.to_string() });
-        transcode(&src, &out, chunk, args, shared.then_some(inventory.as_path()));
+        transcode(&src, &out, chunk, args, &inventory, shared);
         check_output(&src, &out);
         let ours = psnr(&out, &src);
         assert!(ours >= theirs - 0.3, "PSNR {ours:.2} dB vs plain ffmpeg {theirs:.2} dB (shared: {shared})");
@@ -63,32 +63,34 @@ fn transcode_and_compare(
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// An inventory of this machine with `storage: nfs` and `dir` as the shared
-/// directory: a source in `dir` is read in place.
-fn shared_inventory(dir: &Path) -> std::path::PathBuf {
-    let inventory = dir.join("shared.yaml");
-    std::fs::write(
-        &inventory,
-        format!(
-            "cluster:\n  storage: nfs\n  shared_dir: {}\nnodes:\n  here: {{ host: local, roles: [controller, storage, compute] }}\n",
+/// An inventory of this machine: with `storage: nfs` and `dir` as the
+/// shared directory, a source in `dir` is read in place; with `storage:
+/// ssh` the chunks are split and piped.
+fn local_inventory(dir: &Path, shared: bool) -> std::path::PathBuf {
+    let inventory = dir.join(if shared { "shared.yaml" } else { "piped.yaml" });
+    let cluster = match shared {
+        true => format!(
+            "  storage: nfs\n  shared_dir: {}\n",
             serde_json::Value::String(dir.canonicalize().unwrap().to_string_lossy().into_owned())
         ),
+        false => "  storage: ssh\n".into(),
+    };
+    let roles = if shared { "controller, storage, compute" } else { "controller, compute" };
+    std::fs::write(
+        &inventory,
+        format!("cluster:\n{cluster}nodes:\n  here: {{ host: local, roles: [{roles}] }}\n"),
     )
     .unwrap();
     inventory
 }
 
-/// `dffmpeg transcode --chunk CHUNK -o OUT SRC ARGS`, on the embedded local
-/// cluster or through `inventory`; it must succeed in several chunks.
-fn transcode(src: &Path, out: &Path, chunk: &str, args: &[&str], inventory: Option<&Path>) {
+/// `dffmpeg transcode -I INVENTORY --chunk CHUNK -o OUT SRC ARGS`; it
+/// must succeed in several chunks, read in place when `shared`.
+fn transcode(src: &Path, out: &Path, chunk: &str, args: &[&str], inventory: &Path, shared: bool) {
     let mut cmd = dffmpeg();
-    cmd.args(["transcode", "--json", "--chunk", chunk, "-o"]).arg(out);
-    if let Some(inv) = inventory {
-        cmd.arg("-I").arg(inv);
-    }
+    cmd.args(["transcode", "--json", "--chunk", chunk, "-I"]).arg(inventory).arg("-o").arg(out);
     cmd.arg(src).args(args);
     let res = run(&mut cmd);
-    let shared = inventory.is_some();
     assert!(
         res.status.success(),
         "dffmpeg failed (shared: {shared}): {}\n{}",
@@ -98,8 +100,8 @@ fn transcode(src: &Path, out: &Path, chunk: &str, args: &[&str], inventory: Opti
     let ev = events(&res);
     assert!(count_events(&ev, "chunk_done") >= 2, "expected several chunks: {ev:?}");
     assert_eq!(count_events(&ev, "job_done"), 1);
-    let cluster = ev[0]["cluster"].as_str().unwrap_or_default();
-    assert_eq!(cluster.contains("the source read in place"), shared, "{cluster}");
+    let start = ev.iter().find(|e| e["event"] == "job_start").expect("a job_start event");
+    assert_eq!(start["read_in_place"], shared, "{start}");
 }
 
 /// The output holds exactly the input's frames at the input's times, its

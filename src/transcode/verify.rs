@@ -174,6 +174,14 @@ fn params(s: StreamJson) -> CodecParams {
     }
 }
 
+/// Read an encoded chunk and check it against the plan: the planned
+/// frames and start (codec parameters are compared by the caller).
+pub async fn chunk(plan: &Plan, chunk: &Chunk, part: &Path) -> Result<ChunkFacts, String> {
+    let facts = inspect(part).await?;
+    check(&facts, chunk, plan)?;
+    Ok(facts)
+}
+
 /// Check the facts of an encoded chunk against the plan (frames and start;
 /// codec parameters are compared with the job's reference by the caller).
 pub fn check(facts: &ChunkFacts, chunk: &Chunk, plan: &Plan) -> Result<(), String> {
