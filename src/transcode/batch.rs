@@ -35,6 +35,8 @@ pub enum FileEnd {
     Failed(anyhow::Error),
     /// No node of the cluster could be used.
     NoCluster(anyhow::Error),
+    /// Stopped (Ctrl-C, SIGTERM): the same command resumes it.
+    Interrupted(anyhow::Error),
 }
 
 /// A file and how it ended.
@@ -555,7 +557,7 @@ impl Batch {
                 o.unwrap_or_else(|| FileOutcome {
                     input: f.input.clone(),
                     output: f.output.clone(),
-                    end: FileEnd::Failed(anyhow!("interrupted before it started")),
+                    end: FileEnd::Interrupted(anyhow!("interrupted before it started")),
                 })
             })
             .collect();
@@ -589,6 +591,7 @@ fn file_result(o: &FileOutcome) -> FileResult {
         FileEnd::Refused(e) | FileEnd::Failed(e) | FileEnd::NoCluster(e) => {
             ("failed", Some(format!("{e:#}")))
         }
+        FileEnd::Interrupted(e) => ("interrupted", Some(format!("{e:#}"))),
     };
     FileResult {
         input: o.input.display().to_string(),

@@ -421,6 +421,9 @@ impl<T: Transport + 'static> Broker<T> {
     }
 
     fn failed(&mut self, attempt: u64, error: AttemptError) {
+        if self.controller_disk_full(attempt, &error) {
+            return;
+        }
         let Some(l) = self.live.remove(&attempt) else { return };
         let dir = self.jobs[l.job].dir.clone();
         dir.discard(&l.files.part);
@@ -459,6 +462,30 @@ impl<T: Transport + 'static> Broker<T> {
             self.quiet_check(job);
         }
         self.quiet_check(l.job);
+    }
+
+    /// A chunk that failed because this machine's disk is full (with
+    /// `storage: ssh` the chunks come back to it) is not the node's fault:
+    /// the job stops, named for what it is, and no node is held to blame.
+    fn controller_disk_full(&mut self, attempt: u64, error: &AttemptError) -> bool {
+        let Some(l) = self.live.get(&attempt) else { return false };
+        let job = &self.jobs[l.job];
+        if matches!(error, AttemptError::NodeLost(_) | AttemptError::Mismatch(_)) {
+            return false;
+        }
+        let free = super::prepare::free_bytes(&job.dir.dir).unwrap_or(u64::MAX);
+        if free >= 16 << 20 {
+            return false;
+        }
+        let (id, dir) = (l.job, job.dir.clone());
+        let why = format!("no space left on this machine in {} ({} KiB free)", dir.dir.display(), free >> 10);
+        self.cancelled(attempt);
+        let stop = self.sched.abandon_job(id, &why);
+        self.cancel(&stop);
+        self.send(Event::Warning { message: why.clone() });
+        self.end(JobEnd::Failed { job: id, why });
+        self.quiet_check(id);
+        true
     }
 
     /// Stop attempts (their result no longer matters).

@@ -126,7 +126,11 @@ impl JobDir {
             bail!("another dffmpeg is working on this output (job directory {})", at.path().display());
         }
         let job = JobDir { dir: at.path(), handle, run: run_id(), lock: Mutex::new(Some(lock)) };
-        let found = match job.record() {
+        let record = match fresh {
+            true => None,
+            false => job.record()?,
+        };
+        let found = match record {
             Some(r) if !fresh && r.key == *key => {
                 job.remove_attempts()?;
                 Found::Resumed(Box::new(r))
@@ -148,8 +152,27 @@ impl JobDir {
         Ok((job, found))
     }
 
-    fn record(&self) -> Option<JobRecord> {
-        serde_json::from_slice(&self.handle.read(RECORD).ok()?).ok()
+    /// The job's record, if there is one; a damaged one (cut short,
+    /// edited) is an error, not a panic later.
+    fn record(&self) -> Result<Option<JobRecord>> {
+        let bytes = match self.handle.read(RECORD) {
+            Ok(b) => b,
+            Err(crate::safefs::SafeFsError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let damaged = |why: String| {
+            anyhow::anyhow!(
+                "the job file {} is damaged ({why}); use --fresh to start over",
+                self.dir.join(RECORD).display()
+            )
+        };
+        let r: JobRecord = serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
+        r.plan.validate().map_err(damaged)?;
+        Ok(Some(r))
     }
 
     /// Remove everything but the lock.
@@ -357,15 +380,15 @@ mod tests {
     }
 
     fn record(k: JobKey) -> JobRecord {
+        use super::super::probe::{Packet, Rational};
+        let packets: Vec<Packet> = (0..50).map(|i| Packet { pts: i, key: i % 25 == 0 }).collect();
         JobRecord {
             key: k,
-            plan: Plan {
-                time_base: super::super::probe::Rational { num: 1, den: 25 },
-                chunks: vec![],
-                total_frames: 0,
-                frame_seconds: 0.04,
-                skipped_leading: 0,
-            },
+            plan: super::super::plan::plan(
+                &packets,
+                Rational { num: 1, den: 25 },
+                super::super::plan::Sizing::Fixed(1.0),
+            ),
             encode: EncodeSpec {
                 codec_args: vec![],
                 rotate_filter: None,
@@ -395,6 +418,18 @@ mod tests {
         let (job, found) = JobDir::open(&jd, &k, false, false).unwrap();
         assert!(matches!(found, Found::Resumed(_)));
         assert!(job.is_done(0));
+        drop(job);
+        // A damaged record is named, and --fresh replaces it.
+        let path = jd.path().join("job.json");
+        let good = fs::read_to_string(&path).unwrap();
+        for bad in [&good[..good.len() / 2], &good.replace("\"den\": 25", "\"den\": 0")] {
+            fs::write(&path, bad).unwrap();
+            let e = JobDir::open(&jd, &k, false, false).err().unwrap().to_string();
+            assert!(e.contains("damaged") && e.contains("--fresh"), "{e}");
+        }
+        let (job, found) = JobDir::open(&jd, &k, true, false).unwrap();
+        assert_eq!(found, Found::New);
+        job.save(&record(k.clone())).unwrap();
         drop(job);
         let other = key(t.path(), &["-c:v", "libx264"]);
         assert!(JobDir::open(&jd, &other, false, true).is_err());
@@ -452,6 +487,6 @@ mod tests {
         let mut rec = serde_json::to_value(record(k.clone())).unwrap();
         rec["encode"].as_object_mut().unwrap().remove("plain");
         fs::write(job.dir.join("job.json"), rec.to_string()).unwrap();
-        assert_eq!(job.record().map(|r| r.encode.plain), Some(None));
+        assert_eq!(job.record().unwrap().map(|r| r.encode.plain), Some(None));
     }
 }

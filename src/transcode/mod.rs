@@ -96,7 +96,7 @@ pub async fn run(args: TranscodeArgs) -> Outcome {
     // The reporter ends when every sender is gone; a crash of it only
     // loses the display.
     let _ = reporter.await;
-    conclude(outcomes, single)
+    conclude(outcomes, single, args.watch)
 }
 
 fn check_options(args: &TranscodeArgs) -> Result<(), Failure> {
@@ -230,24 +230,29 @@ async fn no_cluster(
 }
 
 /// The exit status: one file alone keeps the single-file contract (exit 2
-/// for what the user must fix, 1 for a failed job); a batch exits 1 if any
-/// file failed (its summary names them).
-fn conclude(outcomes: Vec<FileOutcome>, single: bool) -> Outcome {
+/// for what the user must fix, 1 for a failed or interrupted job); a batch
+/// exits 1 if any file failed or was interrupted (its summary names them);
+/// a watch stopped by a signal exits 0 unless a file failed (what it was
+/// doing resumes at the next start).
+fn conclude(outcomes: Vec<FileOutcome>, single: bool, watch: bool) -> Outcome {
     if single {
         return match outcomes.into_iter().next().map(|o| o.end) {
             Some(FileEnd::Done) | None => Ok(()),
             Some(FileEnd::Skipped(why)) => Err(usage(anyhow!(why))),
             Some(FileEnd::Refused(e)) => Err(usage(e)),
-            Some(FileEnd::Failed(e) | FileEnd::NoCluster(e)) => Err(failed(e)),
+            Some(FileEnd::Failed(e) | FileEnd::NoCluster(e) | FileEnd::Interrupted(e)) => Err(failed(e)),
         };
     }
-    let bad = outcomes
-        .iter()
-        .filter(|o| matches!(o.end, FileEnd::Refused(_) | FileEnd::Failed(_) | FileEnd::NoCluster(_)))
-        .count();
-    match bad {
-        0 => Ok(()),
-        n => Err(failed(anyhow!("{n} of {} files failed", outcomes.len()))),
+    let count = |f: fn(&FileEnd) -> bool| outcomes.iter().filter(|o| f(&o.end)).count();
+    let bad = count(|e| matches!(e, FileEnd::Refused(_) | FileEnd::Failed(_) | FileEnd::NoCluster(_)));
+    let stopped = count(|e| matches!(e, FileEnd::Interrupted(_)));
+    match (bad, stopped) {
+        (0, 0) => Ok(()),
+        (0, _) if watch => Ok(()),
+        (0, n) => {
+            Err(failed(anyhow!("interrupted with {n} files to go; run the same command again to resume")))
+        }
+        (n, _) => Err(failed(anyhow!("{n} of {} files failed", outcomes.len()))),
     }
 }
 

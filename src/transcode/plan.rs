@@ -69,6 +69,36 @@ impl Plan {
         10.0 + (-first).max(0.0).ceil()
     }
 
+    /// Whether a plan read back from a job file can be used: chunks that
+    /// partition the timeline, a real time base. Why not, if not.
+    pub fn validate(&self) -> Result<(), String> {
+        let tb = self.time_base;
+        if tb.num <= 0 || tb.den <= 0 {
+            return Err(format!("time base {tb}"));
+        }
+        let Some(last) = self.chunks.last() else { return Err("no chunks".into()) };
+        if last.end.is_some() {
+            return Err("the last chunk has an end".into());
+        }
+        for (i, c) in self.chunks.iter().enumerate() {
+            if c.index != i || c.frames == 0 || c.packets == 0 || c.seek_pts > c.start {
+                return Err(format!("chunk {i}"));
+            }
+            if let Some(next) = self.chunks.get(i + 1) {
+                if c.end != Some(next.start) || next.start <= c.start {
+                    return Err(format!("chunk {i} does not meet chunk {}", i + 1));
+                }
+            }
+        }
+        if self.chunks.iter().map(|c| c.frames).sum::<u64>() != self.total_frames {
+            return Err("the chunks' frames do not add up".into());
+        }
+        if !(self.frame_seconds.is_finite() && self.frame_seconds >= 0.0) {
+            return Err("frame duration".into());
+        }
+        Ok(())
+    }
+
     /// Seconds covered by a chunk (the last one: up to the last frame).
     pub fn chunk_seconds(&self, c: &Chunk, last_pts: i64) -> f64 {
         self.time_base.seconds(c.end.unwrap_or(last_pts) - c.start)
@@ -213,6 +243,7 @@ mod tests {
     }
 
     fn check_partition(plan: &Plan, n: u64) {
+        assert_eq!(plan.validate(), Ok(()));
         assert_eq!(plan.chunks.iter().map(|c| c.frames).sum::<u64>(), n);
         assert_eq!(plan.total_frames, n);
         for w in plan.chunks.windows(2) {

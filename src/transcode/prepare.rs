@@ -154,6 +154,15 @@ pub async fn check(file: &FileSpec, o: &Options) -> Result<Checked, PrepareError
     let (job, found) = JobDir::open(&at, &key, o.fresh, o.must_resume).map_err(refused)?;
     let job = Arc::new(job);
     let io = Io::choose(o.shared_dir.as_deref(), &input, o.all_local);
+    for dir in [job.dir.as_path(), out_dir.path()] {
+        if let Err(e) = check_space(dir, &input) {
+            if resumed_is_none(&found) {
+                // Nothing in it yet: it goes with the file.
+                let _ = job.remove();
+            }
+            return Err(e);
+        }
+    }
     let resumed = match found {
         Found::Resumed(r) => Some(r),
         _ => None,
@@ -338,6 +347,10 @@ pub fn check_space(dir: &Path, input: &Path) -> Result<(), PrepareError> {
         ))),
         _ => Ok(()),
     }
+}
+
+fn resumed_is_none(found: &Found) -> bool {
+    !matches!(found, Found::Resumed(_))
 }
 
 /// Bytes available to this user in the file system of `dir`.

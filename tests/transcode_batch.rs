@@ -1,0 +1,283 @@
+//! Many files in one command: a directory (mirrored, hostile names, a
+//! damaged file, things that are no video), existing outputs skipped,
+//! a batch killed midway and resumed file by file, a node lost midway,
+//! and `--watch` taking a file only once it is completely copied.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::lab::{HostOpts, Lab};
+use common::media::*;
+
+const ARGS: &[&str] = &["-c:v", "mpeg4", "-q:v", "5", "-c:a", "aac"];
+
+fn batch(dir: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut c = dffmpeg();
+    c.args(["transcode", "--json", "--settle", "0", "-O"]).arg(out).args(extra).arg(dir).args(ARGS);
+    c
+}
+
+/// Files of a season: two in the top folder, one in a subfolder with a
+/// hostile name; a damaged video, a text file, an audio file, a hidden
+/// file. Returns the videos (relative paths) in walk order.
+fn season(d: &Path) -> (PathBuf, Vec<&'static str>) {
+    let s = d.join("season 1");
+    std::fs::create_dir_all(s.join("extras $(touch pwned)")).unwrap();
+    for (name, secs) in [("e01.mp4", 4), ("e02.mkv", 3), ("extras $(touch pwned)/it's ü.mp4", 2)] {
+        clip(
+            &s.join(name),
+            secs,
+            true,
+            &["-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-c:a", "aac"],
+        );
+    }
+    std::fs::write(s.join("broken.mp4"), b"not a video at all").unwrap();
+    std::fs::write(s.join("notes.txt"), b"hello").unwrap();
+    ffmpeg(&["-f", "lavfi", "-i", "sine=duration=1", s.join("theme.m4a").to_str().unwrap()]);
+    std::fs::copy(s.join("e01.mp4"), s.join(".e01.partial.mp4")).unwrap();
+    (s, vec!["e01.mp4", "e02.mkv", "extras $(touch pwned)/it's ü.mp4"])
+}
+
+fn file_events<'a>(ev: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    ev.iter().filter(|e| e["event"] == kind).collect()
+}
+
+fn batch_done(ev: &[serde_json::Value]) -> &serde_json::Value {
+    ev.iter().find(|e| e["event"] == "batch_done").expect("a batch_done event")
+}
+
+#[test]
+fn a_folder_is_transcoded_mirrored_and_a_damaged_file_is_named() {
+    let d = workdir("bt-folder");
+    let (s, videos) = season(&d);
+    let out = d.join("out");
+    let res = run(&mut batch(&s, &out, &[]));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(1), "the damaged file fails the batch: {err}");
+    assert!(err.contains("1 of 4 files failed"), "{err}");
+    let ev = events(&res);
+    // Every event carries its time.
+    assert!(ev.iter().all(|e| e["t"].as_f64().is_some()), "{ev:?}");
+    let done = batch_done(&ev);
+    let status = |name: &str| {
+        done["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["input"].as_str().unwrap().ends_with(name))
+            .map(|f| f["status"].clone())
+    };
+    for v in &videos {
+        assert_eq!(status(v), Some("done".into()), "{v}: {done}");
+        let (src, dst) = (s.join(v), out.join(v));
+        assert_eq!(frame_count(&dst), frame_count(&src), "{v}");
+        assert_eq!(summary(&dst).streams, summary(&src).streams, "{v}");
+    }
+    assert_eq!(status("broken.mp4"), Some("failed".into()), "{done}");
+    assert!(done["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["reason"].as_str().is_some_and(|r| r.contains("broken.mp4"))));
+    // No video, hidden: not inputs at all.
+    for other in ["notes.txt", "theme.m4a", ".e01.partial.mp4"] {
+        assert_eq!(status(other), None, "{other}");
+    }
+    assert!(!d.join("pwned").exists() && !s.join("pwned").exists());
+    // The job names its file; one batch, one connection: one batch_start.
+    assert_eq!(file_events(&ev, "batch_start").len(), 1);
+    let starts: Vec<&str> =
+        file_events(&ev, "job_start").iter().map(|e| e["input"].as_str().unwrap()).collect();
+    assert_eq!(starts.len(), 3, "{starts:?}");
+    // No job directory is left behind.
+    let left: Vec<_> = walk_names(&out).into_iter().filter(|n| n.contains("dffmpeg")).collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    // Again: every output exists, so every file is skipped (the damaged
+    // one fails again); with -y they are done again.
+    let res = run(&mut batch(&s, &out, &[]));
+    let ev = events(&res);
+    assert_eq!(file_events(&ev, "job_skipped").len(), 3, "{ev:?}");
+    assert_eq!(file_events(&ev, "chunk_start").len(), 0);
+    let res = run(&mut batch(&s, &out, &["-y"]));
+    assert_eq!(file_events(&events(&res), "job_done").len(), 3);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+fn walk_names(dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        names.push(e.file_name().to_string_lossy().into_owned());
+        if e.file_type().unwrap().is_dir() {
+            names.extend(walk_names(&e.path()));
+        }
+    }
+    names
+}
+
+/// Spawn a --json batch and hand each event to `on_event` as it comes;
+/// returns the output and the events.
+fn streaming(
+    cmd: &mut Command,
+    mut on_event: impl FnMut(&serde_json::Value, u32),
+) -> (Output, Vec<serde_json::Value>) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let stdout = child.stdout.take().unwrap();
+    let mut ev = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        if let Ok(e) = serde_json::from_str::<serde_json::Value>(&line.unwrap()) {
+            on_event(&e, pid);
+            ev.push(e);
+        }
+    }
+    (child.wait_with_output().unwrap(), ev)
+}
+
+#[test]
+fn a_batch_killed_midway_resumes_file_by_file() {
+    let d = workdir("bt-resume");
+    let s = d.join("in");
+    std::fs::create_dir_all(&s).unwrap();
+    for name in ["a.mp4", "b.mp4", "c.mp4", "d.mp4"] {
+        sample(&s, name, 6);
+    }
+    let out = d.join("out");
+    let cmd = |extra: &[&str]| batch(&s, &out, &[&["--chunk", "1"], extra].concat());
+    // Killed (SIGKILL: nothing cleans up) once the first file is done and
+    // a chunk of the second is verified.
+    let (mut first_done, mut second_chunks, mut killed) = (false, 0, false);
+    let (res, ev) = streaming(&mut cmd(&[]), |e, pid| {
+        first_done |= e["event"] == "job_done" && e["job"] == 0;
+        second_chunks += usize::from(e["event"] == "chunk_done" && e["job"] == 1);
+        if first_done && second_chunks > 0 && !killed {
+            killed = true;
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    });
+    assert_eq!(res.status.code(), None, "killed");
+    let done_before = file_events(&ev, "chunk_done").iter().filter(|e| e["job"] == 1).count();
+    assert!(out.join("a.mp4").exists());
+    assert!(!out.join("d.mp4").exists(), "the batch was not over");
+    // Nothing of dffmpeg's is left running after a SIGKILL of dffmpeg.
+    std::thread::sleep(Duration::from_millis(300));
+    let left = Command::new("pgrep").args(["-f", &format!("{}", out.display())]).output().unwrap();
+    assert!(left.stdout.is_empty(), "left running: {}", String::from_utf8_lossy(&left.stdout));
+
+    let res = run(&mut cmd(&[]));
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    let ev = events(&res);
+    assert_eq!(file_events(&ev, "job_skipped").len(), 1, "a.mp4 is done");
+    let b = file_events(&ev, "job_start")
+        .into_iter()
+        .find(|e| e["input"].as_str().unwrap().ends_with("b.mp4"))
+        .unwrap()
+        .clone();
+    assert!(b["resumed_chunks"].as_u64().unwrap() as usize >= done_before.min(1), "{b}");
+    for name in ["a.mp4", "b.mp4", "c.mp4", "d.mp4"] {
+        assert_eq!(frame_count(&out.join(name)), frame_count(&s.join(name)), "{name}");
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_node_lost_midway_leaves_the_batch_to_the_others() {
+    let d = workdir("bt-node");
+    let mut lab = Lab::new("btnode", 87);
+    let a = lab.add_host("a", HostOpts { cpus: Some(1.0) });
+    let b = lab.add_host("b", HostOpts { cpus: Some(1.0) });
+    let s = d.join("in");
+    std::fs::create_dir_all(&s).unwrap();
+    for name in ["a.mp4", "b.mp4", "c.mp4", "d.mp4"] {
+        sample(&s, name, 4);
+    }
+    let inv = d.join("inventory.yaml");
+    std::fs::write(
+        &inv,
+        format!(
+            "cluster: {{ storage: ssh }}\ndefaults: {{ user: root, identity_file: \"{}\" }}\nnodes:\n  ctl: {{ host: local, roles: [controller] }}\n  a: {{ host: {}, roles: [compute] }}\n  b: {{ host: {}, roles: [compute] }}\n",
+            lab.client_key().display(),
+            a.ip,
+            b.ip
+        ),
+    )
+    .unwrap();
+    let out = d.join("out");
+    let mut killed = false;
+    let mut c = batch(&s, &out, &["--chunk", "1", "-I", inv.to_str().unwrap()]);
+    c.env("DFFMPEG_KNOWN_HOSTS", d.join("known_hosts"));
+    let (res, ev) = streaming(&mut c, |e, _| {
+        if !killed && e["event"] == "chunk_start" && e["node"] == "b" && e["job"] == 1 {
+            b.kill();
+            killed = true;
+        }
+    });
+    assert!(killed, "b never took a chunk of the second file");
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    assert!(ev.iter().any(|e| e["event"] == "node_dropped" && e["node"] == "b"), "{ev:?}");
+    assert_eq!(file_events(&ev, "job_done").len(), 4);
+    for name in ["a.mp4", "b.mp4", "c.mp4", "d.mp4"] {
+        assert_eq!(frame_count(&out.join(name)), frame_count(&s.join(name)), "{name}");
+    }
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn watch_takes_a_file_only_once_it_is_completely_copied() {
+    let d = workdir("bt-watch");
+    let up = d.join("upload");
+    let out = d.join("output");
+    std::fs::create_dir_all(&up).unwrap();
+    let src = sample(&d, "src.mp4", 4);
+    let mut child = dffmpeg()
+        .args(["transcode", "--json", "--settle", "1.5", "--watch", "-O"])
+        .arg(&out)
+        .arg(&up)
+        .args(ARGS)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Copy it slowly: a slice every 0.4 s (the whole copy takes over 2 s).
+    let bytes = std::fs::read(&src).unwrap();
+    let dest = up.join("clip.mp4");
+    let mut f = std::fs::File::create(&dest).unwrap();
+    let copied_at = {
+        for part in bytes.chunks(bytes.len() / 6 + 1) {
+            f.write_all(part).unwrap();
+            f.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        drop(f);
+        Instant::now()
+    };
+    let stdout = child.stdout.take().unwrap();
+    let mut ev = Vec::new();
+    let mut lines = BufReader::new(stdout).lines();
+    while let Some(Ok(line)) = lines.next() {
+        let e: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        ev.push(e.clone());
+        if e["event"] == "job_done" {
+            break;
+        }
+        assert!(e["event"] != "job_failed", "{e}");
+    }
+    // Taken whole: exactly the source's frames, and only after the copy.
+    assert_eq!(frame_count(&out.join("clip.mp4")), frame_count(&src));
+    let start = ev.iter().find(|e| e["event"] == "job_start").unwrap();
+    assert!(copied_at.elapsed() < Duration::from_secs(60));
+    assert_eq!(start["frames"].as_u64(), Some(frame_count(&src)), "{start}");
+    // SIGTERM: a clean stop, exit 0.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let _ = std::fs::remove_dir_all(&d);
+}
