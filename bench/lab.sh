@@ -4,7 +4,9 @@
 # bridge of this machine (LAB_NET.0/24, nothing routed out), a private mount
 # namespace whose root is an overlay of / (its own /etc, /root, /srv), its own
 # sshd and host key, and optionally a CPU quota (cgroup v1 cpu controller),
-# visible inside the host as in a container.
+# visible inside the host as in a container — or, with LAB_QUOTA=hidden, not
+# visible at all: the host then sees this machine's cores and nothing says
+# it is slow, as on a real Raspberry Pi.
 #
 #   lab.sh up NAME[:CPUS] ...        start hosts (e.g. n1:1 half:0.5); prints NAME IP
 #   lab.sh ip NAME                   a host's address
@@ -13,13 +15,16 @@
 #   lab.sh down                      stop every host, remove bridge, namespaces, cgroups
 #
 # Env: LAB_DIR (/var/tmp/dlab-bench), LAB_BR (br-dlbench), LAB_NET (198.18.50),
-# LAB_NS (dlbench: namespace and cgroup prefix). Needs root, iproute2, util-linux.
+# LAB_NS (dlbench: namespace and cgroup prefix), LAB_QUOTA (visible | hidden).
+# Needs root, iproute2, util-linux.
 set -euo pipefail
 DIR=${LAB_DIR:-/var/tmp/dlab-bench}
 BR=${LAB_BR:-br-dlbench}
 NET=${LAB_NET:-198.18.50}
 NS=${LAB_NS:-dlbench}
 CPU_CG=/sys/fs/cgroup/cpu
+QUOTA=${LAB_QUOTA:-visible}
+case $QUOTA in visible | hidden) ;; *) echo "lab.sh: LAB_QUOTA is visible or hidden" >&2; exit 2 ;; esac
 
 die() { echo "lab.sh: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "needs root"
@@ -78,10 +83,12 @@ up() { # NAME[:CPUS]
     echo 100000 >"$cg/cpu.cfs_period_us"
     awk -v c="$cpus" 'BEGIN { printf "%d\n", c * 100000 }' >"$cg/cpu.cfs_quota_us"
   fi
-  opts=$(cpu_cgroup_opts)
+  opts=
+  [ "$QUOTA" = hidden ] || opts=$(cpu_cgroup_opts)
   local r=$n/root script
   # `ip netns exec` remounts /sys, hiding the machine's cgroups: mount the cpu
-  # hierarchy again inside, so the host sees its quota as a container would.
+  # hierarchy again inside, so the host sees its quota as a container would
+  # (not with LAB_QUOTA=hidden: the quota binds all the same, unseen).
   script="set -e
 mount -t overlay overlay -o lowerdir=/,upperdir=$n/upper,workdir=$n/work $r
 # root's stock Debian dotfiles, as on a fresh node: this machine's own (a dev

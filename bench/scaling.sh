@@ -28,6 +28,12 @@
 #             not bind, the point shows oversubscription (efficiency is given
 #             against the 3 nominal CPUs and against the 2 real cores)
 #   het       n1 + half + quarter = 1.75 CPU (original: weights 4,2,1)
+# Each in two modes of the hosts (QUOTAS): "visible", the quota shows inside
+# the host as in a container; "hidden", it binds but does not show — the
+# host sees this machine's cores and only measuring tells its speed, as on
+# a real Raspberry Pi (scenarios with "-h"). dffmpeg's speed memory is
+# cleared before every run (the first job on a cluster: the worst case)
+# unless MEMORY=keep.
 # Methods per scenario (order rotated between scenarios):
 #   original     bench/original.sh (static split, output seeking, per-part audio)
 #   dffmpeg-ssh  dffmpeg transcode -I inventory (cluster.storage: ssh)
@@ -39,7 +45,8 @@
 #   QUICK=1          20 s clip, 1 repetition, TRANSFER=0
 #   REPS=2           repetitions of every scenario (baseline: REPS+1 runs)
 #   DURATION=60      clip seconds
-#   CODECS="x264 mpeg4"   SCENARIOS="1x1 2x1 3x1 het"
+#   CODECS="x264 mpeg4"   SCENARIOS="1x1 2x1 3x1 het"   QUOTAS="visible hidden"
+#   MEMORY=clear     clear dffmpeg's speed memory before each run (keep: don't)
 #   METHODS="original dffmpeg-ssh dffmpeg-nfs"   (drop the dffmpeg ones for a
 #                    dffmpeg build without distributed mode)
 #   DFFMPEG=...      binary (default target/release/dffmpeg)
@@ -78,6 +85,8 @@ if [ "$QUICK" = 1 ]; then DURATION=${DURATION:-20}; REPS=${REPS:-1}; TRANSFER=${
 DURATION=${DURATION:-60} REPS=${REPS:-2} TRANSFER=${TRANSFER:-1}
 CODECS=${CODECS:-"x264 mpeg4"}
 SCENARIOS=${SCENARIOS:-"1x1 2x1 3x1 het"}
+QUOTAS=${QUOTAS:-"visible hidden"}
+MEMORY=${MEMORY:-clear}
 METHODS=${METHODS:-"original dffmpeg-ssh dffmpeg-nfs"}
 IDLE_WAIT=${IDLE_WAIT:-30}
 SLOTS=${SLOTS:-auto}
@@ -87,6 +96,8 @@ WORK=${WORK:-/var/tmp/dffmpeg-bench-scaling}
 SHARED=$WORK/shared
 KEY=$LAB_DIR/id_ed25519
 export DFFMPEG_KNOWN_HOSTS=$WORK/known_hosts
+# dffmpeg's state (its speed memory) lives here during the bench.
+export XDG_STATE_HOME=$WORK/state
 mkdir -p "$WORK/json" "$SHARED"/{media,out} "$LAB_DIR"
 RUN_LOG=$WORK/runs.log
 TSV=$WORK/scaling.tsv
@@ -107,6 +118,12 @@ declare -gA SC_WEIGHTS=([1x1]="1" [2x1]="1,1" [3x1]="1,1,1" [het]="4,2,1")
 declare -gA SC_CPU=([1x1]=1 [2x1]=2 [3x1]=3 [het]=1.75)
 declare -gA SC_LABEL=([1x1]="1 × 1.0" [2x1]="2 × 1.0" [3x1]="3 × 1.0 (on 2 cores)" [het]="1.0 + 0.5 + 0.25")
 declare -gA HOST_CPU=([n1]=1 [n2]=1 [n3]=1 [half]=0.5 [quarter]=0.25)
+# The same scenarios with the quota hidden inside the hosts: "-h".
+for _s in 1x1 2x1 3x1 het; do
+  SC_HOSTS[$_s-h]=${SC_HOSTS[$_s]}; SC_WEIGHTS[$_s-h]=${SC_WEIGHTS[$_s]}; SC_CPU[$_s-h]=${SC_CPU[$_s]}
+  SC_LABEL[$_s-h]="${SC_LABEL[$_s]}, quota hidden"
+done
+unset _s
 declare -gA IP
 
 # ---- test hosts ----------------------------------------------------------
@@ -115,8 +132,9 @@ teardown() {
   "$LAB_SH" down >/dev/null 2>&1 || true
   for h in "${!HOST_CPU[@]}"; do rmdir "/sys/fs/cgroup/cpuacct/$LAB_NS-$h" 2>/dev/null || true; done
 }
-hosts_up() {
+hosts_up() { # quota mode: visible | hidden
   teardown   # leftovers of an earlier run of this script (same LAB_DIR/LAB_NS only)
+  export LAB_QUOTA=${1:-visible}
   [ -f "$KEY" ] || ssh-keygen -q -t ed25519 -N '' -C dffmpeg-bench -f "$KEY" || die "ssh-keygen failed"
   rm -f "$DFFMPEG_KNOWN_HOSTS"
   local spec=() h
@@ -134,7 +152,7 @@ hosts_up() {
     hssh "$h" "ffmpeg -version >/dev/null && test -d $(printf %q "$SHARED/media")" \
       || die "host $h: no ssh, ffmpeg or shared dir"
   done
-  log "hosts: $(for h in n1 n2 n3 half quarter; do printf '%s=%s(%s CPU) ' "$h" "${IP[$h]}" "${HOST_CPU[$h]}"; done)"
+  log "hosts ($LAB_QUOTA quota): $(for h in n1 n2 n3 half quarter; do printf '%s=%s(%s CPU) ' "$h" "${IP[$h]}" "${HOST_CPU[$h]}"; done)"
 }
 SSH_OPTS=(-o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o IdentitiesOnly=yes)
 hssh() { local h=$1; shift; ssh -n "${SSH_OPTS[@]}" -i "$KEY" "root@${IP[$h]}" "$@"; }
@@ -209,6 +227,7 @@ dffmpeg_on() { # scenario codec out storage
   # shellcheck disable=SC2086
   inv=$(inventory "$4" ${SC_HOSTS[$1]})
   echo "$EPOCHREALTIME start" >"$WORK/dffmpeg.last"
+  [ "$MEMORY" = keep ] || rm -rf "$XDG_STATE_HOME"
   # shellcheck disable=SC2086
   local chunk=()
   [ -n "${CHUNK:-}" ] && chunk=(--chunk "$CHUNK")
@@ -247,21 +266,28 @@ one() { # codec scenario method rep
 }
 
 # ---- the run ---------------------------------------------------------------
-scenarios() {
-  local k=0 c rep s i ms n_m
+scenarios() { # quota mode: visible (scenarios as named) | hidden ("-h")
+  local k=0 c rep s i ms n_m key
   for c in $CODECS; do
     for rep in $(seq 1 "$REPS"); do
       one "$c" - baseline "$rep"
       for s in $SCENARIOS; do
+        key=$s; [ "$1" = hidden ] && key=$s-h
         ms=($METHODS); n_m=${#ms[@]}
         for i in $(seq 0 $((n_m - 1))); do
-          one "$c" "$s" "${ms[$(( (i + k) % n_m ))]}" "$rep"
+          one "$c" "$key" "${ms[$(( (i + k) % n_m ))]}" "$rep"
         done
         k=$((k + 1))
       done
     done
     one "$c" - baseline "$((REPS + 1))"
   done
+}
+
+# Every scenario name of the run, in order (for the tables).
+all_scenarios() {
+  local q s
+  for q in $QUOTAS; do for s in $SCENARIOS; do [ "$q" = hidden ] && echo "$s-h" || echo "$s"; done; done
 }
 
 # ---- tables ----------------------------------------------------------------
@@ -294,13 +320,13 @@ report() {
     echo
     echo "| hosts (CPU) | method | wall s | speedup | efficiency | CPU work | frames exact | dffmpeg overhead | clean runs | notes |"
     echo "|---|---|---:|---:|---:|---:|---|---:|---:|---|"
-    for s in $SCENARIOS; do
+    for s in $(all_scenarios); do
       for m in $METHODS; do
         w=$(med "$c" "$s" "$m" 5); bw=$(best "$c" "$s" "$m" 5)
         [ "$w" = nan ] && { echo "| ${SC_LABEL[$s]} | $m | failed | | | | $(exact "$c" "$s" "$m") | | | $(awk -F'\t' -v c="$c" -v s="$s" -v m="$m" 'NR>1 && $1==c && $2==s && $3==m {n=$13} END{print n}' "$TSV") |"; continue; }
         sp=$(ratio "$base" "$w"); bsp=$(ratio "$bbase" "$bw")
         e="$(eff "$sp" "${SC_CPU[$s]}") [$(eff "$bsp" "${SC_CPU[$s]}")]"
-        [ "$s" = 3x1 ] && e="$e; ÷$CORES: $(eff "$sp" "$CORES")"
+        case $s in 3x1*) e="$e; ÷$CORES: $(eff "$sp" "$CORES")" ;; esac
         cpu=$(awk -F'\t' -v c="$c" -v s="$s" -v m="$m" 'NR>1 && $1==c && $2==s && $3==m && $9==0 {print $6+$7}' "$TSV" | median)
         work=$(ratio "$cpu" "$(med "$c" - baseline 7)")
         ovs="—"
@@ -324,12 +350,12 @@ plot() {
   n=$(echo $CODECS | wc -w)
   dur=$(awk -F'\t' 'NR==2{printf "%.0f", $11/25}' "$TSV")
   {
-    echo "set terminal pngcairo size $((560 * n)),440 font ',10'"
+    echo "set terminal pngcairo size $((640 * n)),480 font ',10'"
     echo "set output '$png'"
     echo "set multiplot layout 1,$n title 'Parallel efficiency = speedup over one plain ffmpeg on a 1.0-CPU host ÷ CPUs  (${dur} s 720p clip, median)' font ',11'"
     echo "set style data histograms; set style histogram clustered gap 1; set style fill solid 0.85 border -1"
     echo "set yrange [0:1.3]; set ylabel 'parallel efficiency'; set grid ytics; set key top right"
-    echo "set xtics rotate by -15"
+    echo "set xtics rotate by -30"
     for c in $CODECS; do
       i=$((i + 1))
       echo "set title '${ARGS[$c]}'"
@@ -402,10 +428,12 @@ main() {
   trap 'log "interrupted"; exit 130' INT TERM
   make_clip "$CLIP" "$DURATION" || die "cannot generate the clip"
   IN_FRAMES=$(frames "$CLIP"); IN_AUDIO=$(stream_duration "$CLIP" a)
-  hosts_up
-  log "clip $CLIP: $DURATION s, $IN_FRAMES frames; $REPS repetition(s); methods: $METHODS; dffmpeg slots: $SLOTS${CHUNK:+, --chunk $CHUNK}"
-  local t=$EPOCHREALTIME
-  scenarios
+  log "clip $CLIP: $DURATION s, $IN_FRAMES frames; $REPS repetition(s); methods: $METHODS; dffmpeg slots: $SLOTS${CHUNK:+, --chunk $CHUNK}; quotas: $QUOTAS; speed memory: $MEMORY"
+  local t=$EPOCHREALTIME q
+  for q in $QUOTAS; do
+    hosts_up "$q"
+    scenarios "$q"
+  done
   report
   plot
   log "scenarios took $(awk -v a="$t" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.0f", b-a}') s"
