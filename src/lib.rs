@@ -9,4 +9,5 @@ pub mod quote;
 pub mod remote;
 pub mod safefs;
 pub mod setup;
+pub mod text;
 pub mod transcode;

@@ -46,7 +46,7 @@ pub async fn run(args: FactsArgs) -> Outcome {
         );
         for r in &reports {
             if let Some(e) = &r.error {
-                eprintln!("dffmpeg: {e}");
+                eprintln!("dffmpeg: {}", crate::text::strip_terminal_escapes(e));
             }
         }
     }
@@ -127,7 +127,8 @@ fn table(reports: &[Report], encoder: Option<&str>) -> String {
                 row.push("no".into());
                 row.extend(std::iter::repeat_with(dash).take(head.len() - 3));
             }
-            row
+            // Every cell may hold text from the node: no terminal escapes.
+            row.iter().map(|c| crate::text::strip_terminal_escapes(c)).collect()
         })
         .collect();
     let widths: Vec<usize> = (0..head.len())
@@ -155,7 +156,7 @@ mod tests {
     #[test]
     fn table_lists_every_node() {
         let pi = super::super::parse(super::super::tests::PI).unwrap();
-        let reports = vec![
+        let mut reports = vec![
             Report {
                 node: "pi3".into(),
                 host: "192.168.1.10".into(),
@@ -197,7 +198,15 @@ mod tests {
             ]
         );
         assert_eq!(words(lines[2]), ["pi2", "192.168.1.11", "no", "-", "-", "-", "-", "-", "-"]);
-        let json = serde_json::to_string(&reports[1]).unwrap();
+        // A node's strings reach the terminal without escape sequences.
+        let mut hostile = reports.remove(0);
+        if let Some(f) = hostile.facts.as_mut() {
+            f.arch = "arm\u{1b}]0;pwned\u{7}v7l".into();
+            f.ffmpeg_version = Some("6.0\u{1b}[2J".into());
+        }
+        let t = table(&[hostile], None);
+        assert!(!t.contains('\u{1b}') && t.contains("armv7l") && t.contains("6.0"), "{t:?}");
+        let json = serde_json::to_string(&reports[0]).unwrap();
         assert!(json.contains("\"reachable\":false"), "{json}");
         assert!(json.contains("\"error\":\"unreachable: node pi2\""), "{json}");
     }
