@@ -8,7 +8,7 @@ use crate::quote::join;
 use crate::setup::state::{FileKind, NodeState, Probe};
 
 use super::files::{mode_word, write_script};
-use super::{check_path, Change, Effect, FileDiff, ModuleError};
+use super::{byte_lines, check_path, current_content, Change, Effect, FileDiff, ModuleError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,11 +118,8 @@ pub fn plan(a: &AuthorizedKeyArgs, st: &NodeState) -> Result<Vec<Change>, Module
             return Err(ModuleError::Invalid(format!("{path} is not a regular file")));
         }
     }
-    let text = cur
-        .and_then(|c| c.content.as_deref())
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .unwrap_or_default();
-    let present = text.lines().any(|l| key_id(l) == Some(want));
+    let text = current_content(&path, cur)?;
+    let present = byte_lines(text).any(|l| key_id(&String::from_utf8_lossy(l)) == Some(want));
     if present {
         let c = cur.ok_or_else(|| ModuleError::NotProbed("a stat".into()))?;
         if c.uid != user.uid || c.gid != user.gid {
@@ -135,23 +132,24 @@ pub fn plan(a: &AuthorizedKeyArgs, st: &NodeState) -> Result<Vec<Change>, Module
             ));
         }
     } else {
-        let mut new = text.clone();
-        if !new.is_empty() && !new.ends_with('\n') {
-            new.push('\n');
+        // Every other byte of the file stays as it is.
+        let mut new = text.to_vec();
+        if !new.is_empty() && !new.ends_with(b"\n") {
+            new.push(b'\n');
         }
-        new.push_str(a.key.trim());
-        new.push('\n');
+        new.extend_from_slice(a.key.trim().as_bytes());
+        new.push(b'\n');
         out.push(Change {
             summary: format!("add key to {path}"),
-            script: write_script(&path, new.as_bytes(), Some(&owner), Some(&group), 0o600),
+            script: write_script(&path, &new, Some(&owner), Some(&group), 0o600),
             diff: Some(FileDiff {
                 path: path.clone(),
-                before: cur.map(|_| text.into_bytes()),
-                after: new.clone().into_bytes(),
+                before: cur.map(|_| text.to_vec()),
+                after: new.clone(),
             }),
             effects: vec![Effect::File {
                 path: path.clone(),
-                content: Some(new.into_bytes()),
+                content: Some(new),
                 owner: Some(owner.clone()),
                 group: Some(group.clone()),
                 mode: 0o600,
@@ -217,6 +215,25 @@ mod tests {
         let loose = state(Some((0o755, 0)), Some((KEY.as_bytes(), 0o664)));
         let c = plan(&args(), &loose).unwrap();
         assert_eq!(c.len(), 2, "{c:?}");
+    }
+
+    #[test]
+    fn other_keys_survive_byte_for_byte() {
+        let other: &[u8] = b"ssh-rsa AAAAB3other caf\xe9@laptop\r\n# \xff\xfe\n";
+        let st = state(Some((0o700, 0)), Some((other, 0o600)));
+        let c = plan(&args(), &st).unwrap();
+        assert_eq!(c[0].diff.as_ref().unwrap().after, [other, KEY.as_bytes(), b"\n"].concat());
+    }
+
+    #[test]
+    fn an_unread_file_is_refused() {
+        let mut st = state(Some((0o700, 0)), Some((b"", 0o600)));
+        if let Some(Some(f)) = st.files.get_mut("/home/pi/.ssh/authorized_keys") {
+            f.content = None;
+            f.size = 3 << 20;
+        }
+        let e = plan(&args(), &st).unwrap_err().to_string();
+        assert!(e.contains("authorized_keys was not read") && e.contains("refusing"), "{e}");
     }
 
     #[test]
