@@ -177,7 +177,7 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
         assert!(h.exec_ok("id -nG pi").split_whitespace().any(|g| g == "dffmpeg"));
     }
 
-    // fstab on pi2: type nfs, _netdev,nofail, an automount from the next boot, same path as on the storage
+    // fstab on pi2: type nfs, nosuid,nodev,_netdev,nofail, an automount from the next boot, same path as on the storage
     // node; mounted through mount(8) and the stand-in mount.nfs.
     let fstab = |h: &str| -> Vec<String> {
         lines(&c.cat(h, "/etc/fstab")).into_iter().filter(|l| l.contains(SHARED_DIR)).collect()
@@ -186,7 +186,7 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
         [("upload", "ro"), ("work", "rw"), ("output", "rw")]
             .iter()
             .map(|(d, m)| {
-                format!("{storage}:{SHARED_DIR}/{d} {SHARED_DIR}/{d} nfs {m},_netdev,nofail,noatime,x-systemd.automount 0 0")
+                format!("{storage}:{SHARED_DIR}/{d} {SHARED_DIR}/{d} nfs {m},nosuid,nodev,_netdev,nofail,noatime,x-systemd.automount 0 0")
             })
             .collect()
     };
@@ -199,6 +199,14 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
     };
     assert!(mounted(&pi2, "upload").unwrap().starts_with("ro,"));
     assert!(mounted(&pi2, "work").unwrap().starts_with("rw,"));
+    // No set-uid program or device node on the share works on a node.
+    for d in ["upload", "work", "output"] {
+        let opts = mounted(&pi2, d).unwrap();
+        assert!(
+            opts.split(',').any(|o| o == "nosuid") && opts.split(',').any(|o| o == "nodev"),
+            "{d}: {opts}"
+        );
+    }
     let log = c.cat("pi2", "/var/log/mount.nfs-standin.log");
     assert!(log.contains(&format!("mounted {pi3_ip}:{SHARED_DIR}/work on {SHARED_DIR}/work")), "{log}");
 
@@ -222,7 +230,7 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
     // 3. Drift on pi2: someone made the work mount read-only in fstab and
     // remounted it. --check --diff finds it and changes nothing.
     let work_rw = format!(
-        "{pi3_ip}:{SHARED_DIR}/work {SHARED_DIR}/work nfs rw,_netdev,nofail,noatime,x-systemd.automount 0 0"
+        "{pi3_ip}:{SHARED_DIR}/work {SHARED_DIR}/work nfs rw,nosuid,nodev,_netdev,nofail,noatime,x-systemd.automount 0 0"
     );
     let work_ro = work_rw.replace(" rw,", " ro,");
     pi2.exec_ok(&format!(

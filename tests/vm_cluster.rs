@@ -284,7 +284,7 @@ fn the_blogs_cluster_on_real_kernels() {
             .collect();
         let want_fstab: Vec<String> = SUBDIRS
             .iter()
-            .map(|(d, m)| format!("{ctl_ip}:{SHARED}/{d} {SHARED}/{d} nfs {m},_netdev,nofail,noatime,x-systemd.automount 0 0"))
+            .map(|(d, m)| format!("{ctl_ip}:{SHARED}/{d} {SHARED}/{d} nfs {m},nosuid,nodev,_netdev,nofail,noatime,x-systemd.automount 0 0"))
             .collect();
         assert_eq!(fstab, want_fstab);
         assert_mounted(&lab, &ctl_ip);

@@ -226,7 +226,7 @@ fn compute_nodes_mount_from_fstab() {
     let plan = plan_of(&jobs[1], &facts("raspbian", "bookworm", "armhf"));
     // An automount from the next boot on: a mount tried at boot while the
     // storage node is not serving yet fails for good (found in VMs).
-    let opts = ",_netdev,nofail,noatime,x-systemd.automount";
+    let opts = ",nosuid,nodev,_netdev,nofail,noatime,x-systemd.automount";
     let mut fstab = String::new();
     for (item, mode) in [("upload", "ro"), ("work", "rw"), ("output", "rw")] {
         let task = format!("NFS mount ({item})");
