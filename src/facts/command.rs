@@ -7,8 +7,8 @@ use serde::Serialize;
 use super::{gather, Facts};
 use crate::cli::FactsArgs;
 use crate::exit::{failed, usage, Failure, Outcome};
-use crate::inventory::Inventory;
-use crate::remote::{self, ConnectOptions};
+use crate::inventory::{Host, Inventory};
+use crate::remote::{self, hostkeys, ConnectOptions};
 
 /// One node's line of `dffmpeg facts`.
 #[derive(Debug, Serialize)]
@@ -26,7 +26,20 @@ struct Report {
     has_encoder: Option<bool>,
 }
 
+/// `dffmpeg facts INVENTORY`. SIGINT or SIGTERM stops it: the work is
+/// dropped, every SSH master closed, exit 1 saying so.
 pub async fn run(args: FactsArgs) -> Outcome {
+    let mut work = Box::pin(run_to_end(args));
+    let signal = tokio::select! {
+        r = &mut work => return r,
+        s = crate::signals::wait() => s,
+    };
+    drop(work);
+    remote::ssh::close_all_masters().await;
+    Err(failed(anyhow::anyhow!("interrupted by {signal}: facts stopped and its SSH connections are closed")))
+}
+
+async fn run_to_end(args: FactsArgs) -> Outcome {
     let inventory = Inventory::load(&args.inventory).map_err(usage)?;
     let opts = ConnectOptions::from_args(&args.connect).map_err(failed)?;
     let reports = collect(&inventory, &opts, args.encoder.as_deref()).await;
@@ -34,12 +47,14 @@ pub async fn run(args: FactsArgs) -> Outcome {
         for r in &reports {
             match serde_json::to_string(r) {
                 Ok(line) => {
+                    // A closed stdout: the exit status still tells.
                     let _ = std::io::Write::write_all(&mut std::io::stdout(), format!("{line}\n").as_bytes());
                 }
                 Err(e) => return Err(failed(anyhow::anyhow!("cannot write JSON: {e}"))),
             }
         }
     } else {
+        // A closed stdout: the exit status still tells.
         let _ = std::io::Write::write_all(
             &mut std::io::stdout(),
             table(&reports, args.encoder.as_deref()).as_bytes(),
@@ -66,7 +81,19 @@ async fn collect(inventory: &Inventory, opts: &ConnectOptions, encoder: Option<&
         .map(|n| {
             let (n, opts, dir) = (n.clone(), opts.clone(), dir.clone());
             tokio::spawn(async move {
+                let new = match &n.host {
+                    Host::Remote(h) => !hostkeys::is_known(&opts.known_hosts, h, n.port).await,
+                    Host::Local => false,
+                };
                 let node = remote::connect(&n, &opts).await.map_err(|e| e.to_string())?;
+                if let (true, Host::Remote(h)) = (new, &n.host) {
+                    let fps = hostkeys::fingerprints(&opts.known_hosts, h, n.port).await;
+                    eprintln!(
+                        "new host key: node {} ({h}) {} (first contact: now trusted)",
+                        n.name,
+                        crate::text::strip_terminal_escapes(&fps.join(", "))
+                    );
+                }
                 let facts = gather(&node, Some(&dir)).await.map_err(|e| e.to_string());
                 node.close().await;
                 facts

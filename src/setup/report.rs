@@ -175,6 +175,21 @@ impl Reporter {
         }
     }
 
+    /// A host key trusted for the first time (recorded in dffmpeg's
+    /// known_hosts): its fingerprints, to compare with the node's own
+    /// (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on it).
+    pub fn host_key(&self, node: &str, host: &str, fingerprints: &[String]) {
+        if self.json {
+            self.json_line(
+                json!({"event": "host_key", "node": node, "host": host, "fingerprints": fingerprints}),
+            );
+        } else {
+            let fps =
+                if fingerprints.is_empty() { "(none read)".to_string() } else { fingerprints.join(", ") };
+            self.write(&format!("new host key: [{node}] {host} {fps} (first contact: now trusted)\n"));
+        }
+    }
+
     pub fn unreachable(&self, node: &str, msg: &str) {
         if let Ok(mut r) = self.recaps.lock() {
             r.entry(node.to_string()).or_default().unreachable += 1;

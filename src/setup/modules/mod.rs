@@ -112,6 +112,17 @@ impl ModuleArgs {
         })
     }
 
+    /// How long the module's changes may take on a node when its task sets
+    /// no `timeout:`: installing packages (download, unpack, maintainer
+    /// scripts on an SD card) gets 30 minutes, anything else `base` (the
+    /// `--timeout` of the run).
+    pub fn default_timeout(&self, base: std::time::Duration) -> std::time::Duration {
+        match self {
+            ModuleArgs::Apt(_) => base.max(std::time::Duration::from_secs(1800)),
+            _ => base,
+        }
+    }
+
     /// What the plan needs to know about the node.
     pub fn probes(&self) -> Vec<Probe> {
         match self {
