@@ -37,6 +37,10 @@ pub trait Transport: Send + Sync {
 
 pub const PID_PREFIX: &str = "dffmpeg-pid ";
 
+/// Stops a remote process and its group; run as `sh -c KILL_SCRIPT
+/// dffmpeg-kill PID` (the pid is `$1`, never pasted into the script).
+pub const KILL_SCRIPT: &str = include_str!("kill.sh");
+
 /// Output of a finished command.
 #[derive(Debug)]
 pub struct Output {

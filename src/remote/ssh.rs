@@ -22,14 +22,14 @@
 //! - A client never opens a connection of its own: `ControlMaster=no` and
 //!   `ProxyCommand=false`, so if the master is gone the command fails
 //!   instead of reconnecting (or prompting, or trusting a new key).
-//! - No master outlives dffmpeg for long: each is started with
-//!   `ControlPersist=` [`MASTER_LINGER`], and dffmpeg holds a connection to
-//!   its control socket for as long as it uses it (a mux client keeps the
-//!   master busy). When dffmpeg ends in any way, even SIGKILL, the kernel
-//!   closes that socket and the master exits [`MASTER_LINGER`] later;
-//!   [`close_all_masters`] closes them at once (Ctrl-C). Control
-//!   directories left by a dffmpeg that was killed are removed by the next
-//!   one.
+//! - No master outlives dffmpeg: a small watcher (`watch.sh`) waits on a
+//!   pipe only dffmpeg holds and tells the master to exit when dffmpeg is
+//!   gone, however it ended (even SIGKILL), sessions and all;
+//!   [`close_all_masters`] closes them at once on Ctrl-C. Should the watcher
+//!   be killed too, `ControlPersist=` [`MASTER_LINGER`] ends the master once
+//!   its sessions are over (while dffmpeg runs, its connection to the
+//!   control socket keeps an idle master up). Control directories left by
+//!   a dffmpeg that was killed are removed by the next one.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
 
-use super::{Transport, PID_PREFIX};
+use super::{Transport, KILL_SCRIPT, PID_PREFIX};
 use crate::inventory;
 use crate::quote;
 
@@ -232,8 +232,9 @@ fn prepare_control_dir(dir: &Path) -> Result<(), SshError> {
 pub const MASTER_LINGER: Duration = Duration::from_secs(10);
 
 /// A connection directory younger than this may belong to a master that is
-/// still being started by another dffmpeg (no socket yet).
-const STALE_AFTER: Duration = Duration::from_secs(120);
+/// still being started by another dffmpeg (no socket yet): a connection
+/// attempt gives up after at most 15 s (see [`Ssh::connect`]).
+const STALE_AFTER: Duration = Duration::from_secs(30);
 
 /// Remove the connection directories (`.ssh-connection*`, made by the
 /// openssh crate) whose master is gone: no socket, or one nobody answers
@@ -302,12 +303,44 @@ pub struct Ssh {
     _master: MasterGuard,
 }
 
-/// A master this process uses: registered for [`close_all_masters`], and
-/// kept busy by our connection to its control socket (while it is open the
-/// master never counts as idle; when dffmpeg dies the kernel closes it).
+/// A master this process uses: registered for [`close_all_masters`], kept
+/// busy by our connection to its control socket (while it is open the
+/// master never counts as idle), and watched (see [`watch_master`]).
 struct MasterGuard {
     control: PathBuf,
     _keeper: UnixStream,
+    /// The writing end of the watcher's pipe: closing it (our exit, or
+    /// this guard's drop) makes the watcher close the master.
+    _watch: Option<std::os::fd::OwnedFd>,
+}
+
+/// Closes a master when dffmpeg is gone (`watch.sh`).
+const WATCH_SCRIPT: &str = include_str!("watch.sh");
+
+/// Start the watcher of the master at `control`; the pipe end to hold.
+/// The one local child that must outlive dffmpeg (for as long as `ssh -O
+/// exit` takes), so it is not started through [`crate::process`]; it has
+/// its own process group, away from the terminal's Ctrl-C.
+fn watch_master(control: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 fills two fds on success; both are owned right away.
+    let (read, write) = unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+    };
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.args(["-c", WATCH_SCRIPT, "dffmpeg-watch"])
+        .arg(control)
+        .stdin(std::process::Stdio::from(read))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    // Not waited for: tokio reaps it once it has exited.
+    drop(cmd.spawn()?);
+    Ok(write)
 }
 
 impl Drop for MasterGuard {
@@ -383,8 +416,12 @@ impl Ssh {
                 });
             }
         };
+        // Without a watcher (no sh?), the master still ends MASTER_LINGER
+        // after its last session once dffmpeg is gone.
+        let watch = watch_master(&control).ok();
         masters().insert(control.clone());
-        Ok(Ssh { name: node.name.clone(), host, session, _master: MasterGuard { control, _keeper: keeper } })
+        let guard = MasterGuard { control, _keeper: keeper, _watch: watch };
+        Ok(Ssh { name: node.name.clone(), host, session, _master: guard })
     }
 
     pub fn host(&self) -> &str {
@@ -404,9 +441,9 @@ impl Ssh {
     /// Close the master connection (also done, blocking, on drop).
     pub async fn close(self) {
         let Ssh { session, _master, .. } = self;
-        drop(_master);
         // A master that is already gone (the node died) has nothing to close.
         let _ = session.close().await;
+        drop(_master);
     }
 
     /// An `ssh` client riding on the master that runs `line` with the
@@ -496,10 +533,6 @@ fn last_line(log: &str) -> String {
         .unwrap_or("ssh failed without a message")
         .to_string()
 }
-
-/// Stops a remote process and its group; the pid is `$1`, never pasted
-/// into the script.
-const KILL_SCRIPT: &str = include_str!("kill.sh");
 
 impl Transport for Ssh {
     fn name(&self) -> &str {

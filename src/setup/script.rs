@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::remote::{strip_pid_line, Transport, PID_PREFIX};
+use crate::remote::{strip_pid_line, Transport, KILL_SCRIPT, PID_PREFIX};
 
 #[derive(Debug)]
 pub struct ScriptOutput {
@@ -100,7 +100,7 @@ pub async fn run_script<T: Transport + ?Sized>(
         Ok(r) => r?,
         Err(_) => {
             if let Some(p) = pid.get() {
-                t.kill(*p).await;
+                stop(t, become_root, *p).await;
             }
             return Err(ExecError::Timeout(limit.as_secs()));
         }
@@ -110,6 +110,20 @@ pub async fn run_script<T: Transport + ?Sized>(
         stderr = strip_pid_line(&stderr).to_string();
     }
     Ok(ScriptOutput { code: status.code(), stdout: String::from_utf8_lossy(&out).into_owned(), stderr })
+}
+
+/// Stop the script's process group: as root through `sudo -n` when it runs
+/// as root (the login user may not signal it), else as the transport does.
+async fn stop<T: Transport + ?Sized>(t: &T, become_root: bool, pid: u32) {
+    if !become_root {
+        return t.kill(pid).await;
+    }
+    let pid = pid.to_string();
+    let argv: Vec<String> =
+        ["sudo", "-n", "sh", "-c", KILL_SCRIPT, "dffmpeg-kill", &pid].iter().map(|w| w.to_string()).collect();
+    // Best effort: a node that does not answer this either is reported
+    // unreachable anyway, and the local client dies with its handle.
+    let _ = tokio::time::timeout(Duration::from_secs(10), crate::remote::run(t, &argv)).await;
 }
 
 /// The pid of a complete `dffmpeg-pid N` first line.
