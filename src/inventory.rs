@@ -826,17 +826,26 @@ pub fn is_host_name_or_address(h: &str) -> bool {
     h.len() <= 253 && h.trim_end_matches('.').split('.').all(label_ok)
 }
 
+/// Why a `~` path cannot be expanded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HomeError {
+    #[error("only `~/` is expanded (to your home directory), not `~user`")]
+    OtherUser,
+    #[error("`~` needs $HOME, which is not set")]
+    NoHome,
+}
+
 /// `~` and `~/...` → `$HOME/...`; other paths as they are.
-pub fn expand_home(path: &str) -> Result<PathBuf, String> {
+pub fn expand_home(path: &str) -> Result<PathBuf, HomeError> {
     let rest = match path.strip_prefix('~') {
         None => return Ok(PathBuf::from(path)),
         Some("") => "",
         Some(r) if r.starts_with('/') => &r[1..],
-        Some(_) => return Err("only `~/` is expanded (to your home directory), not `~user`".into()),
+        Some(_) => return Err(HomeError::OtherUser),
     };
     match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         Some(home) => Ok(PathBuf::from(home).join(rest)),
-        None => Err("`~` needs $HOME, which is not set".into()),
+        None => Err(HomeError::NoHome),
     }
 }
 

@@ -282,7 +282,7 @@ pub async fn close_all_masters() {
             .stderr(std::process::Stdio::null());
         async move {
             // A master that does not answer within the limit is left to its
-            // ControlPersist limit (its keeper socket closes with us).
+            // watcher and ControlPersist limit (both act when we are gone).
             let _ = tokio::time::timeout(Duration::from_secs(5), cmd.status()).await;
             if let Some(dir) = sock.parent() {
                 // The Session's own drop may have removed it already.
@@ -408,6 +408,7 @@ impl Ssh {
         let keeper = match UnixStream::connect(&control) {
             Ok(k) => k,
             Err(e) => {
+                // The master is unusable either way; this only tidies up.
                 let _ = session.close().await;
                 return Err(SshError::Unreachable {
                     node: node.name.clone(),
