@@ -201,6 +201,36 @@ fn setup_and_facts_are_hardened_on_test_hosts() {
         assert_eq!(noop.changed(n), 0, "{noop}");
     }
 
+    // On a terminal (`script` gives dffmpeg one) the question is asked once,
+    // before the password: `n` sends nothing, `y` goes on.
+    pi3.exec_ok(&format!("su - pi -c {}", q(&format!("ssh-keygen -R {pi2_ip} -f {}", q(KH)))));
+    pi2.exec_ok("rm /home/pi/.ssh/authorized_keys");
+    let passwords =
+        || String::from_utf8_lossy(&read(&pi2, "/var/log/sshd.log")).matches("password for pi").count();
+    let before = passwords();
+    let on_terminal = |answers: &str| {
+        let bin = env!("CARGO_BIN_EXE_dffmpeg");
+        let cmd =
+            format!("env DFFMPEG_KNOWN_HOSTS={} {} setup {INVENTORY} --ask-pass --limit pi2", q(KH), q(bin));
+        let script = format!("printf {} | script -qec {} /dev/null", q(answers), q(&cmd));
+        c.as_pi("pi3", &script)
+    };
+    let no = on_terminal("n\n");
+    let text = String::from_utf8_lossy(&no.stdout).into_owned();
+    assert_eq!(no.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("  pi2 ({pi2_ip}): ED25519 {pi2_fp}")) && text.contains("[y/N]"),
+        "{text}"
+    );
+    assert!(text.contains("host key not confirmed: node pi2"), "{text}");
+    assert_eq!(passwords(), before, "no password went to pi2");
+    let yes = on_terminal(&format!("y\n{PASSWORD}\n"));
+    let text = String::from_utf8_lossy(&yes.stdout).into_owned();
+    assert_eq!(yes.status.code(), Some(0), "{text}");
+    assert!(text.contains("changed: [pi2] install the controller's key with the password"), "{text}");
+    assert_eq!(passwords(), before + 1, "one password login");
+    assert!(known(&pi2_ip));
+
     // 3. The key works only from the controller, and without a pty.
     let tmp = tempfile::tempdir().expect("tempdir");
     let stolen = tmp.path().join("dffmpeg_ed25519");
