@@ -40,10 +40,15 @@ pub struct TranscodeArgs {
     /// cluster of this machine's cores).
     #[arg(short = 'I', long = "inventory", value_name = "INVENTORY")]
     pub inventory: Option<PathBuf>,
-    /// Output file (default: NAME.dffmpeg.EXT next to the input).
-    #[arg(short = 'o', long = "output", value_name = "OUTPUT")]
+    /// Output file, for one input (default: NAME.dffmpeg.EXT next to it).
+    #[arg(short = 'o', long = "output", value_name = "OUTPUT", conflicts_with = "output_dir")]
     pub output: Option<PathBuf>,
-    /// Overwrite an existing output file.
+    /// Output directory: each output is DIR/STEM.EXT (the input's
+    /// extension unless -f says otherwise), mirroring the subfolders of a
+    /// directory input. Existing outputs are skipped unless -y.
+    #[arg(short = 'O', long = "output-dir", value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+    /// Overwrite existing output files.
     #[arg(short = 'y', long = "overwrite")]
     pub overwrite: bool,
     /// Chunk length in seconds (default: guided — each chunk the time left
@@ -63,14 +68,36 @@ pub struct TranscodeArgs {
     /// One JSON event per line on stdout instead of progress bars.
     #[arg(long)]
     pub json: bool,
+    /// Keep watching the input directories: transcode every new video once
+    /// it is complete (untouched for --settle seconds), until SIGTERM.
+    #[arg(long, requires = "output_dir")]
+    pub watch: bool,
+    /// Seconds a file in an input directory must be untouched to count as
+    /// complete (it may still be being copied).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub settle: f64,
     #[command(flatten)]
     pub connect: ConnectArgs,
-    /// The video to transcode.
-    #[arg(value_name = "INPUT")]
-    pub input: PathBuf,
-    /// ffmpeg output options, e.g. `-c:v libx264 -crf 23 -c:a aac`.
-    #[arg(value_name = "FFMPEG OUTPUT ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
-    pub ffmpeg_args: Vec<String>,
+    /// The inputs (files or directories, up to the first word starting with
+    /// `-`), then ffmpeg output options, e.g. `in.mp4 -c:v libx264 -crf 23
+    /// -c:a aac` (a `--` before the options also works).
+    #[arg(
+        value_name = "INPUT... [FFMPEG OUTPUT ARGS]",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub words: Vec<String>,
+}
+
+impl TranscodeArgs {
+    /// The inputs: the leading words up to the first one that starts with
+    /// `-`; the rest are ffmpeg's (a leading `--` dropped by the parser).
+    pub fn split_words(&self) -> (Vec<PathBuf>, Vec<String>) {
+        let n = self.words.iter().position(|w| w.starts_with('-')).unwrap_or(self.words.len());
+        let inputs = self.words[..n].iter().map(PathBuf::from).collect();
+        (inputs, self.words[n..].to_vec())
+    }
 }
 
 #[derive(Args, Debug, Clone)]

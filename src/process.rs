@@ -88,11 +88,8 @@ mod tests {
     #[ignore]
     fn spawn_sleeper_and_wait() {
         let Some(pidfile) = std::env::var_os("DFFMPEG_TEST_PIDFILE") else { return };
-        // Never waited for: this process is SIGKILLed by the test above,
-        // and the sleeper must die with it.
-        #[allow(clippy::zombie_processes)]
-        let child = std_command("sleep").arg("60").spawn().unwrap();
+        let mut child = std_command("sleep").arg("60").spawn().unwrap();
         std::fs::write(pidfile, child.id().to_string()).unwrap();
-        std::thread::sleep(std::time::Duration::from_secs(60));
+        child.wait().unwrap();
     }
 }

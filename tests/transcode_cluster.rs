@@ -70,6 +70,11 @@ fn ok(out: &Output) -> Vec<serde_json::Value> {
     events(out)
 }
 
+/// The `job_start` event of a one-file run.
+fn job_start(ev: &[serde_json::Value]) -> &serde_json::Value {
+    ev.iter().find(|e| e["event"] == "job_start").expect("a job_start event")
+}
+
 /// Nodes that finished at least one chunk.
 fn nodes_with_chunks(ev: &[serde_json::Value]) -> Vec<String> {
     let mut v: Vec<String> = ev
@@ -153,14 +158,14 @@ fn nfs_storage_through_a_shared_directory() {
             "nothing executed"
         );
     }
-    assert!(!ev[0]["cluster"].as_str().unwrap_or_default().contains("read in place"), "{}", ev[0]);
+    assert_eq!(job_start(&ev)["read_in_place"], false, "{ev:?}");
     // A source inside the shared directory: the nodes read it in place
     // (no split), through the same quoting of every remote path.
     let inside = shared.join("media $x; 'ü'.mp4");
     std::fs::rename(&input, &inside).unwrap();
     let out2 = shared.join("out 2.mkv");
     let ev = transcode_json(&d, &inv, &out2, &inside, ARGS);
-    assert!(ev[0]["cluster"].as_str().unwrap_or_default().contains("the source read in place"), "{}", ev[0]);
+    assert_eq!(job_start(&ev)["read_in_place"], true, "{ev:?}");
     assert_eq!(nodes_with_chunks(&ev), ["a", "b", "c"]);
     assert_eq!(frame_count(&out2), frame_count(&inside));
     assert_same_video(&out2, &out);
@@ -227,7 +232,7 @@ fn a_host_dying_mid_job_fails_over() {
     assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
     let dropped: Vec<_> = ev.iter().filter(|e| e["event"] == "node_dropped").collect();
     assert!(dropped.iter().any(|e| e["node"] == "b"), "the report shows the failover: {ev:?}");
-    let done = ev.iter().find(|e| e["event"] == "job_done").unwrap();
+    let done = ev.iter().find(|e| e["event"] == "batch_done").unwrap();
     let b_stats = done["nodes"].as_array().unwrap().iter().find(|n| n["node"] == "b").unwrap();
     assert!(b_stats["failures"].as_u64().unwrap() >= 1);
     assert_eq!(frame_count(&out), frame_count(&input));
@@ -268,21 +273,29 @@ fn unreachable_hosts() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// Host `host`'s ffmpeg, as another build: `options` (shell words) go
+/// before the output of every command line.
+fn different_build(lab: &Lab, host: &str, options: &str) {
+    let wrapper = lab.host(host).root().join("usr/local/bin/ffmpeg");
+    std::fs::create_dir_all(wrapper.parent().unwrap()).unwrap();
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n# a different build\nn=$#; i=0; for a in \"$@\"; do i=$((i+1)); \
+             if [ $i -eq $n ]; then set -- \"$@\" {options} \"$a\"; else set -- \"$@\" \"$a\"; fi; shift; done\n\
+             exec /usr/bin/ffmpeg \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    Command::new("chmod").arg("+x").arg(&wrapper).status().unwrap();
+}
+
 #[test]
 fn a_node_with_a_different_ffmpeg_build_is_left_out() {
     let d = workdir("cl-mixed");
     let (lab, nodes) = three_hosts("clmix", 85);
     // Host c's ffmpeg makes 4:4:4 video, as another build might.
-    let wrapper = lab.host("c").root().join("usr/local/bin/ffmpeg");
-    std::fs::create_dir_all(wrapper.parent().unwrap()).unwrap();
-    std::fs::write(
-        &wrapper,
-        "#!/bin/sh\n# a different build: 4:4:4 output\nn=$#; i=0; for a in \"$@\"; do i=$((i+1)); \
-         if [ $i -eq $n ]; then set -- \"$@\" -pix_fmt yuv444p \"$a\"; else set -- \"$@\" \"$a\"; fi; shift; done\n\
-         exec /usr/bin/ffmpeg \"$@\"\n",
-    )
-    .unwrap();
-    Command::new("chmod").arg("+x").arg(&wrapper).status().unwrap();
+    different_build(&lab, "c", "-pix_fmt yuv444p");
     let input = sample(&d, "in.mp4", 12);
     let inv = write_inventory(&d, &lab, "ssh", None, &nodes);
     let out = d.join("out.mp4");
@@ -302,6 +315,50 @@ fn a_node_with_a_different_ffmpeg_build_is_left_out() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), "yuv420p");
+    assert_no_ffmpeg(&lab);
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// An interlaced, anamorphic MPEG-2 TS on the cluster, split and sent over
+/// SSH, then read in place from the shared directory: the output's video
+/// stream carries what one plain ffmpeg gives it (field order, colour range,
+/// aspect ratio, ...). Host c's ffmpeg tags full range, as another build
+/// might: its chunks are rejected, naming the property and the node.
+#[test]
+fn interlaced_source_keeps_its_properties_on_the_cluster() {
+    let d = workdir("cl-props");
+    let (lab, nodes) = three_hosts("prcol", 111);
+    different_build(&lab, "c", "-color_range:v:0 pc");
+    let shared = d.join("shared");
+    for h in lab.hosts() {
+        h.share(&shared, shared.to_str().unwrap());
+    }
+    let input = shared.join("in.ts");
+    interlaced_ts(&input, 6, "tff", "64/45");
+    let args = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "23"];
+    let plain = d.join("plain.mkv");
+    ffmpeg(&[&["-i", input.to_str().unwrap()], &args[..], &[plain.to_str().unwrap()]].concat());
+    let want = video_props(&plain);
+    assert!(want.contains(&("field_order", "tb".into())), "{want:?}");
+    for storage in ["ssh", "nfs"] {
+        let inv = write_inventory(&d, &lab, storage, (storage == "nfs").then_some(shared.as_path()), &nodes);
+        let out = d.join(format!("out-{storage}.mkv"));
+        let ev = transcode_json(&d, &inv, &out, &input, &args);
+        assert_eq!(job_start(&ev)["read_in_place"], storage == "nfs", "{ev:?}");
+        let rejected = ev
+            .iter()
+            .find(|e| e["event"] == "chunk_failed" && e["node"] == "c")
+            .unwrap_or_else(|| panic!("no chunk of c was rejected: {ev:?}"));
+        let why = rejected["error"].as_str().unwrap();
+        assert!(why.contains("colour range pc differs") && why.contains("node c"), "{why}");
+        assert_eq!(nodes_with_chunks(&ev), ["a", "b"]);
+        assert_same_video(&out, &input);
+        let got = video_props(&out);
+        let table = props_table(&[("plain ffmpeg", &want), (storage, &got)]);
+        println!("{storage}:\n{table}");
+        assert_eq!(got, want, "{table}");
+    }
     assert_no_ffmpeg(&lab);
     drop(lab);
     let _ = std::fs::remove_dir_all(&d);

@@ -17,6 +17,21 @@ const SRC: &str = "testsrc2=size=320x240:rate=25";
 /// `storage: nfs` whose shared directory holds the input (the encoders read
 /// the source in place, no split).
 fn transcode_and_check(dir: &Path, input: &str, output: &str, chunk: &str, args: &[&str]) {
+    transcode_and_compare(dir, input, output, chunk, args, &[]);
+}
+
+/// [`transcode_and_check`], where the plain run must also show `expect`
+/// (video stream properties: the input is what the test says it is).
+/// Every property of [`VIDEO_PROPERTIES`] of each output must be the plain
+/// run's; the table of them is printed.
+fn transcode_and_compare(
+    dir: &Path,
+    input: &str,
+    output: &str,
+    chunk: &str,
+    args: &[&str],
+    expect: &[(&str, &str)],
+) {
     let src = dir.join(input);
     let plain = dir.join(format!("plain.{output}"));
     let mut plain_args: Vec<&str> = vec!["-i", src.to_str().unwrap()];
@@ -24,41 +39,69 @@ fn transcode_and_check(dir: &Path, input: &str, output: &str, chunk: &str, args:
     plain_args.push(plain.to_str().unwrap());
     ffmpeg(&plain_args);
     let theirs = psnr(&plain, &src);
-
-    let inventory = dir.join("shared.yaml");
-    std::fs::write(
-        &inventory,
-        format!(
-            "cluster:\n  storage: nfs\n  shared_dir: {}\nnodes:\n  here: {{ host: local, roles: [controller, storage, compute] }}\n",
-            serde_json::Value::String(dir.canonicalize().unwrap().to_string_lossy().into_owned())
-        ),
-    )
-    .unwrap();
+    let want = video_props(&plain);
+    for (key, value) in expect {
+        let got = want.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        assert_eq!(got, Some(*value), "plain ffmpeg's {key}");
+    }
+    let mut columns = vec![("source", video_props(&src)), ("plain ffmpeg", want.clone())];
     for shared in [false, true] {
+        let inventory = local_inventory(dir, shared);
         let out = dir.join(if shared { format!("in-place.{output}") } else { output.to_string() });
-        let mut cmd = dffmpeg();
-        cmd.args(["transcode", "--json", "--chunk", chunk, "-o"]).arg(&out);
-        if shared {
-            cmd.arg("-I").arg(&inventory);
-        }
-        cmd.arg(&src).args(args);
-        let res = run(&mut cmd);
-        assert!(
-            res.status.success(),
-            "dffmpeg failed (shared: {shared}): {}\n{}",
-            String::from_utf8_lossy(&res.stderr),
-            String::from_utf8_lossy(&res.stdout)
-        );
-        let ev = events(&res);
-        assert!(count_events(&ev, "chunk_done") >= 2, "expected several chunks: {ev:?}");
-        assert_eq!(count_events(&ev, "job_done"), 1);
-        let cluster = ev[0]["cluster"].as_str().unwrap_or_default();
-        assert_eq!(cluster.contains("the source read in place"), shared, "{cluster}");
+        transcode(&src, &out, chunk, args, &inventory, shared);
         check_output(&src, &out);
         let ours = psnr(&out, &src);
         assert!(ours >= theirs - 0.3, "PSNR {ours:.2} dB vs plain ffmpeg {theirs:.2} dB (shared: {shared})");
+        columns.push((if shared { "dffmpeg, read in place" } else { "dffmpeg, split" }, video_props(&out)));
+    }
+    let table: Vec<(&str, &[(&str, String)])> = columns.iter().map(|(n, p)| (*n, p.as_slice())).collect();
+    let table = props_table(&table);
+    println!("{input} -> {output} {}\n{table}", args.join(" "));
+    for (name, props) in &columns[2..] {
+        assert_eq!(props, &want, "{name}: the video stream's properties differ from plain ffmpeg's\n{table}");
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// An inventory of this machine: with `storage: nfs` and `dir` as the
+/// shared directory, a source in `dir` is read in place; with `storage:
+/// ssh` the chunks are split and piped.
+fn local_inventory(dir: &Path, shared: bool) -> std::path::PathBuf {
+    let inventory = dir.join(if shared { "shared.yaml" } else { "piped.yaml" });
+    let cluster = match shared {
+        true => format!(
+            "  storage: nfs\n  shared_dir: {}\n",
+            serde_json::Value::String(dir.canonicalize().unwrap().to_string_lossy().into_owned())
+        ),
+        false => "  storage: ssh\n".into(),
+    };
+    let roles = if shared { "controller, storage, compute" } else { "controller, compute" };
+    std::fs::write(
+        &inventory,
+        format!("cluster:\n{cluster}nodes:\n  here: {{ host: local, roles: [{roles}] }}\n"),
+    )
+    .unwrap();
+    inventory
+}
+
+/// `dffmpeg transcode -I INVENTORY --chunk CHUNK -o OUT SRC ARGS`; it
+/// must succeed in several chunks, read in place when `shared`.
+fn transcode(src: &Path, out: &Path, chunk: &str, args: &[&str], inventory: &Path, shared: bool) {
+    let mut cmd = dffmpeg();
+    cmd.args(["transcode", "--json", "--chunk", chunk, "-I"]).arg(inventory).arg("-o").arg(out);
+    cmd.arg(src).args(args);
+    let res = run(&mut cmd);
+    assert!(
+        res.status.success(),
+        "dffmpeg failed (shared: {shared}): {}\n{}",
+        String::from_utf8_lossy(&res.stderr),
+        String::from_utf8_lossy(&res.stdout)
+    );
+    let ev = events(&res);
+    assert!(count_events(&ev, "chunk_done") >= 2, "expected several chunks: {ev:?}");
+    assert_eq!(count_events(&ev, "job_done"), 1);
+    let start = ev.iter().find(|e| e["event"] == "job_start").expect("a job_start event");
+    assert_eq!(start["read_in_place"], shared, "{start}");
 }
 
 /// The output holds exactly the input's frames at the input's times, its
@@ -280,6 +323,113 @@ fn audio_tracks_subtitles_chapters_title() {
         d.join("in.mkv").to_str().unwrap(),
     ]);
     transcode_and_check(&d, "in.mkv", "out.mkv", "2", &["-c:v", "mpeg4", "-q:v", "3", "-c:a", "aac"]);
+}
+
+const X264: &[&str] = &["-c:v", "libx264", "-preset", "veryfast", "-crf", "23"];
+
+#[test]
+fn interlaced_mpeg2_ts_top_field_first() {
+    let d = workdir("tff");
+    interlaced_ts(&d.join("in.ts"), 4, "tff", "64/45");
+    let expect = [("field_order", "tb"), ("color_range", "tv"), ("sample_aspect_ratio", "64:45")];
+    transcode_and_compare(&d, "in.ts", "out.mkv", "1", X264, &expect);
+}
+
+#[test]
+fn interlaced_mpeg2_ts_bottom_field_first() {
+    let d = workdir("bff");
+    interlaced_ts(&d.join("in.ts"), 4, "bff", "16/15");
+    let expect = [("field_order", "bt"), ("color_range", "tv"), ("sample_aspect_ratio", "16:15")];
+    transcode_and_compare(&d, "in.ts", "out.mkv", "1", &[X264, &["-c:a", "aac"]].concat(), &expect);
+}
+
+/// H.264 MBAFF (x264's interlaced coding), top field first, encoded
+/// interlaced again. (PAFF, field pictures, no ffmpeg encoder makes.)
+#[test]
+fn h264_mbaff_top_field_first() {
+    let d = workdir("mbaff");
+    let args = [
+        "-vf",
+        "setfield=tff",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-g",
+        "25",
+        "-flags",
+        "+ildct+ilme",
+    ];
+    clip(&d.join("in.ts"), 4, false, &args);
+    let interlaced = [X264, &["-flags", "+ildct+ilme"]].concat();
+    transcode_and_compare(&d, "in.ts", "out.mkv", "1", &interlaced, &[("field_order", "tb")]);
+}
+
+/// H.264 coded as frames but flagged as interlaced fields (x264's
+/// fake-interlaced with pic_struct, bottom field first): the decoder's
+/// frames say interlaced, as with PAFF.
+#[test]
+fn h264_frames_flagged_bottom_field_first() {
+    let d = workdir("fakeint");
+    let params = "fake-interlaced=1:pic-struct=1:bff=1";
+    let args =
+        ["-vf", "setfield=bff", "-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-x264-params", params];
+    clip(&d.join("in.mp4"), 4, false, &args);
+    transcode_and_compare(&d, "in.mp4", "out.mkv", "1", X264, &[("field_order", "bt")]);
+}
+
+/// Full-range 4:2:0 as JPEG makes it (MJPEG, yuvj420p, centred chroma).
+#[test]
+fn full_range_jpeg_style() {
+    let d = workdir("fullrange");
+    clip(&d.join("in.avi"), 4, false, &["-c:v", "mjpeg", "-q:v", "3", "-pix_fmt", "yuvj420p"]);
+    let expect = [("color_range", "pc"), ("pix_fmt", "yuvj420p"), ("chroma_location", "center")];
+    transcode_and_compare(&d, "in.avi", "out.mp4", "1", X264, &expect);
+}
+
+/// BT.709-tagged H.264, into MPEG-4 Part 2 (whose bitstream has no colour
+/// tags: only the container carries them).
+#[test]
+fn bt709_tagged() {
+    let d = workdir("bt709");
+    let tags =
+        ["-color_primaries", "bt709", "-color_trc", "bt709", "-colorspace", "bt709", "-color_range", "tv"];
+    clip(
+        &d.join("in.mp4"),
+        4,
+        false,
+        &[&["-c:v", "libx264", "-preset", "veryfast", "-g", "25"], &tags[..]].concat(),
+    );
+    let expect = [("color_primaries", "bt709"), ("color_transfer", "bt709"), ("color_space", "bt709")];
+    transcode_and_compare(&d, "in.mp4", "out.mp4", "1", &["-c:v", "mpeg4", "-q:v", "3"], &expect);
+}
+
+/// HDR10 signalling: 10-bit HEVC, BT.2020 primaries and matrix, PQ.
+#[test]
+fn bt2020_pq_10_bit_hevc() {
+    let d = workdir("hdr10");
+    let args = [
+        "-pix_fmt",
+        "yuv420p10le",
+        "-c:v",
+        "libx265",
+        "-preset",
+        "ultrafast",
+        "-x265-params",
+        "log-level=error:keyint=25",
+        "-color_primaries",
+        "bt2020",
+        "-color_trc",
+        "smpte2084",
+        "-colorspace",
+        "bt2020nc",
+        "-color_range",
+        "tv",
+    ];
+    clip(&d.join("in.mkv"), 4, false, &args);
+    let x265 = ["-c:v", "libx265", "-preset", "ultrafast", "-crf", "28", "-x265-params", "log-level=error"];
+    let expect = [("pix_fmt", "yuv420p10le"), ("color_transfer", "smpte2084"), ("color_primaries", "bt2020")];
+    transcode_and_compare(&d, "in.mkv", "out.mp4", "1", &x265, &expect);
 }
 
 #[test]

@@ -61,7 +61,7 @@ async fn run_to_end(args: FactsArgs) -> Outcome {
         );
         for r in &reports {
             if let Some(e) = &r.error {
-                eprintln!("dffmpeg: {}", crate::text::strip_terminal_escapes(e));
+                eprintln!("dffmpeg: {}", crate::text::printable(e));
             }
         }
     }
@@ -91,7 +91,7 @@ async fn collect(inventory: &Inventory, opts: &ConnectOptions, encoder: Option<&
                     eprintln!(
                         "new host key: node {} ({h}) {} (first contact: now trusted)",
                         n.name,
-                        crate::text::strip_terminal_escapes(&fps.join(", "))
+                        crate::text::printable(&fps.join(", "))
                     );
                 }
                 let facts = gather(&node, Some(&dir)).await.map_err(|e| e.to_string());
@@ -155,7 +155,7 @@ fn table(reports: &[Report], encoder: Option<&str>) -> String {
                 row.extend(std::iter::repeat_with(dash).take(head.len() - 3));
             }
             // Every cell may hold text from the node: no terminal escapes.
-            row.iter().map(|c| crate::text::strip_terminal_escapes(c)).collect()
+            row.iter().map(|c| crate::text::printable(c)).collect()
         })
         .collect();
     let widths: Vec<usize> = (0..head.len())

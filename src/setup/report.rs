@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::text::strip_terminal_escapes as clean;
+use crate::text::printable as clean;
 
 /// Where report lines go (stdout, or a buffer in tests).
 pub type Sink = Arc<Mutex<dyn Write + Send>>;

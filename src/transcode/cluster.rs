@@ -79,11 +79,13 @@ pub async fn connect(inv: &Inventory, args: &ConnectArgs) -> Cluster {
                 }
                 let (slots, threads) = slots_and_threads(spec.slots, f.usable_cores(), ssh);
                 cluster.nodes.push(WorkerNode {
+                    key: format!("{name}@{}", spec.host),
                     name,
                     transport: conn,
                     slots,
                     threads: Some(threads),
                     capacity: f.capacity(),
+                    known: None,
                 });
                 cluster.facts.push(f);
             }

@@ -1,18 +1,26 @@
-//! Dispatch: one task per slot of every node pulls chunks from the
-//! scheduler, runs attempts, and records verified results.
+//! Dispatch: one broker task owns the scheduler and every decision; one
+//! task per slot of every node pulls work from it, runs the attempt and
+//! sends the result back. Everything the broker hears is a typed message
+//! on one channel ([`Msg`]), so it reacts to what happens — a slot asking
+//! for work, an encoder's progress, an encode or a verification ending, a
+//! new job of the batch — with no polling, no lock and no sleep; a timer
+//! wakes it only for the watchdog.
+//!
+//! Verification runs on the controller in its own task while the node's
+//! slot goes on with its next chunk.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use super::job::AttemptFiles;
-use super::job::JobDir;
+use super::context::JobContext;
+use super::encode::{Attempt, AttemptError, Encoded};
+use super::job::{AttemptFiles, JobDir};
 use super::progress::{Event, NodeStats, Sender};
-use super::scheduler::{Next, NodeSpec, Scheduler};
-use super::verify::CodecParams;
-use super::worker::{self, FailKind, JobContext, Outcome};
+use super::scheduler::{Assignment, Failure, KnownSpeed, Next, NodeSpec, Scheduler, Usage};
+use super::verify::{ChunkFacts, CodecParams};
 use crate::remote::Transport;
 
 /// A node as the dispatcher sees it.
@@ -22,340 +30,516 @@ pub struct WorkerNode<T> {
     pub slots: usize,
     /// Threads per encode (None: leave it to ffmpeg or the user's -threads).
     pub threads: Option<u32>,
-    /// CPUs it offers: its speed guess until it has encoded frames.
+    /// CPUs it shows: its speed guess of last resort.
     pub capacity: f64,
+    /// `name@host`: its key in the speed memory.
+    pub key: String,
+    /// What earlier jobs measured of it.
+    pub known: Option<KnownSpeed>,
 }
 
+/// A job of the batch, ready to encode.
+pub struct JobWork {
+    pub ctx: Arc<JobContext>,
+    pub dir: Arc<JobDir>,
+    /// What its file is called in events.
+    pub file: String,
+    /// The work of one of its frames (megapixels).
+    pub weight: f64,
+    /// Nodes that cannot run it (no encoder for it).
+    pub unable: Vec<usize>,
+}
+
+/// What the batch tells the broker.
+pub enum Order {
+    /// A new job joins the queue, at its end.
+    Add(JobWork),
+    /// A job cannot finish (its side streams failed, ...): stop its chunks.
+    Abandon { job: usize, why: String },
+    /// No more jobs will come.
+    Close,
+}
+
+/// What the broker tells the batch about a job (jobs are numbered in the
+/// order they were added).
 #[derive(Debug)]
-pub enum DispatchError {
-    Interrupted,
-    Failed(String),
+pub enum JobEnd {
+    /// Every chunk is verified: the job can be merged.
+    Encoded(usize),
+    /// The job cannot finish (resumable: its verified chunks are kept).
+    Failed { job: usize, why: String },
+    /// No attempt of the job is running any more (losing duplicates
+    /// stopped): its directory may go.
+    Quiet(usize),
 }
 
-struct Shared {
-    sched: Scheduler,
-    cancels: HashMap<u64, watch::Sender<bool>>,
-    stats: Vec<NodeStats>,
-    reference: Option<CodecParams>,
-    /// The latest failure, for the message when the job gives up.
-    last_error: Option<String>,
-    /// Verifications of encoded chunks, running on the controller.
-    verifiers: Vec<tokio::task::JoinHandle<()>>,
-    fatal: Option<DispatchError>,
-}
-
-struct Env<T> {
-    nodes: Vec<WorkerNode<T>>,
-    ctx: Arc<JobContext>,
-    job: Arc<JobDir>,
-    events: Sender,
-    shared: Mutex<Shared>,
-    changed: Notify,
-    stop: watch::Receiver<bool>,
-}
-
-impl<T> Env<T> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn send(&self, ev: Event) {
-        let _ = self.events.send(ev);
-    }
-}
-
-/// Every chunk verified. Attempts that lost to a duplicate may still be
-/// stopping, or being verified: await `stragglers` before the job directory
-/// goes (the merge need not wait for them).
+/// What the broker knows at the end.
 pub struct Dispatched {
     pub stats: Vec<NodeStats>,
-    pub stragglers: Vec<tokio::task::JoinHandle<()>>,
+    /// What each node measured (slot rate, slots), for the next job.
+    pub learned: Vec<Option<(f64, usize)>>,
+    /// Stopped by the user.
+    pub interrupted: bool,
 }
 
-/// Wait (at most `limit`) until every stopped attempt is gone.
-pub async fn settle(stragglers: Vec<tokio::task::JoinHandle<()>>, limit: Duration) {
-    let _ = tokio::time::timeout(limit, join_all(stragglers)).await;
+/// What a slot tells the broker.
+enum Msg {
+    Ready { node: usize, reply: oneshot::Sender<Option<Work>> },
+    Progress { attempt: u64, frames: u64 },
+    Encoded { attempt: u64, result: Encoded, seconds: f64 },
+    Verified { attempt: u64, result: Box<Result<ChunkFacts, AttemptError>> },
+    SlotEnded,
 }
 
-async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
-    for t in tasks {
-        let _ = t.await;
-    }
+/// One attempt, handed to a slot.
+struct Work {
+    a: Assignment,
+    job: Arc<JobWork>,
+    files: AttemptFiles,
+    cancel: watch::Receiver<bool>,
 }
 
+/// An attempt the broker has handed out.
+struct Live {
+    job: usize,
+    chunk: usize,
+    node: usize,
+    files: AttemptFiles,
+    cancel: watch::Sender<bool>,
+    /// Encoded, now being verified.
+    verifying: bool,
+    seconds: f64,
+    /// The encode's CPU and wall time, if the node reported them.
+    usage: Option<Usage>,
+}
+
+struct Broker<T> {
+    nodes: Arc<Vec<WorkerNode<T>>>,
+    sched: Scheduler,
+    jobs: Vec<Arc<JobWork>>,
+    /// Each job's reference codec parameters (the preflight's).
+    references: Vec<Option<CodecParams>>,
+    live: HashMap<u64, Live>,
+    waiting: Vec<(usize, oneshot::Sender<Option<Work>>)>,
+    stats: Vec<NodeStats>,
+    events: Sender,
+    ends: mpsc::UnboundedSender<JobEnd>,
+    msgs: mpsc::UnboundedSender<Msg>,
+    slots_alive: usize,
+    stopping: bool,
+    closed: bool,
+}
+
+/// Run the batch's chunks on `nodes` until every job is over (or `stop`).
 pub async fn dispatch<T: Transport + 'static>(
     nodes: Vec<WorkerNode<T>>,
-    ctx: Arc<JobContext>,
-    job: Arc<JobDir>,
+    mut orders: mpsc::UnboundedReceiver<Order>,
+    ends: mpsc::UnboundedSender<JobEnd>,
     events: Sender,
-    stop: watch::Receiver<bool>,
-) -> Result<Dispatched, DispatchError> {
-    let chunks = &ctx.plan.chunks;
-    let done: Vec<bool> = chunks.iter().map(|c| job.is_done(c.index)).collect();
-    let shared = Shared {
-        sched: Scheduler::new(
-            chunks.iter().map(|c| c.frames).collect(),
-            done,
-            &nodes.iter().map(|n| NodeSpec { slots: n.slots, capacity: n.capacity }).collect::<Vec<_>>(),
-        ),
-        cancels: HashMap::new(),
+    mut stop: watch::Receiver<bool>,
+) -> Dispatched {
+    let specs: Vec<NodeSpec> =
+        nodes.iter().map(|n| NodeSpec { slots: n.slots, capacity: n.capacity, known: n.known }).collect();
+    let (msgs, mut inbox) = mpsc::unbounded_channel();
+    let mut b = Broker {
         stats: nodes.iter().map(|n| NodeStats { node: n.name.clone(), ..Default::default() }).collect(),
-        reference: job.reference(),
-        last_error: None,
-        verifiers: Vec::new(),
-        fatal: None,
+        nodes: Arc::new(nodes),
+        sched: Scheduler::new(&specs),
+        jobs: Vec::new(),
+        references: Vec::new(),
+        live: HashMap::new(),
+        waiting: Vec::new(),
+        events,
+        ends,
+        msgs,
+        slots_alive: 0,
+        stopping: false,
+        closed: false,
     };
-    let env =
-        Arc::new(Env { nodes, ctx, job, events, shared: Mutex::new(shared), changed: Notify::new(), stop });
-
-    let mut tasks = Vec::new();
-    for (n, node) in env.nodes.iter().enumerate() {
-        for slot in 0..node.slots {
-            let env = env.clone();
-            tasks.push(tokio::spawn(async move { slot_loop(&env, n, slot).await }));
-        }
-    }
-    // Stop every running attempt when the job is stopped.
-    let canceller = {
-        let env = env.clone();
-        tokio::spawn(async move {
-            let mut stop = env.stop.clone();
-            let _ = stop.wait_for(|s| *s).await;
-            stop_all(&env);
-        })
-    };
-    // Until every slot is done, or every chunk is (then the slots left are
-    // stopping attempts that lost to a duplicate).
-    let total = env.ctx.plan.chunks.len();
-    loop {
-        let notified = env.changed.notified();
-        {
-            let mut sh = env.lock();
-            sh.verifiers.retain(|t| !t.is_finished());
-            if sh.sched.done_count() == total
-                || (tasks.iter().all(|t| t.is_finished()) && sh.verifiers.is_empty())
-            {
-                break;
-            }
-        }
+    b.start_slots();
+    let mut orders_open = true;
+    while !b.over() {
+        let wake = b.wake_at();
         tokio::select! {
-            _ = notified => {}
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            m = inbox.recv() => match m {
+                Some(m) => b.handle(m),
+                None => break,
+            },
+            o = orders.recv(), if orders_open => match o {
+                Some(o) => b.order(o),
+                None => { orders_open = false; b.order(Order::Close) }
+            },
+            _ = stop.wait_for(|s| *s), if !b.stopping => b.stop_all(),
+            _ = tokio::time::sleep_until(wake.into()), if !b.live.is_empty() || !b.waiting.is_empty() => {}
         }
+        b.watchdog();
+        b.assign();
     }
-    tasks.append(&mut std::mem::take(&mut env.lock().verifiers));
-    let (finished, stragglers): (Vec<_>, Vec<_>) = tasks.into_iter().partition(|t| t.is_finished());
-    for t in finished {
-        let _ = t.await;
-    }
-    canceller.abort();
-
-    let outcome = {
-        let mut sh = env.lock();
-        if let Some(f) = sh.fatal.take() {
-            Err(f)
-        } else if *env.stop.borrow() {
-            Err(DispatchError::Interrupted)
-        } else if sh.sched.done_count() == total {
-            Ok(std::mem::take(&mut sh.stats))
-        } else {
-            match sh.sched.next(0, Instant::now()) {
-                Next::Finished => Ok(std::mem::take(&mut sh.stats)),
-                Next::Failed(why) => Err(DispatchError::Failed(match &sh.last_error {
-                    Some(last) => format!("{why}; last failure: {last}"),
-                    None => why,
-                })),
-                _ => Err(DispatchError::Failed("no node is left".into())),
-            }
-        }
-    };
-    match outcome {
-        Ok(stats) => Ok(Dispatched { stats, stragglers }),
-        Err(e) => {
-            join_all(stragglers).await;
-            Err(e)
-        }
-    }
+    Dispatched { stats: b.stats, learned: b.sched.learned(), interrupted: b.stopping }
 }
 
-fn stop_all<T>(env: &Env<T>) {
-    for tx in env.lock().cancels.values() {
-        let _ = tx.send(true);
+impl<T: Transport + 'static> Broker<T> {
+    fn send(&self, ev: Event) {
+        // The reporter ends only after the batch: a closed channel here
+        // means it crashed, and the work goes on without it.
+        let _ = self.events.send(ev);
     }
-    env.changed.notify_waiters();
-}
 
-async fn slot_loop<T: Transport + 'static>(env: &Arc<Env<T>>, n: usize, slot: usize) {
-    loop {
-        if *env.stop.borrow() {
-            return;
+    fn end(&self, e: JobEnd) {
+        // The batch listens until the broker returns.
+        let _ = self.ends.send(e);
+    }
+
+    fn start_slots(&mut self) {
+        for (n, node) in self.nodes.iter().enumerate() {
+            for _ in 0..node.slots {
+                self.slots_alive += 1;
+                let (nodes, msgs) = (self.nodes.clone(), self.msgs.clone());
+                tokio::spawn(async move { slot(nodes, n, msgs).await });
+            }
         }
-        let notified = env.changed.notified();
-        let next = {
-            let mut sh = env.lock();
-            if sh.fatal.is_some() {
-                return;
-            }
-            sh.sched.next(n, Instant::now())
-        };
-        let a = match next {
-            Next::Finished => return,
-            Next::Failed(_) => {
-                // The job cannot finish: stop what still runs elsewhere.
-                stop_all(env);
-                return;
-            }
-            Next::Wait => {
-                let mut stop = env.stop.clone();
-                tokio::select! {
-                    _ = notified => {}
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = stop.wait_for(|s| *s) => {}
+    }
+
+    /// Done: every slot has ended and nothing is being verified; or every
+    /// job is over and what still runs is being stopped.
+    fn over(&self) -> bool {
+        if self.slots_alive == 0 {
+            return self.live.is_empty();
+        }
+        (self.stopping || self.sched.finished()) && self.live.is_empty() && self.waiting.is_empty()
+    }
+
+    /// When the broker must look again by itself: the watchdog's next
+    /// check, and now and then while slots wait for work.
+    fn wake_at(&self) -> Instant {
+        let now = Instant::now();
+        let idle = now + Duration::from_secs(1);
+        match self.sched.next_check(now) {
+            Some(t) if self.waiting.is_empty() => t,
+            Some(t) => t.min(idle),
+            None => idle,
+        }
+    }
+
+    fn order(&mut self, o: Order) {
+        match o {
+            Order::Add(job) => {
+                let done: Vec<bool> = job.ctx.plan.chunks.iter().map(|c| job.dir.is_done(c.index)).collect();
+                let frames: Vec<u64> = job.ctx.plan.chunks.iter().map(|c| c.frames).collect();
+                let id = self.sched.add_job(&frames, &done, job.weight, &job.unable);
+                self.references.push(job.dir.reference());
+                self.jobs.push(Arc::new(job));
+                if self.sched.job_left(id) == 0 {
+                    self.end(JobEnd::Encoded(id));
+                    self.end(JobEnd::Quiet(id));
                 }
+            }
+            Order::Abandon { job, why } => {
+                let stop = self.sched.abandon_job(job, &why);
+                self.cancel(&stop);
+                self.end(JobEnd::Failed { job, why });
+                self.quiet_check(job);
+            }
+            Order::Close => {
+                self.closed = true;
+                self.sched.close();
+            }
+        }
+    }
+
+    fn handle(&mut self, m: Msg) {
+        let now = Instant::now();
+        match m {
+            Msg::Ready { node, reply } => self.waiting.push((node, reply)),
+            Msg::Progress { attempt, frames } => {
+                self.sched.progress(attempt, frames, now);
+                self.send(Event::ChunkProgress { attempt, frames });
+            }
+            Msg::Encoded { attempt, result, seconds } => self.encoded(attempt, result, seconds),
+            Msg::Verified { attempt, result } => self.verified(attempt, *result),
+            Msg::SlotEnded => self.slots_alive -= 1,
+        }
+    }
+
+    /// Give every waiting slot what the scheduler has for it.
+    fn assign(&mut self) {
+        let now = Instant::now();
+        let waiting = std::mem::take(&mut self.waiting);
+        for (node, reply) in waiting {
+            if self.stopping {
+                // The slot ends: nothing more for it.
+                let _ = reply.send(None);
                 continue;
             }
-            Next::Run(a) => a,
-        };
-        // Slots waiting for a better chunk see a new schedule.
-        env.changed.notify_waiters();
-        let chunk = &env.ctx.plan.chunks[a.chunk];
-        let node = &env.nodes[n];
-        let (tx, rx) = watch::channel(false);
-        {
-            let mut sh = env.lock();
-            sh.cancels.insert(a.attempt, tx);
-            if a.retry {
-                sh.stats[n].retries += 1;
-            }
-            if a.duplicate {
-                sh.stats[n].duplicates += 1;
+            match self.sched.next(node, now) {
+                Next::Run(a) => {
+                    let work = self.hand_out(node, a);
+                    if let Err(Some(w)) = reply.send(Some(work)) {
+                        // The slot is gone (its task ended): the chunk goes back.
+                        self.sched.cancelled(w.a.attempt, now);
+                        self.live.remove(&w.a.attempt);
+                    }
+                }
+                Next::Wait => self.waiting.push((node, reply)),
+                // This node gets nothing more: its slot ends.
+                Next::Done => {
+                    let _ = reply.send(None);
+                }
             }
         }
-        env.send(Event::ChunkStart {
+    }
+
+    fn hand_out(&mut self, node: usize, a: Assignment) -> Work {
+        let job = self.jobs[a.job].clone();
+        let files = job.dir.attempt_files(a.chunk, a.attempt);
+        let (tx, rx) = watch::channel(false);
+        self.live.insert(
+            a.attempt,
+            Live {
+                job: a.job,
+                chunk: a.chunk,
+                node,
+                files: files.clone(),
+                cancel: tx,
+                verifying: false,
+                seconds: 0.0,
+                usage: None,
+            },
+        );
+        let st = &mut self.stats[node];
+        st.retries += u64::from(a.retry);
+        st.duplicates += u64::from(a.duplicate);
+        self.send(Event::ChunkStart {
+            file: job.file.clone(),
+            job: a.job,
             chunk: a.chunk,
             attempt: a.attempt,
-            node: node.name.clone(),
-            slot,
-            frames: chunk.frames,
+            node: self.nodes[node].name.clone(),
+            frames: job.ctx.plan.chunks[a.chunk].frames,
             duplicate: a.duplicate,
         });
-        let files = env.job.attempt_files(a.chunk, a.attempt);
-        let started = Instant::now();
-        let attempt_id = a.attempt;
-        let on_frames = |frames: u64| {
-            env.lock().sched.progress(attempt_id, frames, Instant::now());
-            env.send(Event::ChunkProgress { attempt: attempt_id, frames });
+        Work { a, job, files, cancel: rx }
+    }
+
+    fn encoded(&mut self, attempt: u64, result: Encoded, seconds: f64) {
+        match result {
+            Encoded::Written { usage } => self.verify(attempt, usage, seconds),
+            Encoded::Cancelled => self.cancelled(attempt),
+            Encoded::Failed(e) => self.failed(attempt, e),
+        }
+    }
+
+    /// Check the part on the controller, in its own task.
+    fn verify(&mut self, attempt: u64, usage: Option<Usage>, seconds: f64) {
+        let Some(l) = self.live.get_mut(&attempt) else { return };
+        l.verifying = true;
+        l.seconds = seconds;
+        l.usage = usage;
+        let job = self.jobs[l.job].clone();
+        let (chunk, part, msgs) = (l.chunk, job.dir.local_path(&l.files.part), self.msgs.clone());
+        tokio::spawn(async move {
+            let result = super::verify::chunk(&job.ctx.plan, &job.ctx.plan.chunks[chunk], &part).await;
+            // The broker outlives every verification it started.
+            let _ =
+                msgs.send(Msg::Verified { attempt, result: Box::new(result.map_err(AttemptError::Verify)) });
+        });
+    }
+
+    fn verified(&mut self, attempt: u64, result: Result<ChunkFacts, AttemptError>) {
+        let Some(l) = self.live.get(&attempt) else { return };
+        let job = l.job;
+        let checked = result.and_then(|facts| match &self.references[job] {
+            Some(r) => match facts.params.difference(r) {
+                Some(diff) => Err(AttemptError::Mismatch(diff)),
+                None => Ok(facts),
+            },
+            None => Ok(facts),
+        });
+        match checked {
+            Ok(facts) => self.succeeded(attempt, facts),
+            Err(e) => self.failed(attempt, e),
+        }
+    }
+
+    fn succeeded(&mut self, attempt: u64, facts: ChunkFacts) {
+        let now = Instant::now();
+        let Some(l) = self.live.remove(&attempt) else { return };
+        let dir = self.jobs[l.job].dir.clone();
+        let won = self.sched.succeeded(attempt, now, l.usage);
+        let node = self.nodes[l.node].name.clone();
+        if !won.won {
+            dir.discard(&l.files.part);
+            self.send(Event::ChunkCancelled { job: l.job, chunk: l.chunk, attempt, node });
+            self.quiet_check(l.job);
+            return;
+        }
+        if let Err(e) = dir.keep_chunk(&l.files.part, l.chunk) {
+            // The chunk is verified but cannot be kept: the job fails
+            // (resumable), the others go on.
+            let why = format!("cannot keep chunk {}: {e:#}", l.chunk);
+            let stop = self.sched.abandon_job(l.job, &why);
+            self.cancel(&stop);
+            self.end(JobEnd::Failed { job: l.job, why });
+            self.quiet_check(l.job);
+            return;
+        }
+        if self.references[l.job].is_none() {
+            if let Err(e) = dir.save_reference(&facts.params) {
+                self.send(Event::Warning {
+                    message: format!("cannot save the job's codec parameters: {e:#}"),
+                });
+            }
+            self.references[l.job] = Some(facts.params);
+        }
+        let st = &mut self.stats[l.node];
+        st.chunks += 1;
+        st.frames += facts.frames;
+        st.encode_seconds += l.seconds;
+        self.cancel(&won.stop);
+        self.send(Event::ChunkDone {
+            job: l.job,
+            chunk: l.chunk,
+            attempt,
+            node,
+            frames: facts.frames,
+            seconds: l.seconds,
+        });
+        if let Some(job) = won.job_done {
+            self.end(JobEnd::Encoded(job));
+        }
+        self.quiet_check(l.job);
+    }
+
+    fn cancelled(&mut self, attempt: u64) {
+        let Some(l) = self.live.remove(&attempt) else { return };
+        self.sched.cancelled(attempt, Instant::now());
+        self.jobs[l.job].dir.discard(&l.files.part);
+        self.jobs[l.job].dir.discard(&l.files.source_part);
+        let node = self.nodes[l.node].name.clone();
+        self.send(Event::ChunkCancelled { job: l.job, chunk: l.chunk, attempt, node });
+        self.quiet_check(l.job);
+    }
+
+    fn failed(&mut self, attempt: u64, error: AttemptError) {
+        let Some(l) = self.live.remove(&attempt) else { return };
+        let dir = self.jobs[l.job].dir.clone();
+        dir.discard(&l.files.part);
+        dir.discard(&l.files.source_part);
+        let node = self.nodes[l.node].name.clone();
+        self.stats[l.node].failures += 1;
+        let how = match &error {
+            AttemptError::NodeLost(_) => Failure::NodeLost,
+            // A node whose build makes chunks that do not fit leaves at once.
+            AttemptError::Mismatch(_) => Failure::NodeUnfit,
+            _ => Failure::Chunk,
         };
-        let encoded =
-            worker::encode(&node.transport, node.threads, &env.ctx, &env.job, chunk, &files, rx, &on_frames)
-                .await;
-        let seconds = started.elapsed().as_secs_f64();
-        match encoded {
-            Some(outcome) => {
-                record(env, n, a.chunk, a.attempt, outcome, &files, seconds);
-                env.changed.notify_waiters();
+        let after = self.sched.failed(attempt, how, Instant::now());
+        let dropped = after.node_dropped;
+        self.cancel(&after.stop);
+        let message = match &error {
+            AttemptError::Mismatch(_) => format!("{error} (node {node})"),
+            _ => error.to_string(),
+        };
+        self.send(Event::ChunkFailed {
+            job: l.job,
+            chunk: l.chunk,
+            attempt,
+            node: node.clone(),
+            error: message.clone(),
+        });
+        if dropped {
+            self.send(Event::NodeDropped { node, reason: message.clone() });
+        }
+        for (job, why) in after.failed_jobs {
+            let why = format!(
+                "{why}; last failure: node {}, chunk {}: {message}",
+                self.nodes[l.node].name, l.chunk
+            );
+            self.end(JobEnd::Failed { job, why });
+            self.quiet_check(job);
+        }
+        self.quiet_check(l.job);
+    }
+
+    /// Stop attempts (their result no longer matters).
+    fn cancel(&self, attempts: &[u64]) {
+        for a in attempts {
+            if let Some(l) = self.live.get(a) {
+                // A slot already past its encode ignores it.
+                let _ = l.cancel.send(true);
             }
-            None => {
-                // Verified on the controller while this slot takes its next
-                // chunk: the node does not wait for ffprobe.
-                let task = {
-                    let env = env.clone();
-                    tokio::spawn(async move {
-                        let outcome = worker::verify(
-                            &env.ctx,
-                            &env.ctx.plan.chunks[a.chunk],
-                            &env.job.local_path(&files.part),
-                        )
-                        .await;
-                        record(&env, n, a.chunk, a.attempt, outcome, &files, seconds);
-                        env.changed.notify_waiters();
-                    })
-                };
-                env.lock().verifiers.push(task);
+        }
+    }
+
+    fn stop_all(&mut self) {
+        self.stopping = true;
+        let all: Vec<u64> = self.live.keys().copied().collect();
+        self.cancel(&all);
+    }
+
+    /// The watchdog: attempts stuck without a new frame are stopped and
+    /// their chunks go elsewhere.
+    fn watchdog(&mut self) {
+        for s in self.sched.stalled(Instant::now()) {
+            let node = self.nodes[s.node].name.clone();
+            let mut stop = s.stop.clone();
+            stop.push(s.attempt);
+            self.cancel(&stop);
+            let why =
+                format!("no new frame for {:.0} s: attempt abandoned, node {node} is suspect", s.seconds);
+            self.send(Event::ChunkFailed {
+                job: s.job,
+                chunk: s.chunk,
+                attempt: s.attempt,
+                node: node.clone(),
+                error: why.clone(),
+            });
+            self.stats[s.node].failures += 1;
+            if s.node_dropped {
+                self.send(Event::NodeDropped { node, reason: "stalled twice".into() });
             }
+        }
+    }
+
+    /// Tell the batch when a job has nothing running any more.
+    fn quiet_check(&self, job: usize) {
+        let over = self.sched.job_left(job) == 0 || self.sched.job_failed(job);
+        if over && !self.live.values().any(|l| l.job == job) {
+            self.end(JobEnd::Quiet(job));
         }
     }
 }
 
-fn record<T>(
-    env: &Env<T>,
-    n: usize,
-    chunk: usize,
-    attempt: u64,
-    outcome: Outcome,
-    files: &AttemptFiles,
-    seconds: f64,
-) {
-    let node = env.nodes[n].name.clone();
-    let mut sh = env.lock();
-    sh.cancels.remove(&attempt);
-    env.job.discard(&files.source_part);
-    let failure = match outcome {
-        Outcome::Done(facts) => {
-            let mismatch = sh.reference.as_ref().and_then(|r| facts.params.difference(r));
-            match mismatch {
-                Some(diff) => Some((
-                    FailKind::Mismatch,
-                    format!("chunk rejected: {diff} (node {node} runs a different ffmpeg build?)"),
-                )),
-                None => {
-                    let (won, others) = sh.sched.succeeded(attempt, Instant::now());
-                    if won {
-                        if let Err(e) = env.job.keep_chunk(&files.part, chunk) {
-                            sh.fatal = Some(DispatchError::Failed(format!("cannot keep chunk {chunk}: {e}")));
-                        }
-                        if sh.reference.is_none() {
-                            let _ = env.job.save_reference(&facts.params);
-                            sh.reference = Some(facts.params);
-                        }
-                        let st = &mut sh.stats[n];
-                        st.chunks += 1;
-                        st.frames += facts.frames;
-                        st.encode_seconds += seconds;
-                        for o in others {
-                            if let Some(tx) = sh.cancels.get(&o) {
-                                let _ = tx.send(true);
-                            }
-                        }
-                        drop(sh);
-                        env.send(Event::ChunkDone { chunk, attempt, node, frames: facts.frames, seconds });
-                    } else {
-                        env.job.discard(&files.part);
-                        drop(sh);
-                        env.send(Event::ChunkCancelled { chunk, attempt, node });
-                    }
-                    return;
-                }
-            }
+/// One slot of a node: ask for work, run it, report, again.
+async fn slot<T: Transport>(nodes: Arc<Vec<WorkerNode<T>>>, n: usize, msgs: mpsc::UnboundedSender<Msg>) {
+    let node = &nodes[n];
+    loop {
+        let (reply, answer) = oneshot::channel();
+        if msgs.send(Msg::Ready { node: n, reply }).is_err() {
+            break;
         }
-        Outcome::Cancelled => {
-            sh.sched.cancelled(attempt);
-            env.job.discard(&files.part);
-            drop(sh);
-            env.send(Event::ChunkCancelled { chunk, attempt, node });
-            return;
-        }
-        Outcome::Failed { kind, error } => Some((kind, error)),
-    };
-    let Some((kind, error)) = failure else { return };
-    env.job.discard(&files.part);
-    // The options were checked by the preflight on the controller: a failing
-    // encoder here is this node's problem (its build, its disk, its
-    // permissions), so the chunk goes to another node.
-    sh.stats[n].failures += 1;
-    sh.last_error = Some(format!("node {node}, chunk {chunk}: {error}"));
-    // A lost node or one whose build makes mismatching chunks leaves the
-    // job at once; the chunk is not held against other nodes.
-    let after = sh.sched.failed(attempt, matches!(kind, FailKind::NodeLost | FailKind::Mismatch));
-    let stop_on_node = if after.node_dropped { sh.sched.attempts_on(n) } else { vec![] };
-    for o in &stop_on_node {
-        if let Some(tx) = sh.cancels.get(o) {
-            let _ = tx.send(true);
+        let Ok(Some(work)) = answer.await else { break };
+        let attempt = work.a.attempt;
+        let chunk = &work.job.ctx.plan.chunks[work.a.chunk];
+        let on_frames = |frames: u64| {
+            // The broker outlives every slot.
+            let _ = msgs.send(Msg::Progress { attempt, frames });
+        };
+        let run = Attempt {
+            node: &node.transport,
+            threads: node.threads,
+            ctx: &work.job.ctx,
+            job: &work.job.dir,
+            chunk,
+            files: &work.files,
+        };
+        let started = Instant::now();
+        let result = run.run(work.cancel, &on_frames).await;
+        let seconds = started.elapsed().as_secs_f64();
+        if msgs.send(Msg::Encoded { attempt, result, seconds }).is_err() {
+            break;
         }
     }
-    drop(sh);
-    env.send(Event::ChunkFailed { chunk, attempt, node: node.clone(), error: error.clone() });
-    if after.node_dropped {
-        env.send(Event::NodeDropped { node, reason: error });
-    }
+    // The broker may already be gone: then nobody counts slots any more.
+    let _ = msgs.send(Msg::SlotEnded);
 }

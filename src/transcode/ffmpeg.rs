@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::plan::{Chunk, Plan};
 use super::probe::Rational;
+use super::verify::CodecParams;
 
 /// Job-wide settings of every chunk encode; stored with the plan so that a
 /// resumed job encodes its remaining chunks exactly like the first ones.
@@ -24,6 +25,12 @@ pub struct EncodeSpec {
     /// (nodes may run different encoder builds).
     #[serde(default)]
     pub in_band_headers: bool,
+    /// What one plain ffmpeg run gives the output's video stream (its
+    /// preflight, [`plain_first_frame`]). The properties it decides from the
+    /// input's first frame go to every chunk's encoder and to the merge, see
+    /// [`decided`]. None in jobs of an older dffmpeg.
+    #[serde(default)]
+    pub plain: Option<CodecParams>,
 }
 
 /// Codecs whose extradata is a plain header that may be repeated in-band.
@@ -195,6 +202,7 @@ pub fn encode(
         a.extend(["-threads".into(), t.to_string()]);
     }
     a.extend(spec.codec_args.iter().cloned());
+    a.extend(spec.plain.as_ref().map(decided).unwrap_or_default());
     if spec.in_band_headers {
         a.extend(s(&["-bsf:v", "dump_extra=freq=keyframe"]));
     }
@@ -233,6 +241,8 @@ pub struct MergeInputs<'a> {
     /// Shift that maps the source's first video frame to 0.
     pub source_offset: f64,
     pub video_index: usize,
+    /// What one plain ffmpeg run gives the video stream.
+    pub plain: Option<&'a CodecParams>,
     pub muxer_args: &'a [String],
     pub format: &'a str,
     pub dest: &'a str,
@@ -255,6 +265,9 @@ pub fn merge(m: &MergeInputs) -> Vec<String> {
         a.extend(s(&["-map", "1"]));
     }
     a.extend(s(&["-c", "copy"]));
+    // Stream copy takes codec options (field order and colour tags, which
+    // the NUT chunks do not carry) into the output stream's parameters.
+    a.extend(m.plain.map(decided).unwrap_or_default());
     a.extend(["-map_metadata".into(), src_input.to_string()]);
     a.extend(["-map_chapters".into(), src_input.to_string()]);
     a.extend(["-map_metadata:s:0".into(), format!("{src_input}:s:{}", m.video_index)]);
@@ -265,6 +278,119 @@ pub fn merge(m: &MergeInputs) -> Vec<String> {
     }
     a.extend(m.muxer_args.iter().cloned());
     a.extend(s(&["-f", m.format, "-y", m.dest]));
+    a
+}
+
+/// One plain ffmpeg run of the first frame: the source's first video stream
+/// that is no cover picture (the one dffmpeg chunks, `V`) as plain ffmpeg
+/// sees it (autorotated, the user's filter and options), in the output's
+/// format, for [`super::verify::inspect`] to read what it gives the output's
+/// video stream.
+pub struct PlainRun<'a> {
+    pub source: &'a str,
+    /// The video encoder's options ([`EncodeSpec::codec_args`]).
+    pub codec_args: &'a [String],
+    pub user_filter: Option<&'a str>,
+    pub muxer_args: &'a [String],
+    pub format: &'a str,
+    pub dest: &'a str,
+}
+
+pub fn plain_first_frame(p: &PlainRun) -> Vec<String> {
+    let mut a = s(&QUIET);
+    a.extend(s(&["-i", p.source, "-map", "0:V:0"]));
+    if let Some(f) = p.user_filter {
+        a.extend(s(&["-vf", f]));
+    }
+    a.extend(p.codec_args.iter().cloned());
+    a.extend(p.muxer_args.iter().cloned());
+    a.extend(s(&["-frames:v", "1", "-an", "-sn", "-dn", "-f", p.format, "-y", p.dest]));
+    a
+}
+
+/// ffprobe's names of a property's values, by libavutil's number (the
+/// number is what the codec option takes: some names differ).
+const RANGES: &[(&str, u8)] = &[("unknown", 0), ("tv", 1), ("pc", 2)];
+const PRIMARIES: &[(&str, u8)] = &[
+    ("bt709", 1),
+    ("unknown", 2),
+    ("bt470m", 4),
+    ("bt470bg", 5),
+    ("smpte170m", 6),
+    ("smpte240m", 7),
+    ("film", 8),
+    ("bt2020", 9),
+    ("smpte428", 10),
+    ("smpte431", 11),
+    ("smpte432", 12),
+    ("ebu3213", 22),
+];
+const TRANSFERS: &[(&str, u8)] = &[
+    ("bt709", 1),
+    ("unknown", 2),
+    ("bt470m", 4),
+    ("bt470bg", 5),
+    ("smpte170m", 6),
+    ("smpte240m", 7),
+    ("linear", 8),
+    ("log100", 9),
+    ("log316", 10),
+    ("iec61966-2-4", 11),
+    ("bt1361e", 12),
+    ("iec61966-2-1", 13),
+    ("bt2020-10", 14),
+    ("bt2020-12", 15),
+    ("smpte2084", 16),
+    ("smpte428", 17),
+    ("arib-std-b67", 18),
+];
+const SPACES: &[(&str, u8)] = &[
+    ("gbr", 0),
+    ("bt709", 1),
+    ("unknown", 2),
+    ("fcc", 4),
+    ("bt470bg", 5),
+    ("smpte170m", 6),
+    ("smpte240m", 7),
+    ("ycgco", 8),
+    ("bt2020nc", 9),
+    ("bt2020c", 10),
+    ("smpte2085", 11),
+    ("chroma-derived-nc", 12),
+    ("chroma-derived-c", 13),
+    ("ictcp", 14),
+];
+const CHROMA: &[(&str, u8)] = &[
+    ("unspecified", 0),
+    ("left", 1),
+    ("center", 2),
+    ("topleft", 3),
+    ("top", 4),
+    ("bottomleft", 5),
+    ("bottom", 6),
+];
+const FIELDS: &[(&str, u8)] =
+    &[("unknown", 0), ("progressive", 1), ("tt", 2), ("bb", 3), ("tb", 4), ("bt", 5)];
+
+/// The properties ffmpeg decides from the input's first frame (colour tags,
+/// chroma location, field order), as plain ffmpeg decided them, as codec
+/// options for the output's first video stream. A value this table does not
+/// know (a newer ffprobe's) is left to ffmpeg.
+pub fn decided(p: &CodecParams) -> Vec<String> {
+    let options = [
+        ("-color_range:v:0", RANGES, &p.color_range),
+        ("-colorspace:v:0", SPACES, &p.color_space),
+        ("-color_primaries:v:0", PRIMARIES, &p.color_primaries),
+        ("-color_trc:v:0", TRANSFERS, &p.color_transfer),
+        ("-chroma_sample_location:v:0", CHROMA, &p.chroma_location),
+        ("-field_order:v:0", FIELDS, &p.field_order),
+    ];
+    let mut a = Vec::new();
+    for (option, names, value) in options {
+        if let Some((_, n)) = names.iter().find(|(name, _)| name == value) {
+            a.extend([option.to_string(), n.to_string()]);
+        }
+    }
     a
 }
 
@@ -339,6 +465,7 @@ mod tests {
             user_filter: None,
             vfr_time_base: None,
             in_band_headers: false,
+            plain: None,
         };
         let direct = encode(&spec, "null", Some(1), &Input::source("in put.mp4", 2, &plan, &c), "out.nut");
         let line = direct.join(" ");
@@ -356,6 +483,7 @@ mod tests {
             user_filter: Some("scale=160:-2".into()),
             vfr_time_base: None,
             in_band_headers: false,
+            plain: None,
         };
         let mut c = Chunk {
             index: 1,
@@ -376,5 +504,84 @@ mod tests {
         c.trim_start = None;
         c.trim_end = None;
         assert_eq!(chunk_filter(&plain, &c, 10.0), "null");
+    }
+
+    fn plain(field_order: &str, color_space: &str, color_transfer: &str) -> CodecParams {
+        CodecParams {
+            codec: "h264".into(),
+            profile: "High".into(),
+            pix_fmt: "yuv420p".into(),
+            width: 720,
+            height: 576,
+            sample_aspect_ratio: "16:15".into(),
+            field_order: field_order.into(),
+            level: "30".into(),
+            color_range: "tv".into(),
+            color_space: color_space.into(),
+            color_primaries: "unknown".into(),
+            color_transfer: color_transfer.into(),
+            chroma_location: "left".into(),
+        }
+    }
+
+    #[test]
+    fn decided_properties_go_by_number() {
+        // ffprobe's "gbr" and "bt470m" are "rgb" and "gamma22" to the codec
+        // options: numbers mean the same to both.
+        let a = decided(&plain("tb", "gbr", "bt470m")).join(" ");
+        assert_eq!(
+            a,
+            "-color_range:v:0 1 -colorspace:v:0 0 -color_primaries:v:0 2 -color_trc:v:0 4 \
+             -chroma_sample_location:v:0 1 -field_order:v:0 4"
+        );
+        // Unknown stays unknown (a chunk's first frame may say otherwise);
+        // a name this ffprobe does not know is left to ffmpeg.
+        let a = decided(&plain("unknown", "something-new", "unknown")).join(" ");
+        assert!(a.contains("-field_order:v:0 0") && a.contains("-color_trc:v:0 2"), "{a}");
+        assert!(!a.contains("-colorspace"), "{a}");
+    }
+
+    #[test]
+    fn decided_properties_reach_chunks_and_merge() {
+        let spec = EncodeSpec {
+            codec_args: s(&["-c:v", "libx264"]),
+            rotate_filter: None,
+            user_filter: Some("scale=360:-2".into()),
+            vfr_time_base: None,
+            in_band_headers: false,
+            plain: Some(plain("bt", "bt709", "bt709")),
+        };
+        let enc = encode(&spec, "null", None, &Input::Nut("pipe:0".into()), "pipe:1").join(" ");
+        assert!(enc.contains("-c:v libx264 -color_range:v:0 1 -colorspace:v:0 1"), "{enc}");
+        assert!(enc.contains("-field_order:v:0 5 -an"), "{enc}");
+        let merged = merge(&MergeInputs {
+            concat_list: "c.txt",
+            side: None,
+            source: "in.ts",
+            source_offset: 0.0,
+            video_index: 0,
+            plain: spec.plain.as_ref(),
+            muxer_args: &[],
+            format: "matroska",
+            dest: "out.mkv",
+        })
+        .join(" ");
+        assert!(merged.contains("-c copy -color_range:v:0 1"), "{merged}");
+        assert!(merged.contains("-field_order:v:0 5 -map_metadata"), "{merged}");
+        // The plain run: the source as plain ffmpeg sees it (autorotated, the
+        // user's filter), its first frame, in the output's format.
+        let muxer = s(&["-movflags", "+faststart"]);
+        let run = PlainRun {
+            source: "in.ts",
+            codec_args: &spec.codec_args,
+            user_filter: spec.user_filter.as_deref(),
+            muxer_args: &muxer,
+            format: "mp4",
+            dest: "p.mp4",
+        };
+        assert_eq!(
+            plain_first_frame(&run)[5..].join(" "),
+            "-i in.ts -map 0:V:0 -vf scale=360:-2 -c:v libx264 -movflags +faststart -frames:v 1 -an -sn -dn -f mp4 -y p.mp4"
+        );
     }
 }

@@ -243,8 +243,12 @@ impl JobDir {
         Ok(self.handle.rename(from, &self.handle, to)?)
     }
 
+    /// The job's reference codec parameters. One written by a dffmpeg that
+    /// recorded no level (and `progressive` for an unknown field order) is
+    /// not used: the next verified chunk sets it anew.
     pub fn reference(&self) -> Option<CodecParams> {
-        serde_json::from_slice(&self.handle.read(REFERENCE).ok()?).ok()
+        let r: CodecParams = serde_json::from_slice(&self.handle.read(REFERENCE).ok()?).ok()?;
+        (!r.level.is_empty()).then_some(r)
     }
 
     pub fn save_reference(&self, params: &CodecParams) -> Result<()> {
@@ -368,6 +372,7 @@ mod tests {
                 user_filter: None,
                 vfr_time_base: None,
                 in_band_headers: false,
+                plain: None,
             },
             format: "mp4".into(),
             encoder: None,
@@ -427,5 +432,26 @@ mod tests {
         // Another dffmpeg can take the job at once.
         let (_again, found) = JobDir::open(&at, &k, false, false).unwrap();
         assert_eq!(found, Found::New);
+    }
+
+    #[test]
+    fn an_older_reference_is_set_anew() {
+        let t = tempfile::tempdir().unwrap();
+        let k = key(t.path(), &["-c:v", "mpeg4"]);
+        let (job, _) = JobDir::open(&loc(t.path()), &k, false, false).unwrap();
+        // Written before levels and colour tags were compared, with
+        // "progressive" for a field order ffprobe did not name.
+        let old = r#"{"codec":"h264","profile":"High","pix_fmt":"yuv420p","width":320,"height":240,"sample_aspect_ratio":"1:1","field_order":"progressive"}"#;
+        fs::write(job.dir.join("reference.json"), old).unwrap();
+        assert_eq!(job.reference(), None);
+        let mut params: CodecParams = serde_json::from_str(old).unwrap();
+        params.level = "20".into();
+        job.save_reference(&params).unwrap();
+        assert_eq!(job.reference(), Some(params));
+        // An older job record (no plain run stored) still loads.
+        let mut rec = serde_json::to_value(record(k.clone())).unwrap();
+        rec["encode"].as_object_mut().unwrap().remove("plain");
+        fs::write(job.dir.join("job.json"), rec.to_string()).unwrap();
+        assert_eq!(job.record().map(|r| r.encode.plain), Some(None));
     }
 }

@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Result};
+
+use crate::safefs::{Dir, SafeFsError};
 
 /// Muxer names for common extensions (what ffmpeg would guess).
 const FORMATS: &[(&str, &str)] = &[
@@ -49,34 +51,71 @@ pub fn default_output(input: &Path) -> PathBuf {
     input.with_file_name(name)
 }
 
-/// Check the output: not the input, not an existing file unless
-/// `overwrite`, in a writable directory. Returns its absolute path.
-pub fn check_output(input: &Path, output: &Path, overwrite: bool) -> Result<PathBuf> {
-    let name = output.file_name().ok_or_else(|| anyhow!("output {} is not a file name", output.display()))?;
+/// Why an output cannot be written.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("output {0} is not a file name")]
+    NotAFile(PathBuf),
+    #[error("output directory {path}: {source}")]
+    Dir { path: PathBuf, source: std::io::Error },
+    #[error("output {0} is the input file")]
+    IsInput(PathBuf),
+    #[error("output {0} is a directory")]
+    IsDir(PathBuf),
+    #[error("output {0} exists (use -y to overwrite)")]
+    Exists(PathBuf),
+    #[error("output directory {0} is not writable: {1}")]
+    NotWritable(PathBuf, SafeFsError),
+    #[error("{0}")]
+    Unsafe(#[from] SafeFsError),
+}
+
+/// The output's folder, opened: `root` (an `-O` directory, created if
+/// missing) and the subfolders below it that mirror the input's, created
+/// without following any link; or the output's parent as named.
+pub fn open_dir(root: Option<&Path>, output: &Path) -> Result<Dir, OutputError> {
     let parent = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let dir = parent.canonicalize().with_context(|| format!("output directory {}", parent.display()))?;
-    let out = dir.join(name);
+    let Some(root) = root else {
+        let dir = parent.canonicalize().map_err(|e| OutputError::Dir { path: parent.clone(), source: e })?;
+        return Ok(Dir::open(&dir)?);
+    };
+    std::fs::create_dir_all(root).map_err(|e| OutputError::Dir { path: root.to_path_buf(), source: e })?;
+    let canon = root.canonicalize().map_err(|e| OutputError::Dir { path: root.to_path_buf(), source: e })?;
+    let mut dir = Dir::open(&canon)?;
+    let rel = parent.strip_prefix(root).unwrap_or(Path::new(""));
+    for part in rel.components() {
+        let name = part.as_os_str().to_string_lossy();
+        dir = dir.ensure_dir(&name)?;
+    }
+    Ok(dir)
+}
+
+/// Check the output: not the input, not an existing file unless
+/// `overwrite`, in a writable directory `dir` (its folder, see
+/// [`open_dir`]). Returns its absolute path.
+pub fn check_output(input: &Path, output: &Path, dir: &Dir, overwrite: bool) -> Result<PathBuf, OutputError> {
+    let name = output.file_name().ok_or_else(|| OutputError::NotAFile(output.to_path_buf()))?;
+    let out = dir.path().join(name);
     if let (Ok(a), Ok(b)) = (std::fs::metadata(input), std::fs::metadata(&out)) {
         use std::os::unix::fs::MetadataExt;
         if a.dev() == b.dev() && a.ino() == b.ino() {
-            bail!("output {} is the input file", output.display());
+            return Err(OutputError::IsInput(output.to_path_buf()));
         }
     }
     if out.is_dir() {
-        bail!("output {} is a directory", output.display());
+        return Err(OutputError::IsDir(output.to_path_buf()));
     }
     if out.exists() && !overwrite {
-        bail!("output {} exists (use -y to overwrite)", output.display());
+        return Err(OutputError::Exists(output.to_path_buf()));
     }
     // A new file, never through a link someone put there.
-    let d = crate::safefs::Dir::open(&dir)?;
-    let (_, probe) = d
+    let (_, probe) = dir
         .create_temp(".dffmpeg-write-test")
-        .with_context(|| format!("output directory {} is not writable", dir.display()))?;
-    d.remove(&probe)?;
+        .map_err(|e| OutputError::NotWritable(dir.path().to_path_buf(), e))?;
+    dir.remove(&probe)?;
     Ok(out)
 }
 
@@ -127,11 +166,21 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let input = t.path().join("in.mp4");
         std::fs::write(&input, b"x").unwrap();
-        assert!(check_output(&input, &input, true).unwrap_err().to_string().contains("is the input"));
+        let check = |out: &Path, overwrite: bool| {
+            let dir = open_dir(None, out)?;
+            check_output(&input, out, &dir, overwrite)
+        };
+        assert!(check(&input, true).unwrap_err().to_string().contains("is the input"));
         let out = t.path().join("out.mp4");
         std::fs::write(&out, b"x").unwrap();
-        assert!(check_output(&input, &out, false).unwrap_err().to_string().contains("-y"));
-        assert!(check_output(&input, &out, true).is_ok());
-        assert!(check_output(&input, Path::new("/nonexistent/dir/o.mp4"), true).is_err());
+        assert!(matches!(check(&out, false), Err(OutputError::Exists(_))));
+        assert!(check(&out, true).is_ok());
+        assert!(check(Path::new("/nonexistent/dir/o.mp4"), true).is_err());
+        // Mirrored subfolders are made below an -O root, never through a link.
+        let root = t.path().join("o");
+        let dir = open_dir(Some(&root), &root.join("a/b/x.mp4")).unwrap();
+        assert_eq!(dir.path(), root.canonicalize().unwrap().join("a/b"));
+        std::os::unix::fs::symlink(t.path(), root.join("l")).unwrap();
+        assert!(open_dir(Some(&root), &root.join("l/x.mp4")).is_err());
     }
 }

@@ -117,6 +117,15 @@ impl Probe {
         &self.streams[self.video]
     }
 
+    /// Where the earliest side stream starts in the source, seconds (0
+    /// when none says).
+    pub fn side_start(&self) -> f64 {
+        self.side_streams()
+            .filter_map(|s| s.start_seconds())
+            .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.min(s))))
+            .unwrap_or(0.0)
+    }
+
     /// Streams other than the chunked video stream (audio, subtitles, ...).
     pub fn side_streams(&self) -> impl Iterator<Item = &Stream> {
         self.streams.iter().filter(move |s| s.index != self.video)

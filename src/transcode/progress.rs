@@ -1,6 +1,8 @@
-//! Events of a job and the three ways to show them: progress bars on a
-//! terminal, plain lines otherwise, one JSON object per line with `--json`.
-//! The reporter owns all display state; workers only send events.
+//! Events of a batch and the three ways to show them: progress bars on a
+//! terminal, plain lines otherwise, one JSON object per line with `--json`
+//! (each with `t`, seconds since dffmpeg started, so that a consumer can
+//! draw a timeline). The reporter owns all display state; the pipeline
+//! only sends events.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -20,6 +22,8 @@ macro_rules! say {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct NodeStats {
     pub node: String,
+    /// `uname -m` of the node (x86_64, aarch64, armv7l).
+    pub arch: String,
     pub chunks: u64,
     pub frames: u64,
     /// Seconds spent encoding accepted chunks.
@@ -40,27 +44,46 @@ impl NodeStats {
     }
 }
 
+/// How one file of a batch ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileResult {
+    pub input: String,
+    pub output: String,
+    /// done, skipped or failed.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    JobStart {
+    BatchStart {
         cluster: String,
-        input: String,
-        output: String,
-        chunks: usize,
-        frames: u64,
+        files: usize,
         slots: usize,
-        resumed_chunks: usize,
-        resumed_frames: u64,
     },
     Warning {
         message: String,
     },
+    JobStart {
+        job: usize,
+        input: String,
+        output: String,
+        chunks: usize,
+        frames: u64,
+        /// The nodes read the source in place (shared storage, no split).
+        read_in_place: bool,
+        resumed_chunks: usize,
+        resumed_frames: u64,
+    },
     ChunkStart {
+        #[serde(skip)]
+        file: String,
+        job: usize,
         chunk: usize,
         attempt: u64,
         node: String,
-        slot: usize,
         frames: u64,
         duplicate: bool,
     },
@@ -69,6 +92,7 @@ pub enum Event {
         frames: u64,
     },
     ChunkDone {
+        job: usize,
         chunk: usize,
         attempt: u64,
         node: String,
@@ -76,6 +100,7 @@ pub enum Event {
         seconds: f64,
     },
     ChunkFailed {
+        job: usize,
         chunk: usize,
         attempt: u64,
         node: String,
@@ -83,6 +108,7 @@ pub enum Event {
     },
     /// A duplicate attempt stopped because the other one finished first.
     ChunkCancelled {
+        job: usize,
         chunk: usize,
         attempt: u64,
         node: String,
@@ -92,22 +118,39 @@ pub enum Event {
         reason: String,
     },
     SideStreams {
+        job: usize,
         streams: usize,
         seconds: f64,
     },
     Merging {
+        job: usize,
         chunks: usize,
     },
     JobDone {
+        job: usize,
         output: String,
         frames: u64,
         seconds: f64,
         fps: f64,
-        nodes: Vec<NodeStats>,
     },
     JobFailed {
+        /// None: it failed before it was queued.
+        job: Option<usize>,
+        input: String,
         error: String,
         resumable: bool,
+    },
+    /// A file of the batch left alone (its output exists, ...).
+    JobSkipped {
+        input: String,
+        output: String,
+        reason: String,
+    },
+    BatchDone {
+        seconds: f64,
+        frames: u64,
+        files: Vec<FileResult>,
+        nodes: Vec<NodeStats>,
     },
 }
 
@@ -132,27 +175,40 @@ impl Mode {
 
 pub type Sender = mpsc::UnboundedSender<Event>;
 
-/// Run the reporter until every sender is gone.
-pub fn spawn(mode: Mode) -> (Sender, tokio::task::JoinHandle<()>) {
+/// Run the reporter until every sender is gone. `started`: when dffmpeg
+/// started (the events' `t`).
+pub fn spawn(mode: Mode, started: Instant) -> (Sender, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = tokio::spawn(report(mode, rx));
+    let handle = tokio::spawn(report(mode, started, rx));
     (tx, handle)
 }
 
 struct Running {
+    job: usize,
     chunk: usize,
+    of: u64,
     frames: u64,
     started: Instant,
     bar: Option<ProgressBar>,
 }
 
+/// A file under way.
+struct Current {
+    name: String,
+}
+
 struct State {
     mode: Mode,
+    /// dffmpeg's start, for `t`.
+    t0: Instant,
+    files: usize,
+    files_ended: usize,
+    /// Frames of the files announced so far, and of their chunks verified.
     total: u64,
     done_frames: u64,
     resumed_frames: u64,
-    chunk_frames: HashMap<usize, u64>,
     running: HashMap<u64, Running>,
+    current: HashMap<usize, Current>,
     started: Instant,
     last_line: Instant,
     multi: Option<MultiProgress>,
@@ -161,14 +217,15 @@ struct State {
 
 impl State {
     fn frames_now(&self) -> u64 {
-        let mut best: HashMap<usize, u64> = HashMap::new();
+        let mut best: HashMap<(usize, usize), u64> = HashMap::new();
         for r in self.running.values() {
-            let e = best.entry(r.chunk).or_default();
-            *e = (*e).max(r.frames);
+            let e = best.entry((r.job, r.chunk)).or_default();
+            *e = (*e).max(r.frames.min(r.of));
         }
         self.done_frames + best.values().sum::<u64>()
     }
 
+    /// Frames done, frames per second of this run, seconds left.
     fn rate(&self) -> (u64, f64, Option<f64>) {
         let done = self.frames_now().min(self.total);
         let elapsed = self.started.elapsed().as_secs_f64();
@@ -180,23 +237,37 @@ impl State {
     fn println(&self, line: &str) {
         match &self.multi {
             Some(m) => {
+                // A terminal that went away: nothing to print to.
                 let _ = m.println(line);
             }
             None => say!("{line}"),
         }
     }
+
+    /// `[2/12] name` in a batch, `name` alone for one file.
+    fn file_tag(&self, job: usize) -> String {
+        let name = self.current.get(&job).map(|c| c.name.as_str()).unwrap_or("");
+        match self.files > 1 {
+            true => format!("[{}/{}] {name}", job + 1, self.files),
+            false => name.to_string(),
+        }
+    }
 }
 
-async fn report(mode: Mode, mut rx: mpsc::UnboundedReceiver<Event>) {
+async fn report(mode: Mode, t0: Instant, mut rx: mpsc::UnboundedReceiver<Event>) {
+    let now = Instant::now();
     let mut st = State {
         mode,
+        t0,
+        files: 0,
+        files_ended: 0,
         total: 0,
         done_frames: 0,
         resumed_frames: 0,
-        chunk_frames: HashMap::new(),
         running: HashMap::new(),
-        started: Instant::now(),
-        last_line: Instant::now(),
+        current: HashMap::new(),
+        started: now,
+        last_line: now,
         multi: None,
         overall: None,
     };
@@ -211,8 +282,10 @@ async fn report(mode: Mode, mut rx: mpsc::UnboundedReceiver<Event>) {
         }
     }
     if let Some(m) = st.multi.take() {
+        // Clearing a terminal that is gone changes nothing.
         let _ = m.clear();
     }
+    // A closed stdout: nothing left to flush to.
     let _ = std::io::stdout().flush();
 }
 
@@ -222,14 +295,23 @@ fn periodic(st: &mut State) {
     }
     let (done, fps, eta) = st.rate();
     match st.mode {
-        Mode::Json => emit_json(&serde_json::json!({
-            "event": "progress", "frames_done": done, "frames": st.total, "fps": round2(fps), "eta_seconds": eta.map(round2),
-        })),
+        Mode::Json => emit_json(
+            st,
+            &serde_json::json!({
+                "event": "progress", "frames_done": done, "frames": st.total, "fps": round2(fps),
+                "eta_seconds": eta.map(round2), "files_done": st.files_ended, "files": st.files,
+            }),
+        ),
         Mode::Plain => {
             if st.last_line.elapsed() >= Duration::from_secs(5) && !st.running.is_empty() {
                 st.last_line = Instant::now();
+                let files = if st.files > 1 {
+                    format!("{}/{} files, ", st.files_ended, st.files)
+                } else {
+                    String::new()
+                };
                 say!(
-                    "progress: {done}/{} frames, {fps:.1} fps{}",
+                    "progress: {files}{done}/{} frames, {fps:.1} fps{}",
                     st.total,
                     eta.map(|e| format!(", ETA {}", hms(e))).unwrap_or_default()
                 );
@@ -237,8 +319,14 @@ fn periodic(st: &mut State) {
         }
         Mode::Bars => {
             if let Some(b) = &st.overall {
+                b.set_length(st.total);
                 b.set_position(done);
-                b.set_message(format!("{fps:.1} fps"));
+                let files = if st.files > 1 {
+                    format!("{}/{} files  ", st.files_ended, st.files)
+                } else {
+                    String::new()
+                };
+                b.set_message(format!("{files}{fps:.1} fps"));
             }
         }
     }
@@ -253,100 +341,53 @@ fn hms(secs: f64) -> String {
     format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
-fn emit_json<T: Serialize>(v: &T) {
-    if let Ok(line) = serde_json::to_string(v) {
+/// One JSON line, with `t`: seconds since dffmpeg started.
+fn emit_json<T: Serialize>(st: &State, v: &T) {
+    let Ok(mut value) = serde_json::to_value(v) else { return };
+    if let serde_json::Value::Object(m) = &mut value {
+        m.insert("t".into(), serde_json::json!(round3(st.t0.elapsed().as_secs_f64())));
+    }
+    if let Ok(line) = serde_json::to_string(&value) {
         say!("{line}");
     }
 }
 
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
 fn handle(st: &mut State, ev: Event) {
     if st.mode == Mode::Json && !matches!(ev, Event::ChunkProgress { .. }) {
-        emit_json(&ev);
+        emit_json(st, &ev);
     }
     match ev {
-        Event::JobStart { cluster, input, output, chunks, frames, slots, resumed_chunks, resumed_frames } => {
-            st.total = frames;
-            st.done_frames = resumed_frames;
-            st.resumed_frames = resumed_frames;
-            st.started = Instant::now();
-            if st.mode == Mode::Json {
-                return;
-            }
-            say!("cluster: {cluster}");
-            say!("{input} -> {output}: {frames} frames in {chunks} chunks on {slots} slots");
-            if resumed_chunks > 0 {
-                say!("resuming: {resumed_chunks} chunks ({resumed_frames} frames) already done");
-            }
-            if st.mode == Mode::Bars {
-                let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
-                let bar = multi.add(ProgressBar::new(frames));
-                bar.set_style(
-                    ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} frames  {msg}  ETA {eta}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                );
-                bar.set_position(resumed_frames);
-                st.overall = Some(bar);
-                st.multi = Some(multi);
-            }
-        }
+        Event::BatchStart { cluster, files, slots } => batch_start(st, &cluster, files, slots),
         Event::Warning { message } => {
             if st.mode != Mode::Json {
                 st.println(&format!("warning: {message}"));
             }
         }
-        Event::ChunkStart { chunk, attempt, node, slot, frames, duplicate } => {
-            st.chunk_frames.insert(chunk, frames);
-            let bar = st.multi.as_ref().map(|m| {
-                let b = m.add(ProgressBar::new(frames));
-                b.set_style(
-                    ProgressStyle::with_template("  {prefix:<14} {msg}")
-                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                );
-                b.set_prefix(format!("{node}#{slot}"));
-                b.set_message(format!(
-                    "chunk {chunk}{}: starting",
-                    if duplicate { " (duplicate)" } else { "" }
-                ));
-                b
-            });
-            if st.mode == Mode::Plain {
-                say!(
-                    "chunk {chunk} -> {node}#{slot}{}",
-                    if duplicate { " (duplicate of a slow one)" } else { "" }
-                );
-            }
-            st.running.insert(attempt, Running { chunk, frames: 0, started: Instant::now(), bar });
+        Event::JobStart { job, input, output, chunks, frames, resumed_chunks, resumed_frames, .. } => {
+            job_start(st, job, (&input, &output), (chunks, frames), (resumed_chunks, resumed_frames))
         }
-        Event::ChunkProgress { attempt, frames } => {
-            if let Some(r) = st.running.get_mut(&attempt) {
-                r.frames = frames;
-                if let Some(b) = &r.bar {
-                    let of = st.chunk_frames.get(&r.chunk).copied().unwrap_or(0);
-                    let fps = frames as f64 / r.started.elapsed().as_secs_f64().max(1e-3);
-                    b.set_message(format!("chunk {}: {frames}/{of} frames, {fps:.1} fps", r.chunk));
-                }
-            }
+        Event::ChunkStart { file, job, chunk, attempt, node, frames, duplicate } => {
+            chunk_start(st, (file, job, chunk, attempt), &node, frames, duplicate)
         }
-        Event::ChunkDone { chunk, attempt, node, frames, seconds } => {
+        Event::ChunkProgress { attempt, frames } => chunk_progress(st, attempt, frames),
+        Event::ChunkDone { job, chunk, attempt, node, frames, seconds } => {
             finish(st, attempt);
             st.done_frames += frames;
             let fps = if seconds > 0.0 { frames as f64 / seconds } else { 0.0 };
-            match st.mode {
-                Mode::Plain => {
-                    say!("chunk {chunk} done on {node}: {frames} frames, {fps:.1} fps")
-                }
-                Mode::Bars => {
-                    if let Some(b) = &st.overall {
-                        b.set_position(st.frames_now().min(st.total));
-                    }
-                }
-                Mode::Json => {}
+            if st.mode == Mode::Plain {
+                let file = if st.files > 1 { format!("{}: ", st.file_tag(job)) } else { String::new() };
+                say!("{file}chunk {chunk} done on {node}: {frames} frames, {fps:.1} fps");
             }
         }
-        Event::ChunkFailed { chunk, attempt, node, error } => {
+        Event::ChunkFailed { job, chunk, attempt, node, error } => {
             finish(st, attempt);
             if st.mode != Mode::Json {
-                st.println(&format!("chunk {chunk} failed on {node}: {error}"));
+                let file = if st.files > 1 { format!("{}: ", st.file_tag(job)) } else { String::new() };
+                st.println(&format!("{file}chunk {chunk} failed on {node}: {error}"));
             }
         }
         Event::ChunkCancelled { attempt, .. } => finish(st, attempt),
@@ -355,53 +396,173 @@ fn handle(st: &mut State, ev: Event) {
                 st.println(&format!("warning: node {node} left the job: {reason}"));
             }
         }
-        Event::SideStreams { streams, seconds } => {
+        Event::SideStreams { job, streams, seconds } => {
             if st.mode == Mode::Plain {
-                say!("side streams: {streams} encoded in {seconds:.1} s");
+                let file = if st.files > 1 { format!("{}: ", st.file_tag(job)) } else { String::new() };
+                say!("{file}side streams: {streams} encoded in {seconds:.1} s");
             }
         }
-        Event::Merging { chunks } => {
-            if let Some(m) = st.multi.take() {
-                let _ = m.clear();
-            }
-            st.overall = None;
+        Event::Merging { job, chunks } => {
             if st.mode != Mode::Json {
-                say!("merging {chunks} chunks");
+                let what =
+                    if st.files > 1 { format!("{}: merging", st.file_tag(job)) } else { "merging".into() };
+                st.println(&format!("{what} {chunks} chunks"));
             }
         }
-        Event::JobDone { output, frames, seconds, fps, nodes } => {
-            if st.mode == Mode::Json {
-                return;
-            }
-            say!("done: {output}: {frames} frames in {seconds:.1} s ({fps:.1} fps)");
-            say!(
-                "{:<16} {:>6} {:>8} {:>8} {:>8} {:>7} {:>10}",
-                "node",
-                "chunks",
-                "frames",
-                "fps",
-                "failures",
-                "retries",
-                "duplicates"
-            );
-            for n in nodes {
-                say!(
-                    "{:<16} {:>6} {:>8} {:>8.1} {:>8} {:>7} {:>10}",
-                    n.node,
-                    n.chunks,
-                    n.frames,
-                    n.fps(),
-                    n.failures,
-                    n.retries,
-                    n.duplicates
-                );
+        Event::JobDone { job, output, frames, seconds, fps } => {
+            st.files_ended += 1;
+            st.current.remove(&job);
+            if st.mode != Mode::Json {
+                st.println(&format!("done: {output}: {frames} frames in {seconds:.1} s ({fps:.1} fps)"));
             }
         }
-        Event::JobFailed { .. } => {
-            if let Some(m) = st.multi.take() {
-                let _ = m.clear();
+        Event::JobFailed { job, input, error, .. } => {
+            st.files_ended += 1;
+            if let Some(job) = job {
+                st.current.remove(&job);
+            }
+            if st.mode != Mode::Json && st.files > 1 {
+                st.println(&format!("failed: {input}: {error}"));
             }
         }
+        Event::JobSkipped { input, reason, .. } => {
+            if st.mode != Mode::Json {
+                st.println(&format!("skipped: {input}: {reason}"));
+            }
+        }
+        Event::BatchDone { seconds, frames, files, nodes } => batch_done(st, seconds, frames, &files, &nodes),
+    }
+}
+
+fn batch_start(st: &mut State, cluster: &str, files: usize, slots: usize) {
+    st.files = files;
+    st.started = Instant::now();
+    if st.mode == Mode::Json {
+        return;
+    }
+    say!("cluster: {cluster}");
+    if files > 1 {
+        say!("{files} files on {slots} slots");
+    }
+    if st.mode == Mode::Bars {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
+        let bar = multi.add(ProgressBar::new(0));
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} frames  {msg}  ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        st.overall = Some(bar);
+        st.multi = Some(multi);
+    }
+}
+
+fn job_start(
+    st: &mut State,
+    job: usize,
+    (input, output): (&str, &str),
+    (chunks, frames): (usize, u64),
+    (resumed_chunks, resumed_frames): (usize, u64),
+) {
+    st.total += frames;
+    st.done_frames += resumed_frames;
+    st.resumed_frames += resumed_frames;
+    let name =
+        std::path::Path::new(input).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    st.current.insert(job, Current { name });
+    if st.mode == Mode::Json {
+        return;
+    }
+    let tag = if st.files > 1 { format!("[{}/{}] ", job + 1, st.files) } else { String::new() };
+    st.println(&format!("{tag}{input} -> {output}: {frames} frames in {chunks} chunks"));
+    if resumed_chunks > 0 {
+        st.println(&format!("resuming: {resumed_chunks} chunks ({resumed_frames} frames) already done"));
+    }
+}
+
+fn chunk_start(
+    st: &mut State,
+    (file, job, chunk, attempt): (String, usize, usize, u64),
+    node: &str,
+    frames: u64,
+    duplicate: bool,
+) {
+    let bar = st.multi.as_ref().map(|m| {
+        let b = m.add(ProgressBar::new(frames));
+        b.set_style(
+            ProgressStyle::with_template("  {prefix:<14} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        b.set_prefix(node.to_string());
+        let file = if st.files > 1 { format!("{file} ") } else { String::new() };
+        b.set_message(format!(
+            "{file}chunk {chunk}{}: starting",
+            if duplicate { " (duplicate)" } else { "" }
+        ));
+        b
+    });
+    if st.mode == Mode::Plain {
+        let file = if st.files > 1 { format!("{}: ", st.file_tag(job)) } else { String::new() };
+        say!("{file}chunk {chunk} -> {node}{}", if duplicate { " (duplicate of a slow one)" } else { "" });
+    }
+    st.running.insert(attempt, Running { job, chunk, of: frames, frames: 0, started: Instant::now(), bar });
+}
+
+fn chunk_progress(st: &mut State, attempt: u64, frames: u64) {
+    let Some(r) = st.running.get_mut(&attempt) else { return };
+    r.frames = frames;
+    if let Some(b) = &r.bar {
+        let fps = frames as f64 / r.started.elapsed().as_secs_f64().max(1e-3);
+        b.set_message(format!("chunk {}: {frames}/{} frames, {fps:.1} fps", r.chunk, r.of));
+    }
+}
+
+fn batch_done(st: &mut State, seconds: f64, frames: u64, files: &[FileResult], nodes: &[NodeStats]) {
+    if let Some(m) = st.multi.take() {
+        // Clearing a terminal that is gone changes nothing.
+        let _ = m.clear();
+    }
+    st.overall = None;
+    if st.mode == Mode::Json {
+        return;
+    }
+    if files.len() > 1 {
+        let count = |s: &str| files.iter().filter(|f| f.status == s).count();
+        say!(
+            "batch: {} done, {} skipped, {} failed; {frames} frames in {seconds:.1} s",
+            count("done"),
+            count("skipped"),
+            count("failed")
+        );
+        for f in files.iter().filter(|f| f.status != "done") {
+            say!("  {:<7} {}: {}", f.status, f.input, f.reason.as_deref().unwrap_or(""));
+        }
+    }
+    if nodes.iter().all(|n| n.chunks == 0 && n.failures == 0) {
+        return;
+    }
+    say!(
+        "{:<16} {:<8} {:>6} {:>8} {:>8} {:>8} {:>7} {:>10}",
+        "node",
+        "arch",
+        "chunks",
+        "frames",
+        "fps",
+        "failures",
+        "retries",
+        "duplicates"
+    );
+    for n in nodes {
+        say!(
+            "{:<16} {:<8} {:>6} {:>8} {:>8.1} {:>8} {:>7} {:>10}",
+            n.node,
+            n.arch,
+            n.chunks,
+            n.frames,
+            n.fps(),
+            n.failures,
+            n.retries,
+            n.duplicates
+        );
     }
 }
 

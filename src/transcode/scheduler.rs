@@ -1,25 +1,59 @@
-//! Scheduler decisions, free of I/O: a pull queue of chunks, longest first.
-//! Each node's slots ask for work when they free up, so fast nodes simply
-//! take more chunks. A slot takes the next chunk only if no other slot
-//! would finish it sooner (a list schedule of the queue over every slot,
-//! by each node's speed: measured frames per second, or its CPUs until it
-//! has encoded something), so a slow node does not hold the last long
-//! chunk while a fast one idles. Failed chunks go back to the queue for
-//! another node; a node that keeps failing or is lost leaves the job; once
-//! the queue is empty, an idle slot that would finish a running chunk
-//! sooner duplicates it and the first verified result wins.
+//! Scheduler decisions, free of I/O, time passed in: one queue of the
+//! chunks of every job of a batch, and which node's slot runs which.
+//!
+//! - **Queue**: jobs in the order they were added (files finish in order),
+//!   each job's chunks longest first; a failed chunk goes to the front.
+//! - **List schedule**: a free slot takes a chunk only if no other slot
+//!   would finish it sooner, by each node's frames per second — so a slow
+//!   node takes a short chunk, or waits, instead of holding the last long
+//!   one while fast slots idle.
+//! - **Speeds are measured, not guessed**: a node whose speed is unknown
+//!   (nothing remembered, nothing measured yet) runs one attempt at a time,
+//!   on the shortest chunk, until its own frame rate shows. Its core count
+//!   says little (a Pi's four cores look like a PC's four).
+//! - **Slots follow measurement**: an attempt's CPU time over its wall time
+//!   tells how much of a CPU each slot really got; a node whose slots each
+//!   got a whole CPU may open one more (up to its slots), one whose slots
+//!   share less than they look like (a hidden CPU quota) closes slots.
+//! - **Failures**: a failed chunk is retried on another node; a node that
+//!   fails [`MAX_NODE_FAILURES`] times in a row or is lost leaves the
+//!   batch; a chunk failing [`MAX_CHUNK_FAILURES`] times fails its job (the
+//!   other jobs go on).
+//! - **Watchdog**: an attempt that shows no new frame for much longer than
+//!   its node should need is abandoned and its chunk goes elsewhere; the
+//!   node is suspect (no new work for a while); stalling twice, it leaves.
+//! - **Tail**: once the queue is empty, an idle slot that would finish a
+//!   running chunk sooner duplicates it; the first verified result wins.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// How many times a chunk may fail before the job gives up on it.
+/// How many times a chunk may fail before its job gives up.
 pub const MAX_CHUNK_FAILURES: u32 = 3;
-/// Consecutive failures after which a node leaves the job.
+/// Consecutive failures after which a node leaves the batch.
 pub const MAX_NODE_FAILURES: u32 = 3;
+/// Seconds an attempt must have run before its own frame rate counts:
+/// encoders with a lookahead (x264: 40 frames) show their first frames late.
+const MIN_RATE_SECONDS: f64 = 3.0;
+/// Frames an encoder may take before it shows one (x264's lookahead plus
+/// some): the watchdog's unit of patience.
+const STALL_FRAMES: u64 = 60;
+/// The watchdog waits this many units (and at least [`STALL_MIN_SECONDS`]).
+const STALL_FACTOR: f64 = 4.0;
+const STALL_MIN_SECONDS: f64 = 15.0;
+/// How long a node that stalled gets no new work.
+const SUSPECT_SECONDS: f64 = 30.0;
+/// Stalls after which a node leaves the batch.
+const MAX_NODE_STALLS: u32 = 2;
+/// CPU time over wall time from which a slot counts as having had a whole
+/// CPU (there may be room for one more).
+const FULL_CPU: f64 = 0.85;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Assignment {
     pub attempt: u64,
+    pub job: usize,
+    /// The chunk's index in its job.
     pub chunk: usize,
     pub duplicate: bool,
     /// The chunk failed before (on some node).
@@ -29,12 +63,40 @@ pub struct Assignment {
 #[derive(Debug, PartialEq)]
 pub enum Next {
     Run(Assignment),
-    /// Nothing for this node now; ask again when something changes.
+    /// Nothing for this slot now; ask again when something changes.
     Wait,
-    /// Every chunk is done.
-    Finished,
-    /// The job cannot finish; why.
-    Failed(String),
+    /// Nothing more for this node, ever (it left, or all work is over).
+    Done,
+}
+
+/// What an earlier job measured of a node (see `speeds.rs`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KnownSpeed {
+    /// Frames per second of one slot with this job's settings, if it ran
+    /// them before.
+    pub slot_rate: Option<f64>,
+    /// One of its slots' speed relative to the fastest slot of that job.
+    pub relative: f64,
+    /// Attempts it ran at once without each getting less than a CPU.
+    pub slots: usize,
+}
+
+/// A node as the scheduler sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NodeSpec {
+    /// At most this many attempts at once.
+    pub slots: usize,
+    /// CPUs it shows (cores, or a visible quota): the speed guess of last
+    /// resort, relative to other nodes.
+    pub capacity: f64,
+    pub known: Option<KnownSpeed>,
+}
+
+/// CPU and wall time of a finished encode on its node.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Usage {
+    pub cpu_seconds: f64,
+    pub wall_seconds: f64,
 }
 
 #[derive(Debug)]
@@ -44,81 +106,179 @@ struct Running {
     node: usize,
     started: Instant,
     frames: u64,
+    /// When `frames` last grew (or the start).
+    moved: Instant,
+    /// ∫ attempts running on its node dt, for the node's real CPUs.
+    together: f64,
+    touched: Instant,
 }
 
-/// A node as the scheduler sees it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct NodeSpec {
-    pub slots: usize,
-    /// CPUs it offers (cores, or its CPU quota): its speed guess until it
-    /// has encoded frames.
-    pub capacity: f64,
+#[derive(Debug)]
+struct NodeState {
+    max_slots: usize,
+    /// Attempts it may run at once now (slots follow measurement).
+    active: usize,
+    /// Speed guess per slot until measured.
+    capacity: f64,
+    /// Measured (or remembered) frames per second of one slot.
+    rate: Option<f64>,
+    rate_from_done: bool,
+    /// Nothing remembered and nothing measured yet.
+    unknown: bool,
+    consecutive_failures: u32,
+    stalls: u32,
+    suspect_until: Option<Instant>,
+    dropped: bool,
+    /// CPUs its slots got together, last measured.
+    cpus: Option<f64>,
+}
+
+#[derive(Debug)]
+struct ChunkState {
+    job: usize,
+    index: usize,
+    frames: u64,
+    done: bool,
+    failures: u32,
+    failed_on: Vec<usize>,
 }
 
 #[derive(Debug, Default)]
-struct NodeState {
-    consecutive_failures: u32,
-    dropped: bool,
-    slots: usize,
-    /// CPUs per slot.
-    capacity: f64,
-    /// Measured frames per second of one slot: its latest finished attempt
-    /// (start-up included), or until there is one its running attempt's.
-    rate: Option<f64>,
-    rate_from_done: bool,
+struct JobState {
+    failed: bool,
+    /// Chunks not verified yet.
+    left: usize,
+    /// Work per frame (megapixels: a 4K frame is more work than a 720p
+    /// one): rates are work per second, so that files of other sizes in
+    /// one batch share them.
+    weight: f64,
 }
-
-/// Seconds an attempt must have run before its own frame rate counts:
-/// encoders with a lookahead (x264: 40 frames) show their first frames late.
-const MIN_RATE_SECONDS: f64 = 3.0;
 
 #[derive(Debug)]
 pub struct Scheduler {
-    frames: Vec<u64>,
+    chunks: Vec<ChunkState>,
+    jobs: Vec<JobState>,
     pending: VecDeque<usize>,
     running: Vec<Running>,
-    done: Vec<bool>,
-    failures: Vec<u32>,
-    failed_on: Vec<Vec<usize>>,
     nodes: Vec<NodeState>,
     next_attempt: u64,
-    failed: Option<String>,
+    /// No more jobs will be added.
+    closed: bool,
+    /// A cluster of one node has nothing to choose: no probing.
+    single: bool,
+}
+
+/// How an attempt failed, as far as the scheduler cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The chunk failed on this node (held against both).
+    Chunk,
+    /// The node is gone: it leaves, the chunk is not held against it.
+    NodeLost,
+    /// The node's build makes chunks that do not fit: it leaves, and the
+    /// chunk counts as failed there.
+    NodeUnfit,
 }
 
 /// What the driver must do after a failure.
 #[derive(Debug, PartialEq, Default)]
 pub struct AfterFailure {
-    /// The node just left the job.
+    /// The node just left the batch.
     pub node_dropped: bool,
+    /// Jobs that cannot finish now, and why.
+    pub failed_jobs: Vec<(usize, String)>,
+    /// Attempts to stop (their node left, or their job failed).
+    pub stop: Vec<u64>,
+}
+
+/// A verified result.
+#[derive(Debug, PartialEq, Default)]
+pub struct Success {
+    /// The first result of its chunk (else thrown away).
+    pub won: bool,
+    /// Other attempts of the same chunk, to be stopped.
+    pub stop: Vec<u64>,
+    /// Its job's last chunk: the job can be merged.
+    pub job_done: Option<usize>,
+}
+
+/// An attempt the watchdog gave up on.
+#[derive(Debug, PartialEq)]
+pub struct Stall {
+    pub attempt: u64,
+    pub node: usize,
+    pub job: usize,
+    pub chunk: usize,
+    pub seconds: f64,
+    /// The node stalled too often and left the batch (its other attempts
+    /// are in `stop`).
+    pub node_dropped: bool,
+    pub stop: Vec<u64>,
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
 }
 
 impl Scheduler {
-    /// `frames[i]`: chunk i's size; `done[i]`: already verified (resume).
-    pub fn new(frames: Vec<u64>, done: Vec<bool>, nodes: &[NodeSpec]) -> Scheduler {
-        let mut order: Vec<usize> = (0..frames.len()).filter(|&i| !done[i]).collect();
-        order.sort_by_key(|&i| (std::cmp::Reverse(frames[i]), i));
+    pub fn new(nodes: &[NodeSpec]) -> Scheduler {
+        let mut nodes: Vec<NodeState> = nodes.iter().map(node_state).collect();
+        if let [only] = nodes.as_mut_slice() {
+            only.active = only.max_slots;
+        }
         Scheduler {
-            failures: vec![0; frames.len()],
-            failed_on: vec![Vec::new(); frames.len()],
-            frames,
-            pending: order.into(),
+            chunks: Vec::new(),
+            jobs: Vec::new(),
+            pending: VecDeque::new(),
             running: Vec::new(),
-            done,
-            nodes: nodes
-                .iter()
-                .map(|n| NodeState {
-                    slots: n.slots.max(1),
-                    capacity: n.capacity.max(0.01) / n.slots.max(1) as f64,
-                    ..NodeState::default()
-                })
-                .collect(),
+            single: nodes.len() == 1,
+            nodes,
             next_attempt: 0,
-            failed: None,
+            closed: false,
         }
     }
 
-    pub fn done_count(&self) -> usize {
-        self.done.iter().filter(|d| **d).count()
+    /// Add a job: `frames[i]` is chunk i's size, `done[i]` whether it is
+    /// verified already (resume), `weight` the work of one of its frames;
+    /// the nodes in `unable` cannot run it (no encoder for it). Returns the
+    /// job's number.
+    pub fn add_job(&mut self, frames: &[u64], done: &[bool], weight: f64, unable: &[usize]) -> usize {
+        let job = self.jobs.len();
+        let first = self.chunks.len();
+        for (index, &f) in frames.iter().enumerate() {
+            let done = done.get(index).copied().unwrap_or(false);
+            self.chunks.push(ChunkState {
+                job,
+                index,
+                frames: f,
+                done,
+                failures: 0,
+                failed_on: unable.to_vec(),
+            });
+        }
+        let mut order: Vec<usize> = (first..self.chunks.len()).filter(|&c| !self.chunks[c].done).collect();
+        order.sort_by_key(|&c| (std::cmp::Reverse(self.chunks[c].frames), c));
+        self.jobs.push(JobState { failed: false, left: order.len(), weight: weight.max(1e-9) });
+        self.pending.extend(order);
+        job
+    }
+
+    /// No more jobs will come: slots may stop once the last one is over.
+    pub fn close(&mut self) {
+        self.closed = true;
+    }
+
+    /// Whether every job is over (verified or failed) and no more will come.
+    pub fn finished(&self) -> bool {
+        self.closed && self.jobs.iter().all(|j| j.failed || j.left == 0)
+    }
+
+    pub fn job_left(&self, job: usize) -> usize {
+        self.jobs[job].left
+    }
+
+    pub fn job_failed(&self, job: usize) -> bool {
+        self.jobs[job].failed
     }
 
     pub fn live_nodes(&self) -> usize {
@@ -129,68 +289,156 @@ impl Scheduler {
         self.nodes[node].dropped
     }
 
-    fn start(&mut self, chunk: usize, node: usize, now: Instant, duplicate: bool) -> Next {
-        let attempt = self.next_attempt;
-        self.next_attempt += 1;
-        self.running.push(Running { attempt, chunk, node, started: now, frames: 0 });
-        Next::Run(Assignment { attempt, chunk, duplicate, retry: self.failures[chunk] > 0 })
+    /// Attempts a node may run at once now.
+    pub fn active_slots(&self, node: usize) -> usize {
+        self.nodes[node].active
     }
 
+    /// What was measured of each node (None: nothing), for the next job.
+    pub fn learned(&self) -> Vec<Option<(f64, usize)>> {
+        self.nodes.iter().map(|n| Some((n.rate.filter(|_| !n.unknown)?, n.active))).collect()
+    }
+
+    /// A chunk's work.
+    fn work(&self, chunk: usize) -> f64 {
+        let c = &self.chunks[chunk];
+        c.frames as f64 * self.jobs[c.job].weight
+    }
+
+    /// The work of `frames` frames of a chunk's job.
+    fn work_of(&self, chunk: usize, frames: u64) -> f64 {
+        frames as f64 * self.jobs[self.chunks[chunk].job].weight
+    }
+
+    fn running_on(&self, node: usize) -> usize {
+        self.running.iter().filter(|r| r.node == node).count()
+    }
+
+    /// Bring the concurrency integrals of `node`'s attempts up to `now`
+    /// (before one starts or ends there).
+    fn touch(&mut self, node: usize, now: Instant) {
+        let k = self.running_on(node) as f64;
+        for r in self.running.iter_mut().filter(|r| r.node == node) {
+            r.together += k * secs(now.saturating_duration_since(r.touched));
+            r.touched = now;
+        }
+    }
+
+    fn start(&mut self, chunk: usize, node: usize, now: Instant, duplicate: bool) -> Next {
+        self.touch(node, now);
+        let attempt = self.next_attempt;
+        self.next_attempt += 1;
+        self.running.push(Running {
+            attempt,
+            chunk,
+            node,
+            started: now,
+            frames: 0,
+            moved: now,
+            together: 0.0,
+            touched: now,
+        });
+        let c = &self.chunks[chunk];
+        Next::Run(Assignment { attempt, job: c.job, chunk: c.index, duplicate, retry: c.failures > 0 })
+    }
+
+    fn take(&mut self, attempt: u64, now: Instant) -> Option<Running> {
+        let node = self.running.iter().find(|r| r.attempt == attempt)?.node;
+        self.touch(node, now);
+        let pos = self.running.iter().position(|r| r.attempt == attempt)?;
+        Some(self.running.remove(pos))
+    }
+
+    /// Work for an idle slot of `node`.
     pub fn next(&mut self, node: usize, now: Instant) -> Next {
-        if let Some(why) = &self.failed {
-            return Next::Failed(why.clone());
+        let st = &self.nodes[node];
+        if st.dropped || self.finished() {
+            return Next::Done;
         }
-        if self.done.iter().all(|d| *d) {
-            return Next::Finished;
+        if st.suspect_until.is_some_and(|t| now < t) || self.running_on(node) >= st.active {
+            return Next::Wait;
         }
-        if self.nodes[node].dropped {
-            return Next::Finished;
+        if st.unknown && !self.single {
+            // Measure before holding a long chunk: the shortest one.
+            return match self.shortest_for(node) {
+                Some(pos) => self.take_pending(pos, node, now),
+                None => Next::Wait,
+            };
         }
         if let Some(pos) = self.pick(node, now) {
-            let chunk = self.pending.remove(pos).unwrap_or_default();
-            return self.start(chunk, node, now, false);
+            return self.take_pending(pos, node, now);
         }
         if !self.pending.is_empty() {
             return Next::Wait;
         }
-        // Queue empty: duplicate the running chunk expected to finish last,
-        // if it runs elsewhere and alone and this slot would finish it sooner.
-        let mine = |c: usize| self.frames[c] as f64 / self.slot_rate(node);
-        let candidate = self
-            .running
-            .iter()
-            .filter(|r| !self.done[r.chunk] && r.node != node)
-            .filter(|r| self.running.iter().filter(|o| o.chunk == r.chunk).count() == 1)
-            .filter(|r| !self.failed_on[r.chunk].contains(&node))
-            .map(|r| (r.chunk, self.remaining(r, now)))
-            .filter(|&(c, left)| mine(c) < left)
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(c, _)| c);
-        match candidate {
+        match self.duplicate_for(node, now) {
             Some(chunk) => self.start(chunk, node, now, true),
             None => Next::Wait,
         }
     }
 
-    /// The position in the queue of the chunk `node`'s idle slot should
-    /// take: the first one that a list schedule of the queue (longest
-    /// first, each chunk to the slot that would finish it first, ties to
-    /// the asking slot) gives to it. None: every queued chunk is better
-    /// left to other slots (or failed on this node).
-    fn pick(&self, node: usize, now: Instant) -> Option<usize> {
-        let rates: Vec<f64> = (0..self.nodes.len()).map(|m| self.slot_rate(m)).collect();
-        // (node, seconds until free, the asking slot)
-        let mut slots: Vec<(usize, f64, bool)> = Vec::new();
-        for (m, st) in self.nodes.iter().enumerate().filter(|(_, st)| !st.dropped) {
+    fn take_pending(&mut self, pos: usize, node: usize, now: Instant) -> Next {
+        match self.pending.remove(pos) {
+            Some(chunk) => self.start(chunk, node, now, false),
+            None => Next::Wait,
+        }
+    }
+
+    /// The queue position of the shortest chunk `node` may run.
+    fn shortest_for(&self, node: usize) -> Option<usize> {
+        self.pending
+            .iter()
+            .enumerate()
+            .filter(|(_, &c)| !self.chunks[c].failed_on.contains(&node))
+            .min_by(|(pa, &a), (pb, &b)| self.work(a).total_cmp(&self.work(b)).then(pa.cmp(pb)))
+            .map(|(pos, _)| pos)
+    }
+
+    /// Queue empty: the running chunk expected to finish last, if it runs
+    /// elsewhere and alone and this slot would finish it sooner.
+    fn duplicate_for(&self, node: usize, now: Instant) -> Option<usize> {
+        let mine = |c: usize| self.work(c) / self.slot_rate(node);
+        self.running
+            .iter()
+            .filter(|r| !self.chunks[r.chunk].done && r.node != node)
+            .filter(|r| self.running.iter().filter(|o| o.chunk == r.chunk).count() == 1)
+            .filter(|r| !self.chunks[r.chunk].failed_on.contains(&node))
+            .map(|r| (r.chunk, self.remaining(r, now)))
+            .filter(|&(c, left)| mine(c) < left)
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(c, _)| c)
+    }
+
+    /// Slots that may take work, as `(node, seconds until free, the asking
+    /// slot)`: busy ones with their attempt's time left, idle ones at 0.
+    fn slots(&self, asker: usize, now: Instant) -> Vec<(usize, f64, bool)> {
+        let mut slots = Vec::new();
+        for (m, st) in self.nodes.iter().enumerate() {
+            let out = st.dropped || st.suspect_until.is_some_and(|t| now < t);
+            if out && m != asker {
+                continue;
+            }
             let busy: Vec<f64> =
                 self.running.iter().filter(|r| r.node == m).map(|r| self.remaining(r, now)).collect();
-            let idle = st.slots.saturating_sub(busy.len()).max(usize::from(m == node));
+            let idle = st.active.saturating_sub(busy.len()).max(usize::from(m == asker));
             slots.extend(busy.into_iter().map(|t| (m, t, false)));
-            slots.extend((0..idle).map(|i| (m, 0.0, m == node && i == 0)));
+            slots.extend((0..idle).map(|i| (m, 0.0, m == asker && i == 0)));
         }
+        slots
+    }
+
+    /// The position in the queue of the chunk `node`'s idle slot should
+    /// take: the first one that a list schedule of the queue (in order,
+    /// each chunk to the slot that would finish it first, ties to the
+    /// asking slot) gives to it. None: every queued chunk is better left
+    /// to other slots (or failed on this node).
+    fn pick(&self, node: usize, now: Instant) -> Option<usize> {
+        let rates: Vec<f64> = (0..self.nodes.len()).map(|m| self.slot_rate(m)).collect();
+        let mut slots = self.slots(node, now);
         for (pos, &c) in self.pending.iter().enumerate() {
+            let work = self.work(c);
             let finish = |&(m, free, asker): &(usize, f64, bool)| {
-                let t = free + self.frames[c] as f64 / rates[m];
+                let t = free + work / rates[m];
                 // Ties go to the asking slot: it is free now.
                 if asker {
                     t * (1.0 - 1e-9)
@@ -200,7 +448,7 @@ impl Scheduler {
             };
             let best = slots
                 .iter_mut()
-                .filter(|s| !self.failed_on[c].contains(&s.0))
+                .filter(|s| !self.chunks[c].failed_on.contains(&s.0))
                 .min_by(|a, b| finish(a).total_cmp(&finish(b)));
             let Some(best) = best else { continue };
             if best.2 {
@@ -211,15 +459,19 @@ impl Scheduler {
         None
     }
 
-    /// Frames per second of one slot of `node`: measured, else its CPUs
-    /// per slot scaled by what the measured nodes do per CPU.
+    /// Frames per second of one slot of `node`: measured or remembered,
+    /// else its guess scaled by what the measured nodes do per unit of
+    /// guess.
     fn slot_rate(&self, node: usize) -> f64 {
         let st = &self.nodes[node];
         if let Some(r) = st.rate {
             return r;
         }
-        let per_cpu: Vec<f64> = self.nodes.iter().filter_map(|n| n.rate.map(|r| r / n.capacity)).collect();
-        let scale = if per_cpu.is_empty() { 1.0 } else { per_cpu.iter().sum::<f64>() / per_cpu.len() as f64 };
+        let per_unit: Vec<f64> = self.nodes.iter().filter_map(|n| n.rate.map(|r| r / n.capacity)).collect();
+        let scale = match per_unit.is_empty() {
+            true => 1.0,
+            false => per_unit.iter().sum::<f64>() / per_unit.len() as f64,
+        };
         (st.capacity * scale).max(1e-6)
     }
 
@@ -228,11 +480,11 @@ impl Scheduler {
     /// shown no frame yet is as far as its time says, and one past its
     /// expected time counts as late by as much again.
     fn remaining(&self, r: &Running, now: Instant) -> f64 {
-        let left = self.frames[r.chunk].saturating_sub(r.frames) as f64;
-        let elapsed = now.saturating_duration_since(r.started).as_secs_f64();
+        let left = self.work_of(r.chunk, self.chunks[r.chunk].frames.saturating_sub(r.frames));
+        let elapsed = secs(now.saturating_duration_since(r.started));
         if r.frames > 0 {
             let rate = match elapsed >= MIN_RATE_SECONDS {
-                true => r.frames as f64 / elapsed,
+                true => self.work_of(r.chunk, r.frames) / elapsed,
                 false => self.slot_rate(r.node),
             };
             return left / rate;
@@ -247,252 +499,243 @@ impl Scheduler {
 
     /// An attempt's frames so far; they also measure its node's speed.
     pub fn progress(&mut self, attempt: u64, frames: u64, now: Instant) {
-        if let Some(r) = self.running.iter_mut().find(|r| r.attempt == attempt) {
-            r.frames = frames;
-            let elapsed = now.saturating_duration_since(r.started).as_secs_f64();
-            let node = &mut self.nodes[r.node];
-            if frames > 0 && elapsed >= MIN_RATE_SECONDS && !node.rate_from_done {
-                node.rate = Some(frames as f64 / elapsed);
-            }
+        let Some(pos) = self.running.iter().position(|r| r.attempt == attempt) else { return };
+        let work = self.work_of(self.running[pos].chunk, frames);
+        let r = &mut self.running[pos];
+        if frames > r.frames {
+            r.moved = now;
+        }
+        r.frames = frames;
+        let elapsed = secs(now.saturating_duration_since(r.started));
+        let node = &mut self.nodes[r.node];
+        node.suspect_until = None;
+        if frames > 0 && elapsed >= MIN_RATE_SECONDS && !node.rate_from_done {
+            node.rate = Some(work / elapsed);
+            node.unknown = false;
         }
     }
 
-    fn take(&mut self, attempt: u64) -> Option<Running> {
-        let pos = self.running.iter().position(|r| r.attempt == attempt)?;
-        Some(self.running.remove(pos))
-    }
-
-    /// A verified result. Returns whether it is the winner (first one) and
-    /// the other attempts of the same chunk, to be stopped.
-    pub fn succeeded(&mut self, attempt: u64, now: Instant) -> (bool, Vec<u64>) {
-        let Some(r) = self.take(attempt) else {
-            return (false, vec![]);
+    /// A verified result, with its encode's CPU and wall time when known.
+    pub fn succeeded(&mut self, attempt: u64, now: Instant, usage: Option<Usage>) -> Success {
+        let Some(r) = self.take(attempt, now) else {
+            return Success::default();
         };
-        let elapsed = now.saturating_duration_since(r.started).as_secs_f64();
+        let elapsed = secs(now.saturating_duration_since(r.started));
+        let work = self.work(r.chunk);
         let node = &mut self.nodes[r.node];
         node.consecutive_failures = 0;
+        node.stalls = 0;
         if elapsed > 0.0 {
-            node.rate = Some(self.frames[r.chunk] as f64 / elapsed);
+            node.rate = Some(work / elapsed);
             node.rate_from_done = true;
+            node.unknown = false;
         }
-        if self.done[r.chunk] {
-            return (false, vec![]);
+        match usage.filter(|u| u.wall_seconds > 0.0 && elapsed > 0.0) {
+            Some(u) => adapt_slots(node, u.cpu_seconds / u.wall_seconds, r.together / elapsed),
+            // Without a CPU time, the visible slots it is.
+            None if node.cpus.is_none() => node.active = node.max_slots,
+            None => {}
         }
-        self.done[r.chunk] = true;
-        self.pending.retain(|&c| c != r.chunk);
-        let others = self.running.iter().filter(|o| o.chunk == r.chunk).map(|o| o.attempt).collect();
-        (true, others)
+        let c = &mut self.chunks[r.chunk];
+        if c.done || self.jobs[c.job].failed {
+            return Success::default();
+        }
+        c.done = true;
+        let job = c.job;
+        self.jobs[job].left -= 1;
+        self.pending.retain(|&p| p != r.chunk);
+        let stop = self.running.iter().filter(|o| o.chunk == r.chunk).map(|o| o.attempt).collect();
+        Success { won: true, stop, job_done: (self.jobs[job].left == 0).then_some(job) }
     }
 
-    /// An attempt stopped because its twin won, or the job is stopping.
-    pub fn cancelled(&mut self, attempt: u64) {
-        if let Some(r) = self.take(attempt) {
-            if !self.done[r.chunk]
-                && !self.pending.contains(&r.chunk)
-                && !self.running.iter().any(|o| o.chunk == r.chunk)
-            {
-                self.pending.push_front(r.chunk);
-            }
+    /// An attempt stopped (its twin won, or the job is stopping).
+    pub fn cancelled(&mut self, attempt: u64, now: Instant) {
+        if let Some(r) = self.take(attempt, now) {
+            self.requeue(r.chunk);
         }
     }
 
-    /// A failed attempt; `node_lost` when the node itself is gone.
-    pub fn failed(&mut self, attempt: u64, node_lost: bool) -> AfterFailure {
-        let Some(r) = self.take(attempt) else {
+    /// Put a chunk back at the front of the queue unless it is done, queued,
+    /// running elsewhere or its job failed.
+    fn requeue(&mut self, chunk: usize) {
+        let c = &self.chunks[chunk];
+        if !c.done
+            && !self.jobs[c.job].failed
+            && !self.pending.contains(&chunk)
+            && !self.running.iter().any(|o| o.chunk == chunk)
+        {
+            self.pending.push_front(chunk);
+        }
+    }
+
+    /// A failed attempt.
+    pub fn failed(&mut self, attempt: u64, how: Failure, now: Instant) -> AfterFailure {
+        let node_lost = how == Failure::NodeLost;
+        let Some(r) = self.take(attempt, now) else {
             return AfterFailure::default();
         };
         let mut after = AfterFailure::default();
         let node = &mut self.nodes[r.node];
         node.consecutive_failures += 1;
-        if !node.dropped && (node_lost || node.consecutive_failures >= MAX_NODE_FAILURES) {
-            node.dropped = true;
+        if !node.dropped && (how != Failure::Chunk || node.consecutive_failures >= MAX_NODE_FAILURES) {
+            after.stop = self.drop_node(r.node);
             after.node_dropped = true;
         }
-        if !self.done[r.chunk] {
-            if !node_lost {
-                self.failures[r.chunk] += 1;
-                self.failed_on[r.chunk].push(r.node);
-            }
-            let twin_running = self.running.iter().any(|o| o.chunk == r.chunk);
-            if self.failures[r.chunk] >= MAX_CHUNK_FAILURES {
-                self.failed = Some(format!("chunk {} failed {} times", r.chunk, self.failures[r.chunk]));
-            } else if !twin_running && !self.pending.contains(&r.chunk) {
-                self.pending.push_front(r.chunk);
-            }
+        let c = &mut self.chunks[r.chunk];
+        if !c.done && !node_lost {
+            c.failures += 1;
+            c.failed_on.push(r.node);
         }
-        if self.live_nodes() == 0 && self.failed.is_none() {
-            self.failed = Some("no node is left".into());
+        let (job, failures) = (c.job, c.failures);
+        if failures >= MAX_CHUNK_FAILURES {
+            let why = format!("chunk {} failed {failures} times", c.index);
+            self.fail_job(job, why, &mut after);
+        } else {
+            self.requeue(r.chunk);
         }
-        // A queued chunk that failed on every node still in the job.
-        let live: Vec<usize> = (0..self.nodes.len()).filter(|&n| !self.nodes[n].dropped).collect();
-        if self.failed.is_none() {
-            if let Some(&c) =
-                self.pending.iter().find(|&&c| live.iter().all(|n| self.failed_on[c].contains(n)))
-            {
-                if !self.running.iter().any(|o| o.chunk == c) {
-                    self.failed = Some(format!("chunk {c} failed on every node still in the job"));
-                }
-            }
-        }
+        self.fail_hopeless(&mut after);
         after
     }
 
-    /// Chunks the dropped node was running have to go back to the queue;
-    /// the driver reports their attempts through `failed`/`cancelled`.
-    pub fn attempts_on(&self, node: usize) -> Vec<u64> {
+    /// Take a node out of the batch; its attempts to stop.
+    fn drop_node(&mut self, node: usize) -> Vec<u64> {
+        self.nodes[node].dropped = true;
         self.running.iter().filter(|r| r.node == node).map(|r| r.attempt).collect()
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    use std::time::Duration;
-
-    /// `n` nodes of one slot and one CPU each.
-    fn nodes(n: usize) -> Vec<NodeSpec> {
-        vec![NodeSpec { slots: 1, capacity: 1.0 }; n]
+    /// A job that cannot finish: its queued chunks go, its attempts stop.
+    fn fail_job(&mut self, job: usize, why: String, after: &mut AfterFailure) {
+        if self.jobs[job].failed || self.jobs[job].left == 0 {
+            return;
+        }
+        self.jobs[job].failed = true;
+        self.pending.retain(|&c| self.chunks[c].job != job);
+        after.stop.extend(self.running.iter().filter(|r| self.chunks[r.chunk].job == job).map(|r| r.attempt));
+        after.failed_jobs.push((job, why));
     }
 
-    fn at(t0: Instant, secs: f64) -> Instant {
-        t0 + Duration::from_secs_f64(secs)
+    /// Give up a job from outside (its side streams failed, say); the
+    /// attempts to stop.
+    pub fn abandon_job(&mut self, job: usize, why: &str) -> Vec<u64> {
+        let mut after = AfterFailure::default();
+        self.fail_job(job, why.to_string(), &mut after);
+        after.stop
     }
 
-    fn run(n: &Next) -> &Assignment {
-        match n {
-            Next::Run(a) => a,
-            other => panic!("expected work, got {other:?}"),
+    /// Jobs no live node can finish: none left at all, or a queued chunk
+    /// that failed on every node still in.
+    fn fail_hopeless(&mut self, after: &mut AfterFailure) {
+        let live: Vec<usize> = (0..self.nodes.len()).filter(|&n| !self.nodes[n].dropped).collect();
+        let open: Vec<usize> =
+            (0..self.jobs.len()).filter(|&j| !self.jobs[j].failed && self.jobs[j].left > 0).collect();
+        for job in open {
+            if live.is_empty() {
+                self.fail_job(job, "no node is left".into(), after);
+                continue;
+            }
+            let stuck = self.pending.iter().copied().find(|&c| {
+                self.chunks[c].job == job
+                    && live.iter().all(|n| self.chunks[c].failed_on.contains(n))
+                    && !self.running.iter().any(|o| o.chunk == c)
+            });
+            if let Some(c) = stuck {
+                let why = format!("chunk {} failed on every node still in", self.chunks[c].index);
+                self.fail_job(job, why, after);
+            }
         }
     }
 
-    #[test]
-    fn longest_first_and_fast_nodes_take_more() {
-        let t0 = Instant::now();
-        let mut s = Scheduler::new(vec![10, 30, 20, 5], vec![false; 4], &nodes(2));
-        let a = run(&s.next(0, t0)).clone();
-        assert_eq!(a.chunk, 1);
-        let b = run(&s.next(1, t0)).clone();
-        assert_eq!(b.chunk, 2);
-        // Node 0 does 10 frames/s, node 1 only 1.
-        s.progress(b.attempt, 3, at(t0, 3.0));
-        // Node 0 finishes and takes the rest.
-        s.succeeded(a.attempt, at(t0, 3.0));
-        let c = run(&s.next(0, at(t0, 3.0))).clone();
-        assert_eq!(c.chunk, 0);
-        s.succeeded(c.attempt, at(t0, 4.0));
-        let d = run(&s.next(0, at(t0, 4.0))).clone();
-        assert_eq!(d.chunk, 3);
-        s.succeeded(d.attempt, at(t0, 4.5));
-        // Queue empty: node 0 would finish chunk 2 (2 s) long before node 1
-        // (25 s): it duplicates it.
-        let e = run(&s.next(0, at(t0, 4.5))).clone();
-        assert!(e.duplicate);
-        assert_eq!(e.chunk, 2);
-        // The duplicate wins; the original is to be stopped.
-        assert_eq!(s.succeeded(e.attempt, at(t0, 6.5)), (true, vec![b.attempt]));
-        s.cancelled(b.attempt);
-        assert_eq!(s.next(1, at(t0, 6.5)), Next::Finished);
+    /// The watchdog: attempts that showed no new frame for much longer than
+    /// their node should need. Each is abandoned (its chunk queued again,
+    /// its node suspect), to be stopped by the driver.
+    pub fn stalled(&mut self, now: Instant) -> Vec<Stall> {
+        let late: Vec<(u64, f64)> = self
+            .running
+            .iter()
+            .map(|r| (r.attempt, secs(now.saturating_duration_since(r.moved))))
+            .filter(|&(a, quiet)| self.running.iter().any(|r| r.attempt == a && quiet > self.patience(r)))
+            .collect();
+        let mut stalls = Vec::new();
+        for (attempt, seconds) in late {
+            let Some(r) = self.take(attempt, now) else { continue };
+            let node = &mut self.nodes[r.node];
+            node.stalls += 1;
+            node.suspect_until = Some(now + Duration::from_secs_f64(SUSPECT_SECONDS));
+            let node_dropped = !node.dropped && node.stalls >= MAX_NODE_STALLS;
+            let stop = if node_dropped { self.drop_node(r.node) } else { Vec::new() };
+            self.requeue(r.chunk);
+            let c = &self.chunks[r.chunk];
+            stalls.push(Stall {
+                attempt,
+                node: r.node,
+                job: c.job,
+                chunk: c.index,
+                seconds,
+                node_dropped,
+                stop,
+            });
+        }
+        let mut after = AfterFailure::default();
+        self.fail_hopeless(&mut after);
+        stalls
     }
 
-    #[test]
-    fn a_slow_node_does_not_duplicate_a_fast_nodes_slow_start() {
-        let t0 = Instant::now();
-        let specs = [NodeSpec { slots: 1, capacity: 1.0 }, NodeSpec { slots: 1, capacity: 0.1 }];
-        let mut s = Scheduler::new(vec![10, 100, 100], vec![false; 3], &specs);
-        assert_eq!(run(&s.next(0, t0)).chunk, 1);
-        let small = run(&s.next(1, t0)).clone();
-        assert_eq!(small.chunk, 0, "the slow node gets the short chunk");
-        // Node 0 finishes in 2 s (50 frames/s) and takes the last chunk.
-        s.succeeded(0, at(t0, 2.0));
-        let last = run(&s.next(0, at(t0, 2.0))).clone();
-        assert_eq!(last.chunk, 2);
-        s.succeeded(small.attempt, at(t0, 2.5));
-        // One second in, its encoder has shown 2 frames (a lookahead): no
-        // measure yet; node 0's finished chunk is. So the slow node (25 s
-        // for the chunk) does not duplicate it.
-        s.progress(last.attempt, 2, at(t0, 3.0));
-        assert_eq!(s.next(1, at(t0, 3.0)), Next::Wait);
+    /// Seconds without a new frame after which an attempt stalls.
+    fn patience(&self, r: &Running) -> f64 {
+        (STALL_FACTOR * self.work_of(r.chunk, STALL_FRAMES) / self.slot_rate(r.node)).max(STALL_MIN_SECONDS)
     }
 
-    #[test]
-    fn a_slow_slot_takes_only_what_it_finishes_in_time() {
-        let t0 = Instant::now();
-        // Guided sizes; one fast node (4 CPUs in 1 slot) and a quarter one.
-        let specs = [NodeSpec { slots: 1, capacity: 4.0 }, NodeSpec { slots: 1, capacity: 1.0 }];
-        let mut s = Scheduler::new(vec![400, 200, 100, 50, 40], vec![false; 5], &specs);
-        // The slow node asks first: the long chunks are the fast node's
-        // (400 frames: 400 s here, 100 s there), not the 50 at the end.
-        let slow = run(&s.next(1, t0)).clone();
-        assert_eq!(slow.chunk, 2, "the largest chunk it finishes before the fast node would");
-        let fast = run(&s.next(0, t0)).clone();
-        assert_eq!(fast.chunk, 0);
-        // With nothing it can finish sooner, a slow slot waits.
-        let mut s = Scheduler::new(vec![100, 100], vec![false; 2], &specs);
-        let f = run(&s.next(0, t0)).clone();
-        assert_eq!(f.chunk, 0);
-        assert_eq!(s.next(1, t0), Next::Wait, "the fast node finishes both by 50 s, the slow one 100 s");
-        // The fast node turns out stuck (no frame after 120 s, 25 expected;
-        // counted as 120 s late): the slow node takes the queued chunk.
-        assert_eq!(s.next(1, at(t0, 60.0)), Next::Wait);
-        assert_eq!(run(&s.next(1, at(t0, 120.0))).chunk, 1);
-    }
-
-    #[test]
-    fn a_failed_chunk_is_retried_on_another_node() {
-        let now = Instant::now();
-        let mut s = Scheduler::new(vec![10], vec![false], &nodes(2));
-        let a = run(&s.next(0, now)).clone();
-        s.failed(a.attempt, false);
-        // Not again on node 0 ...
-        assert_eq!(s.next(0, now), Next::Wait);
-        // ... but on node 1, marked as a retry.
-        let b = run(&s.next(1, now)).clone();
-        assert!(b.retry);
-        s.succeeded(b.attempt, now);
-        assert_eq!(s.next(0, now), Next::Finished);
-    }
-
-    #[test]
-    fn a_lost_node_leaves_and_its_chunk_goes_back() {
-        let now = Instant::now();
-        let mut s = Scheduler::new(vec![10, 10], vec![false; 2], &nodes(2));
-        let a = run(&s.next(0, now)).clone();
-        let after = s.failed(a.attempt, true);
-        assert!(after.node_dropped);
-        assert!(s.is_dropped(0));
-        assert_eq!(s.next(0, now), Next::Finished);
-        let b = run(&s.next(1, now)).clone();
-        assert_eq!(b.chunk, a.chunk);
-    }
-
-    #[test]
-    fn the_job_fails_when_no_node_is_left() {
-        let now = Instant::now();
-        let mut s = Scheduler::new(vec![10], vec![false], &nodes(1));
-        let a = run(&s.next(0, now)).clone();
-        s.failed(a.attempt, true);
-        assert_eq!(s.next(0, now), Next::Failed("no node is left".into()));
-    }
-
-    #[test]
-    fn a_chunk_failing_everywhere_fails_the_job() {
-        let now = Instant::now();
-        let mut s = Scheduler::new(vec![10], vec![false], &nodes(2));
-        let a = run(&s.next(0, now)).clone();
-        s.failed(a.attempt, false);
-        let b = run(&s.next(1, now)).clone();
-        s.failed(b.attempt, false);
-        assert!(matches!(s.next(0, now), Next::Failed(m) if m.contains("every node")));
-    }
-
-    #[test]
-    fn resumed_chunks_are_not_queued() {
-        let now = Instant::now();
-        let mut s = Scheduler::new(vec![10, 20], vec![false, true], &nodes(1));
-        let a = run(&s.next(0, now)).clone();
-        assert_eq!(a.chunk, 0);
-        s.succeeded(a.attempt, now);
-        assert_eq!(s.next(0, now), Next::Finished);
+    /// When the watchdog should look next (None: nothing runs).
+    pub fn next_check(&self, now: Instant) -> Option<Instant> {
+        self.running
+            .iter()
+            .map(|r| r.moved + Duration::from_secs_f64(self.patience(r)))
+            .min()
+            .map(|t| t.max(now))
     }
 }
+
+fn node_state(n: &NodeSpec) -> NodeState {
+    let max_slots = n.slots.max(1);
+    let per_slot = n.capacity.max(0.01) / max_slots as f64;
+    let (capacity, rate, active, unknown) = match n.known {
+        Some(k) => (k.relative.max(0.01), k.slot_rate, k.slots.clamp(1, max_slots), false),
+        // Unknown: one attempt until it shows its speed (see `next`), then
+        // as many as measuring allows.
+        None => (per_slot, None, 1, true),
+    };
+    NodeState {
+        max_slots,
+        active,
+        capacity,
+        rate,
+        rate_from_done: false,
+        unknown,
+        consecutive_failures: 0,
+        stalls: 0,
+        suspect_until: None,
+        dropped: false,
+        cpus: None,
+    }
+}
+
+/// Slots follow measurement: `share` is the CPU time over wall time of a
+/// finished attempt, `together` how many of its node's attempts ran at
+/// once on average meanwhile.
+fn adapt_slots(node: &mut NodeState, share: f64, together: f64) {
+    let cpus = share * together.max(1.0);
+    node.cpus = Some(cpus);
+    node.active = if share >= FULL_CPU {
+        // Every slot had a whole CPU: maybe there is room for one more.
+        if together >= node.active as f64 - 0.5 {
+            (node.active + 1).min(node.max_slots)
+        } else {
+            node.active
+        }
+    } else {
+        (cpus.round() as usize).clamp(1, node.max_slots)
+    };
+}
+
+#[cfg(test)]
+mod tests;

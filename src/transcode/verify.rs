@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 use super::plan::{Chunk, Plan};
 
 /// What must be identical in every chunk for a stream-copy concat to make
-/// one valid stream.
+/// one valid stream, and what the output's video stream must share with one
+/// plain ffmpeg run: ffprobe's names and values (`tv`, `bt709`, `tb`; level
+/// as a number; `unknown` where ffprobe names none). The fields after
+/// `field_order` came later: an older dffmpeg's reference has them empty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CodecParams {
     pub codec: String,
@@ -19,24 +22,48 @@ pub struct CodecParams {
     pub height: u32,
     pub sample_aspect_ratio: String,
     pub field_order: String,
+    #[serde(default)]
+    pub level: String,
+    #[serde(default)]
+    pub color_range: String,
+    #[serde(default)]
+    pub color_space: String,
+    #[serde(default)]
+    pub color_primaries: String,
+    #[serde(default)]
+    pub color_transfer: String,
+    #[serde(default)]
+    pub chroma_location: String,
 }
 
 impl CodecParams {
+    /// Every compared property: its name in messages and its value.
+    pub fn properties(&self) -> [(&'static str, String); 13] {
+        [
+            ("codec", self.codec.clone()),
+            ("profile", self.profile.clone()),
+            ("level", self.level.clone()),
+            ("pixel format", self.pix_fmt.clone()),
+            ("width", self.width.to_string()),
+            ("height", self.height.to_string()),
+            ("sample aspect ratio", self.sample_aspect_ratio.clone()),
+            ("field order", self.field_order.clone()),
+            ("colour range", self.color_range.clone()),
+            ("colour space", self.color_space.clone()),
+            ("colour primaries", self.color_primaries.clone()),
+            ("colour transfer", self.color_transfer.clone()),
+            ("chroma location", self.chroma_location.clone()),
+        ]
+    }
+
     /// Every field that differs, as `name ours differs from the job's theirs`.
     pub fn difference(&self, reference: &CodecParams) -> Option<String> {
-        let fields: [(&str, String, String); 7] = [
-            ("codec", self.codec.clone(), reference.codec.clone()),
-            ("profile", self.profile.clone(), reference.profile.clone()),
-            ("pixel format", self.pix_fmt.clone(), reference.pix_fmt.clone()),
-            ("width", self.width.to_string(), reference.width.to_string()),
-            ("height", self.height.to_string(), reference.height.to_string()),
-            ("sample aspect ratio", self.sample_aspect_ratio.clone(), reference.sample_aspect_ratio.clone()),
-            ("field order", self.field_order.clone(), reference.field_order.clone()),
-        ];
-        let diffs: Vec<String> = fields
+        let diffs: Vec<String> = self
+            .properties()
             .into_iter()
-            .filter(|(_, a, b)| a != b)
-            .map(|(name, a, b)| format!("{name} {a} differs from the job's {b}"))
+            .zip(reference.properties())
+            .filter(|((_, a), (_, b))| a != b)
+            .map(|((name, a), (_, b))| format!("{name} {a} differs from the job's {b}"))
             .collect();
         (!diffs.is_empty()).then(|| diffs.join("; "))
     }
@@ -58,6 +85,18 @@ struct StreamJson {
     sample_aspect_ratio: Option<String>,
     #[serde(default)]
     field_order: Option<String>,
+    #[serde(default)]
+    level: Option<i64>,
+    #[serde(default)]
+    color_range: Option<String>,
+    #[serde(default)]
+    color_space: Option<String>,
+    #[serde(default)]
+    color_primaries: Option<String>,
+    #[serde(default)]
+    color_transfer: Option<String>,
+    #[serde(default)]
+    chroma_location: Option<String>,
     #[serde(default)]
     nb_read_packets: Option<String>,
     #[serde(default)]
@@ -92,7 +131,8 @@ pub async fn inspect(path: &Path) -> Result<ChunkFacts, String> {
 
 /// [`inspect`] with a given stdin: `pipe:0` reads a chunk as it is encoded.
 pub async fn inspect_from(path: &Path, stdin: std::process::Stdio) -> Result<ChunkFacts, String> {
-    let fields = "stream=codec_name,profile,pix_fmt,width,height,sample_aspect_ratio,field_order,\
+    let fields = "stream=codec_name,profile,level,pix_fmt,width,height,sample_aspect_ratio,field_order,\
+                  color_range,color_space,color_primaries,color_transfer,chroma_location,\
                   nb_read_packets:stream_tags=encoder:format=start_time";
     let args = ["-select_streams", "v:0", "-count_packets", "-print_format", "json", "-show_entries", fields];
     let out = super::probe::ffprobe_from(&args, path, stdin).await.map_err(|e| match e {
@@ -110,16 +150,36 @@ fn parse_facts(json: &[u8]) -> Result<ChunkFacts, String> {
         encoder,
         frames: s.nb_read_packets.as_deref().and_then(|n| n.parse().ok()).unwrap_or(0),
         start: parsed.format.and_then(|f| f.start_time).and_then(|t| t.parse().ok()),
-        params: CodecParams {
-            codec: s.codec_name,
-            profile: s.profile.unwrap_or_default(),
-            pix_fmt: s.pix_fmt.unwrap_or_default(),
-            width: s.width,
-            height: s.height,
-            sample_aspect_ratio: s.sample_aspect_ratio.unwrap_or_else(|| "1:1".into()),
-            field_order: s.field_order.unwrap_or_else(|| "progressive".into()),
-        },
+        params: params(s),
     })
+}
+
+/// ffprobe leaves out what it does not know: `unknown` then.
+fn params(s: StreamJson) -> CodecParams {
+    let known = |v: Option<String>| v.unwrap_or_else(|| "unknown".into());
+    CodecParams {
+        codec: s.codec_name,
+        profile: s.profile.unwrap_or_default(),
+        pix_fmt: s.pix_fmt.unwrap_or_default(),
+        width: s.width,
+        height: s.height,
+        sample_aspect_ratio: s.sample_aspect_ratio.unwrap_or_else(|| "1:1".into()),
+        field_order: known(s.field_order),
+        level: known(s.level.map(|l| l.to_string())),
+        color_range: known(s.color_range),
+        color_space: known(s.color_space),
+        color_primaries: known(s.color_primaries),
+        color_transfer: known(s.color_transfer),
+        chroma_location: s.chroma_location.unwrap_or_else(|| "unspecified".into()),
+    }
+}
+
+/// Read an encoded chunk and check it against the plan: the planned
+/// frames and start (codec parameters are compared by the caller).
+pub async fn chunk(plan: &Plan, chunk: &Chunk, part: &Path) -> Result<ChunkFacts, String> {
+    let facts = inspect(part).await?;
+    check(&facts, chunk, plan)?;
+    Ok(facts)
 }
 
 /// Check the facts of an encoded chunk against the plan (frames and start;
@@ -175,7 +235,7 @@ mod tests {
     #[test]
     fn accepts_the_planned_chunk() {
         let f = facts();
-        assert_eq!(f.params.field_order, "progressive");
+        assert_eq!(f.params.field_order, "unknown");
         let (c, p) = plan(50, 50);
         assert!(check(&f, &c, &p).is_ok());
     }
@@ -192,6 +252,29 @@ mod tests {
         assert_eq!(
             f.params.difference(&other),
             Some("pixel format yuv420p differs from the job's yuv444p".into())
+        );
+    }
+
+    #[test]
+    fn colour_tags_field_order_and_level_are_compared() {
+        let f = parse_facts(br#"{"streams":[{"codec_name":"hevc","profile":"Main 10","level":93,"pix_fmt":"yuv420p10le","width":320,"height":240,"color_range":"tv","color_space":"bt2020nc","color_primaries":"bt2020","color_transfer":"smpte2084","chroma_location":"left","field_order":"tb","nb_read_packets":"1"}]}"#).unwrap();
+        let p = &f.params;
+        assert_eq!(
+            (p.level.as_str(), p.color_transfer.as_str(), p.field_order.as_str()),
+            ("93", "smpte2084", "tb")
+        );
+        // Left out by ffprobe: unknown.
+        let g = facts().params;
+        assert_eq!(
+            (g.color_range.as_str(), g.level.as_str(), g.chroma_location.as_str()),
+            ("unknown", "unknown", "unspecified")
+        );
+        let mut other = p.clone();
+        other.color_range = "pc".into();
+        other.level = "90".into();
+        assert_eq!(
+            p.difference(&other),
+            Some("level 93 differs from the job's 90; colour range tv differs from the job's pc".into())
         );
     }
 }

@@ -82,6 +82,55 @@ pub fn span(path: &Path, stream: &str) -> (f64, f64) {
     (start, end)
 }
 
+/// What a video stream carries besides its frames, as ffprobe names it.
+pub const VIDEO_PROPERTIES: [&str; 10] = [
+    "pix_fmt",
+    "color_range",
+    "color_space",
+    "color_primaries",
+    "color_transfer",
+    "chroma_location",
+    "field_order",
+    "sample_aspect_ratio",
+    "profile",
+    "level",
+];
+
+/// The first video stream's [`VIDEO_PROPERTIES`] (`-` where ffprobe names
+/// none).
+pub fn video_props(path: &Path) -> Vec<(&'static str, String)> {
+    let v = ffprobe_json(&["-select_streams", "v:0", "-show_streams"], path);
+    let s = &v["streams"][0];
+    VIDEO_PROPERTIES
+        .iter()
+        .map(|&k| {
+            let value = match &s[k] {
+                serde_json::Value::String(x) => x.clone(),
+                serde_json::Value::Null => "-".into(),
+                other => other.to_string(),
+            };
+            (k, value)
+        })
+        .collect()
+}
+
+/// A table of several files' [`video_props`], one column per file.
+pub fn props_table(columns: &[(&str, &[(&'static str, String)])]) -> String {
+    let mut t = String::from("| property |");
+    for (name, _) in columns {
+        t.push_str(&format!(" {name} |"));
+    }
+    t.push_str(&format!("\n|---|{}\n", "---|".repeat(columns.len())));
+    for (i, key) in VIDEO_PROPERTIES.iter().enumerate() {
+        t.push_str(&format!("| {key} |"));
+        for (_, props) in columns {
+            t.push_str(&format!(" {} |", props[i].1));
+        }
+        t.push('\n');
+    }
+    t
+}
+
 /// Average PSNR (dB) of `a` against `b`.
 pub fn psnr(a: &Path, b: &Path) -> f64 {
     let out = Command::new("ffmpeg")
@@ -134,7 +183,12 @@ pub fn workdir(name: &str) -> PathBuf {
 /// A generated clip: testsrc2 320x240 at 25 fps for `seconds`, plus a sine
 /// audio track when `audio`, encoded with `args` into `path`.
 pub fn clip(path: &Path, seconds: u32, audio: bool, args: &[&str]) {
-    let video = format!("testsrc2=size=320x240:rate=25:duration={seconds}");
+    clip_of("testsrc2=size=320x240:rate=25", path, seconds, audio, args);
+}
+
+/// [`clip`] of another lavfi video source (`testsrc2=size=720x576:rate=25`).
+pub fn clip_of(source: &str, path: &Path, seconds: u32, audio: bool, args: &[&str]) {
+    let video = format!("{source}:duration={seconds}");
     let sine = format!("sine=frequency=440:duration={seconds}");
     let mut a = vec!["-f", "lavfi", "-i", video.as_str()];
     if audio {
@@ -143,6 +197,38 @@ pub fn clip(path: &Path, seconds: u32, audio: bool, args: &[&str]) {
     a.extend(args);
     a.push(path.to_str().expect("UTF-8 test path"));
     ffmpeg(&a);
+}
+
+/// An interlaced MPEG-2 transport stream as broadcast: 720x576 at 25
+/// frames/s, `field` (`tff`, `bff`) first, sample aspect ratio `sar`, MP2
+/// audio, 12-frame open GOPs.
+pub fn interlaced_ts(path: &Path, seconds: u32, field: &str, sar: &str) {
+    let top = if field == "tff" { "1" } else { "0" };
+    let filter = format!("setfield={field},setsar={sar}");
+    clip_of(
+        "testsrc2=size=720x576:rate=25",
+        path,
+        seconds,
+        true,
+        &[
+            "-vf",
+            &filter,
+            "-flags",
+            "+ilme+ildct",
+            "-top",
+            top,
+            "-c:v",
+            "mpeg2video",
+            "-q:v",
+            "4",
+            "-g",
+            "12",
+            "-bf",
+            "2",
+            "-c:a",
+            "mp2",
+        ],
+    );
 }
 
 /// A quick h264 + AAC clip `dir/name`, a keyframe every second.

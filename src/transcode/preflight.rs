@@ -1,0 +1,93 @@
+//! Preflight: before any node starts, this machine runs the user's options
+//! on the source's first frame twice — once as one plain ffmpeg run would
+//! (it fails with ffmpeg's own error, and tells what the output's video
+//! stream must carry: field order, colour tags ...), once as a chunk is
+//! encoded on the nodes (the job's reference codec parameters, which every
+//! chunk must match).
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+
+use super::context::{Io, JobContext};
+use super::encode::{read_errors, spawn_split, stdout_as_stdin};
+use super::ffmpeg;
+use super::verify::{self, ChunkFacts, CodecParams};
+
+/// Encode the first frame of the first chunk on the controller. Fails with
+/// ffmpeg's own error when the options are wrong — before any node starts.
+/// The encoder's output goes straight into ffprobe (both start at once).
+pub async fn reference(ctx: &JobContext) -> Result<ChunkFacts, String> {
+    let chunk = &ctx.plan.chunks[0];
+    let filter = ffmpeg::chunk_filter(&ctx.spec, chunk, ctx.plan.ts_shift());
+    // The chunk reaches the encoder as it will on the nodes (the reference
+    // codec parameters must be those of the real parts).
+    let input = match ctx.io {
+        Io::SharedSource => ffmpeg::Input::source(&ctx.source, ctx.video_index, &ctx.plan, chunk),
+        Io::Pipe | Io::Shared => ffmpeg::Input::Nut("pipe:0".into()),
+    };
+    let enc_argv = ffmpeg::preflight(&ctx.spec, &filter, &input, "pipe:1");
+    let mut split = None;
+    let feed = match input {
+        ffmpeg::Input::Source { .. } => Stdio::null(),
+        ffmpeg::Input::Nut(_) => {
+            let split_argv = ffmpeg::split(&ctx.source, ctx.video_index, &ctx.plan, chunk, "pipe:1");
+            let mut child =
+                spawn_split(&split_argv, Stdio::piped()).map_err(|e| format!("cannot run ffmpeg: {e}"))?;
+            // The split's pipe is the encoder's stdin, as in an attempt.
+            let feed = stdout_as_stdin(&mut child).ok_or("cannot run ffmpeg: no pipe")?;
+            split = Some(child);
+            feed
+        }
+    };
+    let mut enc = crate::process::command(&enc_argv[0])
+        .args(&enc_argv[1..])
+        .stdin(feed)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run ffmpeg: {e}"))?;
+    let encoded = stdout_as_stdin(&mut enc).ok_or("cannot run ffmpeg: no pipe")?;
+    let encoding = async {
+        let errors = match enc.stderr.take() {
+            Some(e) => read_errors(e, Arc::new(AtomicU32::new(0))).await,
+            None => Vec::new(),
+        };
+        (errors, enc.wait().await)
+    };
+    let ((errors, status), facts) =
+        tokio::join!(encoding, verify::inspect_from(Path::new("pipe:0"), encoded));
+    drop(split);
+    let status = status.map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(if errors.is_empty() {
+            format!("ffmpeg exited with {status}")
+        } else {
+            errors.join("\n")
+        });
+    }
+    facts
+}
+
+/// Encode the source's first frame as one plain ffmpeg run with the user's
+/// options would, into the output's format, and read what that gives the
+/// output's video stream (what ffmpeg decides from the first frame — field
+/// order, colour tags — and from the options). Fails with ffmpeg's error.
+pub async fn plain(run: &ffmpeg::PlainRun<'_>) -> Result<CodecParams, String> {
+    let argv = ffmpeg::plain_first_frame(run);
+    let out = crate::process::command(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run ffmpeg: {e}"))?;
+    if !out.status.success() {
+        let err = crate::text::printable(String::from_utf8_lossy(&out.stderr).trim());
+        return Err(if err.is_empty() { format!("ffmpeg exited with {}", out.status) } else { err });
+    }
+    let facts = verify::inspect(Path::new(run.dest)).await;
+    facts.map(|f| f.params)
+}

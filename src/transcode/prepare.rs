@@ -1,0 +1,352 @@
+//! Prepare one file's job: check the input and the output, open (or
+//! resume) the job directory, probe the input, run the preflight — then,
+//! once the cluster's size is known, plan its chunks. The first part
+//! overlaps connecting to the nodes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::anyhow;
+
+use super::args::UserArgs;
+use super::context::{Io, JobContext};
+use super::ffmpeg::{self, EncodeSpec};
+use super::inputs::FileSpec;
+use super::job::{self, Found, JobDir, JobKey, JobRecord};
+use super::plan;
+use super::preflight;
+use super::probe::{self, Probe};
+use super::verify::CodecParams;
+use super::{output, side};
+use crate::safefs::Dir;
+
+/// Why a file cannot be transcoded.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// Bad input, output or options: the user's to fix (exit 2 alone).
+    #[error("{0:#}")]
+    Refused(anyhow::Error),
+    /// Left alone on purpose (its output exists).
+    #[error("{0}")]
+    Skipped(String),
+    /// Something failed on this machine.
+    #[error("{0:#}")]
+    Failed(anyhow::Error),
+}
+
+fn refused(e: impl Into<anyhow::Error>) -> PrepareError {
+    PrepareError::Refused(e.into())
+}
+
+/// What every file of the batch shares.
+#[derive(Clone)]
+pub struct Options {
+    pub user: Arc<UserArgs>,
+    /// The ffmpeg arguments as given (part of the job's key).
+    pub raw_args: Arc<Vec<String>>,
+    pub chunk: Option<f64>,
+    pub fresh: bool,
+    pub must_resume: bool,
+    pub overwrite: bool,
+    /// An existing output is skipped (a batch) instead of refused.
+    pub skip_existing: bool,
+    pub shared_dir: Option<PathBuf>,
+    /// The embedded local cluster (every node is this machine): the source
+    /// is read in place, no split.
+    pub all_local: bool,
+}
+
+/// A file checked and probed, its job directory open.
+pub struct Checked {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    /// The output's folder, opened without following links.
+    pub out_dir: Arc<Dir>,
+    pub source: String,
+    pub format: String,
+    pub ext: String,
+    pub io: Io,
+    pub job: Arc<JobDir>,
+    pub key: JobKey,
+    pub probe: Probe,
+    /// A resumed job's record, or a new job's spec and encoder.
+    pub start: Start,
+}
+
+pub enum Start {
+    Resumed(Box<JobRecord>),
+    New { spec: Box<EncodeSpec>, encoder: Option<String> },
+}
+
+/// A file ready to encode.
+pub struct Prepared {
+    pub checked: Checked,
+    pub record: JobRecord,
+}
+
+impl Prepared {
+    pub fn ctx(&self) -> JobContext {
+        let c = &self.checked;
+        JobContext {
+            source: c.source.clone(),
+            video_index: c.probe.video,
+            plan: self.record.plan.clone(),
+            spec: self.record.encode.clone(),
+            io: c.io,
+        }
+    }
+
+    /// The work of one frame: megapixels (the scheduler's unit, so that
+    /// files of other sizes share one speed measure).
+    pub fn weight(&self) -> f64 {
+        let v = self.checked.probe.video_stream();
+        (f64::from(v.width.unwrap_or(0)) * f64::from(v.height.unwrap_or(0)) / 1e6).max(0.01)
+    }
+
+    /// What the side streams' encode needs, if the input has any.
+    pub fn side(&self, user: &UserArgs) -> Option<side::SideJob> {
+        let c = &self.checked;
+        let streams = c.probe.side_streams().count();
+        (streams > 0).then(|| side::SideJob {
+            source: c.source.clone(),
+            video_index: c.probe.video,
+            codec_args: user.codec.clone(),
+            format: c.format.clone(),
+            ext: c.ext.clone(),
+            streams,
+        })
+    }
+}
+
+/// The input, canonical and UTF-8 (paths go to nodes as text).
+fn check_input(input: &Path) -> Result<(PathBuf, String), PrepareError> {
+    let meta = std::fs::metadata(input).map_err(|e| refused(anyhow!("{}: {e}", input.display())))?;
+    if meta.is_dir() {
+        return Err(refused(anyhow!("{} is a directory, not a video", input.display())));
+    }
+    std::fs::File::open(input).map_err(|e| refused(anyhow!("{}: {e}", input.display())))?;
+    let canon = input.canonicalize().map_err(|e| refused(anyhow!("{}: {e}", input.display())))?;
+    let source = canon
+        .to_str()
+        .ok_or_else(|| refused(anyhow!("{}: file names must be UTF-8", input.display())))?
+        .to_string();
+    Ok((canon, source))
+}
+
+/// Everything before the plan. A new job's directory is removed again if
+/// the file turns out unusable.
+pub async fn check(file: &FileSpec, o: &Options) -> Result<Checked, PrepareError> {
+    let (input, source) = check_input(&file.input)?;
+    let wanted = file.output.clone().unwrap_or_else(|| output::default_output(&input));
+    let out_dir = output::open_dir(file.out_root.as_deref(), &wanted).map_err(refused)?;
+    let output = match output::check_output(&input, &wanted, &out_dir, o.overwrite) {
+        Ok(out) => out,
+        Err(output::OutputError::Exists(p)) if o.skip_existing => {
+            return Err(PrepareError::Skipped(format!("{} exists (use -y to overwrite)", p.display())))
+        }
+        Err(e) => return Err(refused(e)),
+    };
+    let out_dir = Arc::new(out_dir);
+    let format = output::format_for(&output, o.user.format.as_deref()).map_err(refused)?;
+    let ext = output.extension().and_then(|e| e.to_str()).unwrap_or("out").to_string();
+    let key = JobKey::new(&input, &output, &o.raw_args, o.chunk).map_err(refused)?;
+    let at = job::location(&output, o.shared_dir.as_deref());
+    let (job, found) = JobDir::open(&at, &key, o.fresh, o.must_resume).map_err(refused)?;
+    let job = Arc::new(job);
+    let io = Io::choose(o.shared_dir.as_deref(), &input, o.all_local);
+    let resumed = match found {
+        Found::Resumed(r) => Some(r),
+        _ => None,
+    };
+    let new = resumed.is_none();
+    let named = Named { input: &input, source: &source, format: &format, ext: &ext, io, job: &job };
+    match probe_and_preflight(&named, &o.user, resumed.is_none()).await {
+        Ok((probe, spec)) => {
+            let start = match (resumed, spec) {
+                (Some(r), _) => Start::Resumed(r),
+                (None, Some((spec, encoder))) => Start::New { spec: Box::new(spec), encoder },
+                (None, None) => {
+                    return Err(PrepareError::Failed(anyhow!("internal: a new job without a preflight")))
+                }
+            };
+            Ok(Checked { input, output, out_dir, source, format, ext, io, job, key, probe, start })
+        }
+        Err(e) => {
+            if new {
+                // Nothing in it yet: it goes with the file.
+                let _ = job.remove();
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The names of a file under way.
+struct Named<'a> {
+    input: &'a Path,
+    source: &'a str,
+    format: &'a str,
+    ext: &'a str,
+    io: Io,
+    job: &'a JobDir,
+}
+
+/// The probe and, for a new job, the preflight; the plain run of the first
+/// frame needs no probe: both start at once.
+async fn probe_and_preflight(
+    n: &Named<'_>,
+    user: &UserArgs,
+    new: bool,
+) -> Result<(Probe, Option<(EncodeSpec, Option<String>)>), PrepareError> {
+    let plain = async {
+        match new {
+            true => Some(plain_run(user, n).await),
+            false => None,
+        }
+    };
+    let (probe, plain) = tokio::join!(probe::probe(n.input), plain);
+    let probe = probe.map_err(|e| refused(anyhow!("{}: {e}", n.input.display())))?;
+    let checked = match plain {
+        Some(plain) => Some(preflight(user, &probe, n, plain?).await?),
+        None => None,
+    };
+    Ok((probe, checked))
+}
+
+fn options_refused(e: String) -> PrepareError {
+    refused(anyhow!("ffmpeg refused the options:\n{e}"))
+}
+
+/// One plain ffmpeg run of the source's first frame with the user's options,
+/// in the output's format: it fails as ffmpeg itself would, and tells what
+/// the output's video stream must carry. Returns the video encoder's
+/// options (the format's default codec added when the user names none) too.
+async fn plain_run(user: &UserArgs, n: &Named<'_>) -> Result<(Vec<String>, CodecParams), PrepareError> {
+    let mut codec_args = user.codec.clone();
+    if user.video_codec.is_none() {
+        // As a plain ffmpeg would: the output format's default codec (the
+        // chunks themselves are NUT files).
+        let codec = output::default_video_codec(n.format)
+            .await
+            .ok_or_else(|| refused(anyhow!("format {} has no default video codec; pass -c:v", n.format)))?;
+        codec_args.splice(0..0, ["-c:v".to_string(), codec]);
+    }
+    // Written into a file created here (the job directory may be shared).
+    let (file, name) = n.job.create_temp(&format!("plain.{}", n.ext)).map_err(PrepareError::Failed)?;
+    let dest = crate::safefs::file_fd_path(&file);
+    let run = ffmpeg::PlainRun {
+        source: n.source,
+        codec_args: &codec_args,
+        user_filter: user.video_filter.as_deref(),
+        muxer_args: &user.muxer,
+        format: n.format,
+        dest: &dest.to_string_lossy(),
+    };
+    let plain = preflight::plain(&run).await;
+    n.job.discard(&name);
+    Ok((codec_args, plain.map_err(options_refused)?))
+}
+
+/// Fix the job's encode spec (the plain run's decisions included) and its
+/// reference codec parameters: the first frame of the first chunk, encoded
+/// as the nodes will, is what every chunk is compared with. Returns the
+/// spec and the encoder's name.
+async fn preflight(
+    user: &UserArgs,
+    probe: &Probe,
+    n: &Named<'_>,
+    (codec_args, plain): (Vec<String>, CodecParams),
+) -> Result<(EncodeSpec, Option<String>), PrepareError> {
+    let mut spec = EncodeSpec {
+        codec_args,
+        rotate_filter: ffmpeg::rotate_filter(probe.video_stream().rotation()),
+        user_filter: user.video_filter.clone(),
+        vfr_time_base: is_vfr(&probe.packets).then_some(probe.video_time_base),
+        in_band_headers: false,
+        plain: Some(plain),
+    };
+    // The first chunk of any plan starts at the first keyframe: a short one
+    // serves (the cluster's size, which the real plan needs, may not be
+    // known yet).
+    let plan =
+        plan::plan(&probe.packets, probe.video_time_base, plan::Sizing::Fixed(plan::MIN_CHUNK_SECONDS));
+    let ctx = JobContext {
+        source: n.source.to_string(),
+        video_index: probe.video,
+        plan,
+        spec: spec.clone(),
+        io: n.io,
+    };
+    let reference = preflight::reference(&ctx).await.map_err(options_refused)?;
+    spec.in_band_headers = ffmpeg::headers_can_go_in_band(&reference.params.codec);
+    n.job.save_reference(&reference.params).map_err(PrepareError::Failed)?;
+    Ok((spec, reference.encoder))
+}
+
+/// Irregular frame durations: keep the source's time base in the encoder.
+fn is_vfr(packets: &[probe::Packet]) -> bool {
+    let mut pts: Vec<i64> = packets.iter().map(|p| p.pts).collect();
+    pts.sort_unstable();
+    let mut deltas = pts.windows(2).map(|w| w[1] - w[0]).filter(|d| *d > 0);
+    match deltas.next() {
+        Some(first) => deltas.any(|d| d != first),
+        None => false,
+    }
+}
+
+/// The plan (a new job's, for `slots` slots; a resumed job keeps its own),
+/// saved in the job directory.
+pub fn plan(c: Checked, slots: usize, chunk: Option<f64>) -> Result<Prepared, PrepareError> {
+    let record = match &c.start {
+        Start::Resumed(r) => (**r).clone(),
+        Start::New { spec, encoder } => {
+            let sizing = match chunk {
+                Some(s) => plan::Sizing::Fixed(s),
+                None => plan::Sizing::Guided { slots },
+            };
+            let plan = plan::plan(&c.probe.packets, c.probe.video_time_base, sizing);
+            let record = JobRecord {
+                key: c.key.clone(),
+                plan,
+                encode: (**spec).clone(),
+                format: c.format.clone(),
+                encoder: encoder.clone(),
+            };
+            if let Err(e) = c.job.save(&record) {
+                // Nothing worth keeping in it yet.
+                let _ = c.job.remove();
+                return Err(PrepareError::Failed(e.context("cannot save the job's plan")));
+            }
+            record
+        }
+    };
+    Ok(Prepared { checked: c, record })
+}
+
+/// Free space where the controller writes a job's chunks (`storage: ssh`:
+/// the encoded chunks come back to its disk) must hold about the source
+/// again: checked up front, so that a full disk is named as such instead
+/// of failing chunks and dropping healthy nodes.
+pub fn check_space(dir: &Path, input: &Path) -> Result<(), PrepareError> {
+    let need = std::fs::metadata(input).map(|m| m.len()).unwrap_or(0) + (64 << 20);
+    match free_bytes(dir) {
+        Some(free) if free < need => Err(PrepareError::Failed(anyhow!(
+            "not enough free space on this machine in {}: {} MiB free, about {} MiB needed for the encoded chunks",
+            dir.display(),
+            free >> 20,
+            need >> 20
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Bytes available to this user in the file system of `dir`.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the zeroed struct; `c` is a valid C string.
+    unsafe {
+        let mut s: libc::statvfs = std::mem::zeroed();
+        (libc::statvfs(c.as_ptr(), &mut s) == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
+    }
+}
