@@ -119,6 +119,17 @@ pub struct SetupArgs {
     /// Ask the SSH password once, for first bring-up of password-only nodes.
     #[arg(long)]
     pub ask_pass: bool,
+    /// With --ask-pass: send the password also to hosts never seen before
+    /// without asking (for scripts; their key fingerprints are still shown).
+    /// On a terminal dffmpeg asks once instead; without either it does not
+    /// send the password to a new host.
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// Seconds any one remote step may take (connecting, reading a node's
+    /// facts and state, each task of a change batch); tasks that install
+    /// packages allow themselves more.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub timeout: u64,
     /// Nodes handled in parallel.
     #[arg(long, default_value_t = 5)]
     pub forks: usize,

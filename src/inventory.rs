@@ -435,7 +435,7 @@ impl Ctx<'_> {
         Ok(s)
     }
 
-    /// Host names, user names: one word that ssh cannot take for an option.
+    /// User names: one word that ssh cannot take for an option.
     fn word(&self, key: &str, v: &Spanned<Val>, example: &str) -> R<String> {
         let s = self.text(key, v)?;
         if s.starts_with('-') || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -447,6 +447,37 @@ impl Ctx<'_> {
             ));
         }
         Ok(s)
+    }
+
+    /// `host:`: `local`, an IP address or a host name — nothing that ssh
+    /// could take for an option or /etc/exports for a wildcard or options.
+    fn host(&self, v: &Spanned<Val>) -> R<Host> {
+        let h = self.text("host", v)?;
+        if h == "local" {
+            return Ok(Host::Local);
+        }
+        if h.contains('@') {
+            return Err(
+                self.err(pos(v), format!("`host: {h}`: put the user name in `user:`, not in the host"))
+            );
+        }
+        if !is_host_name_or_address(&h) {
+            return Err(self.err(
+                pos(v),
+                format!(
+                    "`host: {h}` is not a host name or an IP address (letters, digits, `-`, `_` and `.`, \
+                     not starting with `-`; e.g. `host: 192.168.1.10` or `host: pi2.lan`)"
+                ),
+            ));
+        }
+        Ok(Host::Remote(h))
+    }
+
+    /// `identity_file:`, with a leading `~/` expanded to `$HOME` here, once,
+    /// for every command that uses it.
+    fn identity_file(&self, v: &Spanned<Val>) -> R<PathBuf> {
+        let s = self.text("identity_file", v)?;
+        expand_home(&s).map_err(|why| self.err(pos(v), format!("`identity_file: {s}`: {why}")))
     }
 
     fn boolean(&self, key: &str, v: &Spanned<Val>) -> R<bool> {
@@ -509,6 +540,12 @@ struct Defaults {
     slots: Option<u32>,
 }
 
+impl Default for Defaults {
+    fn default() -> Defaults {
+        Defaults { user: None, port: 22, become_root: false, identity_file: None, slots: None }
+    }
+}
+
 /// A node with the locations needed by the cross-node rules.
 struct Located {
     node: Node,
@@ -536,16 +573,54 @@ fn role_names() -> Vec<&'static str> {
 pub fn parse(text: &str, file: &str) -> Result<Inventory, InventoryError> {
     let cx = Ctx { file };
     let doc: Spanned<Val> = serde_saphyr::from_str(text).map_err(|e| cx.yaml_error(&e))?;
-    let top =
+    let top = top_sections(&cx, &doc)?;
+    let cluster = match top.cluster {
+        Some(v) => parse_cluster(&cx, v)?,
+        None => ClusterDraft::default(),
+    };
+    let defaults = match top.defaults {
+        Some(v) => parse_defaults(&cx, v)?,
+        None => Defaults::default(),
+    };
+    let Some((nodes_key, nodes_v)) = top.nodes else {
+        return Err(cx.err(
+            pos(&doc),
+            "no `nodes:` section: list the machines of the cluster under `nodes:` (see inventory.example.yaml)",
+        ));
+    };
+    let located = parse_nodes(&cx, nodes_key, nodes_v, &defaults)?;
+    check_distinct_machines(&cx, &located)?;
+    let nodes_at = pos(nodes_key);
+    check_one_controller(&cx, nodes_at, &located)?;
+    let storage = storage_mode(&cx, cluster.storage, &located)?;
+    if with_role(&located, Role::Compute).is_empty() {
+        return Err(cx.err(nodes_at, "no compute node: add `compute` to the roles of at least one node"));
+    }
+    Ok(Inventory {
+        source: file.to_string(),
+        cluster: Cluster { shared_dir: cluster.shared_dir, storage, apt_mirror: cluster.apt_mirror },
+        nodes: located.into_iter().map(|l| l.node).collect(),
+    })
+}
+
+/// The three top-level sections, each optional here.
+struct Top<'a> {
+    cluster: Option<&'a Spanned<Val>>,
+    defaults: Option<&'a Spanned<Val>>,
+    nodes: Option<(&'a Spanned<String>, &'a Spanned<Val>)>,
+}
+
+fn top_sections<'a>(cx: &Ctx, doc: &'a Spanned<Val>) -> R<Top<'a>> {
+    let entries =
         match &doc.value {
             Val::Map(e) => e.as_slice(),
             Val::Null => return Err(cx.err(
-                pos(&doc),
+                pos(doc),
                 "the inventory is empty: it needs at least a `nodes:` section (see inventory.example.yaml)",
             )),
             other => {
                 return Err(cx.err(
-                    pos(&doc),
+                    pos(doc),
                     format!(
                         "the inventory must be a mapping with `cluster`, `defaults` and `nodes`, not {}",
                         kind(other)
@@ -553,107 +628,124 @@ pub fn parse(text: &str, file: &str) -> Result<Inventory, InventoryError> {
                 ))
             }
         };
-    let (mut cluster_v, mut defaults_v, mut nodes_kv) = (None, None, None);
-    for (k, v) in top {
+    let mut top = Top { cluster: None, defaults: None, nodes: None };
+    for (k, v) in entries {
         match k.value.as_str() {
-            "cluster" => cluster_v = Some(v),
-            "defaults" => defaults_v = Some(v),
-            "nodes" => nodes_kv = Some((k, v)),
+            "cluster" => top.cluster = Some(v),
+            "defaults" => top.defaults = Some(v),
+            "nodes" => top.nodes = Some((k, v)),
             _ => return Err(cx.unknown_key(k, TOP_KEYS, "at the top level")),
         }
     }
+    Ok(top)
+}
 
-    // cluster:
-    let mut shared_dir = PathBuf::from(DEFAULT_SHARED_DIR);
-    let mut storage: Option<(StorageMode, Pos)> = None;
-    let mut apt_mirror = None;
-    if let Some(v) = cluster_v {
-        for (k, v) in cx.entries(v, "`cluster`")? {
-            match k.value.as_str() {
-                "shared_dir" => {
-                    let s = cx.text("shared_dir", v)?;
-                    if !s.starts_with('/') {
-                        return Err(cx.err(
-                            pos(v),
-                            format!("`shared_dir: {s}` must be an absolute path (the same path on every node), e.g. {DEFAULT_SHARED_DIR}"),
-                        ));
-                    }
-                    shared_dir = PathBuf::from(s);
-                }
-                "storage" => {
-                    let s = cx.text("storage", v)?;
-                    let mode = match s.as_str() {
-                        "nfs" => StorageMode::Nfs,
-                        "ssh" => StorageMode::Ssh,
-                        _ => {
-                            return Err(cx.err(
-                                pos(v),
-                                format!(
-                                    "unknown storage `{s}`; {} (nfs: a shared directory on the storage node; ssh: chunks stream over SSH)",
-                                    did_you_mean(&s, &["nfs", "ssh"])
-                                ),
-                            ))
-                        }
-                    };
-                    storage = Some((mode, pos(v)));
-                }
-                "apt_mirror" => {
-                    let s = cx.text("apt_mirror", v)?;
-                    if !(s.starts_with("http://") || s.starts_with("https://"))
-                        || s.chars().any(char::is_whitespace)
-                    {
-                        return Err(cx.err(
-                            pos(v),
-                            format!("`apt_mirror: {s}` must be an http:// or https:// URL, e.g. https://deb.debian.org"),
-                        ));
-                    }
-                    apt_mirror = Some(s.trim_end_matches('/').to_string());
-                }
-                _ => return Err(cx.unknown_key(k, CLUSTER_KEYS, "in `cluster`")),
-            }
+/// `cluster:` as written; the storage mode is settled once the nodes are
+/// known.
+struct ClusterDraft {
+    shared_dir: PathBuf,
+    storage: Option<(StorageMode, Pos)>,
+    apt_mirror: Option<String>,
+}
+
+impl Default for ClusterDraft {
+    fn default() -> ClusterDraft {
+        ClusterDraft { shared_dir: PathBuf::from(DEFAULT_SHARED_DIR), storage: None, apt_mirror: None }
+    }
+}
+
+fn parse_cluster(cx: &Ctx, v: &Spanned<Val>) -> R<ClusterDraft> {
+    let mut c = ClusterDraft::default();
+    for (k, v) in cx.entries(v, "`cluster`")? {
+        match k.value.as_str() {
+            "shared_dir" => c.shared_dir = shared_dir(cx, v)?,
+            "storage" => c.storage = Some((storage_word(cx, v)?, pos(v))),
+            "apt_mirror" => c.apt_mirror = Some(apt_mirror(cx, v)?),
+            _ => return Err(cx.unknown_key(k, CLUSTER_KEYS, "in `cluster`")),
         }
     }
+    Ok(c)
+}
 
-    // defaults:
-    let mut defaults =
-        Defaults { user: None, port: 22, become_root: false, identity_file: None, slots: None };
-    if let Some(v) = defaults_v {
-        for (k, v) in cx.entries(v, "`defaults`")? {
-            match k.value.as_str() {
-                "user" => defaults.user = Some(cx.word("user", v, "pi")?),
-                "port" => defaults.port = cx.port(v)?,
-                "become" => defaults.become_root = cx.boolean("become", v)?,
-                "identity_file" => defaults.identity_file = Some(PathBuf::from(cx.text("identity_file", v)?)),
-                "slots" => defaults.slots = Some(cx.slots(v)?),
-                "host" | "roles" => {
-                    return Err(
-                        cx.err(pos(k), format!("`{}` cannot have a default: set it on each node", k.value))
-                    )
-                }
-                _ => return Err(cx.unknown_key(k, DEFAULT_KEYS, "in `defaults`")),
-            }
-        }
-    }
-
-    // nodes:
-    let Some((nodes_key, nodes_v)) = nodes_kv else {
+fn shared_dir(cx: &Ctx, v: &Spanned<Val>) -> R<PathBuf> {
+    let s = cx.text("shared_dir", v)?;
+    if !s.starts_with('/') {
         return Err(cx.err(
-            pos(&doc),
-            "no `nodes:` section: list the machines of the cluster under `nodes:` (see inventory.example.yaml)",
+            pos(v),
+            format!("`shared_dir: {s}` must be an absolute path (the same path on every node), e.g. {DEFAULT_SHARED_DIR}"),
         ));
-    };
-    let mut located: Vec<Located> = Vec::new();
-    for (k, v) in cx.entries(nodes_v, "`nodes`")? {
-        located.push(parse_node(&cx, k, v, &defaults)?);
     }
+    Ok(PathBuf::from(s))
+}
+
+fn storage_word(cx: &Ctx, v: &Spanned<Val>) -> R<StorageMode> {
+    let s = cx.text("storage", v)?;
+    match s.as_str() {
+        "nfs" => Ok(StorageMode::Nfs),
+        "ssh" => Ok(StorageMode::Ssh),
+        _ => Err(cx.err(
+            pos(v),
+            format!(
+                "unknown storage `{s}`; {} (nfs: a shared directory on the storage node; ssh: chunks stream over SSH)",
+                did_you_mean(&s, &["nfs", "ssh"])
+            ),
+        )),
+    }
+}
+
+fn apt_mirror(cx: &Ctx, v: &Spanned<Val>) -> R<String> {
+    let s = cx.text("apt_mirror", v)?;
+    if !(s.starts_with("http://") || s.starts_with("https://")) || s.chars().any(char::is_whitespace) {
+        return Err(cx.err(
+            pos(v),
+            format!("`apt_mirror: {s}` must be an http:// or https:// URL, e.g. https://deb.debian.org"),
+        ));
+    }
+    Ok(s.trim_end_matches('/').to_string())
+}
+
+fn parse_defaults(cx: &Ctx, v: &Spanned<Val>) -> R<Defaults> {
+    let mut d = Defaults::default();
+    for (k, v) in cx.entries(v, "`defaults`")? {
+        match k.value.as_str() {
+            "user" => d.user = Some(cx.word("user", v, "pi")?),
+            "port" => d.port = cx.port(v)?,
+            "become" => d.become_root = cx.boolean("become", v)?,
+            "identity_file" => d.identity_file = Some(cx.identity_file(v)?),
+            "slots" => d.slots = Some(cx.slots(v)?),
+            "host" | "roles" => {
+                return Err(
+                    cx.err(pos(k), format!("`{}` cannot have a default: set it on each node", k.value))
+                )
+            }
+            _ => return Err(cx.unknown_key(k, DEFAULT_KEYS, "in `defaults`")),
+        }
+    }
+    Ok(d)
+}
+
+fn parse_nodes(
+    cx: &Ctx,
+    nodes_key: &Spanned<String>,
+    nodes_v: &Spanned<Val>,
+    defaults: &Defaults,
+) -> R<Vec<Located>> {
+    let located = cx
+        .entries(nodes_v, "`nodes`")?
+        .iter()
+        .map(|(k, v)| parse_node(cx, k, v, defaults))
+        .collect::<R<Vec<Located>>>()?;
     if located.is_empty() {
         return Err(cx.err(
             pos(nodes_key),
             "`nodes` is empty: list the machines of the cluster, e.g. `pi3: { host: 192.168.1.10, roles: [controller, compute, storage] }`",
         ));
     }
+    Ok(located)
+}
 
-    // Rules across nodes.
+/// No machine is listed twice (the same host and port, or `local` twice).
+fn check_distinct_machines(cx: &Ctx, located: &[Located]) -> R<()> {
     for (i, b) in located.iter().enumerate() {
         if let Some(a) = located[..i].iter().find(|a| same_machine(&a.node, &b.node)) {
             let addr = match &b.node.host {
@@ -669,32 +761,35 @@ pub fn parse(text: &str, file: &str) -> Result<Inventory, InventoryError> {
             ));
         }
     }
-    let with_role = |role: Role| -> Vec<(&Located, Pos)> {
-        located
-            .iter()
-            .filter_map(|l| l.roles.iter().find(|(r, _)| *r == role).map(|(_, p)| (l, *p)))
-            .collect()
-    };
-    let controllers = with_role(Role::Controller);
-    match controllers.as_slice() {
-        [] => {
-            return Err(cx.err(
-                pos(nodes_key),
-                "no controller: add `controller` to the roles of exactly one node (the machine that runs dffmpeg)",
-            ))
-        }
-        [_] => {}
-        [(first, _), (second, at), ..] => {
-            return Err(cx.err(
-                *at,
-                format!(
-                    "two controllers: `{}` and `{}`; exactly one node may have the controller role, remove it from the other",
-                    first.node.name, second.node.name
-                ),
-            ))
-        }
+    Ok(())
+}
+
+/// The nodes holding `role`, with where the role is written.
+fn with_role(located: &[Located], role: Role) -> Vec<(&Located, Pos)> {
+    located.iter().filter_map(|l| l.roles.iter().find(|(r, _)| *r == role).map(|(_, p)| (l, *p))).collect()
+}
+
+fn check_one_controller(cx: &Ctx, nodes_at: Pos, located: &[Located]) -> R<()> {
+    match with_role(located, Role::Controller).as_slice() {
+        [] => Err(cx.err(
+            nodes_at,
+            "no controller: add `controller` to the roles of exactly one node (the machine that runs dffmpeg)",
+        )),
+        [_] => Ok(()),
+        [(first, _), (second, at), ..] => Err(cx.err(
+            *at,
+            format!(
+                "two controllers: `{}` and `{}`; exactly one node may have the controller role, remove it from the other",
+                first.node.name, second.node.name
+            ),
+        )),
     }
-    let stores = with_role(Role::Storage);
+}
+
+/// At most one storage node; `storage: nfs` needs one; left out, the mode
+/// follows from whether there is one.
+fn storage_mode(cx: &Ctx, written: Option<(StorageMode, Pos)>, located: &[Located]) -> R<StorageMode> {
+    let stores = with_role(located, Role::Storage);
     if let [(first, _), (second, at), ..] = stores.as_slice() {
         return Err(cx.err(
             *at,
@@ -704,28 +799,54 @@ pub fn parse(text: &str, file: &str) -> Result<Inventory, InventoryError> {
             ),
         ));
     }
-    let storage = match storage {
-        Some((StorageMode::Nfs, at)) if stores.is_empty() => {
-            return Err(cx.err(
-                at,
-                "`storage: nfs` needs a storage node: add `storage` to the roles of the node that holds shared_dir, or use `storage: ssh`",
-            ))
-        }
-        Some((mode, _)) => mode,
-        None if stores.is_empty() => StorageMode::Ssh,
-        None => StorageMode::Nfs,
-    };
-    if with_role(Role::Compute).is_empty() {
-        return Err(
-            cx.err(pos(nodes_key), "no compute node: add `compute` to the roles of at least one node")
-        );
+    match written {
+        Some((StorageMode::Nfs, at)) if stores.is_empty() => Err(cx.err(
+            at,
+            "`storage: nfs` needs a storage node: add `storage` to the roles of the node that holds shared_dir, or use `storage: ssh`",
+        )),
+        Some((mode, _)) => Ok(mode),
+        None if stores.is_empty() => Ok(StorageMode::Ssh),
+        None => Ok(StorageMode::Nfs),
     }
+}
 
-    Ok(Inventory {
-        source: file.to_string(),
-        cluster: Cluster { shared_dir, storage, apt_mirror },
-        nodes: located.into_iter().map(|l| l.node).collect(),
-    })
+/// An IPv4 or IPv6 address, or a host name: dot-separated labels of
+/// letters, digits, `-` and `_`, none empty or starting or ending with `-`.
+pub fn is_host_name_or_address(h: &str) -> bool {
+    if h.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    h.len() <= 253 && h.trim_end_matches('.').split('.').all(label_ok)
+}
+
+/// Why a `~` path cannot be expanded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HomeError {
+    #[error("only `~/` is expanded (to your home directory), not `~user`")]
+    OtherUser,
+    #[error("`~` needs $HOME, which is not set")]
+    NoHome,
+}
+
+/// `~` and `~/...` → `$HOME/...`; other paths as they are.
+pub fn expand_home(path: &str) -> Result<PathBuf, HomeError> {
+    let rest = match path.strip_prefix('~') {
+        None => return Ok(PathBuf::from(path)),
+        Some("") => "",
+        Some(r) if r.starts_with('/') => &r[1..],
+        Some(_) => return Err(HomeError::OtherUser),
+    };
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(rest)),
+        None => Err(HomeError::NoHome),
+    }
 }
 
 fn same_machine(a: &Node, b: &Node) -> bool {
@@ -737,7 +858,7 @@ fn same_machine(a: &Node, b: &Node) -> bool {
 }
 
 fn valid_node_name(name: &str) -> bool {
-    name.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_' || c == '.')
+    !name.starts_with('-') && name.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
 fn parse_node(cx: &Ctx, k: &Spanned<String>, v: &Spanned<Val>, defaults: &Defaults) -> R<Located> {
@@ -748,7 +869,7 @@ fn parse_node(cx: &Ctx, k: &Spanned<String>, v: &Spanned<Val>, defaults: &Defaul
     if !valid_node_name(&name) {
         return Err(cx.err(
             pos(k),
-            format!("bad node name `{name}`: use letters, digits, `-`, `_` and `.` only (names are used in --limit lists)"),
+            format!("bad node name `{name}`: use letters, digits, `-`, `_` and `.` only, not starting with `-` (names are used in --limit lists)"),
         ));
     }
     let mut node = Node {
@@ -762,29 +883,30 @@ fn parse_node(cx: &Ctx, k: &Spanned<String>, v: &Spanned<Val>, defaults: &Defaul
         become_root: defaults.become_root,
     };
     let mut host_pos = pos(k);
+    let mut host_written = false;
     let mut roles: Option<Vec<(Role, Pos)>> = None;
     let place = format!("in node `{name}`");
     for (key, val) in cx.entries(v, &format!("node `{name}`"))? {
         match key.value.as_str() {
             "host" => {
-                let h = cx.word("host", val, "192.168.1.10")?;
-                if h.contains('@') {
-                    return Err(cx.err(
-                        pos(val),
-                        format!("`host: {h}`: put the user name in `user:`, not in the host"),
-                    ));
-                }
-                node.host = if h == "local" { Host::Local } else { Host::Remote(h) };
+                node.host = cx.host(val)?;
                 host_pos = pos(val);
+                host_written = true;
             }
             "port" => node.port = cx.port(val)?,
             "user" => node.user = Some(cx.word("user", val, "pi")?),
             "slots" => node.slots = Some(cx.slots(val)?),
-            "identity_file" => node.identity_file = Some(PathBuf::from(cx.text("identity_file", val)?)),
+            "identity_file" => node.identity_file = Some(cx.identity_file(val)?),
             "become" => node.become_root = cx.boolean("become", val)?,
             "roles" => roles = Some(parse_roles(cx, val, &name)?),
             _ => return Err(cx.unknown_key(key, NODE_KEYS, &place)),
         }
+    }
+    if !host_written && !is_host_name_or_address(&name) {
+        return Err(cx.err(
+            pos(k),
+            format!("node `{name}` has no `host:`, and its name is not a host name to reach it by: add `host: ADDRESS`"),
+        ));
     }
     let Some(roles) = roles else {
         return Err(cx.err(
@@ -911,7 +1033,56 @@ nodes:
         let nuc = inv.node("nuc").expect("nuc uncommented");
         assert_eq!(nuc.user.as_deref(), Some("me"));
         assert_eq!(nuc.slots, Some(4));
-        assert_eq!(nuc.identity_file.as_deref(), Some(Path::new("~/.ssh/id_ed25519")));
+        // `~/` is expanded when the inventory is read, for every command.
+        let home = PathBuf::from(std::env::var_os("HOME").expect("HOME"));
+        assert_eq!(nuc.identity_file, Some(home.join(".ssh/id_ed25519")));
+    }
+
+    #[test]
+    fn identity_file_tilde() {
+        let home = PathBuf::from(std::env::var_os("HOME").expect("HOME"));
+        assert_eq!(expand_home("~/k").unwrap(), home.join("k"));
+        assert_eq!(expand_home("~").unwrap(), home);
+        assert_eq!(expand_home("/abs/k").unwrap(), PathBuf::from("/abs/k"));
+        assert_eq!(expand_home("rel/~/k").unwrap(), PathBuf::from("rel/~/k"));
+        assert_error(
+            "nodes:\n  a: { roles: [controller, compute], identity_file: ~bob/k }\n",
+            2,
+            53,
+            "only `~/` is expanded",
+        );
+    }
+
+    #[test]
+    fn hosts_are_names_or_addresses() {
+        for ok in ["192.168.1.10", "fe80::1", "::1", "pi2", "pi2.lan", "my_box.local.", "a-b.c-d", "10.0.0.1"]
+        {
+            assert!(is_host_name_or_address(ok), "{ok}");
+            let text = format!("nodes:\n  a: {{ host: '{ok}', roles: [controller, compute] }}\n");
+            assert_eq!(parse(&text, "i").unwrap().nodes[0].host, Host::Remote(ok.into()));
+        }
+        for bad in
+            ["-x", "a b", "*", "a(rw)", "h,i", "x.-y", "y-.z", "a..b", "[::1]", "h:22", "$(id)", "a/b", ""]
+        {
+            assert!(!is_host_name_or_address(bad), "{bad:?}");
+        }
+        for bad in ["'*'", "'10.0.0.0/8'", "'pi2(rw,insecure)'", "'a,b'", "'-oProxyCommand=x'"] {
+            let text = format!("nodes:\n  a: {{ host: {bad}, roles: [controller, compute] }}\n");
+            let (_, _, m) = error(&text);
+            assert!(
+                m.contains("not a host name or an IP address") || m.contains("not starting with `-`"),
+                "{m}"
+            );
+        }
+        // A node without `host:` is reached by its name: the name must be one.
+        assert_error(
+            "nodes:\n  -oProxyCommand=x: { roles: [controller, compute] }\n",
+            2,
+            3,
+            "not starting with `-`",
+        );
+        assert_error("nodes:\n  'a.-b': { roles: [controller, compute] }\n", 2, 3, "has no `host:`");
+        parse("nodes:\n  'a.-b': { host: 10.0.0.1, roles: [controller, compute] }\n", "i").unwrap();
     }
 
     #[test]
@@ -945,7 +1116,8 @@ nodes:
         assert_eq!(inv.cluster.apt_mirror.as_deref(), Some("https://deb.debian.org"));
         assert_eq!(inv.nodes[0].port, 2200);
         assert_eq!(inv.nodes[0].slots, Some(2));
-        assert_eq!(inv.nodes[0].identity_file.as_deref(), Some(Path::new("~/.ssh/k")));
+        let home = PathBuf::from(std::env::var_os("HOME").expect("HOME"));
+        assert_eq!(inv.nodes[0].identity_file, Some(home.join(".ssh/k")));
     }
 
     #[test]

@@ -9,5 +9,6 @@ pub mod quote;
 pub mod remote;
 pub mod safefs;
 pub mod setup;
+pub mod signals;
 pub mod text;
 pub mod transcode;

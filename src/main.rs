@@ -1,3 +1,5 @@
+//! The `dffmpeg` command: parse the command line, run it, exit with its status.
+
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -5,6 +7,10 @@ use clap::Parser;
 use dffmpeg::cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    // Started by ssh as its askpass program during `setup --ask-pass`.
+    if std::env::var_os(dffmpeg::setup::password::ASKPASS_ENV).is_some() {
+        return dffmpeg::setup::password::askpass_main();
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -20,6 +26,9 @@ fn main() -> ExitCode {
             Command::Facts(args) => dffmpeg::facts::run(args).await,
         }
     });
+    // A blocking read still waiting (a password prompt when a signal came)
+    // must not keep dffmpeg from exiting.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {

@@ -60,7 +60,7 @@ fn setup_speed_on_four_hosts() {
             y.push_str(&format!("  {}: {{ host: {}, roles: [compute] }}\n", s.name, c.host(s.name).ip));
         }
         c.write_inventory(&y);
-        let r = c.setup_ask_pass("");
+        let r = c.setup_ask_pass("--accept-new-host-keys");
         assert_ok(&r, specs.len(), false);
         first.push(r.secs);
         for _ in 0..repeats {

@@ -94,17 +94,25 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
 
     // 1. First bring-up of the two Pis, the password asked once (on stdin).
     c.write_inventory(&inventory(&c, &["pi3", "pi2"]));
-    let first = c.setup_ask_pass("");
+    let first = c.setup_ask_pass("--accept-new-host-keys");
     let changed = assert_clean(&first, &["pi3", "pi2"]);
     assert!(changed.iter().all(|&n| n > 0), "{first}");
     assert!(
         first.stdout.contains("changed: [pi2] install the controller's key with the password"),
         "{first}"
     );
-    assert!(first.stdout.contains("changed: [pi3] controller SSH key /home/pi/.ssh/id_ed25519"), "{first}");
+    assert!(
+        first.stdout.contains("changed: [pi3] controller SSH key /home/pi/.ssh/dffmpeg_ed25519"),
+        "{first}"
+    );
+    // The new host's key fingerprint is in the report (pi3 is `host: local`).
+    assert!(first.stdout.contains(&format!("new host key: [pi2] {pi2_ip} ED25519 SHA256:")), "{first}");
+    assert!(!first.stdout.contains("new host key: [pi3]"), "{first}");
     eprintln!("first bring-up: {:.2} s", first.secs);
-    let pubkey = c.cat("pi3", "/home/pi/.ssh/id_ed25519.pub");
-    assert!(c.cat("pi2", "/home/pi/.ssh/authorized_keys").contains(pubkey.trim()));
+    // dffmpeg's own key, restricted to the controller's address.
+    let pubkey = c.cat("pi3", "/home/pi/.ssh/dffmpeg_ed25519.pub");
+    let want = format!("from=\"{pi3_ip}\",restrict {}", pubkey.trim());
+    assert_eq!(lines(&c.cat("pi2", "/home/pi/.ssh/authorized_keys")), [want]);
     pi3.exec_ok(&format!("ssh-keygen -F {pi2_ip} -f {KNOWN_HOSTS} | grep -q ."));
     // The password was never written anywhere.
     for h in [&pi3, &pi2] {
@@ -177,7 +185,7 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
         assert!(h.exec_ok("id -nG pi").split_whitespace().any(|g| g == "dffmpeg"));
     }
 
-    // fstab on pi2: type nfs, _netdev,nofail, an automount from the next boot, same path as on the storage
+    // fstab on pi2: type nfs, nosuid,nodev,_netdev,nofail, an automount from the next boot, same path as on the storage
     // node; mounted through mount(8) and the stand-in mount.nfs.
     let fstab = |h: &str| -> Vec<String> {
         lines(&c.cat(h, "/etc/fstab")).into_iter().filter(|l| l.contains(SHARED_DIR)).collect()
@@ -186,7 +194,7 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
         [("upload", "ro"), ("work", "rw"), ("output", "rw")]
             .iter()
             .map(|(d, m)| {
-                format!("{storage}:{SHARED_DIR}/{d} {SHARED_DIR}/{d} nfs {m},_netdev,nofail,noatime,x-systemd.automount 0 0")
+                format!("{storage}:{SHARED_DIR}/{d} {SHARED_DIR}/{d} nfs {m},nosuid,nodev,_netdev,nofail,noatime,x-systemd.automount 0 0")
             })
             .collect()
     };
@@ -199,6 +207,14 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
     };
     assert!(mounted(&pi2, "upload").unwrap().starts_with("ro,"));
     assert!(mounted(&pi2, "work").unwrap().starts_with("rw,"));
+    // No set-uid program or device node on the share works on a node.
+    for d in ["upload", "work", "output"] {
+        let opts = mounted(&pi2, d).unwrap();
+        assert!(
+            opts.split(',').any(|o| o == "nosuid") && opts.split(',').any(|o| o == "nodev"),
+            "{d}: {opts}"
+        );
+    }
     let log = c.cat("pi2", "/var/log/mount.nfs-standin.log");
     assert!(log.contains(&format!("mounted {pi3_ip}:{SHARED_DIR}/work on {SHARED_DIR}/work")), "{log}");
 
@@ -222,7 +238,7 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
     // 3. Drift on pi2: someone made the work mount read-only in fstab and
     // remounted it. --check --diff finds it and changes nothing.
     let work_rw = format!(
-        "{pi3_ip}:{SHARED_DIR}/work {SHARED_DIR}/work nfs rw,_netdev,nofail,noatime,x-systemd.automount 0 0"
+        "{pi3_ip}:{SHARED_DIR}/work {SHARED_DIR}/work nfs rw,nosuid,nodev,_netdev,nofail,noatime,x-systemd.automount 0 0"
     );
     let work_ro = work_rw.replace(" rw,", " ro,");
     pi2.exec_ok(&format!(
@@ -249,7 +265,7 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
     // nothing to do.
     let three = ["pi3", "pi2", "nuc"];
     c.write_inventory(&inventory(&c, &three));
-    let join = c.setup_ask_pass("");
+    let join = c.setup_ask_pass("--accept-new-host-keys");
     let changed = assert_clean(&join, &["pi3", "pi2", "nuc"]);
     assert_eq!(changed[..2], [2, 0], "pi3: exports + exportfs; pi2: nothing\n{join}");
     assert!(changed[2] > 0, "{join}");
@@ -300,7 +316,7 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
     // (A new node, so --ask-pass: no password is tried on a node that does
     // not answer, and it is reported once, as unreachable.)
     c.write_inventory(&inventory(&c, &["pi3", "pi2", "nuc", "ghost"]));
-    let r = c.setup_ask_pass("");
+    let r = c.setup_ask_pass("--accept-new-host-keys");
     assert_eq!(r.code, 1, "{r}");
     assert!(r.stdout.lines().any(|l| l == "ghost : ok=0 changed=0 unreachable=1 failed=0 skipped=0"), "{r}");
     for n in ["pi3", "pi2", "nuc"] {

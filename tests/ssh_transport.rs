@@ -230,7 +230,7 @@ async fn ssh_transport() {
     assert!(matches!(e, SshError::Auth { .. }), "{e}");
     assert!(e.to_string().contains("node a"), "{e}");
 
-    // connect_all: in order, local without SSH, errors as strings.
+    // connect_all: in order, local without SSH, typed errors naming the node.
     let inv = inventory::parse(
         &format!(
             "defaults: {{ user: root, identity_file: '{}' }}\nnodes:\n  here: {{ host: local, roles: [controller] }}\n  a: {{ host: {}, roles: [compute] }}\n  ghost: {{ host: 198.18.31.251, roles: [compute] }}\n",
@@ -246,7 +246,7 @@ async fn ssh_transport() {
     assert!(matches!(all[0].1.as_deref(), Ok(remote::Node::Local(_))));
     assert!(matches!(all[1].1.as_deref(), Ok(remote::Node::Ssh(_))));
     match &all[2].1 {
-        Err(e) => assert!(e.starts_with("unreachable: node ghost"), "{e}"),
+        Err(e) => assert!(e.is_unreachable() && e.to_string().starts_with("unreachable: node ghost"), "{e}"),
         Ok(_) => panic!("ghost connected"),
     }
     let facts = dffmpeg::facts::gather(all[1].1.as_ref().expect("a").as_ref(), None).await;

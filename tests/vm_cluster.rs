@@ -232,7 +232,11 @@ fn the_blogs_cluster_on_real_kernels() {
     // --- 1. First bring-up, the password asked once (on stdin).
     let t = Instant::now();
     let first = step("1. dffmpeg setup --ask-pass (first bring-up)", || {
-        dffmpeg(&lab, &format!("setup {INVENTORY} --ask-pass"), format!("{}\n", vm::PASSWORD).as_bytes())
+        dffmpeg(
+            &lab,
+            &format!("setup {INVENTORY} --ask-pass --accept-new-host-keys"),
+            format!("{}\n", vm::PASSWORD).as_bytes(),
+        )
     });
     let (c_ctl, c_cmp) = assert_clean(&first);
     assert!(c_ctl > 0 && c_cmp > 0, "{first}");
@@ -284,7 +288,7 @@ fn the_blogs_cluster_on_real_kernels() {
             .collect();
         let want_fstab: Vec<String> = SUBDIRS
             .iter()
-            .map(|(d, m)| format!("{ctl_ip}:{SHARED}/{d} {SHARED}/{d} nfs {m},_netdev,nofail,noatime,x-systemd.automount 0 0"))
+            .map(|(d, m)| format!("{ctl_ip}:{SHARED}/{d} {SHARED}/{d} nfs {m},nosuid,nodev,_netdev,nofail,noatime,x-systemd.automount 0 0"))
             .collect();
         assert_eq!(fstab, want_fstab);
         assert_mounted(&lab, &ctl_ip);

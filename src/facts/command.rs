@@ -7,8 +7,8 @@ use serde::Serialize;
 use super::{gather, Facts};
 use crate::cli::FactsArgs;
 use crate::exit::{failed, usage, Failure, Outcome};
-use crate::inventory::Inventory;
-use crate::remote::{self, ConnectOptions};
+use crate::inventory::{Host, Inventory};
+use crate::remote::{self, hostkeys, ConnectOptions};
 
 /// One node's line of `dffmpeg facts`.
 #[derive(Debug, Serialize)]
@@ -26,7 +26,20 @@ struct Report {
     has_encoder: Option<bool>,
 }
 
+/// `dffmpeg facts INVENTORY`. SIGINT or SIGTERM stops it: the work is
+/// dropped, every SSH master closed, exit 1 saying so.
 pub async fn run(args: FactsArgs) -> Outcome {
+    let mut work = Box::pin(run_to_end(args));
+    let signal = tokio::select! {
+        r = &mut work => return r,
+        s = crate::signals::wait() => s,
+    };
+    drop(work);
+    remote::ssh::close_all_masters().await;
+    Err(failed(anyhow::anyhow!("interrupted by {signal}: facts stopped and its SSH connections are closed")))
+}
+
+async fn run_to_end(args: FactsArgs) -> Outcome {
     let inventory = Inventory::load(&args.inventory).map_err(usage)?;
     let opts = ConnectOptions::from_args(&args.connect).map_err(failed)?;
     let reports = collect(&inventory, &opts, args.encoder.as_deref()).await;
@@ -34,19 +47,21 @@ pub async fn run(args: FactsArgs) -> Outcome {
         for r in &reports {
             match serde_json::to_string(r) {
                 Ok(line) => {
+                    // A closed stdout: the exit status still tells.
                     let _ = std::io::Write::write_all(&mut std::io::stdout(), format!("{line}\n").as_bytes());
                 }
                 Err(e) => return Err(failed(anyhow::anyhow!("cannot write JSON: {e}"))),
             }
         }
     } else {
+        // A closed stdout: the exit status still tells.
         let _ = std::io::Write::write_all(
             &mut std::io::stdout(),
             table(&reports, args.encoder.as_deref()).as_bytes(),
         );
         for r in &reports {
             if let Some(e) = &r.error {
-                eprintln!("dffmpeg: {e}");
+                eprintln!("dffmpeg: {}", crate::text::printable(e));
             }
         }
     }
@@ -66,7 +81,19 @@ async fn collect(inventory: &Inventory, opts: &ConnectOptions, encoder: Option<&
         .map(|n| {
             let (n, opts, dir) = (n.clone(), opts.clone(), dir.clone());
             tokio::spawn(async move {
+                let new = match &n.host {
+                    Host::Remote(h) => !hostkeys::is_known(&opts.known_hosts, h, n.port).await,
+                    Host::Local => false,
+                };
                 let node = remote::connect(&n, &opts).await.map_err(|e| e.to_string())?;
+                if let (true, Host::Remote(h)) = (new, &n.host) {
+                    let fps = hostkeys::fingerprints(&opts.known_hosts, h, n.port).await;
+                    eprintln!(
+                        "new host key: node {} ({h}) {} (first contact: now trusted)",
+                        n.name,
+                        crate::text::printable(&fps.join(", "))
+                    );
+                }
                 let facts = gather(&node, Some(&dir)).await.map_err(|e| e.to_string());
                 node.close().await;
                 facts
@@ -127,7 +154,8 @@ fn table(reports: &[Report], encoder: Option<&str>) -> String {
                 row.push("no".into());
                 row.extend(std::iter::repeat_with(dash).take(head.len() - 3));
             }
-            row
+            // Every cell may hold text from the node: no terminal escapes.
+            row.iter().map(|c| crate::text::printable(c)).collect()
         })
         .collect();
     let widths: Vec<usize> = (0..head.len())
@@ -155,7 +183,7 @@ mod tests {
     #[test]
     fn table_lists_every_node() {
         let pi = super::super::parse(super::super::tests::PI).unwrap();
-        let reports = vec![
+        let mut reports = vec![
             Report {
                 node: "pi3".into(),
                 host: "192.168.1.10".into(),
@@ -197,7 +225,15 @@ mod tests {
             ]
         );
         assert_eq!(words(lines[2]), ["pi2", "192.168.1.11", "no", "-", "-", "-", "-", "-", "-"]);
-        let json = serde_json::to_string(&reports[1]).unwrap();
+        // A node's strings reach the terminal without escape sequences.
+        let mut hostile = reports.remove(0);
+        if let Some(f) = hostile.facts.as_mut() {
+            f.arch = "arm\u{1b}]0;pwned\u{7}v7l".into();
+            f.ffmpeg_version = Some("6.0\u{1b}[2J".into());
+        }
+        let t = table(&[hostile], None);
+        assert!(!t.contains('\u{1b}') && t.contains("armv7l") && t.contains("6.0"), "{t:?}");
+        let json = serde_json::to_string(&reports[0]).unwrap();
         assert!(json.contains("\"reachable\":false"), "{json}");
         assert!(json.contains("\"error\":\"unreachable: node pi2\""), "{json}");
     }

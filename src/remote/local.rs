@@ -19,7 +19,8 @@ impl Transport for Local {
     }
 
     fn command(&self, argv: &[String]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(&argv[0]);
+        // Dies with dffmpeg, whatever ends it.
+        let mut cmd = crate::process::command(&argv[0]);
         cmd.args(&argv[1..]);
         // Own process group: a terminal Ctrl-C reaches dffmpeg only, which
         // then stops its children itself and keeps the job resumable.
@@ -28,8 +29,11 @@ impl Transport for Local {
     }
 
     async fn kill(&self, pid: u32) {
-        // SAFETY: plain kill(2) on a pid we spawned.
+        // The child leads its own process group (`command`): the group
+        // first, so that what it started goes too, then the pid itself.
+        // SAFETY: plain kill(2) on a pid we spawned and its group.
         unsafe {
+            libc::kill(-(pid as i32), libc::SIGKILL);
             libc::kill(pid as i32, libc::SIGKILL);
         }
     }

@@ -5,6 +5,7 @@
 //! argv directly; SSH joins it with [`crate::quote::join`] and runs it through
 //! the node's multiplexed connection.
 
+pub mod hostkeys;
 pub mod local;
 pub mod ssh;
 
@@ -35,6 +36,10 @@ pub trait Transport: Send + Sync {
 }
 
 pub const PID_PREFIX: &str = "dffmpeg-pid ";
+
+/// Stops a remote process and its group; run as `sh -c KILL_SCRIPT
+/// dffmpeg-kill PID` (the pid is `$1`, never pasted into the script).
+pub const KILL_SCRIPT: &str = include_str!("kill.sh");
 
 /// Output of a finished command.
 #[derive(Debug)]
@@ -149,17 +154,24 @@ pub async fn connect(node: &crate::inventory::Node, opts: &ConnectOptions) -> Re
 }
 
 /// Connect to every node of the inventory in parallel, in inventory order.
-/// Each result is the node or an error line that starts with its category
-/// (`unreachable: ...`, `host key changed: ...`, `authentication failed:
-/// ...`) and names the node. Never panics or hangs: each connection is
-/// bounded by the connect timeout.
+/// Each result is the node or why not; the error's text starts with its
+/// category (`unreachable: ...`, `host key changed: ...`, `authentication
+/// failed: ...`) and names the node. Never panics or hangs: each connection
+/// is bounded by the connect timeout.
 pub async fn connect_all(
     inventory: &crate::inventory::Inventory,
     args: &crate::cli::ConnectArgs,
-) -> Vec<(String, Result<Arc<Node>, String>)> {
+) -> Vec<(String, Result<Arc<Node>, SshError>)> {
     match ConnectOptions::from_args(args) {
         Ok(opts) => connect_all_with(inventory, &opts).await,
-        Err(e) => inventory.nodes.iter().map(|n| (n.name.clone(), Err(e.to_string()))).collect(),
+        Err(e) => {
+            let why = e.to_string();
+            let local = |n: &crate::inventory::Node| SshError::Local {
+                what: format!("node {}", n.name),
+                source: std::io::Error::other(why.clone()),
+            };
+            inventory.nodes.iter().map(|n| (n.name.clone(), Err(local(n)))).collect()
+        }
     }
 }
 
@@ -167,7 +179,7 @@ pub async fn connect_all(
 pub async fn connect_all_with(
     inventory: &crate::inventory::Inventory,
     opts: &ConnectOptions,
-) -> Vec<(String, Result<Arc<Node>, String>)> {
+) -> Vec<(String, Result<Arc<Node>, SshError>)> {
     let tasks: Vec<_> = inventory
         .nodes
         .iter()
@@ -180,8 +192,12 @@ pub async fn connect_all_with(
     for (node, task) in inventory.nodes.iter().zip(tasks) {
         let result = match task.await {
             Ok(Ok(n)) => Ok(Arc::new(n)),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(format!("unreachable: node {}: connection task failed: {e}", node.name)),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(SshError::Unreachable {
+                node: node.name.clone(),
+                host: node.host.to_string(),
+                detail: format!("connection task failed: {e}"),
+            }),
         };
         out.push((node.name.clone(), result));
     }

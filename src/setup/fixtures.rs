@@ -131,16 +131,10 @@ fn jobs(inv: &Inventory, only: &[&str]) -> Vec<NodeJob> {
     opts.only = only.iter().map(|s| s.to_string()).collect();
     let pbs = load_playbooks(&opts.assets).unwrap();
     let selected: Vec<_> = inv.nodes.iter().collect();
-    build_jobs(
-        inv,
-        &selected,
-        &pbs,
-        &opts,
-        "ssh-ed25519 AAAAC3Nza dffmpeg@ctl",
-        &addresses(inv, || None),
-        true,
-    )
-    .unwrap()
+    // The controller reaches every node from 198.18.41.1.
+    let from = |_: &crate::inventory::Node| Some("198.18.41.1".to_string());
+    let keys = super::KeyPlan { pubkey: "ssh-ed25519 AAAAC3Nza dffmpeg@ctl", wanted: true, from: &from };
+    build_jobs(inv, &selected, &pbs, &opts, &keys, &addresses(inv, || None)).unwrap()
 }
 
 /// A fresh node: user pi, no packages, nothing of ours.
@@ -214,9 +208,9 @@ fn storage_node_exports_only_the_other_compute_nodes() {
         .iter()
         .filter(|(n, _)| n.starts_with("NFS mount"))
         .all(|(_, p)| matches!(p, Preview::Skip(_))));
-    // The controller key for pi.
+    // The controller key for pi, restricted to the controller's address.
     let keys = written(&plan, "controller key in authorized_keys");
-    assert_eq!(keys, "ssh-ed25519 AAAAC3Nza dffmpeg@ctl\n");
+    assert_eq!(keys, "from=\"198.18.41.1\",restrict ssh-ed25519 AAAAC3Nza dffmpeg@ctl\n");
 }
 
 #[test]
@@ -226,7 +220,7 @@ fn compute_nodes_mount_from_fstab() {
     let plan = plan_of(&jobs[1], &facts("raspbian", "bookworm", "armhf"));
     // An automount from the next boot on: a mount tried at boot while the
     // storage node is not serving yet fails for good (found in VMs).
-    let opts = ",_netdev,nofail,noatime,x-systemd.automount";
+    let opts = ",nosuid,nodev,_netdev,nofail,noatime,x-systemd.automount";
     let mut fstab = String::new();
     for (item, mode) in [("upload", "ro"), ("work", "rw"), ("output", "rw")] {
         let task = format!("NFS mount ({item})");

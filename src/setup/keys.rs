@@ -1,6 +1,10 @@
-//! The controller's SSH key: `~/.ssh/id_ed25519`, created without a
-//! passphrase when missing (the `ssh-keys` step), whose public half goes to
-//! every node's authorized_keys.
+//! The controller's SSH key: dffmpeg's own, `~/.ssh/dffmpeg_ed25519`
+//! ([`crate::remote::ssh::default_identity`]), created without a passphrase
+//! when missing (the `ssh-keys` step; transcodes run unattended), whose
+//! public half goes to every node's authorized_keys with the restrictions
+//! it can live with (`from=` the controller's address, `restrict`). It is
+//! not one of ssh's default keys, so plain `ssh` never offers it elsewhere,
+//! and dffmpeg offers nodes nothing else (`IdentitiesOnly`).
 
 use std::path::{Path, PathBuf};
 
@@ -15,8 +19,8 @@ pub struct ControllerKey {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("no home directory to keep the controller's SSH key in")]
-    NoHome,
+    #[error("{0}")]
+    Place(#[from] crate::remote::SshError),
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
     #[error("ssh-keygen failed for {path}: {msg}")]
@@ -27,8 +31,17 @@ pub enum KeyError {
 pub const CHECK_MODE_KEY: &str = "ssh-ed25519 AAAA-controller-key-not-created-yet dffmpeg (check mode)";
 
 pub fn default_path() -> Result<PathBuf, KeyError> {
-    let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).ok_or(KeyError::NoHome)?;
-    Ok(PathBuf::from(home).join(".ssh").join("id_ed25519"))
+    Ok(crate::remote::ssh::default_identity()?)
+}
+
+/// The authorized_keys line of dffmpeg's key for a node: `restrict` (no
+/// pty, no forwarding of any kind, no ~/.ssh/rc; OpenSSH 7.2 and later) and,
+/// when the controller's address toward the node is known, `from=` it.
+pub fn restricted_line(pubkey: &str, from: Option<&str>) -> String {
+    match from {
+        Some(addr) => format!("from=\"{addr}\",restrict {}", pubkey.trim()),
+        None => format!("restrict {}", pubkey.trim()),
+    }
 }
 
 fn pub_path(key: &Path) -> PathBuf {
@@ -52,7 +65,7 @@ fn hostname() -> String {
 }
 
 async fn keygen(args: &[&str], path: &Path) -> Result<std::process::Output, KeyError> {
-    let out = tokio::process::Command::new("ssh-keygen")
+    let out = crate::process::command("ssh-keygen")
         .args(args)
         .stdin(std::process::Stdio::null())
         .output()
@@ -98,6 +111,8 @@ pub async fn ensure(path: &Path, check: bool) -> Result<ControllerKey, KeyError>
         std::fs::create_dir_all(dir)
             .map_err(|e| KeyError::Io { path: dir.display().to_string(), source: e })?;
         use std::os::unix::fs::PermissionsExt;
+        // ssh insists only on the key file's own mode; a directory we may
+        // not chmod (not ours) still holds the key.
         let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     }
     let comment = format!("dffmpeg@{}", hostname());
@@ -112,7 +127,7 @@ mod tests {
     #[tokio::test]
     async fn creates_once_and_check_mode_creates_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ssh").join("id_ed25519");
+        let path = dir.path().join("ssh").join("dffmpeg_ed25519");
         let c = ensure(&path, true).await.unwrap();
         assert!(c.created && c.pubkey == CHECK_MODE_KEY && !path.exists());
         let k = ensure(&path, false).await.unwrap();
@@ -124,5 +139,15 @@ mod tests {
         std::fs::remove_file(pub_path(&path)).unwrap();
         let derived = ensure(&path, false).await.unwrap();
         assert_eq!(derived.pubkey.split_whitespace().nth(1), k.pubkey.split_whitespace().nth(1));
+    }
+
+    #[test]
+    fn restrictions() {
+        let k = "ssh-ed25519 AAAA dffmpeg@ctl\n";
+        assert_eq!(
+            restricted_line(k, Some("10.0.0.1")),
+            "from=\"10.0.0.1\",restrict ssh-ed25519 AAAA dffmpeg@ctl"
+        );
+        assert_eq!(restricted_line(k, None), "restrict ssh-ed25519 AAAA dffmpeg@ctl");
     }
 }

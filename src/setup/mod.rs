@@ -29,8 +29,9 @@ pub mod state;
 #[cfg(test)]
 mod fixtures;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use serde_json::{Map, Value as Json};
@@ -38,7 +39,8 @@ use serde_json::{Map, Value as Json};
 use crate::cli::SetupArgs;
 use crate::exit::{failed, usage, Failure, Outcome};
 use crate::inventory::{Host, Inventory, Node, Role};
-use crate::remote::Transport;
+use crate::remote::ssh::ConnectOptions;
+use crate::remote::{hostkeys, SshError, Transport};
 
 use assets::Assets;
 use engine::{NodeJob, Shared, StorageGate};
@@ -57,12 +59,27 @@ pub struct Options {
     pub assets: Assets,
     /// Extra variables, merged over the playbooks' `vars`.
     pub vars: Map<String, Json>,
-    /// The controller's public key line; `None` = `~/.ssh/id_ed25519.pub`,
-    /// created when missing (only when the `ssh-keys` step runs).
+    /// The controller's public key line; `None` = dffmpeg's own key
+    /// (`~/.ssh/dffmpeg_ed25519.pub`), created when missing (only when the
+    /// `ssh-keys` step runs). Installed on SSH nodes with restrictions
+    /// ([`keys::restricted_line`]).
     pub pubkey: Option<String>,
     /// Results obtained before connecting (e.g. `--ask-pass` key installs).
     pub pre_events: Vec<TaskEvent>,
+    /// Host keys trusted for the first time in this run, for the report.
+    pub new_host_keys: Vec<NewHostKey>,
+    /// The limit of each remote step (a task may allow itself more).
+    pub timeout: Duration,
     pub sink: Sink,
+}
+
+/// A node's host key, trusted for the first time in this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewHostKey {
+    pub node: String,
+    pub host: String,
+    /// `ED25519 SHA256:...`, one per key.
+    pub fingerprints: Vec<String>,
 }
 
 impl Options {
@@ -78,6 +95,8 @@ impl Options {
             vars: Map::new(),
             pubkey: None,
             pre_events: Vec::new(),
+            new_host_keys: Vec::new(),
+            timeout: Duration::from_secs(120),
             sink: report::stdout_sink(),
         }
     }
@@ -95,6 +114,7 @@ impl Options {
         o.only = args.only.clone();
         o.forks = args.forks.max(1);
         o.json = args.json;
+        o.timeout = Duration::from_secs(args.timeout.max(1));
         Ok(o)
     }
 }
@@ -135,7 +155,7 @@ pub fn login_user(node: &Node) -> String {
 /// routing table: no packet is sent.
 pub fn local_source_address(peer: &str) -> Option<String> {
     peer.parse::<std::net::IpAddr>().ok()?;
-    let out = std::process::Command::new("ip")
+    let out = crate::process::std_command("ip")
         .args(["-o", "route", "get", peer])
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -149,6 +169,16 @@ pub fn local_source_address(peer: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// The controller's address as `node` sees it (for the `from=` of its
+/// key): this machine's source address toward the node's host, resolved.
+/// `None` for `host: local` or when it cannot be told.
+pub fn controller_address_toward(node: &Node) -> Option<String> {
+    use std::net::ToSocketAddrs;
+    let Host::Remote(h) = &node.host else { return None };
+    let ip = (h.as_str(), node.port).to_socket_addrs().ok()?.next()?.ip();
+    local_source_address(&ip.to_string())
 }
 
 /// The playbooks, parsed: `common.yaml` then one per role.
@@ -190,6 +220,32 @@ fn check_notify(pbs: &BTreeMap<String, Playbook>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The key each node's play installs.
+pub struct KeyPlan<'a> {
+    /// dffmpeg's public key line (empty: none).
+    pub pubkey: &'a str,
+    /// Whether the `ssh-keys` step runs (reads `identity_file` keys).
+    pub wanted: bool,
+    /// The controller's address toward a node, for `from=`.
+    pub from: &'a dyn Fn(&Node) -> Option<String>,
+}
+
+impl KeyPlan<'_> {
+    /// The authorized_keys line for `node`: an `identity_file`'s key as it
+    /// is (the user's key: its options are the user's business); dffmpeg's
+    /// key restricted on SSH nodes.
+    fn line_for(&self, node: &Node) -> Result<String, Failure> {
+        match &node.identity_file {
+            Some(id) if self.wanted => keys::read_pubkey(id).map_err(usage),
+            _ if self.pubkey.trim().is_empty() => Ok(String::new()),
+            _ => Ok(match node.host {
+                Host::Local => self.pubkey.trim().to_string(),
+                Host::Remote(_) => keys::restricted_line(self.pubkey, (self.from)(node).as_deref()),
+            }),
+        }
+    }
+}
+
 /// Each selected node's play: its playbooks' tasks (filtered by `--only`),
 /// handlers and pre-facts context.
 pub fn build_jobs(
@@ -197,9 +253,8 @@ pub fn build_jobs(
     selected: &[&Node],
     pbs: &BTreeMap<String, Playbook>,
     opts: &Options,
-    pubkey: &str,
+    keys: &KeyPlan,
     addrs: &context::Addresses,
-    wants_keys: bool,
 ) -> Result<Vec<NodeJob>, Failure> {
     let mut jobs = Vec::new();
     for node in selected {
@@ -218,13 +273,11 @@ pub fn build_jobs(
         }
         let user = login_user(node);
         let become_root = node.become_root && user != "root";
-        let node_key = match &node.identity_file {
-            Some(id) if wants_keys => keys::read_pubkey(id).map_err(usage)?,
-            _ => pubkey.to_string(),
-        };
+        let node_key = keys.line_for(node)?;
         let ctx = context::base(inventory, node, &user, become_root, &node_key, addrs, &vars);
         jobs.push(NodeJob {
             name: node.name.clone(),
+            timeout: opts.timeout,
             become_root,
             ctx,
             tasks: select::tasks(&all_tasks, &opts.only),
@@ -254,7 +307,7 @@ fn key_event(inventory: &Inventory, key: &keys::ControllerKey) -> TaskEvent {
 /// with its connection, or why there is none (reported unreachable).
 pub async fn run_with<T: Transport + 'static>(
     inventory: &Inventory,
-    nodes: Vec<(String, Result<T, String>)>,
+    nodes: Vec<(String, Result<T, SshError>)>,
     opts: Options,
 ) -> Outcome {
     let summary = play_cluster(inventory, nodes, opts).await?;
@@ -268,7 +321,7 @@ pub async fn run_with<T: Transport + 'static>(
 /// [`run_with`], returning the recap.
 pub async fn play_cluster<T: Transport + 'static>(
     inventory: &Inventory,
-    nodes: Vec<(String, Result<T, String>)>,
+    nodes: Vec<(String, Result<T, SshError>)>,
     opts: Options,
 ) -> Result<Summary, Failure> {
     // Everything that can be wrong with the input, before touching a node.
@@ -284,6 +337,9 @@ pub async fn play_cluster<T: Transport + 'static>(
     let names: Vec<String> = selected.iter().map(|n| n.name.clone()).collect();
     let reporter = Reporter::new(opts.sink.clone(), opts.json, opts.diff, &names);
     reporter.start(&inventory.source, &names, opts.check);
+    for k in &opts.new_host_keys {
+        reporter.host_key(&k.node, &k.host, &k.fingerprints);
+    }
     for e in &opts.pre_events {
         reporter.task(e.clone());
     }
@@ -317,8 +373,9 @@ pub async fn play_cluster<T: Transport + 'static>(
         });
     let addrs = context::addresses(inventory, || peer.as_deref().and_then(local_source_address));
 
+    let key_plan = KeyPlan { pubkey: &pubkey, wanted: wants_keys, from: &controller_address_toward };
     let mut jobs: BTreeMap<String, NodeJob> =
-        build_jobs(inventory, &selected, &pbs, &opts, &pubkey, &addrs, wants_keys)?
+        build_jobs(inventory, &selected, &pbs, &opts, &key_plan, &addrs)?
             .into_iter()
             .map(|j| (j.name.clone(), j))
             .collect();
@@ -331,7 +388,7 @@ pub async fn play_cluster<T: Transport + 'static>(
     let shared =
         Arc::new(Shared { renderer, raw_templates, check: opts.check, diff: opts.diff, reporter, storage });
     let sem = Arc::new(tokio::sync::Semaphore::new(opts.forks.max(1)));
-    let mut conns: BTreeMap<String, Result<T, String>> = nodes.into_iter().collect();
+    let mut conns: BTreeMap<String, Result<T, SshError>> = nodes.into_iter().collect();
     let mut set = tokio::task::JoinSet::new();
     // The storage node takes the first fork (permits are taken here, in this
     // order), so that nodes waiting for it can never hold every fork.
@@ -342,7 +399,7 @@ pub async fn play_cluster<T: Transport + 'static>(
         let Some(job) = jobs.remove(name) else {
             continue;
         };
-        let conn = conns.remove(name).unwrap_or_else(|| Err("no connection was made to this node".into()));
+        let conn = conns.remove(name).unwrap_or(Err(SshError::NotConnected));
         let sh = shared.clone();
         let permit = sem.clone().acquire_owned().await;
         let done = if Some(name) == storage_name.as_ref() { storage_tx.take() } else { None };
@@ -350,8 +407,8 @@ pub async fn play_cluster<T: Transport + 'static>(
             let _permit = permit;
             let outcome = match conn {
                 Ok(t) => engine::play(&t, &job, &sh).await,
-                Err(msg) => {
-                    sh.reporter.unreachable(&job.name, &msg);
+                Err(e) => {
+                    sh.reporter.unreachable(&job.name, &e.to_string());
                     engine::PlayOutcome::Unreachable
                 }
             };
@@ -371,8 +428,25 @@ pub async fn play_cluster<T: Transport + 'static>(
     Ok(Summary { recaps: shared.reporter.recaps(), failed: failed_nodes })
 }
 
-/// `dffmpeg setup INVENTORY ...`
+/// `dffmpeg setup INVENTORY ...`. SIGINT or SIGTERM stops it: the work is
+/// dropped (local ssh clients die with it), every SSH master is closed, and
+/// it exits 1 saying so.
 pub async fn run(args: SetupArgs) -> Outcome {
+    let mut work = Box::pin(run_to_end(args));
+    let signal = tokio::select! {
+        r = &mut work => return r,
+        s = crate::signals::wait() => s,
+    };
+    drop(work);
+    password::restore_terminal();
+    crate::remote::ssh::close_all_masters().await;
+    Err(failed(anyhow!(
+        "interrupted by {signal}: setup stopped and its SSH connections are closed; a node may have \
+         stopped in the middle of a change batch (files are replaced whole): run setup again"
+    )))
+}
+
+async fn run_to_end(args: SetupArgs) -> Outcome {
     let inventory = Inventory::load(&args.inventory).map_err(usage)?;
     let mut opts = Options::from_args(&args)?;
     let selected: Vec<Node> =
@@ -383,72 +457,202 @@ pub async fn run(args: SetupArgs) -> Outcome {
     let pbs = load_playbooks(&opts.assets).map_err(usage)?;
     let known = select::known_steps(pbs.values().flat_map(|p| p.tasks.iter()));
     select::check_steps(&opts.only, &known).map_err(usage)?;
-    if args.ask_pass {
-        if let Some((key, events)) = ask_pass(&selected, opts.check, args.connect.strict_host_keys).await? {
-            // The key was made (and is reported) here, before the play.
-            let ev = key_event(&inventory, &key);
-            if selected.iter().any(|n| n.name == ev.node) {
-                opts.pre_events.push(ev);
-            }
-            opts.pre_events.extend(events);
-            opts.pubkey = Some(key.pubkey);
+    let mut copts = ConnectOptions::from_args(&args.connect).map_err(failed)?;
+    copts.connect_timeout = copts.connect_timeout.min(opts.timeout);
+    let remote: Vec<&Node> = selected.iter().filter(|n| matches!(n.host, Host::Remote(_))).collect();
+    let unknown = unknown_hosts(&copts, &remote).await;
+    let mut refused = BTreeMap::new();
+    if args.ask_pass && !opts.check && !remote.is_empty() {
+        let how = AskPass { accept_new: args.accept_new_host_keys, timeout: opts.timeout };
+        let done = ask_pass(&remote, &copts, &unknown, &how).await?;
+        // The key was made (and is reported) here, before the play.
+        let ev = key_event(&inventory, &done.key);
+        if selected.iter().any(|n| n.name == ev.node) {
+            opts.pre_events.push(ev);
         }
+        opts.pre_events.extend(done.events);
+        opts.pubkey = Some(done.key.pubkey);
+        refused = done.refused;
     }
-    let nodes = connect(&inventory, &selected, &args.connect).await;
+    let nodes = connect(&inventory, &selected, &copts, refused).await;
+    opts.new_host_keys = new_host_keys(&copts, &remote, &unknown, &nodes).await;
     run_with(&inventory, nodes, opts).await
 }
 
-/// `--ask-pass`: read the password once, install the controller's key on
-/// every selected SSH node that does not accept it yet. Returns the
-/// controller's key (created if missing) and a result per node; `None` when
-/// there was nothing to do (check mode, no SSH node).
-async fn ask_pass(
-    nodes: &[Node],
-    check: bool,
-    strict: bool,
-) -> Result<Option<(keys::ControllerKey, Vec<TaskEvent>)>, Failure> {
-    let remote: Vec<&Node> = nodes.iter().filter(|n| matches!(n.host, Host::Remote(_))).collect();
-    if remote.is_empty() || check {
-        return Ok(None);
+/// The SSH nodes whose host key dffmpeg's known_hosts does not hold yet.
+async fn unknown_hosts(copts: &ConnectOptions, remote: &[&Node]) -> BTreeSet<String> {
+    let checks = remote.iter().map(|n| async move {
+        let Host::Remote(h) = &n.host else { return None };
+        (!hostkeys::is_known(&copts.known_hosts, h, n.port).await).then(|| n.name.clone())
+    });
+    let mut out = BTreeSet::new();
+    for c in checks.collect::<Vec<_>>() {
+        out.extend(c.await);
     }
-    let pw = password::read_password("SSH password: ").map_err(usage)?;
+    out
+}
+
+/// The fingerprints of the host keys first trusted in this run (nodes that
+/// were unknown and are connected now).
+async fn new_host_keys<T>(
+    copts: &ConnectOptions,
+    remote: &[&Node],
+    unknown: &BTreeSet<String>,
+    nodes: &[(String, Result<T, SshError>)],
+) -> Vec<NewHostKey> {
+    let mut out = Vec::new();
+    for n in remote.iter().filter(|n| unknown.contains(&n.name)) {
+        let connected = nodes.iter().any(|(name, r)| name == &n.name && r.is_ok());
+        let Host::Remote(h) = &n.host else { continue };
+        if connected {
+            let fingerprints = hostkeys::fingerprints(&copts.known_hosts, h, n.port).await;
+            out.push(NewHostKey { node: n.name.clone(), host: h.clone(), fingerprints });
+        }
+    }
+    out
+}
+
+/// How `--ask-pass` treats hosts never seen before.
+struct AskPass {
+    /// `--accept-new-host-keys`: no question.
+    accept_new: bool,
+    timeout: Duration,
+}
+
+/// What `--ask-pass` did before the play.
+struct AskPassDone {
+    key: keys::ControllerKey,
+    events: Vec<TaskEvent>,
+    /// Nodes that got no password (their new host key was not confirmed).
+    refused: BTreeMap<String, SshError>,
+}
+
+/// A scratch known_hosts file, removed on drop.
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // Missing when no new host answered: nothing to remove.
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `--ask-pass`: install the controller's key on every selected SSH node
+/// that does not accept it yet. Every node is probed with the key first
+/// (host keys of new hosts are learned into a scratch file, not trusted
+/// yet). Before the password goes to a host never seen before, its key's
+/// fingerprint is shown and the user asked once for all of them
+/// (`--accept-new-host-keys` for scripts; without a terminal and without
+/// it, those hosts get no password). Then the password is read once and
+/// the key installed where needed.
+async fn ask_pass(
+    remote: &[&Node],
+    copts: &ConnectOptions,
+    unknown: &BTreeSet<String>,
+    how: &AskPass,
+) -> Result<AskPassDone, Failure> {
     let path = keys::default_path().map_err(failed)?;
     let key = keys::ensure(&path, false).await.map_err(failed)?;
-    // Every node at once (each is an ssh or two).
-    let mut installs = Vec::new();
-    for n in remote {
-        let Host::Remote(host) = &n.host else {
-            continue;
-        };
-        let pubkey = match &n.identity_file {
-            Some(id) => keys::read_pubkey(id).map_err(usage)?,
-            None => key.pubkey.clone(),
-        };
-        let t = password::SshTarget {
+    let dir = crate::remote::ssh::private_dir(&copts.control_dir).map_err(failed)?;
+    let scratch = Scratch(dir.join(format!("known_hosts.new.{}", std::process::id())));
+    let target = |n: &Node| -> Option<password::SshTarget> {
+        let Host::Remote(host) = &n.host else { return None };
+        let new = unknown.contains(&n.name) && !copts.strict_host_keys;
+        Some(password::SshTarget {
             host: host.clone(),
             port: n.port,
             user: login_user(n),
-            known_hosts: crate::remote::ssh::known_hosts_path().ok(),
-            strict_host_keys: strict,
+            known_hosts: if new { scratch.0.clone() } else { copts.known_hosts.clone() },
+            strict_host_keys: copts.strict_host_keys,
+            identity: n.identity_file.clone().unwrap_or_else(|| key.path.clone()),
+            timeout: how.timeout,
+        })
+    };
+    // 1. The key first, every node at once.
+    let probes: Vec<_> = remote
+        .iter()
+        .filter_map(|n| {
+            let t = target(n)?;
+            Some((*n, t.clone(), tokio::spawn(async move { password::probe_key(&t).await })))
+        })
+        .collect();
+    let mut results = Vec::new();
+    for (n, t, p) in probes {
+        let r =
+            p.await.unwrap_or_else(|e| Err(password::PasswordError::Refused(format!("probe crashed: {e}"))));
+        results.push((n, t, r));
+    }
+    // 2. Hosts never seen before that would get the password.
+    let mut asking = Vec::new();
+    for (n, t, r) in &results {
+        if t.known_hosts == scratch.0 && matches!(r, Ok(password::KeyProbe::NeedsPassword)) {
+            asking.push((*n, hostkeys::fingerprints(&scratch.0, &t.host, t.port).await));
+        }
+    }
+    let confirmed = asking.is_empty() || confirm_new_hosts(&asking, how.accept_new).await?;
+    // 3. Learned keys become trusted: where the key already works (trust
+    // on first use, as any connection), and where the user confirmed.
+    let mut refused = BTreeMap::new();
+    for (n, t, r) in &results {
+        if t.known_hosts != scratch.0 || r.is_err() {
+            continue;
+        }
+        if confirmed || matches!(r, Ok(password::KeyProbe::Works)) {
+            hostkeys::copy_entries(&scratch.0, &copts.known_hosts, &t.host, t.port)
+                .await
+                .map_err(|e| failed(anyhow!("cannot write {}: {e}", copts.known_hosts.display())))?;
+        } else if let Some((_, fps)) = asking.iter().find(|(a, _)| a.name == n.name) {
+            refused.insert(
+                n.name.clone(),
+                SshError::HostKeyNotConfirmed {
+                    node: n.name.clone(),
+                    host: t.host.clone(),
+                    fingerprints: fps.join(", "),
+                },
+            );
+        }
+    }
+    // 4. The password, once, for the nodes that need it.
+    let needs: Vec<_> = results
+        .iter()
+        .filter(|(n, _, r)| {
+            matches!(r, Ok(password::KeyProbe::NeedsPassword)) && !refused.contains_key(&n.name)
+        })
+        .collect();
+    let pw = if needs.is_empty() {
+        None
+    } else {
+        let read = tokio::task::spawn_blocking(|| password::read_password("SSH password: "));
+        Some(read.await.map_err(|e| failed(anyhow!("reading the password: {e}")))?.map_err(usage)?)
+    };
+    let mut installs = Vec::new();
+    for (n, t, r) in &results {
+        let task = match (r, &pw) {
+            (Ok(password::KeyProbe::NeedsPassword), Some(pw)) if !refused.contains_key(&n.name) => {
+                let plan = KeyPlan { pubkey: &key.pubkey, wanted: true, from: &controller_address_toward };
+                let line = plan.line_for(n)?;
+                let t = password::SshTarget { known_hosts: copts.known_hosts.clone(), ..t.clone() };
+                let pw = pw.clone();
+                Some(tokio::spawn(async move { password::install_with_password(&t, &pw, &line).await }))
+            }
+            _ => None,
         };
-        let (pw, identity) = (pw.clone(), n.identity_file.clone());
-        let install = tokio::spawn(async move {
-            password::install_key_with_password_to(&t, &pw, &pubkey, identity.as_deref()).await
-        });
-        installs.push((n, install));
+        installs.push((*n, r, task));
     }
     let mut events = Vec::new();
-    for (n, install) in installs {
-        let r = match install.await {
+    for (n, probe, task) in installs {
+        let (status, msg) = match (probe, task) {
             // Reported once, as unreachable, when the play connects.
-            Ok(Err(password::PasswordError::Unreachable(_))) => continue,
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(e) => Err(format!("the key install crashed: {e}")),
-        };
-        let (status, msg) = match r {
-            Ok(password::KeyInstall::AlreadyWorks) => (Status::Ok, None),
-            Ok(password::KeyInstall::Installed) => (Status::Changed, None),
-            Err(e) => (Status::Failed, Some(e)),
+            (Err(password::PasswordError::Unreachable(_)), _) => continue,
+            (Err(e), _) => (Status::Failed, Some(e.to_string())),
+            (Ok(password::KeyProbe::Works), _) => (Status::Ok, None),
+            // Not confirmed: reported by the play (no connection).
+            (Ok(password::KeyProbe::NeedsPassword), None) => continue,
+            (Ok(password::KeyProbe::NeedsPassword), Some(task)) => match task.await {
+                Ok(Ok(())) => (Status::Changed, None),
+                Ok(Err(e)) => (Status::Failed, Some(e.to_string())),
+                Err(e) => (Status::Failed, Some(format!("the key install crashed: {e}"))),
+            },
         };
         events.push(TaskEvent {
             node: n.name.clone(),
@@ -465,16 +669,50 @@ async fn ask_pass(
             diff: None,
         });
     }
-    Ok(Some((key, events)))
+    Ok(AskPassDone { key, events, refused })
+}
+
+/// Show the host keys of the new hosts that would get the password, and
+/// whether they may have it: `--accept-new-host-keys`, or the user's yes on
+/// the terminal.
+async fn confirm_new_hosts(asking: &[(&Node, Vec<String>)], accept_new: bool) -> Result<bool, Failure> {
+    let mut text = String::from("These hosts were never seen before; the SSH password would go to them:\n");
+    for (n, fps) in asking {
+        let host = n.host.to_string();
+        let fps = if fps.is_empty() { "(no key read)".to_string() } else { fps.join(", ") };
+        text.push_str(&format!("  {} ({host}): {fps}\n", n.name));
+    }
+    eprint!("{text}");
+    if accept_new {
+        eprintln!("(--accept-new-host-keys: sending it)");
+        return Ok(true);
+    }
+    if !password::stdin_is_terminal() {
+        eprintln!(
+            "not sending the password to them: no terminal to confirm on; check the fingerprints and \
+             run again with --accept-new-host-keys"
+        );
+        return Ok(false);
+    }
+    let q = "Are these the right host keys, and may the password go to them?";
+    let answer = tokio::task::spawn_blocking(move || password::confirm(q));
+    answer.await.map_err(|e| failed(anyhow!("reading the answer: {e}")))?.map_err(usage)
 }
 
 /// Connections to the selected nodes, in parallel: `host: local` runs
-/// directly, the others over SSH (key only, dffmpeg's known_hosts).
+/// directly, the others over SSH (key only, dffmpeg's known_hosts). Nodes
+/// in `refused` are not connected.
 async fn connect(
     inventory: &Inventory,
     nodes: &[Node],
-    args: &crate::cli::ConnectArgs,
-) -> Vec<(String, Result<std::sync::Arc<crate::remote::Node>, String>)> {
-    let subset = Inventory { nodes: nodes.to_vec(), ..inventory.clone() };
-    crate::remote::connect_all(&subset, args).await
+    copts: &ConnectOptions,
+    mut refused: BTreeMap<String, SshError>,
+) -> Vec<(String, Result<std::sync::Arc<crate::remote::Node>, SshError>)> {
+    let subset = Inventory {
+        nodes: nodes.iter().filter(|n| !refused.contains_key(&n.name)).cloned().collect(),
+        ..inventory.clone()
+    };
+    let mut done = crate::remote::connect_all_with(&subset, copts).await;
+    done.extend(nodes.iter().filter_map(|n| Some((n.name.clone(), Err(refused.remove(&n.name)?)))));
+    done
 }

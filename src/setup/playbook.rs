@@ -61,6 +61,9 @@ pub struct Task {
     pub notify: Vec<String>,
     /// A list, or a string holding one template expression giving a list.
     pub loop_items: Option<Json>,
+    /// `timeout:` seconds the task may take on the node (default: the
+    /// module's, see [`super::modules::ModuleArgs::default_timeout`]).
+    pub timeout: Option<u64>,
     pub action: Action,
 }
 
@@ -168,6 +171,14 @@ fn parse_task(mut map: Map<String, Json>, handler: bool) -> Result<Task, (String
         Some(_) => return Err(fail("`loop` must be a list or an expression".into())),
         None => None,
     };
+    let timeout = match map.remove("timeout") {
+        Some(Json::Number(n)) => match n.as_u64().filter(|n| *n > 0) {
+            Some(n) => Some(n),
+            None => return Err(fail("`timeout` is a whole number of seconds, at least 1".into())),
+        },
+        Some(_) => return Err(fail("`timeout` is a whole number of seconds, at least 1".into())),
+        None => None,
+    };
     let action = if let Some(meta) = map.remove("meta") {
         match meta.as_str() {
             Some("flush_handlers") => Action::FlushHandlers,
@@ -212,6 +223,7 @@ fn parse_task(mut map: Map<String, Json>, handler: bool) -> Result<Task, (String
         when,
         notify,
         loop_items,
+        timeout,
         action,
     })
 }
@@ -238,9 +250,14 @@ tasks:
     file: { path: "/srv/{{ item }}", state: directory }
 handlers:
   - name: apt update
+    timeout: 900
     command: { argv: [apt-get, update] }
 "#;
         let pb = parse(text, "common.yaml").unwrap();
+        assert_eq!(pb.handlers[0].timeout, Some(900));
+        assert_eq!(pb.tasks[0].timeout, None);
+        let zero = "tasks:\n  - name: x\n    step: s\n    timeout: 0\n    file: {}\n";
+        assert!(parse(zero, "c.yaml").unwrap_err().to_string().contains("`timeout`"));
         assert_eq!(pb.vars["g"], Json::String("dffmpeg".into()));
         assert_eq!(pb.tasks.len(), 4);
         assert_eq!(pb.tasks[0].notify, vec!["apt update".to_string()]);

@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::text::printable as clean;
+
 /// Where report lines go (stdout, or a buffer in tests).
 pub type Sink = Arc<Mutex<dyn Write + Send>>;
 
@@ -52,7 +54,8 @@ pub struct TaskEvent {
 }
 
 /// `ok: [pi3] name`, `changed: [pi3] name (what)`, `failed: [pi3] name =>
-/// message`, `skipping: [pi3] name (why)`.
+/// message`, `skipping: [pi3] name (why)`. Text from the node (messages,
+/// change summaries naming its paths) is printed without terminal escapes.
 pub fn task_line(e: &TaskEvent) -> String {
     let word = match e.status {
         Status::Ok => "ok",
@@ -63,11 +66,15 @@ pub fn task_line(e: &TaskEvent) -> String {
     let name = if e.handler { format!("handler: {}", e.task) } else { e.task.clone() };
     let mut line = format!("{word}: [{}] {name}", e.node);
     match e.status {
-        Status::Changed if !e.changes.is_empty() => line.push_str(&format!(" ({})", e.changes.join("; "))),
-        Status::Failed => line.push_str(&format!(" => {}", e.msg.as_deref().unwrap_or("failed").trim())),
+        Status::Changed if !e.changes.is_empty() => {
+            line.push_str(&format!(" ({})", clean(&e.changes.join("; "))))
+        }
+        Status::Failed => {
+            line.push_str(&format!(" => {}", clean(e.msg.as_deref().unwrap_or("failed").trim())))
+        }
         Status::Skipped => {
             if let Some(m) = &e.msg {
-                line.push_str(&format!(" ({m})"));
+                line.push_str(&format!(" ({})", clean(m)));
             }
         }
         _ => {}
@@ -162,9 +169,24 @@ impl Reporter {
             let mut text = task_line(&e);
             text.push('\n');
             if let Some(d) = diff {
-                text.push_str(&d);
+                text.push_str(&clean(&d));
             }
             self.write(&text);
+        }
+    }
+
+    /// A host key trusted for the first time (recorded in dffmpeg's
+    /// known_hosts): its fingerprints, to compare with the node's own
+    /// (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on it).
+    pub fn host_key(&self, node: &str, host: &str, fingerprints: &[String]) {
+        if self.json {
+            self.json_line(
+                json!({"event": "host_key", "node": node, "host": host, "fingerprints": fingerprints}),
+            );
+        } else {
+            let fps =
+                if fingerprints.is_empty() { "(none read)".to_string() } else { fingerprints.join(", ") };
+            self.write(&format!("new host key: [{node}] {host} {fps} (first contact: now trusted)\n"));
         }
     }
 
@@ -175,7 +197,7 @@ impl Reporter {
         if self.json {
             self.json_line(json!({"event": "unreachable", "node": node, "msg": msg}));
         } else {
-            self.write(&format!("unreachable: [{node}] => {}\n", msg.trim()));
+            self.write(&format!("unreachable: [{node}] => {}\n", clean(msg.trim())));
         }
     }
 
@@ -272,6 +294,22 @@ mod tests {
             "PLAY RECAP\npi3 : ok=1 changed=1 unreachable=0 failed=0 skipped=0\npi2 : ok=0 changed=0 unreachable=1 failed=0 skipped=0\nnuc : ok=0 changed=0 unreachable=0 failed=1 skipped=0\n"
         ), "{text}");
         assert!(text.ends_with("--limit pi2,nuc\n"));
+    }
+
+    #[test]
+    fn node_text_loses_its_escapes() {
+        let mut f = ev(Status::Failed);
+        f.msg = Some("E: \u{1b}[2J\u{1b}]0;pwned\u{7}broken\r".into());
+        assert_eq!(task_line(&f), "failed: [pi3] exports => E: broken");
+        let (b, sink) = buf();
+        let r = Reporter::new(sink, false, true, &["pi3".to_string()]);
+        let mut c = ev(Status::Changed);
+        c.diff = Some("-old\u{1b}[1A\n+new\n".into());
+        r.task(c);
+        r.unreachable("pi3", "gone\u{1b}[K");
+        let text = String::from_utf8(b.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains('\u{1b}'), "{text:?}");
+        assert!(text.contains("-old\n+new\n") && text.contains("=> gone\n"), "{text:?}");
     }
 
     #[test]

@@ -5,10 +5,12 @@
 //! them all and every task still gets its own status and message.
 
 use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::remote::{strip_pid_line, Transport};
+use crate::remote::{strip_pid_line, Transport, KILL_SCRIPT, PID_PREFIX};
 
 #[derive(Debug)]
 pub struct ScriptOutput {
@@ -23,6 +25,10 @@ pub enum ExecError {
     Spawn(std::io::Error),
     #[error("{0}")]
     Io(std::io::Error),
+    /// The node did not finish the script in time (frozen, or a command
+    /// hanging, e.g. on an NFS hard mount); it was stopped.
+    #[error("no answer within {0} s (the node or a command on it hangs); stopped")]
+    Timeout(u64),
 }
 
 /// argv running a script from stdin, as root through `sudo -n` if `become`.
@@ -35,10 +41,14 @@ pub fn shell_argv(become_root: bool) -> Vec<String> {
     argv
 }
 
+/// Run `script` on the node, as root if `become_root`, within `limit`.
+/// When the limit passes, the remote process group is killed (through the
+/// pid the remote shell reported) and the local client too.
 pub async fn run_script<T: Transport + ?Sized>(
     t: &T,
     become_root: bool,
     script: &str,
+    limit: Duration,
 ) -> Result<ScriptOutput, ExecError> {
     let mut cmd = t.command(&shell_argv(become_root));
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
@@ -47,6 +57,14 @@ pub async fn run_script<T: Transport + ?Sized>(
         child.stdin.take().ok_or_else(|| ExecError::Io(std::io::Error::other("no stdin pipe")))?;
     let mut so = child.stdout.take().ok_or_else(|| ExecError::Io(std::io::Error::other("no stdout pipe")))?;
     let mut se = child.stderr.take().ok_or_else(|| ExecError::Io(std::io::Error::other("no stderr pipe")))?;
+    // The process to stop on a timeout: the remote shell's pid (its first
+    // stderr line) over SSH, the local child's (its own group) otherwise.
+    let pid = OnceLock::new();
+    if !t.reports_pid() {
+        if let Some(id) = child.id() {
+            let _ = pid.set(id); // Fresh cell: cannot be set already.
+        }
+    }
     let body = script.as_bytes().to_vec();
     let writer = async move {
         // The remote end may exit early (sudo refusing): a broken pipe here
@@ -57,15 +75,61 @@ pub async fn run_script<T: Transport + ?Sized>(
     };
     let mut out = Vec::new();
     let mut err = Vec::new();
-    let (_, a, b) = tokio::join!(writer, so.read_to_end(&mut out), se.read_to_end(&mut err));
-    a.map_err(ExecError::Io)?;
-    b.map_err(ExecError::Io)?;
-    let status = child.wait().await.map_err(ExecError::Io)?;
+    let reader = async {
+        let read_err = async {
+            let mut chunk = [0u8; 8192];
+            loop {
+                let n = se.read(&mut chunk).await?;
+                if n == 0 {
+                    return Ok::<(), std::io::Error>(());
+                }
+                err.extend_from_slice(&chunk[..n]);
+                if pid.get().is_none() {
+                    if let Some(p) = reported_pid(&err) {
+                        let _ = pid.set(p); // Only this task sets it.
+                    }
+                }
+            }
+        };
+        let (_, a, b) = tokio::join!(writer, so.read_to_end(&mut out), read_err);
+        a.map_err(ExecError::Io)?;
+        b.map_err(ExecError::Io)?;
+        child.wait().await.map_err(ExecError::Io)
+    };
+    let status = match tokio::time::timeout(limit, reader).await {
+        Ok(r) => r?,
+        Err(_) => {
+            if let Some(p) = pid.get() {
+                stop(t, become_root, *p).await;
+            }
+            return Err(ExecError::Timeout(limit.as_secs()));
+        }
+    };
     let mut stderr = String::from_utf8_lossy(&err).into_owned();
     if t.reports_pid() {
         stderr = strip_pid_line(&stderr).to_string();
     }
     Ok(ScriptOutput { code: status.code(), stdout: String::from_utf8_lossy(&out).into_owned(), stderr })
+}
+
+/// Stop the script's process group: as root through `sudo -n` when it runs
+/// as root (the login user may not signal it), else as the transport does.
+async fn stop<T: Transport + ?Sized>(t: &T, become_root: bool, pid: u32) {
+    if !become_root {
+        return t.kill(pid).await;
+    }
+    let pid = pid.to_string();
+    let argv: Vec<String> =
+        ["sudo", "-n", "sh", "-c", KILL_SCRIPT, "dffmpeg-kill", &pid].iter().map(|w| w.to_string()).collect();
+    // Best effort: a node that does not answer this either is reported
+    // unreachable anyway, and the local client dies with its handle.
+    let _ = tokio::time::timeout(Duration::from_secs(10), crate::remote::run(t, &argv)).await;
+}
+
+/// The pid of a complete `dffmpeg-pid N` first line.
+fn reported_pid(stderr: &[u8]) -> Option<u32> {
+    let line = stderr.split(|b| *b == b'\n').next().filter(|_| stderr.contains(&b'\n'))?;
+    std::str::from_utf8(line).ok()?.strip_prefix(PID_PREFIX)?.trim().parse().ok()
 }
 
 /// A marker no task output will contain by accident.
@@ -149,7 +213,7 @@ mod tests {
             BatchItem { id: 5, script: "false\necho never".into() },
             BatchItem { id: 7, script: "echo not run".into() },
         ];
-        let out = run_script(&Local::new("l"), false, &batch_script(&items, &n)).await.unwrap();
+        let out = run_script(&Local::new("l"), false, &batch_script(&items, &n), LIMIT).await.unwrap();
         let (res, ended) = parse_batch(&out.stdout, &n);
         assert!(ended);
         assert_eq!(
@@ -167,10 +231,42 @@ mod tests {
         let n = nonce();
         let items =
             vec![BatchItem { id: 1, script: "cat".into() }, BatchItem { id: 2, script: "echo after".into() }];
-        let out = run_script(&Local::new("l"), false, &batch_script(&items, &n)).await.unwrap();
+        let out = run_script(&Local::new("l"), false, &batch_script(&items, &n), LIMIT).await.unwrap();
         let (res, ended) = parse_batch(&out.stdout, &n);
         assert!(ended);
         assert_eq!(res[1].output, "after");
+    }
+
+    const LIMIT: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn a_hanging_script_is_stopped_at_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        // A child of the script that would outlive it: stopped with it.
+        let script = format!("sleep 1000 & echo $! > '{}'\nwait\n", pidfile.display());
+        let t = std::time::Instant::now();
+        let r = run_script(&Local::new("l"), false, &script, Duration::from_millis(500)).await;
+        assert!(matches!(r, Err(ExecError::Timeout(_))), "{r:?}");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        let sleeper: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let t = std::time::Instant::now();
+        // SAFETY: kill(pid, 0) only checks for existence.
+        while unsafe { libc::kill(sleeper, 0) } == 0 {
+            let stat = std::fs::read_to_string(format!("/proc/{sleeper}/stat")).unwrap_or_default();
+            if stat.split_whitespace().nth(2) == Some("Z") {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(5), "the script's child outlived the timeout");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[test]
+    fn the_pid_line_once_complete() {
+        assert_eq!(reported_pid(b"dffmpeg-pid 42\nrest"), Some(42));
+        assert_eq!(reported_pid(b"dffmpeg-pid 4"), None);
+        assert_eq!(reported_pid(b"other\n"), None);
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub async fn connect(inv: &Inventory, args: &ConnectArgs) -> Cluster {
     let gathered = connected.into_iter().map(|(name, conn)| {
         let shared = shared.clone();
         tokio::spawn(async move {
-            let conn = conn?;
+            let conn = conn.map_err(|e| e.to_string())?;
             let f = facts::gather(&conn, shared.as_deref()).await.map_err(|e| e.to_string())?;
             Ok::<_, String>((name, conn, f))
         })

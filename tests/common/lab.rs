@@ -621,6 +621,56 @@ chmod 440 /etc/sudoers.d/010_{u}-nopasswd",
             .map(|p| p.pid)
             .collect()
     }
+
+    /// Stops every process of the host with SIGSTOP (those [`Host::kill`] would kill): a
+    /// node that hangs with its TCP connections still open (the kernel answers, nothing
+    /// else does). Returns once all of them are stopped. [`Host::thaw`] undoes it.
+    pub fn freeze(&self) {
+        let (id, root) = (self.inner.netns_id, self.inner.root.clone());
+        let start = Instant::now();
+        loop {
+            let running: Vec<u32> = procs()
+                .into_iter()
+                .filter(|p| p.netns == Some(id) || p.root.as_deref().is_some_and(|r| r.starts_with(&root)))
+                .map(|p| p.pid)
+                .filter(|pid| proc_state(*pid).is_some_and(|s| s != 'T' && s != 'Z'))
+                .collect();
+            if running.is_empty() {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "host {}: cannot freeze {running:?}",
+                self.name
+            );
+            for pid in running {
+                // SAFETY: kill(2) has no memory-safety preconditions.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGSTOP);
+                }
+            }
+            sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Lets every process of the host run again (SIGCONT) after [`Host::freeze`].
+    pub fn thaw(&self) {
+        let (id, root) = (self.inner.netns_id, self.inner.root.clone());
+        for p in procs() {
+            if p.netns == Some(id) || p.root.as_deref().is_some_and(|r| r.starts_with(&root)) {
+                // SAFETY: kill(2) has no memory-safety preconditions.
+                unsafe {
+                    libc::kill(p.pid as libc::pid_t, libc::SIGCONT);
+                }
+            }
+        }
+    }
+}
+
+/// The state letter of /proc/PID/stat (R, S, D, T, Z ...).
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
 }
 
 /// Reads the SSH banner from addr: true once sshd serves.

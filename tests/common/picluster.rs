@@ -91,9 +91,13 @@ fi
 ro=
 case ",$opts," in *,ro,*) ro=1 ;; esac
 case $export in *"(ro,"*) ro=1 ;; esac
+# The flags the real mount.nfs gives the mount (MS_NOSUID, MS_NODEV).
+flags=${ro:+,ro}
+case ",$opts," in *,nosuid,*) flags=$flags,nosuid ;; esac
+case ",$opts," in *,nodev,*) flags=$flags,nodev ;; esac
 mount --bind "/mnt/nfs-backing/$sub" "$dir" || exit 32
-if [ -n "$ro" ]; then
-  mount -o remount,bind,ro "$dir" || { umount "$dir"; exit 32; }
+if [ -n "$flags" ]; then
+  mount -o "remount,bind$flags" "$dir" || { umount "$dir"; exit 32; }
 fi
 log "mounted $spec on $dir${ro:+ read-only}"
 "#;

@@ -58,6 +58,8 @@ pub enum Inst {
         notify: Vec<String>,
         args: Box<ModuleArgs>,
         ctx: Json,
+        /// The task's own `timeout:`, if any.
+        timeout: Option<std::time::Duration>,
     },
 }
 
@@ -173,7 +175,14 @@ fn instance(sh: &Shared, task: &Task, module: &str, args: &Json, name: String, c
         }
     }
     match parse_args(&sh.renderer, module, args, &ctx).and_then(|a| resolve(sh, a, &ctx)) {
-        Ok(a) => Inst::Run { name, step, notify: task.notify.clone(), args: Box::new(a), ctx },
+        Ok(a) => Inst::Run {
+            name,
+            step,
+            notify: task.notify.clone(),
+            args: Box::new(a),
+            ctx,
+            timeout: task.timeout.map(std::time::Duration::from_secs),
+        },
         Err(error) => Inst::Fail { name, step, error },
     }
 }

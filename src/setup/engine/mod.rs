@@ -83,6 +83,8 @@ impl Shared {
 /// One node's work.
 pub struct NodeJob {
     pub name: String,
+    /// The limit of each remote step (a task may allow itself more).
+    pub timeout: std::time::Duration,
     pub become_root: bool,
     /// The context before facts (see [`super::context::base`]).
     pub ctx: Json,
@@ -118,11 +120,11 @@ fn tail(text: &str, n: usize) -> String {
 
 async fn probe<T: Transport + ?Sized>(
     t: &T,
-    become_root: bool,
+    job: &NodeJob,
     probes: &[Probe],
     with_facts: bool,
 ) -> Result<(Option<Facts>, NodeState), RunError> {
-    let out = run_script(t, become_root, &probe_script(probes, with_facts))
+    let out = run_script(t, job.become_root, &probe_script(probes, with_facts), job.timeout)
         .await
         .map_err(|e| RunError::Unreachable(e.to_string()))?;
     match parse_probe_output(&out.stdout) {
@@ -168,7 +170,7 @@ async fn gather<T: Transport + ?Sized>(
 ) -> Result<(Facts, Json, Vec<Inst>, NodeState), PlayOutcome> {
     let all: Vec<&Task> = job.tasks.iter().chain(job.handlers.iter()).collect();
     let early: Vec<Probe> = early_probes(&sh.renderer, &all, &job.ctx).into_iter().collect();
-    let (facts, mut state) = match probe(t, job.become_root, &early, true).await {
+    let (facts, mut state) = match probe(t, job, &early, true).await {
         Ok((Some(facts), state)) => (facts, state),
         Ok((None, _)) => return Err(fail(sh, job, "gather facts", "the probe printed no facts".into())),
         Err(RunError::Unreachable(m)) => return Err(unreachable(sh, job, &m)),
@@ -186,7 +188,7 @@ async fn gather<T: Transport + ?Sized>(
     }
     if !late.is_empty() {
         let late: Vec<Probe> = late.into_iter().collect();
-        match probe(t, job.become_root, &late, false).await {
+        match probe(t, job, &late, false).await {
             Ok((_, more)) => state.merge(more),
             Err(RunError::Unreachable(m)) => return Err(unreachable(sh, job, &m)),
             Err(RunError::Failed(m)) => return Err(fail(sh, job, "gather state", m)),

@@ -136,8 +136,18 @@ async fn apply<T: Transport + ?Sized>(t: &T, job: &NodeJob, planned: &[(Inst, Pl
     if items.is_empty() {
         return Applied { ended: true, ..Applied::default() };
     }
+    // The batch may take as long as its tasks together.
+    let limit: std::time::Duration = planned
+        .iter()
+        .filter_map(|(inst, p)| match (inst, p) {
+            (Inst::Run { args, timeout, .. }, Planned::Changes(_)) => {
+                Some(timeout.unwrap_or_else(|| args.default_timeout(job.timeout)))
+            }
+            _ => None,
+        })
+        .sum();
     let n = nonce();
-    match run_script(t, job.become_root, &batch_script(&items, &n)).await {
+    match run_script(t, job.become_root, &batch_script(&items, &n), limit).await {
         Ok(out) => {
             let (res, ended) = parse_batch(&out.stdout, &n);
             let error = (!ended).then(|| classify(&out));

@@ -1,6 +1,11 @@
 //! `authorized_key`: a public key present in a user's authorized_keys, with
 //! the permissions sshd's StrictModes wants (`~/.ssh` 0700, the file 0600,
 //! both owned by the user). Other keys in the file are kept.
+//!
+//! A `key` given with options (`from="10.0.0.1",restrict ssh-ed25519 ...`)
+//! is enforced: the key's line must be exactly that, and a line of the same
+//! key with other options (or none) is replaced in place. A `key` without
+//! options is only added when missing: options someone gave it stay.
 
 use serde::Deserialize;
 
@@ -8,7 +13,7 @@ use crate::quote::join;
 use crate::setup::state::{FileKind, NodeState, Probe};
 
 use super::files::{mode_word, write_script};
-use super::{check_path, Change, Effect, FileDiff, ModuleError};
+use super::{byte_lines, check_path, current_content, Change, Effect, FileDiff, ModuleError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +45,10 @@ fn parent(path: &str) -> &str {
     }
 }
 
+fn is_key_type(w: &str) -> bool {
+    w.starts_with("ssh-") || w.starts_with("ecdsa-") || w.starts_with("sk-")
+}
+
 /// `(type, base64 blob)` of an authorized_keys line, skipping any options.
 pub fn key_id(line: &str) -> Option<(&str, &str)> {
     let line = line.trim();
@@ -47,9 +56,17 @@ pub fn key_id(line: &str) -> Option<(&str, &str)> {
         return None;
     }
     let words: Vec<&str> = line.split_whitespace().collect();
-    let is_type = |w: &str| w.starts_with("ssh-") || w.starts_with("ecdsa-") || w.starts_with("sk-");
-    let i = words.iter().position(|w| is_type(w))?;
+    let i = words.iter().position(|w| is_key_type(w))?;
     Some((words[i], words.get(i + 1)?))
+}
+
+/// Whether an authorized_keys line starts with options.
+pub fn has_options(line: &str) -> bool {
+    line.split_whitespace().next().is_some_and(|w| !is_key_type(w))
+}
+
+fn same_line(a: &str, b: &str) -> bool {
+    a.split_whitespace().eq(b.split_whitespace())
 }
 
 pub fn plan(a: &AuthorizedKeyArgs, st: &NodeState) -> Result<Vec<Change>, ModuleError> {
@@ -118,12 +135,17 @@ pub fn plan(a: &AuthorizedKeyArgs, st: &NodeState) -> Result<Vec<Change>, Module
             return Err(ModuleError::Invalid(format!("{path} is not a regular file")));
         }
     }
-    let text = cur
-        .and_then(|c| c.content.as_deref())
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .unwrap_or_default();
-    let present = text.lines().any(|l| key_id(l) == Some(want));
-    if present {
+    let text = current_content(&path, cur)?;
+    let lines: Vec<&[u8]> = byte_lines(text).collect();
+    let ours: Vec<usize> =
+        (0..lines.len()).filter(|i| key_id(&String::from_utf8_lossy(lines[*i])) == Some(want)).collect();
+    let exact = |i: usize| same_line(&String::from_utf8_lossy(lines[i]), &a.key);
+    let line_ok = match ours.as_slice() {
+        [] => false,
+        [one] => !has_options(&a.key) || exact(*one),
+        _ => !has_options(&a.key),
+    };
+    if line_ok {
         let c = cur.ok_or_else(|| ModuleError::NotProbed("a stat".into()))?;
         if c.uid != user.uid || c.gid != user.gid {
             out.push(Change::new(format!("chown {} {path}", a.user), join(&["chown", &chown, &path]) + "\n"));
@@ -134,30 +156,39 @@ pub fn plan(a: &AuthorizedKeyArgs, st: &NodeState) -> Result<Vec<Change>, Module
                 join(&["chmod", &mode_word(0o600), &path]) + "\n",
             ));
         }
-    } else {
-        let mut new = text.clone();
-        if !new.is_empty() && !new.ends_with('\n') {
-            new.push('\n');
-        }
-        new.push_str(a.key.trim());
-        new.push('\n');
-        out.push(Change {
-            summary: format!("add key to {path}"),
-            script: write_script(&path, new.as_bytes(), Some(&owner), Some(&group), 0o600),
-            diff: Some(FileDiff {
-                path: path.clone(),
-                before: cur.map(|_| text.into_bytes()),
-                after: new.clone().into_bytes(),
-            }),
-            effects: vec![Effect::File {
-                path: path.clone(),
-                content: Some(new.into_bytes()),
-                owner: Some(owner.clone()),
-                group: Some(group.clone()),
-                mode: 0o600,
-            }],
-        });
+        return Ok(out);
     }
+    // Every other byte of the file stays as it is; the key's line goes
+    // where its first line was, or at the end.
+    let mut new = Vec::with_capacity(text.len() + a.key.len() + 1);
+    let mut placed = false;
+    for (i, l) in lines.iter().enumerate() {
+        if !ours.contains(&i) {
+            new.extend_from_slice(l);
+            new.push(b'\n');
+        } else if !placed {
+            new.extend_from_slice(a.key.trim().as_bytes());
+            new.push(b'\n');
+            placed = true;
+        }
+    }
+    if !placed {
+        new.extend_from_slice(a.key.trim().as_bytes());
+        new.push(b'\n');
+    }
+    let verb = if ours.is_empty() { "add key to" } else { "set the key's options in" };
+    out.push(Change {
+        summary: format!("{verb} {path}"),
+        script: write_script(&path, &new, Some(&owner), Some(&group), 0o600),
+        diff: Some(FileDiff { path: path.clone(), before: cur.map(|_| text.to_vec()), after: new.clone() }),
+        effects: vec![Effect::File {
+            path: path.clone(),
+            content: Some(new),
+            owner: Some(owner.clone()),
+            group: Some(group.clone()),
+            mode: 0o600,
+        }],
+    });
     Ok(out)
 }
 
@@ -217,6 +248,51 @@ mod tests {
         let loose = state(Some((0o755, 0)), Some((KEY.as_bytes(), 0o664)));
         let c = plan(&args(), &loose).unwrap();
         assert_eq!(c.len(), 2, "{c:?}");
+    }
+
+    #[test]
+    fn other_keys_survive_byte_for_byte() {
+        let other: &[u8] = b"ssh-rsa AAAAB3other caf\xe9@laptop\r\n# \xff\xfe\n";
+        let st = state(Some((0o700, 0)), Some((other, 0o600)));
+        let c = plan(&args(), &st).unwrap();
+        assert_eq!(c[0].diff.as_ref().unwrap().after, [other, KEY.as_bytes(), b"\n"].concat());
+    }
+
+    #[test]
+    fn a_key_with_options_is_enforced_in_place() {
+        let restricted = format!("from=\"198.18.1.10\",restrict {KEY}");
+        let mut a = args();
+        a.key = restricted.clone();
+        // The same key without restrictions (an older setup): replaced where it was.
+        let before = format!("ssh-rsa AAAAB3other me@laptop\n{KEY}\n# end\n");
+        let st = state(Some((0o700, 0)), Some((before.as_bytes(), 0o600)));
+        let c = plan(&a, &st).unwrap();
+        assert_eq!(c.len(), 1);
+        assert!(c[0].summary.starts_with("set the key's options in"), "{}", c[0].summary);
+        let after = String::from_utf8(c[0].diff.as_ref().unwrap().after.clone()).unwrap();
+        assert_eq!(after, format!("ssh-rsa AAAAB3other me@laptop\n{restricted}\n# end\n"));
+        // Already so: nothing to do; another address: rewritten; duplicates go.
+        let st = state(Some((0o700, 0)), Some((after.as_bytes(), 0o600)));
+        assert!(plan(&a, &st).unwrap().is_empty());
+        let moved = format!("from=\"198.18.1.99\",restrict {KEY}\n{KEY}\n");
+        let st = state(Some((0o700, 0)), Some((moved.as_bytes(), 0o600)));
+        let c = plan(&a, &st).unwrap();
+        assert_eq!(c[0].diff.as_ref().unwrap().after, format!("{restricted}\n").into_bytes());
+        // Without options in the task, options found on the node stay.
+        let st = state(Some((0o700, 0)), Some((moved.as_bytes(), 0o600)));
+        assert!(plan(&args(), &st).unwrap().is_empty());
+        assert!(has_options(&restricted) && !has_options(KEY));
+    }
+
+    #[test]
+    fn an_unread_file_is_refused() {
+        let mut st = state(Some((0o700, 0)), Some((b"", 0o600)));
+        if let Some(Some(f)) = st.files.get_mut("/home/pi/.ssh/authorized_keys") {
+            f.content = None;
+            f.size = 3 << 20;
+        }
+        let e = plan(&args(), &st).unwrap_err().to_string();
+        assert!(e.contains("authorized_keys was not read") && e.contains("refusing"), "{e}");
     }
 
     #[test]

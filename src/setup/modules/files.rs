@@ -114,7 +114,8 @@ pub fn write_script(
         s.push_str(&format!("chown {} \"$tmp\"\n", quote(&w)));
     }
     s.push_str(&format!("chmod {} \"$tmp\"\n", mode_word(mode)));
-    s.push_str(&format!("mv -f \"$tmp\" {}\n", quote(path)));
+    // -T: never into a directory that appeared at `path`.
+    s.push_str(&format!("mv -fT \"$tmp\" {}\n", quote(path)));
     s
 }
 
@@ -309,7 +310,7 @@ pub(crate) mod tests {
         assert_eq!(changes[0].summary, "update /etc/exports");
         let d = changes[0].diff.as_ref().unwrap();
         assert_eq!((d.before.as_deref(), d.after.as_slice()), (Some(&b"a\n"[..]), &b"b\n"[..]));
-        assert!(changes[0].script.contains("mv -f \"$tmp\" /etc/exports"));
+        assert!(changes[0].script.contains("mv -fT \"$tmp\" /etc/exports"));
         assert!(changes[0].script.contains("chmod 00644"));
 
         let missing = with("/etc/exports", None);
@@ -357,6 +358,14 @@ pub(crate) mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o640);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "temp file left");
+        // A directory that appeared at the path is not written into: the
+        // write fails instead.
+        let d = dir.path().join("now a dir");
+        std::fs::create_dir(&d).unwrap();
+        let script = format!("set -e\n{}", write_script(&d.display().to_string(), data, None, None, 0o644));
+        let out = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        assert!(!out.status.success());
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0, "nothing moved into the directory");
     }
 
     fn dir_args(mode: u32) -> FileArgs {

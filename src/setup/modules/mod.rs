@@ -16,7 +16,7 @@ pub mod service;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value as Json;
 
-use super::state::{NodeState, Probe};
+use super::state::{FileStat, NodeState, Probe, MAX_CONTENT};
 
 pub use effect::Effect;
 
@@ -110,6 +110,17 @@ impl ModuleArgs {
             "group" => ModuleArgs::Group(typed(module, args)?),
             other => return Err(ModuleError::Unknown(other.into())),
         })
+    }
+
+    /// How long the module's changes may take on a node when its task sets
+    /// no `timeout:`: installing packages (download, unpack, maintainer
+    /// scripts on an SD card) gets 30 minutes, anything else `base` (the
+    /// `--timeout` of the run).
+    pub fn default_timeout(&self, base: std::time::Duration) -> std::time::Duration {
+        match self {
+            ModuleArgs::Apt(_) => base.max(std::time::Duration::from_secs(1800)),
+            _ => base,
+        }
     }
 
     /// What the plan needs to know about the node.
@@ -208,6 +219,30 @@ pub fn id_matches(want: &str, name: &str, id: u32) -> bool {
 }
 
 /// An absolute path without `..` tricks or newlines.
+/// The bytes of a file that a module edits line by line (fstab,
+/// authorized_keys): empty when it does not exist. A file whose content
+/// the probe did not read (over [`MAX_CONTENT`], or unreadable) is refused:
+/// rewriting it from what was seen would lose what was not.
+pub fn current_content<'a>(path: &str, cur: Option<&'a FileStat>) -> Result<&'a [u8], ModuleError> {
+    match cur {
+        None => Ok(&[]),
+        Some(c) => c.content.as_deref().ok_or_else(|| {
+            ModuleError::Invalid(format!(
+                "{path} was not read ({} bytes; setup reads files of up to {MAX_CONTENT} bytes that it may \
+                 open): refusing to rewrite it from a partial view; edit it by hand",
+                c.size
+            ))
+        }),
+    }
+}
+
+/// The lines of `text` as bytes, without their `\n` (like `str::lines`,
+/// but nothing else is touched: a `\r` or bytes that are not UTF-8 stay).
+pub fn byte_lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let body = text.strip_suffix(b"\n").unwrap_or(text);
+    body.split(|b| *b == b'\n').filter(move |_| !text.is_empty())
+}
+
 pub fn check_path(what: &str, p: &str) -> Result<(), ModuleError> {
     if !p.starts_with('/') || p.contains('\n') || p.contains('\0') {
         return Err(ModuleError::Invalid(format!("{what} must be an absolute path: {p:?}")));
@@ -218,6 +253,15 @@ pub fn check_path(what: &str, p: &str) -> Result<(), ModuleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_lines_keep_every_byte() {
+        let lines: Vec<&[u8]> = byte_lines(b"a\r\n\xff b\n\nlast").collect();
+        assert_eq!(lines, [&b"a\r"[..], b"\xff b", b"", b"last"]);
+        assert_eq!(byte_lines(b"one\n").count(), 1);
+        assert_eq!(byte_lines(b"").count(), 0);
+        assert_eq!(byte_lines(b"\n").collect::<Vec<_>>(), [&b""[..]]);
+    }
 
     #[test]
     fn modes_and_ids() {

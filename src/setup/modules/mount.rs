@@ -8,7 +8,7 @@ use crate::quote::join;
 use crate::setup::state::{escape_mount_field, unescape_mount_field, NodeState};
 
 use super::files::write_script;
-use super::{check_path, Change, Effect, FileDiff, ModuleError};
+use super::{byte_lines, check_path, current_content, Change, Effect, FileDiff, ModuleError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -50,35 +50,39 @@ pub fn fstab_line(src: &str, path: &str, fstype: &str, opts: &str) -> String {
 
 /// `text` with exactly one entry for `path`, equal to `line` (the first
 /// existing entry is replaced in place, later duplicates dropped, or the
-/// line appended). `None` when `text` already is like that.
-pub fn fstab_with(text: &str, path: &str, line: &str) -> Option<String> {
+/// line appended). `None` when `text` already is like that. Every other
+/// line is kept byte for byte.
+pub fn fstab_with(text: &[u8], path: &str, line: &str) -> Option<Vec<u8>> {
     let want: Vec<&str> = line.split_whitespace().collect();
-    let is_entry = |l: &str| {
+    let is_entry = |l: &[u8]| {
+        let l = String::from_utf8_lossy(l);
         let t = l.trim_start();
         !t.starts_with('#')
             && t.split_whitespace().nth(1).map(|p| unescape_mount_field(p) == path).unwrap_or(false)
     };
-    let entries: Vec<&str> = text.lines().filter(|l| is_entry(l)).collect();
-    if entries.len() == 1 && entries[0].split_whitespace().collect::<Vec<_>>() == want {
+    let entries: Vec<&[u8]> = byte_lines(text).filter(|l| is_entry(l)).collect();
+    if entries.len() == 1
+        && String::from_utf8_lossy(entries[0]).split_whitespace().collect::<Vec<_>>() == want
+    {
         return None;
     }
-    let mut out = String::with_capacity(text.len() + line.len() + 1);
+    let mut out = Vec::with_capacity(text.len() + line.len() + 1);
     let mut placed = false;
-    for l in text.lines() {
+    for l in byte_lines(text) {
         if is_entry(l) {
             if !placed {
-                out.push_str(line);
-                out.push('\n');
+                out.extend_from_slice(line.as_bytes());
+                out.push(b'\n');
                 placed = true;
             }
         } else {
-            out.push_str(l);
-            out.push('\n');
+            out.extend_from_slice(l);
+            out.push(b'\n');
         }
     }
     if !placed {
-        out.push_str(line);
-        out.push('\n');
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
     }
     Some(out)
 }
@@ -95,27 +99,24 @@ pub fn plan(a: &MountArgs, st: &NodeState) -> Result<Vec<Change>, ModuleError> {
         return Err(ModuleError::NotProbed(a.fstab.clone()));
     }
     let cur = st.file(&a.fstab);
-    let text = cur
-        .and_then(|c| c.content.as_deref())
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .unwrap_or_default();
+    let text = current_content(&a.fstab, cur)?;
     let line = fstab_line(&a.src, &a.path, &a.fstype, &a.opts);
     let mut out = Vec::new();
-    let new = fstab_with(&text, &a.path, &line);
+    let new = fstab_with(text, &a.path, &line);
     if let Some(new) = &new {
         let mode = cur.map(|c| c.mode & 0o7777).unwrap_or(0o644);
         let (o, g) = cur.map(|c| (c.uid.to_string(), c.gid.to_string())).unwrap_or(("0".into(), "0".into()));
         out.push(Change {
             summary: format!("{} in {}: {line}", a.path, a.fstab),
-            script: write_script(&a.fstab, new.as_bytes(), Some(&o), Some(&g), mode),
+            script: write_script(&a.fstab, new, Some(&o), Some(&g), mode),
             diff: Some(FileDiff {
                 path: a.fstab.clone(),
-                before: cur.map(|_| text.clone().into_bytes()),
-                after: new.clone().into_bytes(),
+                before: cur.map(|_| text.to_vec()),
+                after: new.clone(),
             }),
             effects: vec![Effect::File {
                 path: a.fstab.clone(),
-                content: Some(new.clone().into_bytes()),
+                content: Some(new.clone()),
                 owner: Some(o.clone()),
                 group: Some(g.clone()),
                 mode,
@@ -174,22 +175,44 @@ mod tests {
         assert_eq!(fstab_line("h:/a b", "/a b", "nfs", "ro"), "h:/a\\040b /a\\040b nfs ro 0 0");
     }
 
+    fn with(text: &str) -> Option<String> {
+        fstab_with(text.as_bytes(), "/srv/dffmpeg/work", LINE).map(|b| String::from_utf8(b).unwrap())
+    }
+
     #[test]
     fn fstab_editing() {
         let base = "# static\nUUID=1 / ext4 defaults 0 1\n";
-        assert_eq!(fstab_with(base, "/srv/dffmpeg/work", LINE).unwrap(), format!("{base}{LINE}\n"));
+        assert_eq!(with(base).unwrap(), format!("{base}{LINE}\n"));
         let done = format!("{base}{LINE}\n");
-        assert_eq!(fstab_with(&done, "/srv/dffmpeg/work", LINE), None);
+        assert_eq!(with(&done), None);
         // Same fields, other spacing: still equal.
         let spaced = format!("{base}{}\n", LINE.replace(' ', "\t"));
-        assert_eq!(fstab_with(&spaced, "/srv/dffmpeg/work", LINE), None);
+        assert_eq!(with(&spaced), None);
         // An old entry is replaced in place; duplicates go.
         let old =
             format!("old:/x /srv/dffmpeg/work nfs ro 0 0\n{base}old2:/y /srv/dffmpeg/work nfs ro 0 0\n");
-        assert_eq!(fstab_with(&old, "/srv/dffmpeg/work", LINE).unwrap(), format!("{LINE}\n{base}"));
+        assert_eq!(with(&old).unwrap(), format!("{LINE}\n{base}"));
         // A commented-out entry is left alone.
         let commented = format!("#{LINE}\n");
-        assert_eq!(fstab_with(&commented, "/srv/dffmpeg/work", LINE).unwrap(), format!("#{LINE}\n{LINE}\n"));
+        assert_eq!(with(&commented).unwrap(), format!("#{LINE}\n{LINE}\n"));
+    }
+
+    #[test]
+    fn other_lines_survive_byte_for_byte() {
+        let text = b"# caf\xe9 (latin-1)\r\nUUID=1 /d\xffata ext4 defaults 0 2\n";
+        let new = fstab_with(text, "/srv/dffmpeg/work", LINE).unwrap();
+        assert_eq!(new, [&text[..], LINE.as_bytes(), b"\n"].concat());
+    }
+
+    #[test]
+    fn an_unread_fstab_is_refused() {
+        let mut s = st("", "");
+        if let Some(Some(f)) = s.files.get_mut("/etc/fstab") {
+            f.content = None;
+            f.size = 2 << 20;
+        }
+        let e = plan(&a(), &s).unwrap_err().to_string();
+        assert!(e.contains("/etc/fstab was not read (2097152 bytes") && e.contains("refusing"), "{e}");
     }
 
     #[test]
