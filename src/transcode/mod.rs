@@ -79,7 +79,7 @@ pub async fn run(args: TranscodeArgs) -> Outcome {
     };
     let (stop_tx, stop) = signal_watch::channel(false);
     let signals = tokio::spawn(async move {
-        wait_for_signal().await;
+        crate::signals::wait().await;
         // Nobody listens any more: the work is over anyway.
         let _ = stop_tx.send(true);
     });
@@ -253,23 +253,6 @@ fn conclude(outcomes: Vec<FileOutcome>, single: bool, watch: bool) -> Outcome {
             Err(failed(anyhow!("interrupted with {n} files to go; run the same command again to resume")))
         }
         (n, _) => Err(failed(anyhow!("{n} of {} files failed", outcomes.len()))),
-    }
-}
-
-/// SIGINT or SIGTERM.
-pub async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            // Without a SIGTERM handler, Ctrl-C alone stops the work.
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
 
