@@ -7,6 +7,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use common::lab::{HostOpts, Lab};
 use common::media::*;
@@ -416,4 +417,107 @@ fn inventory_errors_name_the_place() {
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
     let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Two 1.0-CPU hosts over ssh; `freeze(b)` is called once b's first chunk
+/// shows progress. The job must finish on a within `bound` of the freeze,
+/// frame-exact, the report must name b, and no ssh of dffmpeg's to b may
+/// be left running on this machine. Returns the events.
+fn frozen_job(
+    tag: &str,
+    net: u8,
+    bound: Duration,
+    freeze: impl Fn(&common::lab::Host),
+) -> Vec<serde_json::Value> {
+    let d = workdir(tag);
+    let mut lab = Lab::new(tag, net);
+    let a = lab.add_host("a", HostOpts { cpus: Some(1.0) });
+    let b = lab.add_host("b", HostOpts { cpus: Some(1.0) });
+    let nodes = [
+        TestNode { name: "a".into(), host: a.ip.clone() },
+        TestNode { name: "b".into(), host: b.ip.clone() },
+    ];
+    // Long enough (about 20 s of work for one host) that the freeze
+    // matters before the queue runs dry: 720p, x264 medium.
+    let input = d.join("in.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=1280x720:rate=25:duration=16",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "25",
+        input.to_str().unwrap(),
+    ]);
+    let inv = write_inventory(&d, &lab, "ssh", None, &nodes);
+    let out = d.join("out.mp4");
+    let mut frozen_at: Option<std::time::Instant> = None;
+    let args = ["-c:v", "libx264", "-preset", "medium"];
+    let (res, ev) = run_streaming(
+        cluster_cmd(&d, &inv).args(["--json", "--chunk", "2", "-o"]).arg(&out).arg(&input).args(args),
+        |e, _| {
+            let b_busy = e["event"] == "chunk_start" && e["node"] == "b";
+            if b_busy && frozen_at.is_none() {
+                // Give its encoder a moment to start, then freeze.
+                std::thread::sleep(Duration::from_millis(700));
+                freeze(&b);
+                frozen_at = Some(std::time::Instant::now());
+            }
+        },
+    );
+    let frozen_at = frozen_at.expect("b never took a chunk");
+    let took = frozen_at.elapsed();
+    b.thaw();
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    assert!(took < bound, "the job took {took:?} after the freeze (bound {bound:?})");
+    assert_eq!(frame_count(&out), frame_count(&input));
+    assert_same_video(&out, &input);
+    // Nothing of dffmpeg's toward b is left on this machine.
+    let clients = Command::new("pgrep").args(["-ax", "ssh"]).output().unwrap();
+    let left: Vec<String> = String::from_utf8_lossy(&clients.stdout)
+        .lines()
+        .filter(|l| l.contains(&b.ip))
+        .map(str::to_string)
+        .collect();
+    assert!(left.is_empty(), "left running: {left:?}");
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&d);
+    ev
+}
+
+/// A node that hangs with its connection up (its ffmpeg stopped, as on an
+/// NFS hard mount that hangs): only the watchdog can tell. Its chunk goes
+/// to the other node; the node is named.
+#[test]
+fn a_hung_encoder_is_abandoned_by_the_watchdog() {
+    let ev = frozen_job("clhang", 88, Duration::from_secs(60), |b| {
+        for pid in b.pids_matching("ffmpeg") {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+        }
+    });
+    let stalled = ev
+        .iter()
+        .find(|e| e["event"] == "chunk_failed" && e["node"] == "b")
+        .unwrap_or_else(|| panic!("b's chunk was not given up: {ev:?}"));
+    assert!(stalled["error"].as_str().unwrap().contains("no new frame"), "{stalled}");
+    let done = ev.iter().find(|e| e["event"] == "batch_done").unwrap();
+    let b_stats = done["nodes"].as_array().unwrap().iter().find(|n| n["node"] == "b").unwrap();
+    assert!(b_stats["failures"].as_u64().unwrap() >= 1, "{done}");
+}
+
+/// A whole host frozen (every process stopped, its TCP connection open):
+/// the SSH keepalive or the watchdog gives it up, the job finishes on the
+/// other host, and the report names it.
+#[test]
+fn a_frozen_host_is_given_up_and_named() {
+    let ev = frozen_job("clfrz", 89, Duration::from_secs(60), |b| b.freeze());
+    assert!(
+        ev.iter().any(|e| (e["event"] == "node_dropped" || e["event"] == "chunk_failed") && e["node"] == "b"),
+        "the report names b: {ev:?}"
+    );
 }
