@@ -113,7 +113,7 @@ pub struct SetupArgs {
     /// Only these nodes (comma-separated names).
     #[arg(long, value_delimiter = ',', value_name = "NODE,...")]
     pub limit: Vec<String>,
-    /// Only these steps: apt-sources, packages, ssh-keys, exports, mounts.
+    /// Only these steps: apt-sources, packages, ssh-keys, exports, mounts, watch.
     #[arg(long, value_delimiter = ',', value_name = "STEP,...")]
     pub only: Vec<String>,
     /// Ask the SSH password once, for first bring-up of password-only nodes.

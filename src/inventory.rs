@@ -30,6 +30,20 @@ pub struct Cluster {
     pub shared_dir: PathBuf,
     pub storage: StorageMode,
     pub apt_mirror: Option<String>,
+    /// `watch:` — a service on the controller transcoding every new video
+    /// of `input` into `output` (`dffmpeg transcode --watch`).
+    pub watch: Option<Watch>,
+}
+
+/// The controller's watch service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Watch {
+    /// Watched directory (default: SHARED_DIR/upload).
+    pub input: PathBuf,
+    /// Where the outputs go (default: SHARED_DIR/output).
+    pub output: PathBuf,
+    /// ffmpeg output options, as after the inputs of `dffmpeg transcode`.
+    pub args: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +83,7 @@ impl Inventory {
                 shared_dir: PathBuf::from("/srv/dffmpeg"),
                 storage: StorageMode::Ssh,
                 apt_mirror: None,
+                watch: None,
             },
             nodes: vec![Node {
                 name: "local".into(),
@@ -283,7 +298,8 @@ fn kind(v: &Val) -> &'static str {
 }
 
 const TOP_KEYS: &[&str] = &["cluster", "defaults", "nodes"];
-const CLUSTER_KEYS: &[&str] = &["shared_dir", "storage", "apt_mirror"];
+const CLUSTER_KEYS: &[&str] = &["shared_dir", "storage", "apt_mirror", "watch"];
+const WATCH_KEYS: &[&str] = &["input", "output", "args"];
 const DEFAULT_KEYS: &[&str] = &["user", "port", "become", "identity_file", "slots"];
 const NODE_KEYS: &[&str] = &["host", "port", "user", "roles", "slots", "identity_file", "become"];
 /// Names people reach for from Ansible or ssh_config, and what we call them.
@@ -598,7 +614,12 @@ pub fn parse(text: &str, file: &str) -> Result<Inventory, InventoryError> {
     }
     Ok(Inventory {
         source: file.to_string(),
-        cluster: Cluster { shared_dir: cluster.shared_dir, storage, apt_mirror: cluster.apt_mirror },
+        cluster: Cluster {
+            watch: cluster.watch.map(|w| w.settle(&cluster.shared_dir)),
+            shared_dir: cluster.shared_dir,
+            storage,
+            apt_mirror: cluster.apt_mirror,
+        },
         nodes: located.into_iter().map(|l| l.node).collect(),
     })
 }
@@ -646,11 +667,60 @@ struct ClusterDraft {
     shared_dir: PathBuf,
     storage: Option<(StorageMode, Pos)>,
     apt_mirror: Option<String>,
+    watch: Option<WatchDraft>,
 }
 
 impl Default for ClusterDraft {
     fn default() -> ClusterDraft {
-        ClusterDraft { shared_dir: PathBuf::from(DEFAULT_SHARED_DIR), storage: None, apt_mirror: None }
+        ClusterDraft { shared_dir: PathBuf::from(DEFAULT_SHARED_DIR), storage: None, apt_mirror: None, watch: None }
+    }
+}
+
+/// `watch:` as written; its directories default to the shared tree's.
+#[derive(Default)]
+struct WatchDraft {
+    input: Option<PathBuf>,
+    output: Option<PathBuf>,
+    args: Vec<String>,
+}
+
+impl WatchDraft {
+    fn settle(self, shared: &Path) -> Watch {
+        Watch {
+            input: self.input.unwrap_or_else(|| shared.join("upload")),
+            output: self.output.unwrap_or_else(|| shared.join("output")),
+            args: self.args,
+        }
+    }
+}
+
+fn parse_watch(cx: &Ctx, v: &Spanned<Val>) -> R<WatchDraft> {
+    let mut w = WatchDraft::default();
+    for (k, v) in cx.entries(v, "`watch`")? {
+        match k.value.as_str() {
+            "input" => w.input = Some(absolute(cx, "input", v)?),
+            "output" => w.output = Some(absolute(cx, "output", v)?),
+            "args" => w.args = words(cx, "args", v)?,
+            _ => return Err(cx.unknown_key(k, WATCH_KEYS, "in `watch`")),
+        }
+    }
+    Ok(w)
+}
+
+/// An absolute path.
+fn absolute(cx: &Ctx, key: &str, v: &Spanned<Val>) -> R<PathBuf> {
+    let s = cx.text(key, v)?;
+    if !s.starts_with('/') {
+        return Err(cx.err(pos(v), format!("`{key}: {s}` must be an absolute path")));
+    }
+    Ok(PathBuf::from(s))
+}
+
+/// A list of words (`[-c:v, libx264, -crf, 23]`).
+fn words(cx: &Ctx, key: &str, v: &Spanned<Val>) -> R<Vec<String>> {
+    match &v.value {
+        Val::Seq(items) => items.iter().map(|i| cx.text(key, i)).collect(),
+        other => Err(cx.err(pos(v), format!("`{key}` must be a list, e.g. [-c:v, libx264], not {}", kind(other)))),
     }
 }
 
@@ -661,6 +731,7 @@ fn parse_cluster(cx: &Ctx, v: &Spanned<Val>) -> R<ClusterDraft> {
             "shared_dir" => c.shared_dir = shared_dir(cx, v)?,
             "storage" => c.storage = Some((storage_word(cx, v)?, pos(v))),
             "apt_mirror" => c.apt_mirror = Some(apt_mirror(cx, v)?),
+            "watch" => c.watch = Some(parse_watch(cx, v)?),
             _ => return Err(cx.unknown_key(k, CLUSTER_KEYS, "in `cluster`")),
         }
     }

@@ -67,6 +67,7 @@ fn inventory() -> Inventory {
             shared_dir: PathBuf::from("/srv/dffmpeg"),
             storage: StorageMode::Nfs,
             apt_mirror: Some("http://198.18.41.1:8080".into()),
+            watch: None,
         },
         nodes: vec![
             node("here", Host::Local, vec![Role::Controller, Role::Compute, Role::Storage]),

@@ -50,6 +50,7 @@ fn inventory() -> Inventory {
             shared_dir: PathBuf::from("/srv/dffmpeg"),
             storage: StorageMode::Nfs,
             apt_mirror: None,
+            watch: None,
         },
         // The compute node first: it must still wait.
         nodes: vec![node("c1", vec![Role::Compute]), node("st", vec![Role::Controller, Role::Storage])],

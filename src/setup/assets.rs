@@ -15,6 +15,7 @@ const EMBEDDED_PLAYBOOKS: &[(&str, &str)] = &[
 const EMBEDDED_TEMPLATES: &[(&str, &str)] = &[
     ("sources.list.j2", include_str!("../../templates/sources.list.j2")),
     ("exports.j2", include_str!("../../templates/exports.j2")),
+    ("dffmpeg-watch.service.j2", include_str!("../../templates/dffmpeg-watch.service.j2")),
 ];
 
 #[derive(Debug, Clone, Default)]

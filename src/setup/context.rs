@@ -104,6 +104,11 @@ pub fn base(
             "storage": if nfs { "nfs" } else { "ssh" },
             "nfs": nfs,
             "apt_mirror": inv.cluster.apt_mirror.as_ref().map(|m| m.trim_end_matches('/').to_string()),
+            "watch": inv.cluster.watch.as_ref().map(|w| json!({
+                "input": w.input.display().to_string(),
+                "output": w.output.display().to_string(),
+                "args": w.args,
+            })),
         },
         "nodes": inv.nodes.iter().map(|n| json!({
             "name": n.name,
@@ -166,6 +171,7 @@ pub(crate) mod tests {
                 shared_dir: PathBuf::from("/srv/dffmpeg"),
                 storage: StorageMode::Nfs,
                 apt_mirror: Some("http://198.18.41.1:8080/".into()),
+                watch: None,
             },
             nodes,
         }

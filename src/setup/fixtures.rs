@@ -313,3 +313,41 @@ fn a_local_compute_node_needs_an_address_for_the_exports() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn the_watch_service_runs_dffmpeg_as_the_controllers_user() {
+    let mut inv = three();
+    let f = facts("raspbian", "bookworm", "armhf");
+    // Without `cluster.watch`: nothing.
+    let plan = plan_of(&jobs(&inv, &[])[0], &f);
+    assert!(matches!(plan.iter().find(|(n, _)| n == "watch service"), Some((_, Preview::Skip(_)))));
+    inv.cluster.watch = Some(crate::inventory::Watch {
+        input: "/srv/dffmpeg/upload".into(),
+        output: "/srv/dffmpeg/output".into(),
+        args: vec!["-c:v".into(), "libx264".into(), "-metadata".into(), "title=50% \"$HOME\"".into()],
+    });
+    let mut opts = Options::new(Assets::embedded());
+    let w = inv.cluster.watch.clone().unwrap();
+    let line = ["/usr/bin/dffmpeg", "transcode", "--watch", "-O", "/srv/dffmpeg/output", "/srv/dffmpeg/upload", "--"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(w.args.iter().cloned())
+        .map(|s| super::systemd_quote(&s))
+        .collect::<Vec<_>>()
+        .join(" ");
+    opts.vars.insert("watch_exec".into(), serde_json::Value::String(line));
+    let pbs = load_playbooks(&opts.assets).unwrap();
+    let selected: Vec<_> = inv.nodes.iter().collect();
+    let from = |_: &crate::inventory::Node| Some("198.18.41.1".to_string());
+    let keys = super::KeyPlan { pubkey: "ssh-ed25519 AAAAC3Nza dffmpeg@ctl", wanted: true, from: &from };
+    let jobs = build_jobs(&inv, &selected, &pbs, &opts, &keys, &addresses(&inv, || None)).unwrap();
+    let plan = plan_of(&jobs[0], &f);
+    let unit = written(&plan, "watch service");
+    assert!(unit.contains("\nUser=pi\n"), "{unit}");
+    // systemd's quoting: % and $ doubled, quotes escaped.
+    assert!(unit.contains(r#""-metadata" "title=50%% \"$$HOME\"""#), "{unit}");
+    assert!(unit.contains(r#"ExecStart="/usr/bin/dffmpeg" "transcode" "--watch""#), "{unit}");
+    assert!(changes(&plan, "watch service")[0].script.contains("/etc/systemd/system/dffmpeg-watch.service"));
+    // A compute-only node runs no watch service.
+    assert!(plan_of(&jobs[1], &f).iter().all(|(n, _)| n != "watch service"));
+}

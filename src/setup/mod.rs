@@ -449,6 +449,10 @@ pub async fn run(args: SetupArgs) -> Outcome {
 async fn run_to_end(args: SetupArgs) -> Outcome {
     let inventory = Inventory::load(&args.inventory).map_err(usage)?;
     let mut opts = Options::from_args(&args)?;
+    if let Some(w) = &inventory.cluster.watch {
+        let line = watch_exec(&args.inventory, w).map_err(usage)?;
+        opts.vars.insert("watch_exec".into(), Json::String(line));
+    }
     let selected: Vec<Node> =
         select::nodes(&inventory, &opts.limit).map_err(usage)?.into_iter().cloned().collect();
     if let Some(hint) = select::limit_hint(&inventory, &opts.limit) {
@@ -535,6 +539,38 @@ impl Drop for Scratch {
         // Missing when no new host answered: nothing to remove.
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// The watch service's command line (systemd's `ExecStart=`): this very
+/// dffmpeg, the inventory it was run with (its absolute path), `transcode
+/// --watch -O OUTPUT INPUT -- ARGS`, each word quoted the way systemd
+/// reads it.
+fn watch_exec(inventory: &std::path::Path, w: &crate::inventory::Watch) -> anyhow::Result<String> {
+    let exe = std::env::current_exe().context("the path of this dffmpeg")?;
+    let inv = inventory.canonicalize().with_context(|| format!("{}", inventory.display()))?;
+    let mut words = vec![exe.display().to_string(), "transcode".into(), "-I".into(), inv.display().to_string()];
+    words.extend(["--watch".into(), "-O".into(), w.output.display().to_string(), w.input.display().to_string()]);
+    words.push("--".into());
+    words.extend(w.args.iter().cloned());
+    Ok(words.iter().map(|w| systemd_quote(w)).collect::<Vec<_>>().join(" "))
+}
+
+/// One word for a systemd unit's command line: in double quotes, with
+/// `\`, `"`, `%` (specifiers), `$` (variables) and newlines escaped.
+pub fn systemd_quote(word: &str) -> String {
+    let mut q = String::from("\"");
+    for c in word.chars() {
+        match c {
+            '\\' => q.push_str("\\\\"),
+            '"' => q.push_str("\\\""),
+            '%' => q.push_str("%%"),
+            '$' => q.push_str("$$"),
+            '\n' => q.push_str("\\n"),
+            c => q.push(c),
+        }
+    }
+    q.push('"');
+    q
 }
 
 /// `--ask-pass`: install the controller's key on every selected SSH node
