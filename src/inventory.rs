@@ -1094,7 +1094,7 @@ nodes:
             .lines()
             .map(|l| {
                 l.strip_prefix("  # ")
-                    .filter(|r| r.starts_with("nuc:") || r.starts_with("  "))
+                    .filter(|r| r.starts_with("nuc:") || r.starts_with("watch:") || r.starts_with("  "))
                     .map(|r| format!("  {r}"))
                     .unwrap_or_else(|| l.to_string())
             })
@@ -1103,6 +1103,9 @@ nodes:
         let inv = parse(&uncommented, "x.yaml").unwrap();
         let nuc = inv.node("nuc").expect("nuc uncommented");
         assert_eq!(nuc.user.as_deref(), Some("me"));
+        let watch = inv.cluster.watch.as_ref().expect("watch uncommented");
+        assert_eq!(watch.input, PathBuf::from("/srv/dffmpeg/upload"));
+        assert_eq!(watch.args, ["-c:v", "libx264", "-crf", "23", "-c:a", "aac"]);
         assert_eq!(nuc.slots, Some(4));
         // `~/` is expanded when the inventory is read, for every command.
         let home = PathBuf::from(std::env::var_os("HOME").expect("HOME"));
