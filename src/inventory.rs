@@ -672,7 +672,12 @@ struct ClusterDraft {
 
 impl Default for ClusterDraft {
     fn default() -> ClusterDraft {
-        ClusterDraft { shared_dir: PathBuf::from(DEFAULT_SHARED_DIR), storage: None, apt_mirror: None, watch: None }
+        ClusterDraft {
+            shared_dir: PathBuf::from(DEFAULT_SHARED_DIR),
+            storage: None,
+            apt_mirror: None,
+            watch: None,
+        }
     }
 }
 
@@ -720,7 +725,9 @@ fn absolute(cx: &Ctx, key: &str, v: &Spanned<Val>) -> R<PathBuf> {
 fn words(cx: &Ctx, key: &str, v: &Spanned<Val>) -> R<Vec<String>> {
     match &v.value {
         Val::Seq(items) => items.iter().map(|i| cx.text(key, i)).collect(),
-        other => Err(cx.err(pos(v), format!("`{key}` must be a list, e.g. [-c:v, libx264], not {}", kind(other)))),
+        other => {
+            Err(cx.err(pos(v), format!("`{key}` must be a list, e.g. [-c:v, libx264], not {}", kind(other))))
+        }
     }
 }
 

@@ -20,6 +20,9 @@
 //!    encodes) and started again a few seconds later: the job recovers (frame-exact output,
 //!    every kept chunk whole) or fails with a clear message and no output; either way a
 //!    re-run resumes from the kept chunks and the output is frame-exact.
+//! 6. `cluster.watch` added to the inventory: `setup --only watch` installs, enables and
+//!    starts the watch service (real systemd); a clip put into upload/ comes out in
+//!    output/, frame-exact; `systemctl stop` ends it cleanly (SIGTERM).
 //!
 //! A VM test: runs only with DFFMPEG_VM_TESTS=1, as root, alone (TCG: minutes):
 //! `DFFMPEG_VM_TESTS=1 cargo test --test vm_cluster -- --nocapture`.
@@ -46,10 +49,11 @@ const BUDGET: Duration = Duration::from_secs(15 * 60);
 /// How long the NFS server stays stopped in step 5.
 const OUTAGE: Duration = Duration::from_secs(8);
 
-fn inventory(mirror: &str, cmp_ip: &str) -> String {
+/// `more` goes into the `cluster:` section.
+fn inventory(mirror: &str, cmp_ip: &str, more: &str) -> String {
     format!(
         "# The blog's cluster: the Pi 3B runs dffmpeg and holds the shared directory.\n\
-         cluster:\n  shared_dir: {SHARED}\n  storage: nfs\n  apt_mirror: {mirror}\n\
+         cluster:\n  shared_dir: {SHARED}\n  storage: nfs\n  apt_mirror: {mirror}\n{more}\
          defaults: {{ user: pi, become: true }}\n\
          nodes:\n  ctl: {{ host: local, roles: [controller, compute, storage] }}\n  \
          cmp: {{ host: {cmp_ip}, roles: [compute] }}\n"
@@ -225,7 +229,10 @@ fn the_blogs_cluster_on_real_kernels() {
     lab.copy_to("ctl", env!("CARGO_BIN_EXE_dffmpeg"), "/usr/local/bin/dffmpeg");
     lab.ssh_root_ok(
         "ctl",
-        &format!("cat > {INVENTORY} <<'EOF'\n{}EOF\nchown pi: {INVENTORY}", inventory(&mirror.url, &cmp_ip)),
+        &format!(
+            "cat > {INVENTORY} <<'EOF'\n{}EOF\nchown pi: {INVENTORY}",
+            inventory(&mirror.url, &cmp_ip, "")
+        ),
     );
     timed("mirror, key, binary, inventory", t);
 
@@ -466,6 +473,10 @@ fn the_blogs_cluster_on_real_kernels() {
     assert!(left.trim().is_empty(), "job directory left: {left}");
     timed("5. re-run resumes", t);
 
+    let t = Instant::now();
+    watch_service(&lab, &mirror.url, &input, in_frames);
+    timed("6. the watch service", t);
+
     drop(mirror);
     let t = Instant::now();
     drop(lab);
@@ -481,6 +492,45 @@ fn the_blogs_cluster_on_real_kernels() {
         if total <= BUDGET { "within" } else { "OVER" },
         BUDGET.as_secs() / 60
     ));
+}
+
+/// Step 6: `cluster.watch` in the inventory; `setup --only watch` installs
+/// and starts the service on ctl (real systemd); a clip copied into
+/// upload/ comes out in output/, frame-exact; the service stops cleanly.
+fn watch_service(lab: &VmLab, mirror: &str, clip: &str, in_frames: u64) {
+    let watch = "  watch: { args: [-c:v, mpeg4, -q:v, \"5\", -c:a, aac] }\n";
+    let with_watch = inventory(mirror, lab.ip("cmp"), watch);
+    lab.ssh_root_ok("ctl", &format!("cat > {INVENTORY} <<'EOF'\n{with_watch}EOF\nchown pi: {INVENTORY}"));
+    let r = step("6. dffmpeg setup --only watch", || {
+        dffmpeg(lab, &format!("setup {INVENTORY} --only watch"), b"")
+    });
+    assert_eq!(r.code, 0, "{r}");
+    let state =
+        lab.ssh_root_ok("ctl", "systemctl is-active dffmpeg-watch; systemctl is-enabled dffmpeg-watch");
+    assert_eq!(state.split_whitespace().collect::<Vec<_>>(), ["active", "enabled"], "{state}");
+    as_pi_ok(
+        lab,
+        "ctl",
+        &format!(
+            "cp {} {SHARED}/upload/.part && mv {SHARED}/upload/.part {SHARED}/upload/watched.mp4",
+            q(clip)
+        ),
+    );
+    let out = format!("{SHARED}/output/watched.mp4");
+    let t = Instant::now();
+    while as_pi(lab, "ctl", &format!("test -s {out}")).status.code() != Some(0) {
+        assert!(
+            t.elapsed() < Duration::from_secs(180),
+            "no output from the watch service: {}",
+            lab.ssh_root_ok("ctl", "journalctl -u dffmpeg-watch --no-pager | tail -n 30")
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    // Written under a temporary name and renamed: whole once it appears.
+    assert_eq!(frames(lab, &out), in_frames, "frame-exact through the watch service");
+    lab.ssh_root_ok("ctl", "systemctl stop dffmpeg-watch");
+    let state = lab.ssh_root_ok("ctl", "systemctl show -p Result --value dffmpeg-watch");
+    assert_eq!(state.trim(), "success", "a clean stop on SIGTERM");
 }
 
 /// Runs `dffmpeg ARGS` (a `--json` transcode) as pi on ctl, reading its events as they

@@ -328,13 +328,21 @@ fn the_watch_service_runs_dffmpeg_as_the_controllers_user() {
     });
     let mut opts = Options::new(Assets::embedded());
     let w = inv.cluster.watch.clone().unwrap();
-    let line = ["/usr/bin/dffmpeg", "transcode", "--watch", "-O", "/srv/dffmpeg/output", "/srv/dffmpeg/upload", "--"]
-        .iter()
-        .map(|s| s.to_string())
-        .chain(w.args.iter().cloned())
-        .map(|s| super::systemd_quote(&s))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let line = [
+        "/usr/bin/dffmpeg",
+        "transcode",
+        "--watch",
+        "-O",
+        "/srv/dffmpeg/output",
+        "/srv/dffmpeg/upload",
+        "--",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(w.args.iter().cloned())
+    .map(|s| super::systemd_quote(&s))
+    .collect::<Vec<_>>()
+    .join(" ");
     opts.vars.insert("watch_exec".into(), serde_json::Value::String(line));
     let pbs = load_playbooks(&opts.assets).unwrap();
     let selected: Vec<_> = inv.nodes.iter().collect();

@@ -548,8 +548,14 @@ impl Drop for Scratch {
 fn watch_exec(inventory: &std::path::Path, w: &crate::inventory::Watch) -> anyhow::Result<String> {
     let exe = std::env::current_exe().context("the path of this dffmpeg")?;
     let inv = inventory.canonicalize().with_context(|| format!("{}", inventory.display()))?;
-    let mut words = vec![exe.display().to_string(), "transcode".into(), "-I".into(), inv.display().to_string()];
-    words.extend(["--watch".into(), "-O".into(), w.output.display().to_string(), w.input.display().to_string()]);
+    let mut words =
+        vec![exe.display().to_string(), "transcode".into(), "-I".into(), inv.display().to_string()];
+    words.extend([
+        "--watch".into(),
+        "-O".into(),
+        w.output.display().to_string(),
+        w.input.display().to_string(),
+    ]);
     words.push("--".into());
     words.extend(w.args.iter().cloned());
     Ok(words.iter().map(|w| systemd_quote(w)).collect::<Vec<_>>().join(" "))
