@@ -100,7 +100,8 @@ pub async fn run(
     let nodes = std::mem::take(&mut b.nodes);
     let broker =
         tokio::spawn(dispatch::dispatch(nodes, orders_rx, ends_tx, s.events.clone(), s.stop.clone()));
-    let prep = spawn_prep(files, first, &s, b.slots, reports.clone());
+    let even = b.facts.len() == 1;
+    let prep = spawn_prep(files, first, &s, (b.slots, even), reports.clone());
     b.orders = Some(orders);
     b.reports = Some(reports);
     let mut stop = s.stop.clone();
@@ -132,14 +133,14 @@ fn spawn_prep(
     mut files: mpsc::UnboundedReceiver<FileSpec>,
     first: Option<(FileSpec, Result<Checked, PrepareError>)>,
     s: &Settings,
-    slots: usize,
+    (slots, even): (usize, bool),
     reports: mpsc::UnboundedSender<Report>,
 ) -> tokio::task::JoinHandle<()> {
     let o = s.prepare.clone();
     let stop = s.stop.clone();
     tokio::spawn(async move {
         if let Some((spec, checked)) = first {
-            let result = checked.and_then(|c| prepare::plan(c, slots, o.chunk));
+            let result = checked.and_then(|c| prepare::plan(c, slots, o.chunk, even));
             // The batch listens until every file is reported.
             let _ = reports.send(Report::Prepared { spec, result: Box::new(result) });
         }
@@ -147,7 +148,7 @@ fn spawn_prep(
             if *stop.borrow() {
                 break;
             }
-            let result = prepare::check(&spec, &o).await.and_then(|c| prepare::plan(c, slots, o.chunk));
+            let result = prepare::check(&spec, &o).await.and_then(|c| prepare::plan(c, slots, o.chunk, even));
             let _ = reports.send(Report::Prepared { spec, result: Box::new(result) });
         }
         let _ = reports.send(Report::PrepDone);
@@ -168,6 +169,8 @@ struct Batch {
     reports: Option<mpsc::UnboundedSender<Report>>,
     prep_done: bool,
     broker_over: bool,
+    /// Every node left the batch: nothing more can run.
+    no_nodes: bool,
     stopped: bool,
     /// The side streams of one job at a time (controller CPU).
     side_busy: bool,
@@ -196,6 +199,7 @@ impl Batch {
             reports: None,
             prep_done: false,
             broker_over: false,
+            no_nodes: false,
             stopped: false,
             side_busy: false,
             merge_busy: false,
@@ -220,6 +224,9 @@ impl Batch {
     fn over(&self) -> bool {
         if !self.broker_over || self.merge_busy || self.side_busy {
             return false;
+        }
+        if self.no_nodes {
+            return true;
         }
         self.stopped || (self.prep_done && self.jobs.iter().all(|j| self.outcomes[j.file].is_some()))
     }
@@ -252,6 +259,12 @@ impl Batch {
             Err(e) => return self.not_prepared(file, e, s),
         };
         let output = p.checked.output.clone();
+        if self.no_nodes {
+            let why = anyhow!("no node is left");
+            let input = p.checked.input.display().to_string();
+            self.send(s, Event::JobFailed { job: None, input, error: why.to_string(), resumable: true });
+            return self.end_file(file, Some(output), FileEnd::Failed(why));
+        }
         if let Some(enc) = &p.record.encoder {
             let able = self.facts.iter().filter(|f| f.has_encoder(enc)).count();
             if able == 0 {
@@ -520,6 +533,7 @@ impl Batch {
     fn broker_done(&mut self, d: Option<dispatch::Dispatched>) {
         self.broker_over = true;
         if let Some(d) = d {
+            self.no_nodes = d.live_nodes == 0;
             self.stats = d.stats;
             self.learned = d.learned;
         }

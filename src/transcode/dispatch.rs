@@ -80,6 +80,8 @@ pub struct Dispatched {
     pub learned: Vec<Option<(f64, usize)>>,
     /// Stopped by the user.
     pub interrupted: bool,
+    /// Nodes still in (0: every node left; nothing more can run).
+    pub live_nodes: usize,
 }
 
 /// What a slot tells the broker.
@@ -175,7 +177,12 @@ pub async fn dispatch<T: Transport + 'static>(
         b.watchdog();
         b.assign();
     }
-    Dispatched { stats: b.stats, learned: b.sched.learned(), interrupted: b.stopping }
+    Dispatched {
+        live_nodes: b.sched.live_nodes(),
+        stats: b.stats,
+        learned: b.sched.learned(),
+        interrupted: b.stopping,
+    }
 }
 
 impl<T: Transport + 'static> Broker<T> {

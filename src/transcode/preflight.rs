@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::context::{Io, JobContext};
 use super::encode::{read_errors, spawn_split, stdout_as_stdin};
 use super::ffmpeg;
-use super::verify::{self, ChunkFacts, CodecParams};
+use super::verify::{self, ChunkFacts};
 
 /// Encode the first frame of the first chunk on the controller. Fails with
 /// ffmpeg's own error when the options are wrong — before any node starts.
@@ -74,7 +74,7 @@ pub async fn reference(ctx: &JobContext) -> Result<ChunkFacts, String> {
 /// options would, into the output's format, and read what that gives the
 /// output's video stream (what ffmpeg decides from the first frame — field
 /// order, colour tags — and from the options). Fails with ffmpeg's error.
-pub async fn plain(run: &ffmpeg::PlainRun<'_>) -> Result<CodecParams, String> {
+pub async fn plain(run: &ffmpeg::PlainRun<'_>) -> Result<ChunkFacts, String> {
     let argv = ffmpeg::plain_first_frame(run);
     let out = crate::process::command(&argv[0])
         .args(&argv[1..])
@@ -88,6 +88,5 @@ pub async fn plain(run: &ffmpeg::PlainRun<'_>) -> Result<CodecParams, String> {
         let err = crate::text::printable(String::from_utf8_lossy(&out.stderr).trim());
         return Err(if err.is_empty() { format!("ffmpeg exited with {}", out.status) } else { err });
     }
-    let facts = verify::inspect(Path::new(run.dest)).await;
-    facts.map(|f| f.params)
+    verify::inspect(Path::new(run.dest)).await
 }

@@ -16,7 +16,7 @@ use super::job::{self, Found, JobDir, JobKey, JobRecord};
 use super::plan;
 use super::preflight;
 use super::probe::{self, Probe};
-use super::verify::CodecParams;
+use super::verify::ChunkFacts;
 use super::{output, side};
 use crate::safefs::Dir;
 
@@ -168,7 +168,7 @@ pub async fn check(file: &FileSpec, o: &Options) -> Result<Checked, PrepareError
         _ => None,
     };
     let new = resumed.is_none();
-    let named = Named { input: &input, source: &source, format: &format, ext: &ext, io, job: &job };
+    let named = Named { input: &input, source: &source, format: &format, ext: &ext, io, job: &job, one_build: o.all_local };
     match probe_and_preflight(&named, &o.user, resumed.is_none()).await {
         Ok((probe, spec)) => {
             let start = match (resumed, spec) {
@@ -198,6 +198,9 @@ struct Named<'a> {
     ext: &'a str,
     io: Io,
     job: &'a JobDir,
+    /// Every node is this machine: one ffmpeg build, no reference encode
+    /// needed (the first verified chunk is the reference).
+    one_build: bool,
 }
 
 /// The probe and, for a new job, the preflight; the plain run of the first
@@ -230,7 +233,7 @@ fn options_refused(e: String) -> PrepareError {
 /// in the output's format: it fails as ffmpeg itself would, and tells what
 /// the output's video stream must carry. Returns the video encoder's
 /// options (the format's default codec added when the user names none) too.
-async fn plain_run(user: &UserArgs, n: &Named<'_>) -> Result<(Vec<String>, CodecParams), PrepareError> {
+async fn plain_run(user: &UserArgs, n: &Named<'_>) -> Result<(Vec<String>, ChunkFacts), PrepareError> {
     let mut codec_args = user.codec.clone();
     if user.video_codec.is_none() {
         // As a plain ffmpeg would: the output format's default codec (the
@@ -264,16 +267,22 @@ async fn preflight(
     user: &UserArgs,
     probe: &Probe,
     n: &Named<'_>,
-    (codec_args, plain): (Vec<String>, CodecParams),
+    (codec_args, plain): (Vec<String>, ChunkFacts),
 ) -> Result<(EncodeSpec, Option<String>), PrepareError> {
     let mut spec = EncodeSpec {
         codec_args,
         rotate_filter: ffmpeg::rotate_filter(probe.video_stream().rotation()),
         user_filter: user.video_filter.clone(),
         vfr_time_base: is_vfr(&probe.packets).then_some(probe.video_time_base),
-        in_band_headers: false,
-        plain: Some(plain),
+        in_band_headers: ffmpeg::headers_can_go_in_band(&plain.params.codec),
+        plain: Some(plain.params.clone()),
     };
+    if n.one_build {
+        // This machine's ffmpeg alone: the plain run has checked the
+        // options, and the first verified chunk becomes the reference.
+        let encoder = plain.encoder.or_else(|| encoder_arg(&spec.codec_args));
+        return Ok((spec, encoder));
+    }
     // The first chunk of any plan starts at the first keyframe: a short one
     // serves (the cluster's size, which the real plan needs, may not be
     // known yet).
@@ -292,6 +301,15 @@ async fn preflight(
     Ok((spec, reference.encoder))
 }
 
+/// The video encoder the options name (`-c:v X`, `-vcodec X`, `-c X`).
+fn encoder_arg(codec_args: &[String]) -> Option<String> {
+    codec_args
+        .windows(2)
+        .rev()
+        .find(|w| matches!(w[0].as_str(), "-c:v" | "-codec:v" | "-vcodec" | "-c" | "-codec"))
+        .map(|w| w[1].clone())
+}
+
 /// Irregular frame durations: keep the source's time base in the encoder.
 fn is_vfr(packets: &[probe::Packet]) -> bool {
     let mut pts: Vec<i64> = packets.iter().map(|p| p.pts).collect();
@@ -305,13 +323,19 @@ fn is_vfr(packets: &[probe::Packet]) -> bool {
 
 /// The plan (a new job's, for `slots` slots; a resumed job keeps its own),
 /// saved in the job directory.
-pub fn plan(c: Checked, slots: usize, chunk: Option<f64>) -> Result<Prepared, PrepareError> {
+/// `even`: the cluster is one machine, whose slots are all alike: one
+/// chunk per slot (at most [`plan::MAX_CHUNK_SECONDS`]) costs the fewest
+/// start-ups, and there is no slower node to even out at the end.
+pub fn plan(c: Checked, slots: usize, chunk: Option<f64>, even: bool) -> Result<Prepared, PrepareError> {
     let record = match &c.start {
         Start::Resumed(r) => (**r).clone(),
         Start::New { spec, encoder } => {
-            let sizing = match chunk {
-                Some(s) => plan::Sizing::Fixed(s),
-                None => plan::Sizing::Guided { slots },
+            let sizing = match (chunk, even) {
+                (Some(s), _) => plan::Sizing::Fixed(s),
+                (None, true) => plan::Sizing::Fixed(
+                    (c.probe.video_seconds() / slots.max(1) as f64).clamp(plan::MIN_CHUNK_SECONDS, plan::MAX_CHUNK_SECONDS),
+                ),
+                (None, false) => plan::Sizing::Guided { slots },
             };
             let plan = plan::plan(&c.probe.packets, c.probe.video_time_base, sizing);
             let record = JobRecord {

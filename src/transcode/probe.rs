@@ -117,6 +117,15 @@ impl Probe {
         &self.streams[self.video]
     }
 
+    /// Seconds from the first video frame to the last one.
+    pub fn video_seconds(&self) -> f64 {
+        let (lo, hi) = self.packets.iter().fold((i64::MAX, i64::MIN), |(lo, hi), p| (lo.min(p.pts), hi.max(p.pts)));
+        if lo > hi {
+            return 0.0;
+        }
+        self.video_time_base.seconds(hi - lo)
+    }
+
     /// Where the earliest side stream starts in the source, seconds (0
     /// when none says).
     pub fn side_start(&self) -> f64 {

@@ -145,7 +145,9 @@ pub async fn inspect_from(path: &Path, stdin: std::process::Stdio) -> Result<Chu
 fn parse_facts(json: &[u8]) -> Result<ChunkFacts, String> {
     let parsed: ChunkJson = serde_json::from_slice(json).map_err(|e| format!("ffprobe output: {e}"))?;
     let s = parsed.streams.into_iter().next().ok_or("chunk has no video stream")?;
-    let encoder = s.tags.get("encoder").and_then(|e| e.split_whitespace().last()).map(str::to_string);
+    // `encoder` (NUT, MP4) or `ENCODER` (Matroska): `Lavc59.37.100 libx264`.
+    let tag = s.tags.iter().find(|(k, _)| k.eq_ignore_ascii_case("encoder")).map(|(_, v)| v);
+    let encoder = tag.and_then(|e| e.split_whitespace().last()).map(str::to_string);
     Ok(ChunkFacts {
         encoder,
         frames: s.nb_read_packets.as_deref().and_then(|n| n.parse().ok()).unwrap_or(0),
