@@ -1,3 +1,5 @@
+//! The `dffmpeg` command: parse the command line, run the subcommand, exit with its status.
+
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -6,6 +8,15 @@ use dffmpeg::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Generated from the CLI definition: no runtime needed.
+    let generated = match &cli.command {
+        Command::Completions(args) => Some(dffmpeg::cli::completions(args)),
+        Command::Manpages(args) => Some(dffmpeg::cli::manpages(args)),
+        _ => None,
+    };
+    if let Some(result) = generated {
+        return exit(result);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -18,8 +29,13 @@ fn main() -> ExitCode {
             Command::Transcode(args) => dffmpeg::transcode::run(args).await,
             Command::Setup(args) => dffmpeg::setup::run(args).await,
             Command::Facts(args) => dffmpeg::facts::run(args).await,
+            Command::Completions(_) | Command::Manpages(_) => Ok(()),
         }
     });
+    exit(result)
+}
+
+fn exit(result: dffmpeg::exit::Outcome) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
