@@ -187,6 +187,9 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
         let _ = events.send(Event::Warning { message });
     }
     let nodes = std::mem::take(&mut cluster.nodes);
+    // Each node's architecture, for the job's summary table.
+    let arches: std::collections::HashMap<String, String> =
+        nodes.iter().zip(&cluster.facts).map(|(n, f)| (n.name.clone(), f.arch.clone())).collect();
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
@@ -265,6 +268,12 @@ async fn run_job(args: &TranscodeArgs, inventory: &Inventory) -> Outcome {
         }
     };
 
+    let result = result.map(|mut d| {
+        for s in &mut d.stats {
+            s.arch = arches.get(&s.node).cloned().unwrap_or_default();
+        }
+        d
+    });
     let outcome = finish(
         result,
         side_result,

@@ -20,6 +20,8 @@ macro_rules! say {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct NodeStats {
     pub node: String,
+    /// The node's `uname -m` (from its facts): x86_64, aarch64, armv7l ...
+    pub arch: String,
     pub chunks: u64,
     pub frames: u64,
     /// Seconds spent encoding accepted chunks.
@@ -375,8 +377,9 @@ fn handle(st: &mut State, ev: Event) {
             }
             say!("done: {output}: {frames} frames in {seconds:.1} s ({fps:.1} fps)");
             say!(
-                "{:<16} {:>6} {:>8} {:>8} {:>8} {:>7} {:>10}",
+                "{:<16} {:<8} {:>6} {:>8} {:>8} {:>8} {:>7} {:>10}",
                 "node",
+                "arch",
                 "chunks",
                 "frames",
                 "fps",
@@ -386,8 +389,9 @@ fn handle(st: &mut State, ev: Event) {
             );
             for n in nodes {
                 say!(
-                    "{:<16} {:>6} {:>8} {:>8.1} {:>8} {:>7} {:>10}",
+                    "{:<16} {:<8} {:>6} {:>8} {:>8.1} {:>8} {:>7} {:>10}",
                     n.node,
+                    n.arch,
                     n.chunks,
                     n.frames,
                     n.fps(),
