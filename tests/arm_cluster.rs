@@ -260,6 +260,11 @@ const MPEG4: &[&str] = &["-c:v", "mpeg4", "-q:v", "5", "-c:a", "aac"];
 #[test]
 fn mixed_cluster_of_arm64_armhf_and_x86_nodes() {
     let t0 = Instant::now();
+    // Not needed here, but the packages are built by another test of this
+    // file, running alongside: wait for that build, which takes both cores
+    // for minutes on a fresh machine, so that it does not change the nodes'
+    // relative speeds while this test's jobs run.
+    debs();
     let d = workdir("arm-mixed");
     let mut lab = Lab::new("armmix", 101);
     lab.add_host("a64", arm_host("arm64"));
@@ -274,15 +279,15 @@ fn mixed_cluster_of_arm64_armhf_and_x86_nodes() {
     let ssh_inv = mixed_inventory(&d, &lab, "ssh", None);
 
     // facts: each node's architecture, OS and ffmpeg, from the node itself.
-    let facts = |json: bool| {
+    let facts = |encoder: &str, json: bool| {
         let mut c = dffmpeg();
-        c.env("DFFMPEG_KNOWN_HOSTS", &known).arg("facts").arg(&ssh_inv).args(["--encoder", "libx264"]);
+        c.env("DFFMPEG_KNOWN_HOSTS", &known).arg("facts").arg(&ssh_inv).args(["--encoder", encoder]);
         if json {
             c.arg("--json");
         }
         success(run(&mut c))
     };
-    let table = String::from_utf8_lossy(&facts(false).stdout).into_owned();
+    let table = String::from_utf8_lossy(&facts("libx264", false).stdout).into_owned();
     eprintln!("{table}");
     let want = [
         ("ctl", "x86_64", "amd64"),
@@ -290,7 +295,7 @@ fn mixed_cluster_of_arm64_armhf_and_x86_nodes() {
         ("a32", "armv7l", "armhf"),
         ("x86", "x86_64", "amd64"),
     ];
-    let found = node_facts(&events(&facts(true)));
+    let found = node_facts(&events(&facts("libx264", true)));
     let ffmpeg = &found[0].3;
     assert!(ffmpeg.starts_with("ffmpeg version 5.1."), "{found:?}");
     for ((node, arch, dpkg), f) in want.iter().zip(&found) {
@@ -305,6 +310,12 @@ fn mixed_cluster_of_arm64_armhf_and_x86_nodes() {
             assert!(row.split_whitespace().any(|w| w == cell), "{node}: {cell} in {row:?}\n{table}");
         }
     }
+
+    // The three builds have the same software encoders; they differ in
+    // hardware ones: the armhf build has no NVENC (nor QSV, which only the
+    // amd64 build has).
+    let nvenc: Vec<bool> = node_facts(&events(&facts("h264_nvenc", true))).iter().map(|f| f.5).collect();
+    assert_eq!(nvenc, [true, true, false, true], "h264_nvenc on ctl, a64, a32, x86");
 
     // The shared directory: one machine directory bound at the same path in
     // every host (the NFS mount's stand-in).
