@@ -74,8 +74,8 @@ missing=()
 for p in "${pkgs[@]}"; do [ -n "$(installed "$p")" ] || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "dist.sh: installing ${missing[*]}" >&2
-  as_root apt-get update -q
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  as_root apt-get -o DPkg::Lock::Timeout=600 update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
 fi
 # The standard library of each target, the very version of the compiler.
 rust=$(installed rustc-web)
@@ -89,8 +89,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     [ "$a" = "$(dpkg --print-architecture)" ] || dpkg --print-foreign-architectures | grep -qx "$a" \
       || as_root dpkg --add-architecture "$a"
   done
-  as_root apt-get update -q
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  as_root apt-get -o DPkg::Lock::Timeout=600 update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
 fi
 
 # 2. Builds: the release profile (stripped: Cargo.toml), Cargo.lock as committed.

@@ -38,7 +38,7 @@ need=()
 command -v debootstrap >/dev/null || need+=(debootstrap)
 dpkg -s qemu-user-static binfmt-support >/dev/null 2>&1 || need+=(qemu-user-static binfmt-support)
 if [ ${#need[@]} -gt 0 ]; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -q --no-install-recommends "${need[@]}" >/dev/null
 fi
 binfmt
 if [ -f "$root/.dffmpeg-complete" ] && [ "$(cat "$root/.dffmpeg-complete")" = "$stamp" ]; then
