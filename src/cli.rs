@@ -1,14 +1,25 @@
 //! Command-line interface.
 
+use std::io::Write;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use anyhow::anyhow;
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+use crate::exit::{failed, Outcome};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "dffmpeg",
     version,
-    about = "Distributed ffmpeg: set up a small transcoding cluster over SSH and transcode on it"
+    about = "Distributed ffmpeg: set up a small transcoding cluster over SSH and transcode on it",
+    after_long_help = "Examples:\n  \
+        dffmpeg transcode in.mp4 -c:v libx264 -crf 23 -c:a aac\n  \
+        dffmpeg setup cluster.yaml --ask-pass\n  \
+        dffmpeg facts cluster.yaml --encoder libx264\n  \
+        dffmpeg transcode -I cluster.yaml movie.mkv -c:v libx264 -preset medium\n\n\
+        An example inventory: /usr/share/doc/dffmpeg/examples/inventory.example.yaml \
+        (Debian package) or inventory.example.yaml in the source."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -25,6 +36,16 @@ pub enum Command {
     Setup(SetupArgs),
     /// Show each node's facts: reachability, arch, OS, cores, ffmpeg.
     Facts(FactsArgs),
+    /// Print a shell completion script.
+    ///
+    /// For example `dffmpeg completions bash >
+    /// ~/.local/share/bash-completion/completions/dffmpeg`; the Debian
+    /// package installs them for bash, zsh and fish.
+    Completions(CompletionsArgs),
+    /// Write the man pages (dffmpeg.1, dffmpeg-SUBCOMMAND.1) into a
+    /// directory; for packaging.
+    #[command(hide = true)]
+    Manpages(ManpagesArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -155,4 +176,35 @@ pub struct FactsArgs {
     pub json: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ManpagesArgs {
+    /// Directory to write the pages into (created if missing).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// `dffmpeg completions SHELL`: the script, from this very definition, on stdout.
+pub fn completions(args: &CompletionsArgs) -> Outcome {
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut Cli::command(), "dffmpeg", &mut script);
+    std::io::stdout()
+        .write_all(&script)
+        .map_err(|e| failed(anyhow!("cannot write the completion script: {e}")))
+}
+
+/// `dffmpeg manpages DIR`: a page for dffmpeg and one per subcommand.
+pub fn manpages(args: &ManpagesArgs) -> Outcome {
+    let dir = &args.dir;
+    std::fs::create_dir_all(dir).map_err(|e| failed(anyhow!("cannot create {}: {e}", dir.display())))?;
+    clap_mangen::generate_to(Cli::command(), dir)
+        .map_err(|e| failed(anyhow!("cannot write the man pages into {}: {e}", dir.display())))
 }

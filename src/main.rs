@@ -1,4 +1,4 @@
-//! The `dffmpeg` command: parse the command line, run it, exit with its status.
+//! The `dffmpeg` command: parse the command line, run the subcommand, exit with its status.
 
 use std::process::ExitCode;
 
@@ -12,6 +12,15 @@ fn main() -> ExitCode {
         return dffmpeg::setup::password::askpass_main();
     }
     let cli = Cli::parse();
+    // Generated from the CLI definition: no runtime needed.
+    let generated = match &cli.command {
+        Command::Completions(args) => Some(dffmpeg::cli::completions(args)),
+        Command::Manpages(args) => Some(dffmpeg::cli::manpages(args)),
+        _ => None,
+    };
+    if let Some(result) = generated {
+        return exit(result);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -24,11 +33,16 @@ fn main() -> ExitCode {
             Command::Transcode(args) => dffmpeg::transcode::run(args).await,
             Command::Setup(args) => dffmpeg::setup::run(args).await,
             Command::Facts(args) => dffmpeg::facts::run(args).await,
+            Command::Completions(_) | Command::Manpages(_) => Ok(()),
         }
     });
     // A blocking read still waiting (a password prompt when a signal came)
     // must not keep dffmpeg from exiting.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    exit(result)
+}
+
+fn exit(result: dffmpeg::exit::Outcome) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {

@@ -35,7 +35,7 @@ fn hosts_are_isolated_reachable_and_cleaned_up() {
     let t = Instant::now();
     let a = lab.add_host("alpha", HostOpts::default());
     let ta = t.elapsed();
-    let b = lab.add_host("beta", HostOpts { cpus: Some(0.5) });
+    let b = lab.add_host("beta", HostOpts { cpus: Some(0.5), ..Default::default() });
     eprintln!("host start: alpha {ta:?}, beta {:?}", t.elapsed() - ta);
     assert_ne!(a.ip, b.ip);
     assert_eq!(lab.gateway_ip(), "198.18.71.1");
@@ -123,7 +123,7 @@ fn hosts_are_isolated_reachable_and_cleaned_up() {
 #[test]
 fn new_lab_removes_leftovers_of_a_crashed_one() {
     let mut lab = Lab::new("crash", 72);
-    lab.add_host("h", HostOpts { cpus: Some(1.0) });
+    lab.add_host("h", HostOpts { cpus: Some(1.0), ..Default::default() });
     std::mem::forget(lab); // a crashed test: nothing cleaned up
     assert!(netns_list().contains("dl-crash-h"));
     let mut lab = Lab::new("crash", 72);

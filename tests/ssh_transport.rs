@@ -305,7 +305,7 @@ fn write_inventory(dir: &Path, name: &str, text: &str) -> PathBuf {
 fn facts_command() {
     let mut lab = Lab::new("sshfc", 32);
     let a = lab.add_host("a", HostOpts::default());
-    let b = lab.add_host("b", HostOpts { cpus: Some(0.5) });
+    let b = lab.add_host("b", HostOpts { cpus: Some(0.5), ..Default::default() });
     let key = lab.client_key().to_path_buf();
     let tmp = tempfile::tempdir().expect("tempdir");
     let kh = tmp.path().join("known_hosts");

@@ -190,8 +190,8 @@ fn a_batch_killed_midway_resumes_file_by_file() {
 fn a_node_lost_midway_leaves_the_batch_to_the_others() {
     let d = workdir("bt-node");
     let mut lab = Lab::new("btnode", 87);
-    let a = lab.add_host("a", HostOpts { cpus: Some(1.0) });
-    let b = lab.add_host("b", HostOpts { cpus: Some(1.0) });
+    let a = lab.add_host("a", HostOpts { cpus: Some(1.0), ..Default::default() });
+    let b = lab.add_host("b", HostOpts { cpus: Some(1.0), ..Default::default() });
     let s = d.join("in");
     std::fs::create_dir_all(&s).unwrap();
     for name in ["a.mp4", "b.mp4", "c.mp4", "d.mp4"] {

@@ -103,7 +103,7 @@ fn three_hosts(tag: &str, net: u8) -> (Lab, Vec<TestNode>) {
     let mut lab = Lab::new(tag, net);
     let mut nodes = Vec::new();
     for (name, cpus) in [("a", 1.0), ("b", 1.0), ("c", 0.5)] {
-        let h = lab.add_host(name, HostOpts { cpus: Some(cpus) });
+        let h = lab.add_host(name, HostOpts { cpus: Some(cpus), ..Default::default() });
         nodes.push(TestNode { name: name.into(), host: h.ip.clone() });
     }
     (lab, nodes)
@@ -202,8 +202,8 @@ fn run_streaming(
 fn a_host_dying_mid_job_fails_over() {
     let d = workdir("cl-kill");
     let mut lab = Lab::new("clkill", 83);
-    let a = lab.add_host("a", HostOpts { cpus: Some(1.0) });
-    let b = lab.add_host("b", HostOpts { cpus: Some(0.25) });
+    let a = lab.add_host("a", HostOpts { cpus: Some(1.0), ..Default::default() });
+    let b = lab.add_host("b", HostOpts { cpus: Some(0.25), ..Default::default() });
     let nodes = [
         TestNode { name: "a".into(), host: a.ip.clone() },
         TestNode { name: "b".into(), host: b.ip.clone() },
@@ -431,8 +431,8 @@ fn frozen_job(
 ) -> Vec<serde_json::Value> {
     let d = workdir(tag);
     let mut lab = Lab::new(tag, net);
-    let a = lab.add_host("a", HostOpts { cpus: Some(1.0) });
-    let b = lab.add_host("b", HostOpts { cpus: Some(1.0) });
+    let a = lab.add_host("a", HostOpts { cpus: Some(1.0), ..Default::default() });
+    let b = lab.add_host("b", HostOpts { cpus: Some(1.0), ..Default::default() });
     let nodes = [
         TestNode { name: "a".into(), host: a.ip.clone() },
         TestNode { name: "b".into(), host: b.ip.clone() },

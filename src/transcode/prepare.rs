@@ -168,7 +168,15 @@ pub async fn check(file: &FileSpec, o: &Options) -> Result<Checked, PrepareError
         _ => None,
     };
     let new = resumed.is_none();
-    let named = Named { input: &input, source: &source, format: &format, ext: &ext, io, job: &job, one_build: o.all_local };
+    let named = Named {
+        input: &input,
+        source: &source,
+        format: &format,
+        ext: &ext,
+        io,
+        job: &job,
+        one_build: o.all_local,
+    };
     match probe_and_preflight(&named, &o.user, resumed.is_none()).await {
         Ok((probe, spec)) => {
             let start = match (resumed, spec) {
@@ -333,7 +341,8 @@ pub fn plan(c: Checked, slots: usize, chunk: Option<f64>, even: bool) -> Result<
             let sizing = match (chunk, even) {
                 (Some(s), _) => plan::Sizing::Fixed(s),
                 (None, true) => plan::Sizing::Fixed(
-                    (c.probe.video_seconds() / slots.max(1) as f64).clamp(plan::MIN_CHUNK_SECONDS, plan::MAX_CHUNK_SECONDS),
+                    (c.probe.video_seconds() / slots.max(1) as f64)
+                        .clamp(plan::MIN_CHUNK_SECONDS, plan::MAX_CHUNK_SECONDS),
                 ),
                 (None, false) => plan::Sizing::Guided { slots },
             };

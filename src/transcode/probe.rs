@@ -119,7 +119,8 @@ impl Probe {
 
     /// Seconds from the first video frame to the last one.
     pub fn video_seconds(&self) -> f64 {
-        let (lo, hi) = self.packets.iter().fold((i64::MAX, i64::MIN), |(lo, hi), p| (lo.min(p.pts), hi.max(p.pts)));
+        let (lo, hi) =
+            self.packets.iter().fold((i64::MAX, i64::MIN), |(lo, hi), p| (lo.min(p.pts), hi.max(p.pts)));
         if lo > hi {
             return 0.0;
         }

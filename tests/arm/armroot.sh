@@ -14,18 +14,31 @@ root=$base/$arch
 stamp="bookworm $arch $pkgs"
 
 # binfmt_misc: foreign binaries run through qemu-user-static (fix-binary, so
-# they also run inside chroots and namespaces).
+# they also run inside chroots and namespaces), with their own credentials
+# (flag C): a setuid binary such as sudo gets root as on a real machine; with
+# Debian's default registration (flags PF) qemu runs as the calling user and
+# sudo fails with "effective uid is not 0".
 binfmt() {
+  local f=/proc/sys/fs/binfmt_misc/qemu-$qemu
   [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
-  [ -e "/proc/sys/fs/binfmt_misc/qemu-$qemu" ] || update-binfmts --enable "qemu-$qemu" >/dev/null 2>&1 || true
-  [ -e "/proc/sys/fs/binfmt_misc/qemu-$qemu" ] || { echo "armroot.sh: binfmt_misc has no qemu-$qemu" >&2; exit 1; }
+  [ -e "$f" ] || update-binfmts --enable "qemu-$qemu" >/dev/null 2>&1 || true
+  [ -e "$f" ] || { echo "armroot.sh: binfmt_misc has no qemu-$qemu" >&2; exit 1; }
+  if ! grep -q '^flags: .*C' "$f"; then
+    local interp magic mask
+    interp=$(sed -n 's/^interpreter //p' "$f")
+    magic=$(sed -n 's/^magic //p' "$f" | sed 's/../\\x&/g')
+    mask=$(sed -n 's/^mask //p' "$f" | sed 's/../\\x&/g')
+    echo -1 >"$f"
+    printf ':qemu-%s:M::%s:%s:%s:PCF\n' "$qemu" "$magic" "$mask" "$interp" >/proc/sys/fs/binfmt_misc/register
+    grep -q '^flags: .*C' "$f" || { echo "armroot.sh: cannot register qemu-$qemu with flag C" >&2; exit 1; }
+  fi
 }
 
 need=()
 command -v debootstrap >/dev/null || need+=(debootstrap)
 dpkg -s qemu-user-static binfmt-support >/dev/null 2>&1 || need+=(qemu-user-static binfmt-support)
 if [ ${#need[@]} -gt 0 ]; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -q --no-install-recommends "${need[@]}" >/dev/null
 fi
 binfmt
 if [ -f "$root/.dffmpeg-complete" ] && [ "$(cat "$root/.dffmpeg-complete")" = "$stamp" ]; then

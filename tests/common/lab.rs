@@ -5,7 +5,8 @@
 //!   never routed anywhere),
 //! * a private mount namespace whose root is an overlay of `/` (upper/work dirs under
 //!   `/var/tmp/dlab-<tag>/<host>/`), with its own proc, sys, /dev (bind of the machine's),
-//!   and tmpfs /run and /tmp,
+//!   and tmpfs /run and /tmp; or of another userland ([`HostOpts::lower`]: an ARM Debian
+//!   run through qemu-user, whose own sshd, shell and tools the host then runs),
 //! * fresh ssh host keys and its own `sshd -D` listening on the host's address only,
 //! * optionally a CPU quota (cgroup v1, `/sys/fs/cgroup/cpu/dl-<tag>-<host>`), visible inside
 //!   the host as in a container (the machine's `/sys/fs/cgroup` is bound in).
@@ -52,6 +53,10 @@ pub struct Lab {
 pub struct HostOpts {
     /// CPU quota in CPUs (0.5 = half a core), via cgroup v1 `/sys/fs/cgroup/cpu`.
     pub cpus: Option<f64>,
+    /// Another userland as the overlay's lower layer instead of the machine's `/`: e.g. a
+    /// Debian arm64 or armhf root (`tests/arm/armroot.sh`), whose binaries run through
+    /// qemu-user and binfmt_misc. The host then runs that root's own sshd, shell and tools.
+    pub lower: Option<PathBuf>,
 }
 
 /// A test host. Cheap to clone: clones share the same host.
@@ -231,6 +236,12 @@ impl Lab {
         // from the test); the host's mount namespace gets a copy when it starts.
         // Root's home starts fresh (an opaque dir in the upper layer): the machine's /root has
         // shell start-up files (pyenv, cargo) that would slow down every ssh command.
+        let lower = opts.lower.clone().unwrap_or_else(|| PathBuf::from("/"));
+        assert!(
+            lower.join("usr/sbin/sshd").exists(),
+            "lab {tag}: host {name}: {} has no usr/sbin/sshd to run",
+            lower.display()
+        );
         let upper_root = dir.join("upper/root");
         fs::create_dir_all(&upper_root).expect("create upper/root");
         fs::set_permissions(&upper_root, fs::Permissions::from_mode(0o700)).expect("chmod upper/root");
@@ -239,7 +250,8 @@ impl Lab {
             Command::new("mount")
                 .args(["-t", "overlay", "overlay", "-o"])
                 .arg(format!(
-                    "lowerdir=/,upperdir={},workdir={}",
+                    "lowerdir={},upperdir={},workdir={}",
+                    lower.display(),
                     dir.join("upper").display(),
                     dir.join("work").display()
                 ))
@@ -247,7 +259,7 @@ impl Lab {
         );
         write(&root.join("etc/hostname"), &format!("{name}\n"));
         for f in [".bashrc", ".profile"] {
-            let skel = Path::new("/etc/skel").join(f);
+            let skel = lower.join("etc/skel").join(f);
             if skel.exists() {
                 fs::copy(&skel, root.join("root").join(f))
                     .unwrap_or_else(|e| panic!("lab {tag}: cannot copy {}: {e}", skel.display()));

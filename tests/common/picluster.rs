@@ -38,7 +38,21 @@ pub const KNOWN_HOSTS: &str = "/home/pi/.config/dffmpeg-known_hosts";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Os {
     RaspbianBookworm,
+    /// Debian 12, which 64-bit Raspberry Pi OS also calls itself.
+    DebianBookworm,
     DebianTrixie,
+}
+
+/// A host's NFS packages before setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NfsPackages {
+    /// Removed: setup installs them from the test mirror, which holds amd64
+    /// packages only.
+    Purged,
+    /// Left installed, for hosts of another architecture (the ARM roots of
+    /// `tests/arm/armroot.sh`): setup then finds them, and the inventory
+    /// needs no apt_mirror.
+    Kept,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +68,9 @@ fn os_release(os: Os) -> &'static str {
     match os {
         Os::RaspbianBookworm => {
             "PRETTY_NAME=\"Raspbian GNU/Linux 12 (bookworm)\"\nNAME=\"Raspbian GNU/Linux\"\nVERSION_ID=\"12\"\nVERSION=\"12 (bookworm)\"\nVERSION_CODENAME=bookworm\nID=raspbian\nID_LIKE=debian\nHOME_URL=\"http://www.raspbian.org/\"\n"
+        }
+        Os::DebianBookworm => {
+            "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nVERSION=\"12 (bookworm)\"\nVERSION_CODENAME=bookworm\nID=debian\nHOME_URL=\"https://www.debian.org/\"\n"
         }
         Os::DebianTrixie => {
             "PRETTY_NAME=\"Debian GNU/Linux 13 (trixie)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"13\"\nVERSION=\"13 (trixie)\"\nVERSION_CODENAME=trixie\nID=debian\nHOME_URL=\"https://www.debian.org/\"\n"
@@ -102,18 +119,18 @@ fi
 log "mounted $spec on $dir${ro:+ read-only}"
 "#;
 
-/// Prepares `host` as a stock machine of `os` for the cluster: see the
+/// Prepares `host` as a stock machine of `spec.os` for the cluster: see the
 /// module doc. `mirror_key`: the test mirror's public key (trusted the way a
 /// real machine trusts its distribution's archive keys).
 pub fn prepare(
     host: &Host,
-    os: Os,
-    kind: Kind,
+    spec: &Spec,
+    nfs: NfsPackages,
     mirror_key: &Path,
     shared: &Path,
     nfs_state: &Path,
-    uid_offset: u32,
 ) {
+    let Spec { os, kind, uid_offset, .. } = *spec;
     let root = host.root();
     // The OS: its os-release (a real file, not Debian's symlink).
     let _ = fs::remove_file(root.join("etc/os-release"));
@@ -125,10 +142,15 @@ pub fn prepare(
     // container image (policy-rc.d, exit 101).
     let policy =
         "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d";
-    host.exec_ok(&format!(
-        "{policy}\nDEBIAN_FRONTEND=noninteractive apt-get purge -y -q nfs-kernel-server nfs-common >/var/log/dffmpeg-test-purge.log 2>&1\n\
-         ! dpkg -s nfs-common 2>/dev/null | grep -q 'ok installed'"
-    ));
+    match nfs {
+        NfsPackages::Purged => host.exec_ok(&format!(
+            "{policy}\nDEBIAN_FRONTEND=noninteractive apt-get purge -y -q nfs-kernel-server nfs-common >/var/log/dffmpeg-test-purge.log 2>&1\n\
+             ! dpkg -s nfs-common 2>/dev/null | grep -q 'ok installed'"
+        )),
+        NfsPackages::Kept => host.exec_ok(&format!(
+            "{policy}\ndpkg -s nfs-common nfs-kernel-server 2>/dev/null | grep -c 'ok installed' | grep -qx 2"
+        )),
+    };
 
     // apt: the stock sources of each OS, which lead nowhere from a test host
     // (no route out), and no package lists. Setup replaces them with the
@@ -145,6 +167,11 @@ pub fn prepare(
         Os::RaspbianBookworm => fs::write(
             apt.join("sources.list"),
             "deb http://raspbian.raspberrypi.com/raspbian/ bookworm main contrib non-free rpi\n",
+        )
+        .unwrap(),
+        Os::DebianBookworm => fs::write(
+            parts.join("debian.sources"),
+            "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nComponents: main non-free-firmware\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\nTypes: deb\nURIs: http://security.debian.org/debian-security\nSuites: bookworm-security\nComponents: main non-free-firmware\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
         )
         .unwrap(),
         // Debian 13 installs keep them in a deb822 file (setup sets it aside).
@@ -254,11 +281,15 @@ pub struct PiCluster {
     pub nfs_state: PathBuf,
     /// Print every dffmpeg run on stderr (default; the bench turns it off).
     pub log_runs: bool,
+    /// The dffmpeg binary run on the controller, a path inside it (default:
+    /// this build's, visible in x86 hosts through their overlay of `/`).
+    pub bin: String,
     /// Dropped after the lab (fields drop in order): the hosts first.
     _dir: RemoveDir,
 }
 
 /// One host of a [`PiCluster`].
+#[derive(Clone, Copy)]
 pub struct Spec {
     pub name: &'static str,
     pub os: Os,
@@ -271,6 +302,14 @@ impl PiCluster {
     /// Starts the hosts (the first one is the controller) and prepares them
     /// in parallel; serves the mirror on the lab's gateway address.
     pub fn new(tag: &str, net: u8, specs: &[Spec]) -> PiCluster {
+        let opts = vec![HostOpts::default(); specs.len()];
+        Self::with_opts(tag, net, specs, &opts, NfsPackages::Purged)
+    }
+
+    /// [`PiCluster::new`] with each host's [`HostOpts`] (a CPU quota, an ARM
+    /// root) and what becomes of the NFS packages.
+    pub fn with_opts(tag: &str, net: u8, specs: &[Spec], opts: &[HostOpts], nfs: NfsPackages) -> PiCluster {
+        assert_eq!(specs.len(), opts.len(), "one HostOpts per host");
         let t = Instant::now();
         let mut lab = Lab::new(tag, net);
         let dir = PathBuf::from(format!("/var/tmp/dffmpeg-{tag}-{}", std::process::id()));
@@ -284,15 +323,23 @@ impl PiCluster {
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         let mirror = AptMirror::serve(&lab.gateway_ip(), 8080);
         let hosts: Vec<(Host, &Spec)> =
-            specs.iter().map(|s| (lab.add_host(s.name, HostOpts::default()), s)).collect();
+            specs.iter().zip(opts).map(|(s, o)| (lab.add_host(s.name, o.clone()), s)).collect();
         std::thread::scope(|scope| {
             for (h, s) in &hosts {
                 let (key, shared, nfs_state) = (&mirror.key, &shared, &nfs_state);
-                scope.spawn(move || prepare(h, s.os, s.kind, key, shared, nfs_state, s.uid_offset));
+                scope.spawn(move || prepare(h, s, nfs, key, shared, nfs_state));
             }
         });
         eprintln!("pi cluster {tag}: {} hosts ready in {:.1} s", specs.len(), t.elapsed().as_secs_f64());
-        PiCluster { lab, mirror, shared, nfs_state, log_runs: true, _dir: RemoveDir(dir) }
+        PiCluster {
+            lab,
+            mirror,
+            shared,
+            nfs_state,
+            log_runs: true,
+            bin: env!("CARGO_BIN_EXE_dffmpeg").to_string(),
+            _dir: RemoveDir(dir),
+        }
     }
 
     pub fn host(&self, name: &str) -> &Host {
@@ -315,7 +362,7 @@ impl PiCluster {
     /// Runs `dffmpeg ARGS` as pi on the controller, in a login shell (`su -
     /// pi`), with `stdin` (e.g. the password) on its standard input.
     pub fn dffmpeg(&self, args: &str, stdin: Option<&str>) -> Run {
-        let bin = env!("CARGO_BIN_EXE_dffmpeg");
+        let bin = &self.bin;
         let feed = match stdin {
             Some(s) => format!("printf '%s\\n' {} | ", q(s)),
             None => String::new(),
