@@ -1,6 +1,6 @@
 #!/bin/bash
 # bench/lab.sh — test hosts for the benchmarks (the shell twin of the tests'
-# Rust harness, tests/common/lab.rs). Each host: a network namespace on a
+# Rust harness, tests/it/common/lab.rs). Each host: a network namespace on a
 # bridge of this machine (LAB_NET.0/24, nothing routed out), a private mount
 # namespace whose root is an overlay of / (its own /etc, /root, /srv), its own
 # sshd and host key, and optionally a CPU quota (cgroup v1 cpu controller),

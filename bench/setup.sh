@@ -11,5 +11,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then exec sudo -E env "PATH=$PATH" "$0" "$@"; fi
 export SETUP_BENCH_ROUNDS=${ROUNDS:-3} SETUP_BENCH_REPEATS=${REPEATS:-5}
-cargo test --release --test setup_bench -- --ignored --nocapture --test-threads 1 2>&1 |
+cargo test --release --test it setup_bench:: -- --ignored --nocapture --test-threads 1 2>&1 |
   grep -v -e '^running ' -e '^test ' -e '^$' -e '^test result' -e '^ *Finished' -e '^ *Running' -e '^ *Compiling'

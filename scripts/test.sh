@@ -24,5 +24,5 @@ shellcheck -S warning scripts/*.sh tests/*/*.sh
 # DFFMPEG_VM_TESTS=0 leaves it out (about 10-15 min, image build included).
 DFFMPEG_VM_TESTS='' cargo test --all-targets
 if [ "${DFFMPEG_VM_TESTS:-1}" = 1 ]; then
-  DFFMPEG_VM_TESTS=1 cargo test --test vm_cluster -- --nocapture
+  DFFMPEG_VM_TESTS=1 cargo test --test it vm_cluster:: -- --nocapture
 fi

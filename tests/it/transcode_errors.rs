@@ -1,13 +1,12 @@
 //! Bad input gets one clear message and exit 2, never a panic, and leaves
 //! nothing half-written; an interrupted job stops every ffmpeg and resumes.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::media::*;
+use crate::common::media::*;
+use crate::common::run::*;
 
 /// Run dffmpeg; expect exit 2 and `needle` in its one-line error; the
 /// directory afterwards holds exactly `files`.

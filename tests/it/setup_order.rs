@@ -4,12 +4,10 @@
 //! when the storage node fails, they fail at once instead of being tried
 //! (what is already right stays ok); a single fork cannot deadlock.
 
-mod common;
-
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use dffmpeg::inventory::{Cluster, Host, Inventory, Role, StorageMode};
+use dffmpeg::inventory::{Host, Inventory, Role};
 use dffmpeg::remote::local::Local;
 use dffmpeg::setup::assets::Assets;
 use dffmpeg::setup::report::Sink;
@@ -43,18 +41,10 @@ tasks:
 "#;
 
 fn inventory() -> Inventory {
-    let node = |name: &str, roles: Vec<Role>| common::test_node(name, Host::Local, roles);
-    Inventory {
-        source: "order test".into(),
-        cluster: Cluster {
-            shared_dir: PathBuf::from("/srv/dffmpeg"),
-            storage: StorageMode::Nfs,
-            apt_mirror: None,
-            watch: None,
-        },
-        // The compute node first: it must still wait.
-        nodes: vec![node("c1", vec![Role::Compute]), node("st", vec![Role::Controller, Role::Storage])],
-    }
+    let node = |name: &str, roles: Vec<Role>| crate::common::test_node(name, Host::Local, roles);
+    // The compute node first: it must still wait.
+    let nodes = vec![node("c1", vec![Role::Compute]), node("st", vec![Role::Controller, Role::Storage])];
+    crate::common::inventory("order test", None, nodes)
 }
 
 async fn run(root: &Path, forks: usize) -> (Summary, String) {

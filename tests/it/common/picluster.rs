@@ -9,7 +9,7 @@
 //! * The storage host's shared directory (`/srv/dffmpeg`) is a bind of one
 //!   machine directory, [`PiCluster::shared`]; its `/var/lib/nfs` (where
 //!   `exportfs` writes the export table, etab) is a bind of another,
-//!   [`PiCluster::nfs_state`]. `exportfs -ra` runs for real.
+//!   a machine directory (`nfs-state` in the lab's dir). `exportfs -ra` runs for real.
 //! * Each other host binds both at `/mnt/nfs-backing` and
 //!   `/mnt/nfs-server-state`, and gets a stand-in `/sbin/mount.nfs`
 //!   ([`MOUNT_NFS_STANDIN`]; the real one is diverted first, so installing
@@ -217,6 +217,20 @@ pub struct Run {
 }
 
 impl Run {
+    /// Asserts exit 0, one recap line per node (in order, nothing else) with
+    /// no failure, and returns the changed counts.
+    pub fn assert_clean(&self, nodes: &[&str]) -> Vec<u32> {
+        assert_eq!(self.code, 0, "{self}");
+        let recap = self.recap();
+        let names: Vec<&str> = recap.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, nodes, "one recap line per node:\n{self}");
+        for (n, v) in &recap {
+            let line = format!("{n} : ok={} changed={} unreachable=0 failed=0 skipped={}", v[0], v[1], v[4]);
+            assert!(self.stdout.lines().any(|l| l == line), "{line} in:\n{self}");
+        }
+        recap.iter().map(|(_, v)| v[1]).collect()
+    }
+
     /// `NODE : ok=N changed=N unreachable=N failed=N skipped=N` lines, by node.
     pub fn recap(&self) -> Vec<(String, [u32; 5])> {
         let mut out = Vec::new();
@@ -254,10 +268,6 @@ impl Run {
     pub fn changed(&self, node: &str) -> u32 {
         self.counts(node)[1]
     }
-
-    pub fn text(&self) -> String {
-        format!("{self}")
-    }
 }
 
 impl std::fmt::Display for Run {
@@ -277,8 +287,6 @@ pub struct PiCluster {
     pub mirror: AptMirror,
     /// Machine directory behind the storage host's shared directory.
     pub shared: PathBuf,
-    /// Machine directory behind the storage host's /var/lib/nfs.
-    pub nfs_state: PathBuf,
     /// Print every dffmpeg run on stderr (default; the bench turns it off).
     pub log_runs: bool,
     /// The dffmpeg binary run on the controller, a path inside it (default:
@@ -335,7 +343,6 @@ impl PiCluster {
             lab,
             mirror,
             shared,
-            nfs_state,
             log_runs: true,
             bin: env!("CARGO_BIN_EXE_dffmpeg").to_string(),
             _dir: RemoveDir(dir),
@@ -349,6 +356,29 @@ impl PiCluster {
     /// The controller (the first host).
     pub fn controller(&self) -> &Host {
         &self.lab.hosts()[0]
+    }
+
+    /// The blog's cluster as an inventory (storage nfs, the test mirror, pi
+    /// becoming root): the controller (the first host) is `host: local`,
+    /// controller + compute + storage; every other node a compute node, at
+    /// its host's address unless its `more` keys (`host: X, ...`) say.
+    pub fn inventory(&self, nodes: &[(&str, &str)]) -> String {
+        let mut y = format!(
+            "# The blog's cluster.\ncluster:\n  shared_dir: {SHARED_DIR}\n  storage: nfs\n  apt_mirror: {}\n\
+             defaults: {{ user: pi, become: true }}\nnodes:\n",
+            self.mirror.url
+        );
+        let controller = &self.controller().name;
+        for (name, more) in nodes {
+            let sep = if more.is_empty() { "" } else { ", " };
+            let line = match (name == controller, more.contains("host:")) {
+                (true, _) => format!("host: local, roles: [controller, compute, storage]{sep}{more}"),
+                (false, true) => format!("roles: [compute]{sep}{more}"),
+                (false, false) => format!("host: {}, roles: [compute]{sep}{more}", self.host(name).ip),
+            };
+            y.push_str(&format!("  {name}: {{ {line} }}\n"));
+        }
+        y
     }
 
     /// Writes the controller's inventory ([`INVENTORY`], owned by pi).

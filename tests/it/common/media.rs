@@ -1,7 +1,7 @@
 //! Test media: generated with ffmpeg's lavfi sources, measured with ffprobe.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 pub fn ffmpeg(args: &[&str]) {
     let out = Command::new("ffmpeg")
@@ -152,23 +152,6 @@ pub fn psnr(a: &Path, b: &Path) -> f64 {
         return 100.0;
     }
     avg.parse().expect("psnr number")
-}
-
-pub fn dffmpeg() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_dffmpeg"))
-}
-
-pub fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("dffmpeg runs")
-}
-
-/// JSON event lines of a `--json` run.
-pub fn events(out: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
-
-pub fn count_events(events: &[serde_json::Value], kind: &str) -> usize {
-    events.iter().filter(|e| e["event"] == kind).count()
 }
 
 /// A fresh directory for one test's files (outside /tmp: test hosts have

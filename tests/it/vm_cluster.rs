@@ -25,17 +25,15 @@
 //!    output/, frame-exact; `systemctl stop` ends it cleanly (SIGTERM).
 //!
 //! A VM test: runs only with DFFMPEG_VM_TESTS=1, as root, alone (TCG: minutes):
-//! `DFFMPEG_VM_TESTS=1 cargo test --test vm_cluster -- --nocapture`.
-
-mod common;
+//! `DFFMPEG_VM_TESTS=1 cargo test --test it vm_cluster:: -- --nocapture`.
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::aptmirror::AptMirror;
-use common::picluster::Run;
-use common::vm::{self, log, q, step, VmLab};
+use crate::common::aptmirror::AptMirror;
+use crate::common::picluster::Run;
+use crate::common::vm::{self, log, q, step, VmLab};
 use serde_json::Value as Json;
 
 /// Not vm_smoke's port: a leftover server of one never blocks the other.
@@ -76,14 +74,8 @@ fn dffmpeg(lab: &VmLab, args: &str, input: &[u8]) -> Run {
 
 /// Exit 0 and one clean recap line per VM; returns the changed counts (ctl, cmp).
 fn assert_clean(r: &Run) -> (u32, u32) {
-    assert_eq!(r.code, 0, "{r}");
-    let names: Vec<String> = r.recap().into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names, ["ctl", "cmp"], "one recap line per node:\n{r}");
-    for n in ["ctl", "cmp"] {
-        let v = r.counts(n);
-        assert_eq!((v[2], v[3]), (0, 0), "{n}: unreachable/failed:\n{r}");
-    }
-    (r.changed("ctl"), r.changed("cmp"))
+    let changed = r.assert_clean(&["ctl", "cmp"]);
+    (changed[0], changed[1])
 }
 
 /// As pi in a VM (login shell); the output, whatever the exit status.

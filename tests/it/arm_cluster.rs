@@ -20,18 +20,17 @@
 //! [`X86_CPUS`]) and the clips are tiny: this is about correctness, not speed.
 //! Lab tags start with `arm`, nets 101-109.
 
-mod common;
-
 use std::fs;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use common::lab::{q, Host, HostOpts, Lab};
-use common::media::*;
-use common::picluster::{Kind, NfsPackages, Os, PiCluster, Spec, INVENTORY, SHARED_DIR};
+use crate::common::lab::{q, Host, HostOpts, Lab};
+use crate::common::media::*;
+use crate::common::picluster::{Kind, NfsPackages, Os, PiCluster, Spec, INVENTORY, SHARED_DIR};
+use crate::common::run::*;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -168,18 +167,6 @@ fn mixed_inventory(dir: &Path, lab: &Lab, storage: &str, shared: Option<&Path>) 
     p
 }
 
-/// Output of a dffmpeg run that must succeed.
-fn success(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "dffmpeg failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    out
-}
-
 /// Decodes every frame; ffmpeg reports nothing wrong.
 fn decodes_cleanly(path: &Path) {
     let out = Command::new("ffmpeg")
@@ -303,7 +290,7 @@ fn mixed_cluster_of_arm64_armhf_and_x86_nodes() {
         if json {
             c.arg("--json");
         }
-        success(run(&mut c))
+        success(run(&mut c), "dffmpeg facts")
     };
     let table = String::from_utf8_lossy(&facts("libx264", false).stdout).into_owned();
     eprintln!("{table}");
@@ -351,11 +338,11 @@ fn mixed_cluster_of_arm64_armhf_and_x86_nodes() {
             let what = format!("{storage} {codec_name}");
             let out = d.join(format!("out-{storage}-{codec_name}.mkv"));
             let t = Instant::now();
-            let ev = events(&success(run(transcode(inv)
+            let ev = ok_events(run(transcode(inv)
                 .args(["--json", "--chunk", "0.4", "-o"])
                 .arg(&out)
                 .arg(src)
-                .args(args))));
+                .args(args)));
             let secs = t.elapsed().as_secs_f64();
             let start = ev.iter().find(|e| e["event"] == "job_start").expect("a job_start event");
             assert_eq!(start["read_in_place"], storage == "nfs", "{what}: {start}");
@@ -387,8 +374,10 @@ fn mixed_cluster_of_arm64_armhf_and_x86_nodes() {
 
     // The plain report's summary table names each node's architecture.
     let out = d.join("out-plain.mkv");
-    let res =
-        success(run(transcode(&ssh_inv).args(["--chunk", "0.4", "-o"]).arg(&out).arg(&input).args(MPEG4)));
+    let res = success(
+        run(transcode(&ssh_inv).args(["--chunk", "0.4", "-o"]).arg(&out).arg(&input).args(MPEG4)),
+        "dffmpeg",
+    );
     let text = String::from_utf8_lossy(&res.stdout);
     let head = text.lines().position(|l| l.starts_with("node ")).unwrap_or_else(|| panic!("{text}"));
     let words: Vec<Vec<&str>> = text.lines().skip(head).map(|l| l.split_whitespace().collect()).collect();

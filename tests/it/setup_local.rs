@@ -2,12 +2,10 @@
 //! under a temporary root (`vars.root`): first run changes, second run
 //! `changed=0`, check mode touches nothing, drift is found and repaired.
 
-mod common;
-
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use dffmpeg::inventory::{Cluster, Host, Inventory, Role, StorageMode};
+use dffmpeg::inventory::{Host, Inventory, Role};
 use dffmpeg::remote::local::Local;
 use dffmpeg::setup::assets::Assets;
 use dffmpeg::setup::report::Sink;
@@ -60,20 +58,12 @@ handlers:
 const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITestKey dffmpeg@test";
 
 fn inventory() -> Inventory {
-    let node = |name: &str, host: Host, roles: Vec<Role>| common::test_node(name, host, roles);
-    Inventory {
-        source: "test inventory".into(),
-        cluster: Cluster {
-            shared_dir: PathBuf::from("/srv/dffmpeg"),
-            storage: StorageMode::Nfs,
-            apt_mirror: Some("http://198.18.41.1:8080".into()),
-            watch: None,
-        },
-        nodes: vec![
-            node("here", Host::Local, vec![Role::Controller, Role::Compute, Role::Storage]),
-            node("far", Host::Remote("198.18.41.99".into()), vec![Role::Compute]),
-        ],
-    }
+    let node = crate::common::test_node;
+    let nodes = vec![
+        node("here", Host::Local, vec![Role::Controller, Role::Compute, Role::Storage]),
+        node("far", Host::Remote("198.18.41.99".into()), vec![Role::Compute]),
+    ];
+    crate::common::inventory("test inventory", Some("http://198.18.41.1:8080"), nodes)
 }
 
 struct Run {

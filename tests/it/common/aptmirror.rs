@@ -34,8 +34,6 @@ pub struct AptMirror {
     pub url: String,
     /// Public key (binary keyring) to put in a host's /etc/apt/trusted.gpg.d/.
     pub key: PathBuf,
-    /// The mirror's dir (see [`AptMirror::build`]).
-    pub dir: PathBuf,
     child: Child,
     log: tempfile::NamedTempFile,
 }
@@ -193,7 +191,7 @@ impl AptMirror {
             }
             sleep(Duration::from_millis(20));
         }
-        AptMirror { url: format!("http://{ip}:{port}"), key: dir.join("mirror.gpg"), dir, child, log }
+        AptMirror { url: format!("http://{ip}:{port}"), key: dir.join("mirror.gpg"), child, log }
     }
 
     /// What the HTTP server logged (one line per request).

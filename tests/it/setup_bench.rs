@@ -5,13 +5,11 @@
 //! no-op re-run and a `--check --diff` run. Each round starts from fresh
 //! hosts; prints a Markdown table of min and median.
 //!
-//! `cargo test --release --test setup_bench -- --ignored --nocapture`
+//! `cargo test --release --test it setup_bench:: -- --ignored --nocapture`
 //! (env SETUP_BENCH_ROUNDS, SETUP_BENCH_REPEATS: rounds of fresh hosts, and
 //! no-op / check runs per round).
 
-mod common;
-
-use common::picluster::*;
+use crate::common::picluster::*;
 
 fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(default)

@@ -1,9 +1,9 @@
-#![allow(dead_code)]
 //! Test support shared by the integration tests.
 pub mod aptmirror;
 pub mod lab;
 pub mod media;
 pub mod picluster;
+pub mod run;
 pub mod vm;
 
 /// ssh options for a login by password only (through SSH_ASKPASS), as a
@@ -25,5 +25,24 @@ pub fn test_node(
         slots: None,
         identity_file: None,
         become_root: false,
+    }
+}
+
+/// An inventory of `nodes` with `storage: nfs` at /srv/dffmpeg, for setup
+/// run in-process (no file: `source` names it in messages).
+pub fn inventory(
+    source: &str,
+    apt_mirror: Option<&str>,
+    nodes: Vec<dffmpeg::inventory::Node>,
+) -> dffmpeg::inventory::Inventory {
+    dffmpeg::inventory::Inventory {
+        source: source.into(),
+        cluster: dffmpeg::inventory::Cluster {
+            shared_dir: "/srv/dffmpeg".into(),
+            storage: dffmpeg::inventory::StorageMode::Nfs,
+            apt_mirror: apt_mirror.map(str::to_string),
+            watch: None,
+        },
+        nodes,
     }
 }

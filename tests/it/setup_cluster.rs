@@ -2,7 +2,7 @@
 //! a password, dffmpeg running on the Pi 3B (controller + compute +
 //! storage) as user pi, real sshd, sudo, apt (from a signed mirror served on
 //! the test bridge), exportfs, mount(8) and /etc/fstab (NFS mounts through a
-//! stand-in mount.nfs: see tests/common/picluster.rs). Then a transcode over
+//! stand-in mount.nfs: see tests/it/common/picluster.rs). Then a transcode over
 //! the provisioned cluster, through the shared directory.
 //!
 //! One test, in order: first bring-up with --ask-pass; what it wrote
@@ -11,91 +11,116 @@
 //! drift of the exports; an unreachable node and the --limit it prints;
 //! --limit; the node removed again; `dffmpeg transcode` with storage: nfs.
 
-mod common;
-
-use common::lab::q;
-use common::media::{frame_count, sample};
-use common::picluster::*;
+use crate::common::lab::{q, Host};
+use crate::common::media::{frame_count, sample};
+use crate::common::picluster::*;
+use crate::common::run::ok;
 
 /// An address of the test net where nothing answers.
 const GHOST: &str = "198.18.91.250";
 
-/// The inventory the user writes: pi3 is where dffmpeg runs (`host:
-/// local`, every role), the others are compute nodes by address (`ghost`
-/// at [`GHOST`]), logging in as pi and becoming root.
+/// The inventory of `nodes` (pi3 the controller, `ghost` an address where
+/// nothing answers).
 fn inventory(c: &PiCluster, nodes: &[&str]) -> String {
-    let mut y = format!(
-        "# The blog's cluster.\ncluster:\n  shared_dir: {SHARED_DIR}\n  storage: nfs\n  apt_mirror: {}\ndefaults: {{ user: pi, become: true }}\nnodes:\n",
-        c.mirror.url
-    );
-    for name in nodes {
-        let (host, roles) = match *name {
-            "pi3" => ("local".to_string(), "controller, compute, storage"),
-            "ghost" => (GHOST.to_string(), "compute"),
-            _ => (c.host(name).ip.clone(), "compute"),
-        };
-        y.push_str(&format!("  {name}: {{ host: {host}, roles: [{roles}] }}\n"));
-    }
-    y
-}
-
-/// Asserts exit 0, one recap line per node (in order, nothing else) with no
-/// failure, and returns the changed counts.
-fn assert_clean(r: &Run, nodes: &[&str]) -> Vec<u32> {
-    assert_eq!(r.code, 0, "{r}");
-    let recap = r.recap();
-    let names: Vec<&str> = recap.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, nodes, "one recap line per node:\n{r}");
-    for (n, v) in &recap {
-        let line = format!("{n} : ok={} changed={} unreachable=0 failed=0 skipped={}", v[0], v[1], v[4]);
-        assert!(r.stdout.lines().any(|l| l == line), "{line} in:\n{r}");
-    }
-    recap.iter().map(|(_, v)| v[1]).collect()
+    let ghost = format!("host: {GHOST}");
+    let specs: Vec<(&str, &str)> =
+        nodes.iter().map(|n| (*n, if *n == "ghost" { ghost.as_str() } else { "" })).collect();
+    c.inventory(&specs)
 }
 
 fn lines(text: &str) -> Vec<String> {
     text.lines().map(str::to_string).filter(|l| !l.trim().is_empty() && !l.starts_with('#')).collect()
 }
 
-fn ok(out: std::process::Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// The exports file's lines for these compute nodes: upload ro, work and
+/// output rw.
+fn exports(want: &[&str]) -> Vec<String> {
+    let line = |dir: &str, opts: &str| {
+        let hosts: Vec<String> =
+            want.iter().map(|h| format!("{h}({opts},sync,no_subtree_check,root_squash)")).collect();
+        format!("{SHARED_DIR}/{dir} {}", hosts.join(" "))
+    };
+    vec![line("upload", "ro"), line("work", "rw"), line("output", "rw")]
 }
 
+/// The storage node's kernel-side export table lists exactly these nodes.
+fn exportfs(pi3: &Host, want: &[&str]) {
+    let v = pi3.exec_ok("exportfs -v");
+    // `PATH CLIENT(OPTS)`, or PATH alone and the client on the next line.
+    let mut seen: Vec<(String, String, String)> = Vec::new();
+    let mut path = String::new();
+    for l in v.lines() {
+        let mut words = l.split_whitespace();
+        if !l.starts_with(char::is_whitespace) {
+            path = words.next().unwrap_or("").to_string();
+        }
+        for client in words {
+            let (who, opts) = client.trim_end_matches(')').split_once('(').unwrap();
+            let mode = opts.split(',').find(|o| *o == "ro" || *o == "rw").unwrap_or("?");
+            seen.push((path.clone(), who.to_string(), mode.to_string()));
+        }
+    }
+    seen.sort();
+    let mut expect = Vec::new();
+    for h in want {
+        for (d, m) in [("output", "rw"), ("upload", "ro"), ("work", "rw")] {
+            expect.push((format!("{SHARED_DIR}/{d}"), h.to_string(), m.to_string()));
+        }
+    }
+    expect.sort();
+    assert_eq!(seen, expect, "exportfs -v:\n{v}");
+    assert!(!v.contains('*') && !v.contains("<world>"), "{v}");
+}
+
+/// The shared directory's lines of a host's fstab.
+fn fstab(c: &PiCluster, h: &str) -> Vec<String> {
+    lines(&c.cat(h, "/etc/fstab")).into_iter().filter(|l| l.contains(SHARED_DIR)).collect()
+}
+
+/// What they must be: NFS from the storage node, nosuid,nodev, automounted.
+fn want_fstab(storage: &str) -> Vec<String> {
+    [("upload", "ro"), ("work", "rw"), ("output", "rw")]
+        .iter()
+        .map(|(d, m)| {
+            format!("{storage}:{SHARED_DIR}/{d} {SHARED_DIR}/{d} nfs {m},nosuid,nodev,_netdev,nofail,noatime,x-systemd.automount 0 0")
+        })
+        .collect()
+}
+
+/// The mount options of a shared subdirectory on a host, if mounted.
+fn mounted(h: &Host, d: &str) -> Option<String> {
+    let m = h.exec_ok("cat /proc/mounts");
+    m.lines()
+        .find(|l| l.split(' ').nth(1) == Some(&format!("{SHARED_DIR}/{d}")))
+        .map(|l| l.split(' ').nth(3).unwrap_or("").to_string())
+}
+
+/// The two Pis of the blog, stock.
+fn two_pis() -> [Spec; 2] {
+    [
+        Spec { name: "pi3", os: Os::RaspbianBookworm, kind: Kind::Controller, uid_offset: 0 },
+        Spec { name: "pi2", os: Os::RaspbianBookworm, kind: Kind::Compute, uid_offset: 0 },
+    ]
+}
+
+/// Steps 1-3: the first bring-up of the two Pis with the password, what it
+/// did (keys, apt, exports, mounts, the data path), a no-op re-run, and
+/// drift found by --check --diff and repaired.
 #[test]
-fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
-    let t0 = std::time::Instant::now();
-    // nuc's pi has another uid than the Pis' (its first user is its owner):
-    // only the shared group's gid is common, as with real NFS.
-    let c = PiCluster::new(
-        "setit",
-        91,
-        &[
-            Spec { name: "pi3", os: Os::RaspbianBookworm, kind: Kind::Controller, uid_offset: 0 },
-            Spec { name: "pi2", os: Os::RaspbianBookworm, kind: Kind::Compute, uid_offset: 0 },
-            Spec { name: "nuc", os: Os::DebianTrixie, kind: Kind::Compute, uid_offset: 1 },
-        ],
-    );
-    let (pi3, pi2, nuc) = (c.host("pi3").clone(), c.host("pi2").clone(), c.host("nuc").clone());
+fn setup_brings_up_two_pis_and_repairs_drift() {
+    let c = PiCluster::new("setit", 91, &two_pis());
+    let (pi3, pi2) = (c.host("pi3").clone(), c.host("pi2").clone());
     let url = c.mirror.url.clone();
-    let (pi3_ip, pi2_ip, nuc_ip) = (pi3.ip.clone(), pi2.ip.clone(), nuc.ip.clone());
-    for h in [&pi3, &pi2, &nuc] {
+    let (pi3_ip, pi2_ip) = (pi3.ip.clone(), pi2.ip.clone());
+    for h in [&pi3, &pi2] {
         assert!(!h.exec("dpkg -s nfs-common 2>/dev/null | grep -q 'ok installed'").status.success());
         assert!(!h.exec("test -e /home/pi/.ssh/authorized_keys").status.success());
     }
-    let uid = |h: &common::lab::Host| h.exec_ok("id -u pi").trim().to_string();
-    assert_ne!(uid(&nuc), uid(&pi3), "nuc's pi has its own uid");
 
     // 1. First bring-up of the two Pis, the password asked once (on stdin).
     c.write_inventory(&inventory(&c, &["pi3", "pi2"]));
     let first = c.setup_ask_pass("--accept-new-host-keys");
-    let changed = assert_clean(&first, &["pi3", "pi2"]);
+    let changed = first.assert_clean(&["pi3", "pi2"]);
     assert!(changed.iter().all(|&n| n > 0), "{first}");
     assert!(
         first.stdout.contains("changed: [pi2] install the controller's key with the password"),
@@ -137,43 +162,8 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
     pi2.exec_ok("test -x /sbin/mount.nfs.distrib");
 
     // Exports: only the compute nodes' addresses, upload ro, work/output rw.
-    let exports = |want: &[&str]| {
-        let line = |dir: &str, opts: &str| {
-            let hosts: Vec<String> =
-                want.iter().map(|h| format!("{h}({opts},sync,no_subtree_check,root_squash)")).collect();
-            format!("{SHARED_DIR}/{dir} {}", hosts.join(" "))
-        };
-        vec![line("upload", "ro"), line("work", "rw"), line("output", "rw")]
-    };
     assert_eq!(lines(&c.cat("pi3", "/etc/exports.d/dffmpeg.exports")), exports(&[&pi2_ip]));
-    let exportfs = |want: &[&str]| {
-        let v = pi3.exec_ok("exportfs -v");
-        // `PATH CLIENT(OPTS)`, or PATH alone and the client on the next line.
-        let mut seen: Vec<(String, String, String)> = Vec::new();
-        let mut path = String::new();
-        for l in v.lines() {
-            let mut words = l.split_whitespace();
-            if !l.starts_with(char::is_whitespace) {
-                path = words.next().unwrap_or("").to_string();
-            }
-            for client in words {
-                let (who, opts) = client.trim_end_matches(')').split_once('(').unwrap();
-                let mode = opts.split(',').find(|o| *o == "ro" || *o == "rw").unwrap_or("?");
-                seen.push((path.clone(), who.to_string(), mode.to_string()));
-            }
-        }
-        seen.sort();
-        let mut expect = Vec::new();
-        for h in want {
-            for (d, m) in [("output", "rw"), ("upload", "ro"), ("work", "rw")] {
-                expect.push((format!("{SHARED_DIR}/{d}"), h.to_string(), m.to_string()));
-            }
-        }
-        expect.sort();
-        assert_eq!(seen, expect, "exportfs -v:\n{v}");
-        assert!(!v.contains('*') && !v.contains("<world>"), "{v}");
-    };
-    exportfs(&[&pi2_ip]);
+    exportfs(&pi3, &[&pi2_ip]);
 
     // Shared directory: root:dffmpeg 2775, the same gid everywhere, nothing
     // world-writable.
@@ -187,24 +177,7 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
 
     // fstab on pi2: type nfs, nosuid,nodev,_netdev,nofail, an automount from the next boot, same path as on the storage
     // node; mounted through mount(8) and the stand-in mount.nfs.
-    let fstab = |h: &str| -> Vec<String> {
-        lines(&c.cat(h, "/etc/fstab")).into_iter().filter(|l| l.contains(SHARED_DIR)).collect()
-    };
-    let want_fstab = |storage: &str| -> Vec<String> {
-        [("upload", "ro"), ("work", "rw"), ("output", "rw")]
-            .iter()
-            .map(|(d, m)| {
-                format!("{storage}:{SHARED_DIR}/{d} {SHARED_DIR}/{d} nfs {m},nosuid,nodev,_netdev,nofail,noatime,x-systemd.automount 0 0")
-            })
-            .collect()
-    };
-    assert_eq!(fstab("pi2"), want_fstab(&pi3_ip));
-    let mounted = |h: &common::lab::Host, d: &str| -> Option<String> {
-        let m = h.exec_ok("cat /proc/mounts");
-        m.lines()
-            .find(|l| l.split(' ').nth(1) == Some(&format!("{SHARED_DIR}/{d}")))
-            .map(|l| l.split(' ').nth(3).unwrap_or("").to_string())
-    };
+    assert_eq!(fstab(&c, "pi2"), want_fstab(&pi3_ip));
     assert!(mounted(&pi2, "upload").unwrap().starts_with("ro,"));
     assert!(mounted(&pi2, "work").unwrap().starts_with("rw,"));
     // No set-uid program or device node on the share works on a node.
@@ -232,7 +205,7 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
 
     // 2. Re-run: nothing to do, key-only now.
     let noop = c.setup("");
-    assert_eq!(assert_clean(&noop, &["pi3", "pi2"]), [0, 0], "{noop}");
+    assert_eq!(noop.assert_clean(&["pi3", "pi2"]), [0, 0], "{noop}");
     eprintln!("no-op re-run: {:.2} s", noop.secs);
 
     // 3. Drift on pi2: someone made the work mount read-only in fstab and
@@ -248,7 +221,7 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
     assert!(drifted.contains(&work_ro));
     assert!(mounted(&pi2, "work").unwrap().starts_with("ro,"));
     let check = c.setup("--check --diff");
-    assert_eq!(assert_clean(&check, &["pi3", "pi2"]), [0, 1], "{check}");
+    assert_eq!(check.assert_clean(&["pi3", "pi2"]), [0, 1], "{check}");
     assert!(check.stdout.contains(&format!("\n-{work_ro}\n")), "{check}");
     assert!(check.stdout.contains(&format!("\n+{work_rw}\n")), "{check}");
     assert!(check.stdout.contains("--- /etc/fstab") && check.stdout.contains("+++ /etc/fstab"), "{check}");
@@ -256,9 +229,29 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
     assert!(mounted(&pi2, "work").unwrap().starts_with("ro,"));
     // A normal run repairs it: the line, and the mount (remounted rw).
     let fix = c.setup("");
-    assert_eq!(assert_clean(&fix, &["pi3", "pi2"]), [0, 1], "{fix}");
-    assert_eq!(fstab("pi2"), want_fstab(&pi3_ip));
+    assert_eq!(fix.assert_clean(&["pi3", "pi2"]), [0, 1], "{fix}");
+    assert_eq!(fstab(&c, "pi2"), want_fstab(&pi3_ip));
     assert!(mounted(&pi2, "work").unwrap().starts_with("rw,"));
+}
+
+/// Steps 4-8, on two Pis brought up first: an x86 Debian trixie box
+/// joins, drift on the storage node, a node that does not answer, --limit,
+/// and a transcode on the provisioned cluster.
+#[test]
+fn a_box_joins_and_the_cluster_transcodes() {
+    let t0 = std::time::Instant::now();
+    // nuc's pi has another uid than the Pis' (its first user is its owner):
+    // only the shared group's gid is common, as with real NFS.
+    let [a, b] = two_pis();
+    let nuc_spec = Spec { name: "nuc", os: Os::DebianTrixie, kind: Kind::Compute, uid_offset: 1 };
+    let c = PiCluster::new("setjn", 93, &[a, b, nuc_spec]);
+    let (pi3, nuc) = (c.host("pi3").clone(), c.host("nuc").clone());
+    let url = c.mirror.url.clone();
+    let (pi3_ip, pi2_ip, nuc_ip) = (pi3.ip.clone(), c.host("pi2").ip.clone(), nuc.ip.clone());
+    let uid = |h: &Host| h.exec_ok("id -u pi").trim().to_string();
+    assert_ne!(uid(&nuc), uid(&pi3), "nuc's pi has its own uid");
+    c.write_inventory(&inventory(&c, &["pi3", "pi2"]));
+    c.setup_ask_pass("--accept-new-host-keys").assert_clean(&["pi3", "pi2"]);
 
     // 4. An x86 Debian trixie box joins (its key installed with the
     // password): it is provisioned, pi3's exports now include it, pi2 has
@@ -266,7 +259,7 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
     let three = ["pi3", "pi2", "nuc"];
     c.write_inventory(&inventory(&c, &three));
     let join = c.setup_ask_pass("--accept-new-host-keys");
-    let changed = assert_clean(&join, &["pi3", "pi2", "nuc"]);
+    let changed = join.assert_clean(&["pi3", "pi2", "nuc"]);
     assert_eq!(changed[..2], [2, 0], "pi3: exports + exportfs; pi2: nothing\n{join}");
     assert!(changed[2] > 0, "{join}");
     assert!(join.stdout.contains("ok: [pi2] install the controller's key with the password"), "{join}");
@@ -281,8 +274,8 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
     nuc.exec_ok("test -f /etc/apt/sources.list.d/debian.sources.disabled && ! test -e /etc/apt/sources.list.d/debian.sources");
     assert!(c.mirror.requests().contains("GET /debian/pool/nfs-common_"));
     assert_eq!(lines(&c.cat("pi3", "/etc/exports.d/dffmpeg.exports")), exports(&[&pi2_ip, &nuc_ip]));
-    exportfs(&[&pi2_ip, &nuc_ip]);
-    assert_eq!(fstab("nuc"), want_fstab(&pi3_ip));
+    exportfs(&pi3, &[&pi2_ip, &nuc_ip]);
+    assert_eq!(fstab(&c, "nuc"), want_fstab(&pi3_ip));
     // pi on nuc (another uid) writes through the shared group; pi on pi3
     // reads it and removes it.
     ok(c.as_pi("nuc", &format!("echo from-nuc > {SHARED_DIR}/work/from-nuc")), "write as pi on nuc");
@@ -292,7 +285,7 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
         "pi on pi3",
     );
     let noop3 = c.setup("");
-    assert_eq!(assert_clean(&noop3, &["pi3", "pi2", "nuc"]), [0, 0, 0], "{noop3}");
+    assert_eq!(noop3.assert_clean(&["pi3", "pi2", "nuc"]), [0, 0, 0], "{noop3}");
     eprintln!("no-op re-run, 3 nodes: {:.2} s", noop3.secs);
 
     // 5. Drift on the storage node: the work export opened to everyone.
@@ -303,13 +296,13 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
     let drifted = c.cat("pi3", exports_path);
     assert!(drifted.contains("/work *(rw) "), "{drifted}");
     let check = c.setup("--check --diff");
-    assert_eq!(assert_clean(&check, &["pi3", "pi2", "nuc"]), [2, 0, 0], "{check}");
+    assert_eq!(check.assert_clean(&["pi3", "pi2", "nuc"]), [2, 0, 0], "{check}");
     assert!(check.stdout.contains(&format!("\n-{SHARED_DIR}/work *(rw) ")), "{check}");
     assert_eq!(c.cat("pi3", exports_path), drifted);
     let fix = c.setup("");
-    assert_eq!(assert_clean(&fix, &["pi3", "pi2", "nuc"]), [2, 0, 0], "{fix}");
+    assert_eq!(fix.assert_clean(&["pi3", "pi2", "nuc"]), [2, 0, 0], "{fix}");
     assert!(!c.cat("pi3", exports_path).contains('*'));
-    exportfs(&[&pi2_ip, &nuc_ip]);
+    exportfs(&pi3, &[&pi2_ip, &nuc_ip]);
 
     // 6. A node that does not answer: reported unreachable, the others are
     // fine, exit 1, and the failed nodes are printed as a --limit value.
@@ -335,12 +328,12 @@ fn setup_brings_up_a_pi_cluster_a_box_joins_and_it_transcodes() {
     // 7. --limit: only that node runs.
     c.write_inventory(&inventory(&c, &three));
     let only = c.setup("--limit pi2");
-    assert_eq!(assert_clean(&only, &["pi2"]), [0], "{only}");
+    assert_eq!(only.assert_clean(&["pi2"]), [0], "{only}");
     assert!(!only.stdout.contains("[pi3]") && !only.stdout.contains("[nuc]"), "{only}");
     // ghost leaves the inventory: it leaves the exports.
     let back = c.setup("");
-    assert_eq!(assert_clean(&back, &["pi3", "pi2", "nuc"]), [2, 0, 0], "{back}");
-    exportfs(&[&pi2_ip, &nuc_ip]);
+    assert_eq!(back.assert_clean(&["pi3", "pi2", "nuc"]), [2, 0, 0], "{back}");
+    exportfs(&pi3, &[&pi2_ip, &nuc_ip]);
 
     // 8. Transcode on the provisioned cluster, storage: nfs: the job's
     // chunks go through the shared work directory, encoded by pi on every

@@ -1,16 +1,14 @@
-//! Proves the VM harness (tests/vm/vmlab.sh, tests/common/vm.rs): two VMs boot on the
+//! Proves the VM harness (tests/vm/vmlab.sh, tests/it/common/vm.rs): two VMs boot on the
 //! private bridge, `pi` logs in with its password, root with the harness's key, the VMs
 //! reach each other and the machine (an apt mirror served there), the dffmpeg binary runs
 //! in them, a VM reboots; then everything is removed.
 //!
 //! A VM test: runs only with DFFMPEG_VM_TESTS=1, as root, alone (it takes minutes; the
 //! first run also builds the cached image). Run it with
-//! `DFFMPEG_VM_TESTS=1 cargo test --test vm_smoke -- --nocapture`.
+//! `DFFMPEG_VM_TESTS=1 cargo test --test it vm_smoke:: -- --nocapture`.
 
-mod common;
-
-use common::aptmirror::AptMirror;
-use common::vm::{self, log, ok, step, VmLab};
+use crate::common::aptmirror::AptMirror;
+use crate::common::vm::{self, log, ok, step, VmLab};
 use std::time::Instant;
 
 const MIRROR_PORT: u16 = 8060;

@@ -2,15 +2,13 @@
 //! their own sshd and CPU quotas): both storage modes, a node dying, nodes
 //! unreachable, a node with a different ffmpeg build, Ctrl-C and resume.
 
-mod common;
-
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::lab::{HostOpts, Lab};
-use common::media::*;
+use crate::common::lab::{HostOpts, Lab};
+use crate::common::media::*;
+use crate::common::run::*;
 
 /// A compute node of a test inventory.
 struct TestNode {
@@ -38,9 +36,7 @@ fn write_inventory(
     for n in nodes {
         y.push_str(&format!("  {}: {{ host: {}, roles: [compute] }}\n", n.name, n.host));
     }
-    let p = dir.join("inventory.yaml");
-    std::fs::write(&p, y).unwrap();
-    p
+    write(dir, "inventory.yaml", &y)
 }
 
 fn cluster_cmd(dir: &Path, inventory: &Path) -> Command {
@@ -51,7 +47,7 @@ fn cluster_cmd(dir: &Path, inventory: &Path) -> Command {
 
 /// `transcode -I inventory --json --chunk 1 -o out input ARGS...`, which must succeed.
 fn transcode_json(d: &Path, inv: &Path, out: &Path, input: &Path, args: &[&str]) -> Vec<serde_json::Value> {
-    ok(&run(cluster_cmd(d, inv).args(["--json", "--chunk", "1", "-o"]).arg(out).arg(input).args(args)))
+    ok_events(run(cluster_cmd(d, inv).args(["--json", "--chunk", "1", "-o"]).arg(out).arg(input).args(args)))
 }
 
 /// No ffmpeg left on any live host (stopped duplicates, dropped nodes).
@@ -59,16 +55,6 @@ fn assert_no_ffmpeg(lab: &Lab) {
     for h in lab.hosts().iter().filter(|h| h.is_running()) {
         assert!(h.pids_matching("ffmpeg").is_empty(), "ffmpeg left running on {}", h.name);
     }
-}
-
-fn ok(out: &Output) -> Vec<serde_json::Value> {
-    assert!(
-        out.status.success(),
-        "dffmpeg failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    events(out)
 }
 
 /// The `job_start` event of a one-file run.
@@ -123,7 +109,7 @@ fn ssh_storage_three_hosts_matches_a_local_run() {
     assert!(cluster.contains("a (1 slot), b (1 slot), c (1 slot)"), "{cluster}");
     assert_eq!(nodes_with_chunks(&ev), ["a", "b", "c"], "every host did chunks");
     let local = d.join("local.mp4");
-    ok(&run(dffmpeg()
+    ok_events(run(dffmpeg()
         .args(["transcode", "--json", "--chunk", "1", "-o"])
         .arg(&local)
         .arg(&input)
@@ -178,26 +164,6 @@ fn nfs_storage_through_a_shared_directory() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
-/// Run a --json job, calling `on_event` for each event line as it comes.
-fn run_streaming(
-    cmd: &mut Command,
-    mut on_event: impl FnMut(&serde_json::Value, u32),
-) -> (Output, Vec<serde_json::Value>) {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let pid = child.id();
-    let stdout = child.stdout.take().unwrap();
-    let mut ev = Vec::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        if let Ok(e) = serde_json::from_str::<serde_json::Value>(&line) {
-            on_event(&e, pid);
-            ev.push(e);
-        }
-    }
-    let out = child.wait_with_output().unwrap();
-    (out, ev)
-}
-
 #[test]
 fn a_host_dying_mid_job_fails_over() {
     let d = workdir("cl-kill");
@@ -213,7 +179,7 @@ fn a_host_dying_mid_job_fails_over() {
     let out = d.join("out.mp4");
     let mut running_on_b = 0i64;
     let mut killed = false;
-    let (res, ev) = run_streaming(
+    let (res, ev) = streaming(
         cluster_cmd(&d, &inv).args(["--json", "--chunk", "1", "-o"]).arg(&out).arg(&input).args(ARGS),
         |e, _| {
             let on_b = e["node"] == "b";
@@ -374,7 +340,7 @@ fn ctrl_c_stops_ffmpeg_on_every_host_and_the_rerun_resumes() {
     let out = d.join("out.mp4");
     let args = ["-c:v", "libx264", "-preset", "slow", "-c:a", "aac"];
     let mut interrupted = false;
-    let (res, _) = run_streaming(
+    let (res, _) = streaming(
         cluster_cmd(&d, &inv).args(["--json", "--chunk", "1", "-o"]).arg(&out).arg(&input).args(args),
         |e, pid| {
             if e["event"] == "chunk_done" && !interrupted {
@@ -427,7 +393,7 @@ fn frozen_job(
     tag: &str,
     net: u8,
     bound: Duration,
-    freeze: impl Fn(&common::lab::Host),
+    freeze: impl Fn(&crate::common::lab::Host),
 ) -> Vec<serde_json::Value> {
     let d = workdir(tag);
     let mut lab = Lab::new(tag, net);
@@ -457,7 +423,7 @@ fn frozen_job(
     let out = d.join("out.mp4");
     let mut frozen_at: Option<std::time::Instant> = None;
     let args = ["-c:v", "libx264", "-preset", "medium"];
-    let (res, ev) = run_streaming(
+    let (res, ev) = streaming(
         cluster_cmd(&d, &inv).args(["--json", "--chunk", "2", "-o"]).arg(&out).arg(&input).args(args),
         |e, _| {
             let b_busy = e["event"] == "chunk_start" && e["node"] == "b";

@@ -9,29 +9,19 @@
 //! local`, where dffmpeg runs as pi), pi2 (Raspbian) and box (Debian, with
 //! its own `identity_file`). Needs root.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::lab::{q, Host};
-use common::picluster::*;
+use crate::common::lab::{q, Host};
+use crate::common::picluster::*;
 
 /// dffmpeg's known_hosts for pi, with spaces in its path.
 const KH: &str = "/home/pi/my state/known hosts";
 
+/// pi3 controls; pi2 and box compute, box with a key of its own.
 fn inventory(c: &PiCluster) -> String {
-    format!(
-        "cluster: {{ shared_dir: {SHARED_DIR}, storage: nfs, apt_mirror: {} }}\n\
-         defaults: {{ user: pi, become: true }}\n\
-         nodes:\n  pi3: {{ host: local, roles: [controller, compute, storage] }}\n  \
-         pi2: {{ host: {}, roles: [compute] }}\n  \
-         box: {{ host: {}, roles: [compute], identity_file: ~/.ssh/box_key }}\n",
-        c.mirror.url,
-        c.host("pi2").ip,
-        c.host("box").ip
-    )
+    c.inventory(&[("pi3", ""), ("pi2", ""), ("box", "identity_file: ~/.ssh/box_key")])
 }
 
 /// `dffmpeg ARGS` as pi on pi3, with dffmpeg's known_hosts at [`KH`], a

@@ -1,28 +1,12 @@
 //! Proves the test-host harness in tests/common (needs root).
 
-mod common;
-
-use common::aptmirror::AptMirror;
-use common::lab::{HostOpts, Lab};
+use crate::common::aptmirror::AptMirror;
+use crate::common::lab::{HostOpts, Lab};
+use crate::common::run::ok;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Instant;
-
-fn text(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    text(&out)
-}
 
 fn netns_list() -> String {
     let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
@@ -52,13 +36,13 @@ fn hosts_are_isolated_reachable_and_cleaned_up() {
             .arg("hostname")
             .output()
             .expect("run ssh");
-        assert_eq!(ok(out, "ssh hostname"), h.name);
+        assert_eq!(ok(out, "ssh hostname").trim(), h.name);
     }
     // Hosts reach each other by name; exec sees the host's own network and hostname.
     assert_eq!(a.exec_ok("hostname").trim(), "alpha");
     let script = "getent hosts beta; ip -4 -o addr show eth0; \
         timeout 5 bash -c 'exec 3<>/dev/tcp/beta/22 && head -c 4 <&3'";
-    let seen = ok(lab.ssh("root", &a).arg(script).output().unwrap(), "ssh alpha");
+    let seen = ok(lab.ssh("root", &a).arg(script).output().unwrap(), "ssh alpha").trim().to_string();
     assert!(seen.contains(&b.ip) && seen.contains(&a.ip) && seen.ends_with("SSH-"), "{seen}");
 
     // A file written in one host's /etc is its own.
@@ -103,11 +87,11 @@ fn hosts_are_isolated_reachable_and_cleaned_up() {
     assert!(!out.status.success(), "ssh still works after kill");
     assert!(a.pids_matching("").is_empty(), "processes left in a killed host");
     assert!(!a.exec("true").status.success());
-    assert_eq!(ok(lab.ssh("root", &b).arg("hostname").output().unwrap(), "ssh beta"), "beta");
+    assert_eq!(ok(lab.ssh("root", &b).arg("hostname").output().unwrap(), "ssh beta").trim(), "beta");
     // ... and restart() brings it back with its files.
     a.restart();
     assert_eq!(a.exec_ok("cat /etc/dlab-smoke"), "alpha-only\n");
-    assert_eq!(ok(lab.ssh("root", &a).arg("hostname").output().unwrap(), "ssh alpha"), "alpha");
+    assert_eq!(ok(lab.ssh("root", &a).arg("hostname").output().unwrap(), "ssh alpha").trim(), "alpha");
 
     // Dropping the lab works with a killed host too.
     b.kill();

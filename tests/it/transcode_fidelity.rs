@@ -3,11 +3,10 @@
 //! input's frames at the input's timestamps, with its audio, subtitles,
 //! chapters and title, at the quality of a plain single ffmpeg run.
 
-mod common;
-
 use std::path::Path;
 
-use common::media::*;
+use crate::common::media::*;
+use crate::common::run::*;
 
 const SRC: &str = "testsrc2=size=320x240:rate=25";
 

@@ -155,30 +155,10 @@ impl VmLab {
         VmLab { names: names.iter().map(|s| s.to_string()).collect(), ips, key, askpass, started, _one: one }
     }
 
-    /// The VMs' names, in the order given to [`VmLab::up`].
-    pub fn names(&self) -> &[String] {
-        &self.names
-    }
-
     /// A VM's address (198.18.60.11, ...).
     pub fn ip(&self, name: &str) -> &str {
         let i = self.names.iter().position(|n| n == name).unwrap_or_else(|| panic!("vm: no VM named {name}"));
         &self.ips[i]
-    }
-
-    /// The machine's address on the bridge, [`GATEWAY`].
-    pub fn gateway_ip(&self) -> &'static str {
-        GATEWAY
-    }
-
-    /// The harness's private key (root in every VM).
-    pub fn key(&self) -> &Path {
-        &self.key
-    }
-
-    /// Time since [`VmLab::up`] started.
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
     }
 
     /// `ssh root@VM` with the harness's key, stdin null; add the remote command (one

@@ -3,15 +3,14 @@
 //! a batch killed midway and resumed file by file, a node lost midway,
 //! and `--watch` taking a file only once it is completely copied.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::lab::{HostOpts, Lab};
-use common::media::*;
+use crate::common::lab::{HostOpts, Lab};
+use crate::common::media::*;
+use crate::common::run::*;
 
 const ARGS: &[&str] = &["-c:v", "mpeg4", "-q:v", "5", "-c:a", "aac"];
 
@@ -118,25 +117,6 @@ fn walk_names(dir: &Path) -> Vec<String> {
         }
     }
     names
-}
-
-/// Spawn a --json batch and hand each event to `on_event` as it comes;
-/// returns the output and the events.
-fn streaming(
-    cmd: &mut Command,
-    mut on_event: impl FnMut(&serde_json::Value, u32),
-) -> (Output, Vec<serde_json::Value>) {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let pid = child.id();
-    let stdout = child.stdout.take().unwrap();
-    let mut ev = Vec::new();
-    for line in BufReader::new(stdout).lines() {
-        if let Ok(e) = serde_json::from_str::<serde_json::Value>(&line.unwrap()) {
-            on_event(&e, pid);
-            ev.push(e);
-        }
-    }
-    (child.wait_with_output().unwrap(), ev)
 }
 
 #[test]

@@ -126,10 +126,6 @@ impl Lab {
         lab
     }
 
-    pub fn tag(&self) -> &str {
-        &self.tag
-    }
-
     /// The lab's directory, /var/tmp/dlab-<tag> (removed on drop).
     pub fn dir(&self) -> &Path {
         &self.dir

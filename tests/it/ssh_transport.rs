@@ -1,14 +1,13 @@
 //! The SSH transport and `dffmpeg facts` against real sshd on test hosts
-//! (network namespaces, see tests/common/lab.rs). Needs root.
+//! (network namespaces, see tests/it/common/lab.rs). Needs root.
 //! Labs: 198.18.31.0/24, 198.18.32.0/24, 198.18.33.0/24.
 
-mod common;
-
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::lab::{Host, HostOpts, Lab};
+use crate::common::lab::{Host, HostOpts, Lab};
+use crate::common::run::write;
 use dffmpeg::inventory::{self, Role};
 use dffmpeg::remote::{self, ConnectOptions, SshError, Transport, PID_PREFIX};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -295,12 +294,6 @@ fn dffmpeg(args: &[&str], known_hosts: &Path) -> std::process::Output {
         .expect("run dffmpeg")
 }
 
-fn write_inventory(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).expect("write inventory");
-    p
-}
-
 #[test]
 fn facts_command() {
     let mut lab = Lab::new("sshfc", 32);
@@ -315,7 +308,7 @@ fn facts_command() {
         a.ip,
         b.ip
     );
-    let inv = write_inventory(tmp.path(), "inv.yaml", &head);
+    let inv = write(tmp.path(), "inv.yaml", &head);
     let inv_s = inv.to_str().expect("utf-8 path");
 
     let out = dffmpeg(&["facts", inv_s, "--encoder", "mpeg4"], &kh);
@@ -353,7 +346,7 @@ fn facts_command() {
 
     // One node unreachable: both others still reported, exit 1.
     let with_ghost = format!("{head}  ghost: {{ host: 198.18.32.250, roles: [compute] }}\n");
-    let inv2 = write_inventory(tmp.path(), "inv2.yaml", &with_ghost);
+    let inv2 = write(tmp.path(), "inv2.yaml", &with_ghost);
     let t = Instant::now();
     let out = dffmpeg(&["facts", inv2.to_str().expect("path")], &kh);
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
@@ -375,11 +368,8 @@ fn facts_command() {
     assert!(stderr.contains("host key changed: node pi2"), "{stderr}");
 
     // Inventory errors: exit 2 with file:line:column.
-    let bad = write_inventory(
-        tmp.path(),
-        "bad.yaml",
-        "nodes:\n  pi3: { hots: 1.2.3.4, roles: [controller, compute] }\n",
-    );
+    let bad =
+        write(tmp.path(), "bad.yaml", "nodes:\n  pi3: { hots: 1.2.3.4, roles: [controller, compute] }\n");
     let out = dffmpeg(&["facts", bad.to_str().expect("path")], &kh);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
