@@ -403,14 +403,15 @@ fn frozen_job(
         TestNode { name: "a".into(), host: a.ip.clone() },
         TestNode { name: "b".into(), host: b.ip.clone() },
     ];
-    // Long enough (about 20 s of work for one host) that the freeze
-    // matters before the queue runs dry: 720p, x264 medium.
+    // Long enough (about 30 s of work for one host here) that the queue
+    // outlasts the watchdog's least patience (15 s): otherwise a's endgame
+    // duplicate of b's chunk ends the job first. 720p, x264 medium.
     let input = d.join("in.mp4");
     ffmpeg(&[
         "-f",
         "lavfi",
         "-i",
-        "testsrc2=size=1280x720:rate=25:duration=16",
+        "testsrc2=size=1280x720:rate=25:duration=40",
         "-c:v",
         "libx264",
         "-preset",
@@ -460,7 +461,7 @@ fn frozen_job(
 /// to the other node; the node is named.
 #[test]
 fn a_hung_encoder_is_abandoned_by_the_watchdog() {
-    let ev = frozen_job("clhang", 88, Duration::from_secs(60), |b| {
+    let ev = frozen_job("clhang", 88, Duration::from_secs(90), |b| {
         for pid in b.pids_matching("ffmpeg") {
             // SAFETY: kill(2) has no memory-safety preconditions.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
@@ -481,7 +482,7 @@ fn a_hung_encoder_is_abandoned_by_the_watchdog() {
 /// other host, and the report names it.
 #[test]
 fn a_frozen_host_is_given_up_and_named() {
-    let ev = frozen_job("clfrz", 89, Duration::from_secs(60), |b| b.freeze());
+    let ev = frozen_job("clfrz", 89, Duration::from_secs(90), |b| b.freeze());
     assert!(
         ev.iter().any(|e| (e["event"] == "node_dropped" || e["event"] == "chunk_failed") && e["node"] == "b"),
         "the report names b: {ev:?}"
