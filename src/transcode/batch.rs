@@ -149,8 +149,10 @@ fn spawn_prep(
                 break;
             }
             let result = prepare::check(&spec, &o).await.and_then(|c| prepare::plan(c, slots, o.chunk, even));
+            // A closed channel: the batch ended early (stop, no node left).
             let _ = reports.send(Report::Prepared { spec, result: Box::new(result) });
         }
+        // Likewise: nobody left to tell.
         let _ = reports.send(Report::PrepDone);
     })
 }

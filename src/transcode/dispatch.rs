@@ -290,6 +290,7 @@ impl<T: Transport + 'static> Broker<T> {
                 Next::Wait => self.waiting.push((node, reply)),
                 // This node gets nothing more: its slot ends.
                 Next::Done => {
+                    // The worker may be gone already (its node dropped).
                     let _ = reply.send(None);
                 }
             }

@@ -131,6 +131,7 @@ impl<T: Transport> Attempt<'_, T> {
         let work = watch_encoder(&mut started, remote_pid.clone(), on_frames);
         let finished = tokio::select! {
             r = work => Some(r),
+            // The sender gone (batch over) counts as cancelled too.
             _ = async { let _ = cancel.wait_for(|c| *c).await; } => None,
         };
         match finished {
