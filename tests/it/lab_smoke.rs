@@ -77,7 +77,13 @@ fn hosts_are_isolated_reachable_and_cleaned_up() {
 
     // pids_matching sees the host's processes, not the machine's.
     a.exec_ok("sleep 300 >/dev/null 2>&1 & echo started");
-    let pids = a.pids_matching("sleep 300");
+    // The shell returns once it has forked: the child may not have exec'd sleep yet.
+    let t = Instant::now();
+    let mut pids = a.pids_matching("sleep 300");
+    while pids.is_empty() && t.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        pids = a.pids_matching("sleep 300");
+    }
     assert_eq!(pids.len(), 1, "{pids:?}");
     assert!(b.pids_matching("sleep 300").is_empty());
 
