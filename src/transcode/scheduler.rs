@@ -735,6 +735,16 @@ fn adapt_slots(node: &mut NodeState, share: f64, together: f64) {
     } else {
         (cpus.round() as usize).clamp(1, node.max_slots)
     };
+    // The rate was measured with `together` attempts sharing `cpus`: with
+    // fewer slots now, each gets more (up to a whole CPU), and so goes
+    // faster — else a hidden 1-CPU node that tried two slots would look
+    // half as fast as it is once back to one.
+    if share > 0.0 && share < FULL_CPU && together > node.active as f64 + 0.25 {
+        let each = (cpus / node.active as f64).min(1.0);
+        if each > share {
+            node.rate = node.rate.map(|r| r * each / share);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -144,8 +144,11 @@ fn slots_follow_the_cpu_a_node_really_has() {
     let d = run(&s.next(0, at(t0, 8.0))).clone();
     s.succeeded(c.attempt, at(t0, 12.0), Some(Usage { cpu_seconds: 2.0, wall_seconds: 4.0 }));
     assert_eq!(s.active_slots(0), 1);
+    // 50 frames in 4 s with half a CPU: alone, a slot does them in 2 s.
+    assert!((s.slot_rate(0) - 25.0).abs() < 0.1, "{}", s.slot_rate(0));
     s.succeeded(d.attempt, at(t0, 12.0), Some(Usage { cpu_seconds: 2.0, wall_seconds: 4.0 }));
     assert_eq!(s.active_slots(0), 1);
+    assert!((s.slot_rate(0) - 25.0).abs() < 0.1, "{}", s.slot_rate(0));
     // A 4-core Pi with no quota grows to its 4 slots.
     let mut s = one_job(&[50; 20], &[unknown(4), unknown(1)]);
     let mut t = 0.0;
