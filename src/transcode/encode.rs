@@ -48,8 +48,8 @@ pub enum AttemptError {
     #[error("cannot write {path}: {detail}")]
     Write { path: String, detail: String },
     /// The result did not pass verification.
-    #[error("{0}")]
-    Verify(String),
+    #[error(transparent)]
+    Verify(#[from] super::verify::VerifyError),
     /// The chunk's codec parameters differ from the job's: this node's
     /// ffmpeg build makes a stream that cannot be joined with the others.
     #[error("chunk rejected: {0} (the node runs a different ffmpeg build?)")]

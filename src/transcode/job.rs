@@ -171,7 +171,7 @@ impl JobDir {
             )
         };
         let r: JobRecord = serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
-        r.plan.validate().map_err(damaged)?;
+        r.plan.validate().map_err(|e| damaged(e.to_string()))?;
         Ok(Some(r))
     }
 

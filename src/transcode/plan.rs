@@ -56,6 +56,25 @@ pub struct Plan {
     pub skipped_leading: usize,
 }
 
+/// What is wrong with a plan read back from a job file.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlanError {
+    #[error("time base {0}")]
+    TimeBase(String),
+    #[error("no chunks")]
+    NoChunks,
+    #[error("the last chunk has an end")]
+    LastHasEnd,
+    #[error("chunk {0}")]
+    Chunk(usize),
+    #[error("chunk {0} does not meet the next")]
+    Gap(usize),
+    #[error("the chunks' frames do not add up")]
+    Frames,
+    #[error("frame duration")]
+    FrameDuration,
+}
+
 impl Plan {
     pub fn first_pts(&self) -> i64 {
         self.chunks[0].start
@@ -71,30 +90,30 @@ impl Plan {
 
     /// Whether a plan read back from a job file can be used: chunks that
     /// partition the timeline, a real time base. Why not, if not.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), PlanError> {
         let tb = self.time_base;
         if tb.num <= 0 || tb.den <= 0 {
-            return Err(format!("time base {tb}"));
+            return Err(PlanError::TimeBase(tb.to_string()));
         }
-        let Some(last) = self.chunks.last() else { return Err("no chunks".into()) };
+        let Some(last) = self.chunks.last() else { return Err(PlanError::NoChunks) };
         if last.end.is_some() {
-            return Err("the last chunk has an end".into());
+            return Err(PlanError::LastHasEnd);
         }
         for (i, c) in self.chunks.iter().enumerate() {
             if c.index != i || c.frames == 0 || c.packets == 0 || c.seek_pts > c.start {
-                return Err(format!("chunk {i}"));
+                return Err(PlanError::Chunk(i));
             }
             if let Some(next) = self.chunks.get(i + 1) {
                 if c.end != Some(next.start) || next.start <= c.start {
-                    return Err(format!("chunk {i} does not meet chunk {}", i + 1));
+                    return Err(PlanError::Gap(i));
                 }
             }
         }
         if self.chunks.iter().map(|c| c.frames).sum::<u64>() != self.total_frames {
-            return Err("the chunks' frames do not add up".into());
+            return Err(PlanError::Frames);
         }
         if !(self.frame_seconds.is_finite() && self.frame_seconds >= 0.0) {
-            return Err("frame duration".into());
+            return Err(PlanError::FrameDuration);
         }
         Ok(())
     }

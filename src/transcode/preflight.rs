@@ -13,12 +13,36 @@ use std::sync::Arc;
 use super::context::{Io, JobContext};
 use super::encode::{read_errors, spawn_split, stdout_as_stdin};
 use super::ffmpeg;
-use super::verify::{self, ChunkFacts};
+use super::verify::{self, ChunkFacts, VerifyError};
+
+/// Why the options cannot run: ffmpeg's own error, or what it made does not
+/// read back.
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    #[error("cannot run ffmpeg: {0}")]
+    Spawn(#[from] std::io::Error),
+    #[error("cannot run ffmpeg: no pipe")]
+    NoPipe,
+    /// ffmpeg's error lines (or its exit status when it printed none).
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+}
+
+/// ffmpeg's error lines, or its exit status when it printed none.
+fn refused(errors: &[String], status: std::process::ExitStatus) -> PreflightError {
+    PreflightError::Refused(if errors.is_empty() {
+        format!("ffmpeg exited with {status}")
+    } else {
+        errors.join("\n")
+    })
+}
 
 /// Encode the first frame of the first chunk on the controller. Fails with
 /// ffmpeg's own error when the options are wrong — before any node starts.
 /// The encoder's output goes straight into ffprobe (both start at once).
-pub async fn reference(ctx: &JobContext) -> Result<ChunkFacts, String> {
+pub async fn reference(ctx: &JobContext) -> Result<ChunkFacts, PreflightError> {
     let chunk = &ctx.plan.chunks[0];
     let filter = ffmpeg::chunk_filter(&ctx.spec, chunk, ctx.plan.ts_shift());
     // The chunk reaches the encoder as it will on the nodes (the reference
@@ -33,10 +57,9 @@ pub async fn reference(ctx: &JobContext) -> Result<ChunkFacts, String> {
         ffmpeg::Input::Source { .. } => Stdio::null(),
         ffmpeg::Input::Nut(_) => {
             let split_argv = ffmpeg::split(&ctx.source, ctx.video_index, &ctx.plan, chunk, "pipe:1");
-            let mut child =
-                spawn_split(&split_argv, Stdio::piped()).map_err(|e| format!("cannot run ffmpeg: {e}"))?;
+            let mut child = spawn_split(&split_argv, Stdio::piped())?;
             // The split's pipe is the encoder's stdin, as in an attempt.
-            let feed = stdout_as_stdin(&mut child).ok_or("cannot run ffmpeg: no pipe")?;
+            let feed = stdout_as_stdin(&mut child).ok_or(PreflightError::NoPipe)?;
             split = Some(child);
             feed
         }
@@ -46,9 +69,8 @@ pub async fn reference(ctx: &JobContext) -> Result<ChunkFacts, String> {
         .stdin(feed)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run ffmpeg: {e}"))?;
-    let encoded = stdout_as_stdin(&mut enc).ok_or("cannot run ffmpeg: no pipe")?;
+        .spawn()?;
+    let encoded = stdout_as_stdin(&mut enc).ok_or(PreflightError::NoPipe)?;
     let encoding = async {
         let errors = match enc.stderr.take() {
             Some(e) => read_errors(e, Arc::new(AtomicU32::new(0))).await,
@@ -59,22 +81,18 @@ pub async fn reference(ctx: &JobContext) -> Result<ChunkFacts, String> {
     let ((errors, status), facts) =
         tokio::join!(encoding, verify::inspect_from(Path::new("pipe:0"), encoded));
     drop(split);
-    let status = status.map_err(|e| e.to_string())?;
+    let status = status?;
     if !status.success() {
-        return Err(if errors.is_empty() {
-            format!("ffmpeg exited with {status}")
-        } else {
-            errors.join("\n")
-        });
+        return Err(refused(&errors, status));
     }
-    facts
+    Ok(facts?)
 }
 
 /// Encode the source's first frame as one plain ffmpeg run with the user's
 /// options would, into the output's format, and read what that gives the
 /// output's video stream (what ffmpeg decides from the first frame — field
 /// order, colour tags — and from the options). Fails with ffmpeg's error.
-pub async fn plain(run: &ffmpeg::PlainRun<'_>) -> Result<ChunkFacts, String> {
+pub async fn plain(run: &ffmpeg::PlainRun<'_>) -> Result<ChunkFacts, PreflightError> {
     let argv = ffmpeg::plain_first_frame(run);
     let out = crate::process::command(&argv[0])
         .args(&argv[1..])
@@ -82,11 +100,11 @@ pub async fn plain(run: &ffmpeg::PlainRun<'_>) -> Result<ChunkFacts, String> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
-        .await
-        .map_err(|e| format!("cannot run ffmpeg: {e}"))?;
+        .await?;
     if !out.status.success() {
         let err = crate::text::printable(String::from_utf8_lossy(&out.stderr).trim());
-        return Err(if err.is_empty() { format!("ffmpeg exited with {}", out.status) } else { err });
+        let lines: Vec<String> = if err.is_empty() { Vec::new() } else { vec![err] };
+        return Err(refused(&lines, out.status));
     }
-    verify::inspect(Path::new(run.dest)).await
+    Ok(verify::inspect(Path::new(run.dest)).await?)
 }

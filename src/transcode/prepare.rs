@@ -233,7 +233,7 @@ async fn probe_and_preflight(
     Ok((probe, checked))
 }
 
-fn options_refused(e: String) -> PrepareError {
+fn options_refused(e: super::preflight::PreflightError) -> PrepareError {
     refused(anyhow!("ffmpeg refused the options:\n{e}"))
 }
 

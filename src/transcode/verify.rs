@@ -124,27 +124,55 @@ pub struct ChunkFacts {
     pub encoder: Option<String>,
 }
 
+/// Why an encoded chunk (or the preflight's frame) is not accepted. Plain
+/// data (Clone, PartialEq: it travels inside an attempt's result); the
+/// errors of ffprobe and of its output are kept as their text.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("unreadable chunk: {0}")]
+    Unreadable(String),
+    /// ffprobe itself failed (missing, could not run).
+    #[error("{0}")]
+    Probe(String),
+    #[error("ffprobe output: {0}")]
+    Output(String),
+    #[error("chunk has no video stream")]
+    NoVideo,
+    #[error("holds {got} frames, {planned} planned")]
+    Frames { got: u64, planned: u64 },
+    #[error("starts at {got:.6} s, {planned:.6} s planned")]
+    Start { got: f64, planned: f64 },
+    #[error("has no start time")]
+    NoStart,
+}
+
+impl From<super::probe::ProbeError> for VerifyError {
+    fn from(e: super::probe::ProbeError) -> Self {
+        match e {
+            super::probe::ProbeError::Unreadable(line) => VerifyError::Unreadable(line),
+            other => VerifyError::Probe(other.to_string()),
+        }
+    }
+}
+
 /// Read an encoded chunk's facts (packet count, no decoding).
-pub async fn inspect(path: &Path) -> Result<ChunkFacts, String> {
+pub async fn inspect(path: &Path) -> Result<ChunkFacts, VerifyError> {
     inspect_from(path, std::process::Stdio::null()).await
 }
 
 /// [`inspect`] with a given stdin: `pipe:0` reads a chunk as it is encoded.
-pub async fn inspect_from(path: &Path, stdin: std::process::Stdio) -> Result<ChunkFacts, String> {
+pub async fn inspect_from(path: &Path, stdin: std::process::Stdio) -> Result<ChunkFacts, VerifyError> {
     let fields = "stream=codec_name,profile,level,pix_fmt,width,height,sample_aspect_ratio,field_order,\
                   color_range,color_space,color_primaries,color_transfer,chroma_location,\
                   nb_read_packets:stream_tags=encoder:format=start_time";
     let args = ["-select_streams", "v:0", "-count_packets", "-print_format", "json", "-show_entries", fields];
-    let out = super::probe::ffprobe_from(&args, path, stdin).await.map_err(|e| match e {
-        super::probe::ProbeError::Unreadable(line) => format!("unreadable chunk: {line}"),
-        other => other.to_string(),
-    })?;
+    let out = super::probe::ffprobe_from(&args, path, stdin).await?;
     parse_facts(&out)
 }
 
-fn parse_facts(json: &[u8]) -> Result<ChunkFacts, String> {
-    let parsed: ChunkJson = serde_json::from_slice(json).map_err(|e| format!("ffprobe output: {e}"))?;
-    let s = parsed.streams.into_iter().next().ok_or("chunk has no video stream")?;
+fn parse_facts(json: &[u8]) -> Result<ChunkFacts, VerifyError> {
+    let parsed: ChunkJson = serde_json::from_slice(json).map_err(|e| VerifyError::Output(e.to_string()))?;
+    let s = parsed.streams.into_iter().next().ok_or(VerifyError::NoVideo)?;
     // `encoder` (NUT, MP4) or `ENCODER` (Matroska): `Lavc59.37.100 libx264`.
     let tag = s.tags.iter().find(|(k, _)| k.eq_ignore_ascii_case("encoder")).map(|(_, v)| v);
     let encoder = tag.and_then(|e| e.split_whitespace().last()).map(str::to_string);
@@ -178,7 +206,7 @@ fn params(s: StreamJson) -> CodecParams {
 
 /// Read an encoded chunk and check it against the plan: the planned
 /// frames and start (codec parameters are compared by the caller).
-pub async fn chunk(plan: &Plan, chunk: &Chunk, part: &Path) -> Result<ChunkFacts, String> {
+pub async fn chunk(plan: &Plan, chunk: &Chunk, part: &Path) -> Result<ChunkFacts, VerifyError> {
     let facts = inspect(part).await?;
     check(&facts, chunk, plan)?;
     Ok(facts)
@@ -186,9 +214,9 @@ pub async fn chunk(plan: &Plan, chunk: &Chunk, part: &Path) -> Result<ChunkFacts
 
 /// Check the facts of an encoded chunk against the plan (frames and start;
 /// codec parameters are compared with the job's reference by the caller).
-pub fn check(facts: &ChunkFacts, chunk: &Chunk, plan: &Plan) -> Result<(), String> {
+pub fn check(facts: &ChunkFacts, chunk: &Chunk, plan: &Plan) -> Result<(), VerifyError> {
     if facts.frames != chunk.frames {
-        return Err(format!("holds {} frames, {} planned", facts.frames, chunk.frames));
+        return Err(VerifyError::Frames { got: facts.frames, planned: chunk.frames });
     }
     let want = plan.time_base.seconds(chunk.start) + plan.ts_shift();
     // The encoder may put frames on its own time grid (1/frame rate): allow
@@ -196,8 +224,8 @@ pub fn check(facts: &ChunkFacts, chunk: &Chunk, plan: &Plan) -> Result<(), Strin
     let tolerance = (plan.frame_seconds / 2.0).max(0.001);
     match facts.start {
         Some(t) if (t - want).abs() < tolerance => {}
-        Some(t) => return Err(format!("starts at {t:.6} s, {want:.6} s planned")),
-        None => return Err("has no start time".into()),
+        Some(got) => return Err(VerifyError::Start { got, planned: want }),
+        None => return Err(VerifyError::NoStart),
     }
     Ok(())
 }
@@ -246,9 +274,11 @@ mod tests {
     fn rejects_wrong_count_start_or_params() {
         let f = facts();
         let (c, p) = plan(51, 50);
-        assert_eq!(check(&f, &c, &p), Err("holds 50 frames, 51 planned".into()));
+        let e = check(&f, &c, &p).unwrap_err();
+        assert!(matches!(e, VerifyError::Frames { got: 50, planned: 51 }), "{e:?}");
+        assert_eq!(e.to_string(), "holds 50 frames, 51 planned");
         let (c, p) = plan(50, 75);
-        assert!(check(&f, &c, &p).unwrap_err().starts_with("starts at 12.000000"));
+        assert!(check(&f, &c, &p).unwrap_err().to_string().starts_with("starts at 12.000000"));
         let mut other = f.params.clone();
         other.pix_fmt = "yuv444p".into();
         assert_eq!(
