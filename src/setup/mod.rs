@@ -16,6 +16,7 @@ pub mod b64;
 pub mod context;
 pub mod diff;
 pub mod engine;
+pub mod first_contact;
 pub mod keys;
 pub mod modules;
 pub mod password;
@@ -29,7 +30,7 @@ pub mod state;
 #[cfg(test)]
 mod fixtures;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,7 +41,7 @@ use crate::cli::SetupArgs;
 use crate::exit::{failed, usage, Failure, Outcome};
 use crate::inventory::{Host, Inventory, Node, Role};
 use crate::remote::ssh::ConnectOptions;
-use crate::remote::{hostkeys, SshError, Transport};
+use crate::remote::{SshError, Transport};
 
 use assets::Assets;
 use engine::{NodeJob, Shared, StorageGate};
@@ -343,42 +344,15 @@ pub async fn play_cluster<T: Transport + 'static>(
     for e in &opts.pre_events {
         reporter.task(e.clone());
     }
-
-    // The controller's key, when the ssh-keys step runs.
     let wants_keys = opts.only.is_empty() || opts.only.iter().any(|s| s == "ssh-keys");
-    let pubkey = match &opts.pubkey {
-        Some(k) => k.clone(),
-        None if wants_keys => {
-            let path = keys::default_path().map_err(failed)?;
-            let key = keys::ensure(&path, opts.check)
-                .await
-                .with_context(|| "the controller's SSH key")
-                .map_err(failed)?;
-            let ev = key_event(inventory, &key);
-            if names.contains(&ev.node) {
-                reporter.task(ev);
-            } else if key.created {
-                reporter.note(&report::task_line(&ev));
-            }
-            key.pubkey
-        }
-        None => String::new(),
-    };
-
-    // Addresses of `host: local` nodes as the others see them.
-    let peer =
-        inventory.storage_node().into_iter().chain(inventory.nodes.iter()).find_map(|n| match &n.host {
-            Host::Remote(h) => Some(h.clone()),
-            Host::Local => None,
-        });
-    let addrs = context::addresses(inventory, || peer.as_deref().and_then(local_source_address));
-
+    let pubkey = controller_pubkey(inventory, &opts, &names, &reporter, wants_keys).await?;
+    let addrs =
+        context::addresses(inventory, || local_peer(inventory).as_deref().and_then(local_source_address));
     let key_plan = KeyPlan { pubkey: &pubkey, wanted: wants_keys, from: &controller_address_toward };
-    let mut jobs: BTreeMap<String, NodeJob> =
-        build_jobs(inventory, &selected, &pbs, &opts, &key_plan, &addrs)?
-            .into_iter()
-            .map(|j| (j.name.clone(), j))
-            .collect();
+    let jobs: BTreeMap<String, NodeJob> = build_jobs(inventory, &selected, &pbs, &opts, &key_plan, &addrs)?
+        .into_iter()
+        .map(|j| (j.name.clone(), j))
+        .collect();
 
     // Compute nodes mount the storage node's exports: they wait for its play
     // (`meta: wait_for_storage`) when it is part of this run.
@@ -387,45 +361,102 @@ pub async fn play_cluster<T: Transport + 'static>(
     let storage = storage_name.clone().map(|node| StorageGate { node, done: storage_rx });
     let shared =
         Arc::new(Shared { renderer, raw_templates, check: opts.check, diff: opts.diff, reporter, storage });
-    let sem = Arc::new(tokio::sync::Semaphore::new(opts.forks.max(1)));
-    let mut conns: BTreeMap<String, Result<T, SshError>> = nodes.into_iter().collect();
-    let mut set = tokio::task::JoinSet::new();
-    // The storage node takes the first fork (permits are taken here, in this
-    // order), so that nodes waiting for it can never hold every fork.
-    let mut order: Vec<&String> = names.iter().filter(|n| Some(*n) == storage_name.as_ref()).collect();
-    order.extend(names.iter().filter(|n| Some(*n) != storage_name.as_ref()));
-    let mut storage_tx = Some(storage_tx);
-    for name in order {
-        let Some(job) = jobs.remove(name) else {
-            continue;
-        };
-        let conn = conns.remove(name).unwrap_or(Err(SshError::NotConnected));
-        let sh = shared.clone();
-        let permit = sem.clone().acquire_owned().await;
-        let done = if Some(name) == storage_name.as_ref() { storage_tx.take() } else { None };
-        set.spawn(async move {
-            let _permit = permit;
-            let outcome = match conn {
-                Ok(t) => engine::play(&t, &job, &sh).await,
-                Err(e) => {
-                    sh.reporter.unreachable(&job.name, &e.to_string());
-                    engine::PlayOutcome::Unreachable
-                }
-            };
-            if let Some(tx) = done {
-                // No receiver left (every other node is done) is fine.
-                let _ = tx.send(Some(outcome));
-            }
-        });
-    }
-    drop(storage_tx);
-    while let Some(r) = set.join_next().await {
-        if let Err(e) = r {
-            return Err(failed(anyhow!("a node's play crashed: {e}")));
-        }
-    }
+    let plays = Plays { storage: storage_name, storage_done: storage_tx, forks: opts.forks };
+    plays.run(jobs, nodes, &shared, &names).await?;
     let failed_nodes = shared.reporter.finish(&names);
     Ok(Summary { recaps: shared.reporter.recaps(), failed: failed_nodes })
+}
+
+/// The controller's public key, when the ssh-keys step runs (made here if
+/// missing, and reported).
+async fn controller_pubkey(
+    inventory: &Inventory,
+    opts: &Options,
+    names: &[String],
+    reporter: &Reporter,
+    wants_keys: bool,
+) -> Result<String, Failure> {
+    if let Some(k) = &opts.pubkey {
+        return Ok(k.clone());
+    }
+    if !wants_keys {
+        return Ok(String::new());
+    }
+    let path = keys::default_path().map_err(failed)?;
+    let key =
+        keys::ensure(&path, opts.check).await.with_context(|| "the controller's SSH key").map_err(failed)?;
+    let ev = key_event(inventory, &key);
+    if names.contains(&ev.node) {
+        reporter.task(ev);
+    } else if key.created {
+        reporter.note(&report::task_line(&ev));
+    }
+    Ok(key.pubkey)
+}
+
+/// A remote host of the inventory (the storage node's first): `host: local`
+/// nodes are seen by the others at this machine's address toward it.
+fn local_peer(inventory: &Inventory) -> Option<String> {
+    inventory.storage_node().into_iter().chain(inventory.nodes.iter()).find_map(|n| match &n.host {
+        Host::Remote(h) => Some(h.clone()),
+        Host::Local => None,
+    })
+}
+
+/// How the nodes' plays run: in parallel, at most `forks` at once, the
+/// storage node's play first.
+struct Plays {
+    storage: Option<String>,
+    /// Told when the storage node's play ends (others wait for it).
+    storage_done: tokio::sync::watch::Sender<Option<engine::PlayOutcome>>,
+    forks: usize,
+}
+
+impl Plays {
+    async fn run<T: Transport + 'static>(
+        self,
+        mut jobs: BTreeMap<String, NodeJob>,
+        nodes: Vec<(String, Result<T, SshError>)>,
+        shared: &Arc<Shared>,
+        names: &[String],
+    ) -> Result<(), Failure> {
+        let sem = Arc::new(tokio::sync::Semaphore::new(self.forks.max(1)));
+        let mut conns: BTreeMap<String, Result<T, SshError>> = nodes.into_iter().collect();
+        let mut set = tokio::task::JoinSet::new();
+        // The storage node takes the first fork (permits are taken here, in
+        // this order), so that nodes waiting for it can never hold every fork.
+        let is_storage = |n: &String| Some(n) == self.storage.as_ref();
+        let order = names.iter().filter(|n| is_storage(n)).chain(names.iter().filter(|n| !is_storage(n)));
+        let mut storage_done = Some(self.storage_done);
+        for name in order {
+            let Some(job) = jobs.remove(name) else { continue };
+            let conn = conns.remove(name).unwrap_or(Err(SshError::NotConnected));
+            let sh = shared.clone();
+            let permit = sem.clone().acquire_owned().await;
+            let done = if is_storage(name) { storage_done.take() } else { None };
+            set.spawn(async move {
+                let _permit = permit;
+                let outcome = match conn {
+                    Ok(t) => engine::play(&t, &job, &sh).await,
+                    Err(e) => {
+                        sh.reporter.unreachable(&job.name, &e.to_string());
+                        engine::PlayOutcome::Unreachable
+                    }
+                };
+                if let Some(tx) = done {
+                    // No receiver left (every other node is done) is fine.
+                    let _ = tx.send(Some(outcome));
+                }
+            });
+        }
+        drop(storage_done);
+        while let Some(r) = set.join_next().await {
+            if let Err(e) = r {
+                return Err(failed(anyhow!("a node's play crashed: {e}")));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `dffmpeg setup INVENTORY ...`. SIGINT or SIGTERM stops it: the work is
@@ -464,11 +495,11 @@ async fn run_to_end(args: SetupArgs) -> Outcome {
     let mut copts = ConnectOptions::from_args(&args.connect).map_err(failed)?;
     copts.connect_timeout = copts.connect_timeout.min(opts.timeout);
     let remote: Vec<&Node> = selected.iter().filter(|n| matches!(n.host, Host::Remote(_))).collect();
-    let unknown = unknown_hosts(&copts, &remote).await;
+    let unknown = first_contact::unknown_hosts(&copts, &remote).await;
     let mut refused = BTreeMap::new();
     if args.ask_pass && !opts.check && !remote.is_empty() {
-        let how = AskPass { accept_new: args.accept_new_host_keys, timeout: opts.timeout };
-        let done = ask_pass(&remote, &copts, &unknown, &how).await?;
+        let how = first_contact::AskPass { accept_new: args.accept_new_host_keys, timeout: opts.timeout };
+        let done = first_contact::ask_pass(&remote, &copts, &unknown, &how).await?;
         // The key was made (and is reported) here, before the play.
         let ev = key_event(&inventory, &done.key);
         if selected.iter().any(|n| n.name == ev.node) {
@@ -479,66 +510,8 @@ async fn run_to_end(args: SetupArgs) -> Outcome {
         refused = done.refused;
     }
     let nodes = connect(&inventory, &selected, &copts, refused).await;
-    opts.new_host_keys = new_host_keys(&copts, &remote, &unknown, &nodes).await;
+    opts.new_host_keys = first_contact::new_host_keys(&copts, &remote, &unknown, &nodes).await;
     run_with(&inventory, nodes, opts).await
-}
-
-/// The SSH nodes whose host key dffmpeg's known_hosts does not hold yet.
-async fn unknown_hosts(copts: &ConnectOptions, remote: &[&Node]) -> BTreeSet<String> {
-    let checks = remote.iter().map(|n| async move {
-        let Host::Remote(h) = &n.host else { return None };
-        (!hostkeys::is_known(&copts.known_hosts, h, n.port).await).then(|| n.name.clone())
-    });
-    let mut out = BTreeSet::new();
-    for c in checks.collect::<Vec<_>>() {
-        out.extend(c.await);
-    }
-    out
-}
-
-/// The fingerprints of the host keys first trusted in this run (nodes that
-/// were unknown and are connected now).
-async fn new_host_keys<T>(
-    copts: &ConnectOptions,
-    remote: &[&Node],
-    unknown: &BTreeSet<String>,
-    nodes: &[(String, Result<T, SshError>)],
-) -> Vec<NewHostKey> {
-    let mut out = Vec::new();
-    for n in remote.iter().filter(|n| unknown.contains(&n.name)) {
-        let connected = nodes.iter().any(|(name, r)| name == &n.name && r.is_ok());
-        let Host::Remote(h) = &n.host else { continue };
-        if connected {
-            let fingerprints = hostkeys::fingerprints(&copts.known_hosts, h, n.port).await;
-            out.push(NewHostKey { node: n.name.clone(), host: h.clone(), fingerprints });
-        }
-    }
-    out
-}
-
-/// How `--ask-pass` treats hosts never seen before.
-struct AskPass {
-    /// `--accept-new-host-keys`: no question.
-    accept_new: bool,
-    timeout: Duration,
-}
-
-/// What `--ask-pass` did before the play.
-struct AskPassDone {
-    key: keys::ControllerKey,
-    events: Vec<TaskEvent>,
-    /// Nodes that got no password (their new host key was not confirmed).
-    refused: BTreeMap<String, SshError>,
-}
-
-/// A scratch known_hosts file, removed on drop.
-struct Scratch(std::path::PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        // Missing when no new host answered: nothing to remove.
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// The watch service's command line (systemd's `ExecStart=`): this very
@@ -577,168 +550,6 @@ pub fn systemd_quote(word: &str) -> String {
     }
     q.push('"');
     q
-}
-
-/// `--ask-pass`: install the controller's key on every selected SSH node
-/// that does not accept it yet. Every node is probed with the key first
-/// (host keys of new hosts are learned into a scratch file, not trusted
-/// yet). Before the password goes to a host never seen before, its key's
-/// fingerprint is shown and the user asked once for all of them
-/// (`--accept-new-host-keys` for scripts; without a terminal and without
-/// it, those hosts get no password). Then the password is read once and
-/// the key installed where needed.
-async fn ask_pass(
-    remote: &[&Node],
-    copts: &ConnectOptions,
-    unknown: &BTreeSet<String>,
-    how: &AskPass,
-) -> Result<AskPassDone, Failure> {
-    let path = keys::default_path().map_err(failed)?;
-    let key = keys::ensure(&path, false).await.map_err(failed)?;
-    let dir = crate::remote::ssh::private_dir(&copts.control_dir).map_err(failed)?;
-    let scratch = Scratch(dir.join(format!("known_hosts.new.{}", std::process::id())));
-    let target = |n: &Node| -> Option<password::SshTarget> {
-        let Host::Remote(host) = &n.host else { return None };
-        let new = unknown.contains(&n.name) && !copts.strict_host_keys;
-        Some(password::SshTarget {
-            host: host.clone(),
-            port: n.port,
-            user: login_user(n),
-            known_hosts: if new { scratch.0.clone() } else { copts.known_hosts.clone() },
-            strict_host_keys: copts.strict_host_keys,
-            identity: n.identity_file.clone().unwrap_or_else(|| key.path.clone()),
-            timeout: how.timeout,
-        })
-    };
-    // 1. The key first, every node at once.
-    let probes: Vec<_> = remote
-        .iter()
-        .filter_map(|n| {
-            let t = target(n)?;
-            Some((*n, t.clone(), tokio::spawn(async move { password::probe_key(&t).await })))
-        })
-        .collect();
-    let mut results = Vec::new();
-    for (n, t, p) in probes {
-        let r =
-            p.await.unwrap_or_else(|e| Err(password::PasswordError::Refused(format!("probe crashed: {e}"))));
-        results.push((n, t, r));
-    }
-    // 2. Hosts never seen before that would get the password.
-    let mut asking = Vec::new();
-    for (n, t, r) in &results {
-        if t.known_hosts == scratch.0 && matches!(r, Ok(password::KeyProbe::NeedsPassword)) {
-            asking.push((*n, hostkeys::fingerprints(&scratch.0, &t.host, t.port).await));
-        }
-    }
-    let confirmed = asking.is_empty() || confirm_new_hosts(&asking, how.accept_new).await?;
-    // 3. Learned keys become trusted: where the key already works (trust
-    // on first use, as any connection), and where the user confirmed.
-    let mut refused = BTreeMap::new();
-    for (n, t, r) in &results {
-        if t.known_hosts != scratch.0 || r.is_err() {
-            continue;
-        }
-        if confirmed || matches!(r, Ok(password::KeyProbe::Works)) {
-            hostkeys::copy_entries(&scratch.0, &copts.known_hosts, &t.host, t.port)
-                .await
-                .map_err(|e| failed(anyhow!("cannot write {}: {e}", copts.known_hosts.display())))?;
-        } else if let Some((_, fps)) = asking.iter().find(|(a, _)| a.name == n.name) {
-            refused.insert(
-                n.name.clone(),
-                SshError::HostKeyNotConfirmed {
-                    node: n.name.clone(),
-                    host: t.host.clone(),
-                    fingerprints: fps.join(", "),
-                },
-            );
-        }
-    }
-    // 4. The password, once, for the nodes that need it.
-    let needs: Vec<_> = results
-        .iter()
-        .filter(|(n, _, r)| {
-            matches!(r, Ok(password::KeyProbe::NeedsPassword)) && !refused.contains_key(&n.name)
-        })
-        .collect();
-    let pw = if needs.is_empty() {
-        None
-    } else {
-        let read = tokio::task::spawn_blocking(|| password::read_password("SSH password: "));
-        Some(read.await.map_err(|e| failed(anyhow!("reading the password: {e}")))?.map_err(usage)?)
-    };
-    let mut installs = Vec::new();
-    for (n, t, r) in &results {
-        let task = match (r, &pw) {
-            (Ok(password::KeyProbe::NeedsPassword), Some(pw)) if !refused.contains_key(&n.name) => {
-                let plan = KeyPlan { pubkey: &key.pubkey, wanted: true, from: &controller_address_toward };
-                let line = plan.line_for(n)?;
-                let t = password::SshTarget { known_hosts: copts.known_hosts.clone(), ..t.clone() };
-                let pw = pw.clone();
-                Some(tokio::spawn(async move { password::install_with_password(&t, &pw, &line).await }))
-            }
-            _ => None,
-        };
-        installs.push((*n, r, task));
-    }
-    let mut events = Vec::new();
-    for (n, probe, task) in installs {
-        let (status, msg) = match (probe, task) {
-            // Reported once, as unreachable, when the play connects.
-            (Err(password::PasswordError::Unreachable(_)), _) => continue,
-            (Err(e), _) => (Status::Failed, Some(e.to_string())),
-            (Ok(password::KeyProbe::Works), _) => (Status::Ok, None),
-            // Not confirmed: reported by the play (no connection).
-            (Ok(password::KeyProbe::NeedsPassword), None) => continue,
-            (Ok(password::KeyProbe::NeedsPassword), Some(task)) => match task.await {
-                Ok(Ok(())) => (Status::Changed, None),
-                Ok(Err(e)) => (Status::Failed, Some(e.to_string())),
-                Err(e) => (Status::Failed, Some(format!("the key install crashed: {e}"))),
-            },
-        };
-        events.push(TaskEvent {
-            node: n.name.clone(),
-            task: "install the controller's key with the password".into(),
-            step: Some("ssh-keys".into()),
-            status,
-            handler: false,
-            changes: if status == Status::Changed {
-                vec![format!("add key for {}", login_user(n))]
-            } else {
-                Vec::new()
-            },
-            msg,
-            diff: None,
-        });
-    }
-    Ok(AskPassDone { key, events, refused })
-}
-
-/// Show the host keys of the new hosts that would get the password, and
-/// whether they may have it: `--accept-new-host-keys`, or the user's yes on
-/// the terminal.
-async fn confirm_new_hosts(asking: &[(&Node, Vec<String>)], accept_new: bool) -> Result<bool, Failure> {
-    let mut text = String::from("These hosts were never seen before; the SSH password would go to them:\n");
-    for (n, fps) in asking {
-        let host = n.host.to_string();
-        let fps = if fps.is_empty() { "(no key read)".to_string() } else { fps.join(", ") };
-        text.push_str(&format!("  {} ({host}): {fps}\n", n.name));
-    }
-    eprint!("{text}");
-    if accept_new {
-        eprintln!("(--accept-new-host-keys: sending it)");
-        return Ok(true);
-    }
-    if !password::stdin_is_terminal() {
-        eprintln!(
-            "not sending the password to them: no terminal to confirm on; check the fingerprints and \
-             run again with --accept-new-host-keys"
-        );
-        return Ok(false);
-    }
-    let q = "Are these the right host keys, and may the password go to them?";
-    let answer = tokio::task::spawn_blocking(move || password::confirm(q));
-    answer.await.map_err(|e| failed(anyhow!("reading the answer: {e}")))?.map_err(usage)
 }
 
 /// Connections to the selected nodes, in parallel: `host: local` runs

@@ -137,70 +137,28 @@ fn err(file: &str, what: &'static str, index: usize, name: String, message: Stri
 }
 
 fn parse_task(mut map: Map<String, Json>, handler: bool) -> Result<Task, (String, String)> {
-    let name = match map.remove("name") {
-        Some(Json::String(s)) => s,
-        Some(_) => return Err((String::new(), "`name` must be a string".into())),
-        None => String::new(),
-    };
+    let name = string_field(&mut map, "name", "`name` must be a string").map_err(|m| (String::new(), m))?;
+    let name = name.unwrap_or_default();
     let fail = |m: String| (name.clone(), m);
-    let step = match map.remove("step") {
-        Some(Json::String(s)) => Some(s),
-        Some(_) => return Err(fail("`step` must be a string".into())),
-        None => None,
-    };
+    let step = string_field(&mut map, "step", "`step` must be a string").map_err(fail)?;
     let when = match map.remove("when") {
-        Some(Json::String(s)) => Some(s),
         Some(Json::Bool(b)) => Some(b.to_string()),
-        Some(_) => return Err(fail("`when` must be an expression string".into())),
+        Some(other) => Some(
+            other
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| fail("`when` must be an expression string".into()))?,
+        ),
         None => None,
     };
-    let notify = match map.remove("notify") {
-        Some(Json::String(s)) => vec![s],
-        Some(Json::Array(items)) => items
-            .into_iter()
-            .map(|v| match v {
-                Json::String(s) => Ok(s),
-                _ => Err(fail("`notify` must name handlers".into())),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(fail("`notify` must name handlers".into())),
-        None => Vec::new(),
-    };
+    let notify = notify_field(&mut map).map_err(fail)?;
     let loop_items = match map.remove("loop") {
         Some(v @ (Json::Array(_) | Json::String(_))) => Some(v),
         Some(_) => return Err(fail("`loop` must be a list or an expression".into())),
         None => None,
     };
-    let timeout = match map.remove("timeout") {
-        Some(Json::Number(n)) => match n.as_u64().filter(|n| *n > 0) {
-            Some(n) => Some(n),
-            None => return Err(fail("`timeout` is a whole number of seconds, at least 1".into())),
-        },
-        Some(_) => return Err(fail("`timeout` is a whole number of seconds, at least 1".into())),
-        None => None,
-    };
-    let action = if let Some(meta) = map.remove("meta") {
-        match meta.as_str() {
-            Some("flush_handlers") => Action::FlushHandlers,
-            Some("wait_for_storage") if !handler => Action::WaitForStorage,
-            _ => return Err(fail("`meta` is flush_handlers or wait_for_storage (not in handlers)".into())),
-        }
-    } else {
-        let mut modules = map.keys().filter(|k| MODULES.contains(&k.as_str()));
-        let module = match (modules.next(), modules.next()) {
-            (Some(m), None) => m.clone(),
-            (None, _) => {
-                return Err(fail(format!(
-                    "no module (one of {}) in keys: {}",
-                    MODULES.join(", "),
-                    map.keys().cloned().collect::<Vec<_>>().join(", ")
-                )))
-            }
-            (Some(a), Some(b)) => return Err(fail(format!("two modules: {a} and {b}"))),
-        };
-        let args = map.remove(&module).unwrap_or(Json::Null);
-        Action::Module { name: module, args }
-    };
+    let timeout = timeout_field(&mut map).map_err(fail)?;
+    let action = action(&mut map, handler).map_err(fail)?;
     if let Some(k) = map.keys().next() {
         return Err(fail(format!("unknown key `{k}`")));
     }
@@ -213,19 +171,71 @@ fn parse_task(mut map: Map<String, Json>, handler: bool) -> Result<Task, (String
     if handler && !notify.is_empty() {
         return Err(fail("handlers cannot notify".into()));
     }
-    Ok(Task {
-        name: match (&action, name.is_empty()) {
-            (Action::FlushHandlers, true) => "flush handlers".into(),
-            (Action::WaitForStorage, true) => "wait for the storage node".into(),
-            _ => name,
+    let name = match (&action, name.is_empty()) {
+        (Action::FlushHandlers, true) => "flush handlers".into(),
+        (Action::WaitForStorage, true) => "wait for the storage node".into(),
+        _ => name,
+    };
+    Ok(Task { name, step, when, notify, loop_items, timeout, action })
+}
+
+/// An optional string field, taken out of the task's map.
+fn string_field(map: &mut Map<String, Json>, key: &str, wrong: &str) -> Result<Option<String>, String> {
+    match map.remove(key) {
+        Some(Json::String(s)) => Ok(Some(s)),
+        Some(_) => Err(wrong.to_string()),
+        None => Ok(None),
+    }
+}
+
+/// `notify`: one handler's name or a list of them.
+fn notify_field(map: &mut Map<String, Json>) -> Result<Vec<String>, String> {
+    let wrong = || "`notify` must name handlers".to_string();
+    match map.remove("notify") {
+        Some(Json::String(s)) => Ok(vec![s]),
+        Some(Json::Array(items)) => items
+            .into_iter()
+            .map(|v| match v {
+                Json::String(s) => Ok(s),
+                _ => Err(wrong()),
+            })
+            .collect(),
+        Some(_) => Err(wrong()),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// `timeout`: whole seconds, at least 1.
+fn timeout_field(map: &mut Map<String, Json>) -> Result<Option<u64>, String> {
+    match map.remove("timeout") {
+        None => Ok(None),
+        Some(v) => match v.as_u64().filter(|n| *n > 0) {
+            Some(n) => Ok(Some(n)),
+            None => Err("`timeout` is a whole number of seconds, at least 1".into()),
         },
-        step,
-        when,
-        notify,
-        loop_items,
-        timeout,
-        action,
-    })
+    }
+}
+
+/// The task's one module (with its arguments) or `meta` action.
+fn action(map: &mut Map<String, Json>, handler: bool) -> Result<Action, String> {
+    if let Some(meta) = map.remove("meta") {
+        return match meta.as_str() {
+            Some("flush_handlers") => Ok(Action::FlushHandlers),
+            Some("wait_for_storage") if !handler => Ok(Action::WaitForStorage),
+            _ => Err("`meta` is flush_handlers or wait_for_storage (not in handlers)".into()),
+        };
+    }
+    let mut modules = map.keys().filter(|k| MODULES.contains(&k.as_str()));
+    let module = match (modules.next(), modules.next()) {
+        (Some(m), None) => m.clone(),
+        (None, _) => {
+            let keys = map.keys().cloned().collect::<Vec<_>>().join(", ");
+            return Err(format!("no module (one of {}) in keys: {keys}", MODULES.join(", ")));
+        }
+        (Some(a), Some(b)) => return Err(format!("two modules: {a} and {b}")),
+    };
+    let args = map.remove(&module).unwrap_or(Json::Null);
+    Ok(Action::Module { name: module, args })
 }
 
 #[cfg(test)]

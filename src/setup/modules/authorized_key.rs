@@ -69,12 +69,73 @@ fn same_line(a: &str, b: &str) -> bool {
     a.split_whitespace().eq(b.split_whitespace())
 }
 
+/// Where the key goes and whose it is.
+struct Target {
+    path: String,
+    dir: String,
+    uid: u32,
+    gid: u32,
+    owner: String,
+    group: String,
+    /// `uid:gid`
+    chown: String,
+}
+
 pub fn plan(a: &AuthorizedKeyArgs, st: &NodeState) -> Result<Vec<Change>, ModuleError> {
     let want =
         key_id(&a.key).ok_or_else(|| ModuleError::Invalid(format!("not a public key line: {:?}", a.key)))?;
     if a.key.contains('\n') {
         return Err(ModuleError::Invalid("the key must be one line".into()));
     }
+    let t = target(a, st)?;
+    let mut out = dir_changes(a, st, &t)?;
+    let cur = st.file(&t.path);
+    if cur.is_some_and(|c| c.kind != FileKind::File) {
+        return Err(ModuleError::Invalid(format!("{} is not a regular file", t.path)));
+    }
+    let text = current_content(&t.path, cur)?;
+    let lines: Vec<&[u8]> = byte_lines(text).collect();
+    let ours: Vec<usize> =
+        (0..lines.len()).filter(|i| key_id(&String::from_utf8_lossy(lines[*i])) == Some(want)).collect();
+    let exact = |i: usize| same_line(&String::from_utf8_lossy(lines[i]), &a.key);
+    let line_ok = match ours.as_slice() {
+        [] => false,
+        [one] => !has_options(&a.key) || exact(*one),
+        _ => !has_options(&a.key),
+    };
+    if line_ok {
+        let c = cur.ok_or_else(|| ModuleError::NotProbed("a stat".into()))?;
+        if c.uid != t.uid || c.gid != t.gid {
+            let path = &t.path;
+            out.push(Change::new(
+                format!("chown {} {path}", a.user),
+                join(&["chown", &t.chown, path]) + "\n",
+            ));
+        }
+        if c.mode & 0o7777 != 0o600 {
+            out.push(chmod(&t.path, 0o600));
+        }
+        return Ok(out);
+    }
+    let new = with_key(&lines, &ours, a.key.trim(), text.len());
+    let verb = if ours.is_empty() { "add key to" } else { "set the key's options in" };
+    out.push(Change {
+        summary: format!("{verb} {}", t.path),
+        script: write_script(&t.path, &new, Some(&t.owner), Some(&t.group), 0o600),
+        diff: Some(FileDiff { path: t.path.clone(), before: cur.map(|_| text.to_vec()), after: new.clone() }),
+        effects: vec![Effect::File {
+            path: t.path.clone(),
+            content: Some(new),
+            owner: Some(t.owner),
+            group: Some(t.group),
+            mode: 0o600,
+        }],
+    });
+    Ok(out)
+}
+
+/// The user's authorized_keys path and ids, both probed.
+fn target(a: &AuthorizedKeyArgs, st: &NodeState) -> Result<Target, ModuleError> {
     if !st.users.contains_key(&a.user) {
         return Err(ModuleError::NotProbed(format!("user {}", a.user)));
     }
@@ -87,26 +148,30 @@ pub fn plan(a: &AuthorizedKeyArgs, st: &NodeState) -> Result<Vec<Change>, Module
     if !st.files.contains_key(&path) || !st.files.contains_key(&dir) {
         return Err(ModuleError::NotProbed(path));
     }
-    let owner = user.uid.to_string();
-    let group = user.gid.to_string();
-    let chown = format!("{owner}:{group}");
-    let mut out = Vec::new();
+    let (owner, group) = (user.uid.to_string(), user.gid.to_string());
+    Ok(Target { chown: format!("{owner}:{group}"), path, dir, uid: user.uid, gid: user.gid, owner, group })
+}
 
-    match st.file(&dir) {
+/// `~/.ssh`: made 0700 and the user's when missing, else put right.
+fn dir_changes(a: &AuthorizedKeyArgs, st: &NodeState, t: &Target) -> Result<Vec<Change>, ModuleError> {
+    let dir = &t.dir;
+    let mut out = Vec::new();
+    match st.file(dir) {
         None => out.push(
             Change::new(
                 format!("create {dir} (0700)"),
-                join(&["mkdir", "-p", "--", &dir])
-                    + "\n"
-                    + &join(&["chown", &chown, &dir])
-                    + "\n"
-                    + &join(&["chmod", &mode_word(0o700), &dir])
-                    + "\n",
+                [
+                    join(&["mkdir", "-p", "--", dir]),
+                    join(&["chown", &t.chown, dir]),
+                    join(&["chmod", &mode_word(0o700), dir]),
+                ]
+                .map(|l| l + "\n")
+                .concat(),
             )
             .with(Effect::Dir {
                 path: dir.clone(),
-                owner: Some(owner.clone()),
-                group: Some(group.clone()),
+                owner: Some(t.owner.clone()),
+                group: Some(t.group.clone()),
                 mode: 0o700,
             }),
         ),
@@ -114,82 +179,44 @@ pub fn plan(a: &AuthorizedKeyArgs, st: &NodeState) -> Result<Vec<Change>, Module
             return Err(ModuleError::Invalid(format!("{dir} is not a directory")))
         }
         Some(d) => {
-            if d.uid != user.uid {
+            if d.uid != t.uid {
                 out.push(Change::new(
                     format!("chown {} {dir}", a.user),
-                    join(&["chown", &chown, &dir]) + "\n",
+                    join(&["chown", &t.chown, dir]) + "\n",
                 ));
             }
             if d.mode & 0o7777 != 0o700 {
-                out.push(Change::new(
-                    format!("chmod 0700 {dir}"),
-                    join(&["chmod", &mode_word(0o700), &dir]) + "\n",
-                ));
+                out.push(chmod(dir, 0o700));
             }
         }
     }
+    Ok(out)
+}
 
-    let cur = st.file(&path);
-    if let Some(c) = cur {
-        if c.kind != FileKind::File {
-            return Err(ModuleError::Invalid(format!("{path} is not a regular file")));
-        }
-    }
-    let text = current_content(&path, cur)?;
-    let lines: Vec<&[u8]> = byte_lines(text).collect();
-    let ours: Vec<usize> =
-        (0..lines.len()).filter(|i| key_id(&String::from_utf8_lossy(lines[*i])) == Some(want)).collect();
-    let exact = |i: usize| same_line(&String::from_utf8_lossy(lines[i]), &a.key);
-    let line_ok = match ours.as_slice() {
-        [] => false,
-        [one] => !has_options(&a.key) || exact(*one),
-        _ => !has_options(&a.key),
-    };
-    if line_ok {
-        let c = cur.ok_or_else(|| ModuleError::NotProbed("a stat".into()))?;
-        if c.uid != user.uid || c.gid != user.gid {
-            out.push(Change::new(format!("chown {} {path}", a.user), join(&["chown", &chown, &path]) + "\n"));
-        }
-        if c.mode & 0o7777 != 0o600 {
-            out.push(Change::new(
-                format!("chmod 0600 {path}"),
-                join(&["chmod", &mode_word(0o600), &path]) + "\n",
-            ));
-        }
-        return Ok(out);
-    }
-    // Every other byte of the file stays as it is; the key's line goes
-    // where its first line was, or at the end.
-    let mut new = Vec::with_capacity(text.len() + a.key.len() + 1);
+fn chmod(path: &str, mode: u32) -> Change {
+    Change::new(format!("chmod {mode:04o} {path}"), join(&["chmod", &mode_word(mode), path]) + "\n")
+}
+
+/// The file with the key's line where its first line was (or at the end),
+/// every other byte as it was.
+fn with_key(lines: &[&[u8]], ours: &[usize], key: &str, size: usize) -> Vec<u8> {
+    let mut new = Vec::with_capacity(size + key.len() + 1);
     let mut placed = false;
     for (i, l) in lines.iter().enumerate() {
         if !ours.contains(&i) {
             new.extend_from_slice(l);
             new.push(b'\n');
         } else if !placed {
-            new.extend_from_slice(a.key.trim().as_bytes());
+            new.extend_from_slice(key.as_bytes());
             new.push(b'\n');
             placed = true;
         }
     }
     if !placed {
-        new.extend_from_slice(a.key.trim().as_bytes());
+        new.extend_from_slice(key.as_bytes());
         new.push(b'\n');
     }
-    let verb = if ours.is_empty() { "add key to" } else { "set the key's options in" };
-    out.push(Change {
-        summary: format!("{verb} {path}"),
-        script: write_script(&path, &new, Some(&owner), Some(&group), 0o600),
-        diff: Some(FileDiff { path: path.clone(), before: cur.map(|_| text.to_vec()), after: new.clone() }),
-        effects: vec![Effect::File {
-            path: path.clone(),
-            content: Some(new),
-            owner: Some(owner.clone()),
-            group: Some(group.clone()),
-            mode: 0o600,
-        }],
-    });
-    Ok(out)
+    new
 }
 
 #[cfg(test)]
