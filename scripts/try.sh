@@ -1,12 +1,17 @@
 #!/bin/bash
-# Install what is missing (ffmpeg), build dffmpeg and transcode a generated
+# Install what is missing (ffmpeg, Rust), build dffmpeg and transcode a generated
 # 30 s 720p sample on the embedded local cluster (this machine's cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
+# ffmpeg, and a Rust toolchain when there is none: Debian 12's rustc-web and
+# cargo-web (bookworm's plain rustc 1.63 is too old for this tree's crates).
+missing=()
+command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing+=(ffmpeg)
+command -v cargo >/dev/null || missing+=(rustc-web cargo-web gcc libc6-dev)
+if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y ffmpeg
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 fi
 cargo build --release
 dir=${TMPDIR:-/var/tmp}/dffmpeg-try
