@@ -5,6 +5,7 @@
 //! merged as soon as its chunks are verified — the first outputs appear
 //! early. One bad file is reported and the others go on.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -128,7 +129,9 @@ pub async fn run(
     b.finish(&s)
 }
 
-/// Prepare the files in order, one at a time, and report each.
+/// Prepare the files in order, one at a time, and report each. Each new
+/// job's chunks are sized for the files queued behind it (see
+/// `plan::Sizing::Guided`).
 fn spawn_prep(
     mut files: mpsc::UnboundedReceiver<FileSpec>,
     first: Option<(FileSpec, Result<Checked, PrepareError>)>,
@@ -139,16 +142,34 @@ fn spawn_prep(
     let o = s.prepare.clone();
     let stop = s.stop.clone();
     tokio::spawn(async move {
+        let mut queue = VecDeque::new();
+        let share = |queue: &mut VecDeque<FileSpec>, files: &mut mpsc::UnboundedReceiver<FileSpec>| {
+            while let Ok(spec) = files.try_recv() {
+                queue.push_back(spec);
+            }
+            let behind_bytes = queue.iter().map(|f| std::fs::metadata(&f.input).map_or(0, |m| m.len())).sum();
+            prepare::Share { slots, even, behind_bytes }
+        };
         if let Some((spec, checked)) = first {
-            let result = checked.and_then(|c| prepare::plan(c, slots, o.chunk, even));
+            let share = share(&mut queue, &mut files);
+            let result = checked.and_then(|c| prepare::plan(c, share, o.chunk));
             // The batch listens until every file is reported.
             let _ = reports.send(Report::Prepared { spec, result: Box::new(result) });
         }
-        while let Some(spec) = files.recv().await {
+        loop {
+            let spec = match queue.pop_front() {
+                Some(spec) => spec,
+                None => match files.recv().await {
+                    Some(spec) => spec,
+                    None => break,
+                },
+            };
             if *stop.borrow() {
                 break;
             }
-            let result = prepare::check(&spec, &o).await.and_then(|c| prepare::plan(c, slots, o.chunk, even));
+            let checked = prepare::check(&spec, &o).await;
+            let share = share(&mut queue, &mut files);
+            let result = checked.and_then(|c| prepare::plan(c, share, o.chunk));
             // A closed channel: the batch ended early (stop, no node left).
             let _ = reports.send(Report::Prepared { spec, result: Box::new(result) });
         }
@@ -188,11 +209,15 @@ impl Batch {
         for n in cluster.nodes.iter_mut() {
             n.known = store.known(&n.key, &settings_key);
         }
+        // Chunks are planned for the slots a node is known to sustain (a
+        // node that shows more cores than it has ran fewer last time).
+        let slots =
+            cluster.nodes.iter().map(|n| n.known.map_or(n.slots, |k| k.slots.clamp(1, n.slots))).sum();
         Batch {
             outcomes: Vec::new(),
             inputs: Vec::new(),
             jobs: Vec::new(),
-            slots: cluster.slots(),
+            slots,
             keys: cluster.nodes.iter().map(|n| n.key.clone()).collect(),
             stats: Vec::new(),
             facts: cluster.facts,

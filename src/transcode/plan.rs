@@ -141,7 +141,10 @@ pub enum Sizing {
     /// [`MAX_CHUNK_SECONDS`]]), so the chunks shrink along the timeline.
     /// Taken longest first, the long ones keep every slot busy with few
     /// start-ups and the short ones even out the end.
-    Guided { slots: usize },
+    /// `after`: seconds of video queued behind this file in a batch, which
+    /// the slots will share too: the early files of a folder get long
+    /// chunks (often one per file), the last one is split finely.
+    Guided { slots: usize, after: f64 },
 }
 
 impl Sizing {
@@ -150,8 +153,8 @@ impl Sizing {
     fn target(self, remaining: i64, ticks_per_second: f64) -> i64 {
         let seconds = match self {
             Sizing::Fixed(s) => s,
-            Sizing::Guided { slots } => {
-                let remaining = remaining.max(0) as f64 / ticks_per_second;
+            Sizing::Guided { slots, after } => {
+                let remaining = remaining.max(0) as f64 / ticks_per_second + after.max(0.0);
                 (remaining / slots.max(1) as f64).clamp(MIN_CHUNK_SECONDS, MAX_CHUNK_SECONDS)
             }
         };
@@ -356,15 +359,30 @@ mod tests {
     fn guided_chunks_shrink_toward_the_end() {
         // 60 s at 25 fps, keyframe every 2 s, 2 slots: half of what is left
         // each time, at keyframes, down to the 3 s minimum.
-        let p = plan(&intra_gop(1500, 50), TB, Sizing::Guided { slots: 2 });
+        let p = plan(&intra_gop(1500, 50), TB, Sizing::Guided { slots: 2, after: 0.0 });
         check_partition(&p, 1500);
         let secs: Vec<u64> = p.chunks.iter().map(|c| c.frames / 25).collect();
         assert_eq!(secs, [30, 14, 8, 4, 4]);
         assert!(p.chunks.iter().all(|c| c.starts_on_keyframe()));
         // A long film on a big cluster: no chunk over the maximum.
-        let p = plan(&intra_gop(25 * 3600, 250), TB, Sizing::Guided { slots: 4 });
+        let p = plan(&intra_gop(25 * 3600, 250), TB, Sizing::Guided { slots: 4, after: 0.0 });
         check_partition(&p, 25 * 3600);
         assert!(p.chunks.iter().all(|c| c.frames as f64 <= 25.0 * MAX_CHUNK_SECONDS * 1.5));
         assert!(p.chunks.windows(2).all(|w| w[0].frames >= w[1].frames || w[1].end.is_none()));
+    }
+
+    #[test]
+    fn a_file_with_a_batch_behind_it_gets_longer_chunks() {
+        // The same 60 s, 2 slots, with 240 s of other files queued behind:
+        // 150 s per slot, so the whole file is one chunk.
+        let p = plan(&intra_gop(1500, 50), TB, Sizing::Guided { slots: 2, after: 240.0 });
+        assert_eq!(p.chunks.len(), 1);
+        check_partition(&p, 1500);
+        // 10 s behind it: (60 + 10) / 2 = 35 s first (at a keyframe), then
+        // the rest, too short to split again.
+        let p = plan(&intra_gop(1500, 50), TB, Sizing::Guided { slots: 2, after: 10.0 });
+        check_partition(&p, 1500);
+        let secs: Vec<u64> = p.chunks.iter().map(|c| c.frames / 25).collect();
+        assert_eq!(secs, [34, 26]);
     }
 }

@@ -329,22 +329,46 @@ fn is_vfr(packets: &[probe::Packet]) -> bool {
     }
 }
 
-/// The plan (a new job's, for `slots` slots; a resumed job keeps its own),
-/// saved in the job directory.
-/// `even`: the cluster is one machine, whose slots are all alike: one
-/// chunk per slot (at most [`plan::MAX_CHUNK_SECONDS`]) costs the fewest
-/// start-ups, and there is no slower node to even out at the end.
-pub fn plan(c: Checked, slots: usize, chunk: Option<f64>, even: bool) -> Result<Prepared, PrepareError> {
+/// What a new job's chunks are planned for.
+#[derive(Debug, Clone, Copy)]
+pub struct Share {
+    /// The cluster's slots.
+    pub slots: usize,
+    /// The cluster is one machine, whose slots are all alike: one chunk per
+    /// slot (at most [`plan::MAX_CHUNK_SECONDS`]) costs the fewest
+    /// start-ups, and there is no slower node to even out at the end.
+    pub even: bool,
+    /// Bytes of the files queued behind this one in a batch.
+    pub behind_bytes: u64,
+}
+
+impl Share {
+    /// Seconds of video behind this file, estimated from its own bytes per
+    /// second (0 when nothing is queued or the size is unknown).
+    fn behind_seconds(&self, c: &Checked) -> f64 {
+        let size = std::fs::metadata(&c.input).map(|m| m.len()).unwrap_or(0);
+        if self.behind_bytes == 0 || size == 0 {
+            return 0.0;
+        }
+        self.behind_bytes as f64 * c.probe.video_seconds() / size as f64
+    }
+}
+
+/// The plan (a new job's, for `share`; a resumed job keeps its own), saved
+/// in the job directory.
+pub fn plan(c: Checked, share: Share, chunk: Option<f64>) -> Result<Prepared, PrepareError> {
     let record = match &c.start {
         Start::Resumed(r) => (**r).clone(),
         Start::New { spec, encoder } => {
-            let sizing = match (chunk, even) {
+            let after = share.behind_seconds(&c);
+            let slots = share.slots.max(1) as f64;
+            let sizing = match (chunk, share.even) {
                 (Some(s), _) => plan::Sizing::Fixed(s),
                 (None, true) => plan::Sizing::Fixed(
-                    (c.probe.video_seconds() / slots.max(1) as f64)
+                    ((c.probe.video_seconds() + after) / slots)
                         .clamp(plan::MIN_CHUNK_SECONDS, plan::MAX_CHUNK_SECONDS),
                 ),
-                (None, false) => plan::Sizing::Guided { slots },
+                (None, false) => plan::Sizing::Guided { slots: share.slots, after },
             };
             let plan = plan::plan(&c.probe.packets, c.probe.video_time_base, sizing);
             let record = JobRecord {
