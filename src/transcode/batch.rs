@@ -129,9 +129,27 @@ pub async fn run(
     b.finish(&s)
 }
 
-/// Prepare the files in order, one at a time, and report each. Each new
-/// job's chunks are sized for the files queued behind it (see
-/// `plan::Sizing::Guided`).
+/// Files checked (probed, preflighted) at once, ahead of the one being
+/// planned. A check is mostly a handful of short ffmpeg and ffprobe runs
+/// waiting on each other: one at a time, a folder of short files left the
+/// nodes idle between them (bench/batch.sh, mpeg4).
+const CHECKS_AHEAD: usize = 2;
+
+/// A check running on its own task; aborted when dropped (a stopped batch).
+struct Checking {
+    spec: FileSpec,
+    task: tokio::task::JoinHandle<Result<Checked, PrepareError>>,
+}
+
+impl Drop for Checking {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Prepare the files in order and report each, checking up to
+/// [`CHECKS_AHEAD`] at once. Each new job's chunks are sized for the files
+/// queued behind it (see `plan::Sizing::Guided`).
 fn spawn_prep(
     mut files: mpsc::UnboundedReceiver<FileSpec>,
     first: Option<(FileSpec, Result<Checked, PrepareError>)>,
@@ -143,35 +161,55 @@ fn spawn_prep(
     let stop = s.stop.clone();
     tokio::spawn(async move {
         let mut queue = VecDeque::new();
-        let share = |queue: &mut VecDeque<FileSpec>, files: &mut mpsc::UnboundedReceiver<FileSpec>| {
+        let mut checking: VecDeque<Checking> = VecDeque::new();
+        let plan = |checked: Result<Checked, PrepareError>, behind: &[&FileSpec]| {
+            let behind_bytes =
+                behind.iter().map(|f| std::fs::metadata(&f.input).map_or(0, |m| m.len())).sum();
+            checked.and_then(|c| prepare::plan(c, prepare::Share { slots, even, behind_bytes }, o.chunk))
+        };
+        let take_queued = |queue: &mut VecDeque<FileSpec>, files: &mut mpsc::UnboundedReceiver<FileSpec>| {
             while let Ok(spec) = files.try_recv() {
                 queue.push_back(spec);
             }
-            let behind_bytes = queue.iter().map(|f| std::fs::metadata(&f.input).map_or(0, |m| m.len())).sum();
-            prepare::Share { slots, even, behind_bytes }
         };
         if let Some((spec, checked)) = first {
-            let share = share(&mut queue, &mut files);
-            let result = checked.and_then(|c| prepare::plan(c, share, o.chunk));
+            take_queued(&mut queue, &mut files);
+            let result = plan(checked, &queue.iter().collect::<Vec<_>>());
             // The batch listens until every file is reported.
             let _ = reports.send(Report::Prepared { spec, result: Box::new(result) });
         }
         loop {
-            let spec = match queue.pop_front() {
-                Some(spec) => spec,
-                None => match files.recv().await {
-                    Some(spec) => spec,
+            take_queued(&mut queue, &mut files);
+            if queue.is_empty() && checking.is_empty() {
+                match files.recv().await {
+                    Some(spec) => queue.push_back(spec),
                     None => break,
-                },
-            };
+                }
+            }
             if *stop.borrow() {
                 break;
             }
-            let checked = prepare::check(&spec, &o).await;
-            let share = share(&mut queue, &mut files);
-            let result = checked.and_then(|c| prepare::plan(c, share, o.chunk));
+            while checking.len() < CHECKS_AHEAD {
+                let Some(spec) = queue.pop_front() else { break };
+                let (file, o) = (spec.clone(), o.clone());
+                checking.push_back(Checking {
+                    spec,
+                    task: tokio::spawn(async move { prepare::check(&file, &o).await }),
+                });
+            }
+            let Some(mut next) = checking.pop_front() else { continue };
+            let checked = match (&mut next.task).await {
+                Ok(checked) => checked,
+                Err(e) => Err(PrepareError::Failed(anyhow!(
+                    "the check of {} ended: {e}",
+                    next.spec.input.display()
+                ))),
+            };
+            take_queued(&mut queue, &mut files);
+            let behind: Vec<&FileSpec> = checking.iter().map(|c| &c.spec).chain(queue.iter()).collect();
+            let result = plan(checked, &behind);
             // A closed channel: the batch ended early (stop, no node left).
-            let _ = reports.send(Report::Prepared { spec, result: Box::new(result) });
+            let _ = reports.send(Report::Prepared { spec: next.spec.clone(), result: Box::new(result) });
         }
         // Likewise: nobody left to tell.
         let _ = reports.send(Report::PrepDone);
