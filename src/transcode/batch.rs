@@ -74,8 +74,15 @@ struct Running {
 enum SideState {
     None,
     Pending,
+    Running,
     Ready(SideFile),
 }
+
+/// Jobs whose side streams (audio, subtitles) the controller encodes at once.
+/// They run beside the chunks, so one at a time made a folder of short
+/// mpeg4 files wait for its audio (bench/batch.sh); two keep a 2-core
+/// controller busy without starving it.
+const SIDES_AT_ONCE: usize = 2;
 
 /// What the helper tasks report to the batch.
 enum Report {
@@ -234,7 +241,7 @@ struct Batch {
     no_nodes: bool,
     stopped: bool,
     /// The side streams of one job at a time (controller CPU).
-    side_busy: bool,
+    sides_running: usize,
     merge_busy: bool,
     learned: Vec<Option<(f64, usize)>>,
     settings_key: String,
@@ -266,7 +273,7 @@ impl Batch {
             broker_over: false,
             no_nodes: false,
             stopped: false,
-            side_busy: false,
+            sides_running: 0,
             merge_busy: false,
             learned: Vec::new(),
             settings_key,
@@ -287,7 +294,7 @@ impl Batch {
 
     /// Every file has ended (or we were stopped), nothing runs any more.
     fn over(&self) -> bool {
-        if !self.broker_over || self.merge_busy || self.side_busy {
+        if !self.broker_over || self.merge_busy || self.sides_running > 0 {
             return false;
         }
         if self.no_nodes {
@@ -419,20 +426,31 @@ impl Batch {
         }
     }
 
-    /// Start the next job's side streams, one job at a time, in order.
+    /// Start the next jobs' side streams, [`SIDES_AT_ONCE`] jobs at a time,
+    /// in order.
     fn next_side(&mut self, s: &Settings) {
-        if self.side_busy || self.stopped {
-            return;
+        while self.sides_running < SIDES_AT_ONCE && !self.stopped {
+            if !self.start_side(s) {
+                return;
+            }
         }
+    }
+
+    /// Start the first pending job's side streams; false if there is none.
+    fn start_side(&mut self, s: &Settings) -> bool {
         let Some(job) = self
             .jobs
             .iter()
             .position(|j| matches!(j.side, SideState::Pending) && self.outcomes[j.file].is_none())
         else {
-            return;
+            return false;
         };
-        let Some(side) = self.jobs[job].prepared.side(&s.prepare.user) else { return };
-        self.side_busy = true;
+        let Some(side) = self.jobs[job].prepared.side(&s.prepare.user) else {
+            self.jobs[job].side = SideState::None;
+            return true;
+        };
+        self.jobs[job].side = SideState::Running;
+        self.sides_running += 1;
         let (dir, reports, events) = (self.jobs[job].dir.clone(), self.reports.clone(), s.events.clone());
         tokio::spawn(async move {
             let t = Instant::now();
@@ -450,13 +468,15 @@ impl Batch {
                 let _ = r.send(Report::Side { job, result });
             }
         });
+        true
     }
 
     fn side_done(&mut self, job: usize, result: Result<SideFile, SideError>, s: &Settings) {
-        self.side_busy = false;
+        self.sides_running -= 1;
         match result {
             Ok(f) => self.jobs[job].side = SideState::Ready(f),
             Err(e) => {
+                self.jobs[job].side = SideState::None;
                 // Refused options are the same for every chunk: stop them.
                 let resumable = matches!(e, SideError::Unreadable(_));
                 let j = &self.jobs[job];
@@ -513,7 +533,10 @@ impl Batch {
             return;
         }
         let ready = self.jobs.iter().position(|j| {
-            j.encoded && !j.merged && self.outcomes[j.file].is_none() && !matches!(j.side, SideState::Pending)
+            j.encoded
+                && !j.merged
+                && self.outcomes[j.file].is_none()
+                && !matches!(j.side, SideState::Pending | SideState::Running)
         });
         let Some(job) = ready else { return };
         self.merge_busy = true;
