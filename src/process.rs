@@ -19,6 +19,22 @@ pub fn command<S: AsRef<OsStr>>(program: S) -> tokio::process::Command {
     cmd
 }
 
+/// Run `argv` to its end with no input and its output discarded (the
+/// controller's own ffmpeg runs: a merge, a first-frame encode); its exit
+/// status and its error text, printable and trimmed.
+pub async fn run_quiet(argv: &[String]) -> std::io::Result<(std::process::ExitStatus, String)> {
+    use std::process::Stdio;
+    let out = command(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .await?;
+    let err = crate::text::printable(String::from_utf8_lossy(&out.stderr).trim());
+    Ok((out.status, err))
+}
+
 /// The same for a blocking [`std::process::Command`].
 pub fn std_command<S: AsRef<OsStr>>(program: S) -> std::process::Command {
     let mut cmd = std::process::Command::new(program);

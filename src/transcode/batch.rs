@@ -154,69 +154,82 @@ impl Drop for Checking {
     }
 }
 
+/// The files still to prepare: arrived but not yet checked, and being
+/// checked (in order).
+struct Prep {
+    files: mpsc::UnboundedReceiver<FileSpec>,
+    queue: VecDeque<FileSpec>,
+    checking: VecDeque<Checking>,
+    o: prepare::Options,
+    slots: usize,
+    even: bool,
+}
+
+impl Prep {
+    /// Queue what has arrived.
+    fn take_arrived(&mut self) {
+        while let Ok(spec) = self.files.try_recv() {
+            self.queue.push_back(spec);
+        }
+    }
+
+    /// The next file checked, in order (its check started up to
+    /// [`CHECKS_AHEAD`] files before); None once no file is left.
+    async fn next_checked(&mut self) -> Option<(FileSpec, Result<Checked, PrepareError>)> {
+        self.take_arrived();
+        if self.queue.is_empty() && self.checking.is_empty() {
+            self.queue.push_back(self.files.recv().await?);
+        }
+        while self.checking.len() < CHECKS_AHEAD {
+            let Some(spec) = self.queue.pop_front() else { break };
+            let (file, o) = (spec.clone(), self.o.clone());
+            let task = tokio::spawn(async move { prepare::check(&file, &o).await });
+            self.checking.push_back(Checking { spec, task });
+        }
+        let mut next = self.checking.pop_front()?;
+        let checked = match (&mut next.task).await {
+            Ok(checked) => checked,
+            Err(e) => {
+                Err(PrepareError::Failed(anyhow!("the check of {} ended: {e}", next.spec.input.display())))
+            }
+        };
+        Some((next.spec.clone(), checked))
+    }
+
+    /// Plan a checked file for the slots and the files queued behind it.
+    fn plan(&mut self, checked: Result<Checked, PrepareError>) -> Result<Prepared, PrepareError> {
+        self.take_arrived();
+        let behind = self.checking.iter().map(|c| &c.spec).chain(self.queue.iter());
+        let behind_bytes = behind.map(|f| std::fs::metadata(&f.input).map_or(0, |m| m.len())).sum();
+        let share = prepare::Share { slots: self.slots, even: self.even, behind_bytes };
+        checked.and_then(|c| prepare::plan(c, share, self.o.chunk))
+    }
+}
+
 /// Prepare the files in order and report each, checking up to
 /// [`CHECKS_AHEAD`] at once. Each new job's chunks are sized for the files
 /// queued behind it (see `plan::Sizing::Guided`).
 fn spawn_prep(
-    mut files: mpsc::UnboundedReceiver<FileSpec>,
+    files: mpsc::UnboundedReceiver<FileSpec>,
     first: Option<(FileSpec, Result<Checked, PrepareError>)>,
     s: &Settings,
     (slots, even): (usize, bool),
     reports: mpsc::UnboundedSender<Report>,
 ) -> tokio::task::JoinHandle<()> {
-    let o = s.prepare.clone();
+    let (queue, checking, o) = (VecDeque::new(), VecDeque::new(), s.prepare.clone());
+    let mut prep = Prep { files, queue, checking, o, slots, even };
     let stop = s.stop.clone();
     tokio::spawn(async move {
-        let mut queue = VecDeque::new();
-        let mut checking: VecDeque<Checking> = VecDeque::new();
-        let plan = |checked: Result<Checked, PrepareError>, behind: &[&FileSpec]| {
-            let behind_bytes =
-                behind.iter().map(|f| std::fs::metadata(&f.input).map_or(0, |m| m.len())).sum();
-            checked.and_then(|c| prepare::plan(c, prepare::Share { slots, even, behind_bytes }, o.chunk))
-        };
-        let take_queued = |queue: &mut VecDeque<FileSpec>, files: &mut mpsc::UnboundedReceiver<FileSpec>| {
-            while let Ok(spec) = files.try_recv() {
-                queue.push_back(spec);
-            }
-        };
         if let Some((spec, checked)) = first {
-            take_queued(&mut queue, &mut files);
-            let result = plan(checked, &queue.iter().collect::<Vec<_>>());
+            let result = prep.plan(checked);
             // The batch listens until every file is reported.
             let _ = reports.send(Report::Prepared { spec, result: Box::new(result) });
         }
-        loop {
-            take_queued(&mut queue, &mut files);
-            if queue.is_empty() && checking.is_empty() {
-                match files.recv().await {
-                    Some(spec) => queue.push_back(spec),
-                    None => break,
-                }
-            }
-            if *stop.borrow() {
-                break;
-            }
-            while checking.len() < CHECKS_AHEAD {
-                let Some(spec) = queue.pop_front() else { break };
-                let (file, o) = (spec.clone(), o.clone());
-                checking.push_back(Checking {
-                    spec,
-                    task: tokio::spawn(async move { prepare::check(&file, &o).await }),
-                });
-            }
-            let Some(mut next) = checking.pop_front() else { continue };
-            let checked = match (&mut next.task).await {
-                Ok(checked) => checked,
-                Err(e) => Err(PrepareError::Failed(anyhow!(
-                    "the check of {} ended: {e}",
-                    next.spec.input.display()
-                ))),
-            };
-            take_queued(&mut queue, &mut files);
-            let behind: Vec<&FileSpec> = checking.iter().map(|c| &c.spec).chain(queue.iter()).collect();
-            let result = plan(checked, &behind);
+        while !*stop.borrow() {
+            let Some((spec, checked)) = prep.next_checked().await else { break };
+            let result = prep.plan(checked);
             // A closed channel: the batch ended early (stop, no node left).
-            let _ = reports.send(Report::Prepared { spec: next.spec.clone(), result: Box::new(result) });
+            let _ = reports.send(Report::Prepared { spec, result: Box::new(result) });
         }
         // Likewise: nobody left to tell.
         let _ = reports.send(Report::PrepDone);

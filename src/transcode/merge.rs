@@ -3,7 +3,6 @@
 //! folder, renamed into place only when complete.
 
 use std::path::Path;
-use std::process::Stdio;
 
 use anyhow::{anyhow, bail, Context, Result};
 
@@ -15,16 +14,8 @@ use crate::safefs::{file_fd_path, Dir};
 
 /// Run a controller-side ffmpeg to its end; its error text on failure.
 pub(super) async fn run_ffmpeg(argv: &[String]) -> Result<()> {
-    let out = crate::process::command(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .await
-        .context("cannot run ffmpeg")?;
-    if !out.status.success() {
-        let err = crate::text::printable(String::from_utf8_lossy(&out.stderr).trim());
+    let (status, err) = crate::process::run_quiet(argv).await.context("cannot run ffmpeg")?;
+    if !status.success() {
         bail!("{}", if err.is_empty() { "ffmpeg failed" } else { &err });
     }
     Ok(())

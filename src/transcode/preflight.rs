@@ -94,17 +94,10 @@ pub async fn reference(ctx: &JobContext) -> Result<ChunkFacts, PreflightError> {
 /// order, colour tags — and from the options). Fails with ffmpeg's error.
 pub async fn plain(run: &ffmpeg::PlainRun<'_>) -> Result<ChunkFacts, PreflightError> {
     let argv = ffmpeg::plain_first_frame(run);
-    let out = crate::process::command(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .await?;
-    if !out.status.success() {
-        let err = crate::text::printable(String::from_utf8_lossy(&out.stderr).trim());
+    let (status, err) = crate::process::run_quiet(&argv).await?;
+    if !status.success() {
         let lines: Vec<String> = if err.is_empty() { Vec::new() } else { vec![err] };
-        return Err(refused(&lines, out.status));
+        return Err(refused(&lines, status));
     }
     Ok(verify::inspect(Path::new(run.dest)).await?)
 }
