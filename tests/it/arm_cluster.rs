@@ -46,15 +46,9 @@ const X86_CPUS: f64 = 0.5;
 fn sh(what: &str, cmd: &mut Command) -> String {
     let t = Instant::now();
     let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let stdout = ok(out, what);
     eprintln!("{what}: {:.1} s", t.elapsed().as_secs_f64());
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    stdout
 }
 
 /// Holds an exclusive flock on `path` while alive (between processes).

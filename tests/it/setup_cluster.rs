@@ -46,20 +46,10 @@ fn exports(want: &[&str]) -> Vec<String> {
 /// The storage node's kernel-side export table lists exactly these nodes.
 fn exportfs(pi3: &Host, want: &[&str]) {
     let v = pi3.exec_ok("exportfs -v");
-    // `PATH CLIENT(OPTS)`, or PATH alone and the client on the next line.
-    let mut seen: Vec<(String, String, String)> = Vec::new();
-    let mut path = String::new();
-    for l in v.lines() {
-        let mut words = l.split_whitespace();
-        if !l.starts_with(char::is_whitespace) {
-            path = words.next().unwrap_or("").to_string();
-        }
-        for client in words {
-            let (who, opts) = client.trim_end_matches(')').split_once('(').unwrap();
-            let mode = opts.split(',').find(|o| *o == "ro" || *o == "rw").unwrap_or("?");
-            seen.push((path.clone(), who.to_string(), mode.to_string()));
-        }
-    }
+    let mut seen: Vec<(String, String, String)> = exportfs_entries(&v)
+        .iter()
+        .map(|e| (e.path.clone(), e.client.clone(), e.mode().to_string()))
+        .collect();
     seen.sort();
     let mut expect = Vec::new();
     for h in want {

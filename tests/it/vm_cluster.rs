@@ -32,7 +32,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common::aptmirror::AptMirror;
-use crate::common::picluster::Run;
+use crate::common::picluster::{exportfs_entries, Run};
 use crate::common::vm::{self, log, q, step, VmLab};
 use serde_json::Value as Json;
 
@@ -257,19 +257,14 @@ fn the_blogs_cluster_on_real_kernels() {
         // Exported to cmp's address only: upload ro, work and output rw, root squashed.
         let v = lab.ssh_root_ok("ctl", "exportfs -v");
         let mut seen = Vec::new();
-        let mut path = String::new();
-        for l in v.lines() {
-            let mut words = l.split_whitespace();
-            if !l.starts_with(char::is_whitespace) {
-                path = words.next().unwrap_or("").to_string();
-            }
-            for client in words {
-                let (who, opts) = client.trim_end_matches(')').split_once('(').expect("CLIENT(OPTS)");
-                let opts: Vec<&str> = opts.split(',').collect();
-                let mode = if opts.contains(&"rw") { "rw" } else { "ro" };
-                assert!(opts.contains(&"root_squash"), "{path}: {client}: no root_squash:\n{v}");
-                seen.push((path.clone(), who.to_string(), mode.to_string()));
-            }
+        for e in exportfs_entries(&v) {
+            assert!(
+                e.opts.iter().any(|o| o == "root_squash"),
+                "{}: {}: no root_squash:\n{v}",
+                e.path,
+                e.client
+            );
+            seen.push((e.path.clone(), e.client.clone(), e.mode().to_string()));
         }
         seen.sort();
         let mut want: Vec<(String, String, String)> =

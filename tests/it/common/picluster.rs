@@ -442,3 +442,40 @@ impl Drop for RemoveDir {
         let _ = fs::remove_dir_all(&self.0);
     }
 }
+
+/// One client of one path in `exportfs -v`.
+pub struct Export {
+    pub path: String,
+    pub client: String,
+    pub opts: Vec<String>,
+}
+
+impl Export {
+    /// `rw` or `ro`.
+    pub fn mode(&self) -> &str {
+        if self.opts.iter().any(|o| o == "rw") {
+            "rw"
+        } else {
+            "ro"
+        }
+    }
+}
+
+/// The entries of `exportfs -v`: `PATH CLIENT(OPTS)`, or PATH alone and the
+/// client on the next line.
+pub fn exportfs_entries(v: &str) -> Vec<Export> {
+    let mut seen = Vec::new();
+    let mut path = String::new();
+    for l in v.lines() {
+        let mut words = l.split_whitespace();
+        if !l.starts_with(char::is_whitespace) {
+            path = words.next().unwrap_or("").to_string();
+        }
+        for client in words {
+            let (who, opts) = client.trim_end_matches(')').split_once('(').expect("CLIENT(OPTS)");
+            let opts = opts.split(',').map(String::from).collect();
+            seen.push(Export { path: path.clone(), client: who.to_string(), opts });
+        }
+    }
+    seen
+}
