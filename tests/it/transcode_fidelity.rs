@@ -178,13 +178,7 @@ fn vfr_timestamps_are_kept() {
             "1/1000",
         ],
     );
-    transcode_and_check(
-        &d,
-        "in.mkv",
-        "out.mkv",
-        "2",
-        &["-c:v", "libx264", "-preset", "veryfast", "-crf", "23"],
-    );
+    transcode_and_check(&d, "in.mkv", "out.mkv", "2", X264);
 }
 
 #[test]
@@ -241,13 +235,7 @@ fn long_gop() {
         false,
         &["-c:v", "libx264", "-preset", "veryfast", "-x264-params", "keyint=250:min-keyint=250:scenecut=0"],
     );
-    transcode_and_check(
-        &d,
-        "in.mp4",
-        "out.mp4",
-        "3",
-        &["-c:v", "libx264", "-preset", "veryfast", "-crf", "23"],
-    );
+    transcode_and_check(&d, "in.mp4", "out.mp4", "3", X264);
 }
 
 #[test]
