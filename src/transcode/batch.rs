@@ -253,7 +253,7 @@ struct Batch {
     /// Every node left the batch: nothing more can run.
     no_nodes: bool,
     stopped: bool,
-    /// The side streams of one job at a time (controller CPU).
+    /// Jobs whose side streams are being encoded (at most [`SIDES_AT_ONCE`]).
     sides_running: usize,
     merge_busy: bool,
     learned: Vec<Option<(f64, usize)>>,
