@@ -13,7 +13,7 @@
 # the first finished output is reported.
 #
 #   cargo build --release
-#   sudo bench/batch.sh                   # ~15 min on 2 idle cores
+#   sudo bench/batch.sh                   # ~10 min on 2 idle cores
 #   QUICK=1 sudo bench/batch.sh           # 6 short clips, mpeg4 only
 #
 # Clips (CLIPS): 12 of mixed lengths, 5 s to 60 s (320 s in all), 640x360
