@@ -14,7 +14,7 @@
 #
 #   cargo build --release
 #   sudo bench/batch.sh                   # ~10 min on 2 idle cores
-#   QUICK=1 sudo bench/batch.sh           # 6 short clips, mpeg4 only
+#   sudo QUICK=1 bench/batch.sh           # 6 short clips, mpeg4 only
 #
 # Clips (CLIPS): 12 of mixed lengths, 5 s to 60 s (320 s in all), 640x360
 # 25 fps, h264 + aac, a keyframe every 2 s, in the shared directory.
