@@ -703,8 +703,8 @@ fn parse_watch(cx: &Ctx, v: &Spanned<Val>) -> R<WatchDraft> {
     let mut w = WatchDraft::default();
     for (k, v) in cx.entries(v, "`watch`")? {
         match k.value.as_str() {
-            "input" => w.input = Some(absolute(cx, "input", v)?),
-            "output" => w.output = Some(absolute(cx, "output", v)?),
+            "input" => w.input = Some(absolute(cx, "input", v, "")?),
+            "output" => w.output = Some(absolute(cx, "output", v, "")?),
             "args" => w.args = words(cx, "args", v)?,
             _ => return Err(cx.unknown_key(k, WATCH_KEYS, "in `watch`")),
         }
@@ -712,11 +712,11 @@ fn parse_watch(cx: &Ctx, v: &Spanned<Val>) -> R<WatchDraft> {
     Ok(w)
 }
 
-/// An absolute path.
-fn absolute(cx: &Ctx, key: &str, v: &Spanned<Val>) -> R<PathBuf> {
+/// An absolute path; `hint` follows the message when it is not.
+fn absolute(cx: &Ctx, key: &str, v: &Spanned<Val>, hint: &str) -> R<PathBuf> {
     let s = cx.text(key, v)?;
     if !s.starts_with('/') {
-        return Err(cx.err(pos(v), format!("`{key}: {s}` must be an absolute path")));
+        return Err(cx.err(pos(v), format!("`{key}: {s}` must be an absolute path{hint}")));
     }
     Ok(PathBuf::from(s))
 }
@@ -746,14 +746,7 @@ fn parse_cluster(cx: &Ctx, v: &Spanned<Val>) -> R<ClusterDraft> {
 }
 
 fn shared_dir(cx: &Ctx, v: &Spanned<Val>) -> R<PathBuf> {
-    let s = cx.text("shared_dir", v)?;
-    if !s.starts_with('/') {
-        return Err(cx.err(
-            pos(v),
-            format!("`shared_dir: {s}` must be an absolute path (the same path on every node), e.g. {DEFAULT_SHARED_DIR}"),
-        ));
-    }
-    Ok(PathBuf::from(s))
+    absolute(cx, "shared_dir", v, &format!(" (the same path on every node), e.g. {DEFAULT_SHARED_DIR}"))
 }
 
 fn storage_word(cx: &Ctx, v: &Spanned<Val>) -> R<StorageMode> {

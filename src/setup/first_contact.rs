@@ -25,13 +25,12 @@ use crate::remote::{hostkeys, SshError};
 
 /// The SSH nodes whose host key dffmpeg's known_hosts does not hold yet.
 pub async fn unknown_hosts(copts: &ConnectOptions, remote: &[&Node]) -> BTreeSet<String> {
-    let checks = remote.iter().map(|n| async move {
-        let Host::Remote(h) = &n.host else { return None };
-        (!hostkeys::is_known(&copts.known_hosts, h, n.port).await).then(|| n.name.clone())
-    });
     let mut out = BTreeSet::new();
-    for c in checks.collect::<Vec<_>>() {
-        out.extend(c.await);
+    for n in remote {
+        let Host::Remote(h) = &n.host else { continue };
+        if !hostkeys::is_known(&copts.known_hosts, h, n.port).await {
+            out.insert(n.name.clone());
+        }
     }
     out
 }

@@ -142,13 +142,9 @@ fn parse_task(mut map: Map<String, Json>, handler: bool) -> Result<Task, (String
     let fail = |m: String| (name.clone(), m);
     let step = string_field(&mut map, "step", "`step` must be a string").map_err(fail)?;
     let when = match map.remove("when") {
+        Some(Json::String(s)) => Some(s),
         Some(Json::Bool(b)) => Some(b.to_string()),
-        Some(other) => Some(
-            other
-                .as_str()
-                .map(str::to_string)
-                .ok_or_else(|| fail("`when` must be an expression string".into()))?,
-        ),
+        Some(_) => return Err(fail("`when` must be an expression string".into())),
         None => None,
     };
     let notify = notify_field(&mut map).map_err(fail)?;

@@ -77,8 +77,18 @@ struct Target {
     gid: u32,
     owner: String,
     group: String,
-    /// `uid:gid`
-    chown: String,
+}
+
+impl Target {
+    /// `uid:gid`, for chown.
+    fn ids(&self) -> String {
+        format!("{}:{}", self.owner, self.group)
+    }
+
+    /// `chown uid:gid PATH`, reported as `chown USER PATH`.
+    fn chown(&self, user: &str, path: &str) -> Change {
+        Change::new(format!("chown {user} {path}"), join(&["chown", &self.ids(), path]) + "\n")
+    }
 }
 
 pub fn plan(a: &AuthorizedKeyArgs, st: &NodeState) -> Result<Vec<Change>, ModuleError> {
@@ -106,11 +116,7 @@ pub fn plan(a: &AuthorizedKeyArgs, st: &NodeState) -> Result<Vec<Change>, Module
     if line_ok {
         let c = cur.ok_or_else(|| ModuleError::NotProbed("a stat".into()))?;
         if c.uid != t.uid || c.gid != t.gid {
-            let path = &t.path;
-            out.push(Change::new(
-                format!("chown {} {path}", a.user),
-                join(&["chown", &t.chown, path]) + "\n",
-            ));
+            out.push(t.chown(&a.user, &t.path));
         }
         if c.mode & 0o7777 != 0o600 {
             out.push(chmod(&t.path, 0o600));
@@ -149,7 +155,7 @@ fn target(a: &AuthorizedKeyArgs, st: &NodeState) -> Result<Target, ModuleError> 
         return Err(ModuleError::NotProbed(path));
     }
     let (owner, group) = (user.uid.to_string(), user.gid.to_string());
-    Ok(Target { chown: format!("{owner}:{group}"), path, dir, uid: user.uid, gid: user.gid, owner, group })
+    Ok(Target { path, dir, uid: user.uid, gid: user.gid, owner, group })
 }
 
 /// `~/.ssh`: made 0700 and the user's when missing, else put right.
@@ -162,7 +168,7 @@ fn dir_changes(a: &AuthorizedKeyArgs, st: &NodeState, t: &Target) -> Result<Vec<
                 format!("create {dir} (0700)"),
                 [
                     join(&["mkdir", "-p", "--", dir]),
-                    join(&["chown", &t.chown, dir]),
+                    join(&["chown", &t.ids(), dir]),
                     join(&["chmod", &mode_word(0o700), dir]),
                 ]
                 .map(|l| l + "\n")
@@ -180,10 +186,7 @@ fn dir_changes(a: &AuthorizedKeyArgs, st: &NodeState, t: &Target) -> Result<Vec<
         }
         Some(d) => {
             if d.uid != t.uid {
-                out.push(Change::new(
-                    format!("chown {} {dir}", a.user),
-                    join(&["chown", &t.chown, dir]) + "\n",
-                ));
+                out.push(t.chown(&a.user, dir));
             }
             if d.mode & 0o7777 != 0o700 {
                 out.push(chmod(dir, 0o700));
