@@ -144,8 +144,22 @@ const CHECKS_AHEAD: usize = 2;
 
 /// A check running on its own task; aborted when dropped (a stopped batch).
 struct Checking {
-    spec: FileSpec,
+    file: Queued,
     task: tokio::task::JoinHandle<Result<Checked, PrepareError>>,
+}
+
+/// A file waiting to be prepared, and its size when it arrived (what is
+/// queued behind a file is estimated from sizes).
+struct Queued {
+    spec: FileSpec,
+    bytes: u64,
+}
+
+impl Queued {
+    fn new(spec: FileSpec) -> Queued {
+        let bytes = std::fs::metadata(&spec.input).map_or(0, |m| m.len());
+        Queued { spec, bytes }
+    }
 }
 
 impl Drop for Checking {
@@ -158,7 +172,7 @@ impl Drop for Checking {
 /// checked (in order).
 struct Prep {
     files: mpsc::UnboundedReceiver<FileSpec>,
-    queue: VecDeque<FileSpec>,
+    queue: VecDeque<Queued>,
     checking: VecDeque<Checking>,
     o: prepare::Options,
     slots: usize,
@@ -169,7 +183,7 @@ impl Prep {
     /// Queue what has arrived.
     fn take_arrived(&mut self) {
         while let Ok(spec) = self.files.try_recv() {
-            self.queue.push_back(spec);
+            self.queue.push_back(Queued::new(spec));
         }
     }
 
@@ -178,29 +192,30 @@ impl Prep {
     async fn next_checked(&mut self) -> Option<(FileSpec, Result<Checked, PrepareError>)> {
         self.take_arrived();
         if self.queue.is_empty() && self.checking.is_empty() {
-            self.queue.push_back(self.files.recv().await?);
+            self.queue.push_back(Queued::new(self.files.recv().await?));
         }
         while self.checking.len() < CHECKS_AHEAD {
-            let Some(spec) = self.queue.pop_front() else { break };
-            let (file, o) = (spec.clone(), self.o.clone());
-            let task = tokio::spawn(async move { prepare::check(&file, &o).await });
-            self.checking.push_back(Checking { spec, task });
+            let Some(file) = self.queue.pop_front() else { break };
+            let (spec, o) = (file.spec.clone(), self.o.clone());
+            let task = tokio::spawn(async move { prepare::check(&spec, &o).await });
+            self.checking.push_back(Checking { file, task });
         }
         let mut next = self.checking.pop_front()?;
         let checked = match (&mut next.task).await {
             Ok(checked) => checked,
-            Err(e) => {
-                Err(PrepareError::Failed(anyhow!("the check of {} ended: {e}", next.spec.input.display())))
-            }
+            Err(e) => Err(PrepareError::Failed(anyhow!(
+                "the check of {} ended: {e}",
+                next.file.spec.input.display()
+            ))),
         };
-        Some((next.spec.clone(), checked))
+        Some((next.file.spec.clone(), checked))
     }
 
     /// Plan a checked file for the slots and the files queued behind it.
     fn plan(&mut self, checked: Result<Checked, PrepareError>) -> Result<Prepared, PrepareError> {
         self.take_arrived();
-        let behind = self.checking.iter().map(|c| &c.spec).chain(self.queue.iter());
-        let behind_bytes = behind.map(|f| std::fs::metadata(&f.input).map_or(0, |m| m.len())).sum();
+        let behind = self.checking.iter().map(|c| &c.file).chain(self.queue.iter());
+        let behind_bytes = behind.map(|f| f.bytes).sum();
         let share = prepare::Share { slots: self.slots, even: self.even, behind_bytes };
         checked.and_then(|c| prepare::plan(c, share, self.o.chunk))
     }
