@@ -310,17 +310,8 @@ fn log_lines<'a>(name: &str, lines: impl Iterator<Item = &'a str>) {
 
 /// Panics with `what`, the status and both outputs unless `out` succeeded; returns stdout.
 pub fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "vm: {what}: failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    super::run::ok(out, &format!("vm: {what}"))
 }
 
 /// Single-quotes `s` for a POSIX shell.
-pub fn q(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
+pub use super::lab::q;
