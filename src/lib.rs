@@ -10,5 +10,6 @@ pub mod remote;
 pub mod safefs;
 pub mod setup;
 pub mod signals;
+pub mod state;
 pub mod text;
 pub mod transcode;

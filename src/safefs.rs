@@ -38,6 +38,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SafeFsError + '_ {
     move |source| SafeFsError::Io { path: path.to_path_buf(), source }
 }
 
+/// The most [`Dir::read`] reads: the controller's own small records.
+pub const READ_CAP: u64 = 16 << 20;
+
 fn my_uid() -> u32 {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() }
@@ -181,17 +184,38 @@ impl Dir {
         Ok(f)
     }
 
-    /// The content of a regular file (a symlink is an error).
+    /// The content of a regular file of at most [`READ_CAP`] bytes (a
+    /// symlink, a FIFO or a device is an error, never a hang).
     pub fn read(&self, name: &str) -> Result<Vec<u8>, SafeFsError> {
         let path = self.join(name);
-        let mut f = OpenOptions::new()
+        let f = self.open_regular(name)?;
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(&f, READ_CAP + 1), &mut buf)
+            .map_err(io_err(&path))?;
+        if buf.len() as u64 > READ_CAP {
+            return Err(SafeFsError::Io {
+                path,
+                source: std::io::Error::other(format!("larger than {} KiB", READ_CAP >> 10)),
+            });
+        }
+        Ok(buf)
+    }
+
+    /// An existing regular file, opened for reading: never through a link,
+    /// and never blocking on a FIFO or device put under its name (opened
+    /// non-blocking, then refused unless it is a regular file).
+    pub fn open_regular(&self, name: &str) -> Result<File, SafeFsError> {
+        let path = self.join(name);
+        let f = OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(self.fd_path(name))
             .map_err(|e| classify_open(&path, e))?;
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut f, &mut buf).map_err(io_err(&path))?;
-        Ok(buf)
+        let meta = f.metadata().map_err(io_err(&path))?;
+        if !meta.is_file() {
+            return Err(SafeFsError::Io { path, source: std::io::Error::other("not a regular file") });
+        }
+        Ok(f)
     }
 
     /// Whether `name` is a regular file (not following a symlink).
@@ -220,6 +244,43 @@ impl Dir {
     /// followed if it is a link.
     pub fn rename(&self, from: &str, dest: &Dir, to: &str) -> Result<(), SafeFsError> {
         std::fs::rename(self.fd_path(from), dest.fd_path(to)).map_err(io_err(&dest.join(to)))
+    }
+
+    /// [`Dir::rename`], but never over an existing `to`: `Ok(false)` if
+    /// something is there (created after it was checked for). Atomic
+    /// (`RENAME_NOREPLACE`, or a hard link where the file system has no
+    /// such rename: NFS).
+    pub fn rename_noreplace(&self, from: &str, dest: &Dir, to: &str) -> Result<bool, SafeFsError> {
+        let err = |e: std::io::Error| SafeFsError::Io { path: dest.join(to), source: e };
+        let (cf, ct) = match (std::ffi::CString::new(from.as_bytes()), std::ffi::CString::new(to.as_bytes()))
+        {
+            (Ok(f), Ok(t)) => (f, t),
+            _ => return Err(err(std::io::Error::other("a name with a NUL byte"))),
+        };
+        let (fd, dfd) = (self.handle.as_raw_fd(), dest.handle.as_raw_fd());
+        // SAFETY: both names are valid C strings, both fds open directories.
+        let r = unsafe { libc::renameat2(fd, cf.as_ptr(), dfd, ct.as_ptr(), libc::RENAME_NOREPLACE) };
+        if r == 0 {
+            return Ok(true);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EEXIST) => Ok(false),
+            Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+                // SAFETY: as above; linkat with no flags never follows `from`.
+                match unsafe { libc::linkat(fd, cf.as_ptr(), dfd, ct.as_ptr(), 0) } {
+                    0 => {
+                        self.remove_quietly(from);
+                        Ok(true)
+                    }
+                    _ => match std::io::Error::last_os_error() {
+                        e if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+                        e => Err(err(e)),
+                    },
+                }
+            }
+            _ => Err(err(e)),
+        }
     }
 
     /// Remove an entry (a link is removed, not what it points to).

@@ -575,7 +575,7 @@ impl Batch {
             SideState::Ready(f) => Some(f.clone()),
             _ => None,
         };
-        let muxer = s.prepare.user.muxer.clone();
+        let (muxer, overwrite) = (s.prepare.user.muxer.clone(), s.prepare.overwrite);
         tokio::spawn(async move {
             let c = &p.checked;
             let side_start = c.probe.side_start();
@@ -590,6 +590,7 @@ impl Batch {
                 format: &c.format,
                 output: &c.output,
                 out_dir: &c.out_dir,
+                overwrite,
             })
             .await;
             if let Some(r) = reports {

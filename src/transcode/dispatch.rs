@@ -17,10 +17,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::context::JobContext;
 use super::encode::{Attempt, AttemptError, Encoded};
-use super::job::{AttemptFiles, JobDir};
+use super::job::{AttemptFiles, JobDir, Seal};
 use super::progress::{Event, NodeStats, Sender};
 use super::scheduler::{Assignment, Failure, KnownSpeed, Next, NodeSpec, Scheduler, Usage};
-use super::verify::{ChunkFacts, CodecParams};
+use super::verify::{ChunkFacts, CodecParams, VerifyError};
 use crate::remote::Transport;
 
 /// A node as the dispatcher sees it.
@@ -89,7 +89,7 @@ enum Msg {
     Ready { node: usize, reply: oneshot::Sender<Option<Work>> },
     Progress { attempt: u64, frames: u64 },
     Encoded { attempt: u64, result: Encoded, seconds: f64 },
-    Verified { attempt: u64, result: Box<Result<ChunkFacts, AttemptError>> },
+    Verified { attempt: u64, result: Box<Result<(ChunkFacts, Seal), AttemptError>> },
     SlotEnded,
 }
 
@@ -344,32 +344,31 @@ impl<T: Transport + 'static> Broker<T> {
         l.seconds = seconds;
         l.usage = usage;
         let job = self.jobs[l.job].clone();
-        let (chunk, part, msgs) = (l.chunk, job.dir.local_path(&l.files.part), self.msgs.clone());
+        let (chunk, part, msgs) = (l.chunk, l.files.part.clone(), self.msgs.clone());
         tokio::spawn(async move {
-            let result = super::verify::chunk(&job.ctx.plan, &job.ctx.plan.chunks[chunk], &part).await;
+            let result = check_part(&job, chunk, &part).await;
             // The broker outlives every verification it started.
-            let _ =
-                msgs.send(Msg::Verified { attempt, result: Box::new(result.map_err(AttemptError::Verify)) });
+            let _ = msgs.send(Msg::Verified { attempt, result: Box::new(result) });
         });
     }
 
-    fn verified(&mut self, attempt: u64, result: Result<ChunkFacts, AttemptError>) {
+    fn verified(&mut self, attempt: u64, result: Result<(ChunkFacts, Seal), AttemptError>) {
         let Some(l) = self.live.get(&attempt) else { return };
         let job = l.job;
-        let checked = result.and_then(|facts| match &self.references[job] {
+        let checked = result.and_then(|(facts, seal)| match &self.references[job] {
             Some(r) => match facts.params.difference(r) {
                 Some(diff) => Err(AttemptError::Mismatch(diff)),
-                None => Ok(facts),
+                None => Ok((facts, seal)),
             },
-            None => Ok(facts),
+            None => Ok((facts, seal)),
         });
         match checked {
-            Ok(facts) => self.succeeded(attempt, facts),
+            Ok((facts, seal)) => self.succeeded(attempt, facts, seal),
             Err(e) => self.failed(attempt, e),
         }
     }
 
-    fn succeeded(&mut self, attempt: u64, facts: ChunkFacts) {
+    fn succeeded(&mut self, attempt: u64, facts: ChunkFacts, seal: Seal) {
         let now = Instant::now();
         let Some(l) = self.live.remove(&attempt) else { return };
         let dir = self.jobs[l.job].dir.clone();
@@ -381,7 +380,7 @@ impl<T: Transport + 'static> Broker<T> {
             self.quiet_check(l.job);
             return;
         }
-        if let Err(e) = dir.keep_chunk(&l.files.part, l.chunk) {
+        if let Err(e) = dir.keep_chunk(&l.files.part, l.chunk, seal) {
             // The chunk is verified but cannot be kept: the job fails
             // (resumable), the others go on.
             let why = format!("cannot keep chunk {}: {e:#}", l.chunk);
@@ -543,6 +542,27 @@ impl<T: Transport + 'static> Broker<T> {
             self.end(JobEnd::Quiet(job));
         }
     }
+}
+
+/// Verify an encoded part: the very file under its name now (a regular
+/// file, within the size any encode of its frames may take), probed
+/// through its descriptor and sealed, so that the file kept is the file
+/// checked.
+async fn check_part(job: &JobWork, chunk: usize, part: &str) -> Result<(ChunkFacts, Seal), AttemptError> {
+    let unreadable = |e: String| AttemptError::Verify(VerifyError::Unreadable(e));
+    let c = &job.ctx.plan.chunks[chunk];
+    let file = job.dir.open_part(part).map_err(|e| unreadable(format!("{e:#}")))?;
+    let size = file.metadata().map_err(|e| unreadable(e.to_string()))?.len();
+    let cap = super::verify::chunk_cap(c.frames, job.weight);
+    if size > cap {
+        return Err(VerifyError::TooLarge { size, cap }.into());
+    }
+    let facts = super::verify::chunk(&job.ctx.plan, c, &crate::safefs::file_fd_path(&file)).await?;
+    let seal = tokio::task::spawn_blocking(move || Seal::of(&file))
+        .await
+        .map_err(|e| unreadable(e.to_string()))?
+        .map_err(|e| unreadable(e.to_string()))?;
+    Ok((facts, seal))
 }
 
 /// One slot of a node: ask for work, run it, report, again.

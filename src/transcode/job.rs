@@ -1,10 +1,21 @@
 //! The job directory: the plan, the verified chunks, the side streams. It
-//! makes every step restartable: a chunk file exists under its final name
-//! only once verified, so the files themselves are the record of progress.
+//! makes every step restartable.
+//!
+//! Two directories make one job. The *work* directory holds the chunks —
+//! where nodes write them with `storage: nfs` (`SHARED/work/NAME`), else
+//! next to the output — and nothing the controller later acts on is read
+//! from it unchecked. The *private* directory (`STATE/jobs/NAME`, 0700,
+//! outside anything a node can reach) holds what the controller trusts:
+//! the record (`job.json`: key, plan, encoder options), the reference
+//! codec parameters, each verified chunk's seal (`chunks.json`: size,
+//! inode, hash), the concat list, the side streams and the plain run. A
+//! chunk counts as done only when its seal matches the file: a resumed
+//! chunk that was cut short, emptied or replaced is encoded again.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -62,10 +73,60 @@ pub struct JobRecord {
     pub encoder: Option<String>,
 }
 
+/// What the controller saw of a verified chunk: the file it verified is
+/// the file it merges (same inode and size), and a resumed chunk is the
+/// one verified (same size and content hash).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Seal {
+    pub size: u64,
+    pub ino: u64,
+    /// FNV-1a 64 of the content, hex: catches damage (a chunk cut short,
+    /// emptied, swapped), not forgery — a node that can write chunks can
+    /// make its chunks wrong anyway (see the README's security section).
+    pub hash: String,
+}
+
+impl Seal {
+    /// The seal of an open file (read from its start to its end).
+    pub fn of(file: &File) -> std::io::Result<Seal> {
+        let meta = file.metadata()?;
+        let mut h = Fnv::default();
+        let mut r = std::io::BufReader::with_capacity(1 << 20, file);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = r.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.write(&buf[..n]);
+        }
+        Ok(Seal { size: meta.len(), ino: meta.ino(), hash: format!("{:016x}", h.0) })
+    }
+}
+
+/// FNV-1a 64, streamed.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = bytes.iter().fold(self.0, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    }
+}
+
 pub struct JobDir {
-    /// The directory's path, as the nodes see it with shared storage.
+    /// The work directory's path, as the nodes see it with shared storage.
     pub dir: PathBuf,
     handle: Dir,
+    /// The controller's own files of the job (see the module doc).
+    private: Dir,
+    /// Verified chunks' seals, by chunk index (`chunks.json`).
+    seals: Mutex<BTreeMap<usize, Seal>>,
     /// This run's id: attempts' file names carry it, so that an orphan of
     /// an earlier run still writing cannot share a name with an attempt.
     run: String,
@@ -83,6 +144,9 @@ pub struct Location {
     pub name: String,
     /// The job directory's mode (2775 where nodes write chunks as their own users).
     pub mode: u32,
+    /// Where the private directory goes (`STATE/jobs`), and its name there.
+    pub private_base: PathBuf,
+    pub private_name: String,
 }
 
 impl Location {
@@ -107,6 +171,7 @@ pub enum Found {
 const LOCK: &str = "lock";
 const RECORD: &str = "job.json";
 const REFERENCE: &str = "reference.json";
+const SEALS: &str = "chunks.json";
 
 impl JobDir {
     /// Open (create) the job directory and take its lock. With `fresh`, any
@@ -121,11 +186,18 @@ impl JobDir {
         };
         let handle = parent.own_dir(&at.name, at.mode)?;
         let lock = handle.open_own_file(LOCK)?;
-        // SAFETY: flock on a file descriptor we own.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if lock.try_lock().is_err() {
             bail!("another dffmpeg is working on this output (job directory {})", at.path().display());
         }
-        let job = JobDir { dir: at.path(), handle, run: run_id(), lock: Mutex::new(Some(lock)) };
+        let private = Dir::open(&at.private_base)?.own_dir(&at.private_name, 0o700)?;
+        let job = JobDir {
+            dir: at.path(),
+            handle,
+            private,
+            seals: Mutex::new(BTreeMap::new()),
+            run: run_id(),
+            lock: Mutex::new(Some(lock)),
+        };
         let record = match fresh {
             true => None,
             false => job.record()?,
@@ -133,6 +205,7 @@ impl JobDir {
         let found = match record {
             Some(r) if !fresh && r.key == *key => {
                 job.remove_attempts()?;
+                job.check_seals();
                 Found::Resumed(Box::new(r))
             }
             Some(_) if must_resume => bail!(
@@ -152,10 +225,37 @@ impl JobDir {
         Ok((job, found))
     }
 
+    /// A resumed job's verified chunks: each one whose file no longer
+    /// matches its seal (cut short, emptied, replaced, a link) is removed
+    /// and will be encoded again; so is a chunk file without a seal.
+    fn check_seals(&self) {
+        let stored: BTreeMap<usize, Seal> =
+            self.private.read(SEALS).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let mut kept = BTreeMap::new();
+        for (index, seal) in stored {
+            let name = Self::chunk_name(index);
+            let now = self.handle.open_regular(&name).ok().and_then(|f| Seal::of(&f).ok());
+            match now {
+                Some(s) if s.size == seal.size && s.hash == seal.hash => {
+                    kept.insert(index, s);
+                }
+                _ => self.handle.remove_quietly(&name),
+            }
+        }
+        for name in self.handle.names().unwrap_or_default() {
+            let index =
+                name.strip_prefix("chunk_").and_then(|n| n.strip_suffix(".nut")).and_then(|n| n.parse().ok());
+            if index.is_some_and(|i: usize| !kept.contains_key(&i)) {
+                self.handle.remove_quietly(&name);
+            }
+        }
+        *self.seals.lock().unwrap_or_else(|e| e.into_inner()) = kept;
+    }
+
     /// The job's record, if there is one; a damaged one (cut short,
     /// edited) is an error, not a panic later.
     fn record(&self) -> Result<Option<JobRecord>> {
-        let bytes = match self.handle.read(RECORD) {
+        let bytes = match self.private.read(RECORD) {
             Ok(b) => b,
             Err(crate::safefs::SafeFsError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
@@ -167,7 +267,7 @@ impl JobDir {
         let damaged = |why: String| {
             anyhow::anyhow!(
                 "the job file {} is damaged ({why}); use --fresh to start over",
-                self.dir.join(RECORD).display()
+                self.private.join(RECORD).display()
             )
         };
         let r: JobRecord = serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
@@ -175,8 +275,10 @@ impl JobDir {
         Ok(Some(r))
     }
 
-    /// Remove everything but the lock.
+    /// Remove everything but the lock (both directories).
     fn clear(&self) -> Result<()> {
+        self.seals.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.private.clear_except("")?;
         Ok(self.handle.clear_except(LOCK)?)
     }
 
@@ -191,7 +293,7 @@ impl JobDir {
     }
 
     pub fn save(&self, record: &JobRecord) -> Result<()> {
-        Ok(self.handle.write_atomic(RECORD, &serde_json::to_vec_pretty(record)?)?)
+        Ok(self.private.write_atomic(RECORD, &serde_json::to_vec_pretty(record)?)?)
     }
 
     fn chunk_name(index: usize) -> String {
@@ -216,61 +318,128 @@ impl JobDir {
         self.dir.join(name)
     }
 
-    /// A file of the job's, as this machine's programs must open it: inside
-    /// this very directory, whatever its name has become.
-    pub fn local_path(&self, name: &str) -> PathBuf {
-        self.handle.fd_path(name)
+    /// An attempt's part, opened for verification: a regular file (never a
+    /// link, never a FIFO), whatever a node put under its name.
+    pub fn open_part(&self, name: &str) -> Result<File> {
+        Ok(self.handle.open_regular(name)?)
     }
 
-    /// A new file for this process or its ffmpeg to write (never an
-    /// existing name, never through a link).
+    /// A new file of the work directory for this process or its ffmpeg to
+    /// write (never an existing name, never through a link).
     pub fn create(&self, name: &str) -> Result<File> {
         Ok(self.handle.create_new(name)?)
     }
 
-    /// Make an attempt's part the chunk's verified file.
-    pub fn keep_chunk(&self, part: &str, index: usize) -> Result<()> {
-        Ok(self.handle.rename(part, &self.handle, &Self::chunk_name(index))?)
+    /// Make an attempt's verified part the chunk, sealed. `seal` is what
+    /// was verified: the name must still hold that very file after the
+    /// rename (a node could have swapped it meanwhile).
+    pub fn keep_chunk(&self, part: &str, index: usize, seal: Seal) -> Result<()> {
+        let name = Self::chunk_name(index);
+        self.handle.rename(part, &self.handle, &name)?;
+        let there = fs::symlink_metadata(self.handle.fd_path(&name))?;
+        if !there.is_file() || there.ino() != seal.ino || there.len() != seal.size {
+            self.handle.remove_quietly(&name);
+            bail!(
+                "chunk {index} was replaced after it was verified (by a node writing to the job directory?)"
+            );
+        }
+        let mut seals = self.seals.lock().unwrap_or_else(|e| e.into_inner());
+        seals.insert(index, seal);
+        let written = self.private.write_atomic(SEALS, &serde_json::to_vec(&*seals)?);
+        if written.is_err() {
+            seals.remove(&index);
+        }
+        Ok(written?)
     }
 
-    /// Remove a file of the job's if it is there (an attempt's leftovers).
+    /// Remove a file of the work directory if it is there (an attempt's leftovers).
     pub fn discard(&self, name: &str) {
         self.handle.remove_quietly(name);
     }
 
+    /// Whether chunk `index` is verified (sealed: on a resume, only chunks
+    /// whose file still matches).
     pub fn is_done(&self, index: usize) -> bool {
-        self.handle.is_file(&Self::chunk_name(index))
+        self.seals.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&index)
+    }
+
+    /// The verified chunks, opened for the merge: each must still be the
+    /// file that was verified (regular, same inode and size). The files
+    /// stay open while ffmpeg reads them by their `/proc` paths, so no
+    /// name is followed. A chunk that changed loses its seal (the next run
+    /// encodes it again) and fails the merge.
+    pub fn open_chunks(&self, indexes: impl Iterator<Item = usize>) -> Result<Vec<File>> {
+        let mut files = Vec::new();
+        for index in indexes {
+            let seal = self.seals.lock().unwrap_or_else(|e| e.into_inner()).get(&index).cloned();
+            let name = Self::chunk_name(index);
+            let file = seal.as_ref().and_then(|_| self.handle.open_regular(&name).ok());
+            let meta = file.as_ref().and_then(|f| f.metadata().ok());
+            match (file, meta, seal) {
+                (Some(f), Some(m), Some(s)) if m.ino() == s.ino && m.len() == s.size => files.push(f),
+                _ => {
+                    self.forget(index);
+                    bail!(
+                        "chunk {index} ({}) changed after it was verified; run the same command again to encode it anew",
+                        self.handle.join(&name).display()
+                    );
+                }
+            }
+        }
+        Ok(files)
+    }
+
+    /// Drop a chunk's seal (and file): it is encoded again next time.
+    fn forget(&self, index: usize) {
+        let mut seals = self.seals.lock().unwrap_or_else(|e| e.into_inner());
+        seals.remove(&index);
+        // Best effort: a seal left behind is checked again on resume.
+        let _ = serde_json::to_vec(&*seals).map(|b| self.private.write_atomic(SEALS, &b));
+        self.handle.remove_quietly(&Self::chunk_name(index));
     }
 
     pub fn side_name(ext: &str) -> String {
         format!("side.{ext}")
     }
 
+    /// Whether the private directory holds `name`.
     pub fn has(&self, name: &str) -> bool {
-        self.handle.is_file(name)
+        self.private.is_file(name)
     }
 
-    /// Write a file of the controller's whole or not at all.
+    /// A file of the private directory, as this machine's programs must
+    /// open it: inside this very directory, whatever its name has become.
+    pub fn private_path(&self, name: &str) -> PathBuf {
+        self.private.fd_path(name)
+    }
+
+    /// Write a file of the controller's whole or not at all (private).
     pub fn write(&self, name: &str, data: &[u8]) -> Result<()> {
-        Ok(self.handle.write_atomic(name, data)?)
+        Ok(self.private.write_atomic(name, data)?)
     }
 
-    /// A new temporary file named after `prefix` (for ffmpeg to write into
-    /// through [`crate::safefs::file_fd_path`]), and its name.
+    /// A new temporary file of the private directory named after `prefix`
+    /// (for ffmpeg to write into through [`crate::safefs::file_fd_path`]),
+    /// and its name.
     pub fn create_temp(&self, prefix: &str) -> Result<(File, String)> {
-        Ok(self.handle.create_temp(prefix)?)
+        Ok(self.private.create_temp(prefix)?)
     }
 
-    /// Rename a file of the job's.
+    /// Remove a file of the private directory, if there.
+    pub fn discard_private(&self, name: &str) {
+        self.private.remove_quietly(name);
+    }
+
+    /// Rename a file of the private directory.
     pub fn rename(&self, from: &str, to: &str) -> Result<()> {
-        Ok(self.handle.rename(from, &self.handle, to)?)
+        Ok(self.private.rename(from, &self.private, to)?)
     }
 
     /// The job's reference codec parameters. One written by a dffmpeg that
     /// recorded no level (and `progressive` for an unknown field order) is
     /// not used: the next verified chunk sets it anew.
     pub fn reference(&self) -> Option<CodecParams> {
-        let r: CodecParams = serde_json::from_slice(&self.handle.read(REFERENCE).ok()?).ok()?;
+        let r: CodecParams = serde_json::from_slice(&self.private.read(REFERENCE).ok()?).ok()?;
         (!r.level.is_empty()).then_some(r)
     }
 
@@ -290,6 +459,11 @@ impl JobDir {
     pub fn remove(&self) -> Result<()> {
         let what = || format!("cannot remove {}", self.dir.display());
         self.clear().with_context(what)?;
+        // The private directory, by its name in STATE/jobs (this user's only).
+        let private = self.private.path().to_path_buf();
+        if fs::symlink_metadata(&private).is_ok_and(|m| m.is_dir()) {
+            fs::remove_dir(&private).with_context(|| format!("cannot remove {}", private.display()))?;
+        }
         drop(self.lock.lock().unwrap_or_else(|e| e.into_inner()).take());
         self.handle.remove_quietly(LOCK);
         // The directory itself, by its name: a link put there meanwhile is
@@ -322,20 +496,27 @@ fn run_id() -> String {
 /// 64-bit FNV-1a: a fixed hash (unlike `DefaultHasher`, the same in every
 /// build of dffmpeg), for names that must be found again by a later run.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    let mut h = Fnv::default();
+    h.write(bytes);
+    h.0
 }
 
 /// Where the job of `output` keeps its files: `SHARED/work/NAME` with
 /// shared storage (nodes write their chunks there as their own users:
 /// group-writable, setgid so files keep the shared group), else
-/// `.OUTPUT.dffmpeg-job` next to the output.
-pub fn location(output: &Path, shared_dir: Option<&Path>) -> Location {
-    match shared_dir {
+/// `.OUTPUT.dffmpeg-job` next to the output; and its private directory,
+/// `STATE/jobs/NAME` (see the module doc).
+pub fn location(output: &Path, shared_dir: Option<&Path>) -> Result<Location> {
+    let private_base = crate::state::private_subdir("jobs").context("cannot keep the job's private files")?;
+    let private_name = job_name(output);
+    Ok(match shared_dir {
         Some(shared) => Location {
             base: shared.to_path_buf(),
             within: Some("work".into()),
             name: job_name(output),
             mode: 0o2775,
+            private_base,
+            private_name,
         },
         None => Location {
             base: output.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
@@ -345,8 +526,10 @@ pub fn location(output: &Path, shared_dir: Option<&Path>) -> Location {
                 output.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
             ),
             mode: 0o755,
+            private_base,
+            private_name,
         },
-    }
+    })
 }
 
 /// A stable name for the job of an output (shared-storage job directories).
@@ -376,7 +559,24 @@ mod tests {
     }
 
     fn loc(dir: &Path) -> Location {
-        Location { base: dir.to_path_buf(), within: None, name: "job".into(), mode: 0o755 }
+        let private_base = dir.join("state");
+        fs::create_dir_all(&private_base).unwrap();
+        Location {
+            base: dir.to_path_buf(),
+            within: None,
+            name: "job".into(),
+            mode: 0o755,
+            private_base,
+            private_name: "job-private".into(),
+        }
+    }
+
+    /// Keep a chunk as a node would leave it: a part, verified and sealed.
+    fn keep(job: &JobDir, index: usize, content: &[u8]) {
+        let files = job.attempt_files(index, 1);
+        fs::write(job.path(&files.part), content).unwrap();
+        let seal = Seal::of(&job.open_part(&files.part).unwrap()).unwrap();
+        job.keep_chunk(&files.part, index, seal).unwrap();
     }
 
     fn record(k: JobKey) -> JobRecord {
@@ -411,7 +611,7 @@ mod tests {
             let (job, found) = JobDir::open(&jd, &k, false, false).unwrap();
             assert_eq!(found, Found::New);
             job.save(&record(k.clone())).unwrap();
-            fs::write(job.chunk(0), b"done").unwrap();
+            keep(&job, 0, b"done");
             // A second dffmpeg on the same job is refused while the first runs.
             assert!(JobDir::open(&jd, &k, false, false).is_err());
         }
@@ -420,7 +620,7 @@ mod tests {
         assert!(job.is_done(0));
         drop(job);
         // A damaged record is named, and --fresh replaces it.
-        let path = jd.path().join("job.json");
+        let path = t.path().join("state/job-private/job.json");
         let good = fs::read_to_string(&path).unwrap();
         for bad in [&good[..good.len() / 2], &good.replace("\"den\": 25", "\"den\": 0")] {
             fs::write(&path, bad).unwrap();
@@ -436,6 +636,62 @@ mod tests {
         let (job, found) = JobDir::open(&jd, &other, false, false).unwrap();
         assert_eq!(found, Found::Replaced);
         assert!(!job.is_done(0));
+    }
+
+    #[test]
+    fn a_resumed_chunk_counts_only_if_it_is_the_one_verified() {
+        // Killed after 3 chunks; one is cut short, one emptied, one
+        // replaced by a link to a private file, one left alone: only the
+        // last counts as done, and the others are gone.
+        let t = tempfile::tempdir().unwrap();
+        let at = loc(t.path());
+        let k = key(t.path(), &["-c:v", "mpeg4"]);
+        let secret = t.path().join("secret.nut");
+        fs::write(&secret, b"private").unwrap();
+        {
+            let (job, _) = JobDir::open(&at, &k, false, false).unwrap();
+            job.save(&record(k.clone())).unwrap();
+            for i in 0..4 {
+                keep(&job, i, format!("chunk {i} holds its frames").as_bytes());
+            }
+            // A chunk file nobody verified does not count either.
+            fs::write(job.chunk(5), b"planted").unwrap();
+            let f = fs::OpenOptions::new().write(true).open(job.chunk(0)).unwrap();
+            f.set_len(3).unwrap();
+            fs::write(job.chunk(1), b"").unwrap();
+            fs::remove_file(job.chunk(2)).unwrap();
+            std::os::unix::fs::symlink(&secret, job.chunk(2)).unwrap();
+        }
+        let (job, found) = JobDir::open(&at, &k, false, false).unwrap();
+        assert!(matches!(found, Found::Resumed(_)));
+        let done: Vec<usize> = (0..6).filter(|&i| job.is_done(i)).collect();
+        assert_eq!(done, [3]);
+        for i in [0, 1, 2, 5] {
+            assert!(fs::symlink_metadata(job.chunk(i)).is_err(), "chunk {i} is left");
+        }
+        assert_eq!(fs::read(&secret).unwrap(), b"private");
+        assert_eq!(job.open_chunks([3].into_iter()).unwrap().len(), 1);
+        // Swapped after it was verified: the merge refuses it, and the
+        // next run encodes it again.
+        fs::remove_file(job.chunk(3)).unwrap();
+        std::os::unix::fs::symlink(&secret, job.chunk(3)).unwrap();
+        let e = job.open_chunks([3].into_iter()).unwrap_err().to_string();
+        assert!(e.contains("changed after it was verified"), "{e}");
+        assert!(!job.is_done(3));
+    }
+
+    #[test]
+    fn a_fifo_record_is_an_error_not_a_hang() {
+        let t = tempfile::tempdir().unwrap();
+        let at = loc(t.path());
+        let k = key(t.path(), &["-c:v", "mpeg4"]);
+        drop(JobDir::open(&at, &k, false, false).unwrap());
+        let record = t.path().join("state/job-private/job.json");
+        let c = std::ffi::CString::new(record.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let e = JobDir::open(&at, &k, false, false).err().unwrap().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
     }
 
     /// Descriptors of this process open on files under `dir`.
@@ -459,7 +715,7 @@ mod tests {
         let job = std::sync::Arc::new(job);
         let other = job.clone(); // as while other tasks still hold the job
         job.save(&record(k.clone())).unwrap();
-        fs::write(job.chunk(0), b"done").unwrap();
+        keep(&job, 0, b"done");
         assert_eq!(open_under(&jd).len(), 1, "the lock is held while the job runs");
         other.remove().unwrap();
         assert!(!jd.exists());
@@ -477,7 +733,7 @@ mod tests {
         // Written before levels and colour tags were compared, with
         // "progressive" for a field order ffprobe did not name.
         let old = r#"{"codec":"h264","profile":"High","pix_fmt":"yuv420p","width":320,"height":240,"sample_aspect_ratio":"1:1","field_order":"progressive"}"#;
-        fs::write(job.dir.join("reference.json"), old).unwrap();
+        fs::write(t.path().join("state/job-private/reference.json"), old).unwrap();
         assert_eq!(job.reference(), None);
         let mut params: CodecParams = serde_json::from_str(old).unwrap();
         params.level = "20".into();
@@ -486,7 +742,7 @@ mod tests {
         // An older job record (no plain run stored) still loads.
         let mut rec = serde_json::to_value(record(k.clone())).unwrap();
         rec["encode"].as_object_mut().unwrap().remove("plain");
-        fs::write(job.dir.join("job.json"), rec.to_string()).unwrap();
+        fs::write(t.path().join("state/job-private/job.json"), rec.to_string()).unwrap();
         assert_eq!(job.record().unwrap().map(|r| r.encode.plain), Some(None));
     }
 }

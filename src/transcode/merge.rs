@@ -21,12 +21,13 @@ pub(super) async fn run_ffmpeg(argv: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The concat list: each chunk with its exact planned duration, so the
+/// The concat list: each chunk (as `paths` name it: the `/proc` paths of
+/// the verified files, held open) with its exact planned duration, so the
 /// chunks follow each other on the source's own timeline.
-pub fn concat_list(plan: &Plan) -> String {
+pub fn concat_list(plan: &Plan, paths: &[String]) -> String {
     let mut list = String::from("ffconcat version 1.0\n");
-    for c in &plan.chunks {
-        list.push_str(&format!("file chunk_{:05}.nut\n", c.index));
+    for (c, path) in plan.chunks.iter().zip(paths) {
+        list.push_str(&format!("file '{}'\n", path.replace('\'', "'\\''")));
         if let Some(end) = c.end {
             list.push_str(&format!("duration {:.6}\n", plan.time_base.seconds(end - c.start)));
         }
@@ -49,6 +50,8 @@ pub struct MergeRequest<'a> {
     pub output: &'a Path,
     /// The output's folder (see `output::open_dir`).
     pub out_dir: &'a Dir,
+    /// `-y`: an output that appeared meanwhile may be replaced.
+    pub overwrite: bool,
 }
 
 /// A temporary file of the merge, removed unless it was renamed into
@@ -68,8 +71,11 @@ impl Drop for Temp<'_> {
 }
 
 pub async fn merge(m: &MergeRequest<'_>) -> Result<()> {
-    m.job.write(JobDir::CONCAT_LIST, concat_list(m.plan).as_bytes())?;
-    let list = m.job.local_path(JobDir::CONCAT_LIST);
+    // The verified files themselves, not whatever their names hold now.
+    let chunks = m.job.open_chunks(m.plan.chunks.iter().map(|c| c.index))?;
+    let paths: Vec<String> = chunks.iter().map(|f| file_fd_path(f).to_string_lossy().into_owned()).collect();
+    m.job.write(JobDir::CONCAT_LIST, concat_list(m.plan, &paths).as_bytes())?;
+    let list = m.job.private_path(JobDir::CONCAT_LIST);
     let first = m.plan.time_base.seconds(m.plan.first_pts());
     let side = m
         .side
@@ -96,12 +102,27 @@ pub async fn merge(m: &MergeRequest<'_>) -> Result<()> {
         dest: &tmp.to_string_lossy(),
     });
     run_ffmpeg(&argv).await.context("merge failed")?;
+    drop(chunks);
+    // ffmpeg's concat exits 0 when a part cannot be read: the output is
+    // checked before it replaces anything.
+    let streams = 1 + side.map(|(_, _, n)| n).unwrap_or(0);
+    super::verify::output(&tmp, m.plan.total_frames, streams).await.with_context(|| {
+        format!("the merged output is not complete; the job directory {} is kept", m.job.dir.display())
+    })?;
     // Durable before the job directory (the only other copy) goes: the
     // file, then its name.
-    file.sync_all().with_context(|| format!("cannot write {}", m.output.display()))?;
-    dir.rename(&tmp_name, dir, name).with_context(|| format!("cannot write {}", m.output.display()))?;
+    let cannot = || format!("cannot write {}", m.output.display());
+    file.sync_all().with_context(cannot)?;
+    match m.overwrite {
+        true => dir.rename(&tmp_name, dir, name).with_context(cannot)?,
+        false => {
+            if !dir.rename_noreplace(&tmp_name, dir, name).with_context(cannot)? {
+                bail!("{} appeared while it was being made (use -y to overwrite)", m.output.display());
+            }
+        }
+    }
     temp.placed = true;
-    dir.sync().with_context(|| format!("cannot write {}", m.output.display()))?;
+    dir.sync().with_context(cannot)?;
     // Renamed by name: make sure the name now holds the file written.
     use std::os::unix::fs::MetadataExt;
     let (ours, there) = (file.metadata()?, std::fs::symlink_metadata(m.output)?);

@@ -121,7 +121,7 @@ pub fn check_output(input: &Path, output: &Path, dir: &Dir, overwrite: bool) -> 
 
 /// ffmpeg's default video codec for a muxer (`Default video codec: h264.`).
 pub async fn default_video_codec(format: &str) -> Option<String> {
-    let out = tokio::process::Command::new("ffmpeg")
+    let out = crate::process::command("ffmpeg")
         .args(["-hide_banner", "-h"])
         .arg(format!("muxer={format}"))
         .stdin(std::process::Stdio::null())

@@ -150,7 +150,7 @@ pub async fn check(file: &FileSpec, o: &Options) -> Result<Checked, PrepareError
     let format = output::format_for(&output, o.user.format.as_deref()).map_err(refused)?;
     let ext = output.extension().and_then(|e| e.to_str()).unwrap_or("out").to_string();
     let key = JobKey::new(&input, &output, &o.raw_args, o.chunk).map_err(refused)?;
-    let at = job::location(&output, o.shared_dir.as_deref());
+    let at = job::location(&output, o.shared_dir.as_deref()).map_err(PrepareError::Failed)?;
     let (job, found) = JobDir::open(&at, &key, o.fresh, o.must_resume).map_err(refused)?;
     let job = Arc::new(job);
     let io = Io::choose(o.shared_dir.as_deref(), &input, o.all_local);
@@ -263,7 +263,7 @@ async fn plain_run(user: &UserArgs, n: &Named<'_>) -> Result<(Vec<String>, Chunk
         dest: &dest.to_string_lossy(),
     };
     let plain = preflight::plain(&run).await;
-    n.job.discard(&name);
+    n.job.discard_private(&name);
     Ok((codec_args, plain.map_err(options_refused)?))
 }
 

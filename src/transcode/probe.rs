@@ -168,7 +168,7 @@ pub async fn ffprobe(args: &[&str], input: &Path) -> Result<Vec<u8>, ProbeError>
 
 /// [`ffprobe`] with a given stdin (for INPUT `pipe:0`).
 pub async fn ffprobe_from(args: &[&str], input: &Path, stdin: Stdio) -> Result<Vec<u8>, ProbeError> {
-    let out = tokio::process::Command::new("ffprobe")
+    let out = crate::process::command("ffprobe")
         .args(["-v", "error"])
         .args(args)
         .arg("-i")

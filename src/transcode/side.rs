@@ -63,7 +63,7 @@ async fn encode(job: &JobDir, s: &SideJob) -> Result<()> {
     let (file, part) = job.create_temp(&format!("side.part.{ext}"))?;
     let argv = ffmpeg::side(source, video_index, codec_args, format, &file_fd_path(&file).to_string_lossy());
     if let Err(e) = run_ffmpeg(&argv).await {
-        job.discard(&part);
+        job.discard_private(&part);
         return Err(e);
     }
     file.sync_all().with_context(|| format!("cannot write {}", job.path(&part).display()))?;
@@ -73,7 +73,7 @@ async fn encode(job: &JobDir, s: &SideJob) -> Result<()> {
 /// What the merge needs of the side file, read as soon as it is written
 /// (while the chunks still encode).
 async fn side_file(job: &JobDir, ext: &str) -> Result<SideFile> {
-    let path = job.local_path(&JobDir::side_name(ext));
+    let path = job.private_path(&JobDir::side_name(ext));
     let (start, streams) = start_and_streams(&path).await?;
     Ok(SideFile { path, start, streams })
 }

@@ -40,14 +40,7 @@ pub fn settings_key(codec_args: &[String]) -> String {
 
 /// `$XDG_STATE_HOME/dffmpeg/speeds.json` (or `~/.local/state/...`).
 pub fn default_path() -> Option<PathBuf> {
-    let state =
-        std::env::var_os("XDG_STATE_HOME").map(PathBuf::from).filter(|p| p.is_absolute()).or_else(|| {
-            std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .filter(|p| p.is_absolute())
-                .map(|h| h.join(".local/state"))
-        })?;
-    Some(state.join("dffmpeg").join("speeds.json"))
+    Some(crate::state::dir()?.join("speeds.json"))
 }
 
 impl Speeds {

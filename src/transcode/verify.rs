@@ -144,6 +144,15 @@ pub enum VerifyError {
     Start { got: f64, planned: f64 },
     #[error("has no start time")]
     NoStart,
+    #[error("is {size} bytes, more than any encode of its frames should be ({cap} bytes)")]
+    TooLarge { size: u64, cap: u64 },
+}
+
+/// The most an encoded chunk of `frames` frames of `megapixels` each may
+/// take: 8 bytes a pixel (more than raw 4:4:4 at 16 bits) plus 16 MiB of
+/// headers — a bound on what a node can make the controller store or read.
+pub fn chunk_cap(frames: u64, megapixels: f64) -> u64 {
+    (16 << 20) + (frames as f64 * megapixels.max(0.0) * 8e6).min(1e15) as u64
 }
 
 impl From<super::probe::ProbeError> for VerifyError {
@@ -230,6 +239,62 @@ pub fn check(facts: &ChunkFacts, chunk: &Chunk, plan: &Plan) -> Result<(), Verif
     Ok(())
 }
 
+/// Why a merged output is not accepted.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OutputError {
+    #[error("the merged file cannot be read: {0}")]
+    Unreadable(String),
+    #[error("the merged file holds {got} video frames, {planned} planned")]
+    Frames { got: u64, planned: u64 },
+    #[error("the merged file has {got} streams, {planned} expected")]
+    Streams { got: usize, planned: usize },
+}
+
+#[derive(Debug, Deserialize)]
+struct OutputJson {
+    #[serde(default)]
+    streams: Vec<StreamJson>,
+    format: Option<OutputFormatJson>,
+}
+
+#[derive(Debug, Deserialize)]
+struct OutputFormatJson {
+    #[serde(default)]
+    nb_streams: usize,
+}
+
+/// Check a merged output end to end before it replaces anything: its first
+/// video stream holds every planned frame, and it has the expected streams
+/// (the video and the side streams).
+pub async fn output(path: &Path, frames: u64, streams: usize) -> Result<(), OutputError> {
+    let args = [
+        "-select_streams",
+        "v:0",
+        "-count_packets",
+        "-print_format",
+        "json",
+        "-show_entries",
+        "stream=codec_name,nb_read_packets:format=nb_streams",
+    ];
+    let out = super::probe::ffprobe(&args, path).await.map_err(|e| OutputError::Unreadable(e.to_string()))?;
+    check_output(&out, frames, streams)
+}
+
+fn check_output(json: &[u8], frames: u64, streams: usize) -> Result<(), OutputError> {
+    let parsed: OutputJson =
+        serde_json::from_slice(json).map_err(|e| OutputError::Unreadable(e.to_string()))?;
+    let got = parsed.streams.first().and_then(|s| s.nb_read_packets.as_deref()).and_then(|n| n.parse().ok());
+    let got = got.unwrap_or(0);
+    if got != frames {
+        return Err(OutputError::Frames { got, planned: frames });
+    }
+    let n = parsed.format.map(|f| f.nb_streams).unwrap_or(0);
+    if n != streams {
+        return Err(OutputError::Streams { got: n, planned: streams });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +325,16 @@ mod tests {
             skipped_leading: 0,
         };
         (c, p)
+    }
+
+    #[test]
+    fn a_short_output_or_a_missing_stream_is_refused() {
+        let json =
+            br#"{"streams":[{"codec_name":"mpeg4","nb_read_packets":"33"}],"format":{"nb_streams":2}}"#;
+        assert_eq!(check_output(json, 33, 2), Ok(()));
+        assert_eq!(check_output(json, 300, 2), Err(OutputError::Frames { got: 33, planned: 300 }));
+        assert_eq!(check_output(json, 33, 3), Err(OutputError::Streams { got: 2, planned: 3 }));
+        assert!(check_output(b"{", 33, 2).is_err());
     }
 
     #[test]
