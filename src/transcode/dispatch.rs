@@ -519,8 +519,13 @@ impl<T: Transport + 'static> Broker<T> {
             let mut stop = s.stop.clone();
             stop.push(s.attempt);
             self.cancel(&stop);
-            let why =
-                format!("no new frame for {:.0} s: attempt abandoned, node {node} is suspect", s.seconds);
+            let why = match s.overtime {
+                true => format!(
+                    "still running after {:.0} s, far longer than its chunk should take: attempt abandoned, node {node} is suspect",
+                    s.seconds
+                ),
+                false => format!("no new frame for {:.0} s: attempt abandoned, node {node} is suspect", s.seconds),
+            };
             self.send(Event::ChunkFailed {
                 job: s.job,
                 chunk: s.chunk,

@@ -347,7 +347,11 @@ fn children_cpu(lines: &[String]) -> Option<f64> {
     let mut total = 0.0;
     for word in line.split_whitespace().take(2) {
         let (m, s) = word.strip_suffix('s')?.split_once('m')?;
-        total += m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?;
+        let (m, s) = (m.parse::<u32>().ok()?, s.parse::<f64>().ok()?);
+        if !(s.is_finite() && (0.0..60.0).contains(&s)) {
+            return None;
+        }
+        total += f64::from(m) * 60.0 + s;
     }
     Some(total)
 }
@@ -389,6 +393,10 @@ mod tests {
         assert_eq!(children_cpu(&lines), Some(62.75));
         assert_eq!(children_cpu(&lines[..1]), None);
         assert_eq!(children_cpu(&["a".into(), "b c".into()]), None);
+        // A node's word is checked: no infinities, no NaN, no negatives.
+        for bad in ["0minfs 0m0s", "0mNaNs 0m0s", "0m-1.0s 0m0s", "-1m0s 0m0s", "0m1e308s 0m0s"] {
+            assert_eq!(children_cpu(&["x".into(), bad.into()]), None, "{bad}");
+        }
     }
 
     #[tokio::test]

@@ -167,6 +167,14 @@ pub async fn check(file: &FileSpec, o: &Options) -> Result<Checked, PrepareError
         Found::Resumed(r) => Some(r),
         _ => None,
     };
+    if let Some(r) = &resumed {
+        if let Err(e) = same_options(r, &o.user) {
+            return Err(refused(anyhow!(
+                "{e}; the job in {} cannot resume: use --fresh to start over",
+                job.dir.display()
+            )));
+        }
+    }
     let new = resumed.is_none();
     let named = Named {
         input: &input,
@@ -196,6 +204,25 @@ pub async fn check(file: &FileSpec, o: &Options) -> Result<Checked, PrepareError
             Err(e)
         }
     }
+}
+
+/// A resumed job runs the encoder options of this command line, never
+/// others: its record must say what this command line says (it is the
+/// controller's own file, so a difference means damage or another version).
+fn same_options(r: &JobRecord, user: &UserArgs) -> Result<(), &'static str> {
+    let args = &r.encode.codec_args;
+    let same = match user.video_codec {
+        Some(_) => *args == user.codec,
+        // The output format's default codec was put first.
+        None => args.len() == user.codec.len() + 2 && args[0] == "-c:v" && args[2..] == user.codec[..],
+    };
+    if !same {
+        return Err("its recorded encoder options differ from this command line's");
+    }
+    if r.encode.user_filter != user.video_filter {
+        return Err("its recorded video filter differs from this command line's");
+    }
+    Ok(())
 }
 
 /// The names of a file under way.

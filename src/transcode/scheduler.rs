@@ -48,6 +48,15 @@ const MAX_NODE_STALLS: u32 = 2;
 /// CPU time over wall time from which a slot counts as having had a whole
 /// CPU (there may be room for one more).
 const FULL_CPU: f64 = 0.85;
+/// The hard limit of an attempt, however it reports progress: this many
+/// times its chunk's expected time at its node's rate, and at least
+/// [`HARD_MIN_SECONDS`] (an encoder that prints ever more frames and never
+/// ends is given up, and its chunk goes elsewhere).
+const HARD_FACTOR: f64 = 10.0;
+const HARD_MIN_SECONDS: f64 = 120.0;
+/// The largest slot rate (work per second) taken as real: a 4K frame is
+/// about 8 units, so this is some 10,000 4K frames a second per slot.
+pub const MAX_RATE: f64 = 1e5;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Assignment {
@@ -111,6 +120,8 @@ struct Running {
     /// ∫ attempts running on its node dt, for the node's real CPUs.
     together: f64,
     touched: Instant,
+    /// Seconds it may run at all, fixed when it starts (see [`HARD_FACTOR`]).
+    limit: f64,
 }
 
 #[derive(Debug)]
@@ -210,6 +221,9 @@ pub struct Stall {
     pub job: usize,
     pub chunk: usize,
     pub seconds: f64,
+    /// Abandoned for running past its hard limit (not for a lack of new
+    /// frames): `seconds` is then how long it ran.
+    pub overtime: bool,
     /// The node stalled too often and left the batch (its other attempts
     /// are in `stop`).
     pub node_dropped: bool,
@@ -295,8 +309,17 @@ impl Scheduler {
     }
 
     /// What was measured of each node (None: nothing), for the next job.
+    /// Only a rate that verified chunks measured counts (progress lines are
+    /// the node's word), and only a finite one in range.
     pub fn learned(&self) -> Vec<Option<(f64, usize)>> {
-        self.nodes.iter().map(|n| Some((n.rate.filter(|_| !n.unknown)?, n.active))).collect()
+        self.nodes
+            .iter()
+            .map(|n| {
+                let rate =
+                    n.rate.filter(|r| n.rate_from_done && r.is_finite() && *r > 0.0 && *r <= MAX_RATE)?;
+                Some((rate, n.active))
+            })
+            .collect()
     }
 
     /// A chunk's work.
@@ -328,6 +351,9 @@ impl Scheduler {
         self.touch(node, now);
         let attempt = self.next_attempt;
         self.next_attempt += 1;
+        // From what was known of the node before it ran: its own progress
+        // lines (the node's word) cannot stretch it.
+        let limit = (HARD_FACTOR * self.work(chunk) / self.slot_rate(node)).clamp(HARD_MIN_SECONDS, 1e9);
         self.running.push(Running {
             attempt,
             chunk,
@@ -337,6 +363,7 @@ impl Scheduler {
             moved: now,
             together: 0.0,
             touched: now,
+            limit,
         });
         let c = &self.chunks[chunk];
         Next::Run(Assignment { attempt, job: c.job, chunk: c.index, duplicate, retry: c.failures > 0 })
@@ -500,6 +527,8 @@ impl Scheduler {
     /// An attempt's frames so far; they also measure its node's speed.
     pub fn progress(&mut self, attempt: u64, frames: u64, now: Instant) {
         let Some(pos) = self.running.iter().position(|r| r.attempt == attempt) else { return };
+        // A node's count is its word: never past the chunk's frames.
+        let frames = frames.min(self.chunks[self.running[pos].chunk].frames);
         let work = self.work_of(self.running[pos].chunk, frames);
         let r = &mut self.running[pos];
         if frames > r.frames {
@@ -510,7 +539,7 @@ impl Scheduler {
         let node = &mut self.nodes[r.node];
         node.suspect_until = None;
         if frames > 0 && elapsed >= MIN_RATE_SECONDS && !node.rate_from_done {
-            node.rate = Some(work / elapsed);
+            node.rate = Some((work / elapsed).min(MAX_RATE));
             node.unknown = false;
         }
     }
@@ -526,11 +555,14 @@ impl Scheduler {
         node.consecutive_failures = 0;
         node.stalls = 0;
         if elapsed > 0.0 {
-            node.rate = Some(work / elapsed);
+            node.rate = Some((work / elapsed).min(MAX_RATE));
             node.rate_from_done = true;
             node.unknown = false;
         }
-        match usage.filter(|u| u.wall_seconds > 0.0 && elapsed > 0.0) {
+        let sane = |u: &Usage| {
+            u.wall_seconds > 0.0 && u.cpu_seconds.is_finite() && u.cpu_seconds >= 0.0 && elapsed > 0.0
+        };
+        match usage.filter(sane) {
             Some(u) => adapt_slots(node, u.cpu_seconds / u.wall_seconds, r.together / elapsed),
             // Without a CPU time, the visible slots it is.
             None if node.cpus.is_none() => node.active = node.max_slots,
@@ -649,14 +681,21 @@ impl Scheduler {
     /// their node should need. Each is abandoned (its chunk queued again,
     /// its node suspect), to be stopped by the driver.
     pub fn stalled(&mut self, now: Instant) -> Vec<Stall> {
-        let late: Vec<(u64, f64)> = self
+        let late: Vec<(u64, f64, bool)> = self
             .running
             .iter()
-            .map(|r| (r.attempt, secs(now.saturating_duration_since(r.moved))))
-            .filter(|&(a, quiet)| self.running.iter().any(|r| r.attempt == a && quiet > self.patience(r)))
+            .filter_map(|r| {
+                let ran = secs(now.saturating_duration_since(r.started));
+                let quiet = secs(now.saturating_duration_since(r.moved));
+                match (ran > r.limit, quiet > self.patience(r)) {
+                    (true, _) => Some((r.attempt, ran, true)),
+                    (false, true) => Some((r.attempt, quiet, false)),
+                    _ => None,
+                }
+            })
             .collect();
         let mut stalls = Vec::new();
-        for (attempt, seconds) in late {
+        for (attempt, seconds, overtime) in late {
             let Some(r) = self.take(attempt, now) else { continue };
             let node = &mut self.nodes[r.node];
             node.stalls += 1;
@@ -671,6 +710,7 @@ impl Scheduler {
                 job: c.job,
                 chunk: c.index,
                 seconds,
+                overtime,
                 node_dropped,
                 stop,
             });
@@ -689,7 +729,12 @@ impl Scheduler {
     pub fn next_check(&self, now: Instant) -> Option<Instant> {
         self.running
             .iter()
-            .map(|r| r.moved + Duration::from_secs_f64(self.patience(r)))
+            .flat_map(|r| {
+                [
+                    r.moved + Duration::from_secs_f64(self.patience(r)),
+                    r.started + Duration::from_secs_f64(r.limit),
+                ]
+            })
             .min()
             .map(|t| t.max(now))
     }

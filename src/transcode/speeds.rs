@@ -47,7 +47,21 @@ impl Speeds {
     /// The store at `path`; an unreadable or damaged one is as good as none
     /// (speeds are measured again).
     pub fn load(path: &Path) -> Speeds {
-        std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+        let mut s: Speeds =
+            std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        s.sanitize();
+        s
+    }
+
+    /// Only values a real node could have: a rate in (0, MAX_RATE], a
+    /// relative speed in (0, 1], 1 to 1024 slots; anything else is
+    /// forgotten (and measured again).
+    fn sanitize(&mut self) {
+        use super::scheduler::MAX_RATE;
+        self.nodes.retain(|_, m| {
+            m.rates.retain(|_, r| r.is_finite() && *r > 0.0 && *r <= MAX_RATE);
+            m.relative.is_finite() && m.relative > 0.0 && m.relative <= 1.0 && (1..=1024).contains(&m.slots)
+        });
     }
 
     /// Write it whole or not at all (the state directory is this user's).
@@ -117,6 +131,15 @@ mod tests {
         let mut s = s;
         s.learn(&x264, &[("pc@a".into(), Some((40.0, 2))), ("pi@b".into(), Some((20.0, 2)))]);
         assert_eq!(s.known("pi@b", &x264).map(|k| (k.slot_rate, k.slots)), Some((Some(20.0), 2)));
+        // Poisoned values are forgotten, the rest kept.
+        std::fs::write(
+            &path,
+            br#"{"nodes":{"a":{"rates":{"k":2.3e13,"j":3.0},"relative":1.0,"slots":1},"b":{"rates":{},"relative":1e300,"slots":1}}}"#,
+        )
+        .unwrap();
+        let s = Speeds::load(&path);
+        assert_eq!(s.nodes.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(s.nodes["a"].rates.keys().collect::<Vec<_>>(), ["j"]);
         std::fs::write(&path, b"{ damaged").unwrap();
         assert_eq!(Speeds::load(&path), Speeds::default());
     }

@@ -355,3 +355,41 @@ fn an_abandoned_job_stops_its_attempts() {
     s.cancelled(a.attempt, now);
     assert_eq!(s.next(0, now), Next::Done);
 }
+
+#[test]
+fn lying_progress_is_capped_and_never_remembered() {
+    // A node prints frame=10^15 and then fails: the count stops at the
+    // chunk's frames, and nothing of it is learned.
+    let t0 = Instant::now();
+    let mut s = one_job(&[100, 100], &[unknown(1), unknown(1)]);
+    let a = run(&s.next(0, t0)).clone();
+    s.progress(a.attempt, 1_000_000_000_000_000, at(t0, 4.0));
+    let rate = s.slot_rate(0);
+    assert!(rate <= 100.0 / 4.0 + 1e-9, "rate {rate}");
+    s.failed(a.attempt, Failure::Chunk, at(t0, 5.0));
+    assert_eq!(s.learned(), vec![None, None]);
+    // A verified chunk's rate is learned, finite.
+    let b = run(&s.next(1, at(t0, 5.0))).clone();
+    s.succeeded(b.attempt, at(t0, 15.0), Some(Usage { cpu_seconds: f64::INFINITY, wall_seconds: 10.0 }));
+    let learned = s.learned();
+    assert_eq!(learned[0], None);
+    assert!(learned[1].is_some_and(|(r, slots)| r.is_finite() && r > 0.0 && slots == 1), "{learned:?}");
+}
+
+#[test]
+fn an_attempt_that_never_ends_is_given_up() {
+    // Frames keep coming (so the stall rule never fires), but the attempt
+    // runs far past its chunk's expected time: it is abandoned.
+    let t0 = Instant::now();
+    let mut s = one_job(&[300, 300], &[known(1, 1.0, Some(30.0)), known(1, 1.0, Some(30.0))]);
+    let a = run(&s.next(0, t0)).clone();
+    for i in 1..=120 {
+        s.progress(a.attempt, i * 2, at(t0, i as f64));
+        assert_eq!(s.stalled(at(t0, i as f64)), vec![], "at {i} s");
+    }
+    // 300 frames at 30/s: 10 s expected; the limit is 10 × that, at least 120 s.
+    assert_eq!(s.next_check(at(t0, 120.0)), Some(at(t0, 120.0)));
+    let st = s.stalled(at(t0, 121.0));
+    assert_eq!(st.len(), 1);
+    assert!(st[0].overtime && st[0].seconds >= 120.0, "{st:?}");
+}
