@@ -42,6 +42,25 @@ pub fn std_command<S: AsRef<OsStr>>(program: S) -> std::process::Command {
     cmd
 }
 
+/// Cap the size of any file the command writes (`RLIMIT_FSIZE`, inherited
+/// by what it starts): a chunk streamed back from a node into a file
+/// cannot outgrow what its frames may take. Writing past it kills the
+/// writer (SIGXFSZ), which fails the attempt.
+pub fn limit_file_size(cmd: &mut std::process::Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between
+    // fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit { rlim_cur: bytes as libc::rlim_t, rlim_max: bytes as libc::rlim_t };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 fn die_with_parent(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
     let parent = std::process::id();

@@ -41,4 +41,20 @@ impl Transport for Local {
     fn reports_pid(&self) -> bool {
         false
     }
+
+    fn under_shell(&self, argv: Vec<String>) -> Vec<String> {
+        // The shell has PR_SET_PDEATHSIG, but its children do not inherit
+        // it: without this an encoder outlives a SIGKILLed dffmpeg.
+        static SETPRIV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let has = *SETPRIV.get_or_init(|| {
+            std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("setpriv").is_file()))
+        });
+        match has {
+            true => {
+                ["setpriv", "--pdeathsig", "KILL", "--"].iter().map(|s| s.to_string()).chain(argv).collect()
+            }
+            false => argv,
+        }
+    }
 }

@@ -12,8 +12,6 @@ pub mod ssh;
 use std::process::Stdio;
 use std::sync::Arc;
 
-use tokio::io::AsyncReadExt;
-
 pub use local::Local;
 pub use ssh::{ConnectOptions, Ssh, SshError};
 
@@ -33,9 +31,21 @@ pub trait Transport: Send + Sync {
 
     /// Whether stderr starts with a `dffmpeg-pid` line.
     fn reports_pid(&self) -> bool;
+
+    /// `argv` made to die with the shell that starts it (a program run
+    /// under `encode.sh`). Over SSH the node's session ends it; locally the
+    /// shell dies with dffmpeg (`PR_SET_PDEATHSIG`), and the program with
+    /// the shell (`setpriv --pdeathsig`).
+    fn under_shell(&self, argv: Vec<String>) -> Vec<String> {
+        argv
+    }
 }
 
 pub const PID_PREFIX: &str = "dffmpeg-pid ";
+
+/// The most of a command's output [`run`] keeps.
+pub const MAX_STDOUT: usize = 8 << 20;
+pub const MAX_STDERR: usize = 1 << 20;
 
 /// Stops a remote process and its group; run as `sh -c KILL_SCRIPT
 /// dffmpeg-kill PID` (the pid is `$1`, never pasted into the script).
@@ -61,13 +71,15 @@ pub async fn run<T: Transport + ?Sized>(t: &T, argv: &[String]) -> std::io::Resu
     let mut cmd = t.command(argv);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     let mut child = cmd.spawn()?;
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let mut so = child.stdout.take().expect("piped stdout");
-    let mut se = child.stderr.take().expect("piped stderr");
-    let (a, b) = tokio::join!(so.read_to_end(&mut out), se.read_to_end(&mut err));
-    a?;
-    b?;
+    let (Some(so), Some(se)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(std::io::Error::other("no pipes to the command"));
+    };
+    // What a node prints is bounded: a command's output beyond the caps is
+    // read and dropped (facts, setup's scripts and state are far smaller).
+    let (a, b) =
+        tokio::join!(crate::text::read_capped(so, MAX_STDOUT), crate::text::read_capped(se, MAX_STDERR));
+    let (out, _) = a?;
+    let (err, _) = b?;
     let status = child.wait().await?;
     let mut stderr = String::from_utf8_lossy(&err).into_owned();
     if t.reports_pid() {
@@ -140,6 +152,13 @@ impl Transport for Node {
         match self {
             Node::Local(l) => l.reports_pid(),
             Node::Ssh(s) => s.reports_pid(),
+        }
+    }
+
+    fn under_shell(&self, argv: Vec<String>) -> Vec<String> {
+        match self {
+            Node::Local(l) => l.under_shell(argv),
+            Node::Ssh(s) => s.under_shell(argv),
         }
     }
 }

@@ -83,7 +83,9 @@ pub async fn run_script<T: Transport + ?Sized>(
                 if n == 0 {
                     return Ok::<(), std::io::Error>(());
                 }
-                err.extend_from_slice(&chunk[..n]);
+                // Bounded: past the cap, a node's stderr is read and dropped.
+                let room = crate::remote::MAX_STDERR.saturating_sub(err.len());
+                err.extend_from_slice(&chunk[..n.min(room)]);
                 if pid.get().is_none() {
                     if let Some(p) = reported_pid(&err) {
                         let _ = pid.set(p); // Only this task sets it.
@@ -91,7 +93,12 @@ pub async fn run_script<T: Transport + ?Sized>(
                 }
             }
         };
-        let (_, a, b) = tokio::join!(writer, so.read_to_end(&mut out), read_err);
+        let read_out = async {
+            let (o, _) = crate::text::read_capped(&mut so, crate::remote::MAX_STDOUT).await?;
+            out = o;
+            Ok::<(), std::io::Error>(())
+        };
+        let (_, a, b) = tokio::join!(writer, read_out, read_err);
         a.map_err(ExecError::Io)?;
         b.map_err(ExecError::Io)?;
         child.wait().await.map_err(ExecError::Io)
@@ -129,7 +136,8 @@ async fn stop<T: Transport + ?Sized>(t: &T, become_root: bool, pid: u32) {
 /// The pid of a complete `dffmpeg-pid N` first line.
 fn reported_pid(stderr: &[u8]) -> Option<u32> {
     let line = stderr.split(|b| *b == b'\n').next().filter(|_| stderr.contains(&b'\n'))?;
-    std::str::from_utf8(line).ok()?.strip_prefix(PID_PREFIX)?.trim().parse().ok()
+    // Never 0 or 1: a kill of those would hit a process group or init.
+    std::str::from_utf8(line).ok()?.strip_prefix(PID_PREFIX)?.trim().parse().ok().filter(|p: &u32| *p > 1)
 }
 
 /// A marker no task output will contain by accident.
@@ -267,6 +275,8 @@ mod tests {
         assert_eq!(reported_pid(b"dffmpeg-pid 42\nrest"), Some(42));
         assert_eq!(reported_pid(b"dffmpeg-pid 4"), None);
         assert_eq!(reported_pid(b"other\n"), None);
+        assert_eq!(reported_pid(b"dffmpeg-pid 1\n"), None);
+        assert_eq!(reported_pid(b"dffmpeg-pid 0\n"), None);
     }
 
     #[test]

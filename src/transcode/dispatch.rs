@@ -592,6 +592,7 @@ async fn slot<T: Transport>(nodes: Arc<Vec<WorkerNode<T>>>, n: usize, msgs: mpsc
             job: &work.job.dir,
             chunk,
             files: &work.files,
+            size_cap: super::verify::chunk_cap(chunk.frames, work.job.weight),
         };
         let started = Instant::now();
         let result = run.run(work.cancel, &on_frames).await;

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::BufReader;
 use tokio::process::Child;
 use tokio::sync::watch;
 
@@ -89,6 +89,8 @@ pub struct Attempt<'a, T> {
     pub job: &'a JobDir,
     pub chunk: &'a Chunk,
     pub files: &'a AttemptFiles,
+    /// The most its part file may take (see `verify::chunk_cap`).
+    pub size_cap: u64,
 }
 
 const ENCODE_SH: &str = include_str!("encode.sh");
@@ -170,9 +172,11 @@ impl<T: Transport> Attempt<'_, T> {
             Io::Pipe => "pipe:1".to_string(),
             Io::Shared | Io::SharedSource => job.path(&self.files.part).to_string_lossy().into_owned(),
         };
-        let argv = measured(ffmpeg::encode(&ctx.spec, &filter, self.threads, &input, &output));
+        let encoder = ffmpeg::encode(&ctx.spec, &filter, self.threads, &input, &output);
+        let argv = measured(self.node.under_shell(encoder));
         let mut cmd = self.node.command(&argv);
         cmd.stderr(Stdio::piped()).kill_on_drop(true);
+        crate::process::limit_file_size(cmd.as_std_mut(), self.size_cap);
         let (mut split, mut part) = (None, None);
         match ctx.io {
             Io::Pipe => {
@@ -273,15 +277,29 @@ async fn watch_encoder(
     let split = match s.split.as_mut() {
         Some(child) => {
             let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
+            if let Some(e) = child.stderr.take() {
                 // The split's message, if any, is all we want of it.
-                let _ = e.read_to_string(&mut err).await;
+                if let Ok((text, _)) = crate::text::read_capped(e, MAX_ERROR_LINE * 20).await {
+                    err = String::from_utf8_lossy(&text).into_owned();
+                }
             }
             Some((child.wait().await, err))
         }
         None => None,
     };
     Ended { errors: report.errors, status, written, split, cpu_seconds: report.cpu_seconds, wall_seconds }
+}
+
+/// The most of one error line kept for messages (the log keeps more).
+const MAX_ERROR_LINE: usize = 2048;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// What the encoder's stderr said besides its progress.
@@ -301,7 +319,7 @@ async fn read_stderr<R: tokio::io::AsyncRead + Unpin>(
     pid: Arc<AtomicU32>,
     on_frames: &(dyn Fn(u64) + Send + Sync),
 ) -> Report {
-    let mut lines = BufReader::new(stderr).lines();
+    let mut lines = crate::text::BoundedLines::new(BufReader::new(stderr));
     let mut report = Report::default();
     let mut first = true;
     let mut times: Option<Vec<String>> = None;
@@ -326,7 +344,7 @@ async fn read_stderr<R: tokio::io::AsyncRead + Unpin>(
                 on_frames(n);
             }
         } else if !is_progress_line(&line) && !line.trim().is_empty() {
-            report.errors.push(crate::text::printable(&line));
+            report.errors.push(crate::text::printable(cut(&line, MAX_ERROR_LINE)));
             if report.errors.len() > 20 {
                 report.errors.remove(0);
             }
