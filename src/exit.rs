@@ -22,7 +22,10 @@ impl Failure {
 
     pub fn print(&self) {
         match self {
-            Failure::Usage(e) | Failure::Failed(e) => eprintln!("dffmpeg: {}", Chain(e)),
+            // File names and node text in it: no terminal escapes.
+            Failure::Usage(e) | Failure::Failed(e) => {
+                eprintln!("dffmpeg: {}", crate::text::printable(&Chain(e).to_string()))
+            }
             Failure::Reported => {}
         }
     }

@@ -3,6 +3,9 @@
 //!
 //! The rule for a directory: every regular file below it (recursively,
 //! following no directory symlink) whose name does not start with `.`,
+//! — a symbolic link to a file counts only when the file it names lies
+//! inside the same directory tree (an upload folder must not be a way to
+//! make the cluster read, and publish, a file from anywhere else), —
 //! that nothing has written for a while (`--settle`, 5 s by default: it is
 //! not still being copied), and in which ffprobe finds a video stream that
 //! is not a still picture (cover art, or an image file: image demuxers are
@@ -78,20 +81,33 @@ pub fn extension_for(format: &str) -> Option<&'static str> {
     })
 }
 
+/// What a walk of the inputs found.
+#[derive(Debug, Default, PartialEq)]
+pub struct Expanded {
+    pub files: Vec<FileSpec>,
+    /// Files still being written (not untouched for the settle time).
+    pub unsettled: Vec<PathBuf>,
+    /// Symbolic links to files outside their directory tree (skipped).
+    pub outside: Vec<PathBuf>,
+}
+
 /// The files of `inputs`, in order: files as named, directories walked
 /// (sorted by path). `outputs` names where each goes.
-pub fn expand(inputs: &[PathBuf], outputs: &Outputs, settle: Duration) -> Result<Vec<FileSpec>, InputError> {
+pub fn expand(inputs: &[PathBuf], outputs: &Outputs, settle: Duration) -> Result<Expanded, InputError> {
     if inputs.is_empty() {
         return Err(InputError::Nothing);
     }
-    let mut files = Vec::new();
+    let mut ex = Expanded::default();
     for input in inputs {
         let meta = std::fs::metadata(input).map_err(|e| InputError::Io { path: input.clone(), source: e })?;
         match (meta.is_dir(), outputs) {
             (true, Outputs::Dir { dir, ext }) => {
-                for f in walk(input, Some(dir), settle)? {
+                let w = walk(input, Some(dir), settle)?;
+                ex.unsettled.extend(w.unsettled);
+                ex.outside.extend(w.outside);
+                for f in w.files {
                     let rel = f.strip_prefix(input).unwrap_or(&f).to_path_buf();
-                    files.push(FileSpec {
+                    ex.files.push(FileSpec {
                         output: Some(output_in(dir, &rel, ext.as_deref())),
                         input: f,
                         found: true,
@@ -102,28 +118,28 @@ pub fn expand(inputs: &[PathBuf], outputs: &Outputs, settle: Duration) -> Result
             (true, _) => return Err(InputError::DirNeedsOutputDir(input.clone())),
             (false, Outputs::Dir { dir, ext }) => {
                 let name = PathBuf::from(input.file_name().unwrap_or_default());
-                files.push(FileSpec {
+                ex.files.push(FileSpec {
                     output: Some(output_in(dir, &name, ext.as_deref())),
                     input: input.clone(),
                     found: false,
                     out_root: Some(dir.clone()),
                 });
             }
-            (false, Outputs::File(out)) => files.push(FileSpec {
+            (false, Outputs::File(out)) => ex.files.push(FileSpec {
                 input: input.clone(),
                 output: Some(out.clone()),
                 found: false,
                 out_root: None,
             }),
             (false, Outputs::NextToInput) => {
-                files.push(FileSpec { input: input.clone(), output: None, found: false, out_root: None })
+                ex.files.push(FileSpec { input: input.clone(), output: None, found: false, out_root: None })
             }
         }
     }
-    if matches!(outputs, Outputs::File(_)) && (files.len() != 1 || files[0].found) {
+    if matches!(outputs, Outputs::File(_)) && (ex.files.len() != 1 || ex.files[0].found) {
         return Err(InputError::OneOutput);
     }
-    Ok(files)
+    Ok(ex)
 }
 
 /// `DIR/REL` with the extension `ext` (else REL's own).
@@ -135,12 +151,22 @@ fn output_in(dir: &Path, rel: &Path, ext: Option<&str>) -> PathBuf {
     out
 }
 
+/// What a walk of one directory found.
+#[derive(Debug, Default)]
+pub struct Walk {
+    pub files: Vec<PathBuf>,
+    pub unsettled: Vec<PathBuf>,
+    pub outside: Vec<PathBuf>,
+}
+
 /// Files below `dir` that may be videos (see the module doc; the ffprobe
 /// part of the rule is [`is_video`]), untouched for `settle`, skipping
 /// `skip` (the output directory, when it lies inside).
-pub fn walk(dir: &Path, skip: Option<&Path>, settle: Duration) -> Result<Vec<PathBuf>, InputError> {
+pub fn walk(dir: &Path, skip: Option<&Path>, settle: Duration) -> Result<Walk, InputError> {
     let skip = skip.and_then(|s| s.canonicalize().ok());
+    let root = dir.canonicalize().map_err(|e| InputError::Io { path: dir.to_path_buf(), source: e })?;
     let mut found = BTreeSet::new();
+    let mut w = Walk::default();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
         if skip.as_deref().is_some_and(|s| d.canonicalize().is_ok_and(|c| c == s)) {
@@ -156,12 +182,25 @@ pub fn walk(dir: &Path, skip: Option<&Path>, settle: Duration) -> Result<Vec<Pat
             let Ok(kind) = entry.file_type() else { continue };
             if kind.is_dir() {
                 todo.push(path);
-            } else if std::fs::metadata(&path).is_ok_and(|m| m.is_file() && settled(&m, settle)) {
+                continue;
+            }
+            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            if kind.is_symlink() && !path.canonicalize().is_ok_and(|t| t.starts_with(&root)) {
+                w.outside.push(path);
+            } else if settled(&meta, settle) {
                 found.insert(path);
+            } else {
+                w.unsettled.push(path);
             }
         }
     }
-    Ok(found.into_iter().collect())
+    w.files = found.into_iter().collect();
+    w.unsettled.sort();
+    w.outside.sort();
+    Ok(w)
 }
 
 /// Nothing has written the file for `settle` (its ctime changes with
@@ -209,12 +248,14 @@ mod tests {
             std::fs::write(season.join(f), b"x").unwrap();
         }
         // Written just now: not settled for 5 s.
-        assert_eq!(walk(&season, None, SETTLED).unwrap(), Vec::<PathBuf>::new());
+        let w = walk(&season, None, SETTLED).unwrap();
+        assert_eq!(w.files, Vec::<PathBuf>::new());
+        assert_eq!(w.unsettled, [season.join("disc 2/e02.mkv"), season.join("e01.mp4")]);
         let out = season.join("out");
         std::fs::create_dir_all(&out).unwrap();
         std::fs::write(out.join("e00.mp4"), b"x").unwrap();
         let o = Outputs::Dir { dir: out.clone(), ext: None };
-        let files = expand(std::slice::from_ref(&season), &o, Duration::ZERO).unwrap();
+        let files = expand(std::slice::from_ref(&season), &o, Duration::ZERO).unwrap().files;
         let pairs: Vec<(PathBuf, PathBuf)> =
             files.iter().map(|f| (f.input.clone(), f.output.clone().unwrap())).collect();
         assert_eq!(
@@ -227,7 +268,7 @@ mod tests {
         );
         let o = Outputs::Dir { dir: out.clone(), ext: Some("mp4".into()) };
         assert_eq!(
-            expand(&[season.join("disc 2/e02.mkv")], &o, SETTLED).unwrap()[0].output,
+            expand(&[season.join("disc 2/e02.mkv")], &o, SETTLED).unwrap().files[0].output,
             Some(out.join("e02.mp4"))
         );
         let z = Duration::ZERO;
@@ -238,5 +279,21 @@ mod tests {
         let two = [season.join("e01.mp4"), season.join("disc 2/e02.mkv")];
         assert!(matches!(expand(&two, &Outputs::File(out.join("x.mp4")), z), Err(InputError::OneOutput)));
         assert_eq!(extension_for("matroska"), Some("mkv"));
+    }
+
+    #[test]
+    fn links_count_only_inside_the_tree() {
+        let t = tempfile::tempdir().unwrap();
+        let (up, private) = (t.path().join("upload"), t.path().join("private"));
+        std::fs::create_dir_all(up.join("sub")).unwrap();
+        std::fs::create_dir_all(&private).unwrap();
+        std::fs::write(private.join("secret.mp4"), b"x").unwrap();
+        std::fs::write(up.join("sub/real.mp4"), b"x").unwrap();
+        std::os::unix::fs::symlink(private.join("secret.mp4"), up.join("a.mp4")).unwrap();
+        std::os::unix::fs::symlink(up.join("sub/real.mp4"), up.join("b.mp4")).unwrap();
+        std::os::unix::fs::symlink(&private, up.join("dir")).unwrap();
+        let w = walk(&up, None, Duration::ZERO).unwrap();
+        assert_eq!(w.files, [up.join("b.mp4"), up.join("sub/real.mp4")]);
+        assert_eq!(w.outside, [up.join("a.mp4")]);
     }
 }

@@ -58,12 +58,22 @@ pub async fn run(args: TranscodeArgs) -> Outcome {
         (None, None) => Outputs::NextToInput,
     };
     let settle = Duration::from_secs_f64(args.settle);
-    let files = inputs::expand(&inputs, &outputs, settle).map_err(usage)?;
+    let found = match args.watch {
+        true => inputs::expand(&inputs, &outputs, settle).map_err(usage)?,
+        false => settled(&inputs, &outputs, settle).await?,
+    };
+    let files = found.files;
     let single = files.len() == 1 && !files[0].found && !args.watch;
     let files = match single {
         true => files,
         false => keep_videos(files).await,
     };
+    let skipped: Vec<String> = found.outside.iter().map(|p| outside_link(p)).collect();
+    if files.is_empty() && !args.watch {
+        let names = inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+        let why = skipped.iter().map(|s| format!("; {s}")).collect::<String>();
+        return Err(usage(anyhow!("nothing to transcode: no video file found in {names}{why}")));
+    }
     let opts = prepare::Options {
         user: user.clone(),
         raw_args: Arc::new(ffmpeg_args),
@@ -84,6 +94,10 @@ pub async fn run(args: TranscodeArgs) -> Outcome {
         let _ = stop_tx.send(true);
     });
     let (events, reporter) = progress::spawn(progress::Mode::choose(args.json), started);
+    for message in skipped {
+        // The reporter runs until every sender is gone.
+        let _ = events.send(progress::Event::Warning { message });
+    }
     let work =
         Work { args: &args, inventory: &inventory, opts, events: events.clone(), stop, started, settle };
     let outcomes = match args.watch {
@@ -125,6 +139,39 @@ fn check_tools() -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// The inputs of a one-shot run, once every file found is complete: a file
+/// written just now (a copy under way) is waited for, saying so, instead
+/// of being left out without a word.
+async fn settled(
+    inputs: &[std::path::PathBuf],
+    outputs: &Outputs,
+    settle: Duration,
+) -> Result<inputs::Expanded, Failure> {
+    let mut said = Vec::new();
+    loop {
+        let found = inputs::expand(inputs, outputs, settle).map_err(usage)?;
+        if found.unsettled.is_empty() {
+            return Ok(found);
+        }
+        if found.unsettled != said {
+            let names: Vec<String> = found.unsettled.iter().map(|p| p.display().to_string()).collect();
+            eprintln!(
+                "waiting for {} file(s) still being written (complete once untouched for {} s, --settle): {}",
+                names.len(),
+                settle.as_secs_f64(),
+                crate::text::printable(&names.join(", "))
+            );
+            said = found.unsettled;
+        }
+        tokio::time::sleep(settle.clamp(Duration::from_millis(200), Duration::from_secs(2))).await;
+    }
+}
+
+/// Why a symbolic link found in a folder is not an input.
+pub fn outside_link(p: &std::path::Path) -> String {
+    format!("skipped {}: a symbolic link to a file outside its folder", p.display())
 }
 
 /// Files found in directories that ffprobe does not see as video are no

@@ -234,7 +234,11 @@ impl State {
         (done, fps, eta)
     }
 
+    /// Print a line for a person: file and node names in it are shown
+    /// without terminal escapes or control characters (`--json` carries
+    /// them JSON-escaped instead).
     fn println(&self, line: &str) {
+        let line = &crate::text::printable(line);
         match &self.multi {
             Some(m) => {
                 // A terminal that went away: nothing to print to.
@@ -492,12 +496,12 @@ fn chunk_start(
             ProgressStyle::with_template("  {prefix:<14} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
-        b.set_prefix(node.to_string());
+        b.set_prefix(crate::text::printable(node));
         let file = if st.files > 1 { format!("{file} ") } else { String::new() };
-        b.set_message(format!(
+        b.set_message(crate::text::printable(&format!(
             "{file}chunk {chunk}{}: starting",
             if duplicate { " (duplicate)" } else { "" }
-        ));
+        )));
         b
     });
     if st.mode == Mode::Plain {

@@ -25,7 +25,8 @@ pub async fn run(work: &Work<'_>, dirs: &[PathBuf]) -> Vec<FileOutcome> {
     let ext = work.opts.user.format.as_deref().and_then(inputs::extension_for).map(str::to_string);
     let outputs = Outputs::Dir { dir: out, ext };
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let scanner = tokio::spawn(scan(dirs.to_vec(), outputs, work.settle, tx, work.stop.clone()));
+    let scan_it = scan(dirs.to_vec(), outputs, work.settle, tx, work.stop.clone(), work.events.clone());
+    let scanner = tokio::spawn(scan_it);
     // The batch starts with the first file (the cluster is connected then).
     let head = tokio::select! {
         f = rx.recv() => f,
@@ -53,6 +54,7 @@ async fn scan(
     settle: Duration,
     tx: mpsc::UnboundedSender<FileSpec>,
     stop: tokio::sync::watch::Receiver<bool>,
+    events: super::progress::Sender,
 ) {
     let mut seen: HashSet<PathBuf> = HashSet::new();
     loop {
@@ -60,8 +62,15 @@ async fn scan(
             return;
         }
         // A directory that cannot be read now may be back later.
-        if let Ok(files) = inputs::expand(&dirs, &outputs, settle) {
-            for f in files {
+        if let Ok(found) = inputs::expand(&dirs, &outputs, settle) {
+            for link in found.outside {
+                if seen.insert(link.clone()) {
+                    // Said once; the reporter outlives the watch.
+                    let _ =
+                        events.send(super::progress::Event::Warning { message: super::outside_link(&link) });
+                }
+            }
+            for f in found.files {
                 if !seen.insert(f.input.clone()) {
                     continue;
                 }
