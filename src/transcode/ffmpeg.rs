@@ -120,10 +120,24 @@ impl Input {
 /// demuxer that seeks to the last keyframe at or before it lands on this
 /// one, not the one before (which would be decoded for nothing).
 fn seek_at(pts: i64, tb: Rational) -> String {
+    secs(micros_up(pts, tb) as f64 / 1e6)
+}
+
+/// A timestamp in microseconds, rounded up.
+fn micros_up(pts: i64, tb: Rational) -> i128 {
     let num = pts as i128 * tb.num as i128 * 1_000_000;
     let den = tb.den as i128;
-    let micros = num.div_euclid(den) + i128::from(num.rem_euclid(den) != 0);
-    secs(micros as f64 / 1e6)
+    num.div_euclid(den) + i128::from(num.rem_euclid(den) != 0)
+}
+
+/// Where a chunk's first frame is in its file (the split's and the
+/// encoder's shifted timestamps), rounded up to the microsecond like
+/// [`seek_at`]: the concat demuxer seeks there (to the keyframe at or
+/// before it: the chunk's first packet) and maps it to the chunk's place.
+pub fn chunk_inpoint(plan: &Plan, chunk: &Chunk) -> String {
+    // The shift is whole seconds (see `Plan::ts_shift`).
+    let micros = micros_up(chunk.start, plan.time_base) + (plan.ts_shift() * 1e6).round() as i128;
+    format!("{}.{:06}", micros.div_euclid(1_000_000), micros.rem_euclid(1_000_000))
 }
 
 /// Seconds as ffmpeg option text, microsecond precision.
@@ -268,6 +282,7 @@ pub fn merge(m: &MergeInputs) -> Vec<String> {
     // Stream copy takes codec options (field order and colour tags, which
     // the NUT chunks do not carry) into the output stream's parameters.
     a.extend(m.plain.map(decided).unwrap_or_default());
+    a.extend(m.plain.map(time_base).unwrap_or_default());
     a.extend(["-map_metadata".into(), src_input.to_string()]);
     a.extend(["-map_chapters".into(), src_input.to_string()]);
     a.extend(["-map_metadata:s:0".into(), format!("{src_input}:s:{}", m.video_index)]);
@@ -392,6 +407,29 @@ pub fn decided(p: &CodecParams) -> Vec<String> {
         }
     }
     a
+}
+
+/// The video stream's time base as the plain run's muxer chose it (MP4's
+/// timescale, AVI's frame rate), for the merge: a stream copy would take
+/// the NUT chunks' (1/51200 at 25 frames/s: AVI then counts every other
+/// frame as an empty one). None when the plain run's is not to be kept.
+fn time_base(p: &CodecParams) -> Vec<String> {
+    match Rational::parse(&p.time_base) {
+        Some(tb) if tb.num > 0 && tb.den > 0 => vec!["-time_base:v:0".into(), tb.to_string()],
+        _ => Vec::new(),
+    }
+}
+
+/// Whether every tick of `fine` is a whole number of ticks of the time
+/// base `coarse` (as ffprobe prints it), so timestamps in `fine` keep
+/// their exact value in `coarse`.
+pub fn holds_every_tick(coarse: &str, fine: Rational) -> bool {
+    match Rational::parse(coarse) {
+        Some(c) if c.num > 0 && c.den > 0 && fine.num > 0 && fine.den > 0 => {
+            (fine.num as i128 * c.den as i128) % (fine.den as i128 * c.num as i128) == 0
+        }
+        _ => false,
+    }
 }
 
 /// The filter that turns frames upright the way ffmpeg's autorotate does.
@@ -521,6 +559,7 @@ mod tests {
             color_primaries: "unknown".into(),
             color_transfer: color_transfer.into(),
             chroma_location: "left".into(),
+            time_base: "1/25".into(),
         }
     }
 
@@ -567,7 +606,7 @@ mod tests {
         })
         .join(" ");
         assert!(merged.contains("-c copy -color_range:v:0 1"), "{merged}");
-        assert!(merged.contains("-field_order:v:0 5 -map_metadata"), "{merged}");
+        assert!(merged.contains("-field_order:v:0 5 -time_base:v:0 1/25 -map_metadata"), "{merged}");
         // The plain run: the source as plain ffmpeg sees it (autorotated, the
         // user's filter), its first frame, in the output's format.
         let muxer = s(&["-movflags", "+faststart"]);

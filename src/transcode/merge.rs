@@ -23,11 +23,17 @@ pub(super) async fn run_ffmpeg(argv: &[String]) -> Result<()> {
 
 /// The concat list: each chunk (as `paths` name it: the `/proc` paths of
 /// the verified files, held open) with its exact planned duration, so the
-/// chunks follow each other on the source's own timeline.
+/// chunks follow each other on the source's own timeline, and its planned
+/// start as its in point: where the concat demuxer takes the chunk's time
+/// zero to be. (Left out, it is the start time libavformat reads from the
+/// chunk, which it leaves unknown for MPEG-1/2 and MPEG-4 Part 2 in NUT:
+/// their first packet has no decode time. The chunk would then keep its
+/// own timestamps on top of its place.)
 pub fn concat_list(plan: &Plan, paths: &[String]) -> String {
     let mut list = String::from("ffconcat version 1.0\n");
     for (c, path) in plan.chunks.iter().zip(paths) {
         list.push_str(&format!("file '{}'\n", path.replace('\'', "'\\''")));
+        list.push_str(&format!("inpoint {}\n", ffmpeg::chunk_inpoint(plan, c)));
         if let Some(end) = c.end {
             list.push_str(&format!("duration {:.6}\n", plan.time_base.seconds(end - c.start)));
         }

@@ -106,7 +106,15 @@ impl Prepared {
     /// What the side streams' encode needs, if the input has any.
     pub fn side(&self, user: &UserArgs) -> Option<side::SideJob> {
         let c = &self.checked;
-        let streams = c.probe.side_streams().count();
+        // What the side encode keeps (`-an` drops the audio: with nothing
+        // left there is nothing to encode, and ffmpeg would refuse).
+        let dropped = |kind: &str| match kind {
+            "audio" => user.codec.iter().any(|a| a == "-an"),
+            "subtitle" => user.codec.iter().any(|a| a == "-sn"),
+            "data" | "attachment" => true,
+            _ => false,
+        };
+        let streams = c.probe.side_streams().filter(|s| !dropped(&s.codec_type)).count();
         (streams > 0).then(|| side::SideJob {
             source: c.source.clone(),
             video_index: c.probe.video,
@@ -304,13 +312,20 @@ async fn preflight(
     n: &Named<'_>,
     (codec_args, plain): (Vec<String>, ChunkFacts),
 ) -> Result<(EncodeSpec, Option<String>), PrepareError> {
+    let vfr_time_base = is_vfr(&probe.packets).then_some(probe.video_time_base);
+    let mut decided = plain.params.clone();
+    if vfr_time_base.is_some_and(|src| !ffmpeg::holds_every_tick(&decided.time_base, src)) {
+        // The chunks keep the source's irregular timestamps, which the plain
+        // run's muxer time base would round: ffmpeg chooses one for them.
+        decided.time_base.clear();
+    }
     let mut spec = EncodeSpec {
         codec_args,
         rotate_filter: ffmpeg::rotate_filter(probe.video_stream().rotation()),
         user_filter: user.video_filter.clone(),
-        vfr_time_base: is_vfr(&probe.packets).then_some(probe.video_time_base),
+        vfr_time_base,
         in_band_headers: ffmpeg::headers_can_go_in_band(&plain.params.codec),
-        plain: Some(plain.params.clone()),
+        plain: Some(decided),
     };
     if n.one_build {
         // This machine's ffmpeg alone: the plain run has checked the

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::plan::{Chunk, Plan};
+use super::probe::Rational;
 
 /// What must be identical in every chunk for a stream-copy concat to make
 /// one valid stream, and what the output's video stream must share with one
@@ -34,6 +35,12 @@ pub struct CodecParams {
     pub color_transfer: String,
     #[serde(default)]
     pub chroma_location: String,
+    /// The stream's time base (`1/12800`): not a property every chunk must
+    /// share (theirs is NUT's) but, in the plain run's, what the output's
+    /// muxer chose for the video, which the merge asks for too (see
+    /// [`super::ffmpeg::merge`]). Empty where it must be left to ffmpeg.
+    #[serde(default)]
+    pub time_base: String,
 }
 
 impl CodecParams {
@@ -98,28 +105,42 @@ struct StreamJson {
     #[serde(default)]
     chroma_location: Option<String>,
     #[serde(default)]
+    time_base: Option<String>,
+    #[serde(default)]
     nb_read_packets: Option<String>,
     #[serde(default)]
     tags: std::collections::HashMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
-struct FormatJson {
-    start_time: Option<String>,
+struct PacketJson {
+    pts: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
 struct ChunkJson {
     #[serde(default)]
     streams: Vec<StreamJson>,
-    format: Option<FormatJson>,
+    #[serde(default)]
+    packets: Vec<PacketJson>,
 }
 
+/// What an encoded chunk holds, read from its packets (not from the
+/// container's start time, which libavformat leaves unknown for some
+/// encoders: one frame of reorder delay, as mpeg2video and mpeg4 with
+/// B-frames have, gives a NUT file whose first packet has no decode time).
 #[derive(Debug, Clone)]
 pub struct ChunkFacts {
     pub params: CodecParams,
+    /// Packets of the video stream (one frame each: every encoder dffmpeg
+    /// accepts makes one packet per frame).
     pub frames: u64,
+    /// The earliest presentation time of its packets, in seconds.
     pub start: Option<f64>,
+    /// Packets without a presentation time.
+    pub untimed: u64,
+    /// Packets that share a presentation time with another.
+    pub repeated: u64,
     /// The encoder that made it (`libx264`), from the stream's tag.
     pub encoder: Option<String>,
 }
@@ -146,6 +167,10 @@ pub enum VerifyError {
     NoStart,
     #[error("is {size} bytes, more than any encode of its frames should be ({cap} bytes)")]
     TooLarge { size: u64, cap: u64 },
+    #[error("{0} packets have no timestamp")]
+    Untimed(u64),
+    #[error("{0} packets repeat another's timestamp")]
+    Repeated(u64),
 }
 
 /// The most an encoded chunk of `frames` frames of `megapixels` each may
@@ -164,7 +189,7 @@ impl From<super::probe::ProbeError> for VerifyError {
     }
 }
 
-/// Read an encoded chunk's facts (packet count, no decoding).
+/// Read an encoded chunk's facts (its packets' timestamps, no decoding).
 pub async fn inspect(path: &Path) -> Result<ChunkFacts, VerifyError> {
     inspect_from(path, std::process::Stdio::null()).await
 }
@@ -172,9 +197,9 @@ pub async fn inspect(path: &Path) -> Result<ChunkFacts, VerifyError> {
 /// [`inspect`] with a given stdin: `pipe:0` reads a chunk as it is encoded.
 pub async fn inspect_from(path: &Path, stdin: std::process::Stdio) -> Result<ChunkFacts, VerifyError> {
     let fields = "stream=codec_name,profile,level,pix_fmt,width,height,sample_aspect_ratio,field_order,\
-                  color_range,color_space,color_primaries,color_transfer,chroma_location,\
-                  nb_read_packets:stream_tags=encoder:format=start_time";
-    let args = ["-select_streams", "v:0", "-count_packets", "-print_format", "json", "-show_entries", fields];
+                  color_range,color_space,color_primaries,color_transfer,chroma_location,time_base:\
+                  stream_tags=encoder:packet=pts";
+    let args = ["-select_streams", "v:0", "-print_format", "json=compact=1", "-show_entries", fields];
     let out = super::probe::ffprobe_from(&args, path, stdin).await?;
     parse_facts(&out)
 }
@@ -185,10 +210,18 @@ fn parse_facts(json: &[u8]) -> Result<ChunkFacts, VerifyError> {
     // `encoder` (NUT, MP4) or `ENCODER` (Matroska): `Lavc59.37.100 libx264`.
     let tag = s.tags.iter().find(|(k, _)| k.eq_ignore_ascii_case("encoder")).map(|(_, v)| v);
     let encoder = tag.and_then(|e| e.split_whitespace().last()).map(str::to_string);
+    let tb = s.time_base.as_deref().and_then(Rational::parse).filter(|t| t.num > 0 && t.den > 0);
+    let mut pts: Vec<i64> = parsed.packets.iter().filter_map(|p| p.pts).collect();
+    let untimed = (parsed.packets.len() - pts.len()) as u64;
+    pts.sort_unstable();
+    let before = pts.len();
+    pts.dedup();
     Ok(ChunkFacts {
         encoder,
-        frames: s.nb_read_packets.as_deref().and_then(|n| n.parse().ok()).unwrap_or(0),
-        start: parsed.format.and_then(|f| f.start_time).and_then(|t| t.parse().ok()),
+        frames: parsed.packets.len() as u64,
+        start: tb.zip(pts.first()).map(|(tb, &first)| tb.seconds(first)),
+        untimed,
+        repeated: (before - pts.len()) as u64,
         params: params(s),
     })
 }
@@ -210,6 +243,7 @@ fn params(s: StreamJson) -> CodecParams {
         color_primaries: known(s.color_primaries),
         color_transfer: known(s.color_transfer),
         chroma_location: s.chroma_location.unwrap_or_else(|| "unspecified".into()),
+        time_base: s.time_base.unwrap_or_default(),
     }
 }
 
@@ -226,6 +260,12 @@ pub async fn chunk(plan: &Plan, chunk: &Chunk, part: &Path) -> Result<ChunkFacts
 pub fn check(facts: &ChunkFacts, chunk: &Chunk, plan: &Plan) -> Result<(), VerifyError> {
     if facts.frames != chunk.frames {
         return Err(VerifyError::Frames { got: facts.frames, planned: chunk.frames });
+    }
+    if facts.untimed > 0 {
+        return Err(VerifyError::Untimed(facts.untimed));
+    }
+    if facts.repeated > 0 {
+        return Err(VerifyError::Repeated(facts.repeated));
     }
     let want = plan.time_base.seconds(chunk.start) + plan.ts_shift();
     // The encoder may put frames on its own time grid (1/frame rate): allow
