@@ -21,6 +21,8 @@ pub enum ArgsError {
     VideoCopy,
     #[error("option {0} needs a value")]
     MissingValue(String),
+    #[error("{0}: two-pass encoding needs a first pass over the whole video, and dffmpeg encodes each chunk on its own (use a constant-quality mode such as -crf or -q:v, or encode two-pass with ffmpeg)")]
+    TwoPass(String),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -131,6 +133,15 @@ pub fn parse(raw: &[String]) -> Result<UserArgs, ArgsError> {
                 out.muxer.extend([opt.to_string(), v.clone()]);
                 out.format = Some(v);
             }
+            "-target" => {
+                // Both the encoders' preset and the output's format.
+                let v = value(&mut args)?;
+                if let Some(t) = super::encoders::target(&v) {
+                    out.muxer.extend(t.muxer.iter().map(|m| m.to_string()));
+                    out.format.get_or_insert_with(|| t.format.to_string());
+                }
+                out.codec.extend([opt.to_string(), v]);
+            }
             "-metadata" => {
                 let v = value(&mut args)?;
                 out.muxer.extend([opt.to_string(), v]);
@@ -166,6 +177,9 @@ pub fn parse(raw: &[String]) -> Result<UserArgs, ArgsError> {
                 }
             }
         }
+    }
+    if let Some(opt) = super::encoders::two_pass(&out.codec) {
+        return Err(ArgsError::TwoPass(opt));
     }
     Ok(out)
 }
@@ -253,5 +267,17 @@ mod tests {
         assert_eq!(p(&["-c", "copy"]), Err(ArgsError::VideoCopy));
         assert!(p(&["-c:a", "copy"]).is_ok());
         assert_eq!(p(&["-vf"]), Err(ArgsError::MissingValue("-vf".into())));
+        assert_eq!(p(&["-c:v", "libx264", "-pass", "1"]), Err(ArgsError::TwoPass("-pass 1".into())));
+    }
+
+    #[test]
+    fn a_target_sets_the_format_and_its_muxer_options() {
+        let a = p(&["-target", "pal-dvd", "-flags", "+ilme+ildct"]).unwrap();
+        assert_eq!(a.codec, ["-target", "pal-dvd", "-flags", "+ilme+ildct"]);
+        assert_eq!(a.format.as_deref(), Some("dvd"));
+        assert_eq!(a.muxer, ["-packetsize", "2048", "-muxrate", "10080000"]);
+        // An explicit -f wins.
+        let a = p(&["-target", "ntsc-svcd", "-f", "mpeg"]).unwrap();
+        assert_eq!(a.format.as_deref(), Some("mpeg"));
     }
 }

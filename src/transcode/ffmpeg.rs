@@ -242,6 +242,10 @@ pub fn side(
     a.push(format!("-0:{video_index}"));
     a.extend(s(&["-map", "-0:d?", "-map", "-0:t?"]));
     a.extend(codec_args.iter().cloned());
+    // The DVD muxer adds a stream of navigation packets, which the merge
+    // must not copy as a stream of its own: the same MPEG-2 program stream
+    // without them (the merge into `dvd` makes its own).
+    let format = if format == "dvd" { "vob" } else { format };
     a.extend(s(&["-f", format, "-y", dest]));
     a
 }
@@ -320,6 +324,14 @@ pub fn plain_first_frame(p: &PlainRun) -> Vec<String> {
     a.extend(p.codec_args.iter().cloned());
     a.extend(p.muxer_args.iter().cloned());
     a.extend(s(&["-frames:v", "1", "-an", "-sn", "-dn", "-f", p.format, "-y", p.dest]));
+    a
+}
+
+/// Copy the first video stream of `source` into NUT (the chunks'
+/// container), thrown away: fails if NUT cannot hold its codec.
+pub fn nut_copy(source: &str) -> Vec<String> {
+    let mut a = s(&QUIET);
+    a.extend(s(&["-i", source, "-map", "0:v:0", "-c", "copy", "-f", "nut", "-y", "pipe:1"]));
     a
 }
 
@@ -511,6 +523,46 @@ mod tests {
         let first =
             encode(&spec, "null", None, &Input::source("in put.mp4", 2, &plan, &plan.chunks[0]), "out.nut");
         assert!(!first.contains(&"-ss".to_string()), "{first:?}");
+    }
+
+    #[test]
+    fn in_points_are_the_shifted_starts_rounded_up() {
+        let chunk = |start| Chunk {
+            index: 1,
+            start,
+            end: None,
+            frames: 1,
+            first_packet: 0,
+            packets: 1,
+            seek_pts: start,
+            trim_start: None,
+            trim_end: None,
+        };
+        let plan = |tb, first| Plan {
+            time_base: tb,
+            chunks: vec![Chunk { index: 0, ..chunk(first) }],
+            total_frames: 1,
+            frame_seconds: 0.04,
+            skipped_leading: 0,
+        };
+        let p = plan(Rational { num: 1, den: 25 }, 0);
+        assert_eq!(chunk_inpoint(&p, &chunk(50)), "12.000000");
+        // 1001/30000 s: 33366.67 µs, rounded up (never before the frame);
+        // a source starting at -1.5 s is shifted by 12 s.
+        let p = plan(Rational { num: 1001, den: 30000 }, -45);
+        assert_eq!(p.ts_shift(), 12.0);
+        assert_eq!(chunk_inpoint(&p, &chunk(1)), "12.033367");
+        assert_eq!(chunk_inpoint(&p, &chunk(-45)), "10.498500");
+    }
+
+    #[test]
+    fn a_time_base_holds_every_tick_of_a_finer_one_or_not() {
+        let ms = Rational { num: 1, den: 1000 };
+        assert!(holds_every_tick("1/90000", ms));
+        assert!(holds_every_tick("1/1000", ms));
+        assert!(!holds_every_tick("1/12800", ms));
+        assert!(!holds_every_tick("1/25", Rational { num: 1, den: 90000 }));
+        assert!(!holds_every_tick("", ms));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod context;
 pub mod dispatch;
 pub mod encode;
+pub mod encoders;
 pub mod ffmpeg;
 pub mod inputs;
 pub mod job;

@@ -22,6 +22,9 @@ const FORMATS: &[(&str, &str)] = &[
     ("flv", "flv"),
     ("mpg", "mpeg"),
     ("mpeg", "mpeg"),
+    ("vob", "vob"),
+    ("mxf", "mxf"),
+    ("dv", "dv"),
     ("ogv", "ogg"),
     ("3gp", "3gp"),
 ];

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use super::context::{Io, JobContext};
 use super::encode::{read_errors, spawn_split, stdout_as_stdin};
 use super::ffmpeg;
+use super::encoders::Unchunkable;
 use super::verify::{self, ChunkFacts, VerifyError};
 
 /// Why the options cannot run: ffmpeg's own error, or what it made does not
@@ -28,6 +29,9 @@ pub enum PreflightError {
     Refused(String),
     #[error(transparent)]
     Verify(#[from] VerifyError),
+    /// The options work, but not chunk by chunk.
+    #[error(transparent)]
+    Unchunkable(#[from] Unchunkable),
 }
 
 /// ffmpeg's error lines, or its exit status when it printed none.
@@ -99,5 +103,17 @@ pub async fn plain(run: &ffmpeg::PlainRun<'_>) -> Result<ChunkFacts, PreflightEr
         let lines: Vec<String> = if err.is_empty() { Vec::new() } else { vec![err] };
         return Err(refused(&lines, status));
     }
-    Ok(verify::inspect(Path::new(run.dest)).await?)
+    // Meanwhile: can the chunks' container hold what it made?
+    let nut_argv = ffmpeg::nut_copy(run.dest);
+    let nut = crate::process::run_quiet(&nut_argv);
+    let (facts, nut) = tokio::join!(verify::inspect(Path::new(run.dest)), nut);
+    let facts = facts?;
+    if let Ok((status, err)) = nut {
+        // Only this answer is the container's; any other failure shows
+        // again, with its own message, where it matters.
+        if !status.success() && err.contains("codec tag") {
+            return Err(Unchunkable::NotInNut { codec: facts.params.codec }.into());
+        }
+    }
+    Ok(facts)
 }

@@ -13,6 +13,7 @@ use super::context::{Io, JobContext};
 use super::ffmpeg::{self, EncodeSpec};
 use super::inputs::FileSpec;
 use super::job::{self, Found, JobDir, JobKey, JobRecord};
+use super::encoders;
 use super::plan;
 use super::preflight;
 use super::probe::{self, Probe};
@@ -261,6 +262,7 @@ async fn probe_and_preflight(
     };
     let (probe, plain) = tokio::join!(probe::probe(n.input), plain);
     let probe = probe.map_err(|e| refused(anyhow!("{}: {e}", n.input.display())))?;
+    encoders::check_target(&user.codec, frame_rate(&probe)).map_err(refused)?;
     let checked = match plain {
         Some(plain) => Some(preflight(user, &probe, n, plain?).await?),
         None => None,
@@ -299,7 +301,11 @@ async fn plain_run(user: &UserArgs, n: &Named<'_>) -> Result<(Vec<String>, Chunk
     };
     let plain = preflight::plain(&run).await;
     n.job.discard_private(&name);
-    Ok((codec_args, plain.map_err(options_refused)?))
+    let plain = plain.map_err(|e| match e {
+        preflight::PreflightError::Unchunkable(u) => refused(u),
+        e => options_refused(e),
+    })?;
+    Ok((codec_args, plain))
 }
 
 /// Fix the job's encode spec (the plain run's decisions included) and its
@@ -358,6 +364,19 @@ fn encoder_arg(codec_args: &[String]) -> Option<String> {
         .rev()
         .find(|w| matches!(w[0].as_str(), "-c:v" | "-codec:v" | "-vcodec" | "-c" | "-codec"))
         .map(|w| w[1].clone())
+}
+
+/// The input's frame rate: one over its median frame duration (0 when it
+/// has a single frame).
+fn frame_rate(probe: &Probe) -> f64 {
+    let mut pts: Vec<i64> = probe.packets.iter().map(|p| p.pts).collect();
+    pts.sort_unstable();
+    let mut deltas: Vec<i64> = pts.windows(2).map(|w| w[1] - w[0]).filter(|d| *d > 0).collect();
+    deltas.sort_unstable();
+    match deltas.get(deltas.len() / 2) {
+        Some(&d) => 1.0 / probe.video_time_base.seconds(d),
+        None => 0.0,
+    }
 }
 
 /// Irregular frame durations: keep the source's time base in the encoder.

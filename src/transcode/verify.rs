@@ -107,8 +107,6 @@ struct StreamJson {
     #[serde(default)]
     time_base: Option<String>,
     #[serde(default)]
-    nb_read_packets: Option<String>,
-    #[serde(default)]
     tags: std::collections::HashMap<String, String>,
 }
 
@@ -293,29 +291,24 @@ pub enum OutputError {
 #[derive(Debug, Deserialize)]
 struct OutputJson {
     #[serde(default)]
-    streams: Vec<StreamJson>,
-    format: Option<OutputFormatJson>,
+    streams: Vec<OutputStreamJson>,
 }
 
 #[derive(Debug, Deserialize)]
-struct OutputFormatJson {
+struct OutputStreamJson {
     #[serde(default)]
-    nb_streams: usize,
+    codec_type: String,
+    #[serde(default)]
+    nb_read_packets: Option<String>,
 }
 
 /// Check a merged output end to end before it replaces anything: its first
 /// video stream holds every planned frame, and it has the expected streams
-/// (the video and the side streams).
+/// (the video and the side streams). Data streams do not count: the muxer
+/// may add its own (a DVD's navigation packets).
 pub async fn output(path: &Path, frames: u64, streams: usize) -> Result<(), OutputError> {
-    let args = [
-        "-select_streams",
-        "v:0",
-        "-count_packets",
-        "-print_format",
-        "json",
-        "-show_entries",
-        "stream=codec_name,nb_read_packets:format=nb_streams",
-    ];
+    let args =
+        ["-count_packets", "-print_format", "json", "-show_entries", "stream=codec_type,nb_read_packets"];
     let out = super::probe::ffprobe(&args, path).await.map_err(|e| OutputError::Unreadable(e.to_string()))?;
     check_output(&out, frames, streams)
 }
@@ -323,12 +316,13 @@ pub async fn output(path: &Path, frames: u64, streams: usize) -> Result<(), Outp
 fn check_output(json: &[u8], frames: u64, streams: usize) -> Result<(), OutputError> {
     let parsed: OutputJson =
         serde_json::from_slice(json).map_err(|e| OutputError::Unreadable(e.to_string()))?;
-    let got = parsed.streams.first().and_then(|s| s.nb_read_packets.as_deref()).and_then(|n| n.parse().ok());
+    let video = parsed.streams.iter().find(|s| s.codec_type == "video");
+    let got = video.and_then(|s| s.nb_read_packets.as_deref()).and_then(|n| n.parse().ok());
     let got = got.unwrap_or(0);
     if got != frames {
         return Err(OutputError::Frames { got, planned: frames });
     }
-    let n = parsed.format.map(|f| f.nb_streams).unwrap_or(0);
+    let n = parsed.streams.iter().filter(|s| s.codec_type != "data").count();
     if n != streams {
         return Err(OutputError::Streams { got: n, planned: streams });
     }
@@ -340,8 +334,37 @@ mod tests {
     use super::*;
     use crate::transcode::probe::Rational;
 
+    /// ffprobe's answer for a chunk of `pts` (in 1/51200, as NUT has 25
+    /// frames/s), packets in the order given; `null` for a missing pts.
+    fn chunk_json(pts: &[Option<i64>]) -> Vec<u8> {
+        let packets: Vec<String> = pts
+            .iter()
+            .map(|p| match p {
+                Some(p) => format!(r#"{{"pts":{p}}}"#),
+                None => "{}".into(),
+            })
+            .collect();
+        format!(
+            r#"{{"packets":[{}],"streams":[{{"codec_name":"h264","profile":"High","pix_fmt":"yuv420p","width":320,"height":240,"sample_aspect_ratio":"1:1","time_base":"1/51200"}}]}}"#,
+            packets.join(",")
+        )
+        .into_bytes()
+    }
+
+    /// 50 frames from 12 s, decode order I P B B P B B ... (one frame of
+    /// reorder delay, as MPEG-2 with B-frames: the container leaves the
+    /// first packet's decode time, and with it the start time, unknown).
     fn facts() -> ChunkFacts {
-        parse_facts(br#"{"streams":[{"codec_name":"h264","profile":"High","pix_fmt":"yuv420p","width":320,"height":240,"sample_aspect_ratio":"1:1","nb_read_packets":"50"}],"format":{"start_time":"12.000000"}}"#).unwrap()
+        let mut order: Vec<i64> = vec![0];
+        let mut anchor = 0;
+        while order.len() < 50 {
+            let next = (anchor + 3).min(49);
+            order.push(next);
+            order.extend(anchor + 1..next);
+            anchor = next;
+        }
+        let pts: Vec<Option<i64>> = order.iter().map(|i| Some(614400 + i * 2048)).collect();
+        parse_facts(&chunk_json(&pts)).unwrap()
     }
 
     fn plan(frames: u64, start: i64) -> (Chunk, Plan) {
@@ -369,9 +392,11 @@ mod tests {
 
     #[test]
     fn a_short_output_or_a_missing_stream_is_refused() {
-        let json =
-            br#"{"streams":[{"codec_name":"mpeg4","nb_read_packets":"33"}],"format":{"nb_streams":2}}"#;
+        let json = br#"{"streams":[{"codec_type":"video","nb_read_packets":"33"},{"codec_type":"audio","nb_read_packets":"50"}]}"#;
         assert_eq!(check_output(json, 33, 2), Ok(()));
+        // A DVD: the muxer's navigation packets first, a data stream.
+        let dvd = br#"{"streams":[{"codec_type":"data","nb_read_packets":"9"},{"codec_type":"video","nb_read_packets":"33"},{"codec_type":"audio","nb_read_packets":"50"}]}"#;
+        assert_eq!(check_output(dvd, 33, 2), Ok(()));
         assert_eq!(check_output(json, 300, 2), Err(OutputError::Frames { got: 33, planned: 300 }));
         assert_eq!(check_output(json, 33, 3), Err(OutputError::Streams { got: 2, planned: 3 }));
         assert!(check_output(b"{", 33, 2).is_err());
@@ -383,6 +408,22 @@ mod tests {
         assert_eq!(f.params.field_order, "unknown");
         let (c, p) = plan(50, 50);
         assert!(check(&f, &c, &p).is_ok());
+    }
+
+    #[test]
+    fn the_start_is_the_earliest_packet_not_the_first() {
+        let f = parse_facts(&chunk_json(&[Some(614400 + 2 * 2048), Some(614400), Some(614400 + 2048)])).unwrap();
+        assert_eq!((f.frames, f.start, f.untimed, f.repeated), (3, Some(12.0), 0, 0));
+    }
+
+    #[test]
+    fn packets_without_or_with_shared_timestamps_are_refused() {
+        let (c, p) = plan(3, 50);
+        let f = parse_facts(&chunk_json(&[Some(614400), None, Some(614400 + 2048)])).unwrap();
+        assert_eq!(check(&f, &c, &p), Err(VerifyError::Untimed(1)));
+        let f = parse_facts(&chunk_json(&[Some(614400), Some(614400), Some(614400 + 2048)])).unwrap();
+        assert_eq!(check(&f, &c, &p), Err(VerifyError::Repeated(1)));
+        assert_eq!(check(&parse_facts(&chunk_json(&[])).unwrap(), &c, &p).unwrap_err().to_string(), "holds 0 frames, 3 planned");
     }
 
     #[test]
