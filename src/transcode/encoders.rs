@@ -102,10 +102,10 @@ pub enum Unchunkable {
     )]
     TargetRate { target: String, rate: f64, input: f64 },
     #[error(
-        "{codec} cannot be chunked: dffmpeg's chunks travel as NUT files, which cannot hold {codec} \
-         (encode it with ffmpeg alone)"
+        "{encoder} cannot be chunked: dffmpeg's chunks travel as NUT files, which cannot hold what it \
+         makes (encode it with ffmpeg alone)"
     )]
-    NotInNut { codec: String },
+    NotInNut { encoder: String },
 }
 
 /// The user's `-target`, if any, must keep the input's frame rate.

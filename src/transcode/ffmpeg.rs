@@ -241,11 +241,20 @@ pub fn side(
     a.extend(s(&["-nostats", "-i", source, "-map", "0", "-map"]));
     a.push(format!("-0:{video_index}"));
     a.extend(s(&["-map", "-0:d?", "-map", "-0:t?"]));
+    let format = match format {
+        // The DVD muxer adds a stream of navigation packets, which the
+        // merge must not copy as a stream of its own: the same MPEG-2
+        // program stream without them (the merge into `dvd` makes its own).
+        "dvd" => "vob",
+        // These want a video stream first: Matroska holds their audio,
+        // with the codec they default to (PCM) unless the user names one.
+        "mxf" | "mxf_d10" | "mxf_opatom" | "dv" | "gxf" => {
+            a.extend(s(&["-c:a", "pcm_s16le"]));
+            "matroska"
+        }
+        f => f,
+    };
     a.extend(codec_args.iter().cloned());
-    // The DVD muxer adds a stream of navigation packets, which the merge
-    // must not copy as a stream of its own: the same MPEG-2 program stream
-    // without them (the merge into `dvd` makes its own).
-    let format = if format == "dvd" { "vob" } else { format };
     a.extend(s(&["-f", format, "-y", dest]));
     a
 }
@@ -315,24 +324,32 @@ pub struct PlainRun<'a> {
     pub dest: &'a str,
 }
 
+///
+/// A second output of the same run encodes that frame into NUT (thrown
+/// away): the chunks' container must be able to hold what the encoder
+/// makes (`No codec tag defined` if not), or every chunk would fail.
 pub fn plain_first_frame(p: &PlainRun) -> Vec<String> {
     let mut a = s(&QUIET);
-    a.extend(s(&["-i", p.source, "-map", "0:V:0"]));
-    if let Some(f) = p.user_filter {
-        a.extend(s(&["-vf", f]));
+    a.extend(s(&["-i", p.source]));
+    for (muxer, format, dest) in [(p.muxer_args, p.format, p.dest), (&[][..], "nut", "pipe:1")] {
+        a.extend(s(&["-map", "0:V:0"]));
+        if let Some(f) = p.user_filter {
+            a.extend(s(&["-vf", f]));
+        }
+        a.extend(p.codec_args.iter().cloned());
+        a.extend(muxer.iter().cloned());
+        a.extend(s(&["-frames:v", "1", "-an", "-sn", "-dn", "-f", format, "-y", dest]));
     }
-    a.extend(p.codec_args.iter().cloned());
-    a.extend(p.muxer_args.iter().cloned());
-    a.extend(s(&["-frames:v", "1", "-an", "-sn", "-dn", "-f", p.format, "-y", p.dest]));
     a
 }
 
-/// Copy the first video stream of `source` into NUT (the chunks'
-/// container), thrown away: fails if NUT cannot hold its codec.
-pub fn nut_copy(source: &str) -> Vec<String> {
-    let mut a = s(&QUIET);
-    a.extend(s(&["-i", source, "-map", "0:v:0", "-c", "copy", "-f", "nut", "-y", "pipe:1"]));
-    a
+/// The video encoder the options name (`-c:v X`, `-vcodec X`, `-c X`).
+pub fn encoder_arg(codec_args: &[String]) -> Option<String> {
+    codec_args
+        .windows(2)
+        .rev()
+        .find(|w| matches!(w[0].as_str(), "-c:v" | "-codec:v" | "-vcodec" | "-c" | "-codec"))
+        .map(|w| w[1].clone())
 }
 
 /// ffprobe's names of a property's values, by libavutil's number (the
@@ -672,7 +689,8 @@ mod tests {
         };
         assert_eq!(
             plain_first_frame(&run)[5..].join(" "),
-            "-i in.ts -map 0:V:0 -vf scale=360:-2 -c:v libx264 -movflags +faststart -frames:v 1 -an -sn -dn -f mp4 -y p.mp4"
+            "-i in.ts -map 0:V:0 -vf scale=360:-2 -c:v libx264 -movflags +faststart -frames:v 1 -an -sn -dn -f mp4 -y p.mp4 \
+             -map 0:V:0 -vf scale=360:-2 -c:v libx264 -frames:v 1 -an -sn -dn -f nut -y pipe:1"
         );
     }
 }

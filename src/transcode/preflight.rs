@@ -100,20 +100,12 @@ pub async fn plain(run: &ffmpeg::PlainRun<'_>) -> Result<ChunkFacts, PreflightEr
     let argv = ffmpeg::plain_first_frame(run);
     let (status, err) = crate::process::run_quiet(&argv).await?;
     if !status.success() {
+        if err.contains("No codec tag defined") {
+            let encoder = ffmpeg::encoder_arg(run.codec_args).unwrap_or_else(|| "this encoder".into());
+            return Err(Unchunkable::NotInNut { encoder }.into());
+        }
         let lines: Vec<String> = if err.is_empty() { Vec::new() } else { vec![err] };
         return Err(refused(&lines, status));
     }
-    // Meanwhile: can the chunks' container hold what it made?
-    let nut_argv = ffmpeg::nut_copy(run.dest);
-    let nut = crate::process::run_quiet(&nut_argv);
-    let (facts, nut) = tokio::join!(verify::inspect(Path::new(run.dest)), nut);
-    let facts = facts?;
-    if let Ok((status, err)) = nut {
-        // Only this answer is the container's; any other failure shows
-        // again, with its own message, where it matters.
-        if !status.success() && err.contains("codec tag") {
-            return Err(Unchunkable::NotInNut { codec: facts.params.codec }.into());
-        }
-    }
-    Ok(facts)
+    Ok(verify::inspect(Path::new(run.dest)).await?)
 }

@@ -336,7 +336,7 @@ async fn preflight(
     if n.one_build {
         // This machine's ffmpeg alone: the plain run has checked the
         // options, and the first verified chunk becomes the reference.
-        let encoder = plain.encoder.or_else(|| encoder_arg(&spec.codec_args));
+        let encoder = plain.encoder.or_else(|| ffmpeg::encoder_arg(&spec.codec_args));
         return Ok((spec, encoder));
     }
     // The first chunk of any plan starts at the first keyframe: a short one
@@ -355,15 +355,6 @@ async fn preflight(
     spec.in_band_headers = ffmpeg::headers_can_go_in_band(&reference.params.codec);
     n.job.save_reference(&reference.params).map_err(PrepareError::Failed)?;
     Ok((spec, reference.encoder))
-}
-
-/// The video encoder the options name (`-c:v X`, `-vcodec X`, `-c X`).
-fn encoder_arg(codec_args: &[String]) -> Option<String> {
-    codec_args
-        .windows(2)
-        .rev()
-        .find(|w| matches!(w[0].as_str(), "-c:v" | "-codec:v" | "-vcodec" | "-c" | "-codec"))
-        .map(|w| w[1].clone())
 }
 
 /// The input's frame rate: one over its median frame duration (0 when it
