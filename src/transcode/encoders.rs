@@ -164,7 +164,9 @@ mod tests {
         assert_eq!(check_target(&words(&["-target", "ntsc-dvd"]), 30000.0 / 1001.0), Ok(()));
         assert_eq!(check_target(&words(&["-target", "dvd"]), 25.0), Ok(()));
         let e = check_target(&words(&["-target", "pal-dvd"]), 30000.0 / 1001.0).unwrap_err();
-        assert!(e.to_string().starts_with("-target pal-dvd encodes at 25.000 frames/s and the input has 29.970"));
+        assert!(e
+            .to_string()
+            .starts_with("-target pal-dvd encodes at 25.000 frames/s and the input has 29.970"));
         assert!(check_target(&words(&["-target", "dvd"]), 24000.0 / 1001.0).is_err());
         // ffmpeg refuses what it cannot guess: left to it.
         assert_eq!(check_target(&words(&["-target", "dvd"]), 50.0), Ok(()));

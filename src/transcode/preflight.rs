@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use super::context::{Io, JobContext};
 use super::encode::{read_errors, spawn_split, stdout_as_stdin};
-use super::ffmpeg;
 use super::encoders::Unchunkable;
+use super::ffmpeg;
 use super::verify::{self, ChunkFacts, VerifyError};
 
 /// Why the options cannot run: ffmpeg's own error, or what it made does not

@@ -10,10 +10,10 @@ use anyhow::anyhow;
 
 use super::args::UserArgs;
 use super::context::{Io, JobContext};
+use super::encoders;
 use super::ffmpeg::{self, EncodeSpec};
 use super::inputs::FileSpec;
 use super::job::{self, Found, JobDir, JobKey, JobRecord};
-use super::encoders;
 use super::plan;
 use super::preflight;
 use super::probe::{self, Probe};

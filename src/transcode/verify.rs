@@ -412,7 +412,8 @@ mod tests {
 
     #[test]
     fn the_start_is_the_earliest_packet_not_the_first() {
-        let f = parse_facts(&chunk_json(&[Some(614400 + 2 * 2048), Some(614400), Some(614400 + 2048)])).unwrap();
+        let f =
+            parse_facts(&chunk_json(&[Some(614400 + 2 * 2048), Some(614400), Some(614400 + 2048)])).unwrap();
         assert_eq!((f.frames, f.start, f.untimed, f.repeated), (3, Some(12.0), 0, 0));
     }
 
@@ -423,7 +424,10 @@ mod tests {
         assert_eq!(check(&f, &c, &p), Err(VerifyError::Untimed(1)));
         let f = parse_facts(&chunk_json(&[Some(614400), Some(614400), Some(614400 + 2048)])).unwrap();
         assert_eq!(check(&f, &c, &p), Err(VerifyError::Repeated(1)));
-        assert_eq!(check(&parse_facts(&chunk_json(&[])).unwrap(), &c, &p).unwrap_err().to_string(), "holds 0 frames, 3 planned");
+        assert_eq!(
+            check(&parse_facts(&chunk_json(&[])).unwrap(), &c, &p).unwrap_err().to_string(),
+            "holds 0 frames, 3 planned"
+        );
     }
 
     #[test]

@@ -38,6 +38,19 @@ pub fn packet_times(path: &Path, stream: &str) -> Vec<f64> {
     t
 }
 
+/// The first video stream's decoded frames: how many, and the
+/// presentation times (seconds) of those that have one, sorted: what a
+/// player shows, whatever the container stores (AVI has no presentation
+/// times: a decoder finds none for a last B-frame).
+pub fn decoded_frames(path: &Path) -> (u64, Vec<f64>) {
+    let v =
+        ffprobe_json(&["-select_streams", "v:0", "-show_entries", "frame=best_effort_timestamp_time"], path);
+    let frames = v["frames"].as_array().cloned().unwrap_or_default();
+    let mut t: Vec<f64> = frames.iter().filter_map(|f| num(&f["best_effort_timestamp_time"])).collect();
+    t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (frames.len() as u64, t)
+}
+
 /// Decoded video frame count.
 pub fn frame_count(path: &Path) -> u64 {
     let v = ffprobe_json(
@@ -99,10 +112,15 @@ pub const VIDEO_PROPERTIES: [&str; 10] = [
 /// The first video stream's [`VIDEO_PROPERTIES`] (`-` where ffprobe names
 /// none).
 pub fn video_props(path: &Path) -> Vec<(&'static str, String)> {
+    props_of(path, &VIDEO_PROPERTIES)
+}
+
+/// The first video stream's `keys`, as ffprobe names them (`-` where it
+/// names none).
+pub fn props_of(path: &Path, keys: &[&'static str]) -> Vec<(&'static str, String)> {
     let v = ffprobe_json(&["-select_streams", "v:0", "-show_streams"], path);
     let s = &v["streams"][0];
-    VIDEO_PROPERTIES
-        .iter()
+    keys.iter()
         .map(|&k| {
             let value = match &s[k] {
                 serde_json::Value::String(x) => x.clone(),
@@ -133,12 +151,22 @@ pub fn props_table(columns: &[(&str, &[(&'static str, String)])]) -> String {
 
 /// Average PSNR (dB) of `a` against `b`.
 pub fn psnr(a: &Path, b: &Path) -> f64 {
+    psnr_with("[0:v][1:v]psnr", a, b)
+}
+
+/// [`psnr`] of `a` scaled to `b`'s size (an output of another size than
+/// its input, as `-target` makes).
+pub fn psnr_scaled(a: &Path, b: &Path) -> f64 {
+    psnr_with("[0:v][1:v]scale2ref[a][b];[a][b]psnr", a, b)
+}
+
+fn psnr_with(graph: &str, a: &Path, b: &Path) -> f64 {
     let out = Command::new("ffmpeg")
         .args(["-hide_banner", "-nostdin", "-i"])
         .arg(a)
         .arg("-i")
         .arg(b)
-        .args(["-lavfi", "[0:v][1:v]psnr", "-f", "null", "-"])
+        .args(["-lavfi", graph, "-f", "null", "-"])
         .output()
         .expect("ffmpeg psnr");
     let err = String::from_utf8_lossy(&out.stderr);
