@@ -563,10 +563,11 @@ async fn check_part(job: &JobWork, chunk: usize, part: &str) -> Result<(ChunkFac
         return Err(VerifyError::TooLarge { size, cap }.into());
     }
     let facts = super::verify::chunk(&job.ctx.plan, c, &crate::safefs::file_fd_path(&file)).await?;
-    let seal = tokio::task::spawn_blocking(move || Seal::of(&file))
+    let mut seal = tokio::task::spawn_blocking(move || Seal::of(&file))
         .await
         .map_err(|e| unreadable(e.to_string()))?
         .map_err(|e| unreadable(e.to_string()))?;
+    seal.start = facts.start;
     Ok((facts, seal))
 }
 

@@ -84,6 +84,11 @@ pub struct Seal {
     /// emptied, swapped), not forgery — a node that can write chunks can
     /// make its chunks wrong anyway (see the README's security section).
     pub hash: String,
+    /// Where the chunk's first frame is in its file, seconds, as verified:
+    /// the merge places it there (None: a seal of an older dffmpeg; the
+    /// planned start then).
+    #[serde(default)]
+    pub start: Option<f64>,
 }
 
 impl Seal {
@@ -100,7 +105,7 @@ impl Seal {
             }
             h.write(&buf[..n]);
         }
-        Ok(Seal { size: meta.len(), ino: meta.ino(), hash: format!("{:016x}", h.0) })
+        Ok(Seal { size: meta.len(), ino: meta.ino(), hash: format!("{:016x}", h.0), start: None })
     }
 }
 
@@ -387,6 +392,12 @@ impl JobDir {
             }
         }
         Ok(files)
+    }
+
+    /// Where verified chunk `index`'s first frame is in its file (see
+    /// [`Seal::start`]).
+    pub fn verified_start(&self, index: usize) -> Option<f64> {
+        self.seals.lock().unwrap_or_else(|e| e.into_inner()).get(&index).and_then(|s| s.start)
     }
 
     /// Drop a chunk's seal (and file): it is encoded again next time.

@@ -23,17 +23,24 @@ pub(super) async fn run_ffmpeg(argv: &[String]) -> Result<()> {
 
 /// The concat list: each chunk (as `paths` name it: the `/proc` paths of
 /// the verified files, held open) with its exact planned duration, so the
-/// chunks follow each other on the source's own timeline, and its planned
-/// start as its in point: where the concat demuxer takes the chunk's time
-/// zero to be. (Left out, it is the start time libavformat reads from the
-/// chunk, which it leaves unknown for MPEG-1/2 and MPEG-4 Part 2 in NUT:
-/// their first packet has no decode time. The chunk would then keep its
-/// own timestamps on top of its place.)
-pub fn concat_list(plan: &Plan, paths: &[String]) -> String {
+/// chunks follow each other on the source's own timeline, and its first
+/// frame's time in its file (`starts`, as verified; else where it was
+/// planned) as its in point: the concat demuxer puts that time at the
+/// chunk's place. (Left out, it is the start time libavformat reads from
+/// the chunk, which it leaves unknown for MPEG-1/2 and MPEG-4 Part 2 in
+/// NUT: their first packet has no decode time. The chunk would then keep
+/// its own timestamps on top of its place.)
+pub fn concat_list(plan: &Plan, paths: &[String], starts: &[Option<f64>]) -> String {
     let mut list = String::from("ffconcat version 1.0\n");
-    for (c, path) in plan.chunks.iter().zip(paths) {
+    for ((c, path), start) in plan.chunks.iter().zip(paths).zip(starts) {
         list.push_str(&format!("file '{}'\n", path.replace('\'', "'\\''")));
-        list.push_str(&format!("inpoint {}\n", ffmpeg::chunk_inpoint(plan, c)));
+        let inpoint = match start {
+            // Rounded up to the microsecond: the demuxer seeks to the
+            // keyframe at or before it, the chunk's first packet.
+            Some(t) => format!("{:.6}", (t * 1e6).ceil() / 1e6),
+            None => ffmpeg::chunk_inpoint(plan, c),
+        };
+        list.push_str(&format!("inpoint {inpoint}\n"));
         if let Some(end) = c.end {
             list.push_str(&format!("duration {:.6}\n", plan.time_base.seconds(end - c.start)));
         }
@@ -80,7 +87,8 @@ pub async fn merge(m: &MergeRequest<'_>) -> Result<()> {
     // The verified files themselves, not whatever their names hold now.
     let chunks = m.job.open_chunks(m.plan.chunks.iter().map(|c| c.index))?;
     let paths: Vec<String> = chunks.iter().map(|f| file_fd_path(f).to_string_lossy().into_owned()).collect();
-    m.job.write(JobDir::CONCAT_LIST, concat_list(m.plan, &paths).as_bytes())?;
+    let starts: Vec<Option<f64>> = m.plan.chunks.iter().map(|c| m.job.verified_start(c.index)).collect();
+    m.job.write(JobDir::CONCAT_LIST, concat_list(m.plan, &paths, &starts).as_bytes())?;
     let list = m.job.private_path(JobDir::CONCAT_LIST);
     let first = m.plan.time_base.seconds(m.plan.first_pts());
     let side = m
@@ -136,4 +144,41 @@ pub async fn merge(m: &MergeRequest<'_>) -> Result<()> {
         bail!("{} was replaced while it was written (by another user of its folder?)", m.output.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transcode::plan::Chunk;
+    use crate::transcode::probe::Rational;
+
+    #[test]
+    fn each_chunk_is_placed_by_its_first_frame() {
+        let chunk = |index, start, end| Chunk {
+            index,
+            start,
+            end,
+            frames: 25,
+            first_packet: 0,
+            packets: 25,
+            seek_pts: start,
+            trim_start: None,
+            trim_end: None,
+        };
+        let plan = Plan {
+            time_base: Rational { num: 1, den: 1000 },
+            chunks: vec![chunk(0, 3, Some(1003)), chunk(1, 1003, None)],
+            total_frames: 50,
+            frame_seconds: 0.04,
+            skipped_leading: 0,
+        };
+        // Chunk 0 as verified (its encoder put the first frame on its own
+        // grid), chunk 1 of an older job: where it was planned.
+        let list = concat_list(&plan, &["/proc/1/fd/3".into(), "/proc/1/fd/4".into()], &[Some(10.0), None]);
+        assert_eq!(
+            list,
+            "ffconcat version 1.0\nfile '/proc/1/fd/3'\ninpoint 10.000000\nduration 1.000000\n\
+             file '/proc/1/fd/4'\ninpoint 11.003000\n"
+        );
+    }
 }

@@ -137,8 +137,6 @@ pub struct ChunkFacts {
     pub start: Option<f64>,
     /// Packets without a presentation time.
     pub untimed: u64,
-    /// Packets that share a presentation time with another.
-    pub repeated: u64,
     /// The encoder that made it (`libx264`), from the stream's tag.
     pub encoder: Option<String>,
 }
@@ -167,8 +165,6 @@ pub enum VerifyError {
     TooLarge { size: u64, cap: u64 },
     #[error("{0} packets have no timestamp")]
     Untimed(u64),
-    #[error("{0} packets repeat another's timestamp")]
-    Repeated(u64),
 }
 
 /// The most an encoded chunk of `frames` frames of `megapixels` each may
@@ -209,17 +205,15 @@ fn parse_facts(json: &[u8]) -> Result<ChunkFacts, VerifyError> {
     let tag = s.tags.iter().find(|(k, _)| k.eq_ignore_ascii_case("encoder")).map(|(_, v)| v);
     let encoder = tag.and_then(|e| e.split_whitespace().last()).map(str::to_string);
     let tb = s.time_base.as_deref().and_then(Rational::parse).filter(|t| t.num > 0 && t.den > 0);
-    let mut pts: Vec<i64> = parsed.packets.iter().filter_map(|p| p.pts).collect();
+    // (Two packets may share a time: a source can have them, and a chunk
+    // keeps the source's times.)
+    let pts: Vec<i64> = parsed.packets.iter().filter_map(|p| p.pts).collect();
     let untimed = (parsed.packets.len() - pts.len()) as u64;
-    pts.sort_unstable();
-    let before = pts.len();
-    pts.dedup();
     Ok(ChunkFacts {
         encoder,
         frames: parsed.packets.len() as u64,
-        start: tb.zip(pts.first()).map(|(tb, &first)| tb.seconds(first)),
+        start: tb.zip(pts.iter().min()).map(|(tb, &first)| tb.seconds(first)),
         untimed,
-        repeated: (before - pts.len()) as u64,
         params: params(s),
     })
 }
@@ -261,9 +255,6 @@ pub fn check(facts: &ChunkFacts, chunk: &Chunk, plan: &Plan) -> Result<(), Verif
     }
     if facts.untimed > 0 {
         return Err(VerifyError::Untimed(facts.untimed));
-    }
-    if facts.repeated > 0 {
-        return Err(VerifyError::Repeated(facts.repeated));
     }
     let want = plan.time_base.seconds(chunk.start) + plan.ts_shift();
     // The encoder may put frames on its own time grid (1/frame rate): allow
@@ -414,16 +405,17 @@ mod tests {
     fn the_start_is_the_earliest_packet_not_the_first() {
         let f =
             parse_facts(&chunk_json(&[Some(614400 + 2 * 2048), Some(614400), Some(614400 + 2048)])).unwrap();
-        assert_eq!((f.frames, f.start, f.untimed, f.repeated), (3, Some(12.0), 0, 0));
+        assert_eq!((f.frames, f.start, f.untimed), (3, Some(12.0), 0));
     }
 
     #[test]
-    fn packets_without_or_with_shared_timestamps_are_refused() {
+    fn packets_without_timestamps_are_refused() {
         let (c, p) = plan(3, 50);
         let f = parse_facts(&chunk_json(&[Some(614400), None, Some(614400 + 2048)])).unwrap();
         assert_eq!(check(&f, &c, &p), Err(VerifyError::Untimed(1)));
+        // A time twice, as a source may have it: kept.
         let f = parse_facts(&chunk_json(&[Some(614400), Some(614400), Some(614400 + 2048)])).unwrap();
-        assert_eq!(check(&f, &c, &p), Err(VerifyError::Repeated(1)));
+        assert_eq!(check(&f, &c, &p), Ok(()));
         assert_eq!(
             check(&parse_facts(&chunk_json(&[])).unwrap(), &c, &p).unwrap_err().to_string(),
             "holds 0 frames, 3 planned"
