@@ -166,13 +166,13 @@ impl<T: Transport> Attempt<'_, T> {
     /// Start the encoder (and in pipe mode the split feeding it).
     fn start(&self) -> Result<Started, AttemptError> {
         let (ctx, chunk, job) = (self.ctx, self.chunk, self.job);
-        let filter = ffmpeg::chunk_filter(&ctx.spec, chunk, ctx.plan.ts_shift());
+        let video = ffmpeg::ChunkVideo::new(&ctx.spec, &ctx.plan, chunk);
         let input = ctx.io.input(ctx, chunk, &job.path(&self.files.source_part));
         let output = match ctx.io {
             Io::Pipe => "pipe:1".to_string(),
             Io::Shared | Io::SharedSource => job.path(&self.files.part).to_string_lossy().into_owned(),
         };
-        let encoder = ffmpeg::encode(&ctx.spec, &filter, self.threads, &input, &output);
+        let encoder = ffmpeg::encode(&ctx.spec, &video, self.threads, &input, &output);
         let argv = measured(self.node.under_shell(encoder));
         let mut cmd = self.node.command(&argv);
         cmd.stderr(Stdio::piped()).kill_on_drop(true);

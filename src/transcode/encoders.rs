@@ -120,6 +120,51 @@ pub fn check_target(codec_args: &[String], input_fps: f64) -> Result<(), Unchunk
     Ok(())
 }
 
+/// The `-gop_timecode` that makes an MPEG-1/2 encoder whose first frame is
+/// frame `first` of the output (at `fps`, rounded, as the encoder counts)
+/// number its GOPs as one encoder of the whole output would: from the
+/// user's `-gop_timecode` (`hh:mm:ss:ff`, `;` or `.` before the frames
+/// for drop-frame), else from zero (drop-frame with
+/// `-drop_frame_timecode 1`). None: the encoder is left to refuse what it
+/// cannot use.
+pub fn gop_timecode(codec_args: &[String], fps: i64, first: u64) -> Option<String> {
+    let last = |name: &str| {
+        codec_args.windows(2).rev().find(|w| w[0].split(':').next() == Some(name)).map(|w| w[1].as_str())
+    };
+    let (start, drop) = match last("-gop_timecode") {
+        Some(tc) => parse_timecode(tc, fps)?,
+        None => (0, matches!(last("-drop_frame_timecode"), Some("1" | "true"))),
+    };
+    if fps <= 0 || (drop && fps % 30 != 0) {
+        return None;
+    }
+    let mut n = start + i64::try_from(first).ok()?;
+    if drop {
+        // libavutil's av_timecode_adjust_ntsc_framenum2: frames to the
+        // number a drop-frame timecode shows.
+        let (dropped, per_10_minutes) = (fps / 30 * 2, fps / 30 * 17982);
+        let (d, m) = (n / per_10_minutes, n % per_10_minutes);
+        n += 9 * dropped * d + dropped * ((m - dropped) / (per_10_minutes / 10));
+    }
+    let (ff, s, m, h) = (n % fps, n / fps % 60, n / (fps * 60) % 60, n / (fps * 3600) % 24);
+    Some(format!("{h:02}:{m:02}:{s:02}{}{ff:02}", if drop { ';' } else { ':' }))
+}
+
+/// A timecode as the encoder reads it (libavutil's
+/// av_timecode_init_from_string): its frame number, and whether it is
+/// drop-frame.
+fn parse_timecode(tc: &str, fps: i64) -> Option<(i64, bool)> {
+    let drop = tc.contains([';', '.']);
+    let parts: Vec<i64> = tc.split([':', ';', '.']).map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    let [h, m, s, f] = parts[..] else { return None };
+    let mut start = (h * 3600 + m * 60 + s) * fps + f;
+    if drop {
+        let minutes = 60 * h + m;
+        start -= fps / 30 * 2 * (minutes - minutes / 10);
+    }
+    Some((start, drop))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +185,26 @@ mod tests {
         assert_eq!(two_pass(&words(&["-x264-params", "keyint=50:bframes=3", "-crf", "20"])), None);
         // A value that merely looks like it is no option.
         assert_eq!(two_pass(&words(&["-metadata", "pass=2"])), None);
+    }
+
+    #[test]
+    fn gop_timecodes_go_on_where_the_last_chunk_stopped() {
+        let none = words(&["-c:v", "mpeg2video"]);
+        assert_eq!(gop_timecode(&none, 25, 36).as_deref(), Some("00:00:01:11"));
+        assert_eq!(gop_timecode(&none, 25, 25 * 3600 + 1).as_deref(), Some("01:00:00:01"));
+        let from = words(&["-gop_timecode", "10:00:00:00"]);
+        assert_eq!(gop_timecode(&from, 25, 50).as_deref(), Some("10:00:02:00"));
+        // Drop-frame at 29.97: 00:00:59;28 + 12 frames skips ;00 and ;01
+        // (as one encoder does), but not at a tenth minute.
+        let df = words(&["-gop_timecode", "00:00:59;28"]);
+        assert_eq!(gop_timecode(&df, 30, 12).as_deref(), Some("00:01:00;12"));
+        let df = words(&["-gop_timecode", "00:09:59;29"]);
+        assert_eq!(gop_timecode(&df, 30, 1).as_deref(), Some("00:10:00;00"));
+        let df = words(&["-drop_frame_timecode", "1"]);
+        assert_eq!(gop_timecode(&df, 30, 1800).as_deref(), Some("00:01:00;02"));
+        // What the encoder would refuse is left to it.
+        assert_eq!(gop_timecode(&words(&["-gop_timecode", "bad"]), 25, 12), None);
+        assert_eq!(gop_timecode(&words(&["-drop_frame_timecode", "1"]), 25, 12), None);
     }
 
     #[test]

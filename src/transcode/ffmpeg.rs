@@ -167,6 +167,32 @@ pub fn chunk_filter(spec: &EncodeSpec, chunk: &Chunk, shift: f64) -> String {
     chain.join(",")
 }
 
+/// What differs from one chunk's encode to the next: its video filter
+/// ([`chunk_filter`]) and, for MPEG-1/2, where its GOP timecodes start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkVideo {
+    pub filter: String,
+    /// `-gop_timecode` for this chunk (replacing the user's): an encoder
+    /// counts its GOP timecodes from its own first frame, so every chunk
+    /// but the first is told where plain ffmpeg's count would be.
+    pub gop_timecode: Option<String>,
+}
+
+impl ChunkVideo {
+    pub fn new(spec: &EncodeSpec, plan: &Plan, chunk: &Chunk) -> ChunkVideo {
+        let mpeg12 =
+            spec.plain.as_ref().is_some_and(|p| matches!(p.codec.as_str(), "mpeg1video" | "mpeg2video"));
+        let first: u64 = plan.chunks.iter().take_while(|c| c.index != chunk.index).map(|c| c.frames).sum();
+        let gop_timecode = match (mpeg12, first, plan.frame_seconds) {
+            (true, 1.., secs) if secs > 0.0 => {
+                super::encoders::gop_timecode(&spec.codec_args, (1.0 / secs).round() as i64, first)
+            }
+            _ => None,
+        };
+        ChunkVideo { filter: chunk_filter(spec, chunk, plan.ts_shift()), gop_timecode }
+    }
+}
+
 /// Passed as `output` to [`encode`]: stop before the output part, for
 /// [`preflight`] to finish the command line.
 const PREFLIGHT_MARK: &str = "\0preflight";
@@ -174,8 +200,8 @@ const PREFLIGHT_MARK: &str = "\0preflight";
 /// Encode only the first frame of a chunk into `output`: the controller's
 /// check of the user's options and the source of the job's reference codec
 /// parameters.
-pub fn preflight(spec: &EncodeSpec, filter: &str, input: &Input, output: &str) -> Vec<String> {
-    let mut a = encode(spec, filter, None, input, PREFLIGHT_MARK);
+pub fn preflight(spec: &EncodeSpec, video: &ChunkVideo, input: &Input, output: &str) -> Vec<String> {
+    let mut a = encode(spec, video, None, input, PREFLIGHT_MARK);
     a.extend(s(&[
         "-frames:v",
         "1",
@@ -196,7 +222,7 @@ pub fn preflight(spec: &EncodeSpec, filter: &str, input: &Input, output: &str) -
 /// lines on stderr.
 pub fn encode(
     spec: &EncodeSpec,
-    filter: &str,
+    video: &ChunkVideo,
     threads: Option<u32>,
     input: &Input,
     output: &str,
@@ -207,7 +233,7 @@ pub fn encode(
         a.extend(["-threads".into(), t.to_string()]);
     }
     a.extend(input.args());
-    a.extend(["-vf".to_string(), filter.to_string()]);
+    a.extend(["-vf".to_string(), video.filter.clone()]);
     a.extend(s(&["-vsync", "passthrough"]));
     if let Some(tb) = spec.vfr_time_base {
         a.extend(["-enc_time_base:v".into(), tb.to_string()]);
@@ -215,7 +241,19 @@ pub fn encode(
     if let Some(t) = threads {
         a.extend(["-threads".into(), t.to_string()]);
     }
-    a.extend(spec.codec_args.iter().cloned());
+    match &video.gop_timecode {
+        Some(tc) => {
+            let mut args = spec.codec_args.iter();
+            while let Some(arg) = args.next() {
+                match arg.split(':').next() == Some("-gop_timecode") {
+                    true => drop(args.next()),
+                    false => a.push(arg.clone()),
+                }
+            }
+            a.extend(["-gop_timecode".into(), tc.clone()]);
+        }
+        None => a.extend(spec.codec_args.iter().cloned()),
+    }
     a.extend(spec.plain.as_ref().map(decided).unwrap_or_default());
     if spec.in_band_headers {
         a.extend(s(&["-bsf:v", "dump_extra=freq=keyframe"]));
@@ -534,11 +572,12 @@ mod tests {
             in_band_headers: false,
             plain: None,
         };
-        let direct = encode(&spec, "null", Some(1), &Input::source("in put.mp4", 2, &plan, &c), "out.nut");
+        let video = ChunkVideo { filter: "null".into(), gop_timecode: None };
+        let direct = encode(&spec, &video, Some(1), &Input::source("in put.mp4", 2, &plan, &c), "out.nut");
         let line = direct.join(" ");
         assert!(line.contains("-threads 1 -noautorotate -noaccurate_seek -seek_timestamp 1 -ss 2.000000 -itsoffset 10.000000 -copyts -i in put.mp4 -map 0:2 -vf null"), "{line}");
         let first =
-            encode(&spec, "null", None, &Input::source("in put.mp4", 2, &plan, &plan.chunks[0]), "out.nut");
+            encode(&spec, &video, None, &Input::source("in put.mp4", 2, &plan, &plan.chunks[0]), "out.nut");
         assert!(!first.contains(&"-ss".to_string()), "{first:?}");
     }
 
@@ -659,7 +698,8 @@ mod tests {
             in_band_headers: false,
             plain: Some(plain("bt", "bt709", "bt709")),
         };
-        let enc = encode(&spec, "null", None, &Input::Nut("pipe:0".into()), "pipe:1").join(" ");
+        let video = ChunkVideo { filter: "null".into(), gop_timecode: None };
+        let enc = encode(&spec, &video, None, &Input::Nut("pipe:0".into()), "pipe:1").join(" ");
         assert!(enc.contains("-c:v libx264 -color_range:v:0 1 -colorspace:v:0 1"), "{enc}");
         assert!(enc.contains("-field_order:v:0 5 -an"), "{enc}");
         let merged = merge(&MergeInputs {

@@ -48,14 +48,14 @@ fn refused(errors: &[String], status: std::process::ExitStatus) -> PreflightErro
 /// The encoder's output goes straight into ffprobe (both start at once).
 pub async fn reference(ctx: &JobContext) -> Result<ChunkFacts, PreflightError> {
     let chunk = &ctx.plan.chunks[0];
-    let filter = ffmpeg::chunk_filter(&ctx.spec, chunk, ctx.plan.ts_shift());
+    let video = ffmpeg::ChunkVideo::new(&ctx.spec, &ctx.plan, chunk);
     // The chunk reaches the encoder as it will on the nodes (the reference
     // codec parameters must be those of the real parts).
     let input = match ctx.io {
         Io::SharedSource => ffmpeg::Input::source(&ctx.source, ctx.video_index, &ctx.plan, chunk),
         Io::Pipe | Io::Shared => ffmpeg::Input::Nut("pipe:0".into()),
     };
-    let enc_argv = ffmpeg::preflight(&ctx.spec, &filter, &input, "pipe:1");
+    let enc_argv = ffmpeg::preflight(&ctx.spec, &video, &input, "pipe:1");
     let mut split = None;
     let feed = match input {
         ffmpeg::Input::Source { .. } => Stdio::null(),

@@ -51,6 +51,15 @@ pub fn decoded_frames(path: &Path) -> (u64, Vec<f64>) {
     (frames.len() as u64, t)
 }
 
+/// The GOP timecodes of an MPEG-1/2 video stream, by the number of the
+/// frame (in display order) that carries each.
+pub fn gop_timecodes(path: &Path) -> Vec<(usize, String)> {
+    let v = ffprobe_json(&["-select_streams", "v:0", "-show_entries", "frame_tags=timecode"], path);
+    let frames = v["frames"].as_array().cloned().unwrap_or_default();
+    let tc = |f: &serde_json::Value| f["tags"]["timecode"].as_str().map(str::to_string);
+    frames.iter().enumerate().filter_map(|(i, f)| tc(f).map(|t| (i, t))).collect()
+}
+
 /// Decoded video frame count.
 pub fn frame_count(path: &Path) -> u64 {
     let v = ffprobe_json(
