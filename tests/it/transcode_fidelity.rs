@@ -427,3 +427,12 @@ fn hostile_file_name() {
     transcode_and_check(&d, name, "out $(touch pwned2); 'x'.mkv", "2", &["-c:v", "mpeg4", "-q:v", "4"]);
     assert!(!Path::new("pwned").exists() && !d.join("pwned").exists());
 }
+
+/// Issue 26's command: MPEG-2 into a transport stream (no B-frames, yet
+/// one frame of reorder delay: NUT leaves its chunks' start time unknown).
+#[test]
+fn mpeg2_into_ts() {
+    let d = workdir("mpeg2out");
+    clip(&d.join("in.mp4"), 4, true, &["-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-c:a", "aac"]);
+    transcode_and_check(&d, "in.mp4", "out.ts", "1", &["-c:v", "mpeg2video", "-q:v", "4", "-c:a", "mp2"]);
+}
