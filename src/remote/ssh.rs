@@ -97,9 +97,9 @@ pub enum SshError {
     )]
     HostKeyChanged { node: String, host: String, host_pattern: String, known_hosts: String },
     #[error(
-        "unknown host key: node {node} ({host}) is not in {known_hosts} and \
-         --strict-host-keys refuses new keys; connect once without --strict-host-keys \
-         (trust on first use) or add its key to that file"
+        "unknown host key: node {node} ({host}) is not in {known_hosts}, and new keys are refused \
+         here (--strict-host-keys); run `dffmpeg facts \
+         INVENTORY` once to see its fingerprint and trust it, or add its key to that file"
     )]
     HostKeyUnknown { node: String, host: String, known_hosts: String },
     #[error(

@@ -344,6 +344,7 @@ fn the_watch_service_runs_dffmpeg_as_the_controllers_user() {
     .collect::<Vec<_>>()
     .join(" ");
     opts.vars.insert("watch_exec".into(), serde_json::Value::String(line));
+    opts.vars.insert("watch_paths".into(), serde_json::Value::String(super::watch_paths(&inv, &w)));
     let pbs = load_playbooks(&opts.assets).unwrap();
     let selected: Vec<_> = inv.nodes.iter().collect();
     let from = |_: &crate::inventory::Node| Some("198.18.41.1".to_string());
@@ -355,6 +356,11 @@ fn the_watch_service_runs_dffmpeg_as_the_controllers_user() {
     // systemd's quoting: % and $ doubled, quotes escaped.
     assert!(unit.contains(r#""-metadata" "title=50%% \"$$HOME\"""#), "{unit}");
     assert!(unit.contains(r#"ExecStart="/usr/bin/dffmpeg" "transcode" "--watch""#), "{unit}");
+    // Hardened: it writes only its home, the output folder and the shared directory.
+    for line in ["NoNewPrivileges=yes", "PrivateTmp=yes", "ProtectSystem=strict", "UMask=0022"] {
+        assert!(unit.contains(&format!("\n{line}\n")), "{line}: {unit}");
+    }
+    assert!(unit.contains(r#"ReadWritePaths="-/home/pi" "-/srv/dffmpeg/output""#), "{unit}");
     assert!(changes(&plan, "watch service")[0].script.contains("/etc/systemd/system/dffmpeg-watch.service"));
     // A compute-only node runs no watch service.
     assert!(plan_of(&jobs[1], &f).iter().all(|(n, _)| n != "watch service"));

@@ -483,6 +483,7 @@ async fn run_to_end(args: SetupArgs) -> Outcome {
     if let Some(w) = &inventory.cluster.watch {
         let line = watch_exec(&args.inventory, w).map_err(usage)?;
         opts.vars.insert("watch_exec".into(), Json::String(line));
+        opts.vars.insert("watch_paths".into(), Json::String(watch_paths(&inventory, w)));
     }
     let selected: Vec<Node> =
         select::nodes(&inventory, &opts.limit).map_err(usage)?.into_iter().cloned().collect();
@@ -532,6 +533,18 @@ fn watch_exec(inventory: &std::path::Path, w: &crate::inventory::Watch) -> anyho
     words.push("--".into());
     words.extend(w.args.iter().cloned());
     Ok(words.iter().map(|w| systemd_quote(w)).collect::<Vec<_>>().join(" "))
+}
+
+/// What the watch service may write besides its state directory (the unit
+/// has `ProtectSystem=strict`): the output folder, where jobs next to the
+/// outputs go too, and the shared directory's `work/`. Each is optional
+/// (`-`): a folder that is missing at start does not stop the service.
+pub fn watch_paths(inventory: &Inventory, w: &crate::inventory::Watch) -> String {
+    let mut paths = vec![w.output.clone()];
+    if let Some(shared) = inventory.shared_dir() {
+        paths.push(shared);
+    }
+    paths.iter().map(|p| systemd_quote(&format!("-{}", p.display()))).collect::<Vec<_>>().join(" ")
 }
 
 /// One word for a systemd unit's command line: in double quotes, with

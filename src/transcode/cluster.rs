@@ -44,6 +44,15 @@ pub const MAX_DEFAULT_SSH_SLOTS: u32 = 8;
 pub async fn connect(inv: &Inventory, args: &ConnectArgs) -> Cluster {
     let compute: Vec<_> = inv.compute_nodes().cloned().collect();
     let subset = Inventory { nodes: compute.clone(), ..inv.clone() };
+    let known_hosts = crate::remote::ssh::known_hosts_path().ok();
+    let mut new_hosts = Vec::new();
+    for n in compute.iter() {
+        if let (Host::Remote(h), Some(kh)) = (&n.host, &known_hosts) {
+            if !crate::remote::hostkeys::is_known(kh, h, n.port).await {
+                new_hosts.push((n.name.clone(), h.clone(), n.port));
+            }
+        }
+    }
     let connected = remote::connect_all(&subset, args).await;
     let shared = inv.shared_dir();
     let gathered = connected.into_iter().map(|(name, conn)| {
@@ -62,6 +71,17 @@ pub async fn connect(inv: &Inventory, args: &ConnectArgs) -> Cluster {
         warnings: Vec::new(),
         shared_dir: shared,
     };
+    // Trust on first use is never silent: each new key is named.
+    for (name, host, port) in new_hosts {
+        let Some(kh) = &known_hosts else { break };
+        let fps = crate::remote::hostkeys::fingerprints(kh, &host, port).await;
+        if !fps.is_empty() {
+            cluster.warnings.push(format!(
+                "new host key: node {name} ({host}) {} (first contact: now trusted)",
+                fps.join(", ")
+            ));
+        }
+    }
     for (spec, task) in compute.iter().zip(gathered) {
         match task.await {
             Ok(Ok((name, conn, f))) => {
