@@ -418,6 +418,26 @@ mod tests {
     }
 
     #[test]
+    fn a_no_replace_rename_leaves_what_appeared_meanwhile() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = Dir::open(t.path()).unwrap();
+        let (mut f, tmp) = dir.create_temp("out").unwrap();
+        f.write_all(b"ours").unwrap();
+        std::fs::write(t.path().join("out.mp4"), b"someone else's").unwrap();
+        assert!(!dir.rename_noreplace(&tmp, &dir, "out.mp4").unwrap());
+        assert_eq!(std::fs::read(t.path().join("out.mp4")).unwrap(), b"someone else's");
+        std::fs::remove_file(t.path().join("out.mp4")).unwrap();
+        assert!(dir.rename_noreplace(&tmp, &dir, "out.mp4").unwrap());
+        assert_eq!(std::fs::read(t.path().join("out.mp4")).unwrap(), b"ours");
+        assert!(!t.path().join(&tmp).exists());
+        // A FIFO under a record's name: refused at once, no hang.
+        let fifo = std::ffi::CString::new(t.path().join("job.json").to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        assert!(dir.read("job.json").unwrap_err().to_string().contains("not a regular file"));
+    }
+
+    #[test]
     fn someone_elses_directory_is_refused() {
         // Only root can make a directory of another owner.
         if my_uid() != 0 {

@@ -106,6 +106,8 @@ struct StreamJson {
 #[derive(Debug, Deserialize)]
 struct FormatJson {
     start_time: Option<String>,
+    #[serde(default)]
+    nb_streams: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +121,8 @@ struct ChunkJson {
 pub struct ChunkFacts {
     pub params: CodecParams,
     pub frames: u64,
+    /// Streams in the file (a chunk holds its video stream alone).
+    pub streams: Option<usize>,
     pub start: Option<f64>,
     /// The encoder that made it (`libx264`), from the stream's tag.
     pub encoder: Option<String>,
@@ -144,6 +148,8 @@ pub enum VerifyError {
     Start { got: f64, planned: f64 },
     #[error("has no start time")]
     NoStart,
+    #[error("holds {0} streams, not its video stream alone")]
+    Streams(usize),
     #[error("is {size} bytes, more than any encode of its frames should be ({cap} bytes)")]
     TooLarge { size: u64, cap: u64 },
 }
@@ -173,7 +179,7 @@ pub async fn inspect(path: &Path) -> Result<ChunkFacts, VerifyError> {
 pub async fn inspect_from(path: &Path, stdin: std::process::Stdio) -> Result<ChunkFacts, VerifyError> {
     let fields = "stream=codec_name,profile,level,pix_fmt,width,height,sample_aspect_ratio,field_order,\
                   color_range,color_space,color_primaries,color_transfer,chroma_location,\
-                  nb_read_packets:stream_tags=encoder:format=start_time";
+                  nb_read_packets:stream_tags=encoder:format=start_time,nb_streams";
     let args = ["-select_streams", "v:0", "-count_packets", "-print_format", "json", "-show_entries", fields];
     let out = super::probe::ffprobe_from(&args, path, stdin).await?;
     parse_facts(&out)
@@ -185,7 +191,9 @@ fn parse_facts(json: &[u8]) -> Result<ChunkFacts, VerifyError> {
     // `encoder` (NUT, MP4) or `ENCODER` (Matroska): `Lavc59.37.100 libx264`.
     let tag = s.tags.iter().find(|(k, _)| k.eq_ignore_ascii_case("encoder")).map(|(_, v)| v);
     let encoder = tag.and_then(|e| e.split_whitespace().last()).map(str::to_string);
+    let streams = parsed.format.as_ref().and_then(|f| f.nb_streams);
     Ok(ChunkFacts {
+        streams,
         encoder,
         frames: s.nb_read_packets.as_deref().and_then(|n| n.parse().ok()).unwrap_or(0),
         start: parsed.format.and_then(|f| f.start_time).and_then(|t| t.parse().ok()),
@@ -224,6 +232,9 @@ pub async fn chunk(plan: &Plan, chunk: &Chunk, part: &Path) -> Result<ChunkFacts
 /// Check the facts of an encoded chunk against the plan (frames and start;
 /// codec parameters are compared with the job's reference by the caller).
 pub fn check(facts: &ChunkFacts, chunk: &Chunk, plan: &Plan) -> Result<(), VerifyError> {
+    if let Some(n) = facts.streams.filter(|&n| n != 1) {
+        return Err(VerifyError::Streams(n));
+    }
     if facts.frames != chunk.frames {
         return Err(VerifyError::Frames { got: facts.frames, planned: chunk.frames });
     }
