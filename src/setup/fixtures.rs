@@ -176,7 +176,7 @@ fn storage_node_exports_only_the_other_compute_nodes() {
     assert_eq!(
         exports,
         format!(
-            "# Managed by dffmpeg setup: changes here are overwritten.\n/srv/dffmpeg/upload 198.18.41.11{ro} 198.18.41.20{ro}\n/srv/dffmpeg/work 198.18.41.11{rw} 198.18.41.20{rw}\n/srv/dffmpeg/output 198.18.41.11{rw} 198.18.41.20{rw}\n"
+            "# Managed by dffmpeg setup: changes here are overwritten.\n/srv/dffmpeg/upload 198.18.41.11{ro} 198.18.41.20{ro}\n/srv/dffmpeg/work 198.18.41.11{rw} 198.18.41.20{rw}\n/srv/dffmpeg/output 198.18.41.11{ro} 198.18.41.20{ro}\n"
         )
     );
     assert!(!exports.contains('*') && !exports.contains("198.18.41.10") && !exports.contains("insecure"));
@@ -222,7 +222,7 @@ fn compute_nodes_mount_from_fstab() {
     // storage node is not serving yet fails for good (found in VMs).
     let opts = ",nosuid,nodev,_netdev,nofail,noatime,x-systemd.automount";
     let mut fstab = String::new();
-    for (item, mode) in [("upload", "ro"), ("work", "rw"), ("output", "rw")] {
+    for (item, mode) in [("upload", "ro"), ("work", "rw"), ("output", "ro")] {
         let task = format!("NFS mount ({item})");
         let c = changes(&plan, &task);
         // Each task adds its line to the fstab as the previous ones left it.

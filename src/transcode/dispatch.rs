@@ -259,8 +259,10 @@ impl<T: Transport + 'static> Broker<T> {
         match m {
             Msg::Ready { node, reply } => self.waiting.push((node, reply)),
             Msg::Progress { attempt, frames } => {
-                self.sched.progress(attempt, frames, now);
-                self.send(Event::ChunkProgress { attempt, frames });
+                // At most one event per new frame, whatever a node prints.
+                if let Some(frames) = self.sched.progress(attempt, frames, now) {
+                    self.send(Event::ChunkProgress { attempt, frames });
+                }
             }
             Msg::Encoded { attempt, result, seconds } => self.encoded(attempt, result, seconds),
             Msg::Verified { attempt, result } => self.verified(attempt, *result),
