@@ -35,6 +35,17 @@ pub async fn run_quiet(argv: &[String]) -> std::io::Result<(std::process::ExitSt
     Ok((out.status, err))
 }
 
+/// Run a controller-side ffmpeg to its end (a merge, a side-stream
+/// encode); its error text on failure.
+pub async fn run_ffmpeg(argv: &[String]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let (status, err) = run_quiet(argv).await.context("cannot run ffmpeg")?;
+    if !status.success() {
+        anyhow::bail!("{}", if err.is_empty() { "ffmpeg failed" } else { &err });
+    }
+    Ok(())
+}
+
 /// The same for a blocking [`std::process::Command`].
 pub fn std_command<S: AsRef<OsStr>>(program: S) -> std::process::Command {
     let mut cmd = std::process::Command::new(program);

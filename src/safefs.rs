@@ -332,6 +332,17 @@ impl Dir {
     }
 }
 
+/// Bytes available to this user in the file system of `dir`.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the zeroed struct; `c` is a valid C string.
+    unsafe {
+        let mut s: libc::statvfs = std::mem::zeroed();
+        (libc::statvfs(c.as_ptr(), &mut s) == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
+    }
+}
+
 /// `/proc/PID/fd/N` of an open file: the path under which another program
 /// (ffmpeg) opens exactly this file.
 pub fn file_fd_path(f: &File) -> PathBuf {

@@ -57,8 +57,8 @@ pub enum PasswordError {
 /// Whether stdin is a terminal (questions and the password are asked
 /// there; otherwise the password is one line of stdin).
 pub fn stdin_is_terminal() -> bool {
-    // SAFETY: isatty on a constant fd.
-    unsafe { libc::isatty(0) == 1 }
+    use std::io::IsTerminal;
+    std::io::stdin().is_terminal()
 }
 
 /// Ask a yes/no question on the terminal (stdin); only `y` or `yes` is yes.

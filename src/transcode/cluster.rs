@@ -137,26 +137,6 @@ pub async fn connect(inv: &Inventory, args: &ConnectArgs) -> Cluster {
 }
 
 impl Cluster {
-    /// Leave out nodes whose ffmpeg lacks the job's encoder.
-    pub fn require_encoder(&mut self, encoder: &str) {
-        let mut keep_nodes = Vec::new();
-        let mut keep_facts = Vec::new();
-        for (node, f) in std::mem::take(&mut self.nodes).into_iter().zip(std::mem::take(&mut self.facts)) {
-            if f.has_encoder(encoder) {
-                keep_nodes.push(node);
-                keep_facts.push(f);
-            } else {
-                self.warnings.push(format!(
-                    "node {} has no encoder {encoder} ({}): left out",
-                    node.name,
-                    f.ffmpeg_version.as_deref().unwrap_or("unknown ffmpeg")
-                ));
-            }
-        }
-        self.nodes = keep_nodes;
-        self.facts = keep_facts;
-    }
-
     pub fn slots(&self) -> usize {
         self.nodes.iter().map(|n| n.slots).sum()
     }

@@ -482,7 +482,7 @@ impl<T: Transport + 'static> Broker<T> {
         if matches!(error, AttemptError::NodeLost(_) | AttemptError::Mismatch(_)) {
             return false;
         }
-        let free = super::prepare::free_bytes(&job.dir.dir).unwrap_or(u64::MAX);
+        let free = crate::safefs::free_bytes(&job.dir.dir).unwrap_or(u64::MAX);
         if free >= 16 << 20 {
             return false;
         }

@@ -14,7 +14,6 @@
 //! had (slots follow measurement, see the scheduler).
 
 use std::fs::File;
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -54,18 +53,6 @@ pub enum AttemptError {
     /// ffmpeg build makes a stream that cannot be joined with the others.
     #[error("chunk rejected: {0} (the node runs a different ffmpeg build?)")]
     Mismatch(String),
-}
-
-impl AttemptError {
-    /// The node itself is gone (the chunk is not held against it).
-    pub fn node_lost(&self) -> bool {
-        matches!(self, AttemptError::NodeLost(_))
-    }
-
-    /// The node leaves the batch at once (gone, or its build does not fit).
-    pub fn drops_node(&self) -> bool {
-        matches!(self, AttemptError::NodeLost(_) | AttemptError::Mismatch(_))
-    }
 }
 
 /// How an attempt's encode ended.
@@ -394,11 +381,6 @@ pub fn spawn_split(argv: &[String], stdout: Stdio) -> std::io::Result<Child> {
 /// A child's stdout, to be the next process's stdin.
 pub fn stdout_as_stdin(child: &mut Child) -> Option<Stdio> {
     child.stdout.take().and_then(|o| o.try_into().ok())
-}
-
-/// Whether a path is safe to hand to a node as is.
-pub fn path_str(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
 }
 
 #[cfg(test)]

@@ -422,7 +422,7 @@ pub fn plan(c: Checked, share: Share, chunk: Option<f64>) -> Result<Prepared, Pr
 /// of failing chunks and dropping healthy nodes.
 pub fn check_space(dir: &Path, input: &Path) -> Result<(), PrepareError> {
     let need = std::fs::metadata(input).map(|m| m.len()).unwrap_or(0) + (64 << 20);
-    match free_bytes(dir) {
+    match crate::safefs::free_bytes(dir) {
         Some(free) if free < need => Err(PrepareError::Failed(anyhow!(
             "not enough free space on this machine in {}: {} MiB free, about {} MiB needed for the encoded chunks",
             dir.display(),
@@ -435,15 +435,4 @@ pub fn check_space(dir: &Path, input: &Path) -> Result<(), PrepareError> {
 
 fn resumed_is_none(found: &Found) -> bool {
     !matches!(found, Found::Resumed(_))
-}
-
-/// Bytes available to this user in the file system of `dir`.
-pub fn free_bytes(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs fills the zeroed struct; `c` is a valid C string.
-    unsafe {
-        let mut s: libc::statvfs = std::mem::zeroed();
-        (libc::statvfs(c.as_ptr(), &mut s) == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
-    }
 }
