@@ -189,6 +189,10 @@ pub fn parse_probe_output(out: &str) -> Result<(Option<Facts>, NodeState), State
         Some(h) => Some(crate::facts::parse(h)?),
         None => None,
     };
+    // Cut off before its end: nothing in it is worth reading.
+    if !records.lines().any(|l| l == "END") {
+        return Err(StateError::Truncated);
+    }
     let mut st = NodeState::default();
     let mut contents: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut ended = false;
