@@ -131,15 +131,6 @@ fn missing_ffmpeg_is_named() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
-fn ffmpeg_running(marker: &str) -> Vec<String> {
-    let out = Command::new("pgrep").args(["-a", "-f", marker]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("ffmpeg") && !l.contains("pgrep"))
-        .map(str::to_string)
-        .collect()
-}
-
 #[test]
 fn interrupt_stops_every_ffmpeg_and_the_rerun_resumes() {
     let d = workdir("resume");

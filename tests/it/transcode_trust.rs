@@ -19,16 +19,6 @@ fn dff(d: &Path) -> Command {
     c
 }
 
-/// Live processes whose command line holds `marker` (zombies have none).
-fn running(marker: &str) -> Vec<String> {
-    let out = Command::new("pgrep").args(["-a", "-f", marker]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("ffmpeg") && !l.contains("pgrep"))
-        .map(str::to_string)
-        .collect()
-}
-
 /// Start `cmd` (a `--json` transcode) and stop reading once `stop` says so
 /// of an event; the child (still running) and the events seen.
 fn until(
@@ -79,10 +69,10 @@ fn a_damaged_resume_is_encoded_again_and_nothing_outlives_a_sigkill() {
     child.wait().unwrap();
     // SIGKILL: every encoder it started goes with it.
     let t0 = std::time::Instant::now();
-    while !running(&marker).is_empty() && t0.elapsed().as_secs() < 10 {
+    while !ffmpeg_running(&marker).is_empty() && t0.elapsed().as_secs() < 10 {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert!(running(&marker).is_empty(), "left running after SIGKILL: {:?}", running(&marker));
+    assert!(ffmpeg_running(&marker).is_empty(), "left running after SIGKILL: {:?}", ffmpeg_running(&marker));
     // One finished chunk cut short, one emptied.
     let job = d.join(".out.mkv.dffmpeg-job");
     let f = std::fs::OpenOptions::new().write(true).open(chunk_file(&job, done[0])).unwrap();
@@ -114,6 +104,21 @@ fn nfs_inventory(d: &Path) -> (PathBuf, PathBuf) {
     (inv, shared)
 }
 
+/// `transcode --json --chunk 1 [EXTRA] -I INV -o OUT INPUT` with libx264
+/// slow (long enough to act between chunks).
+fn nfs_job(d: &Path, inv: &Path, out: &Path, input: &Path, extra: &[&str]) -> Command {
+    let mut c = dff(d);
+    c.arg("transcode")
+        .args(extra)
+        .args(["--json", "--chunk", "1", "-I"])
+        .arg(inv)
+        .arg("-o")
+        .arg(out)
+        .arg(input)
+        .args(["-c:v", "libx264", "-preset", "slow", "-c:a", "aac"]);
+    c
+}
+
 /// With `storage: nfs` the job directory is the nodes' to write: the
 /// record, the reference and the concat list are not in it, and a record
 /// whose encoder options differ from the command line's never runs.
@@ -123,18 +128,7 @@ fn a_resume_runs_the_command_lines_options_only() {
     let input = sample(&d, "in.mp4", 8);
     let (inv, shared) = nfs_inventory(&d);
     let out = d.join("out.mp4");
-    let args = |c: &mut Command, extra: &[&str]| {
-        c.arg("transcode")
-            .args(extra)
-            .args(["--json", "--chunk", "1", "-I"])
-            .arg(&inv)
-            .arg("-o")
-            .arg(&out)
-            .arg(&input)
-            .args(["-c:v", "libx264", "-preset", "slow", "-c:a", "aac"]);
-    };
-    let mut cmd = dff(&d);
-    args(&mut cmd, &[]);
+    let mut cmd = nfs_job(&d, &inv, &out, &input, &[]);
     let (mut child, _) = until(&mut cmd, |e| e["event"] == "chunk_done");
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -152,15 +146,13 @@ fn a_resume_runs_the_command_lines_options_only() {
     codec.push("-vstats_file".into());
     codec.push(pwned.to_str().unwrap().into());
     std::fs::write(&record, r.to_string()).unwrap();
-    let mut cmd = dff(&d);
-    args(&mut cmd, &[]);
+    let mut cmd = nfs_job(&d, &inv, &out, &input, &[]);
     let res = run(&mut cmd);
     let err = String::from_utf8_lossy(&res.stderr);
     assert_eq!(res.status.code(), Some(2), "{err}");
     assert!(err.contains("differ") && err.contains("--fresh"), "{err}");
     assert!(!pwned.exists() && !out.exists());
-    let mut cmd = dff(&d);
-    args(&mut cmd, &["--fresh"]);
+    let mut cmd = nfs_job(&d, &inv, &out, &input, &["--fresh"]);
     let _ = ok_events(run(&mut cmd));
     assert_eq!(frame_count(&out), frame_count(&input));
     assert!(!pwned.exists());
@@ -183,16 +175,7 @@ fn a_chunk_swapped_after_verification_never_reaches_the_output() {
     let (inv, shared) = nfs_inventory(&d);
     let out = d.join("out.mp4");
     let job = shared.join("work").join(dffmpeg::transcode::job::job_name(&out));
-    let args = |c: &mut Command| {
-        c.args(["transcode", "--json", "--chunk", "1", "-I"])
-            .arg(&inv)
-            .arg("-o")
-            .arg(&out)
-            .arg(&input)
-            .args(["-c:v", "libx264", "-preset", "slow", "-c:a", "aac"]);
-    };
-    let mut cmd = dff(&d);
-    args(&mut cmd);
+    let mut cmd = nfs_job(&d, &inv, &out, &input, &[]);
     let mut swapped = None;
     let (res, _) = streaming(&mut cmd, |e, _| {
         if swapped.is_none() && e["event"] == "chunk_done" {
@@ -207,8 +190,7 @@ fn a_chunk_swapped_after_verification_never_reaches_the_output() {
     assert_eq!(res.status.code(), Some(1), "{err}");
     assert!(err.contains("changed after it was verified"), "{err}");
     assert!(!out.exists());
-    let mut cmd = dff(&d);
-    args(&mut cmd);
+    let mut cmd = nfs_job(&d, &inv, &out, &input, &[]);
     let ev = ok_events(run(&mut cmd));
     assert_eq!(count_events(&ev, "chunk_done"), 1, "only the swapped chunk is encoded again");
     assert_eq!(frame_count(&out), frame_count(&input));
