@@ -30,12 +30,12 @@ pub enum SafeFsError {
     NotDir { path: PathBuf },
     #[error("{path} belongs to uid {owner}, not to this user (uid {me}); refusing to use it")]
     Owner { path: PathBuf, owner: u32, me: u32 },
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SafeFsError + '_ {
-    move |source| SafeFsError::Io { path: path.to_path_buf(), source }
+    move |cause| SafeFsError::Io { path: path.to_path_buf(), cause }
 }
 
 fn my_uid() -> u32 {
@@ -97,7 +97,7 @@ impl Dir {
         match std::fs::create_dir(self.fd_path(name)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(SafeFsError::Io { path: self.join(name), source: e }),
+            Err(e) => return Err(SafeFsError::Io { path: self.join(name), cause: e }),
         }
         self.open_dir(name)
     }
@@ -110,7 +110,7 @@ impl Dir {
         match std::fs::create_dir(self.fd_path(name)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(SafeFsError::Io { path, source: e }),
+            Err(e) => return Err(SafeFsError::Io { path, cause: e }),
         }
         let dir = self.open_dir(name)?;
         let meta = dir.handle.metadata().map_err(io_err(&path))?;
@@ -150,7 +150,7 @@ impl Dir {
             let name = format!("{prefix}.{}-{n}-{nanos:x}.tmp", std::process::id());
             match self.create_new(&name) {
                 Ok(f) => return Ok((f, name)),
-                Err(SafeFsError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(SafeFsError::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::AlreadyExists => {
                     continue
                 }
                 Err(e) => return Err(e),
@@ -173,7 +173,7 @@ impl Dir {
             .map_err(|e| classify_open(&path, e))?;
         let meta = f.metadata().map_err(io_err(&path))?;
         if !meta.is_file() {
-            return Err(SafeFsError::Io { path, source: std::io::Error::other("not a regular file") });
+            return Err(SafeFsError::Io { path, cause: std::io::Error::other("not a regular file") });
         }
         if meta.uid() != my_uid() {
             return Err(SafeFsError::Owner { path, owner: meta.uid(), me: my_uid() });
@@ -207,7 +207,7 @@ impl Dir {
         let written = f.write_all(data).and_then(|()| f.sync_all());
         if let Err(e) = written {
             self.remove_quietly(&tmp);
-            return Err(SafeFsError::Io { path: self.join(&tmp), source: e });
+            return Err(SafeFsError::Io { path: self.join(&tmp), cause: e });
         }
         if let Err(e) = self.rename(&tmp, self, name) {
             self.remove_quietly(&tmp);
@@ -285,7 +285,7 @@ fn classify_open(path: &Path, e: std::io::Error) -> SafeFsError {
             Ok(m) if m.file_type().is_symlink() => SafeFsError::Symlink { path: path.to_path_buf() },
             _ => SafeFsError::NotDir { path: path.to_path_buf() },
         },
-        _ => SafeFsError::Io { path: path.to_path_buf(), source: e },
+        _ => SafeFsError::Io { path: path.to_path_buf(), cause: e },
     }
 }
 

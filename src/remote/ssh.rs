@@ -114,8 +114,8 @@ pub enum SshError {
          and run again on a terminal, or with --accept-new-host-keys"
     )]
     HostKeyNotConfirmed { node: String, host: String, fingerprints: String },
-    #[error("{what}: {source}")]
-    Local { what: String, source: std::io::Error },
+    #[error("{what}: {cause}")]
+    Local { what: String, cause: std::io::Error },
     /// A node the caller never connected (e.g. left out of the list).
     #[error("no connection was made to this node")]
     NotConnected,
@@ -135,7 +135,7 @@ impl SshError {
 pub fn default_identity() -> Result<PathBuf, SshError> {
     let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).ok_or_else(|| SshError::Local {
         what: "cannot place dffmpeg's SSH key".into(),
-        source: std::io::Error::other("HOME is not set"),
+        cause: std::io::Error::other("HOME is not set"),
     })?;
     Ok(PathBuf::from(home).join(".ssh").join("dffmpeg_ed25519"))
 }
@@ -147,7 +147,7 @@ pub fn config_value(path: &Path) -> Result<OsString, SshError> {
     if bytes.contains(&b'"') || bytes.contains(&b'\n') {
         return Err(SshError::Local {
             what: format!("{}", path.display()),
-            source: std::io::Error::other("ssh cannot use a path with a `\"` or a newline in it"),
+            cause: std::io::Error::other("ssh cannot use a path with a `\"` or a newline in it"),
         });
     }
     let mut v = OsString::from("\"");
@@ -174,7 +174,7 @@ pub fn known_hosts_path() -> Result<PathBuf, SshError> {
                 })
                 .ok_or_else(|| SshError::Local {
                     what: "cannot place dffmpeg's known_hosts file".into(),
-                    source: std::io::Error::other(
+                    cause: std::io::Error::other(
                         "neither XDG_STATE_HOME nor HOME is set (or set DFFMPEG_KNOWN_HOSTS)",
                     ),
                 })?;
@@ -183,7 +183,7 @@ pub fn known_hosts_path() -> Result<PathBuf, SshError> {
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         create_private_dir(dir)
-            .map_err(|e| SshError::Local { what: format!("cannot create {}", dir.display()), source: e })?;
+            .map_err(|e| SshError::Local { what: format!("cannot create {}", dir.display()), cause: e })?;
     }
     Ok(path)
 }
@@ -211,7 +211,7 @@ fn prepare_control_dir(dir: &Path) -> Result<(), SshError> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let fail = |e: std::io::Error| SshError::Local {
         what: format!("SSH control directory {}", dir.display()),
-        source: e,
+        cause: e,
     };
     create_private_dir(dir).map_err(fail)?;
     let meta = std::fs::symlink_metadata(dir).map_err(fail)?;
@@ -368,7 +368,7 @@ impl Ssh {
             inventory::Host::Local => {
                 return Err(SshError::Local {
                     what: format!("node {}", node.name),
-                    source: std::io::Error::other("`host: local` is not reached over SSH"),
+                    cause: std::io::Error::other("`host: local` is not reached over SSH"),
                 })
             }
         };

@@ -157,8 +157,8 @@ impl JobDir {
     fn record(&self) -> Result<Option<JobRecord>> {
         let bytes = match self.handle.read(RECORD) {
             Ok(b) => b,
-            Err(crate::safefs::SafeFsError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
+            Err(crate::safefs::SafeFsError::Io { cause, .. })
+                if cause.kind() == std::io::ErrorKind::NotFound =>
             {
                 return Ok(None)
             }

@@ -54,6 +54,31 @@ fn bad_inputs() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// The first mistake most users make gets one line naming the cause once,
+/// not `cause: cause`.
+#[test]
+fn a_missing_file_is_named_once() {
+    let d = workdir("missing");
+    let input = sample(&d, "in.mp4", 1);
+    let cause = "No such file or directory";
+    let missing = d.join("missing.mp4");
+    let inventory = d.join("missing.yaml");
+    for (cmd, names) in [
+        (dffmpeg().args(["transcode"]).arg(&missing).args(["-c:v", "mpeg4"]), &missing),
+        (dffmpeg().args(["transcode", "-I"]).arg(&inventory).arg(&input).args(["-c:v", "mpeg4"]), &inventory),
+        (dffmpeg().env("DFFMPEG_INVENTORY", &inventory).args(["transcode"]).arg(&input), &inventory),
+        (dffmpeg().args(["setup"]).arg(&inventory), &inventory),
+    ] {
+        let out = run(cmd);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert_eq!(err.matches(cause).count(), 1, "{err}");
+        assert!(err.contains(&names.display().to_string()), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 #[test]
 fn bad_outputs() {
     let d = workdir("badout");
