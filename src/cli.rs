@@ -195,10 +195,22 @@ pub struct ManpagesArgs {
 /// `dffmpeg completions SHELL`: the script, from this very definition, on stdout.
 pub fn completions(args: &CompletionsArgs) -> Outcome {
     let mut script = Vec::new();
-    clap_complete::generate(args.shell, &mut Cli::command(), "dffmpeg", &mut script);
+    clap_complete::generate(args.shell, &mut visible_command(), "dffmpeg", &mut script);
     std::io::stdout()
         .write_all(&script)
         .map_err(|e| failed(anyhow!("cannot write the completion script: {e}")))
+}
+
+/// The command line as users see it: clap_complete offers hidden
+/// subcommands too (`manpages`, for packaging), so they are left out here.
+fn visible_command() -> clap::Command {
+    let full = Cli::command();
+    let shown = |c: &&clap::Command| !c.is_hide_set();
+    clap::Command::new("dffmpeg")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(full.get_about().cloned().unwrap_or_default())
+        .args(full.get_arguments().filter(|a| !a.is_hide_set()).cloned())
+        .subcommands(full.get_subcommands().filter(shown).cloned())
 }
 
 /// `dffmpeg manpages DIR`: a page for dffmpeg and one per subcommand.
@@ -207,4 +219,24 @@ pub fn manpages(args: &ManpagesArgs) -> Outcome {
     std::fs::create_dir_all(dir).map_err(|e| failed(anyhow!("cannot create {}: {e}", dir.display())))?;
     clap_mangen::generate_to(Cli::command(), dir)
         .map_err(|e| failed(anyhow!("cannot write the man pages into {}: {e}", dir.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum;
+
+    use super::*;
+
+    #[test]
+    fn completions_offer_no_hidden_subcommand() {
+        for shell in clap_complete::Shell::value_variants() {
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut visible_command(), "dffmpeg", &mut script);
+            let script = String::from_utf8_lossy(&script);
+            assert!(!script.contains("manpages"), "{shell}");
+            for sub in ["transcode", "setup", "facts", "completions", "inventory", "ask-pass"] {
+                assert!(script.contains(sub), "{shell}: {sub}");
+            }
+        }
+    }
 }
