@@ -213,11 +213,11 @@ fn visible_command() -> clap::Command {
         .subcommands(full.get_subcommands().filter(shown).cloned())
 }
 
-/// `dffmpeg manpages DIR`: a page for dffmpeg and one per subcommand.
+/// `dffmpeg manpages DIR`: a page for dffmpeg and one per visible subcommand.
 pub fn manpages(args: &ManpagesArgs) -> Outcome {
     let dir = &args.dir;
     std::fs::create_dir_all(dir).map_err(|e| failed(anyhow!("cannot create {}: {e}", dir.display())))?;
-    clap_mangen::generate_to(Cli::command(), dir)
+    crate::manpages::write_all(Cli::command(), dir)
         .map_err(|e| failed(anyhow!("cannot write the man pages into {}: {e}", dir.display())))
 }
 
