@@ -83,7 +83,13 @@ pub struct TranscodeArgs {
     /// Ignore and replace any earlier job directory.
     #[arg(long)]
     pub fresh: bool,
-    /// Keep the job directory (chunks, plan, logs) after success.
+    /// Keep the job directory after success.
+    ///
+    /// A failed or interrupted job's is always kept, to resume. It holds
+    /// the plan and options (job.json), the
+    /// verified video chunks (chunk_NNNNN.nut), the audio and subtitle
+    /// streams (side.EXT), the chunks' codec parameters (reference.json)
+    /// and the merge list (concat.txt).
     #[arg(long)]
     pub keep: bool,
     /// One JSON event per line on stdout instead of progress bars.

@@ -20,5 +20,6 @@ mod transcode_batch;
 mod transcode_cluster;
 mod transcode_errors;
 mod transcode_fidelity;
+mod transcode_logs;
 mod vm_cluster;
 mod vm_smoke;
