@@ -56,6 +56,29 @@ pub struct ConnectArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct LogArgs {
+    /// More detail: every chunk's start and end (also above the progress
+    /// bars and in --watch), stopped duplicates, how inputs are read; for
+    /// setup, each node's facts and each change batch.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+    /// Append every line reported (with -v's detail), each with a time
+    /// stamp, and the final error and exit status to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+}
+
+impl LogArgs {
+    /// Open the log file, if one is asked for (a bad one is a usage error).
+    pub fn open(&self) -> Result<(), crate::exit::Failure> {
+        match &self.log_file {
+            Some(path) => crate::log::open(path).map_err(crate::exit::usage),
+            None => Ok(()),
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct TranscodeArgs {
     /// Inventory file (default: $DFFMPEG_INVENTORY, else the embedded local
     /// cluster of this machine's cores).
@@ -88,8 +111,9 @@ pub struct TranscodeArgs {
     /// A failed or interrupted job's is always kept, to resume. It holds
     /// the plan and options (job.json), the
     /// verified video chunks (chunk_NNNNN.nut), the audio and subtitle
-    /// streams (side.EXT), the chunks' codec parameters (reference.json)
-    /// and the merge list (concat.txt).
+    /// streams (side.EXT), the chunks' codec parameters (reference.json),
+    /// the merge list (concat.txt) and, in logs/, the encoder's stderr of
+    /// each failed attempt (chunk_NNNNN.NODE.attempt-N.log).
     #[arg(long)]
     pub keep: bool,
     /// One JSON event per line on stdout instead of progress bars.
@@ -105,6 +129,8 @@ pub struct TranscodeArgs {
     pub settle: f64,
     #[command(flatten)]
     pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
     /// The inputs (files or directories, up to the first word starting with
     /// `-`), then ffmpeg output options, e.g. `in.mp4 -c:v libx264 -crf 23
     /// -c:a aac` (a `--` before the options also works).
@@ -168,6 +194,8 @@ pub struct SetupArgs {
     pub playbook_dir: Option<PathBuf>,
     #[command(flatten)]
     pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -22,7 +22,11 @@ impl Failure {
 
     pub fn print(&self) {
         match self {
-            Failure::Usage(e) | Failure::Failed(e) => eprintln!("dffmpeg: {}", Chain(e)),
+            Failure::Usage(e) | Failure::Failed(e) => {
+                let line = format!("dffmpeg: {}", Chain(e));
+                crate::log::line(&line);
+                eprintln!("{line}");
+            }
             Failure::Reported => {}
         }
     }

@@ -72,7 +72,7 @@ const FILE_SPEEDS: Entry = (
 );
 const FILE_JOB: Entry = (
     ".OUTPUT.dffmpeg-job/",
-    "The job directory, next to the output (SHARED_DIR/work/NAME with shared storage): the plan and every verified chunk. Removed when the output is written, unless --keep.",
+    "The job directory, next to the output (SHARED_DIR/work/NAME with shared storage): the plan, every verified chunk and, in logs/, the encoder's stderr of each failed attempt (named in its failure message). Removed when the output is written, unless --keep.",
 );
 const FILE_EXAMPLE: Entry = (
     "/usr/share/doc/dffmpeg/examples/inventory.example.yaml",
@@ -99,6 +99,10 @@ const EXAMPLES_TRANSCODE: &[Entry] = &[
     (
         "dffmpeg transcode -I cluster.yaml --watch -O /srv/dffmpeg/output /srv/dffmpeg/upload -c:v libx264",
         "Transcode every new video of a folder until stopped.",
+    ),
+    (
+        "dffmpeg transcode -v --log-file job.log movie.mkv -c:v libx264",
+        "Every chunk on the screen, every line with its time in job.log.",
     ),
 ];
 

@@ -181,6 +181,27 @@ impl Dir {
         Ok(f)
     }
 
+    /// A regular file of this user's, opened for appending (a log) and
+    /// created when missing: refused when the name is a symlink.
+    pub fn open_append(&self, name: &str) -> Result<File, SafeFsError> {
+        let path = self.join(name);
+        let f = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(self.fd_path(name))
+            .map_err(|e| classify_open(&path, e))?;
+        let meta = f.metadata().map_err(io_err(&path))?;
+        if !meta.is_file() {
+            return Err(SafeFsError::Io { path, cause: std::io::Error::other("not a regular file") });
+        }
+        if meta.uid() != my_uid() {
+            return Err(SafeFsError::Owner { path, owner: meta.uid(), me: my_uid() });
+        }
+        Ok(f)
+    }
+
     /// The content of a regular file (a symlink is an error).
     pub fn read(&self, name: &str) -> Result<Vec<u8>, SafeFsError> {
         let path = self.join(name);
@@ -326,12 +347,17 @@ mod tests {
         assert!(matches!(dir.open_own_file("lock").unwrap_err(), SafeFsError::Symlink { .. }));
         assert!(dir.create_new("new").is_err());
         assert!(matches!(dir.read("job.json").unwrap_err(), SafeFsError::Symlink { .. }));
+        std::os::unix::fs::symlink(&keep, dir.join("log")).unwrap();
+        assert!(matches!(dir.open_append("log").unwrap_err(), SafeFsError::Symlink { .. }));
         // An atomic write replaces the link itself.
         dir.write_atomic("job.json", b"{}").unwrap();
         assert!(!std::fs::symlink_metadata(dir.join("job.json")).unwrap().file_type().is_symlink());
         assert_eq!(dir.read("job.json").unwrap(), b"{}");
         dir.clear_except("lock").unwrap();
         assert_eq!(dir.names().unwrap(), ["lock"]);
+        writeln!(dir.open_append("log").unwrap(), "one").unwrap();
+        writeln!(dir.open_append("log").unwrap(), "two").unwrap();
+        assert_eq!(dir.read("log").unwrap(), b"one\ntwo\n");
         assert_eq!(std::fs::read(&keep).unwrap(), b"precious");
     }
 

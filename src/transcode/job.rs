@@ -233,6 +233,11 @@ impl JobDir {
         Ok(self.handle.rename(part, &self.handle, &Self::chunk_name(index))?)
     }
 
+    /// Keep a failed attempt's log in `logs/` (see `chunk_log.rs`); its path.
+    pub fn keep_log(&self, h: &super::chunk_log::Header, stderr: &super::chunk_log::Tail) -> Result<PathBuf> {
+        Ok(super::chunk_log::keep(&self.handle, h, stderr)?)
+    }
+
     /// Remove a file of the job's if it is there (an attempt's leftovers).
     pub fn discard(&self, name: &str) {
         self.handle.remove_quietly(name);

@@ -9,6 +9,7 @@
 
 pub mod args;
 pub mod batch;
+pub mod chunk_log;
 pub mod cluster;
 pub mod context;
 pub mod dispatch;
@@ -44,6 +45,7 @@ use prepare::PrepareError;
 
 pub async fn run(args: TranscodeArgs) -> Outcome {
     let started = Instant::now();
+    args.log.open()?;
     let inventory = Inventory::resolve(args.inventory.as_deref()).map_err(usage)?;
     let (inputs, ffmpeg_args) = args.split_words();
     let user = Arc::new(args::parse(&ffmpeg_args).map_err(usage)?);
@@ -83,7 +85,12 @@ pub async fn run(args: TranscodeArgs) -> Outcome {
         // Nobody listens any more: the work is over anyway.
         let _ = stop_tx.send(true);
     });
-    let (events, reporter) = progress::spawn(progress::Mode::choose(args.json), started);
+    let view = progress::View {
+        mode: progress::Mode::choose(args.json),
+        verbose: args.log.verbose,
+        watch: args.watch,
+    };
+    let (events, reporter) = progress::spawn(view, started);
     let work =
         Work { args: &args, inventory: &inventory, opts, events: events.clone(), stop, started, settle };
     let outcomes = match args.watch {
