@@ -192,6 +192,8 @@ pub async fn ffprobe_from(args: &[&str], input: &Path, stdin: Stdio) -> Result<V
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let line = err.lines().last().unwrap_or("ffprobe failed").trim();
+        // `INPUT: Invalid data ...`: the caller names the input already.
+        let line = line.strip_prefix(&format!("{}: ", input.display())).unwrap_or(line);
         return Err(ProbeError::Unreadable(line.to_string()));
     }
     Ok(out.stdout)

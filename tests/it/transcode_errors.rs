@@ -44,6 +44,10 @@ fn bad_inputs() {
         &d,
         &["dir.mp4", "text.mp4"],
     );
+    // The input is named once, not again by ffprobe's own line.
+    let out = run(dffmpeg().args(["transcode"]).arg(d.join("text.mp4")));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("text.mp4").count(), 1, "{err}");
     ffmpeg(&["-f", "lavfi", "-i", "sine=duration=2", d.join("audio.m4a").to_str().unwrap()]);
     expect_usage_error(
         dffmpeg().args(["transcode"]).arg(d.join("audio.m4a")),
