@@ -119,6 +119,13 @@ pub struct TranscodeArgs {
     /// One JSON event per line on stdout instead of progress bars.
     #[arg(long)]
     pub json: bool,
+    /// Probe and plan, write nothing: print each input's chunks (index,
+    /// start, end, frames), which chunks each node would start with,
+    /// whether the nodes read the inputs in place or get them streamed,
+    /// and an estimate from the speeds earlier jobs measured. With --json,
+    /// the plan as one JSON object.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Keep watching the input directories: transcode every new video once
     /// it is complete (untouched for --settle seconds), until SIGTERM.
     #[arg(long, requires = "output_dir")]

@@ -20,9 +20,9 @@ struct Extra {
 }
 
 const EXIT_TRANSCODE: &[Entry] = &[
-    ("0", "Every output was written or skipped (it exists); with --watch, stopped by SIGTERM or Ctrl-C."),
-    ("1", "A job failed or was interrupted (its job directory is kept: the same command resumes it); in a batch, any file failed."),
-    ("2", "Usage error: bad arguments, options dffmpeg refuses or ffmpeg rejects, an unreadable input or inventory, an output that exists without -y (one input alone)."),
+    ("0", "Every output was written or skipped (it exists); with --watch, stopped by SIGTERM or Ctrl-C; with --dry-run, the plan was printed and every file would run or be skipped."),
+    ("1", "A job failed or was interrupted (its job directory is kept: the same command resumes it); in a batch, any file failed; no node of the inventory could be used."),
+    ("2", "Usage error: bad arguments, options dffmpeg refuses or ffmpeg rejects, an unreadable input or inventory, an output that exists without -y (one input alone); with --dry-run, a file would be refused."),
 ];
 
 const EXIT_SETUP: &[Entry] = &[
@@ -68,7 +68,7 @@ const FILE_KNOWN_HOSTS: Entry = (
 );
 const FILE_SPEEDS: Entry = (
     "~/.local/state/dffmpeg/speeds.json",
-    "Each node's measured encoding speed per encoder settings: the fastest nodes get the first chunks.",
+    "Each node's measured encoding speed per encoder settings: the fastest nodes get the first chunks, and --dry-run estimates from it.",
 );
 const FILE_JOB: Entry = (
     ".OUTPUT.dffmpeg-job/",
@@ -99,6 +99,10 @@ const EXAMPLES_TRANSCODE: &[Entry] = &[
     (
         "dffmpeg transcode -I cluster.yaml --watch -O /srv/dffmpeg/output /srv/dffmpeg/upload -c:v libx264",
         "Transcode every new video of a folder until stopped.",
+    ),
+    (
+        "dffmpeg transcode -I cluster.yaml --dry-run -O /srv/dffmpeg/output \"Season 1/\" -c:v libx264",
+        "The plan: each file's chunks, what each node starts with, an estimate; nothing is written.",
     ),
     (
         "dffmpeg transcode -v --log-file job.log movie.mkv -c:v libx264",

@@ -66,11 +66,13 @@ pub struct ConnectOptions {
 impl ConnectOptions {
     /// Defaults: known_hosts from [`known_hosts_path`], control directory
     /// `/tmp/dffmpeg-UID`, 5 s connect timeout, 2 s keepalive (a dead node
-    /// is noticed within about 6 s).
+    /// is noticed within about 6 s). Strict host keys only read the
+    /// known_hosts file: its directory is not made (`transcode --dry-run`
+    /// writes nothing).
     pub fn new(strict_host_keys: bool) -> Result<ConnectOptions, SshError> {
         Ok(ConnectOptions {
             strict_host_keys,
-            known_hosts: known_hosts_path()?,
+            known_hosts: if strict_host_keys { known_hosts_file()? } else { known_hosts_path()? },
             control_dir: default_control_dir(),
             connect_timeout: Duration::from_secs(5),
             alive_interval: Duration::from_secs(2),
@@ -160,6 +162,16 @@ pub fn config_value(path: &Path) -> Result<OsString, SshError> {
 /// `$XDG_STATE_HOME/dffmpeg/known_hosts`, else
 /// `~/.local/state/dffmpeg/known_hosts`. Its directory is created (0700).
 pub fn known_hosts_path() -> Result<PathBuf, SshError> {
+    let path = known_hosts_file()?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_private_dir(dir)
+            .map_err(|e| SshError::Local { what: format!("cannot create {}", dir.display()), cause: e })?;
+    }
+    Ok(path)
+}
+
+/// Where [`known_hosts_path`] is, without making its directory.
+fn known_hosts_file() -> Result<PathBuf, SshError> {
     let path = match std::env::var_os("DFFMPEG_KNOWN_HOSTS").filter(|p| !p.is_empty()) {
         Some(p) => PathBuf::from(p),
         None => {
@@ -181,10 +193,6 @@ pub fn known_hosts_path() -> Result<PathBuf, SshError> {
             state.join("dffmpeg").join("known_hosts")
         }
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        create_private_dir(dir)
-            .map_err(|e| SshError::Local { what: format!("cannot create {}", dir.display()), cause: e })?;
-    }
     Ok(path)
 }
 

@@ -105,7 +105,7 @@ pub enum Found {
 }
 
 const LOCK: &str = "lock";
-const RECORD: &str = "job.json";
+pub const RECORD: &str = "job.json";
 const REFERENCE: &str = "reference.json";
 
 impl JobDir {
@@ -194,7 +194,7 @@ impl JobDir {
         Ok(self.handle.write_atomic(RECORD, &serde_json::to_vec_pretty(record)?)?)
     }
 
-    fn chunk_name(index: usize) -> String {
+    pub fn chunk_name(index: usize) -> String {
         format!("chunk_{index:05}.nut")
     }
 

@@ -13,6 +13,7 @@ pub mod chunk_log;
 pub mod cluster;
 pub mod context;
 pub mod dispatch;
+pub mod dry_run;
 pub mod encode;
 pub mod ffmpeg;
 pub mod inputs;
@@ -79,6 +80,10 @@ pub async fn run(args: TranscodeArgs) -> Outcome {
         // no pipe); an inventory's `storage` is followed as it says.
         all_local: inventory.source == Inventory::local_default().source,
     };
+    if args.dry_run {
+        let given = dry_run::Given { inventory: &inventory, opts: &opts, json: args.json };
+        return dry_run::run(&given, files).await;
+    }
     let (stop_tx, stop) = signal_watch::channel(false);
     let signals = tokio::spawn(async move {
         crate::signals::wait().await;

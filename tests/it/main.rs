@@ -18,6 +18,7 @@ mod setup_order;
 mod ssh_transport;
 mod transcode_batch;
 mod transcode_cluster;
+mod transcode_dry_run;
 mod transcode_errors;
 mod transcode_fidelity;
 mod transcode_logs;
