@@ -118,15 +118,15 @@ impl Inventory {
 
     pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| InventoryError::Read { path: path.display().to_string(), source: e })?;
+            .map_err(|e| InventoryError::Read { path: path.display().to_string(), cause: e })?;
         parse(&text, &path.display().to_string())
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
-    #[error("cannot read inventory {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    #[error("cannot read inventory {path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
     /// `file:line:column: message`
     #[error("{file}:{line}:{column}: {message}")]
     At { file: String, line: usize, column: usize, message: String },

@@ -72,6 +72,8 @@ pub struct Options {
     /// The limit of each remote step (a task may allow itself more).
     pub timeout: Duration,
     pub sink: Sink,
+    /// `-v`: detail lines (each node's facts, each change batch).
+    pub verbose: bool,
 }
 
 /// A node's host key, trusted for the first time in this run.
@@ -99,6 +101,7 @@ impl Options {
             new_host_keys: Vec::new(),
             timeout: Duration::from_secs(120),
             sink: report::stdout_sink(),
+            verbose: false,
         }
     }
 
@@ -116,6 +119,7 @@ impl Options {
         o.forks = args.forks.max(1);
         o.json = args.json;
         o.timeout = Duration::from_secs(args.timeout.max(1));
+        o.verbose = args.log.verbose;
         Ok(o)
     }
 }
@@ -336,7 +340,7 @@ pub async fn play_cluster<T: Transport + 'static>(
     let renderer = Renderer::new(&opts.assets.templates).map_err(|e| usage(anyhow!("templates: {e}")))?;
 
     let names: Vec<String> = selected.iter().map(|n| n.name.clone()).collect();
-    let reporter = Reporter::new(opts.sink.clone(), opts.json, opts.diff, &names);
+    let reporter = Reporter::new(opts.sink.clone(), opts.json, opts.diff, &names).with_verbose(opts.verbose);
     reporter.start(&inventory.source, &names, opts.check);
     for k in &opts.new_host_keys {
         reporter.host_key(&k.node, &k.host, &k.fingerprints);
@@ -478,6 +482,7 @@ pub async fn run(args: SetupArgs) -> Outcome {
 }
 
 async fn run_to_end(args: SetupArgs) -> Outcome {
+    args.log.open()?;
     let inventory = Inventory::load(&args.inventory).map_err(usage)?;
     let mut opts = Options::from_args(&args)?;
     if let Some(w) = &inventory.cluster.watch {
@@ -488,7 +493,9 @@ async fn run_to_end(args: SetupArgs) -> Outcome {
     let selected: Vec<Node> =
         select::nodes(&inventory, &opts.limit).map_err(usage)?.into_iter().cloned().collect();
     if let Some(hint) = select::limit_hint(&inventory, &opts.limit) {
-        eprintln!("warning: {hint}");
+        let line = format!("warning: {hint}");
+        crate::log::line(&line);
+        eprintln!("{line}");
     }
     let pbs = load_playbooks(&opts.assets).map_err(usage)?;
     let known = select::known_steps(pbs.values().flat_map(|p| p.tasks.iter()));

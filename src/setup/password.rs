@@ -42,7 +42,7 @@ pub enum PasswordError {
     SelfPath(std::io::Error),
     #[error("cannot run ssh: {0}")]
     Spawn(std::io::Error),
-    #[error("{0}")]
+    #[error(transparent)]
     Path(#[from] crate::remote::SshError),
     #[error("{0}: no answer within {1} s")]
     Timeout(String, u64),

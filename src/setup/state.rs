@@ -131,7 +131,15 @@ pub enum StateError {
     #[error("bad probe output line {line}: {why}")]
     Bad { line: usize, why: String },
     #[error("facts: {0}")]
-    Facts(#[from] crate::facts::FactsError),
+    Facts(crate::facts::FactsError),
+}
+
+// By hand, not `#[from]`: the message names the cause, which must not also
+// be its `source()` (printed twice in a chain).
+impl From<crate::facts::FactsError> for StateError {
+    fn from(e: crate::facts::FactsError) -> Self {
+        StateError::Facts(e)
+    }
 }
 
 /// The probe's shell functions (`pf`, `pu`, `psv`, `tables`).

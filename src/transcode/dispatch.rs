@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::chunk_log::{Header, Tail};
 use super::context::JobContext;
 use super::encode::{Attempt, AttemptError, Encoded};
 use super::job::{AttemptFiles, JobDir, Seal};
@@ -113,6 +114,8 @@ struct Live {
     seconds: f64,
     /// The encode's CPU and wall time, if the node reported them.
     usage: Option<Usage>,
+    /// Its encoder's stderr, for the log if verification fails.
+    stderr: Tail,
 }
 
 struct Broker<T> {
@@ -314,6 +317,7 @@ impl<T: Transport + 'static> Broker<T> {
                 verifying: false,
                 seconds: 0.0,
                 usage: None,
+                stderr: Tail::default(),
             },
         );
         let st = &mut self.stats[node];
@@ -333,18 +337,19 @@ impl<T: Transport + 'static> Broker<T> {
 
     fn encoded(&mut self, attempt: u64, result: Encoded, seconds: f64) {
         match result {
-            Encoded::Written { usage } => self.verify(attempt, usage, seconds),
+            Encoded::Written { usage, stderr } => self.verify(attempt, usage, seconds, stderr),
             Encoded::Cancelled => self.cancelled(attempt),
-            Encoded::Failed(e) => self.failed(attempt, e),
+            Encoded::Failed(e, stderr) => self.failed(attempt, e, stderr),
         }
     }
 
     /// Check the part on the controller, in its own task.
-    fn verify(&mut self, attempt: u64, usage: Option<Usage>, seconds: f64) {
+    fn verify(&mut self, attempt: u64, usage: Option<Usage>, seconds: f64, stderr: Tail) {
         let Some(l) = self.live.get_mut(&attempt) else { return };
         l.verifying = true;
         l.seconds = seconds;
         l.usage = usage;
+        l.stderr = stderr;
         let job = self.jobs[l.job].clone();
         let (chunk, part, msgs) = (l.chunk, l.files.part.clone(), self.msgs.clone());
         tokio::spawn(async move {
@@ -355,7 +360,8 @@ impl<T: Transport + 'static> Broker<T> {
     }
 
     fn verified(&mut self, attempt: u64, result: Result<(ChunkFacts, Seal), AttemptError>) {
-        let Some(l) = self.live.get(&attempt) else { return };
+        let Some(l) = self.live.get_mut(&attempt) else { return };
+        let stderr = std::mem::take(&mut l.stderr);
         let job = l.job;
         let checked = result.and_then(|(facts, seal)| match &self.references[job] {
             Some(r) => match facts.params.difference(r) {
@@ -366,7 +372,7 @@ impl<T: Transport + 'static> Broker<T> {
         });
         match checked {
             Ok((facts, seal)) => self.succeeded(attempt, facts, seal),
-            Err(e) => self.failed(attempt, e),
+            Err(e) => self.failed(attempt, e, stderr),
         }
     }
 
@@ -429,7 +435,7 @@ impl<T: Transport + 'static> Broker<T> {
         self.quiet_check(l.job);
     }
 
-    fn failed(&mut self, attempt: u64, error: AttemptError) {
+    fn failed(&mut self, attempt: u64, error: AttemptError, stderr: Tail) {
         if self.controller_disk_full(attempt, &error) {
             return;
         }
@@ -452,13 +458,19 @@ impl<T: Transport + 'static> Broker<T> {
             AttemptError::Mismatch(_) => format!("{error} (node {node})"),
             _ => error.to_string(),
         };
+        let log = self.keep_log(&l, &node, &message, &stderr);
         self.send(Event::ChunkFailed {
             job: l.job,
             chunk: l.chunk,
             attempt,
             node: node.clone(),
             error: message.clone(),
+            log: log.clone(),
         });
+        let message = match log {
+            Some(log) => format!("{message} (log: {log})"),
+            None => message,
+        };
         if dropped {
             self.send(Event::NodeDropped { node, reason: message.clone() });
         }
@@ -471,6 +483,23 @@ impl<T: Transport + 'static> Broker<T> {
             self.quiet_check(job);
         }
         self.quiet_check(l.job);
+    }
+
+    /// Keep a failed attempt's log in its job directory; its path (none
+    /// when it cannot be written: a warning says why).
+    fn keep_log(&self, l: &Live, node: &str, error: &str, stderr: &Tail) -> Option<String> {
+        let job = &self.jobs[l.job];
+        let frames = job.ctx.plan.chunks[l.chunk].frames;
+        let h = Header { file: &job.file, chunk: l.chunk, frames, node, error };
+        match job.dir.keep_log(&h, stderr) {
+            Ok(path) => Some(path.display().to_string()),
+            Err(e) => {
+                self.send(Event::Warning {
+                    message: format!("cannot keep the log of chunk {}: {e:#}", l.chunk),
+                });
+                None
+            }
+        }
     }
 
     /// A chunk that failed because this machine's disk is full (with
@@ -534,6 +563,7 @@ impl<T: Transport + 'static> Broker<T> {
                 attempt: s.attempt,
                 node: node.clone(),
                 error: why.clone(),
+                log: None,
             });
             self.stats[s.node].failures += 1;
             if s.node_dropped {

@@ -24,8 +24,8 @@ pub const SETTLED: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
     #[error("{0} is a directory: name an output directory with -O DIR")]
     DirNeedsOutputDir(PathBuf),
     #[error("-o names one output: with several inputs or a directory, use -O DIR")]
@@ -99,7 +99,7 @@ pub fn expand(inputs: &[PathBuf], outputs: &Outputs, settle: Duration) -> Result
     }
     let mut ex = Expanded::default();
     for input in inputs {
-        let meta = std::fs::metadata(input).map_err(|e| InputError::Io { path: input.clone(), source: e })?;
+        let meta = std::fs::metadata(input).map_err(|e| InputError::Io { path: input.clone(), cause: e })?;
         match (meta.is_dir(), outputs) {
             (true, Outputs::Dir { dir, ext }) => {
                 let w = walk(input, Some(dir), settle)?;
@@ -164,7 +164,7 @@ pub struct Walk {
 /// `skip` (the output directory, when it lies inside).
 pub fn walk(dir: &Path, skip: Option<&Path>, settle: Duration) -> Result<Walk, InputError> {
     let skip = skip.and_then(|s| s.canonicalize().ok());
-    let root = dir.canonicalize().map_err(|e| InputError::Io { path: dir.to_path_buf(), source: e })?;
+    let root = dir.canonicalize().map_err(|e| InputError::Io { path: dir.to_path_buf(), cause: e })?;
     let mut found = BTreeSet::new();
     let mut w = Walk::default();
     let mut todo = vec![dir.to_path_buf()];
@@ -172,9 +172,9 @@ pub fn walk(dir: &Path, skip: Option<&Path>, settle: Duration) -> Result<Walk, I
         if skip.as_deref().is_some_and(|s| d.canonicalize().is_ok_and(|c| c == s)) {
             continue;
         }
-        let rd = std::fs::read_dir(&d).map_err(|e| InputError::Io { path: d.clone(), source: e })?;
+        let rd = std::fs::read_dir(&d).map_err(|e| InputError::Io { path: d.clone(), cause: e })?;
         for entry in rd {
-            let entry = entry.map_err(|e| InputError::Io { path: d.clone(), source: e })?;
+            let entry = entry.map_err(|e| InputError::Io { path: d.clone(), cause: e })?;
             let path = entry.path();
             if entry.file_name().to_string_lossy().starts_with('.') {
                 continue;
