@@ -44,7 +44,8 @@ pub const MAX_DEFAULT_SSH_SLOTS: u32 = 8;
 pub async fn connect(inv: &Inventory, args: &ConnectArgs) -> Cluster {
     let compute: Vec<_> = inv.compute_nodes().cloned().collect();
     let subset = Inventory { nodes: compute.clone(), ..inv.clone() };
-    let known_hosts = crate::remote::ssh::known_hosts_path().ok();
+    let remote = compute.iter().any(|n| n.host != Host::Local);
+    let known_hosts = remote.then(crate::remote::ssh::known_hosts_path).and_then(Result::ok);
     let mut new_hosts = Vec::new();
     for n in compute.iter() {
         if let (Host::Remote(h), Some(kh)) = (&n.host, &known_hosts) {
