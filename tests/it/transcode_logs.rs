@@ -17,16 +17,18 @@ fn keep_keeps_what_its_help_says() {
     let d = workdir("keep");
     let input = sample(&d, "in.mp4", 3);
     let out = d.join("out.mp4");
-    let r =
-        run(dffmpeg().args(["transcode", "--keep", "--chunk", "1", "-o"]).arg(&out).arg(&input).args(ARGS));
+    let mut cmd = dffmpeg();
+    cmd.env("XDG_STATE_HOME", d.join("state"));
+    let r = run(cmd.args(["transcode", "--keep", "--chunk", "1", "-o"]).arg(&out).arg(&input).args(ARGS));
     success(r, "transcode --keep");
     let chunks = ["chunk_00000.nut", "chunk_00001.nut", "chunk_00002.nut"];
-    assert_eq!(
-        names(&d.join(".out.mp4.dffmpeg-job")),
-        [&chunks[..], &["concat.txt", "job.json", "lock", "reference.json", "side.mp4"]].concat()
-    );
+    assert_eq!(names(&d.join(".out.mp4.dffmpeg-job")), [&chunks[..], &["lock"]].concat());
+    let private = d.join("state/dffmpeg/jobs").join(dffmpeg::transcode::job::job_name(&out));
+    assert_eq!(names(&private), ["chunks.json", "concat.txt", "job.json", "reference.json", "side.mp4"]);
     let help = ok(run(dffmpeg().args(["transcode", "--help"])), "--help");
-    for name in ["chunk_NNNNN.nut", "concat.txt", "job.json", "reference.json", "side.EXT", "logs/"] {
+    for name in
+        ["chunk_NNNNN.nut", "concat.txt", "job.json", "chunks.json", "reference.json", "side.EXT", "logs/"]
+    {
         assert!(help.contains(name), "{name} in {help}");
     }
     let _ = std::fs::remove_dir_all(&d);
