@@ -704,6 +704,7 @@ impl Batch {
             frames,
             files,
             nodes: self.stats.clone(),
+            controller_processes: crate::process::started(),
         });
         (outcomes, self.stats)
     }

@@ -321,6 +321,8 @@ impl<T: Transport + 'static> Broker<T> {
             },
         );
         let st = &mut self.stats[node];
+        // Its shell (encode.sh) and its encoder.
+        st.processes += 2;
         st.retries += u64::from(a.retry);
         st.duplicates += u64::from(a.duplicate);
         self.send(Event::ChunkStart {

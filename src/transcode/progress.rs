@@ -38,6 +38,9 @@ pub struct NodeStats {
     pub retries: u64,
     /// Duplicate attempts this node started (idle slot at the end of the queue).
     pub duplicates: u64,
+    /// Programs dffmpeg started there: each attempt's shell and encoder
+    /// (a local node's also count as the controller's).
+    pub processes: u64,
 }
 
 impl NodeStats {
@@ -160,6 +163,9 @@ pub enum Event {
         frames: u64,
         files: Vec<FileResult>,
         nodes: Vec<NodeStats>,
+        /// Programs started on the controller (ffmpeg, ffprobe, ssh, the
+        /// local nodes' attempts).
+        controller_processes: u64,
     },
 }
 
@@ -482,7 +488,9 @@ fn handle(st: &mut State, ev: Event) {
         Event::JobSkipped { input, reason, .. } => {
             st.out(Level::File, &format!("skipped: {input}: {reason}"))
         }
-        Event::BatchDone { seconds, frames, files, nodes } => batch_done(st, seconds, frames, &files, &nodes),
+        Event::BatchDone { seconds, frames, files, nodes, .. } => {
+            batch_done(st, seconds, frames, &files, &nodes)
+        }
     }
 }
 
