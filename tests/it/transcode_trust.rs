@@ -153,8 +153,14 @@ fn a_resume_runs_the_command_lines_options_only() {
     assert!(err.contains("differ") && err.contains("--fresh"), "{err}");
     assert!(!pwned.exists() && !out.exists());
     let mut cmd = nfs_job(&d, &inv, &out, &input, &["--fresh"]);
-    let _ = ok_events(run(&mut cmd));
+    let ev = ok_events(run(&mut cmd));
     assert_eq!(frame_count(&out), frame_count(&input));
+    // Process starts are counted: each attempt's two on its node, and the
+    // controller's own.
+    let done = ev.iter().find(|e| e["event"] == "batch_done").unwrap();
+    let chunks = count_events(&ev, "chunk_done") as u64;
+    assert!(done["nodes"][0]["processes"].as_u64().unwrap() >= 2 * chunks, "{done}");
+    assert!(done["controller_processes"].as_u64().unwrap() > 2 * chunks, "{done}");
     assert!(!pwned.exists());
     let _ = std::fs::remove_dir_all(&d);
 }
