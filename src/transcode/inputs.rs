@@ -162,6 +162,8 @@ pub struct Walk {
     /// Files still being written, with the time each last changed.
     pub unsettled: Vec<(PathBuf, SystemTime)>,
     pub outside: Vec<PathBuf>,
+    /// Directories below the first that could not be read (left out).
+    pub unreadable: Vec<(PathBuf, std::io::Error)>,
 }
 
 /// What one name found in a directory of the tree is (the module doc's
@@ -185,12 +187,21 @@ pub enum Entry {
 /// `skip` (the output directory, when it lies inside).
 pub fn walk(dir: &Path, skip: Option<&Path>, settle: Duration) -> Result<Walk, InputError> {
     let root = dir.canonicalize().map_err(|e| InputError::Io { path: dir.to_path_buf(), source: e })?;
-    walk_below(dir, &root, skip, settle, &mut |_| {})
+    let mut w = walk_below(dir, &root, skip, settle, &mut |_| {})?;
+    // A one-shot run says which folder it cannot read.
+    match w.unreadable.is_empty() {
+        true => Ok(w),
+        false => {
+            let (path, source) = w.unreadable.swap_remove(0);
+            Err(InputError::Io { path, source })
+        }
+    }
 }
 
 /// [`walk`] of `dir`, a directory of the tree whose canonical path is
 /// `root` (a link counts when its file lies below `root`), calling
 /// `on_dir` with each directory before it is read (`--watch` watches it).
+/// A directory below `dir` that cannot be read is left out and named.
 pub fn walk_below(
     dir: &Path,
     root: &Path,
@@ -208,9 +219,24 @@ pub fn walk_below(
             continue;
         }
         on_dir(&d);
-        let rd = std::fs::read_dir(&d).map_err(|e| InputError::Io { path: d.clone(), source: e })?;
+        let rd = match std::fs::read_dir(&d) {
+            Ok(rd) => rd,
+            // Removed since it was listed: nothing to read.
+            Err(e) if d != dir && e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) if d != dir => {
+                w.unreadable.push((d, e));
+                continue;
+            }
+            Err(e) => return Err(InputError::Io { path: d, source: e }),
+        };
         for entry in rd {
-            let entry = entry.map_err(|e| InputError::Io { path: d.clone(), source: e })?;
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    w.unreadable.push((d.clone(), e));
+                    break;
+                }
+            };
             let path = entry.path();
             if hidden(&path) {
                 continue;
@@ -348,6 +374,34 @@ mod tests {
         let two = [season.join("e01.mp4"), season.join("disc 2/e02.mkv")];
         assert!(matches!(expand(&two, &Outputs::File(out.join("x.mp4")), z), Err(InputError::OneOutput)));
         assert_eq!(extension_for("matroska"), Some("mkv"));
+    }
+
+    #[test]
+    fn a_reported_name_follows_the_walks_rule() {
+        let t = tempfile::tempdir().unwrap();
+        let (up, private) = (t.path().join("upload"), t.path().join("private"));
+        for d in [up.join("sub"), up.join("out"), private.clone()] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        for f in [up.join("sub/a.mp4"), up.join(".b.mp4"), private.join("c.mp4")] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        std::os::unix::fs::symlink(private.join("c.mp4"), up.join("c.mp4")).unwrap();
+        let root = up.canonicalize().unwrap();
+        let z = Duration::ZERO;
+        assert_eq!(entry(&up.join("sub"), &root, z), Entry::Dir);
+        assert_eq!(entry(&up.join("sub/a.mp4"), &root, z), Entry::File);
+        assert!(matches!(entry(&up.join("sub/a.mp4"), &root, SETTLED), Entry::Unsettled(_)));
+        assert_eq!(entry(&up.join(".b.mp4"), &root, z), Entry::Other);
+        assert_eq!(entry(&up.join("c.mp4"), &root, z), Entry::Outside);
+        assert_eq!(entry(&up.join("gone.mp4"), &root, z), Entry::Other);
+        // Each directory is announced before it is read; the output's never.
+        let mut dirs = Vec::new();
+        let w =
+            walk_below(&up, &root, Some(&up.join("out")), z, &mut |d| dirs.push(d.to_path_buf())).unwrap();
+        dirs.sort();
+        assert_eq!(dirs, [up.clone(), up.join("sub")]);
+        assert_eq!(w.files, [up.join("sub/a.mp4")]);
     }
 
     #[test]

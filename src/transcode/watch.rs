@@ -226,6 +226,8 @@ struct Scanner {
     seen: HashSet<PathBuf>,
     pending: Pending,
     notify: Option<Notify>,
+    /// Folders said to be unreadable (once each).
+    unreadable: HashSet<PathBuf>,
     tx: mpsc::UnboundedSender<FileSpec>,
     events: Sender,
     /// The batch is over: nobody takes files any more.
@@ -254,6 +256,7 @@ impl Scanner {
             seen: HashSet::new(),
             pending: Pending::default(),
             notify: None,
+            unreadable: HashSet::new(),
             tx,
             events,
             closed: false,
@@ -286,10 +289,14 @@ impl Scanner {
         for r in &mut self.roots {
             r.next = r.next.min(soon);
         }
+        let limit = match e.raw_os_error() {
+            Some(libc::ENOSPC) => "; raise sysctl fs.inotify.max_user_watches",
+            Some(libc::EMFILE) => "; raise sysctl fs.inotify.max_user_instances",
+            _ => "",
+        };
+        let every = POLL_EVERY.as_secs();
         self.warn(format!(
-            "no change notification for the watched folders ({e}; the limit is sysctl \
-             fs.inotify.max_user_watches): they are walked every {} s instead",
-            POLL_EVERY.as_secs()
+            "no change notification for the watched folders (inotify: {e}{limit}): they are walked every {every} s instead"
         ));
     }
 
@@ -421,7 +428,17 @@ impl Scanner {
         if let Some(e) = full {
             self.lose_notify(&e);
         }
-        let w = walked.ok()?;
+        let w = match walked {
+            Ok(w) => w,
+            Err(inputs::InputError::Io { path, source }) => {
+                self.cannot_read(path, &source);
+                return None;
+            }
+            Err(_) => return None,
+        };
+        for (d, e) in w.unreadable {
+            self.cannot_read(d, &e);
+        }
         for link in w.outside {
             self.outside(link);
         }
@@ -434,6 +451,13 @@ impl Scanner {
             self.take(path, i).await;
         }
         Some(made)
+    }
+
+    /// Said once per folder (one gone meanwhile is no news).
+    fn cannot_read(&mut self, dir: PathBuf, e: &io::Error) {
+        if e.kind() != io::ErrorKind::NotFound && self.unreadable.insert(dir.clone()) {
+            self.warn(format!("cannot read {}: {e}; its files are left out", dir.display()));
+        }
     }
 
     /// A file named on the command line: taken once, as it is.

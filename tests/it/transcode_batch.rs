@@ -317,3 +317,41 @@ fn watch_finds_a_new_folder_and_files_moved_in() {
     }
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn watch_without_enough_inotify_watches_walks_the_tree_and_says_so() {
+    let d = workdir("bt-watch-limit");
+    let (up, out) = (d.join("upload"), d.join("output"));
+    std::fs::create_dir_all(up.join("old")).unwrap();
+    sample(&up, "first.mp4", 2);
+    let src = sample(&d, "src.mp4", 2);
+    // A user namespace of its own whose limit is one watch: the second
+    // folder of the tree finds the kernel's limit reached.
+    let mut c = Command::new("unshare");
+    c.args(["-U", "-r", "sh", "-c", "echo 1 >/proc/sys/user/max_inotify_watches && exec \"$0\" \"$@\""])
+        .arg(dffmpeg().get_program())
+        .args(["transcode", "--json", "--settle", "1", "--watch", "-O"])
+        .arg(&out)
+        .arg(&up)
+        .args(ARGS);
+    let mut done = 0;
+    let (res, ev) = streaming(&mut c, |e, pid| {
+        assert!(e["event"] != "job_failed", "{e}");
+        if e["event"] == "job_done" {
+            done += 1;
+            if done == 1 {
+                let new = up.join("new");
+                std::fs::create_dir(&new).unwrap();
+                std::fs::copy(&src, new.join("late.mp4")).unwrap();
+            } else {
+                // SAFETY: signalling our own child (sh and unshare exec'd it).
+                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            }
+        }
+    });
+    assert_eq!(res.status.code(), Some(0), "{}", String::from_utf8_lossy(&res.stderr));
+    let warned = file_events(&ev, "warning");
+    assert!(warned.iter().any(|w| w["message"].as_str().unwrap().contains("max_user_watches")), "{warned:?}");
+    assert_eq!(frame_count(&out.join("new/late.mp4")), frame_count(&src));
+    let _ = std::fs::remove_dir_all(&d);
+}
