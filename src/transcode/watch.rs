@@ -18,7 +18,9 @@
 //! `fs.inotify.max_user_watches`), a network file system (NFS, SMB, FUSE,
 //! 9p: files written there from another machine are not reported), an
 //! input directory that is gone for now — that tree is walked every 2
-//! seconds instead, as before.
+//! seconds instead, as before. A folder that cannot be read is named once
+//! and left out; its files come when it can be read (its change of mode is
+//! reported too).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
