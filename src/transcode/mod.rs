@@ -67,11 +67,14 @@ pub async fn run(args: TranscodeArgs) -> Outcome {
     };
     let files = found.files;
     let single = files.len() == 1 && !files[0].found && !args.watch;
-    let files = match single {
+    // A watch probes a file itself, and only when its output is missing
+    // (not every finished file at each start); it names links too.
+    let files = match single || args.watch {
         true => files,
         false => keep_videos(files).await,
     };
-    let skipped: Vec<String> = found.outside.iter().map(|p| outside_link(p)).collect();
+    let outside = if args.watch { &[][..] } else { &found.outside[..] };
+    let skipped: Vec<String> = outside.iter().map(|p| outside_link(p)).collect();
     if files.is_empty() && !args.watch {
         let names = inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
         let why = skipped.iter().map(|s| format!("; {s}")).collect::<String>();
