@@ -347,13 +347,17 @@ async fn report(view: View, t0: Instant, mut rx: mpsc::UnboundedReceiver<Event>)
         overall: None,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(1000));
+    // After a quiet spell, one tick, not a burst of the missed ones.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Ticks only while attempts run: an idle watch never wakes up.
+        let busy = !st.running.is_empty();
         tokio::select! {
             ev = rx.recv() => match ev {
                 Some(ev) => handle(&mut st, ev),
                 None => break,
             },
-            _ = tick.tick() => periodic(&mut st),
+            _ = tick.tick(), if busy => periodic(&mut st),
         }
     }
     if let Some(m) = st.multi.take() {
