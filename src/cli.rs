@@ -56,6 +56,29 @@ pub struct ConnectArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct LogArgs {
+    /// More detail: every chunk's start and end (also above the progress
+    /// bars and in --watch), stopped duplicates, how inputs are read; for
+    /// setup, each node's facts and each change batch.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+    /// Append every line reported (with -v's detail), each with a time
+    /// stamp, and the final error and exit status to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+}
+
+impl LogArgs {
+    /// Open the log file, if one is asked for (a bad one is a usage error).
+    pub fn open(&self) -> Result<(), crate::exit::Failure> {
+        match &self.log_file {
+            Some(path) => crate::log::open(path).map_err(crate::exit::usage),
+            None => Ok(()),
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct TranscodeArgs {
     /// Inventory file (default: $DFFMPEG_INVENTORY, else the embedded local
     /// cluster of this machine's cores).
@@ -83,12 +106,28 @@ pub struct TranscodeArgs {
     /// Ignore and replace any earlier job directory.
     #[arg(long)]
     pub fresh: bool,
-    /// Keep the job directory (chunks, plan, logs) after success.
+    /// Keep the job's directories after success.
+    ///
+    /// A failed or interrupted job's are always kept, to resume. The job
+    /// directory (next to the output, or SHARED_DIR/work/NAME) holds the
+    /// verified video chunks (chunk_NNNNN.nut) and, in logs/, the encoder's
+    /// stderr of each failed attempt (chunk_NNNNN.NODE.attempt-N.log); the
+    /// private one (~/.local/state/dffmpeg/jobs/NAME) the plan and options
+    /// (job.json), the chunks' seals (chunks.json), the audio and subtitle
+    /// streams (side.EXT), the chunks' codec parameters (reference.json)
+    /// and the merge list (concat.txt).
     #[arg(long)]
     pub keep: bool,
     /// One JSON event per line on stdout instead of progress bars.
     #[arg(long)]
     pub json: bool,
+    /// Probe and plan, write nothing: print each input's chunks (index,
+    /// start, end, frames), which chunks each node would start with,
+    /// whether the nodes read the inputs in place or get them streamed,
+    /// and an estimate from the speeds earlier jobs measured. With --json,
+    /// the plan as one JSON object.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Keep watching the input directories: transcode every new video once
     /// it is complete (untouched for --settle seconds), until SIGTERM.
     #[arg(long, requires = "output_dir")]
@@ -99,6 +138,8 @@ pub struct TranscodeArgs {
     pub settle: f64,
     #[command(flatten)]
     pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
     /// The inputs (files or directories, up to the first word starting with
     /// `-`), then ffmpeg output options, e.g. `in.mp4 -c:v libx264 -crf 23
     /// -c:a aac` (a `--` before the options also works).
@@ -162,6 +203,8 @@ pub struct SetupArgs {
     pub playbook_dir: Option<PathBuf>,
     #[command(flatten)]
     pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -195,16 +238,48 @@ pub struct ManpagesArgs {
 /// `dffmpeg completions SHELL`: the script, from this very definition, on stdout.
 pub fn completions(args: &CompletionsArgs) -> Outcome {
     let mut script = Vec::new();
-    clap_complete::generate(args.shell, &mut Cli::command(), "dffmpeg", &mut script);
+    clap_complete::generate(args.shell, &mut visible_command(), "dffmpeg", &mut script);
     std::io::stdout()
         .write_all(&script)
         .map_err(|e| failed(anyhow!("cannot write the completion script: {e}")))
 }
 
-/// `dffmpeg manpages DIR`: a page for dffmpeg and one per subcommand.
+/// The command line as users see it: clap_complete offers hidden
+/// subcommands too (`manpages`, for packaging), so they are left out here.
+fn visible_command() -> clap::Command {
+    let full = Cli::command();
+    let shown = |c: &&clap::Command| !c.is_hide_set();
+    clap::Command::new("dffmpeg")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(full.get_about().cloned().unwrap_or_default())
+        .args(full.get_arguments().filter(|a| !a.is_hide_set()).cloned())
+        .subcommands(full.get_subcommands().filter(shown).cloned())
+}
+
+/// `dffmpeg manpages DIR`: a page for dffmpeg and one per visible subcommand.
 pub fn manpages(args: &ManpagesArgs) -> Outcome {
     let dir = &args.dir;
     std::fs::create_dir_all(dir).map_err(|e| failed(anyhow!("cannot create {}: {e}", dir.display())))?;
-    clap_mangen::generate_to(Cli::command(), dir)
+    crate::manpages::write_all(Cli::command(), dir)
         .map_err(|e| failed(anyhow!("cannot write the man pages into {}: {e}", dir.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum;
+
+    use super::*;
+
+    #[test]
+    fn completions_offer_no_hidden_subcommand() {
+        for shell in clap_complete::Shell::value_variants() {
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut visible_command(), "dffmpeg", &mut script);
+            let script = String::from_utf8_lossy(&script);
+            assert!(!script.contains("manpages"), "{shell}");
+            for sub in ["transcode", "setup", "facts", "completions", "inventory", "ask-pass"] {
+                assert!(script.contains(sub), "{shell}: {sub}");
+            }
+        }
+    }
 }

@@ -118,15 +118,15 @@ impl Inventory {
 
     pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| InventoryError::Read { path: path.display().to_string(), source: e })?;
+            .map_err(|e| InventoryError::Read { path: path.display().to_string(), cause: e })?;
         parse(&text, &path.display().to_string())
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
-    #[error("cannot read inventory {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    #[error("cannot read inventory {path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
     /// `file:line:column: message`
     #[error("{file}:{line}:{column}: {message}")]
     At { file: String, line: usize, column: usize, message: String },
@@ -330,28 +330,9 @@ const KEY_ALIASES: &[(&str, &str)] = &[
 ];
 
 /// Edit distance counting an adjacent transposition as one edit
-/// (optimal string alignment), on lowercase characters.
+/// (optimal string alignment, from `strsim`), on lowercase characters.
 fn distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.to_lowercase().chars().collect();
-    let b: Vec<char> = b.to_lowercase().chars().collect();
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = best;
-        }
-    }
-    d[a.len()][b.len()]
+    strsim::osa_distance(&a.to_lowercase(), &b.to_lowercase())
 }
 
 /// The known word closest to `word`, if it is close enough to be a typo.

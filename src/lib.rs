@@ -4,6 +4,8 @@ pub mod cli;
 pub mod exit;
 pub mod facts;
 pub mod inventory;
+pub mod log;
+pub mod manpages;
 pub mod process;
 pub mod quote;
 pub mod remote;

@@ -43,11 +43,13 @@ fn main() -> ExitCode {
 }
 
 fn exit(result: dffmpeg::exit::Outcome) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    let code = match result {
+        Ok(()) => 0,
         Err(failure) => {
             failure.print();
-            ExitCode::from(failure.code())
+            failure.code()
         }
-    }
+    };
+    dffmpeg::log::line(&format!("exit status {code}"));
+    ExitCode::from(code)
 }

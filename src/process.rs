@@ -5,6 +5,17 @@
 //! that owns it (`kill_on_drop`).
 
 use std::ffi::OsStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Programs started on this machine so far (see [`started`]).
+static STARTED: AtomicU64 = AtomicU64::new(0);
+
+/// How many programs dffmpeg has started on this machine: a process start
+/// costs ~70 ms of CPU for a Debian ffmpeg on x86 (it links ~200
+/// libraries), far more on a Pi, so `--json` reports it (`batch_done`).
+pub fn started() -> u64 {
+    STARTED.load(Ordering::Relaxed)
+}
 
 /// A command for `program` whose process is killed when dffmpeg dies or
 /// the returned command's child handle is dropped.
@@ -13,6 +24,7 @@ use std::ffi::OsStr;
 /// spawns from its async tasks, whose runtime threads live as long as the
 /// process.
 pub fn command<S: AsRef<OsStr>>(program: S) -> tokio::process::Command {
+    STARTED.fetch_add(1, Ordering::Relaxed);
     let mut cmd = tokio::process::Command::new(program);
     cmd.kill_on_drop(true);
     die_with_parent(cmd.as_std_mut());
@@ -35,8 +47,26 @@ pub async fn run_quiet(argv: &[String]) -> std::io::Result<(std::process::ExitSt
     Ok((out.status, err))
 }
 
+/// Run a controller-side ffmpeg to its end (a merge, a side-stream
+/// encode); its error text on failure.
+pub async fn run_ffmpeg(argv: &[String]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let (status, err) = run_quiet(argv).await.context("cannot run ffmpeg")?;
+    if !status.success() {
+        anyhow::bail!("{}", if err.is_empty() { "ffmpeg failed" } else { &err });
+    }
+    Ok(())
+}
+
+/// Count a program started on this machine by another one dffmpeg started
+/// (an encoder under a local node's shell).
+pub fn count_started(n: u64) {
+    STARTED.fetch_add(n, Ordering::Relaxed);
+}
+
 /// The same for a blocking [`std::process::Command`].
 pub fn std_command<S: AsRef<OsStr>>(program: S) -> std::process::Command {
+    STARTED.fetch_add(1, Ordering::Relaxed);
     let mut cmd = std::process::Command::new(program);
     die_with_parent(&mut cmd);
     cmd

@@ -30,12 +30,12 @@ pub enum SafeFsError {
     NotDir { path: PathBuf },
     #[error("{path} belongs to uid {owner}, not to this user (uid {me}); refusing to use it")]
     Owner { path: PathBuf, owner: u32, me: u32 },
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SafeFsError + '_ {
-    move |source| SafeFsError::Io { path: path.to_path_buf(), source }
+    move |cause| SafeFsError::Io { path: path.to_path_buf(), cause }
 }
 
 /// The most [`Dir::read`] reads: the controller's own small records.
@@ -100,7 +100,7 @@ impl Dir {
         match std::fs::create_dir(self.fd_path(name)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(SafeFsError::Io { path: self.join(name), source: e }),
+            Err(e) => return Err(SafeFsError::Io { path: self.join(name), cause: e }),
         }
         self.open_dir(name)
     }
@@ -113,7 +113,7 @@ impl Dir {
         match std::fs::create_dir(self.fd_path(name)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(SafeFsError::Io { path, source: e }),
+            Err(e) => return Err(SafeFsError::Io { path, cause: e }),
         }
         let dir = self.open_dir(name)?;
         let meta = dir.handle.metadata().map_err(io_err(&path))?;
@@ -153,7 +153,7 @@ impl Dir {
             let name = format!("{prefix}.{}-{n}-{nanos:x}.tmp", std::process::id());
             match self.create_new(&name) {
                 Ok(f) => return Ok((f, name)),
-                Err(SafeFsError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(SafeFsError::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::AlreadyExists => {
                     continue
                 }
                 Err(e) => return Err(e),
@@ -176,7 +176,28 @@ impl Dir {
             .map_err(|e| classify_open(&path, e))?;
         let meta = f.metadata().map_err(io_err(&path))?;
         if !meta.is_file() {
-            return Err(SafeFsError::Io { path, source: std::io::Error::other("not a regular file") });
+            return Err(SafeFsError::Io { path, cause: std::io::Error::other("not a regular file") });
+        }
+        if meta.uid() != my_uid() {
+            return Err(SafeFsError::Owner { path, owner: meta.uid(), me: my_uid() });
+        }
+        Ok(f)
+    }
+
+    /// A regular file of this user's, opened for appending (a log) and
+    /// created when missing: refused when the name is a symlink.
+    pub fn open_append(&self, name: &str) -> Result<File, SafeFsError> {
+        let path = self.join(name);
+        let f = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(self.fd_path(name))
+            .map_err(|e| classify_open(&path, e))?;
+        let meta = f.metadata().map_err(io_err(&path))?;
+        if !meta.is_file() {
+            return Err(SafeFsError::Io { path, cause: std::io::Error::other("not a regular file") });
         }
         if meta.uid() != my_uid() {
             return Err(SafeFsError::Owner { path, owner: meta.uid(), me: my_uid() });
@@ -195,7 +216,7 @@ impl Dir {
         if buf.len() as u64 > READ_CAP {
             return Err(SafeFsError::Io {
                 path,
-                source: std::io::Error::other(format!("larger than {} KiB", READ_CAP >> 10)),
+                cause: std::io::Error::other(format!("larger than {} KiB", READ_CAP >> 10)),
             });
         }
         Ok(buf)
@@ -213,7 +234,7 @@ impl Dir {
             .map_err(|e| classify_open(&path, e))?;
         let meta = f.metadata().map_err(io_err(&path))?;
         if !meta.is_file() {
-            return Err(SafeFsError::Io { path, source: std::io::Error::other("not a regular file") });
+            return Err(SafeFsError::Io { path, cause: std::io::Error::other("not a regular file") });
         }
         Ok(f)
     }
@@ -231,7 +252,7 @@ impl Dir {
         let written = f.write_all(data).and_then(|()| f.sync_all());
         if let Err(e) = written {
             self.remove_quietly(&tmp);
-            return Err(SafeFsError::Io { path: self.join(&tmp), source: e });
+            return Err(SafeFsError::Io { path: self.join(&tmp), cause: e });
         }
         if let Err(e) = self.rename(&tmp, self, name) {
             self.remove_quietly(&tmp);
@@ -251,7 +272,7 @@ impl Dir {
     /// (`RENAME_NOREPLACE`, or a hard link where the file system has no
     /// such rename: NFS).
     pub fn rename_noreplace(&self, from: &str, dest: &Dir, to: &str) -> Result<bool, SafeFsError> {
-        let err = |e: std::io::Error| SafeFsError::Io { path: dest.join(to), source: e };
+        let err = |e: std::io::Error| SafeFsError::Io { path: dest.join(to), cause: e };
         let (cf, ct) = match (std::ffi::CString::new(from.as_bytes()), std::ffi::CString::new(to.as_bytes()))
         {
             (Ok(f), Ok(t)) => (f, t),
@@ -332,6 +353,17 @@ impl Dir {
     }
 }
 
+/// Bytes available to this user in the file system of `dir`.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the zeroed struct; `c` is a valid C string.
+    unsafe {
+        let mut s: libc::statvfs = std::mem::zeroed();
+        (libc::statvfs(c.as_ptr(), &mut s) == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
+    }
+}
+
 /// `/proc/PID/fd/N` of an open file: the path under which another program
 /// (ffmpeg) opens exactly this file.
 pub fn file_fd_path(f: &File) -> PathBuf {
@@ -346,7 +378,7 @@ fn classify_open(path: &Path, e: std::io::Error) -> SafeFsError {
             Ok(m) if m.file_type().is_symlink() => SafeFsError::Symlink { path: path.to_path_buf() },
             _ => SafeFsError::NotDir { path: path.to_path_buf() },
         },
-        _ => SafeFsError::Io { path: path.to_path_buf(), source: e },
+        _ => SafeFsError::Io { path: path.to_path_buf(), cause: e },
     }
 }
 
@@ -387,12 +419,17 @@ mod tests {
         assert!(matches!(dir.open_own_file("lock").unwrap_err(), SafeFsError::Symlink { .. }));
         assert!(dir.create_new("new").is_err());
         assert!(matches!(dir.read("job.json").unwrap_err(), SafeFsError::Symlink { .. }));
+        std::os::unix::fs::symlink(&keep, dir.join("log")).unwrap();
+        assert!(matches!(dir.open_append("log").unwrap_err(), SafeFsError::Symlink { .. }));
         // An atomic write replaces the link itself.
         dir.write_atomic("job.json", b"{}").unwrap();
         assert!(!std::fs::symlink_metadata(dir.join("job.json")).unwrap().file_type().is_symlink());
         assert_eq!(dir.read("job.json").unwrap(), b"{}");
         dir.clear_except("lock").unwrap();
         assert_eq!(dir.names().unwrap(), ["lock"]);
+        writeln!(dir.open_append("log").unwrap(), "one").unwrap();
+        writeln!(dir.open_append("log").unwrap(), "two").unwrap();
+        assert_eq!(dir.read("log").unwrap(), b"one\ntwo\n");
         assert_eq!(std::fs::read(&keep).unwrap(), b"precious");
     }
 
@@ -415,6 +452,26 @@ mod tests {
         let (f, tmp) = dir.create_temp("ff").unwrap();
         std::fs::write(file_fd_path(&f), b"ffmpeg").unwrap();
         assert_eq!(std::fs::read(t.path().join("moved").join(tmp)).unwrap(), b"ffmpeg");
+    }
+
+    #[test]
+    fn a_no_replace_rename_leaves_what_appeared_meanwhile() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = Dir::open(t.path()).unwrap();
+        let (mut f, tmp) = dir.create_temp("out").unwrap();
+        f.write_all(b"ours").unwrap();
+        std::fs::write(t.path().join("out.mp4"), b"someone else's").unwrap();
+        assert!(!dir.rename_noreplace(&tmp, &dir, "out.mp4").unwrap());
+        assert_eq!(std::fs::read(t.path().join("out.mp4")).unwrap(), b"someone else's");
+        std::fs::remove_file(t.path().join("out.mp4")).unwrap();
+        assert!(dir.rename_noreplace(&tmp, &dir, "out.mp4").unwrap());
+        assert_eq!(std::fs::read(t.path().join("out.mp4")).unwrap(), b"ours");
+        assert!(!t.path().join(&tmp).exists());
+        // A FIFO under a record's name: refused at once, no hang.
+        let fifo = std::ffi::CString::new(t.path().join("job.json").to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        assert!(dir.read("job.json").unwrap_err().to_string().contains("not a regular file"));
     }
 
     #[test]

@@ -47,3 +47,34 @@ pub fn exit_on_next() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn after_the_first_signal_the_next_one_exits_at_once() {
+        // In a child process (this test binary, the helper below): the
+        // handler exits it with 130 whatever it is doing.
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new(exe)
+            .args(["--exact", "signals::tests::second_signal_helper", "--ignored", "--nocapture"])
+            .env("DFFMPEG_TEST_SECOND_SIGNAL", "1")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("stopped at once"));
+    }
+
+    /// The child of the test above: stuck (as on a blocking read) when
+    /// the signal comes.
+    #[test]
+    #[ignore]
+    fn second_signal_helper() {
+        if std::env::var_os("DFFMPEG_TEST_SECOND_SIGNAL").is_none() {
+            return;
+        }
+        super::exit_on_next();
+        // SAFETY: raising a signal in this process.
+        unsafe { libc::raise(libc::SIGTERM) };
+        std::thread::sleep(std::time::Duration::from_secs(30));
+    }
+}

@@ -18,12 +18,8 @@ pub fn dir() -> Option<PathBuf> {
     Some(state.join("dffmpeg"))
 }
 
-/// `dir()/sub`, created (with its parents) private to this user (0700).
-pub fn private_subdir(sub: &str) -> std::io::Result<PathBuf> {
+/// Create `path` (with its parents) private to this user (0700).
+pub fn create_private(path: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    let d = dir()
-        .ok_or_else(|| std::io::Error::other("neither XDG_STATE_HOME nor HOME is set: no state directory"))?
-        .join(sub);
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&d)?;
-    Ok(d)
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
 }

@@ -75,10 +75,10 @@ pub enum FactsError {
 pub enum GatherError {
     #[error("unreachable: node {node}: {detail}")]
     Unreachable { node: String, detail: String },
-    #[error("node {node}: cannot run the facts script: {source}")]
-    Run { node: String, source: std::io::Error },
-    #[error("node {node}: cannot read facts ({source}; exit {status}){stderr}")]
-    Unreadable { node: String, source: FactsError, status: std::process::ExitStatus, stderr: String },
+    #[error("node {node}: cannot run the facts script: {cause}")]
+    Run { node: String, cause: std::io::Error },
+    #[error("node {node}: cannot read facts ({cause}; exit {status}){stderr}")]
+    Unreadable { node: String, cause: FactsError, status: std::process::ExitStatus, stderr: String },
 }
 
 impl Facts {
@@ -140,14 +140,14 @@ pub async fn gather<T: Transport + ?Sized>(node: &T, dir: Option<&Path>) -> Resu
     let argv = script_argv(dir);
     let out = match tokio::time::timeout(TIMEOUT, remote::run(node, &argv)).await {
         Ok(Ok(out)) => out,
-        Ok(Err(source)) => return Err(GatherError::Run { node: name(), source }),
+        Ok(Err(cause)) => return Err(GatherError::Run { node: name(), cause }),
         Err(_) => {
             let detail = format!("no answer within {} s", TIMEOUT.as_secs());
             return Err(GatherError::Unreachable { node: name(), detail });
         }
     };
     let text = String::from_utf8_lossy(&out.stdout);
-    parse(&text).map_err(|source| {
+    parse(&text).map_err(|cause| {
         let stderr = out.stderr.trim();
         if out.status.code() == Some(255) && node.reports_pid() {
             let last = stderr.lines().last().unwrap_or("");
@@ -155,7 +155,7 @@ pub async fn gather<T: Transport + ?Sized>(node: &T, dir: Option<&Path>) -> Resu
             GatherError::Unreachable { node: name(), detail }
         } else {
             let stderr = if stderr.is_empty() { String::new() } else { format!(": {stderr}") };
-            GatherError::Unreadable { node: name(), source, status: out.status, stderr }
+            GatherError::Unreadable { node: name(), cause, status: out.status, stderr }
         }
     })
 }

@@ -43,6 +43,8 @@ impl Transport for Local {
     }
 
     fn under_shell(&self, argv: Vec<String>) -> Vec<String> {
+        // The program is one more process on this machine.
+        crate::process::count_started(1);
         // The shell has PR_SET_PDEATHSIG, but its children do not inherit
         // it: without this an encoder outlives a SIGKILLed dffmpeg.
         static SETPRIV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();

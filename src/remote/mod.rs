@@ -187,7 +187,7 @@ pub async fn connect_all(
             let why = e.to_string();
             let local = |n: &crate::inventory::Node| SshError::Local {
                 what: format!("node {}", n.name),
-                source: std::io::Error::other(why.clone()),
+                cause: std::io::Error::other(why.clone()),
             };
             inventory.nodes.iter().map(|n| (n.name.clone(), Err(local(n)))).collect()
         }

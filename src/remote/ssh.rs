@@ -66,11 +66,13 @@ pub struct ConnectOptions {
 impl ConnectOptions {
     /// Defaults: known_hosts from [`known_hosts_path`], control directory
     /// `/tmp/dffmpeg-UID`, 5 s connect timeout, 2 s keepalive (a dead node
-    /// is noticed within about 6 s).
+    /// is noticed within about 6 s). Strict host keys only read the
+    /// known_hosts file: its directory is not made (`transcode --dry-run`
+    /// writes nothing).
     pub fn new(strict_host_keys: bool) -> Result<ConnectOptions, SshError> {
         Ok(ConnectOptions {
             strict_host_keys,
-            known_hosts: known_hosts_path()?,
+            known_hosts: if strict_host_keys { known_hosts_file()? } else { known_hosts_path()? },
             control_dir: default_control_dir(),
             connect_timeout: Duration::from_secs(5),
             alive_interval: Duration::from_secs(2),
@@ -97,9 +99,9 @@ pub enum SshError {
     )]
     HostKeyChanged { node: String, host: String, host_pattern: String, known_hosts: String },
     #[error(
-        "unknown host key: node {node} ({host}) is not in {known_hosts} and \
-         --strict-host-keys refuses new keys; connect once without --strict-host-keys \
-         (trust on first use) or add its key to that file"
+        "unknown host key: node {node} ({host}) is not in {known_hosts}, and new keys are refused \
+         here (--strict-host-keys); run `dffmpeg facts \
+         INVENTORY` once to see its fingerprint and trust it, or add its key to that file"
     )]
     HostKeyUnknown { node: String, host: String, known_hosts: String },
     #[error(
@@ -114,8 +116,8 @@ pub enum SshError {
          and run again on a terminal, or with --accept-new-host-keys"
     )]
     HostKeyNotConfirmed { node: String, host: String, fingerprints: String },
-    #[error("{what}: {source}")]
-    Local { what: String, source: std::io::Error },
+    #[error("{what}: {cause}")]
+    Local { what: String, cause: std::io::Error },
     /// A node the caller never connected (e.g. left out of the list).
     #[error("no connection was made to this node")]
     NotConnected,
@@ -135,7 +137,7 @@ impl SshError {
 pub fn default_identity() -> Result<PathBuf, SshError> {
     let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).ok_or_else(|| SshError::Local {
         what: "cannot place dffmpeg's SSH key".into(),
-        source: std::io::Error::other("HOME is not set"),
+        cause: std::io::Error::other("HOME is not set"),
     })?;
     Ok(PathBuf::from(home).join(".ssh").join("dffmpeg_ed25519"))
 }
@@ -147,7 +149,7 @@ pub fn config_value(path: &Path) -> Result<OsString, SshError> {
     if bytes.contains(&b'"') || bytes.contains(&b'\n') {
         return Err(SshError::Local {
             what: format!("{}", path.display()),
-            source: std::io::Error::other("ssh cannot use a path with a `\"` or a newline in it"),
+            cause: std::io::Error::other("ssh cannot use a path with a `\"` or a newline in it"),
         });
     }
     let mut v = OsString::from("\"");
@@ -160,6 +162,16 @@ pub fn config_value(path: &Path) -> Result<OsString, SshError> {
 /// `$XDG_STATE_HOME/dffmpeg/known_hosts`, else
 /// `~/.local/state/dffmpeg/known_hosts`. Its directory is created (0700).
 pub fn known_hosts_path() -> Result<PathBuf, SshError> {
+    let path = known_hosts_file()?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_private_dir(dir)
+            .map_err(|e| SshError::Local { what: format!("cannot create {}", dir.display()), cause: e })?;
+    }
+    Ok(path)
+}
+
+/// Where [`known_hosts_path`] is, without making its directory.
+fn known_hosts_file() -> Result<PathBuf, SshError> {
     let path = match std::env::var_os("DFFMPEG_KNOWN_HOSTS").filter(|p| !p.is_empty()) {
         Some(p) => PathBuf::from(p),
         None => {
@@ -174,17 +186,13 @@ pub fn known_hosts_path() -> Result<PathBuf, SshError> {
                 })
                 .ok_or_else(|| SshError::Local {
                     what: "cannot place dffmpeg's known_hosts file".into(),
-                    source: std::io::Error::other(
+                    cause: std::io::Error::other(
                         "neither XDG_STATE_HOME nor HOME is set (or set DFFMPEG_KNOWN_HOSTS)",
                     ),
                 })?;
             state.join("dffmpeg").join("known_hosts")
         }
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        create_private_dir(dir)
-            .map_err(|e| SshError::Local { what: format!("cannot create {}", dir.display()), source: e })?;
-    }
     Ok(path)
 }
 
@@ -211,7 +219,7 @@ fn prepare_control_dir(dir: &Path) -> Result<(), SshError> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let fail = |e: std::io::Error| SshError::Local {
         what: format!("SSH control directory {}", dir.display()),
-        source: e,
+        cause: e,
     };
     create_private_dir(dir).map_err(fail)?;
     let meta = std::fs::symlink_metadata(dir).map_err(fail)?;
@@ -368,7 +376,7 @@ impl Ssh {
             inventory::Host::Local => {
                 return Err(SshError::Local {
                     what: format!("node {}", node.name),
-                    source: std::io::Error::other("`host: local` is not reached over SSH"),
+                    cause: std::io::Error::other("`host: local` is not reached over SSH"),
                 })
             }
         };

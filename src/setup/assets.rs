@@ -27,8 +27,8 @@ pub struct Assets {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AssetError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    #[error("cannot read {path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
     #[error("{0} has neither a playbooks/ nor a templates/ directory")]
     Empty(String),
 }
@@ -57,8 +57,7 @@ impl Assets {
                 continue;
             }
             found = true;
-            let read_err =
-                |path: &Path, source| AssetError::Read { path: path.display().to_string(), source };
+            let read_err = |path: &Path, cause| AssetError::Read { path: path.display().to_string(), cause };
             for entry in std::fs::read_dir(&d).map_err(|e| read_err(&d, e))? {
                 let entry = entry.map_err(|e| read_err(&d, e))?;
                 let path = entry.path();

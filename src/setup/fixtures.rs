@@ -176,7 +176,7 @@ fn storage_node_exports_only_the_other_compute_nodes() {
     assert_eq!(
         exports,
         format!(
-            "# Managed by dffmpeg setup: changes here are overwritten.\n/srv/dffmpeg/upload 198.18.41.11{ro} 198.18.41.20{ro}\n/srv/dffmpeg/work 198.18.41.11{rw} 198.18.41.20{rw}\n/srv/dffmpeg/output 198.18.41.11{rw} 198.18.41.20{rw}\n"
+            "# Managed by dffmpeg setup: changes here are overwritten.\n/srv/dffmpeg/upload 198.18.41.11{ro} 198.18.41.20{ro}\n/srv/dffmpeg/work 198.18.41.11{rw} 198.18.41.20{rw}\n/srv/dffmpeg/output 198.18.41.11{ro} 198.18.41.20{ro}\n"
         )
     );
     assert!(!exports.contains('*') && !exports.contains("198.18.41.10") && !exports.contains("insecure"));
@@ -222,7 +222,7 @@ fn compute_nodes_mount_from_fstab() {
     // storage node is not serving yet fails for good (found in VMs).
     let opts = ",nosuid,nodev,_netdev,nofail,noatime,x-systemd.automount";
     let mut fstab = String::new();
-    for (item, mode) in [("upload", "ro"), ("work", "rw"), ("output", "rw")] {
+    for (item, mode) in [("upload", "ro"), ("work", "rw"), ("output", "ro")] {
         let task = format!("NFS mount ({item})");
         let c = changes(&plan, &task);
         // Each task adds its line to the fstab as the previous ones left it.
@@ -344,6 +344,7 @@ fn the_watch_service_runs_dffmpeg_as_the_controllers_user() {
     .collect::<Vec<_>>()
     .join(" ");
     opts.vars.insert("watch_exec".into(), serde_json::Value::String(line));
+    opts.vars.insert("watch_paths".into(), serde_json::Value::String(super::watch_paths(&inv, &w)));
     let pbs = load_playbooks(&opts.assets).unwrap();
     let selected: Vec<_> = inv.nodes.iter().collect();
     let from = |_: &crate::inventory::Node| Some("198.18.41.1".to_string());
@@ -355,6 +356,11 @@ fn the_watch_service_runs_dffmpeg_as_the_controllers_user() {
     // systemd's quoting: % and $ doubled, quotes escaped.
     assert!(unit.contains(r#""-metadata" "title=50%% \"$$HOME\"""#), "{unit}");
     assert!(unit.contains(r#"ExecStart="/usr/bin/dffmpeg" "transcode" "--watch""#), "{unit}");
+    // Hardened: it writes only its home, the output folder and the shared directory.
+    for line in ["NoNewPrivileges=yes", "PrivateTmp=yes", "ProtectSystem=strict", "UMask=0022"] {
+        assert!(unit.contains(&format!("\n{line}\n")), "{line}: {unit}");
+    }
+    assert!(unit.contains(r#"ReadWritePaths="-/home/pi" "-/srv/dffmpeg/output""#), "{unit}");
     assert!(changes(&plan, "watch service")[0].script.contains("/etc/systemd/system/dffmpeg-watch.service"));
     // A compute-only node runs no watch service.
     assert!(plan_of(&jobs[1], &f).iter().all(|(n, _)| n != "watch service"));

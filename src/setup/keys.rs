@@ -19,10 +19,10 @@ pub struct ControllerKey {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("{0}")]
+    #[error(transparent)]
     Place(#[from] crate::remote::SshError),
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    #[error("{path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
     #[error("ssh-keygen failed for {path}: {msg}")]
     Keygen { path: String, msg: String },
 }
@@ -55,7 +55,7 @@ pub fn read_pubkey(identity: &Path) -> Result<String, KeyError> {
     let p = pub_path(identity);
     std::fs::read_to_string(&p)
         .map(|s| s.trim().to_string())
-        .map_err(|e| KeyError::Io { path: p.display().to_string(), source: e })
+        .map_err(|e| KeyError::Io { path: p.display().to_string(), cause: e })
 }
 
 fn hostname() -> String {
@@ -101,7 +101,7 @@ pub async fn ensure(path: &Path, check: bool) -> Result<ControllerKey, KeyError>
         }
         let out = keygen(&["-y", "-f", &p], path).await?;
         std::fs::write(pub_path(path), &out.stdout)
-            .map_err(|e| KeyError::Io { path: pub_path(path).display().to_string(), source: e })?;
+            .map_err(|e| KeyError::Io { path: pub_path(path).display().to_string(), cause: e })?;
         return done(true);
     }
     if check {
@@ -109,7 +109,7 @@ pub async fn ensure(path: &Path, check: bool) -> Result<ControllerKey, KeyError>
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
-            .map_err(|e| KeyError::Io { path: dir.display().to_string(), source: e })?;
+            .map_err(|e| KeyError::Io { path: dir.display().to_string(), cause: e })?;
         use std::os::unix::fs::PermissionsExt;
         // ssh insists only on the key file's own mode; a directory we may
         // not chmod (not ours) still holds the key.

@@ -72,6 +72,8 @@ pub struct Options {
     /// The limit of each remote step (a task may allow itself more).
     pub timeout: Duration,
     pub sink: Sink,
+    /// `-v`: detail lines (each node's facts, each change batch).
+    pub verbose: bool,
 }
 
 /// A node's host key, trusted for the first time in this run.
@@ -99,6 +101,7 @@ impl Options {
             new_host_keys: Vec::new(),
             timeout: Duration::from_secs(120),
             sink: report::stdout_sink(),
+            verbose: false,
         }
     }
 
@@ -116,6 +119,7 @@ impl Options {
         o.forks = args.forks.max(1);
         o.json = args.json;
         o.timeout = Duration::from_secs(args.timeout.max(1));
+        o.verbose = args.log.verbose;
         Ok(o)
     }
 }
@@ -336,7 +340,7 @@ pub async fn play_cluster<T: Transport + 'static>(
     let renderer = Renderer::new(&opts.assets.templates).map_err(|e| usage(anyhow!("templates: {e}")))?;
 
     let names: Vec<String> = selected.iter().map(|n| n.name.clone()).collect();
-    let reporter = Reporter::new(opts.sink.clone(), opts.json, opts.diff, &names);
+    let reporter = Reporter::new(opts.sink.clone(), opts.json, opts.diff, &names).with_verbose(opts.verbose);
     reporter.start(&inventory.source, &names, opts.check);
     for k in &opts.new_host_keys {
         reporter.host_key(&k.node, &k.host, &k.fingerprints);
@@ -478,16 +482,20 @@ pub async fn run(args: SetupArgs) -> Outcome {
 }
 
 async fn run_to_end(args: SetupArgs) -> Outcome {
+    args.log.open()?;
     let inventory = Inventory::load(&args.inventory).map_err(usage)?;
     let mut opts = Options::from_args(&args)?;
     if let Some(w) = &inventory.cluster.watch {
         let line = watch_exec(&args.inventory, w).map_err(usage)?;
         opts.vars.insert("watch_exec".into(), Json::String(line));
+        opts.vars.insert("watch_paths".into(), Json::String(watch_paths(&inventory, w)));
     }
     let selected: Vec<Node> =
         select::nodes(&inventory, &opts.limit).map_err(usage)?.into_iter().cloned().collect();
     if let Some(hint) = select::limit_hint(&inventory, &opts.limit) {
-        eprintln!("warning: {hint}");
+        let line = format!("warning: {hint}");
+        crate::log::line(&line);
+        eprintln!("{line}");
     }
     let pbs = load_playbooks(&opts.assets).map_err(usage)?;
     let known = select::known_steps(pbs.values().flat_map(|p| p.tasks.iter()));
@@ -532,6 +540,18 @@ fn watch_exec(inventory: &std::path::Path, w: &crate::inventory::Watch) -> anyho
     words.push("--".into());
     words.extend(w.args.iter().cloned());
     Ok(words.iter().map(|w| systemd_quote(w)).collect::<Vec<_>>().join(" "))
+}
+
+/// What the watch service may write besides its state directory (the unit
+/// has `ProtectSystem=strict`): the output folder, where jobs next to the
+/// outputs go too, and the shared directory's `work/`. Each is optional
+/// (`-`): a folder that is missing at start does not stop the service.
+pub fn watch_paths(inventory: &Inventory, w: &crate::inventory::Watch) -> String {
+    let mut paths = vec![w.output.clone()];
+    if let Some(shared) = inventory.shared_dir() {
+        paths.push(shared);
+    }
+    paths.iter().map(|p| systemd_quote(&format!("-{}", p.display()))).collect::<Vec<_>>().join(" ")
 }
 
 /// One word for a systemd unit's command line: in double quotes, with

@@ -42,7 +42,7 @@ pub enum PasswordError {
     SelfPath(std::io::Error),
     #[error("cannot run ssh: {0}")]
     Spawn(std::io::Error),
-    #[error("{0}")]
+    #[error(transparent)]
     Path(#[from] crate::remote::SshError),
     #[error("{0}: no answer within {1} s")]
     Timeout(String, u64),
@@ -57,8 +57,8 @@ pub enum PasswordError {
 /// Whether stdin is a terminal (questions and the password are asked
 /// there; otherwise the password is one line of stdin).
 pub fn stdin_is_terminal() -> bool {
-    // SAFETY: isatty on a constant fd.
-    unsafe { libc::isatty(0) == 1 }
+    use std::io::IsTerminal;
+    std::io::stdin().is_terminal()
 }
 
 /// Ask a yes/no question on the terminal (stdin); only `y` or `yes` is yes.

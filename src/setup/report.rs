@@ -1,7 +1,9 @@
 //! What the user sees: one Ansible-like line per task and node as results
 //! arrive, diffs under changed files with `--diff`, then `PLAY RECAP` with
 //! one line per node, `NODE : ok=N changed=N unreachable=N failed=N
-//! skipped=N`. With `--json`, one JSON object per line instead.
+//! skipped=N`. With `--json`, one JSON object per line instead. `-v` adds
+//! detail lines (each node's facts, each change batch); the log file
+//! (`--log-file`) gets every human line, detail included, whatever the mode.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -94,6 +96,7 @@ pub struct Reporter {
     sink: Sink,
     json: bool,
     show_diff: bool,
+    verbose: bool,
     recaps: Mutex<BTreeMap<String, Recap>>,
 }
 
@@ -103,7 +106,35 @@ impl Reporter {
             sink,
             json,
             show_diff,
+            verbose: false,
             recaps: Mutex::new(nodes.iter().map(|n| (n.clone(), Recap::default())).collect()),
+        }
+    }
+
+    /// With `-v`: detail lines on the screen too.
+    pub fn with_verbose(mut self, verbose: bool) -> Reporter {
+        self.verbose = verbose;
+        self
+    }
+
+    /// A line (or block) for the user: `human` in the log file, and on
+    /// stdout as it is or as `json` (with `--json`).
+    fn emit(&self, human: &str, json: impl FnOnce() -> serde_json::Value) {
+        crate::log::line(human);
+        if self.json {
+            self.json_line(json());
+        } else {
+            self.write(human);
+        }
+    }
+
+    /// A detail (`-v`): `  [node] text`; always in the log file.
+    pub fn detail(&self, node: &str, text: &str) {
+        let human = format!("  [{node}] {}\n", clean(text));
+        if self.verbose {
+            self.emit(&human, || json!({"event": "detail", "node": node, "msg": text}));
+        } else {
+            crate::log::line(&human);
         }
     }
 
@@ -122,24 +153,16 @@ impl Reporter {
 
     /// A free-standing line (human mode only), e.g. which cluster is used.
     pub fn note(&self, text: &str) {
-        if self.json {
-            self.json_line(json!({"event": "note", "msg": text}));
-        } else {
-            self.write(&format!("{text}\n"));
-        }
+        self.emit(&format!("{text}\n"), || json!({"event": "note", "msg": text}));
     }
 
     pub fn start(&self, inventory: &str, nodes: &[String], check: bool) {
-        if self.json {
-            self.json_line(json!({"event": "start", "inventory": inventory, "nodes": nodes, "check": check}));
-        } else {
-            let mode = if check { " (check mode: nothing is changed)" } else { "" };
-            self.write(&format!(
-                "cluster: {inventory} — {} node(s): {}{mode}\n",
-                nodes.len(),
-                nodes.join(", ")
-            ));
-        }
+        let mode = if check { " (check mode: nothing is changed)" } else { "" };
+        let human = format!("cluster: {inventory} — {} node(s): {}{mode}\n", nodes.len(), nodes.join(", "));
+        self.emit(
+            &human,
+            || json!({"event": "start", "inventory": inventory, "nodes": nodes, "check": check}),
+        );
     }
 
     pub fn task(&self, e: TaskEvent) {
@@ -153,8 +176,13 @@ impl Reporter {
             }
         }
         let diff = if self.show_diff { e.diff.clone() } else { None };
-        if self.json {
-            self.json_line(json!({
+        let mut text = task_line(&e);
+        text.push('\n');
+        if let Some(d) = &diff {
+            text.push_str(&clean(d));
+        }
+        self.emit(&text, || {
+            json!({
                 "event": "task",
                 "node": e.node,
                 "task": e.task,
@@ -164,41 +192,28 @@ impl Reporter {
                 "changes": e.changes,
                 "msg": e.msg,
                 "diff": diff,
-            }));
-        } else {
-            let mut text = task_line(&e);
-            text.push('\n');
-            if let Some(d) = diff {
-                text.push_str(&clean(&d));
-            }
-            self.write(&text);
-        }
+            })
+        });
     }
 
     /// A host key trusted for the first time (recorded in dffmpeg's
     /// known_hosts): its fingerprints, to compare with the node's own
     /// (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on it).
     pub fn host_key(&self, node: &str, host: &str, fingerprints: &[String]) {
-        if self.json {
-            self.json_line(
-                json!({"event": "host_key", "node": node, "host": host, "fingerprints": fingerprints}),
-            );
-        } else {
-            let fps =
-                if fingerprints.is_empty() { "(none read)".to_string() } else { fingerprints.join(", ") };
-            self.write(&format!("new host key: [{node}] {host} {fps} (first contact: now trusted)\n"));
-        }
+        let fps = if fingerprints.is_empty() { "(none read)".to_string() } else { fingerprints.join(", ") };
+        let human = format!("new host key: [{node}] {host} {fps} (first contact: now trusted)\n");
+        self.emit(
+            &human,
+            || json!({"event": "host_key", "node": node, "host": host, "fingerprints": fingerprints}),
+        );
     }
 
     pub fn unreachable(&self, node: &str, msg: &str) {
         if let Ok(mut r) = self.recaps.lock() {
             r.entry(node.to_string()).or_default().unreachable += 1;
         }
-        if self.json {
-            self.json_line(json!({"event": "unreachable", "node": node, "msg": msg}));
-        } else {
-            self.write(&format!("unreachable: [{node}] => {}\n", clean(msg.trim())));
-        }
+        let human = format!("unreachable: [{node}] => {}\n", clean(msg.trim()));
+        self.emit(&human, || json!({"event": "unreachable", "node": node, "msg": msg}));
     }
 
     pub fn recaps(&self) -> BTreeMap<String, Recap> {
@@ -215,7 +230,15 @@ impl Reporter {
             .cloned()
             .collect();
         let limit = (!failed.is_empty()).then(|| failed.join(","));
-        if self.json {
+        let mut text = String::from("\nPLAY RECAP\n");
+        for n in order {
+            text.push_str(&recap_line(n, &recaps.get(n).cloned().unwrap_or_default()));
+            text.push('\n');
+        }
+        if let Some(l) = &limit {
+            text.push_str(&format!("\nfailed or unreachable, to retry: --limit {l}\n"));
+        }
+        self.emit(&text, || {
             let nodes: Vec<_> = order
                 .iter()
                 .map(|n| {
@@ -223,18 +246,8 @@ impl Reporter {
                     json!({"node": n, "ok": r.ok, "changed": r.changed, "unreachable": r.unreachable, "failed": r.failed, "skipped": r.skipped})
                 })
                 .collect();
-            self.json_line(json!({"event": "recap", "nodes": nodes, "failed_nodes": failed, "limit": limit}));
-        } else {
-            let mut text = String::from("\nPLAY RECAP\n");
-            for n in order {
-                text.push_str(&recap_line(n, &recaps.get(n).cloned().unwrap_or_default()));
-                text.push('\n');
-            }
-            if let Some(l) = &limit {
-                text.push_str(&format!("\nfailed or unreachable, to retry: --limit {l}\n"));
-            }
-            self.write(&text);
-        }
+            json!({"event": "recap", "nodes": nodes, "failed_nodes": failed, "limit": limit})
+        });
         failed
     }
 }

@@ -131,7 +131,15 @@ pub enum StateError {
     #[error("bad probe output line {line}: {why}")]
     Bad { line: usize, why: String },
     #[error("facts: {0}")]
-    Facts(#[from] crate::facts::FactsError),
+    Facts(crate::facts::FactsError),
+}
+
+// By hand, not `#[from]`: the message names the cause, which must not also
+// be its `source()` (printed twice in a chain).
+impl From<crate::facts::FactsError> for StateError {
+    fn from(e: crate::facts::FactsError) -> Self {
+        StateError::Facts(e)
+    }
 }
 
 /// The probe's shell functions (`pf`, `pu`, `psv`, `tables`).
@@ -189,6 +197,10 @@ pub fn parse_probe_output(out: &str) -> Result<(Option<Facts>, NodeState), State
         Some(h) => Some(crate::facts::parse(h)?),
         None => None,
     };
+    // Cut off before its end: nothing in it is worth reading.
+    if !records.lines().any(|l| l == "END") {
+        return Err(StateError::Truncated);
+    }
     let mut st = NodeState::default();
     let mut contents: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut ended = false;

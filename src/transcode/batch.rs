@@ -275,17 +275,21 @@ struct Batch {
     settings_key: String,
 }
 
+/// What earlier jobs measured of each node, for these settings; the slots
+/// chunks are planned for: those a node is known to sustain (a node that
+/// shows more cores than it has ran fewer last time).
+pub fn remember(cluster: &mut Cluster, settings_key: &str) -> usize {
+    let store = speeds::default_path().map(|p| Speeds::load(&p)).unwrap_or_default();
+    for n in cluster.nodes.iter_mut() {
+        n.known = store.known(&n.key, settings_key);
+    }
+    cluster.nodes.iter().map(|n| n.known.map_or(n.slots, |k| k.slots.clamp(1, n.slots))).sum()
+}
+
 impl Batch {
     fn new(mut cluster: Cluster, s: &Settings) -> Batch {
         let settings_key = speeds::settings_key(&s.prepare.user.codec);
-        let store = speeds::default_path().map(|p| Speeds::load(&p)).unwrap_or_default();
-        for n in cluster.nodes.iter_mut() {
-            n.known = store.known(&n.key, &settings_key);
-        }
-        // Chunks are planned for the slots a node is known to sustain (a
-        // node that shows more cores than it has ran fewer last time).
-        let slots =
-            cluster.nodes.iter().map(|n| n.known.map_or(n.slots, |k| k.slots.clamp(1, n.slots))).sum();
+        let slots = remember(&mut cluster, &settings_key);
         Batch {
             outcomes: Vec::new(),
             inputs: Vec::new(),
@@ -700,6 +704,7 @@ impl Batch {
             frames,
             files,
             nodes: self.stats.clone(),
+            controller_processes: crate::process::started(),
         });
         (outcomes, self.stats)
     }

@@ -44,6 +44,16 @@ pub const MAX_DEFAULT_SSH_SLOTS: u32 = 8;
 pub async fn connect(inv: &Inventory, args: &ConnectArgs) -> Cluster {
     let compute: Vec<_> = inv.compute_nodes().cloned().collect();
     let subset = Inventory { nodes: compute.clone(), ..inv.clone() };
+    let remote = compute.iter().any(|n| n.host != Host::Local);
+    let known_hosts = remote.then(crate::remote::ssh::known_hosts_path).and_then(Result::ok);
+    let mut new_hosts = Vec::new();
+    for n in compute.iter() {
+        if let (Host::Remote(h), Some(kh)) = (&n.host, &known_hosts) {
+            if !crate::remote::hostkeys::is_known(kh, h, n.port).await {
+                new_hosts.push((n.name.clone(), h.clone(), n.port));
+            }
+        }
+    }
     let connected = remote::connect_all(&subset, args).await;
     let shared = inv.shared_dir();
     let gathered = connected.into_iter().map(|(name, conn)| {
@@ -62,6 +72,17 @@ pub async fn connect(inv: &Inventory, args: &ConnectArgs) -> Cluster {
         warnings: Vec::new(),
         shared_dir: shared,
     };
+    // Trust on first use is never silent: each new key is named.
+    for (name, host, port) in new_hosts {
+        let Some(kh) = &known_hosts else { break };
+        let fps = crate::remote::hostkeys::fingerprints(kh, &host, port).await;
+        if !fps.is_empty() {
+            cluster.warnings.push(format!(
+                "new host key: node {name} ({host}) {} (first contact: now trusted)",
+                fps.join(", ")
+            ));
+        }
+    }
     for (spec, task) in compute.iter().zip(gathered) {
         match task.await {
             Ok(Ok((name, conn, f))) => {
@@ -117,26 +138,6 @@ pub async fn connect(inv: &Inventory, args: &ConnectArgs) -> Cluster {
 }
 
 impl Cluster {
-    /// Leave out nodes whose ffmpeg lacks the job's encoder.
-    pub fn require_encoder(&mut self, encoder: &str) {
-        let mut keep_nodes = Vec::new();
-        let mut keep_facts = Vec::new();
-        for (node, f) in std::mem::take(&mut self.nodes).into_iter().zip(std::mem::take(&mut self.facts)) {
-            if f.has_encoder(encoder) {
-                keep_nodes.push(node);
-                keep_facts.push(f);
-            } else {
-                self.warnings.push(format!(
-                    "node {} has no encoder {encoder} ({}): left out",
-                    node.name,
-                    f.ffmpeg_version.as_deref().unwrap_or("unknown ffmpeg")
-                ));
-            }
-        }
-        self.nodes = keep_nodes;
-        self.facts = keep_facts;
-    }
-
     pub fn slots(&self) -> usize {
         self.nodes.iter().map(|n| n.slots).sum()
     }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::chunk_log::{Header, Tail};
 use super::context::JobContext;
 use super::encode::{Attempt, AttemptError, Encoded};
 use super::job::{AttemptFiles, JobDir, Seal};
@@ -113,6 +114,8 @@ struct Live {
     seconds: f64,
     /// The encode's CPU and wall time, if the node reported them.
     usage: Option<Usage>,
+    /// Its encoder's stderr, for the log if verification fails.
+    stderr: Tail,
 }
 
 struct Broker<T> {
@@ -259,8 +262,10 @@ impl<T: Transport + 'static> Broker<T> {
         match m {
             Msg::Ready { node, reply } => self.waiting.push((node, reply)),
             Msg::Progress { attempt, frames } => {
-                self.sched.progress(attempt, frames, now);
-                self.send(Event::ChunkProgress { attempt, frames });
+                // At most one event per new frame, whatever a node prints.
+                if let Some(frames) = self.sched.progress(attempt, frames, now) {
+                    self.send(Event::ChunkProgress { attempt, frames });
+                }
             }
             Msg::Encoded { attempt, result, seconds } => self.encoded(attempt, result, seconds),
             Msg::Verified { attempt, result } => self.verified(attempt, *result),
@@ -312,9 +317,12 @@ impl<T: Transport + 'static> Broker<T> {
                 verifying: false,
                 seconds: 0.0,
                 usage: None,
+                stderr: Tail::default(),
             },
         );
         let st = &mut self.stats[node];
+        // Its shell (encode.sh) and its encoder.
+        st.processes += 2;
         st.retries += u64::from(a.retry);
         st.duplicates += u64::from(a.duplicate);
         self.send(Event::ChunkStart {
@@ -331,18 +339,19 @@ impl<T: Transport + 'static> Broker<T> {
 
     fn encoded(&mut self, attempt: u64, result: Encoded, seconds: f64) {
         match result {
-            Encoded::Written { usage } => self.verify(attempt, usage, seconds),
+            Encoded::Written { usage, stderr } => self.verify(attempt, usage, seconds, stderr),
             Encoded::Cancelled => self.cancelled(attempt),
-            Encoded::Failed(e) => self.failed(attempt, e),
+            Encoded::Failed(e, stderr) => self.failed(attempt, e, stderr),
         }
     }
 
     /// Check the part on the controller, in its own task.
-    fn verify(&mut self, attempt: u64, usage: Option<Usage>, seconds: f64) {
+    fn verify(&mut self, attempt: u64, usage: Option<Usage>, seconds: f64, stderr: Tail) {
         let Some(l) = self.live.get_mut(&attempt) else { return };
         l.verifying = true;
         l.seconds = seconds;
         l.usage = usage;
+        l.stderr = stderr;
         let job = self.jobs[l.job].clone();
         let (chunk, part, msgs) = (l.chunk, l.files.part.clone(), self.msgs.clone());
         tokio::spawn(async move {
@@ -353,7 +362,8 @@ impl<T: Transport + 'static> Broker<T> {
     }
 
     fn verified(&mut self, attempt: u64, result: Result<(ChunkFacts, Seal), AttemptError>) {
-        let Some(l) = self.live.get(&attempt) else { return };
+        let Some(l) = self.live.get_mut(&attempt) else { return };
+        let stderr = std::mem::take(&mut l.stderr);
         let job = l.job;
         let checked = result.and_then(|(facts, seal)| match &self.references[job] {
             Some(r) => match facts.params.difference(r) {
@@ -364,7 +374,7 @@ impl<T: Transport + 'static> Broker<T> {
         });
         match checked {
             Ok((facts, seal)) => self.succeeded(attempt, facts, seal),
-            Err(e) => self.failed(attempt, e),
+            Err(e) => self.failed(attempt, e, stderr),
         }
     }
 
@@ -427,7 +437,7 @@ impl<T: Transport + 'static> Broker<T> {
         self.quiet_check(l.job);
     }
 
-    fn failed(&mut self, attempt: u64, error: AttemptError) {
+    fn failed(&mut self, attempt: u64, error: AttemptError, stderr: Tail) {
         if self.controller_disk_full(attempt, &error) {
             return;
         }
@@ -450,13 +460,19 @@ impl<T: Transport + 'static> Broker<T> {
             AttemptError::Mismatch(_) => format!("{error} (node {node})"),
             _ => error.to_string(),
         };
+        let log = self.keep_log(&l, &node, &message, &stderr);
         self.send(Event::ChunkFailed {
             job: l.job,
             chunk: l.chunk,
             attempt,
             node: node.clone(),
             error: message.clone(),
+            log: log.clone(),
         });
+        let message = match log {
+            Some(log) => format!("{message} (log: {log})"),
+            None => message,
+        };
         if dropped {
             self.send(Event::NodeDropped { node, reason: message.clone() });
         }
@@ -471,6 +487,23 @@ impl<T: Transport + 'static> Broker<T> {
         self.quiet_check(l.job);
     }
 
+    /// Keep a failed attempt's log in its job directory; its path (none
+    /// when it cannot be written: a warning says why).
+    fn keep_log(&self, l: &Live, node: &str, error: &str, stderr: &Tail) -> Option<String> {
+        let job = &self.jobs[l.job];
+        let frames = job.ctx.plan.chunks[l.chunk].frames;
+        let h = Header { file: &job.file, chunk: l.chunk, frames, node, error };
+        match job.dir.keep_log(&h, stderr) {
+            Ok(path) => Some(path.display().to_string()),
+            Err(e) => {
+                self.send(Event::Warning {
+                    message: format!("cannot keep the log of chunk {}: {e:#}", l.chunk),
+                });
+                None
+            }
+        }
+    }
+
     /// A chunk that failed because this machine's disk is full (with
     /// `storage: ssh` the chunks come back to it) is not the node's fault:
     /// the job stops, named for what it is, and no node is held to blame.
@@ -480,7 +513,7 @@ impl<T: Transport + 'static> Broker<T> {
         if matches!(error, AttemptError::NodeLost(_) | AttemptError::Mismatch(_)) {
             return false;
         }
-        let free = super::prepare::free_bytes(&job.dir.dir).unwrap_or(u64::MAX);
+        let free = crate::safefs::free_bytes(&job.dir.dir).unwrap_or(u64::MAX);
         if free >= 16 << 20 {
             return false;
         }
@@ -532,6 +565,7 @@ impl<T: Transport + 'static> Broker<T> {
                 attempt: s.attempt,
                 node: node.clone(),
                 error: why.clone(),
+                log: None,
             });
             self.stats[s.node].failures += 1;
             if s.node_dropped {

@@ -14,7 +14,6 @@
 //! had (slots follow measurement, see the scheduler).
 
 use std::fs::File;
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -24,6 +23,7 @@ use tokio::io::BufReader;
 use tokio::process::Child;
 use tokio::sync::watch;
 
+use super::chunk_log::Tail;
 use super::context::{Io, JobContext};
 use super::ffmpeg;
 use super::job::{AttemptFiles, JobDir};
@@ -56,28 +56,18 @@ pub enum AttemptError {
     Mismatch(String),
 }
 
-impl AttemptError {
-    /// The node itself is gone (the chunk is not held against it).
-    pub fn node_lost(&self) -> bool {
-        matches!(self, AttemptError::NodeLost(_))
-    }
-
-    /// The node leaves the batch at once (gone, or its build does not fit).
-    pub fn drops_node(&self) -> bool {
-        matches!(self, AttemptError::NodeLost(_) | AttemptError::Mismatch(_))
-    }
-}
-
-/// How an attempt's encode ended.
+/// How an attempt's encode ended; with its encoder's stderr (for the log
+/// of a failed attempt).
 #[derive(Debug)]
 pub enum Encoded {
     /// The part file is written and wants verifying; the encoder's CPU and
     /// wall time when the node reported them.
     Written {
         usage: Option<Usage>,
+        stderr: Tail,
     },
     Cancelled,
-    Failed(AttemptError),
+    Failed(AttemptError, Tail),
 }
 
 /// One attempt: where, what and into which files.
@@ -122,12 +112,12 @@ impl<T: Transport> Attempt<'_, T> {
     ) -> Encoded {
         if self.ctx.io == Io::Shared {
             if let Err(e) = self.split_to_file().await {
-                return Encoded::Failed(e);
+                return Encoded::Failed(e, Tail::default());
             }
         }
         let mut started = match self.start() {
             Ok(s) => s,
-            Err(e) => return Encoded::Failed(e),
+            Err(e) => return Encoded::Failed(e, Tail::default()),
         };
         let remote_pid = Arc::new(AtomicU32::new(0));
         let work = watch_encoder(&mut started, remote_pid.clone(), on_frames);
@@ -223,34 +213,35 @@ impl<T: Transport> Attempt<'_, T> {
                 // ssh itself exits 255 when the connection or the node is gone.
                 let lost = self.node.reports_pid() && s.code() == Some(255);
                 let text = if error_text.is_empty() { format!("ffmpeg exited with {s}") } else { error_text };
-                return Encoded::Failed(if lost {
-                    AttemptError::NodeLost(text)
-                } else {
-                    AttemptError::Encoder(text)
-                });
+                return Encoded::Failed(
+                    if lost { AttemptError::NodeLost(text) } else { AttemptError::Encoder(text) },
+                    end.log,
+                );
             }
-            Err(e) => return Encoded::Failed(AttemptError::NodeLost(e.to_string())),
+            Err(e) => return Encoded::Failed(AttemptError::NodeLost(e.to_string()), end.log),
         }
         if let Err(e) = end.written {
             let path = self.job.path(&self.files.part).display().to_string();
-            return Encoded::Failed(AttemptError::Write { path, detail: e.to_string() });
+            return Encoded::Failed(AttemptError::Write { path, detail: e.to_string() }, end.log);
         }
         if let Some((status, stderr)) = end.split {
             if !status.is_ok_and(|s| s.success()) {
-                return Encoded::Failed(AttemptError::Split(stderr.trim().to_string()));
+                return Encoded::Failed(AttemptError::Split(stderr.trim().to_string()), end.log);
             }
         }
         if self.ctx.io == Io::Shared {
             self.job.discard(&self.files.source_part);
         }
         let usage = end.cpu_seconds.map(|cpu_seconds| Usage { cpu_seconds, wall_seconds: end.wall_seconds });
-        Encoded::Written { usage }
+        Encoded::Written { usage, stderr: end.log }
     }
 }
 
 /// What the encoder's end looked like.
 struct Ended {
     errors: Vec<String>,
+    /// The end of the stderr, progress left out.
+    log: Tail,
     status: std::io::Result<std::process::ExitStatus>,
     written: std::io::Result<()>,
     split: Option<(std::io::Result<std::process::ExitStatus>, String)>,
@@ -287,7 +278,15 @@ async fn watch_encoder(
         }
         None => None,
     };
-    Ended { errors: report.errors, status, written, split, cpu_seconds: report.cpu_seconds, wall_seconds }
+    Ended {
+        errors: report.errors,
+        log: report.log,
+        status,
+        written,
+        split,
+        cpu_seconds: report.cpu_seconds,
+        wall_seconds,
+    }
 }
 
 /// The most of one error line kept for messages (the log keeps more).
@@ -307,6 +306,8 @@ fn cut(s: &str, max: usize) -> &str {
 struct Report {
     /// The last lines of error text.
     errors: Vec<String>,
+    /// Every line but progress and dffmpeg's own, up to the log's limit.
+    log: Tail,
     /// User + system CPU seconds of the encoder, from `encode.sh`.
     cpu_seconds: Option<f64>,
 }
@@ -344,6 +345,7 @@ async fn read_stderr<R: tokio::io::AsyncRead + Unpin>(
                 on_frames(n);
             }
         } else if !is_progress_line(&line) && !line.trim().is_empty() {
+            report.log.push(&line);
             report.errors.push(crate::text::printable(cut(&line, MAX_ERROR_LINE)));
             if report.errors.len() > 20 {
                 report.errors.remove(0);
@@ -394,11 +396,6 @@ pub fn spawn_split(argv: &[String], stdout: Stdio) -> std::io::Result<Child> {
 /// A child's stdout, to be the next process's stdin.
 pub fn stdout_as_stdin(child: &mut Child) -> Option<Stdio> {
     child.stdout.take().and_then(|o| o.try_into().ok())
-}
-
-/// Whether a path is safe to hand to a node as is.
-pub fn path_str(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
 }
 
 #[cfg(test)]

@@ -24,8 +24,8 @@ pub const SETTLED: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
     #[error("{0} is a directory: name an output directory with -O DIR")]
     DirNeedsOutputDir(PathBuf),
     #[error("-o names one output: with several inputs or a directory, use -O DIR")]
@@ -102,21 +102,13 @@ pub fn expand(inputs: &[PathBuf], outputs: &Outputs, settle: Duration) -> Result
     }
     let mut ex = Expanded::default();
     for input in inputs {
-        let meta = std::fs::metadata(input).map_err(|e| InputError::Io { path: input.clone(), source: e })?;
+        let meta = std::fs::metadata(input).map_err(|e| InputError::Io { path: input.clone(), cause: e })?;
         match (meta.is_dir(), outputs) {
             (true, Outputs::Dir { dir, ext }) => {
                 let w = walk(input, Some(dir), settle)?;
-                ex.unsettled.extend(w.unsettled);
+                ex.unsettled.extend(w.unsettled.into_iter().map(|(p, _)| p));
                 ex.outside.extend(w.outside);
-                for f in w.files {
-                    let rel = f.strip_prefix(input).unwrap_or(&f).to_path_buf();
-                    ex.files.push(FileSpec {
-                        output: Some(output_in(dir, &rel, ext.as_deref())),
-                        input: f,
-                        found: true,
-                        out_root: Some(dir.clone()),
-                    });
-                }
+                ex.files.extend(w.files.into_iter().map(|f| found_below(input, f, dir, ext.as_deref())));
             }
             (true, _) => return Err(InputError::DirNeedsOutputDir(input.clone())),
             (false, Outputs::Dir { dir, ext }) => {
@@ -145,6 +137,18 @@ pub fn expand(inputs: &[PathBuf], outputs: &Outputs, settle: Duration) -> Result
     Ok(ex)
 }
 
+/// The spec of `file`, found below the directory `input`, its output
+/// below `dir` (`-O`) with the extension `ext` (else its own).
+pub fn found_below(input: &Path, file: PathBuf, dir: &Path, ext: Option<&str>) -> FileSpec {
+    let rel = file.strip_prefix(input).unwrap_or(&file).to_path_buf();
+    FileSpec {
+        output: Some(output_in(dir, &rel, ext)),
+        input: file,
+        found: true,
+        out_root: Some(dir.to_path_buf()),
+    }
+}
+
 /// `DIR/REL` with the extension `ext` (else REL's own).
 fn output_in(dir: &Path, rel: &Path, ext: Option<&str>) -> PathBuf {
     let mut out = dir.join(rel);
@@ -158,16 +162,58 @@ fn output_in(dir: &Path, rel: &Path, ext: Option<&str>) -> PathBuf {
 #[derive(Debug, Default)]
 pub struct Walk {
     pub files: Vec<PathBuf>,
-    pub unsettled: Vec<PathBuf>,
+    /// Files still being written, with the time each last changed.
+    pub unsettled: Vec<(PathBuf, SystemTime)>,
     pub outside: Vec<PathBuf>,
+    /// Directories below the first that could not be read (left out).
+    pub unreadable: Vec<(PathBuf, std::io::Error)>,
+}
+
+/// What one name found in a directory of the tree is (the module doc's
+/// rule, without the ffprobe part).
+#[derive(Debug, PartialEq)]
+pub enum Entry {
+    /// A directory (not a link to one): walked.
+    Dir,
+    /// A complete file (untouched for the settle time).
+    File,
+    /// A file still being written; it last changed then.
+    Unsettled(SystemTime),
+    /// A symbolic link to a file outside the tree.
+    Outside,
+    /// Hidden, gone, or no file at all.
+    Other,
 }
 
 /// Files below `dir` that may be videos (see the module doc; the ffprobe
 /// part of the rule is [`is_video`]), untouched for `settle`, skipping
 /// `skip` (the output directory, when it lies inside).
 pub fn walk(dir: &Path, skip: Option<&Path>, settle: Duration) -> Result<Walk, InputError> {
+    let root = dir.canonicalize().map_err(|e| InputError::Io { path: dir.to_path_buf(), cause: e })?;
+    let mut w = walk_below(dir, &root, skip, settle, &mut |_| {})?;
+    // A one-shot run says which folder it cannot read.
+    match w.unreadable.is_empty() {
+        true => Ok(w),
+        false => {
+            let (path, cause) = w.unreadable.swap_remove(0);
+            Err(InputError::Io { path, cause })
+        }
+    }
+}
+
+/// [`walk`] of `dir`, a directory of the tree whose canonical path is
+/// `root` (a link counts when its file lies below `root`), calling
+/// `on_dir` with each directory before it is read (`--watch` watches it).
+/// A directory below `dir` that cannot be read is left out and named.
+pub fn walk_below(
+    dir: &Path,
+    root: &Path,
+    skip: Option<&Path>,
+    settle: Duration,
+    on_dir: &mut dyn FnMut(&Path),
+) -> Result<Walk, InputError> {
+    // Canonical now: the output directory may appear after a walk.
     let skip = skip.and_then(|s| s.canonicalize().ok());
-    let root = dir.canonicalize().map_err(|e| InputError::Io { path: dir.to_path_buf(), source: e })?;
     let mut found = BTreeSet::new();
     let mut w = Walk::default();
     let mut todo = vec![dir.to_path_buf()];
@@ -175,11 +221,27 @@ pub fn walk(dir: &Path, skip: Option<&Path>, settle: Duration) -> Result<Walk, I
         if skip.as_deref().is_some_and(|s| d.canonicalize().is_ok_and(|c| c == s)) {
             continue;
         }
-        let rd = std::fs::read_dir(&d).map_err(|e| InputError::Io { path: d.clone(), source: e })?;
+        on_dir(&d);
+        let rd = match std::fs::read_dir(&d) {
+            Ok(rd) => rd,
+            // Removed since it was listed: nothing to read.
+            Err(e) if d != dir && e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) if d != dir => {
+                w.unreadable.push((d, e));
+                continue;
+            }
+            Err(e) => return Err(InputError::Io { path: d, cause: e }),
+        };
         for entry in rd {
-            let entry = entry.map_err(|e| InputError::Io { path: d.clone(), source: e })?;
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    w.unreadable.push((d.clone(), e));
+                    break;
+                }
+            };
             let path = entry.path();
-            if entry.file_name().to_string_lossy().starts_with('.') {
+            if hidden(&path) {
                 continue;
             }
             let Ok(kind) = entry.file_type() else { continue };
@@ -187,16 +249,13 @@ pub fn walk(dir: &Path, skip: Option<&Path>, settle: Duration) -> Result<Walk, I
                 todo.push(path);
                 continue;
             }
-            let Ok(meta) = std::fs::metadata(&path) else { continue };
-            if !meta.is_file() {
-                continue;
-            }
-            if kind.is_symlink() && !path.canonicalize().is_ok_and(|t| t.starts_with(&root)) {
-                w.outside.push(path);
-            } else if settled(&meta, settle) {
-                found.insert(path);
-            } else {
-                w.unsettled.push(path);
+            match file_entry(&path, kind.is_symlink(), root, settle) {
+                Entry::File => {
+                    found.insert(path);
+                }
+                Entry::Unsettled(at) => w.unsettled.push((path, at)),
+                Entry::Outside => w.outside.push(path),
+                Entry::Dir | Entry::Other => {}
             }
         }
     }
@@ -206,14 +265,49 @@ pub fn walk(dir: &Path, skip: Option<&Path>, settle: Duration) -> Result<Walk, I
     Ok(w)
 }
 
+/// What `path`, a name in a directory of the tree `root` (canonical), is
+/// now (`--watch`: a name the kernel reported).
+pub fn entry(path: &Path, root: &Path, settle: Duration) -> Entry {
+    if hidden(path) {
+        return Entry::Other;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Entry::Dir,
+        Ok(m) => file_entry(path, m.file_type().is_symlink(), root, settle),
+        Err(_) => Entry::Other,
+    }
+}
+
+fn hidden(path: &Path) -> bool {
+    path.file_name().is_some_and(|n| n.as_encoded_bytes().starts_with(b"."))
+}
+
+/// A name that is not a directory: a file (by the rules on links and
+/// settling), or nothing.
+fn file_entry(path: &Path, is_link: bool, root: &Path, settle: Duration) -> Entry {
+    let Ok(meta) = std::fs::metadata(path) else { return Entry::Other };
+    if !meta.is_file() {
+        Entry::Other
+    } else if is_link && !path.canonicalize().is_ok_and(|t| t.starts_with(root)) {
+        Entry::Outside
+    } else if settled(&meta, settle) {
+        Entry::File
+    } else {
+        Entry::Unsettled(changed(&meta))
+    }
+}
+
 /// Nothing has written the file for `settle` (its ctime changes with
 /// every write, and cannot be set back like its mtime).
 pub fn settled(meta: &std::fs::Metadata, settle: Duration) -> bool {
+    SystemTime::now().duration_since(changed(meta)).is_ok_and(|age| age >= settle)
+}
+
+/// When the file last changed: the later of its ctime and mtime.
+pub fn changed(meta: &std::fs::Metadata) -> SystemTime {
     use std::os::unix::fs::MetadataExt;
-    let changed =
-        SystemTime::UNIX_EPOCH + Duration::new(meta.ctime().max(0) as u64, meta.ctime_nsec() as u32);
-    let modified = meta.modified().unwrap_or(changed).max(changed);
-    SystemTime::now().duration_since(modified).is_ok_and(|age| age >= settle)
+    let ctime = SystemTime::UNIX_EPOCH + Duration::new(meta.ctime().max(0) as u64, meta.ctime_nsec() as u32);
+    meta.modified().unwrap_or(ctime).max(ctime)
 }
 
 /// Whether `path` is an input of a directory (see the module doc).
@@ -253,7 +347,8 @@ mod tests {
         // Written just now: not settled for 5 s.
         let w = walk(&season, None, SETTLED).unwrap();
         assert_eq!(w.files, Vec::<PathBuf>::new());
-        assert_eq!(w.unsettled, [season.join("disc 2/e02.mkv"), season.join("e01.mp4")]);
+        let unsettled: Vec<&PathBuf> = w.unsettled.iter().map(|(p, _)| p).collect();
+        assert_eq!(unsettled, [&season.join("disc 2/e02.mkv"), &season.join("e01.mp4")]);
         let out = season.join("out");
         std::fs::create_dir_all(&out).unwrap();
         std::fs::write(out.join("e00.mp4"), b"x").unwrap();
@@ -282,6 +377,34 @@ mod tests {
         let two = [season.join("e01.mp4"), season.join("disc 2/e02.mkv")];
         assert!(matches!(expand(&two, &Outputs::File(out.join("x.mp4")), z), Err(InputError::OneOutput)));
         assert_eq!(extension_for("matroska"), Some("mkv"));
+    }
+
+    #[test]
+    fn a_reported_name_follows_the_walks_rule() {
+        let t = tempfile::tempdir().unwrap();
+        let (up, private) = (t.path().join("upload"), t.path().join("private"));
+        for d in [up.join("sub"), up.join("out"), private.clone()] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        for f in [up.join("sub/a.mp4"), up.join(".b.mp4"), private.join("c.mp4")] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        std::os::unix::fs::symlink(private.join("c.mp4"), up.join("c.mp4")).unwrap();
+        let root = up.canonicalize().unwrap();
+        let z = Duration::ZERO;
+        assert_eq!(entry(&up.join("sub"), &root, z), Entry::Dir);
+        assert_eq!(entry(&up.join("sub/a.mp4"), &root, z), Entry::File);
+        assert!(matches!(entry(&up.join("sub/a.mp4"), &root, SETTLED), Entry::Unsettled(_)));
+        assert_eq!(entry(&up.join(".b.mp4"), &root, z), Entry::Other);
+        assert_eq!(entry(&up.join("c.mp4"), &root, z), Entry::Outside);
+        assert_eq!(entry(&up.join("gone.mp4"), &root, z), Entry::Other);
+        // Each directory is announced before it is read; the output's never.
+        let mut dirs = Vec::new();
+        let w =
+            walk_below(&up, &root, Some(&up.join("out")), z, &mut |d| dirs.push(d.to_path_buf())).unwrap();
+        dirs.sort();
+        assert_eq!(dirs, [up.clone(), up.join("sub")]);
+        assert_eq!(w.files, [up.join("sub/a.mp4")]);
     }
 
     #[test]

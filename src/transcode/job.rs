@@ -174,9 +174,9 @@ pub enum Found {
 }
 
 const LOCK: &str = "lock";
-const RECORD: &str = "job.json";
+pub const RECORD: &str = "job.json";
 const REFERENCE: &str = "reference.json";
-const SEALS: &str = "chunks.json";
+pub const SEALS: &str = "chunks.json";
 
 impl JobDir {
     /// Open (create) the job directory and take its lock. With `fresh`, any
@@ -194,6 +194,8 @@ impl JobDir {
         if lock.try_lock().is_err() {
             bail!("another dffmpeg is working on this output (job directory {})", at.path().display());
         }
+        crate::state::create_private(&at.private_base)
+            .with_context(|| format!("cannot create {}", at.private_base.display()))?;
         let private = Dir::open(&at.private_base)?.own_dir(&at.private_name, 0o700)?;
         let job = JobDir {
             dir: at.path(),
@@ -262,8 +264,8 @@ impl JobDir {
     fn record(&self) -> Result<Option<JobRecord>> {
         let bytes = match self.private.read(RECORD) {
             Ok(b) => b,
-            Err(crate::safefs::SafeFsError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
+            Err(crate::safefs::SafeFsError::Io { cause, .. })
+                if cause.kind() == std::io::ErrorKind::NotFound =>
             {
                 return Ok(None)
             }
@@ -301,7 +303,7 @@ impl JobDir {
         Ok(self.private.write_atomic(RECORD, &serde_json::to_vec_pretty(record)?)?)
     }
 
-    fn chunk_name(index: usize) -> String {
+    pub fn chunk_name(index: usize) -> String {
         format!("chunk_{index:05}.nut")
     }
 
@@ -355,6 +357,11 @@ impl JobDir {
             seals.remove(&index);
         }
         Ok(written?)
+    }
+
+    /// Keep a failed attempt's log in `logs/` (see `chunk_log.rs`); its path.
+    pub fn keep_log(&self, h: &super::chunk_log::Header, stderr: &super::chunk_log::Tail) -> Result<PathBuf> {
+        Ok(super::chunk_log::keep(&self.handle, h, stderr)?)
     }
 
     /// Remove a file of the work directory if it is there (an attempt's leftovers).
@@ -518,7 +525,11 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 /// `.OUTPUT.dffmpeg-job` next to the output; and its private directory,
 /// `STATE/jobs/NAME` (see the module doc).
 pub fn location(output: &Path, shared_dir: Option<&Path>) -> Result<Location> {
-    let private_base = crate::state::private_subdir("jobs").context("cannot keep the job's private files")?;
+    let private_base = crate::state::dir()
+        .ok_or_else(|| {
+            anyhow::anyhow!("cannot keep the job's private files: neither XDG_STATE_HOME nor HOME is set")
+        })?
+        .join("jobs");
     let private_name = job_name(output);
     Ok(match shared_dir {
         Some(shared) => Location {

@@ -12,15 +12,6 @@ use super::plan::Plan;
 use super::side::SideFile;
 use crate::safefs::{file_fd_path, Dir};
 
-/// Run a controller-side ffmpeg to its end; its error text on failure.
-pub(super) async fn run_ffmpeg(argv: &[String]) -> Result<()> {
-    let (status, err) = crate::process::run_quiet(argv).await.context("cannot run ffmpeg")?;
-    if !status.success() {
-        bail!("{}", if err.is_empty() { "ffmpeg failed" } else { &err });
-    }
-    Ok(())
-}
-
 /// The concat list: each chunk (as `paths` name it: the `/proc` paths of
 /// the verified files, held open) with its exact planned duration, so the
 /// chunks follow each other on the source's own timeline, and its first
@@ -115,7 +106,7 @@ pub async fn merge(m: &MergeRequest<'_>) -> Result<()> {
         format: m.format,
         dest: &tmp.to_string_lossy(),
     });
-    run_ffmpeg(&argv).await.context("merge failed")?;
+    crate::process::run_ffmpeg(&argv).await.context("merge failed")?;
     drop(chunks);
     // ffmpeg's concat exits 0 when a part cannot be read: the output is
     // checked before it replaces anything.

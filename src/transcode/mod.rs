@@ -9,9 +9,11 @@
 
 pub mod args;
 pub mod batch;
+pub mod chunk_log;
 pub mod cluster;
 pub mod context;
 pub mod dispatch;
+pub mod dry_run;
 pub mod encode;
 pub mod encoders;
 pub mod ffmpeg;
@@ -45,6 +47,7 @@ use prepare::PrepareError;
 
 pub async fn run(args: TranscodeArgs) -> Outcome {
     let started = Instant::now();
+    args.log.open()?;
     let inventory = Inventory::resolve(args.inventory.as_deref()).map_err(usage)?;
     let (inputs, ffmpeg_args) = args.split_words();
     let user = Arc::new(args::parse(&ffmpeg_args).map_err(usage)?);
@@ -65,11 +68,14 @@ pub async fn run(args: TranscodeArgs) -> Outcome {
     };
     let files = found.files;
     let single = files.len() == 1 && !files[0].found && !args.watch;
-    let files = match single {
+    // A watch probes a file itself, and only when its output is missing
+    // (not every finished file at each start); it names links too.
+    let files = match single || args.watch {
         true => files,
         false => keep_videos(files).await,
     };
-    let skipped: Vec<String> = found.outside.iter().map(|p| outside_link(p)).collect();
+    let outside = if args.watch { &[][..] } else { &found.outside[..] };
+    let skipped: Vec<String> = outside.iter().map(|p| outside_link(p)).collect();
     if files.is_empty() && !args.watch {
         let names = inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
         let why = skipped.iter().map(|s| format!("; {s}")).collect::<String>();
@@ -88,13 +94,22 @@ pub async fn run(args: TranscodeArgs) -> Outcome {
         // no pipe); an inventory's `storage` is followed as it says.
         all_local: inventory.source == Inventory::local_default().source,
     };
+    if args.dry_run {
+        let given = dry_run::Given { inventory: &inventory, opts: &opts, json: args.json };
+        return dry_run::run(&given, files).await;
+    }
     let (stop_tx, stop) = signal_watch::channel(false);
     let signals = tokio::spawn(async move {
         crate::signals::wait().await;
         // Nobody listens any more: the work is over anyway.
         let _ = stop_tx.send(true);
     });
-    let (events, reporter) = progress::spawn(progress::Mode::choose(args.json), started);
+    let view = progress::View {
+        mode: progress::Mode::choose(args.json),
+        verbose: args.log.verbose,
+        watch: args.watch,
+    };
+    let (events, reporter) = progress::spawn(view, started);
     for message in skipped {
         // The reporter runs until every sender is gone.
         let _ = events.send(progress::Event::Warning { message });

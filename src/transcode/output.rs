@@ -59,8 +59,8 @@ pub fn default_output(input: &Path) -> PathBuf {
 pub enum OutputError {
     #[error("output {0} is not a file name")]
     NotAFile(PathBuf),
-    #[error("output directory {path}: {source}")]
-    Dir { path: PathBuf, source: std::io::Error },
+    #[error("output directory {path}: {cause}")]
+    Dir { path: PathBuf, cause: std::io::Error },
     #[error("output {0} is the input file")]
     IsInput(PathBuf),
     #[error("output {0} is a directory")]
@@ -69,7 +69,7 @@ pub enum OutputError {
     Exists(PathBuf),
     #[error("output directory {0} is not writable: {1}")]
     NotWritable(PathBuf, SafeFsError),
-    #[error("{0}")]
+    #[error(transparent)]
     Unsafe(#[from] SafeFsError),
 }
 
@@ -82,11 +82,11 @@ pub fn open_dir(root: Option<&Path>, output: &Path) -> Result<Dir, OutputError> 
         _ => PathBuf::from("."),
     };
     let Some(root) = root else {
-        let dir = parent.canonicalize().map_err(|e| OutputError::Dir { path: parent.clone(), source: e })?;
+        let dir = parent.canonicalize().map_err(|e| OutputError::Dir { path: parent.clone(), cause: e })?;
         return Ok(Dir::open(&dir)?);
     };
-    std::fs::create_dir_all(root).map_err(|e| OutputError::Dir { path: root.to_path_buf(), source: e })?;
-    let canon = root.canonicalize().map_err(|e| OutputError::Dir { path: root.to_path_buf(), source: e })?;
+    std::fs::create_dir_all(root).map_err(|e| OutputError::Dir { path: root.to_path_buf(), cause: e })?;
+    let canon = root.canonicalize().map_err(|e| OutputError::Dir { path: root.to_path_buf(), cause: e })?;
     let mut dir = Dir::open(&canon)?;
     let rel = parent.strip_prefix(root).unwrap_or(Path::new(""));
     for part in rel.components() {

@@ -21,7 +21,7 @@ use super::verify::{self, ChunkFacts, VerifyError};
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
     #[error("cannot run ffmpeg: {0}")]
-    Spawn(#[from] std::io::Error),
+    Spawn(std::io::Error),
     #[error("cannot run ffmpeg: no pipe")]
     NoPipe,
     /// ffmpeg's error lines (or its exit status when it printed none).
@@ -32,6 +32,14 @@ pub enum PreflightError {
     /// The options work, but not chunk by chunk.
     #[error(transparent)]
     Unchunkable(#[from] Unchunkable),
+}
+
+// By hand, not `#[from]`: the message already names the cause, which
+// must not also be its `source()` (printed twice in a chain).
+impl From<std::io::Error> for PreflightError {
+    fn from(e: std::io::Error) -> Self {
+        PreflightError::Spawn(e)
+    }
 }
 
 /// ffmpeg's error lines, or its exit status when it printed none.

@@ -100,8 +100,7 @@ impl Prepared {
     /// The work of one frame: megapixels (the scheduler's unit, so that
     /// files of other sizes share one speed measure).
     pub fn weight(&self) -> f64 {
-        let v = self.checked.probe.video_stream();
-        (f64::from(v.width.unwrap_or(0)) * f64::from(v.height.unwrap_or(0)) / 1e6).max(0.01)
+        weight(&self.checked.probe)
     }
 
     /// What the side streams' encode needs, if the input has any.
@@ -125,6 +124,12 @@ impl Prepared {
             streams,
         })
     }
+}
+
+/// The work of one frame of a probed input: megapixels.
+pub fn weight(probe: &Probe) -> f64 {
+    let v = probe.video_stream();
+    (f64::from(v.width.unwrap_or(0)) * f64::from(v.height.unwrap_or(0)) / 1e6).max(0.01)
 }
 
 /// The input, canonical and UTF-8 (paths go to nodes as text).
@@ -397,12 +402,27 @@ pub struct Share {
 impl Share {
     /// Seconds of video behind this file, estimated from its own bytes per
     /// second (0 when nothing is queued or the size is unknown).
-    fn behind_seconds(&self, c: &Checked) -> f64 {
-        let size = std::fs::metadata(&c.input).map(|m| m.len()).unwrap_or(0);
+    fn behind_seconds(&self, input: &Path, video_seconds: f64) -> f64 {
+        let size = std::fs::metadata(input).map(|m| m.len()).unwrap_or(0);
         if self.behind_bytes == 0 || size == 0 {
             return 0.0;
         }
-        self.behind_bytes as f64 * c.probe.video_seconds() / size as f64
+        self.behind_bytes as f64 * video_seconds / size as f64
+    }
+
+    /// How a new job of `input` (`probe`) is cut: `--chunk` as asked, else
+    /// for the slots (and the files queued behind it).
+    pub fn sizing(&self, chunk: Option<f64>, input: &Path, probe: &Probe) -> plan::Sizing {
+        let after = self.behind_seconds(input, probe.video_seconds());
+        let slots = self.slots.max(1) as f64;
+        match (chunk, self.even) {
+            (Some(s), _) => plan::Sizing::Fixed(s),
+            (None, true) => plan::Sizing::Fixed(
+                ((probe.video_seconds() + after) / slots)
+                    .clamp(plan::MIN_CHUNK_SECONDS, plan::MAX_CHUNK_SECONDS),
+            ),
+            (None, false) => plan::Sizing::Guided { slots: self.slots, after },
+        }
     }
 }
 
@@ -412,16 +432,7 @@ pub fn plan(c: Checked, share: Share, chunk: Option<f64>) -> Result<Prepared, Pr
     let record = match &c.start {
         Start::Resumed(r) => (**r).clone(),
         Start::New { spec, encoder } => {
-            let after = share.behind_seconds(&c);
-            let slots = share.slots.max(1) as f64;
-            let sizing = match (chunk, share.even) {
-                (Some(s), _) => plan::Sizing::Fixed(s),
-                (None, true) => plan::Sizing::Fixed(
-                    ((c.probe.video_seconds() + after) / slots)
-                        .clamp(plan::MIN_CHUNK_SECONDS, plan::MAX_CHUNK_SECONDS),
-                ),
-                (None, false) => plan::Sizing::Guided { slots: share.slots, after },
-            };
+            let sizing = share.sizing(chunk, &c.input, &c.probe);
             let plan = plan::plan(&c.probe.packets, c.probe.video_time_base, sizing);
             let record = JobRecord {
                 key: c.key.clone(),
@@ -447,7 +458,7 @@ pub fn plan(c: Checked, share: Share, chunk: Option<f64>) -> Result<Prepared, Pr
 /// of failing chunks and dropping healthy nodes.
 pub fn check_space(dir: &Path, input: &Path) -> Result<(), PrepareError> {
     let need = std::fs::metadata(input).map(|m| m.len()).unwrap_or(0) + (64 << 20);
-    match free_bytes(dir) {
+    match crate::safefs::free_bytes(dir) {
         Some(free) if free < need => Err(PrepareError::Failed(anyhow!(
             "not enough free space on this machine in {}: {} MiB free, about {} MiB needed for the encoded chunks",
             dir.display(),
@@ -460,15 +471,4 @@ pub fn check_space(dir: &Path, input: &Path) -> Result<(), PrepareError> {
 
 fn resumed_is_none(found: &Found) -> bool {
     !matches!(found, Found::Resumed(_))
-}
-
-/// Bytes available to this user in the file system of `dir`.
-pub fn free_bytes(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs fills the zeroed struct; `c` is a valid C string.
-    unsafe {
-        let mut s: libc::statvfs = std::mem::zeroed();
-        (libc::statvfs(c.as_ptr(), &mut s) == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
-    }
 }

@@ -147,7 +147,7 @@ pub enum ProbeError {
     #[error("ffprobe is not installed (apt-get install ffmpeg)")]
     NoFfprobe,
     #[error("cannot run ffprobe: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("not a media file ffmpeg can read: {0}")]
     Unreadable(String),
     #[error("no video stream in it (audio-only or data file)")]
@@ -158,6 +158,14 @@ pub enum ProbeError {
     NoTimestamps,
     #[error("unexpected ffprobe output: {0}")]
     Parse(String),
+}
+
+// By hand, not `#[from]`: the message names the cause, which must not also
+// be its `source()` (printed twice in a chain).
+impl From<std::io::Error> for ProbeError {
+    fn from(e: std::io::Error) -> Self {
+        ProbeError::Io(e)
+    }
 }
 
 /// Run `ffprobe -v error ARGS -i INPUT`; its stdout, or the last line of its
@@ -184,6 +192,8 @@ pub async fn ffprobe_from(args: &[&str], input: &Path, stdin: Stdio) -> Result<V
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let line = err.lines().last().unwrap_or("ffprobe failed").trim();
+        // `INPUT: Invalid data ...`: the caller names the input already.
+        let line = line.strip_prefix(&format!("{}: ", input.display())).unwrap_or(line);
         return Err(ProbeError::Unreadable(line.to_string()));
     }
     Ok(out.stdout)

@@ -3,6 +3,12 @@
 //! (each with `t`, seconds since dffmpeg started, so that a consumer can
 //! draw a timeline). The reporter owns all display state; the pipeline
 //! only sends events.
+//!
+//! Each event's line has a [`Level`]: files, failures and warnings are
+//! always shown; chunks only in plain output of one command (a terminal
+//! has its bars); `--watch` (a service: its output is the journal) shows
+//! one line per file event and no periodic progress; `-v` shows every
+//! line. The log file (`--log-file`) gets every line, whatever is shown.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -32,6 +38,9 @@ pub struct NodeStats {
     pub retries: u64,
     /// Duplicate attempts this node started (idle slot at the end of the queue).
     pub duplicates: u64,
+    /// Programs dffmpeg started there: each attempt's shell and encoder
+    /// (a local node's also count as the controller's).
+    pub processes: u64,
 }
 
 impl NodeStats {
@@ -105,6 +114,9 @@ pub enum Event {
         attempt: u64,
         node: String,
         error: String,
+        /// The attempt's log in the job directory (its encoder's stderr).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        log: Option<String>,
     },
     /// A duplicate attempt stopped because the other one finished first.
     ChunkCancelled {
@@ -151,6 +163,9 @@ pub enum Event {
         frames: u64,
         files: Vec<FileResult>,
         nodes: Vec<NodeStats>,
+        /// Programs started on the controller (ffmpeg, ffprobe, ssh, the
+        /// local nodes' attempts).
+        controller_processes: u64,
     },
 }
 
@@ -159,6 +174,42 @@ pub enum Mode {
     Bars,
     Plain,
     Json,
+}
+
+/// How the reporter shows a batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct View {
+    pub mode: Mode,
+    /// `-v`: every line, above the bars and in a watch too.
+    pub verbose: bool,
+    /// `--watch`: one line per file event, no progress lines.
+    pub watch: bool,
+}
+
+/// Who sees a line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Level {
+    /// Everyone: files starting and ending, failures, warnings, the summary.
+    File,
+    /// A file's stages (merging): not in a watch.
+    Stage,
+    /// Chunks and side streams: plain output of one command.
+    Chunk,
+    /// Only with `-v`.
+    Detail,
+}
+
+impl View {
+    fn shows(&self, level: Level) -> bool {
+        match (self.mode, level) {
+            (Mode::Json, _) => false,
+            _ if self.verbose => true,
+            (_, Level::File) => true,
+            (_, Level::Stage) => !self.watch,
+            (Mode::Plain, Level::Chunk) => !self.watch,
+            _ => false,
+        }
+    }
 }
 
 impl Mode {
@@ -177,9 +228,9 @@ pub type Sender = mpsc::UnboundedSender<Event>;
 
 /// Run the reporter until every sender is gone. `started`: when dffmpeg
 /// started (the events' `t`).
-pub fn spawn(mode: Mode, started: Instant) -> (Sender, tokio::task::JoinHandle<()>) {
+pub fn spawn(view: View, started: Instant) -> (Sender, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = tokio::spawn(report(mode, started, rx));
+    let handle = tokio::spawn(report(view, started, rx));
     (tx, handle)
 }
 
@@ -198,7 +249,7 @@ struct Current {
 }
 
 struct State {
-    mode: Mode,
+    view: View,
     /// dffmpeg's start, for `t`.
     t0: Instant,
     files: usize,
@@ -234,11 +285,16 @@ impl State {
         (done, fps, eta)
     }
 
-    /// Print a line for a person: file and node names in it are shown
-    /// without terminal escapes or control characters (`--json` carries
-    /// them JSON-escaped instead).
-    fn println(&self, line: &str) {
+    /// A line of the batch's story: into the log file, and on the screen
+    /// when the view shows its level (above the bars, if any). File and
+    /// node names in it are shown without terminal escapes or control
+    /// characters (`--json` carries them JSON-escaped instead).
+    fn out(&self, level: Level, line: &str) {
         let line = &crate::text::printable(line);
+        crate::log::line(line);
+        if !self.view.shows(level) {
+            return;
+        }
         match &self.multi {
             Some(m) => {
                 // A terminal that went away: nothing to print to.
@@ -248,20 +304,35 @@ impl State {
         }
     }
 
-    /// `[2/12] name` in a batch, `name` alone for one file.
+    /// Many files (a batch, or a watch: its count is not known).
+    fn many(&self) -> bool {
+        self.files != 1
+    }
+
+    /// `[2/12] name` in a batch, `[2] name` in a watch, `name` alone for one file.
     fn file_tag(&self, job: usize) -> String {
         let name = self.current.get(&job).map(|c| c.name.as_str()).unwrap_or("");
-        match self.files > 1 {
-            true => format!("[{}/{}] {name}", job + 1, self.files),
-            false => name.to_string(),
+        match self.files {
+            0 => format!("[{}] {name}", job + 1),
+            1 => name.to_string(),
+            n => format!("[{}/{n}] {name}", job + 1),
+        }
+    }
+
+    /// `TAG: ` before a chunk's line when there are many files.
+    fn file_prefix(&self, job: usize) -> String {
+        if self.many() {
+            format!("{}: ", self.file_tag(job))
+        } else {
+            String::new()
         }
     }
 }
 
-async fn report(mode: Mode, t0: Instant, mut rx: mpsc::UnboundedReceiver<Event>) {
+async fn report(view: View, t0: Instant, mut rx: mpsc::UnboundedReceiver<Event>) {
     let now = Instant::now();
     let mut st = State {
-        mode,
+        view,
         t0,
         files: 0,
         files_ended: 0,
@@ -276,13 +347,17 @@ async fn report(mode: Mode, t0: Instant, mut rx: mpsc::UnboundedReceiver<Event>)
         overall: None,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(1000));
+    // After a quiet spell, one tick, not a burst of the missed ones.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Ticks only while attempts run: an idle watch never wakes up.
+        let busy = !st.running.is_empty();
         tokio::select! {
             ev = rx.recv() => match ev {
                 Some(ev) => handle(&mut st, ev),
                 None => break,
             },
-            _ = tick.tick() => periodic(&mut st),
+            _ = tick.tick(), if busy => periodic(&mut st),
         }
     }
     if let Some(m) = st.multi.take() {
@@ -298,7 +373,7 @@ fn periodic(st: &mut State) {
         return;
     }
     let (done, fps, eta) = st.rate();
-    match st.mode {
+    match st.view.mode {
         Mode::Json => emit_json(
             st,
             &serde_json::json!({
@@ -306,6 +381,8 @@ fn periodic(st: &mut State) {
                 "eta_seconds": eta.map(round2), "files_done": st.files_ended, "files": st.files,
             }),
         ),
+        // A watch's output is a service's journal: no progress lines there.
+        Mode::Plain if st.view.watch => {}
         Mode::Plain => {
             if st.last_line.elapsed() >= Duration::from_secs(5) && !st.running.is_empty() {
                 st.last_line = Instant::now();
@@ -361,94 +438,107 @@ fn round3(x: f64) -> f64 {
 }
 
 fn handle(st: &mut State, ev: Event) {
-    if st.mode == Mode::Json && !matches!(ev, Event::ChunkProgress { .. }) {
+    if st.view.mode == Mode::Json && !matches!(ev, Event::ChunkProgress { .. }) {
         emit_json(st, &ev);
     }
     match ev {
         Event::BatchStart { cluster, files, slots } => batch_start(st, &cluster, files, slots),
-        Event::Warning { message } => {
-            if st.mode != Mode::Json {
-                st.println(&format!("warning: {message}"));
-            }
-        }
-        Event::JobStart { job, input, output, chunks, frames, resumed_chunks, resumed_frames, .. } => {
-            job_start(st, job, (&input, &output), (chunks, frames), (resumed_chunks, resumed_frames))
+        Event::Warning { message } => st.out(Level::File, &format!("warning: {message}")),
+        Event::JobStart {
+            job,
+            input,
+            output,
+            chunks,
+            frames,
+            read_in_place,
+            resumed_chunks,
+            resumed_frames,
+        } => {
+            let counts = (chunks, frames, read_in_place);
+            job_start(st, job, (&input, &output), counts, (resumed_chunks, resumed_frames))
         }
         Event::ChunkStart { file, job, chunk, attempt, node, frames, duplicate } => {
             chunk_start(st, (file, job, chunk, attempt), &node, frames, duplicate)
         }
         Event::ChunkProgress { attempt, frames } => chunk_progress(st, attempt, frames),
-        Event::ChunkDone { job, chunk, attempt, node, frames, seconds } => {
-            finish(st, attempt);
-            st.done_frames += frames;
-            let fps = if seconds > 0.0 { frames as f64 / seconds } else { 0.0 };
-            if st.mode == Mode::Plain {
-                let file = if st.files > 1 { format!("{}: ", st.file_tag(job)) } else { String::new() };
-                say!("{file}chunk {chunk} done on {node}: {frames} frames, {fps:.1} fps");
-            }
+        ev @ (Event::ChunkDone { .. } | Event::ChunkFailed { .. } | Event::ChunkCancelled { .. }) => {
+            chunk_end(st, ev)
         }
-        Event::ChunkFailed { job, chunk, attempt, node, error } => {
-            finish(st, attempt);
-            if st.mode != Mode::Json {
-                let file = if st.files > 1 { format!("{}: ", st.file_tag(job)) } else { String::new() };
-                st.println(&format!("{file}chunk {chunk} failed on {node}: {error}"));
-            }
-        }
-        Event::ChunkCancelled { attempt, .. } => finish(st, attempt),
         Event::NodeDropped { node, reason } => {
-            if st.mode != Mode::Json {
-                st.println(&format!("warning: node {node} left the job: {reason}"));
-            }
+            st.out(Level::File, &format!("warning: node {node} left the job: {reason}"))
         }
         Event::SideStreams { job, streams, seconds } => {
-            if st.mode == Mode::Plain {
-                let file = if st.files > 1 { format!("{}: ", st.file_tag(job)) } else { String::new() };
-                say!("{file}side streams: {streams} encoded in {seconds:.1} s");
-            }
+            let file = st.file_prefix(job);
+            st.out(Level::Chunk, &format!("{file}side streams: {streams} encoded in {seconds:.1} s"));
         }
         Event::Merging { job, chunks } => {
-            if st.mode != Mode::Json {
-                let what =
-                    if st.files > 1 { format!("{}: merging", st.file_tag(job)) } else { "merging".into() };
-                st.println(&format!("{what} {chunks} chunks"));
-            }
+            let what = if st.many() { format!("{}: merging", st.file_tag(job)) } else { "merging".into() };
+            st.out(Level::Stage, &format!("{what} {chunks} chunks"));
         }
         Event::JobDone { job, output, frames, seconds, fps } => {
             st.files_ended += 1;
             st.current.remove(&job);
-            if st.mode != Mode::Json {
-                st.println(&format!("done: {output}: {frames} frames in {seconds:.1} s ({fps:.1} fps)"));
-            }
+            st.out(Level::File, &format!("done: {output}: {frames} frames in {seconds:.1} s ({fps:.1} fps)"));
         }
         Event::JobFailed { job, input, error, .. } => {
             st.files_ended += 1;
             if let Some(job) = job {
                 st.current.remove(&job);
             }
-            if st.mode != Mode::Json && st.files > 1 {
-                st.println(&format!("failed: {input}: {error}"));
-            }
+            // One file alone: its error ends the command (and is printed then).
+            let level = if st.many() { Level::File } else { Level::Detail };
+            st.out(level, &format!("failed: {input}: {error}"));
         }
         Event::JobSkipped { input, reason, .. } => {
-            if st.mode != Mode::Json {
-                st.println(&format!("skipped: {input}: {reason}"));
-            }
+            st.out(Level::File, &format!("skipped: {input}: {reason}"))
         }
-        Event::BatchDone { seconds, frames, files, nodes } => batch_done(st, seconds, frames, &files, &nodes),
+        Event::BatchDone { seconds, frames, files, nodes, .. } => {
+            batch_done(st, seconds, frames, &files, &nodes)
+        }
+    }
+}
+
+/// An attempt's end: its chunk done, failed (with its log) or stopped.
+fn chunk_end(st: &mut State, ev: Event) {
+    match ev {
+        Event::ChunkDone { job, chunk, attempt, node, frames, seconds } => {
+            finish(st, attempt);
+            st.done_frames += frames;
+            let fps = if seconds > 0.0 { frames as f64 / seconds } else { 0.0 };
+            let file = st.file_prefix(job);
+            st.out(
+                Level::Chunk,
+                &format!("{file}chunk {chunk} done on {node}: {frames} frames, {fps:.1} fps"),
+            );
+        }
+        Event::ChunkFailed { job, chunk, attempt, node, error, log } => {
+            finish(st, attempt);
+            let log = log.map(|l| format!(" (log: {l})")).unwrap_or_default();
+            let file = st.file_prefix(job);
+            st.out(Level::File, &format!("{file}chunk {chunk} failed on {node}: {error}{log}"));
+        }
+        Event::ChunkCancelled { job, chunk, attempt, node } => {
+            finish(st, attempt);
+            let file = st.file_prefix(job);
+            st.out(
+                Level::Detail,
+                &format!("{file}chunk {chunk} stopped on {node}: another attempt finished it"),
+            );
+        }
+        _ => {}
     }
 }
 
 fn batch_start(st: &mut State, cluster: &str, files: usize, slots: usize) {
     st.files = files;
     st.started = Instant::now();
-    if st.mode == Mode::Json {
-        return;
+    st.out(Level::File, &format!("cluster: {cluster}"));
+    match files {
+        0 => st.out(Level::File, &format!("watching: new files go on {slots} slots")),
+        1 => {}
+        _ => st.out(Level::File, &format!("{files} files on {slots} slots")),
     }
-    say!("cluster: {cluster}");
-    if files > 1 {
-        say!("{files} files on {slots} slots");
-    }
-    if st.mode == Mode::Bars {
+    if st.view.mode == Mode::Bars {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
         let bar = multi.add(ProgressBar::new(0));
         bar.set_style(
@@ -464,7 +554,7 @@ fn job_start(
     st: &mut State,
     job: usize,
     (input, output): (&str, &str),
-    (chunks, frames): (usize, u64),
+    (chunks, frames, read_in_place): (usize, u64, bool),
     (resumed_chunks, resumed_frames): (usize, u64),
 ) {
     st.total += frames;
@@ -473,13 +563,22 @@ fn job_start(
     let name =
         std::path::Path::new(input).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     st.current.insert(job, Current { name });
-    if st.mode == Mode::Json {
-        return;
-    }
-    let tag = if st.files > 1 { format!("[{}/{}] ", job + 1, st.files) } else { String::new() };
-    st.println(&format!("{tag}{input} -> {output}: {frames} frames in {chunks} chunks"));
+    let tag = match st.files {
+        0 => format!("[{}] ", job + 1),
+        1 => String::new(),
+        n => format!("[{}/{n}] ", job + 1),
+    };
+    st.out(Level::File, &format!("{tag}{input} -> {output}: {frames} frames in {chunks} chunks"));
+    let how = match read_in_place {
+        true => "the nodes read the input in place",
+        false => "the controller sends each chunk's packets to its node",
+    };
+    st.out(Level::Detail, &format!("{tag}{how}"));
     if resumed_chunks > 0 {
-        st.println(&format!("resuming: {resumed_chunks} chunks ({resumed_frames} frames) already done"));
+        st.out(
+            Level::File,
+            &format!("{tag}resuming: {resumed_chunks} chunks ({resumed_frames} frames) already done"),
+        );
     }
 }
 
@@ -504,10 +603,9 @@ fn chunk_start(
         )));
         b
     });
-    if st.mode == Mode::Plain {
-        let file = if st.files > 1 { format!("{}: ", st.file_tag(job)) } else { String::new() };
-        say!("{file}chunk {chunk} -> {node}{}", if duplicate { " (duplicate of a slow one)" } else { "" });
-    }
+    let file = st.file_prefix(job);
+    let dup = if duplicate { " (duplicate of a slow one)" } else { "" };
+    st.out(Level::Chunk, &format!("{file}chunk {chunk} -> {node}: {frames} frames{dup}"));
     st.running.insert(attempt, Running { job, chunk, of: frames, frames: 0, started: Instant::now(), bar });
 }
 
@@ -526,38 +624,37 @@ fn batch_done(st: &mut State, seconds: f64, frames: u64, files: &[FileResult], n
         let _ = m.clear();
     }
     st.overall = None;
-    if st.mode == Mode::Json {
-        return;
-    }
     if files.len() > 1 {
         let count = |s: &str| files.iter().filter(|f| f.status == s).count();
-        say!(
-            "batch: {} done, {} skipped, {} failed; {frames} frames in {seconds:.1} s",
-            count("done"),
-            count("skipped"),
-            count("failed")
+        st.out(
+            Level::File,
+            &format!(
+                "batch: {} done, {} skipped, {} failed; {frames} frames in {seconds:.1} s",
+                count("done"),
+                count("skipped"),
+                count("failed")
+            ),
         );
         for f in files.iter().filter(|f| f.status != "done") {
-            say!("  {:<7} {}: {}", f.status, f.input, f.reason.as_deref().unwrap_or(""));
+            let line = format!("  {:<7} {}: {}", f.status, f.input, f.reason.as_deref().unwrap_or(""));
+            st.out(Level::File, &line);
         }
     }
     if nodes.iter().all(|n| n.chunks == 0 && n.failures == 0) {
         return;
     }
-    say!(
+    st.out(Level::File, &node_table(nodes));
+}
+
+/// The per-node summary: a header and a line per node.
+fn node_table(nodes: &[NodeStats]) -> String {
+    let mut t = format!(
         "{:<16} {:<8} {:>6} {:>8} {:>8} {:>8} {:>7} {:>10}",
-        "node",
-        "arch",
-        "chunks",
-        "frames",
-        "fps",
-        "failures",
-        "retries",
-        "duplicates"
+        "node", "arch", "chunks", "frames", "fps", "failures", "retries", "duplicates"
     );
     for n in nodes {
-        say!(
-            "{:<16} {:<8} {:>6} {:>8} {:>8.1} {:>8} {:>7} {:>10}",
+        t.push_str(&format!(
+            "\n{:<16} {:<8} {:>6} {:>8} {:>8.1} {:>8} {:>7} {:>10}",
             n.node,
             n.arch,
             n.chunks,
@@ -566,8 +663,9 @@ fn batch_done(st: &mut State, seconds: f64, frames: u64, files: &[FileResult], n
             n.failures,
             n.retries,
             n.duplicates
-        );
+        ));
     }
+    t
 }
 
 fn finish(st: &mut State, attempt: u64) {

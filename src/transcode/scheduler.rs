@@ -525,13 +525,16 @@ impl Scheduler {
     }
 
     /// An attempt's frames so far; they also measure its node's speed.
-    pub fn progress(&mut self, attempt: u64, frames: u64, now: Instant) {
-        let Some(pos) = self.running.iter().position(|r| r.attempt == attempt) else { return };
+    /// The count taken (capped at the chunk's frames) when it grew, else
+    /// None: only growth is worth reporting.
+    pub fn progress(&mut self, attempt: u64, frames: u64, now: Instant) -> Option<u64> {
+        let pos = self.running.iter().position(|r| r.attempt == attempt)?;
         // A node's count is its word: never past the chunk's frames.
         let frames = frames.min(self.chunks[self.running[pos].chunk].frames);
         let work = self.work_of(self.running[pos].chunk, frames);
         let r = &mut self.running[pos];
-        if frames > r.frames {
+        let grew = frames > r.frames;
+        if grew {
             r.moved = now;
         }
         r.frames = frames;
@@ -542,6 +545,7 @@ impl Scheduler {
             node.rate = Some((work / elapsed).min(MAX_RATE));
             node.unknown = false;
         }
+        grew.then_some(frames)
     }
 
     /// A verified result, with its encode's CPU and wall time when known.

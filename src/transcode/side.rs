@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 
 use super::ffmpeg;
 use super::job::JobDir;
-use super::merge::run_ffmpeg;
+use crate::process::run_ffmpeg;
 use crate::safefs::file_fd_path;
 
 /// A job's side streams to encode.

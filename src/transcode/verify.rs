@@ -116,11 +116,18 @@ struct PacketJson {
 }
 
 #[derive(Debug, Deserialize)]
+struct FormatJson {
+    #[serde(default)]
+    nb_streams: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
 struct ChunkJson {
     #[serde(default)]
     streams: Vec<StreamJson>,
     #[serde(default)]
     packets: Vec<PacketJson>,
+    format: Option<FormatJson>,
 }
 
 /// What an encoded chunk holds, read from its packets (not from the
@@ -133,6 +140,8 @@ pub struct ChunkFacts {
     /// Packets of the video stream (one frame each: every encoder dffmpeg
     /// accepts makes one packet per frame).
     pub frames: u64,
+    /// Streams in the file (a chunk holds its video stream alone).
+    pub streams: Option<usize>,
     /// The earliest presentation time of its packets, in seconds.
     pub start: Option<f64>,
     /// Packets without a presentation time.
@@ -161,6 +170,8 @@ pub enum VerifyError {
     Start { got: f64, planned: f64 },
     #[error("has no start time")]
     NoStart,
+    #[error("holds {0} streams, not its video stream alone")]
+    Streams(usize),
     #[error("is {size} bytes, more than any encode of its frames should be ({cap} bytes)")]
     TooLarge { size: u64, cap: u64 },
     #[error("{0} packets have no timestamp")]
@@ -192,7 +203,7 @@ pub async fn inspect(path: &Path) -> Result<ChunkFacts, VerifyError> {
 pub async fn inspect_from(path: &Path, stdin: std::process::Stdio) -> Result<ChunkFacts, VerifyError> {
     let fields = "stream=codec_name,profile,level,pix_fmt,width,height,sample_aspect_ratio,field_order,\
                   color_range,color_space,color_primaries,color_transfer,chroma_location,time_base:\
-                  stream_tags=encoder:packet=pts";
+                  stream_tags=encoder:packet=pts:format=nb_streams";
     let args = ["-select_streams", "v:0", "-print_format", "json=compact=1", "-show_entries", fields];
     let out = super::probe::ffprobe_from(&args, path, stdin).await?;
     parse_facts(&out)
@@ -209,7 +220,9 @@ fn parse_facts(json: &[u8]) -> Result<ChunkFacts, VerifyError> {
     // keeps the source's times.)
     let pts: Vec<i64> = parsed.packets.iter().filter_map(|p| p.pts).collect();
     let untimed = (parsed.packets.len() - pts.len()) as u64;
+    let streams = parsed.format.as_ref().and_then(|f| f.nb_streams);
     Ok(ChunkFacts {
+        streams,
         encoder,
         frames: parsed.packets.len() as u64,
         start: tb.zip(pts.iter().min()).map(|(tb, &first)| tb.seconds(first)),
@@ -250,6 +263,9 @@ pub async fn chunk(plan: &Plan, chunk: &Chunk, part: &Path) -> Result<ChunkFacts
 /// Check the facts of an encoded chunk against the plan (frames and start;
 /// codec parameters are compared with the job's reference by the caller).
 pub fn check(facts: &ChunkFacts, chunk: &Chunk, plan: &Plan) -> Result<(), VerifyError> {
+    if let Some(n) = facts.streams.filter(|&n| n != 1) {
+        return Err(VerifyError::Streams(n));
+    }
     if facts.frames != chunk.frames {
         return Err(VerifyError::Frames { got: facts.frames, planned: chunk.frames });
     }

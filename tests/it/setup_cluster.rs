@@ -32,15 +32,15 @@ fn lines(text: &str) -> Vec<String> {
     text.lines().map(str::to_string).filter(|l| !l.trim().is_empty() && !l.starts_with('#')).collect()
 }
 
-/// The exports file's lines for these compute nodes: upload ro, work and
-/// output rw.
+/// The exports file's lines for these compute nodes: upload and output
+/// ro, work rw.
 fn exports(want: &[&str]) -> Vec<String> {
     let line = |dir: &str, opts: &str| {
         let hosts: Vec<String> =
             want.iter().map(|h| format!("{h}({opts},sync,no_subtree_check,root_squash)")).collect();
         format!("{SHARED_DIR}/{dir} {}", hosts.join(" "))
     };
-    vec![line("upload", "ro"), line("work", "rw"), line("output", "rw")]
+    vec![line("upload", "ro"), line("work", "rw"), line("output", "ro")]
 }
 
 /// The storage node's kernel-side export table lists exactly these nodes.
@@ -53,7 +53,7 @@ fn exportfs(pi3: &Host, want: &[&str]) {
     seen.sort();
     let mut expect = Vec::new();
     for h in want {
-        for (d, m) in [("output", "rw"), ("upload", "ro"), ("work", "rw")] {
+        for (d, m) in [("output", "ro"), ("upload", "ro"), ("work", "rw")] {
             expect.push((format!("{SHARED_DIR}/{d}"), h.to_string(), m.to_string()));
         }
     }
@@ -69,7 +69,7 @@ fn fstab(c: &PiCluster, h: &str) -> Vec<String> {
 
 /// What they must be: NFS from the storage node, nosuid,nodev, automounted.
 fn want_fstab(storage: &str) -> Vec<String> {
-    [("upload", "ro"), ("work", "rw"), ("output", "rw")]
+    [("upload", "ro"), ("work", "rw"), ("output", "ro")]
         .iter()
         .map(|(d, m)| {
             format!("{storage}:{SHARED_DIR}/{d} {SHARED_DIR}/{d} nfs {m},nosuid,nodev,_netdev,nofail,noatime,x-systemd.automount 0 0")
@@ -151,7 +151,7 @@ fn setup_brings_up_two_pis_and_repairs_drift() {
     assert!(pi2.exec_ok("cat /sbin/mount.nfs").contains("stand-in"));
     pi2.exec_ok("test -x /sbin/mount.nfs.distrib");
 
-    // Exports: only the compute nodes' addresses, upload ro, work/output rw.
+    // Exports: only the compute nodes' addresses, upload/output ro, work rw.
     assert_eq!(lines(&c.cat("pi3", "/etc/exports.d/dffmpeg.exports")), exports(&[&pi2_ip]));
     exportfs(&pi3, &[&pi2_ip]);
 

@@ -260,3 +260,60 @@ tasks:
     assert_eq!(r.summary.unwrap().failed, vec!["here".to_string()]);
     assert!(r.out.trim_end().ends_with("--limit here"));
 }
+
+#[tokio::test]
+async fn verbose_shows_each_nodes_facts_and_change_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let quiet = run(dir.path(), |_| {}).await;
+    assert!(!quiet.out.contains("[here] facts:") && !quiet.out.contains("change batch"), "{}", quiet.out);
+    let dir = tempfile::tempdir().unwrap();
+    let verbose = run(dir.path(), |o| o.verbose = true).await;
+    assert!(verbose.out.contains("  [here] facts: "), "{}", verbose.out);
+    assert!(verbose.out.contains("  [here] change batch: "), "{}", verbose.out);
+}
+
+/// `setup --log-file`: every line of the run with a time stamp, with -v's
+/// detail, even with --json (whose stdout stays JSON).
+#[test]
+fn setup_writes_its_log_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let pbs = root.join("assets/playbooks");
+    std::fs::create_dir_all(&pbs).unwrap();
+    for role in ["compute", "controller", "storage"] {
+        std::fs::write(pbs.join(format!("{role}.yaml")), "tasks: []\n").unwrap();
+    }
+    let common = format!(
+        "tasks:\n  - name: note\n    step: exports\n    copy: {{ content: \"hi\\n\", dest: \"{}/note\" }}\n",
+        root.display()
+    );
+    std::fs::write(pbs.join("common.yaml"), common).unwrap();
+    let inv = root.join("inv.yaml");
+    std::fs::write(&inv, "nodes:\n  here: { host: local, roles: [controller, compute, storage] }\n").unwrap();
+    let log = root.join("setup.log");
+    let out = crate::common::run::dffmpeg()
+        .env("HOME", root)
+        .env("XDG_STATE_HOME", root.join("state"))
+        .args(["setup", "--json", "--log-file"])
+        .arg(&log)
+        .arg("--playbook-dir")
+        .arg(root.join("assets"))
+        .arg(&inv)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.lines().all(|l| l.starts_with('{')), "{stdout}");
+    assert_eq!(std::fs::read_to_string(root.join("note")).unwrap(), "hi\n");
+    let text = std::fs::read_to_string(&log).unwrap();
+    for line in [
+        "changed: [here] note",
+        "[here] facts: ",
+        "[here] change batch: 1 tasks",
+        "PLAY RECAP",
+        "exit status 0",
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
+    assert!(text.lines().all(|l| l.as_bytes().get(10) == Some(&b'T')), "{text}");
+}

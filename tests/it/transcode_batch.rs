@@ -261,3 +261,97 @@ fn watch_takes_a_file_only_once_it_is_completely_copied() {
     assert_eq!(status.code(), Some(0));
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn watch_finds_a_new_folder_and_files_moved_in() {
+    let d = workdir("bt-watch-new");
+    let (up, out, staging) = (d.join("upload"), d.join("output"), d.join("staging"));
+    std::fs::create_dir_all(&up).unwrap();
+    std::fs::create_dir_all(staging.join("box")).unwrap();
+    sample(&up, "first.mp4", 2);
+    // Made beforehand, outside the watched tree (same file system).
+    let src = sample(&staging, "src.mp4", 2);
+    sample(&staging, "moved.mp4", 2);
+    sample(&staging.join("box"), "inner.mp4", 2);
+    let mut c = dffmpeg();
+    c.args(["transcode", "--json", "--settle", "1", "--watch", "-O"]).arg(&out).arg(&up).args(ARGS);
+    let (mut done, mut arrived) = (0, Instant::now());
+    let (res, ev) = streaming(&mut c, |e, pid| {
+        if e["event"] != "job_done" {
+            assert!(e["event"] != "job_failed", "{e}");
+            return;
+        }
+        done += 1;
+        if done == 1 {
+            // The watch runs (it took the file it found at the start): a
+            // folder made now, a file copied into it, a file and a folder
+            // renamed into the tree. Only the kernel's notification can
+            // tell of them (the next full walk is minutes away).
+            let season = up.join("season 2");
+            std::fs::create_dir(&season).unwrap();
+            std::fs::copy(&src, season.join("e01.mp4")).unwrap();
+            std::fs::rename(staging.join("moved.mp4"), up.join("moved.mp4")).unwrap();
+            std::fs::rename(staging.join("box"), up.join("box")).unwrap();
+            arrived = Instant::now();
+        }
+        if done == 4 {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
+    });
+    assert_eq!(res.status.code(), Some(0), "{}", String::from_utf8_lossy(&res.stderr));
+    assert_eq!(done, 4, "{ev:?}");
+    // Not a timing test: only a bound far above the work (three 2 s clips)
+    // and below the safety net's full walk (5 minutes), which would find
+    // them too.
+    assert!(arrived.elapsed() < Duration::from_secs(240), "found by the periodic walk, not notified");
+    let walked: Vec<_> =
+        file_events(&ev, "warning").into_iter().filter(|w| w.to_string().contains("walked every")).collect();
+    assert!(walked.is_empty(), "the watch fell back to walking: {walked:?}");
+    for (input, output) in [
+        (src, "season 2/e01.mp4"),
+        (up.join("moved.mp4"), "moved.mp4"),
+        (up.join("box/inner.mp4"), "box/inner.mp4"),
+    ] {
+        assert_eq!(frame_count(&out.join(output)), frame_count(&input), "{output}");
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn watch_without_enough_inotify_watches_walks_the_tree_and_says_so() {
+    let d = workdir("bt-watch-limit");
+    let (up, out) = (d.join("upload"), d.join("output"));
+    std::fs::create_dir_all(up.join("old")).unwrap();
+    sample(&up, "first.mp4", 2);
+    let src = sample(&d, "src.mp4", 2);
+    // A user namespace of its own whose limit is one watch: the second
+    // folder of the tree finds the kernel's limit reached.
+    let mut c = Command::new("unshare");
+    c.args(["-U", "-r", "sh", "-c", "echo 1 >/proc/sys/user/max_inotify_watches && exec \"$0\" \"$@\""])
+        .arg(dffmpeg().get_program())
+        .args(["transcode", "--json", "--settle", "1", "--watch", "-O"])
+        .arg(&out)
+        .arg(&up)
+        .args(ARGS);
+    let mut done = 0;
+    let (res, ev) = streaming(&mut c, |e, pid| {
+        assert!(e["event"] != "job_failed", "{e}");
+        if e["event"] == "job_done" {
+            done += 1;
+            if done == 1 {
+                let new = up.join("new");
+                std::fs::create_dir(&new).unwrap();
+                std::fs::copy(&src, new.join("late.mp4")).unwrap();
+            } else {
+                // SAFETY: signalling our own child (sh and unshare exec'd it).
+                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            }
+        }
+    });
+    assert_eq!(res.status.code(), Some(0), "{}", String::from_utf8_lossy(&res.stderr));
+    let warned = file_events(&ev, "warning");
+    assert!(warned.iter().any(|w| w["message"].as_str().unwrap().contains("max_user_watches")), "{warned:?}");
+    assert_eq!(frame_count(&out.join("new/late.mp4")), frame_count(&src));
+    let _ = std::fs::remove_dir_all(&d);
+}

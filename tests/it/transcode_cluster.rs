@@ -488,3 +488,45 @@ fn a_frozen_host_is_given_up_and_named() {
         "the report names b: {ev:?}"
     );
 }
+
+/// `--dry-run` over SSH: a host never seen is named and left out, not
+/// trusted (no known_hosts written); once trusted, its chunks would be
+/// streamed to it, and the plan says so.
+#[test]
+fn a_dry_run_over_ssh_trusts_no_new_host() {
+    let d = workdir("cl-dry");
+    let mut lab = Lab::new("cldry", 94);
+    let h = lab.add_host("a", HostOpts { cpus: Some(1.0), ..Default::default() });
+    let nodes = [TestNode { name: "a".into(), host: h.ip.clone() }];
+    let input = sample(&d, "in.mp4", 4);
+    let inv = write_inventory(&d, &lab, "ssh", None, &nodes);
+    let out = d.join("out.mp4");
+    let dry = || {
+        let mut c = cluster_cmd(&d, &inv);
+        c.args(["--dry-run", "--json", "-o"]).arg(&out).arg(&input).args(ARGS);
+        run(&mut c)
+    };
+    let r = dry();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(err.contains("no compute node") && err.contains("unknown host key"), "{err}");
+    assert!(!d.join("known_hosts").exists());
+    assert!(!out.exists());
+
+    // A real run trusts it (first use); the dry run then plans on it.
+    ok_events(run(cluster_cmd(&d, &inv)
+        .args(["--json", "-o"])
+        .arg(d.join("real.mp4"))
+        .arg(&input)
+        .args(ARGS)));
+    let known = std::fs::read(d.join("known_hosts")).unwrap();
+    let r = dry();
+    let p: serde_json::Value = serde_json::from_str(&ok(r, "dry run")).unwrap();
+    assert_eq!(p["files"][0]["input_read"], "streamed", "{p}");
+    assert_eq!(p["nodes"][0]["name"], "a");
+    assert!(p["first"].as_array().unwrap().iter().all(|f| f["node"] == "a"), "{p}");
+    assert_eq!(std::fs::read(d.join("known_hosts")).unwrap(), known);
+    assert!(!out.exists() && !d.join(".out.mp4.dffmpeg-job").exists());
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&d);
+}

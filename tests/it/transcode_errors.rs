@@ -44,6 +44,10 @@ fn bad_inputs() {
         &d,
         &["dir.mp4", "text.mp4"],
     );
+    // The input is named once, not again by ffprobe's own line.
+    let out = run(dffmpeg().args(["transcode"]).arg(d.join("text.mp4")));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("text.mp4").count(), 1, "{err}");
     ffmpeg(&["-f", "lavfi", "-i", "sine=duration=2", d.join("audio.m4a").to_str().unwrap()]);
     expect_usage_error(
         dffmpeg().args(["transcode"]).arg(d.join("audio.m4a")),
@@ -51,6 +55,31 @@ fn bad_inputs() {
         &d,
         &["dir.mp4", "text.mp4", "audio.m4a"],
     );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// The first mistake most users make gets one line naming the cause once,
+/// not `cause: cause`.
+#[test]
+fn a_missing_file_is_named_once() {
+    let d = workdir("missing");
+    let input = sample(&d, "in.mp4", 1);
+    let cause = "No such file or directory";
+    let missing = d.join("missing.mp4");
+    let inventory = d.join("missing.yaml");
+    for (cmd, names) in [
+        (dffmpeg().args(["transcode"]).arg(&missing).args(["-c:v", "mpeg4"]), &missing),
+        (dffmpeg().args(["transcode", "-I"]).arg(&inventory).arg(&input).args(["-c:v", "mpeg4"]), &inventory),
+        (dffmpeg().env("DFFMPEG_INVENTORY", &inventory).args(["transcode"]).arg(&input), &inventory),
+        (dffmpeg().args(["setup"]).arg(&inventory), &inventory),
+    ] {
+        let out = run(cmd);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert_eq!(err.matches(cause).count(), 1, "{err}");
+        assert!(err.contains(&names.display().to_string()), "{err}");
+    }
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -129,15 +158,6 @@ fn missing_ffmpeg_is_named() {
         &["in.mp4", "bin"],
     );
     let _ = std::fs::remove_dir_all(&d);
-}
-
-fn ffmpeg_running(marker: &str) -> Vec<String> {
-    let out = Command::new("pgrep").args(["-a", "-f", marker]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("ffmpeg") && !l.contains("pgrep"))
-        .map(str::to_string)
-        .collect()
 }
 
 #[test]

@@ -40,7 +40,7 @@ use serde_json::Value as Json;
 const MIRROR_PORT: u16 = 8061;
 const SHARED: &str = "/srv/dffmpeg";
 const INVENTORY: &str = "/home/pi/inventory.yaml";
-const SUBDIRS: [(&str, &str); 3] = [("upload", "ro"), ("work", "rw"), ("output", "rw")];
+const SUBDIRS: [(&str, &str); 3] = [("upload", "ro"), ("work", "rw"), ("output", "ro")];
 /// The whole test, image build included, should stay under this (printed, not asserted:
 /// the machine is shared).
 const BUDGET: Duration = Duration::from_secs(15 * 60);
@@ -254,7 +254,7 @@ fn the_blogs_cluster_on_real_kernels() {
             "active\nenabled\n"
         );
         assert!(lab.ssh_root_ok("ctl", "cat /proc/fs/nfsd/threads").trim().parse::<u32>().unwrap_or(0) > 0);
-        // Exported to cmp's address only: upload ro, work and output rw, root squashed.
+        // Exported to cmp's address only: upload and output ro, work rw, root squashed.
         let v = lab.ssh_root_ok("ctl", "exportfs -v");
         let mut seen = Vec::new();
         for e in exportfs_entries(&v) {

@@ -17,9 +17,9 @@ use crate::setup::state::Probe;
 /// Why a task instance cannot run.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum TaskError {
-    #[error("{0}")]
+    #[error(transparent)]
     Module(#[from] ModuleError),
-    #[error("{0}")]
+    #[error(transparent)]
     Render(#[from] RenderError),
     #[error("loop: {0}")]
     Loop(RenderError),

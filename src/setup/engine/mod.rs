@@ -177,6 +177,7 @@ async fn gather<T: Transport + ?Sized>(
         Err(RunError::Failed(m)) => return Err(fail(sh, job, "gather facts", m)),
     };
     sh.reporter.task(job.event("gather facts", Status::Ok, None));
+    sh.reporter.detail(&job.name, &facts_line(&facts));
     let ctx = with_facts(job.ctx.clone(), &facts);
     let insts: Vec<Inst> = job.tasks.iter().flat_map(|task| instances(sh, task, &ctx)).collect();
     // Targets only known once facts are: one more round trip.
@@ -195,6 +196,18 @@ async fn gather<T: Transport + ?Sized>(
         }
     }
     Ok((facts, ctx, insts, state))
+}
+
+/// `facts: Debian GNU/Linux 12 (bookworm), aarch64, 4 cores, ffmpeg 5.1.6, user pi`
+fn facts_line(f: &Facts) -> String {
+    format!(
+        "facts: {}, {}, {} cores, ffmpeg {}, user {}",
+        f.os().unwrap_or_else(|| "unknown OS".into()),
+        f.arch,
+        f.cores,
+        f.ffmpeg_version.as_deref().unwrap_or("missing"),
+        f.user
+    )
 }
 
 /// Run one node's play; how it ended.

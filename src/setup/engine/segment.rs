@@ -60,7 +60,9 @@ pub async fn run<T: Transport + ?Sized>(
         return None;
     }
     let planned = plan_all(insts, state, how.blocked);
+    let started = std::time::Instant::now();
     let applied = if sh.check { Applied::default() } else { apply(t, job, &planned).await };
+    batch_detail(sh, job, &planned, started);
     for (id, (inst, p)) in planned.into_iter().enumerate() {
         let Some(ev) = event(job, &inst, how.handler) else { continue };
         match outcome(sh, &inst, p, applied.results.get(&id), &applied) {
@@ -86,6 +88,15 @@ pub async fn run<T: Transport + ?Sized>(
         }
     }
     None
+}
+
+/// `-v`: how many tasks a change batch held, and how long it took.
+fn batch_detail(sh: &Shared, job: &NodeJob, planned: &[(Inst, Planned)], started: std::time::Instant) {
+    let n = planned.iter().filter(|(_, p)| matches!(p, Planned::Changes(_))).count();
+    if n > 0 && !sh.check {
+        let secs = started.elapsed().as_secs_f64();
+        sh.reporter.detail(&job.name, &format!("change batch: {n} tasks in one script, {secs:.1} s"));
+    }
 }
 
 /// Plan up to and including the first failure; each plan sees the effects

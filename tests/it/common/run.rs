@@ -65,6 +65,17 @@ pub fn streaming(
     (child.wait_with_output().expect("wait"), ev)
 }
 
+/// Live ffmpeg processes whose command line holds `marker` (zombies,
+/// whose command line is gone, do not count).
+pub fn ffmpeg_running(marker: &str) -> Vec<String> {
+    let out = Command::new("pgrep").args(["-a", "-f", marker]).output().expect("pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("ffmpeg") && !l.contains("pgrep"))
+        .map(str::to_string)
+        .collect()
+}
+
 /// Write `text` to `dir/name`; its path.
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
