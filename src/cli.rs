@@ -36,6 +36,10 @@ pub enum Command {
     Setup(SetupArgs),
     /// Show each node's facts: reachability, arch, OS, cores, ffmpeg.
     Facts(FactsArgs),
+    /// Show what the transcodes running on this machine are doing (the
+    /// watch service and one-shot commands alike): files queued, in
+    /// progress, done, skipped and failed; nodes with their speed and state.
+    Status(StatusArgs),
     /// Print a shell completion script.
     ///
     /// For example `dffmpeg completions bash >
@@ -219,6 +223,18 @@ pub struct FactsArgs {
     pub json: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// Only the transcodes on this inventory (default: $DFFMPEG_INVENTORY
+    /// if set, else every transcode of this user).
+    #[arg(short = 'I', long = "inventory", value_name = "INVENTORY")]
+    pub inventory: Option<PathBuf>,
+    /// The whole status as one JSON object (what the status page's
+    /// /status.json serves).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -44,6 +44,9 @@ pub struct Watch {
     pub output: PathBuf,
     /// ffmpeg output options, as after the inputs of `dffmpeg transcode`.
     pub args: Vec<String>,
+    /// `http: 127.0.0.1:PORT`: the service serves its status page there
+    /// (read-only, no login: loopback unless the operator says otherwise).
+    pub http: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -299,7 +302,7 @@ fn kind(v: &Val) -> &'static str {
 
 const TOP_KEYS: &[&str] = &["cluster", "defaults", "nodes"];
 const CLUSTER_KEYS: &[&str] = &["shared_dir", "storage", "apt_mirror", "watch"];
-const WATCH_KEYS: &[&str] = &["input", "output", "args"];
+const WATCH_KEYS: &[&str] = &["input", "output", "args", "http"];
 const DEFAULT_KEYS: &[&str] = &["user", "port", "become", "identity_file", "slots"];
 const NODE_KEYS: &[&str] = &["host", "port", "user", "roles", "slots", "identity_file", "become"];
 /// Names people reach for from Ansible or ssh_config, and what we call them.
@@ -668,6 +671,7 @@ struct WatchDraft {
     input: Option<PathBuf>,
     output: Option<PathBuf>,
     args: Vec<String>,
+    http: Option<std::net::SocketAddr>,
 }
 
 impl WatchDraft {
@@ -676,6 +680,7 @@ impl WatchDraft {
             input: self.input.unwrap_or_else(|| shared.join("upload")),
             output: self.output.unwrap_or_else(|| shared.join("output")),
             args: self.args,
+            http: self.http,
         }
     }
 }
@@ -687,10 +692,32 @@ fn parse_watch(cx: &Ctx, v: &Spanned<Val>) -> R<WatchDraft> {
             "input" => w.input = Some(absolute(cx, "input", v, "")?),
             "output" => w.output = Some(absolute(cx, "output", v, "")?),
             "args" => w.args = words(cx, "args", v)?,
+            "http" => w.http = Some(http_address(cx, v)?),
             _ => return Err(cx.unknown_key(k, WATCH_KEYS, "in `watch`")),
         }
     }
     Ok(w)
+}
+
+/// `watch.http`: an IP address and a port (any address: the operator
+/// decides who may look; the examples say loopback), or a port alone for
+/// loopback (`8080` is `127.0.0.1:8080`).
+fn http_address(cx: &Ctx, v: &Spanned<Val>) -> R<std::net::SocketAddr> {
+    let s = cx.text("http", v)?;
+    let addr = match s.parse::<u16>() {
+        Ok(port) => Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
+        Err(_) => s.parse::<std::net::SocketAddr>(),
+    };
+    match addr {
+        Ok(a) if a.port() != 0 => Ok(a),
+        _ => Err(cx.err(
+            pos(v),
+            format!(
+                "`http: {s}` must be an IP address and a port, e.g. 127.0.0.1:8080 (loopback: only this \
+                 machine) or [::1]:8080"
+            ),
+        )),
+    }
 }
 
 /// An absolute path; `hint` follows the message when it is not.
@@ -1087,6 +1114,7 @@ nodes:
         let watch = inv.cluster.watch.as_ref().expect("watch uncommented");
         assert_eq!(watch.input, PathBuf::from("/srv/dffmpeg/upload"));
         assert_eq!(watch.args, ["-c:v", "libx264", "-crf", "23", "-c:a", "aac"]);
+        assert_eq!(watch.http, Some(([127, 0, 0, 1], 8080).into()));
         assert_eq!(nuc.slots, Some(4));
         // `~/` is expanded when the inventory is read, for every command.
         let home = PathBuf::from(std::env::var_os("HOME").expect("HOME"));
@@ -1345,6 +1373,26 @@ nodes:
             "bad port `99999`: a port is a number from 1 to 65535",
         );
         assert_error("nodes:\n  a: { roles: [compute], port: [22] }\n", 2, 32, "bad port `a list`");
+    }
+
+    #[test]
+    fn the_status_page_address() {
+        let at = |http: &str| {
+            let text = format!(
+                "cluster:\n  watch: {{ http: {http} }}\nnodes:\n  a: {{ roles: [controller, compute] }}\n"
+            );
+            parse(&text, "x.yaml").map(|i| i.cluster.watch.and_then(|w| w.http).map(|a| a.to_string()))
+        };
+        assert_eq!(at("127.0.0.1:8080").unwrap().as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(at("8080").unwrap().as_deref(), Some("127.0.0.1:8080"), "a port alone: loopback");
+        assert_eq!(at("'[::1]:8081'").unwrap().as_deref(), Some("[::1]:8081"));
+        assert_eq!(at("0.0.0.0:80").unwrap().as_deref(), Some("0.0.0.0:80"), "the operator's choice");
+        for bad in ["localhost:8080", "127.0.0.1", "127.0.0.1:0", "0", "'1.2.3.4:99999'"] {
+            let text = format!(
+                "cluster:\n  watch: {{ http: {bad} }}\nnodes:\n  a: {{ roles: [controller, compute] }}\n"
+            );
+            assert_error(&text, 2, 18, "must be an IP address and a port, e.g. 127.0.0.1:8080");
+        }
     }
 
     #[test]

@@ -13,5 +13,6 @@ pub mod safefs;
 pub mod setup;
 pub mod signals;
 pub mod state;
+pub mod status;
 pub mod text;
 pub mod transcode;

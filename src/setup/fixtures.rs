@@ -325,6 +325,7 @@ fn the_watch_service_runs_dffmpeg_as_the_controllers_user() {
         input: "/srv/dffmpeg/upload".into(),
         output: "/srv/dffmpeg/output".into(),
         args: vec!["-c:v".into(), "libx264".into(), "-metadata".into(), "title=50% \"$HOME\"".into()],
+        http: None,
     });
     let mut opts = Options::new(Assets::embedded());
     let w = inv.cluster.watch.clone().unwrap();

@@ -177,14 +177,22 @@ struct Prep {
     o: prepare::Options,
     slots: usize,
     even: bool,
+    events: Sender,
 }
 
 impl Prep {
     /// Queue what has arrived.
     fn take_arrived(&mut self) {
         while let Ok(spec) = self.files.try_recv() {
-            self.queue.push_back(Queued::new(spec));
+            self.arrive(spec);
         }
+    }
+
+    /// A file joins the queue (and the status shows it).
+    fn arrive(&mut self, spec: FileSpec) {
+        // The reporter outlives the batch.
+        let _ = self.events.send(Event::Queued { input: spec.input.display().to_string() });
+        self.queue.push_back(Queued::new(spec));
     }
 
     /// The next file checked, in order (its check started up to
@@ -192,7 +200,8 @@ impl Prep {
     async fn next_checked(&mut self) -> Option<(FileSpec, Result<Checked, PrepareError>)> {
         self.take_arrived();
         if self.queue.is_empty() && self.checking.is_empty() {
-            self.queue.push_back(Queued::new(self.files.recv().await?));
+            let spec = self.files.recv().await?;
+            self.arrive(spec);
         }
         while self.checking.len() < CHECKS_AHEAD {
             let Some(file) = self.queue.pop_front() else { break };
@@ -232,7 +241,7 @@ fn spawn_prep(
     reports: mpsc::UnboundedSender<Report>,
 ) -> tokio::task::JoinHandle<()> {
     let (queue, checking, o) = (VecDeque::new(), VecDeque::new(), s.prepare.clone());
-    let mut prep = Prep { files, queue, checking, o, slots, even };
+    let mut prep = Prep { files, queue, checking, o, slots, even, events: s.events.clone() };
     let stop = s.stop.clone();
     tokio::spawn(async move {
         if let Some((spec, checked)) = first {
@@ -399,6 +408,7 @@ impl Batch {
                 read_in_place: p.checked.io == super::context::Io::SharedSource,
                 resumed_chunks: resumed.len(),
                 resumed_frames: resumed.iter().map(|c| c.frames).sum(),
+                job_dir: dir.dir.display().to_string(),
             },
         );
         let side = match p.side(&s.prepare.user) {

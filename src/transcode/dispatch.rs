@@ -474,7 +474,11 @@ impl<T: Transport + 'static> Broker<T> {
             None => message,
         };
         if dropped {
-            self.send(Event::NodeDropped { node, reason: message.clone() });
+            self.send(Event::NodeDropped {
+                node,
+                reason: message.clone(),
+                lost: matches!(error, AttemptError::NodeLost(_)),
+            });
         }
         for (job, why) in after.failed_jobs {
             let why = format!(
@@ -569,7 +573,7 @@ impl<T: Transport + 'static> Broker<T> {
             });
             self.stats[s.node].failures += 1;
             if s.node_dropped {
-                self.send(Event::NodeDropped { node, reason: "stalled twice".into() });
+                self.send(Event::NodeDropped { node, reason: "stalled twice".into(), lost: false });
             }
         }
     }

@@ -104,12 +104,18 @@ pub async fn run(args: TranscodeArgs) -> Outcome {
         // Nobody listens any more: the work is over anyway.
         let _ = stop_tx.send(true);
     });
+    let page = status_page(&args, &inventory).await?;
     let view = progress::View {
         mode: progress::Mode::choose(args.json),
         verbose: args.log.verbose,
         watch: args.watch,
     };
     let (events, reporter) = progress::spawn(view, started);
+    let meta = status_meta(&args, &inventory, &inputs, page.as_ref().map(|p| p.1));
+    let (events, status) = crate::status::sink::spawn(events, meta, None);
+    let server = page.map(|(listener, _, state)| {
+        crate::status::http::serve(listener, crate::status::http::Source { state, inventory: None })
+    });
     for message in skipped {
         // The reporter runs until every sender is gone.
         let _ = events.send(progress::Event::Warning { message });
@@ -121,12 +127,55 @@ pub async fn run(args: TranscodeArgs) -> Outcome {
         false => work.batch(files).await,
     };
     signals.abort();
+    if let Some(s) = server {
+        s.abort();
+    }
     drop(work);
     drop(events);
-    // The reporter ends when every sender is gone; a crash of it only
-    // loses the display.
+    // The status sink ends when every sender is gone (removing the status
+    // file), then the reporter; a crash of either only loses the display.
+    let _ = status.await;
     let _ = reporter.await;
     conclude(outcomes, single, args.watch)
+}
+
+/// The watch service's status page, when the inventory asks for it
+/// (`cluster.watch.http`): listening before any work starts, so that a
+/// taken port stops the service with a clear message.
+async fn status_page(
+    args: &TranscodeArgs,
+    inventory: &Inventory,
+) -> Result<Option<(tokio::net::TcpListener, std::net::SocketAddr, std::path::PathBuf)>, Failure> {
+    let Some(addr) = inventory.cluster.watch.as_ref().and_then(|w| w.http).filter(|_| args.watch) else {
+        return Ok(None);
+    };
+    let why = |e: &dyn std::fmt::Display| {
+        failed(anyhow!("cannot serve the status page on {addr} (cluster.watch.http): {e}"))
+    };
+    let state = crate::status::store::state_dir().map_err(|e| why(&e))?;
+    let listener = crate::status::http::bind(addr).await.map_err(|e| why(&e))?;
+    let bound = listener.local_addr().map_err(|e| why(&e))?;
+    Ok(Some((listener, bound, state)))
+}
+
+/// What the status file says of this process.
+fn status_meta(
+    args: &TranscodeArgs,
+    inventory: &Inventory,
+    inputs: &[std::path::PathBuf],
+    page: Option<std::net::SocketAddr>,
+) -> crate::status::model::Meta {
+    let abs = |p: &std::path::Path| {
+        std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string()
+    };
+    crate::status::model::Meta {
+        pid: std::process::id(),
+        mode: if args.watch { "watch" } else { "batch" }.into(),
+        inventory: crate::status::inventory_key(inventory),
+        watching: if args.watch { inputs.iter().map(|p| abs(p)).collect() } else { Vec::new() },
+        output_dir: args.output_dir.as_deref().map(abs),
+        page: page.map(crate::status::http::url),
+    }
 }
 
 fn check_options(args: &TranscodeArgs) -> Result<(), Failure> {
@@ -236,16 +285,24 @@ impl Work<'_> {
         rest: tokio::sync::mpsc::UnboundedReceiver<FileSpec>,
         count: usize,
     ) -> Vec<FileOutcome> {
+        // The reporter outlives the work.
+        let _ = self.events.send(progress::Event::Queued { input: head.input.display().to_string() });
         let first = prepare::check(&head, &self.opts);
         let (first, mut cluster) = tokio::join!(first, cluster::connect(self.inventory, &self.args.connect));
         let send = |ev| {
             // The reporter outlives the work.
             let _ = self.events.send(ev);
         };
+        let nodes = cluster.nodes.iter().zip(cluster.facts.iter()).map(|(n, f)| progress::NodeInfo {
+            name: n.name.clone(),
+            arch: f.arch.clone(),
+            slots: n.slots,
+        });
         send(progress::Event::BatchStart {
             cluster: cluster.description.clone(),
             files: count,
             slots: cluster.slots(),
+            nodes: nodes.collect(),
         });
         let warnings = std::mem::take(&mut cluster.warnings);
         for message in &warnings {

@@ -53,6 +53,16 @@ impl NodeStats {
     }
 }
 
+/// A compute node of the batch, as connected.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeInfo {
+    pub name: String,
+    /// `uname -m` of the node.
+    pub arch: String,
+    /// Attempts it may run at once.
+    pub slots: usize,
+}
+
 /// How one file of a batch ended.
 #[derive(Debug, Clone, Serialize)]
 pub struct FileResult {
@@ -71,6 +81,11 @@ pub enum Event {
         cluster: String,
         files: usize,
         slots: usize,
+        nodes: Vec<NodeInfo>,
+    },
+    /// A file joined the batch's queue (it is checked and planned next).
+    Queued {
+        input: String,
     },
     Warning {
         message: String,
@@ -85,6 +100,8 @@ pub enum Event {
         read_in_place: bool,
         resumed_chunks: usize,
         resumed_frames: u64,
+        /// Its job directory (chunks, plan; kept when the job fails).
+        job_dir: String,
     },
     ChunkStart {
         #[serde(skip)]
@@ -128,6 +145,9 @@ pub enum Event {
     NodeDropped {
         node: String,
         reason: String,
+        /// The node or the connection to it is gone (else dffmpeg gave up
+        /// on it: failures, stalls, a build whose chunks do not fit).
+        lost: bool,
     },
     SideStreams {
         job: usize,
@@ -442,7 +462,8 @@ fn handle(st: &mut State, ev: Event) {
         emit_json(st, &ev);
     }
     match ev {
-        Event::BatchStart { cluster, files, slots } => batch_start(st, &cluster, files, slots),
+        Event::BatchStart { cluster, files, slots, .. } => batch_start(st, &cluster, files, slots),
+        Event::Queued { .. } => {}
         Event::Warning { message } => st.out(Level::File, &format!("warning: {message}")),
         Event::JobStart {
             job,
@@ -453,6 +474,7 @@ fn handle(st: &mut State, ev: Event) {
             read_in_place,
             resumed_chunks,
             resumed_frames,
+            ..
         } => {
             let counts = (chunks, frames, read_in_place);
             job_start(st, job, (&input, &output), counts, (resumed_chunks, resumed_frames))
@@ -464,7 +486,7 @@ fn handle(st: &mut State, ev: Event) {
         ev @ (Event::ChunkDone { .. } | Event::ChunkFailed { .. } | Event::ChunkCancelled { .. }) => {
             chunk_end(st, ev)
         }
-        Event::NodeDropped { node, reason } => {
+        Event::NodeDropped { node, reason, .. } => {
             st.out(Level::File, &format!("warning: node {node} left the job: {reason}"))
         }
         Event::SideStreams { job, streams, seconds } => {

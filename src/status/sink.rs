@@ -1,0 +1,130 @@
+//! The status sink: sits between a transcode and its progress reporter,
+//! folds every event into the [`Model`] and passes it on. The status file
+//! is written on every event about a file or a node (before the event is
+//! passed on, so whoever sees the event finds the file current) and
+//! otherwise at most every [`WRITE_EVERY`] when something changed; failures
+//! go to `failed.json` as they happen. When the transcode ends the file
+//! goes.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+use super::model::{Meta, Model};
+use super::store::{self, Writer};
+use crate::transcode::progress::{Event, Sender};
+
+/// Chunk traffic is written at most this often.
+pub const WRITE_EVERY: Duration = Duration::from_secs(2);
+/// An unchanged status is rewritten this often (its `updated_at` says the
+/// process is alive and well).
+const REFRESH_EVERY: f64 = 30.0;
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Start the sink in front of `down` (the reporter). Events sent to the
+/// returned sender reach `down` after the fold; the task ends (removing the
+/// status file) once every sender is gone, and then drops `down`.
+/// `state`: the state directory (None: the default one).
+pub fn spawn(down: Sender, meta: Meta, state: Option<PathBuf>) -> (Sender, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let pid = meta.pid;
+    let model = Model::new(meta, unix_now());
+    let writer = state.map_or_else(store::state_dir, Ok).and_then(|s| Writer::open(&s, pid));
+    let handle = tokio::spawn(run(rx, down, model, writer));
+    (tx, handle)
+}
+
+struct Sink {
+    down: Sender,
+    model: Model,
+    writer: Option<Writer>,
+    dirty: bool,
+    written: f64,
+    /// The first error was told; later ones are not repeated.
+    told: bool,
+}
+
+async fn run(
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    down: Sender,
+    model: Model,
+    writer: Result<Writer, store::StoreError>,
+) {
+    let mut s = Sink { down, model, writer: None, dirty: true, written: 0.0, told: false };
+    match writer {
+        Ok(w) => s.writer = Some(w),
+        Err(e) => s.tell(format!("`dffmpeg status` cannot see this transcode: {e}")),
+    }
+    s.save(unix_now());
+    let mut tick = tokio::time::interval(WRITE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(ev) => s.event(ev),
+                None => break,
+            },
+            _ = tick.tick() => s.tick(),
+        }
+    }
+    s.finish();
+}
+
+impl Sink {
+    fn event(&mut self, ev: Event) {
+        let now = unix_now();
+        let file_event = self.model.apply(&ev, now);
+        self.dirty = true;
+        if file_event {
+            self.save(now);
+        }
+        // The reporter outlives the sink.
+        let _ = self.down.send(ev);
+    }
+
+    fn tick(&mut self) {
+        let now = unix_now();
+        self.model.tick(now);
+        let due = self.dirty && now - self.written >= WRITE_EVERY.as_secs_f64() * 0.9;
+        if due || now - self.written >= REFRESH_EVERY {
+            self.save(now);
+        }
+    }
+
+    fn save(&mut self, now: f64) {
+        let Some(w) = &self.writer else { return };
+        let ops = self.model.take_ops();
+        let result = w.record(&ops).and_then(|()| w.write(&self.model.view(now)));
+        self.dirty = false;
+        self.written = now;
+        if let Err(e) = result {
+            let path = w.path();
+            self.tell(format!("cannot keep the status in {}: {e}", path.display()));
+        }
+    }
+
+    /// A warning, once: to the reporter and into the status.
+    fn tell(&mut self, message: String) {
+        if std::mem::replace(&mut self.told, true) {
+            return;
+        }
+        let ev = Event::Warning { message };
+        self.model.apply(&ev, unix_now());
+        // The reporter outlives the sink.
+        let _ = self.down.send(ev);
+    }
+
+    fn finish(mut self) {
+        if let Some(w) = self.writer.take() {
+            let ops = self.model.take_ops();
+            // Nobody to tell any more: the reporter is ending too.
+            let _ = w.record(&ops);
+            w.remove();
+        }
+    }
+}
