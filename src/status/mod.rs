@@ -46,9 +46,21 @@ pub fn run(args: StatusArgs) -> Outcome {
     let report = store::collect(&state, key.as_deref(), sink::unix_now());
     let text = match args.json {
         true => serde_json::to_string_pretty(&report).map(|j| j + "\n").map_err(|e| failed(anyhow!(e)))?,
-        false => summary::text(&report),
+        false => summary::text(&report) + &service_hint(inventory.as_ref(), &report),
     };
     // A closed stdout (`| head`) is not worth an error.
     let _ = std::io::stdout().write_all(text.as_bytes());
     Ok(())
+}
+
+/// An inventory with a watch service whose process is not running: where
+/// to look (the unit `dffmpeg setup` installs).
+fn service_hint(inventory: Option<&Inventory>, report: &store::Report) -> String {
+    let wants = inventory.is_some_and(|i| i.cluster.watch.is_some());
+    if !wants || report.transcodes.iter().any(|t| t.meta.mode == "watch") {
+        return String::new();
+    }
+    "\nThe inventory has a watch service, but it is not running here; see \
+     `systemctl status dffmpeg-watch` and `journalctl -u dffmpeg-watch`.\n"
+        .into()
 }

@@ -482,11 +482,11 @@ impl Model {
         push_bounded(&mut self.failed, f, KEEP_FAILED);
     }
 
-    /// Take a history sample when one is due.
-    pub fn tick(&mut self, now: f64) {
+    /// Take a history sample when one is due; whether it was.
+    pub fn tick(&mut self, now: f64) -> bool {
         let span = now - self.last_sample;
         if span < HISTORY_EVERY {
-            return;
+            return false;
         }
         let fps = self
             .nodes
@@ -502,6 +502,7 @@ impl Model {
         let keep = (HISTORY_SPAN / HISTORY_EVERY).ceil() as usize + 1;
         push_bounded(&mut self.samples, Sample { at: round1(now), queued, running, fps }, keep);
         self.last_sample = now;
+        true
     }
 
     fn waiting_and_running(&self) -> (usize, usize) {

@@ -7,7 +7,7 @@
 use std::fmt::Write;
 
 use super::fmt::{ago, clock, duration, file_name, opt1, parent, span};
-use super::model::{FailedFile, History, RunningFile, StatusFile, HISTORY_SPAN};
+use super::model::{FailedFile, RunningFile, StatusFile, HISTORY_SPAN};
 use super::store::Report;
 
 pub const REFRESH_SECONDS: u32 = 5;
@@ -45,6 +45,7 @@ h2{font-size:17px;margin:4px 0}h3{font-size:14px;margin:16px 0 6px;color:#374151
 table{border-collapse:collapse;width:100%;font-size:14px}
 th{text-align:left;font-weight:600;color:#6b7280;font-size:12px;border-bottom:1px solid #e5e7eb;padding:4px 8px}
 td{border-bottom:1px solid #f3f4f6;padding:5px 8px;vertical-align:top;overflow-wrap:anywhere}
+td:first-child{min-width:11em}td.when,th.when{white-space:nowrap}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .dir{color:#9ca3af;font-size:12px}
 .chips span{display:inline-block;background:#f3f4f6;border-radius:12px;padding:2px 10px;margin:0 6px 4px 0;font-size:13px}
@@ -71,7 +72,8 @@ pub fn html(r: &Report) -> String {
          <meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>dffmpeg status</title><style>{STYLE}</style></head><body>\
-         <header><h1>dffmpeg</h1><span>status at {}</span></header><main>",
+         <header><h1>dffmpeg</h1><span>{} · status at {}</span></header><main>",
+        esc(&r.host),
         clock(r.generated_at)
     );
     if r.transcodes.is_empty() {
@@ -131,7 +133,7 @@ fn transcode(h: &mut String, t: &StatusFile, now: f64) {
     running(h, &t.running);
     queued(h, t, now);
     nodes(h, t, now);
-    charts(h, &t.history, now);
+    charts(h, t, now);
     recent(h, t, now);
     h.push_str("</section>");
 }
@@ -291,12 +293,12 @@ fn failed(h: &mut String, failed: &[FailedFile], now: f64) {
     h.push_str(
         "<p class=\"meta\">Files dffmpeg gave up on, newest first; each stays here until it is transcoded. \
          The watch service tries them again when it restarts.</p>\
-         <table><tr><th>File</th><th>Reason</th><th>When</th><th>Job directory</th></tr>",
+         <table><tr><th>File</th><th>Reason</th><th class=when>When</th><th>Job directory</th></tr>",
     );
     for f in failed {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td class=\"reason\">{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td class=\"reason\">{}</td><td class=when>{}</td><td>{}</td></tr>",
             file_cell(&f.input),
             esc(&f.reason),
             ago(now, f.at),
@@ -309,12 +311,19 @@ fn failed(h: &mut String, failed: &[FailedFile], now: f64) {
 /// A line series: name, color, points (Unix time, value).
 type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
 
-fn charts(h: &mut String, history: &History, now: f64) {
+fn charts(h: &mut String, t: &StatusFile, now: f64) {
+    let history = &t.history;
     h.push_str("<h3>Last hour</h3><div class=\"charts\">");
-    let mut names: Vec<&str> =
-        history.samples.iter().flat_map(|s| s.fps.keys().map(String::as_str)).collect();
-    names.sort_unstable();
-    names.dedup();
+    // The nodes in the table's order (their colors stay put), then any
+    // that only the history knows.
+    let mut names: Vec<&str> = t.nodes.iter().map(|n| n.name.as_str()).collect();
+    for s in &history.samples {
+        for name in s.fps.keys() {
+            if !names.contains(&name.as_str()) {
+                names.push(name);
+            }
+        }
+    }
     let nodes: Vec<Series> = names
         .iter()
         .enumerate()
@@ -341,7 +350,7 @@ const RIGHT: f64 = 10.0;
 
 fn chart(h: &mut String, title: &str, series: &[Series], now: f64, every: f64) {
     let max = series.iter().flat_map(|s| s.2.iter().map(|p| p.1)).fold(0.0, f64::max);
-    let top = nice_ceiling(max);
+    let top = 4.0 * nice_step(max / 4.0);
     let x = |t: f64| LEFT + (W - LEFT - RIGHT) * (1.0 - ((now - t) / HISTORY_SPAN).clamp(0.0, 1.0));
     let y = |v: f64| TOP + (H - TOP - BOTTOM) * (1.0 - (v / top).clamp(0.0, 1.0));
     let _ = write!(
@@ -417,13 +426,14 @@ fn split_gaps(pts: &[(f64, f64)], every: f64) -> Vec<&[(f64, f64)]> {
     out
 }
 
-/// The smallest of 1, 2, 5 × 10^n at or above `max` (at least 1).
-fn nice_ceiling(max: f64) -> f64 {
-    if !(max.is_finite() && max > 1.0) {
+/// The smallest of 1, 2, 5 × 10^n at or above `x`, at least 1 (the
+/// step between gridlines: whole numbers).
+fn nice_step(x: f64) -> f64 {
+    if !(x.is_finite() && x > 1.0) {
         return 1.0;
     }
-    let p = 10f64.powf(max.log10().floor());
-    [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * p).find(|v| *v >= max).unwrap_or(10.0 * p)
+    let p = 10f64.powf(x.log10().floor());
+    [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * p).find(|v| *v >= x).unwrap_or(10.0 * p)
 }
 
 fn trim_number(v: f64) -> String {
@@ -437,7 +447,7 @@ fn trim_number(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::model::{FileNode, Meta, NodeStatus, Sample};
+    use crate::status::model::{FileNode, History, Meta, NodeStatus, Sample};
 
     #[test]
     fn everything_from_outside_is_escaped() {
@@ -471,6 +481,7 @@ mod tests {
         let failed =
             FailedFile { input: evil.into(), reason: evil.into(), job_dir: Some(evil.into()), at: 1.0 };
         let r = Report {
+            host: evil.into(),
             state_dir: evil.into(),
             generated_at: 100.0,
             transcodes: vec![t],
@@ -492,10 +503,11 @@ mod tests {
 
     #[test]
     fn plot_scales() {
-        assert_eq!(nice_ceiling(0.0), 1.0);
-        assert_eq!(nice_ceiling(3.2), 5.0);
-        assert_eq!(nice_ceiling(47.0), 50.0);
-        assert_eq!(nice_ceiling(120.0), 200.0);
+        assert_eq!(nice_step(0.0), 1.0);
+        assert_eq!(nice_step(0.3), 1.0);
+        assert_eq!(nice_step(3.2), 5.0);
+        assert_eq!(nice_step(47.0 / 4.0), 20.0);
+        assert_eq!(nice_step(120.0), 200.0);
         let pts = [(0.0, 1.0), (15.0, 1.0), (100.0, 1.0)];
         assert_eq!(split_gaps(&pts, 15.0).len(), 2);
         assert!(split_gaps(&[], 15.0).is_empty());

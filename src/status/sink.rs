@@ -21,9 +21,10 @@ pub const WRITE_EVERY: Duration = Duration::from_secs(2);
 /// process is alive and well).
 const REFRESH_EVERY: f64 = 30.0;
 
-/// Seconds since the Unix epoch.
+/// Seconds since the Unix epoch (to a tenth: what the status says).
 pub fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    super::model::round1(now)
 }
 
 /// Start the sink in front of `down` (the reporter). Events sent to the
@@ -89,7 +90,7 @@ impl Sink {
 
     fn tick(&mut self) {
         let now = unix_now();
-        self.model.tick(now);
+        self.dirty |= self.model.tick(now);
         let due = self.dirty && now - self.written >= WRITE_EVERY.as_secs_f64() * 0.9;
         if due || now - self.written >= REFRESH_EVERY {
             self.save(now);

@@ -166,6 +166,8 @@ fn apply(files: &mut Vec<FailedFile>, ops: &[FailOp]) -> bool {
 /// What `dffmpeg status` shows: every running transcode and the failures.
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
+    /// This machine's name.
+    pub host: String,
     pub state_dir: String,
     pub generated_at: f64,
     pub transcodes: Vec<StatusFile>,
@@ -178,8 +180,9 @@ pub struct Report {
 /// Read the state directory. `inventory`: only the transcodes on it (its
 /// canonical path). Status files of processes that are gone are removed.
 pub fn collect(state: &Path, inventory: Option<&str>, now: f64) -> Report {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
     let mut report =
-        Report { state_dir: state.display().to_string(), generated_at: now, ..Report::default() };
+        Report { host, state_dir: state.display().to_string(), generated_at: now, ..Report::default() };
     let Ok(dir) = Dir::open(state) else { return report };
     match read_json::<Failures>(&dir, FAILED) {
         Ok(f) => report.failed = f.files.into_iter().rev().collect(),

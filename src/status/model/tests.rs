@@ -240,15 +240,15 @@ fn duplicates_count_once_for_the_file_and_twice_for_throughput() {
 fn the_history_covers_the_last_hour_one_sample_per_period() {
     let mut m = Model::new(meta(), 0.0);
     fold(&mut m, 0.0, &[batch_start(0), queued("/up/a.mp4")]);
-    m.tick(10.0);
-    assert!(m.view(10.0).history.samples.is_empty(), "not due yet");
+    assert!(!m.tick(10.0), "not due yet");
+    assert!(m.view(10.0).history.samples.is_empty());
     let mut t = 0.0;
     for i in 0..400u64 {
         t = (i + 1) as f64 * HISTORY_EVERY;
         m.apply(&start(0, 0, i, "pc", 10), t - 1.0);
         m.apply(&progress(i, 30), t - 1.0);
         m.apply(&Event::ChunkCancelled { job: 0, chunk: 0, attempt: i, node: "pc".into() }, t - 1.0);
-        m.tick(t);
+        assert!(m.tick(t));
     }
     let h = m.view(t).history;
     assert_eq!(h.every, HISTORY_EVERY);
