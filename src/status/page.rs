@@ -43,7 +43,7 @@ section{background:#fff;border-radius:8px;box-shadow:0 1px 2px #0000001a;padding
 h2{font-size:17px;margin:4px 0}h3{font-size:14px;margin:16px 0 6px;color:#374151;text-transform:uppercase;letter-spacing:.04em}
 .meta{color:#6b7280;font-size:13px;margin:2px 0 8px;overflow-wrap:anywhere}
 table{border-collapse:collapse;width:100%;font-size:14px}
-th{text-align:left;font-weight:600;color:#6b7280;font-size:12px;border-bottom:1px solid #e5e7eb;padding:4px 8px}
+th{text-align:left;font-weight:600;color:#6b7280;font-size:12px;border-bottom:1px solid #e5e7eb;padding:4px 8px;white-space:nowrap}
 td{border-bottom:1px solid #f3f4f6;padding:5px 8px;vertical-align:top;overflow-wrap:anywhere}
 td:first-child{min-width:11em}td.when,th.when{white-space:nowrap}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
@@ -433,7 +433,9 @@ fn nice_step(x: f64) -> f64 {
         return 1.0;
     }
     let p = 10f64.powf(x.log10().floor());
-    [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * p).find(|v| *v >= x).unwrap_or(10.0 * p)
+    // 2.5 only where it makes whole numbers (25, 250, ...).
+    let steps: &[f64] = if p >= 10.0 { &[1.0, 2.0, 2.5, 5.0, 10.0] } else { &[1.0, 2.0, 5.0, 10.0] };
+    steps.iter().map(|m| m * p).find(|v| *v >= x).unwrap_or(10.0 * p)
 }
 
 fn trim_number(v: f64) -> String {
@@ -507,6 +509,8 @@ mod tests {
         assert_eq!(nice_step(0.3), 1.0);
         assert_eq!(nice_step(3.2), 5.0);
         assert_eq!(nice_step(47.0 / 4.0), 20.0);
+        assert_eq!(nice_step(100.0 / 4.0), 25.0);
+        assert_eq!(nice_step(2.2), 5.0, "whole numbers under 10");
         assert_eq!(nice_step(120.0), 200.0);
         let pts = [(0.0, 1.0), (15.0, 1.0), (100.0, 1.0)];
         assert_eq!(split_gaps(&pts, 15.0).len(), 2);

@@ -16,6 +16,7 @@ mod setup_harden;
 mod setup_local;
 mod setup_order;
 mod ssh_transport;
+mod status_page;
 mod transcode_batch;
 mod transcode_cluster;
 mod transcode_dry_run;
