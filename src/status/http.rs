@@ -75,12 +75,26 @@ pub struct Response {
 
 async fn exchange(mut stream: TcpStream, source: &Source) -> std::io::Result<()> {
     let head = read_head(&mut stream).await?;
-    let response = match head {
-        Some(head) => respond(&head, source).await,
+    let response = match &head {
+        Some(head) => respond(head, source).await,
         None => plain("431 Request Header Fields Too Large", "request too large\n"),
     };
     stream.write_all(&encode(&response)).await?;
-    stream.shutdown().await
+    stream.shutdown().await?;
+    if head.is_none() {
+        // What the client still sends is read and dropped (a bounded
+        // amount): closing on unread data would reset the connection, and
+        // the client might lose the answer.
+        let mut sink = [0u8; 4096];
+        let mut left = 16 * MAX_REQUEST;
+        while left > 0 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => left = left.saturating_sub(n),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The request head, up to its blank line; None when it is too long.

@@ -285,8 +285,6 @@ impl Work<'_> {
         rest: tokio::sync::mpsc::UnboundedReceiver<FileSpec>,
         count: usize,
     ) -> Vec<FileOutcome> {
-        // The reporter outlives the work.
-        let _ = self.events.send(progress::Event::Queued { input: head.input.display().to_string() });
         let first = prepare::check(&head, &self.opts);
         let (first, mut cluster) = tokio::join!(first, cluster::connect(self.inventory, &self.args.connect));
         let send = |ev| {
@@ -304,6 +302,7 @@ impl Work<'_> {
             slots: cluster.slots(),
             nodes: nodes.collect(),
         });
+        send(progress::Event::Queued { input: head.input.display().to_string() });
         let warnings = std::mem::take(&mut cluster.warnings);
         for message in &warnings {
             send(progress::Event::Warning { message: message.clone() });

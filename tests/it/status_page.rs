@@ -223,6 +223,7 @@ fn raw(port: u16, request: &[u8]) -> String {
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     // The server may answer (and close) before it read everything.
     let _ = s.write_all(request);
+    let _ = s.shutdown(std::net::Shutdown::Write);
     let mut answer = Vec::new();
     let _ = s.read_to_end(&mut answer);
     let text = String::from_utf8_lossy(&answer).into_owned();
@@ -236,66 +237,108 @@ fn running_on<'a>(s: &'a Value, name: &str) -> Option<&'a Value> {
         .find(|f| f["input"].as_str().is_some_and(|i| i.ends_with(name)))
 }
 
+/// The test's folders and addresses.
+struct Setup {
+    d: PathBuf,
+    up: PathBuf,
+    state: PathBuf,
+    inv: PathBuf,
+    port: u16,
+    url: String,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let d = workdir("status-page");
+        let (up, state) = (d.join("upload"), d.join("state"));
+        std::fs::create_dir_all(&up).unwrap();
+        let port = free_port();
+        let inv = write(
+            &d,
+            "inventory.yaml",
+            &format!(
+                "cluster:\n  storage: ssh\n  watch: {{ http: 127.0.0.1:{port} }}\n\
+                 nodes:\n  here: {{ host: local, roles: [controller, compute, storage], slots: 1 }}\n"
+            ),
+        );
+        let url = format!("http://127.0.0.1:{port}/");
+        Setup { d, up, state, inv, port, url }
+    }
+}
+
 #[test]
 fn the_status_page_and_command_follow_a_watched_folder() {
-    let d = workdir("status-page");
-    let (up, state) = (d.join("upload"), d.join("state"));
-    std::fs::create_dir_all(&up).unwrap();
-    let port = free_port();
-    let inv = write(
-        &d,
-        "inventory.yaml",
-        &format!(
-            "cluster:\n  storage: ssh\n  watch: {{ http: 127.0.0.1:{port} }}\n\
-             nodes:\n  here: {{ host: local, roles: [controller, compute, storage], slots: 1 }}\n"
-        ),
-    );
-    let url = format!("http://127.0.0.1:{port}/");
-    let mut svc = Service::start(&d, &inv, &state);
-    let pid = svc.child.id();
+    let w = Setup::new();
+    let mut svc = Service::start(&w.d, &w.inv, &w.state);
+    idle(&w, svc.child.id());
+    a_damaged_file_fails(&w, &mut svc);
+    a_clip_in_progress_then_done(&w, &mut svc);
+    read_only(w.port);
+    stopped(&w, svc);
+    let _ = std::fs::remove_dir_all(&w.d);
+}
 
-    // Idle: the page is up, nothing is connected yet.
+/// Idle: the page is up, nothing is connected yet.
+fn idle(w: &Setup, pid: u32) {
     let s =
-        status_until(&state, "the service", |s| s["transcodes"].as_array().is_some_and(|t| !t.is_empty()));
+        status_until(&w.state, "the service", |s| s["transcodes"].as_array().is_some_and(|t| !t.is_empty()));
     let t = &s["transcodes"][0];
     assert_eq!((t["pid"].as_u64(), t["mode"].as_str()), (Some(pid.into()), Some("watch")), "{s:#}");
-    assert_eq!(t["page"], url.as_str());
-    let page = dom(&url);
+    assert_eq!(t["page"], w.url.as_str());
+    let page = dom(&w.url);
     assert!(page.contains("Watching") && page.contains("Not connected yet"), "{page}");
+}
 
-    // A damaged video: it fails, with its reason.
-    std::fs::write(up.join("broken.mp4"), b"not a video at all").unwrap();
+/// A damaged video: it fails, with its reason.
+fn a_damaged_file_fails(w: &Setup, svc: &mut Service) {
+    std::fs::write(w.up.join("broken.mp4"), b"not a video at all").unwrap();
     svc.wait_for("job_failed", "broken.mp4");
-    let s = status(&state);
+    let s = status(&w.state);
     let failed = &s["failed"][0];
     assert!(failed["input"].as_str().unwrap().ends_with("upload/broken.mp4"), "{s:#}");
     assert!(!failed["reason"].as_str().unwrap().is_empty(), "{s:#}");
+}
 
-    // A clip (moved in whole): held in progress while we look.
-    let src = d.join("clip.mp4");
-    clip_of(
-        "testsrc2=size=640x360:rate=25",
-        &src,
-        12,
-        true,
-        &["-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-c:a", "aac"],
-    );
-    std::fs::rename(&src, up.join("clip.mp4")).unwrap();
+/// A clip (moved in whole): held in progress while we look, then done.
+fn a_clip_in_progress_then_done(w: &Setup, svc: &mut Service) {
+    let src = w.d.join("clip.mp4");
+    let args = ["-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-c:a", "aac"];
+    clip_of("testsrc2=size=640x360:rate=25", &src, 12, true, &args);
+    std::fs::rename(&src, w.up.join("clip.mp4")).unwrap();
     let job = svc.wait_for("job_start", "clip.mp4")["job"].clone();
     svc.wait_until("the clip's first chunk", |e| e["event"] == "chunk_start" && e["job"] == job);
-    let frozen = freeze(pid);
-    let s = status_until(&state, "clip.mp4 encoding on here", |s| {
+    let frozen = freeze(svc.child.id());
+    in_progress(w);
+    signal(&frozen, libc::SIGCONT);
+    // Done: the status file is current when the event is out.
+    svc.wait_for("job_done", "clip.mp4");
+    let s = status(&w.state);
+    let t = &s["transcodes"][0];
+    assert!(t["running"].as_array().unwrap().is_empty(), "{s:#}");
+    assert!(t["done"][0]["input"].as_str().unwrap().ends_with("clip.mp4"), "{s:#}");
+    assert_eq!((t["counts"]["done"].as_u64(), t["counts"]["failed"].as_u64()), (Some(1), Some(1)));
+    let here = &t["nodes"][0];
+    assert!(here["chunks"].as_u64().unwrap() >= 1 && here["last_chunk_at"].is_number(), "{s:#}");
+    let page = dom(&w.url);
+    assert!(part(&page, "done").contains("clip.mp4"), "{page}");
+    assert!(part(&page, "running").contains("No file is being transcoded"), "{page}");
+    screenshot(&w.url, &w.d.join("status-done.png"));
+}
+
+/// The clip's encoder is stopped: status and page show it under way on
+/// its node.
+fn in_progress(w: &Setup) {
+    let s = status_until(&w.state, "clip.mp4 encoding on here", |s| {
         running_on(s, "clip.mp4")
             .is_some_and(|f| f["nodes"][0]["node"] == "here" && f["nodes"][0]["running"] == 1)
     });
-    let f = running_on(&s, "clip.mp4").unwrap();
-    assert_eq!(f["stage"], "encoding", "{s:#}");
+    assert_eq!(running_on(&s, "clip.mp4").unwrap()["stage"], "encoding", "{s:#}");
     let node = &s["transcodes"][0]["nodes"][0];
     assert_eq!(
         (node["name"].as_str(), node["state"].as_str(), node["slots"].as_u64()),
         (Some("here"), Some("up"), Some(1))
     );
-    let page = dom(&url);
+    let page = dom(&w.url);
     let running = part(&page, "running");
     assert!(
         running.contains("clip.mp4")
@@ -306,45 +349,29 @@ fn the_status_page_and_command_follow_a_watched_folder() {
     let nodes = part(&page, "nodes");
     assert!(nodes.contains("here") && nodes.contains(">up<"), "{nodes}");
     assert!(part(&page, "failed").contains("broken.mp4"), "{page}");
-    screenshot(&url, &d.join("status-in-progress.png"));
-    signal(&frozen, libc::SIGCONT);
+    screenshot(&w.url, &w.d.join("status-in-progress.png"));
+}
 
-    // Done: the status file is current when the event is out.
-    svc.wait_for("job_done", "clip.mp4");
-    let s = status(&state);
-    let t = &s["transcodes"][0];
-    assert!(t["running"].as_array().unwrap().is_empty(), "{s:#}");
-    assert!(t["done"][0]["input"].as_str().unwrap().ends_with("clip.mp4"), "{s:#}");
-    assert_eq!((t["counts"]["done"].as_u64(), t["counts"]["failed"].as_u64()), (Some(1), Some(1)));
-    assert!(
-        t["nodes"][0]["chunks"].as_u64().unwrap() >= 1 && t["nodes"][0]["last_chunk_at"].is_number(),
-        "{s:#}"
-    );
-    let page = dom(&url);
-    assert!(part(&page, "done").contains("clip.mp4"), "{page}");
-    assert!(part(&page, "running").contains("No file is being transcoded"), "{page}");
-    screenshot(&url, &d.join("status-done.png"));
-
-    // Read-only, bounded.
-    assert_eq!(
-        raw(port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
-        "HTTP/1.1 405 Method Not Allowed"
-    );
+/// Read-only, bounded.
+fn read_only(port: u16) {
+    let post = raw(port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(post, "HTTP/1.1 405 Method Not Allowed");
     assert_eq!(raw(port, b"GET /nothing HTTP/1.1\r\n\r\n"), "HTTP/1.1 404 Not Found");
     let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
     assert_eq!(raw(port, huge.as_bytes()), "HTTP/1.1 431 Request Header Fields Too Large");
     assert_eq!(raw(port, b"GET /status.json HTTP/1.1\r\n\r\n"), "HTTP/1.1 200 OK");
+}
 
-    // Stopped: its status goes, the failure stays.
+/// Stopped: its status goes, the failure stays.
+fn stopped(w: &Setup, mut svc: Service) {
     // SAFETY: signalling our own child.
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    unsafe { libc::kill(svc.child.id() as libc::pid_t, libc::SIGTERM) };
     // Exit 1: a file of its run failed (broken.mp4).
     assert_eq!(svc.child.wait().unwrap().code(), Some(1));
-    let s = status(&state);
+    let s = status(&w.state);
     assert!(s["transcodes"].as_array().unwrap().is_empty(), "{s:#}");
     assert!(s["failed"][0]["input"].as_str().unwrap().ends_with("broken.mp4"), "{s:#}");
-    assert_eq!(std::fs::read_dir(state.join("dffmpeg/status")).unwrap().count(), 0);
-    let text = ok(dffmpeg().env("XDG_STATE_HOME", &state).arg("status").output().unwrap(), "status");
+    assert_eq!(std::fs::read_dir(w.state.join("dffmpeg/status")).unwrap().count(), 0);
+    let text = ok(dffmpeg().env("XDG_STATE_HOME", &w.state).arg("status").output().unwrap(), "status");
     assert!(text.contains("No transcode is running") && text.contains("broken.mp4"), "{text}");
-    let _ = std::fs::remove_dir_all(&d);
 }
