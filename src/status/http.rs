@@ -4,7 +4,9 @@
 //! --json` prints); anything else is refused. Bounded: a request head of
 //! at most [`MAX_REQUEST`] bytes, [`TIMEOUT`] for a whole exchange,
 //! [`MAX_CONNECTIONS`] at once (more are closed at once), one request per
-//! connection.
+//! connection. Served on loopback, it answers only requests addressed to
+//! loopback (`Host: 127.0.0.1:PORT`, `localhost`): a web page elsewhere
+//! cannot read it through a DNS name that it points at 127.0.0.1.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,6 +46,7 @@ pub struct Source {
 pub fn serve(listener: TcpListener, source: Source) -> tokio::task::JoinHandle<()> {
     let source = Arc::new(source);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -56,7 +59,7 @@ pub fn serve(listener: TcpListener, source: Source) -> tokio::task::JoinHandle<(
             let source = source.clone();
             tokio::spawn(async move {
                 // A client too slow or gone: nothing to tell it.
-                let _ = tokio::time::timeout(TIMEOUT, exchange(stream, &source)).await;
+                let _ = tokio::time::timeout(TIMEOUT, exchange(stream, &source, loopback)).await;
                 drop(permit);
             });
         }
@@ -73,10 +76,10 @@ pub struct Response {
     pub head_only: bool,
 }
 
-async fn exchange(mut stream: TcpStream, source: &Source) -> std::io::Result<()> {
+async fn exchange(mut stream: TcpStream, source: &Source, loopback: bool) -> std::io::Result<()> {
     let head = read_head(&mut stream).await?;
     let response = match &head {
-        Some(head) => respond(head, source).await,
+        Some(head) => respond(head, source, loopback).await,
         None => plain("431 Request Header Fields Too Large", "request too large\n"),
     };
     stream.write_all(&encode(&response)).await?;
@@ -117,11 +120,14 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
 }
 
 /// What a request gets.
-async fn respond(head: &[u8], source: &Source) -> Response {
+async fn respond(head: &[u8], source: &Source, loopback: bool) -> Response {
     let route = match route(head) {
         Ok(r) => r,
         Err(r) => return r,
     };
+    if loopback && !to_loopback(head) {
+        return plain("403 Forbidden", "this page answers requests to 127.0.0.1 or localhost only\n");
+    }
     let (state, inventory) = (source.state.clone(), source.inventory.clone());
     let report =
         tokio::task::spawn_blocking(move || store::collect(&state, inventory.as_deref(), sink::unix_now()))
@@ -178,6 +184,22 @@ fn route(head: &[u8]) -> Result<(Page, bool), Response> {
     }
 }
 
+/// Whether the request's `Host` is a loopback address or `localhost` (or
+/// missing: no browser leaves it out).
+fn to_loopback(head: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(head);
+    let host = text.lines().skip(1).find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim().eq_ignore_ascii_case("host").then(|| value.trim().to_ascii_lowercase())
+    });
+    let Some(host) = host else { return true };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 fn plain(status: &'static str, text: &str) -> Response {
     Response {
         status,
@@ -228,6 +250,18 @@ mod tests {
         assert_eq!(status_of("GET /\r\n\r\n"), "400 Bad Request");
         assert_eq!(status_of("\u{0}\u{ff}"), "400 Bad Request");
         assert_eq!(status_of(""), "400 Bad Request");
+    }
+
+    #[test]
+    fn on_loopback_only_loopback_names_are_answered() {
+        let host = |h: &str| to_loopback(format!("GET / HTTP/1.1\r\nHost: {h}\r\n\r\n").as_bytes());
+        for ok in ["127.0.0.1:8080", "localhost:8080", "LOCALHOST", "[::1]:8080", "127.0.0.2"] {
+            assert!(host(ok), "{ok}");
+        }
+        for bad in ["evil.example:8080", "192.168.1.10:8080", "[fe80::1]:80", "localhost.evil.example"] {
+            assert!(!host(bad), "{bad}");
+        }
+        assert!(to_loopback(b"GET / HTTP/1.0\r\n\r\n"), "no Host");
     }
 
     #[test]

@@ -359,7 +359,10 @@ fn read_only(port: u16) {
     assert_eq!(raw(port, b"GET /nothing HTTP/1.1\r\n\r\n"), "HTTP/1.1 404 Not Found");
     let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
     assert_eq!(raw(port, huge.as_bytes()), "HTTP/1.1 431 Request Header Fields Too Large");
-    assert_eq!(raw(port, b"GET /status.json HTTP/1.1\r\n\r\n"), "HTTP/1.1 200 OK");
+    assert_eq!(raw(port, b"GET /status.json HTTP/1.1\r\nHost: localhost\r\n\r\n"), "HTTP/1.1 200 OK");
+    // A page elsewhere that points its own name at 127.0.0.1 reads nothing.
+    let rebound = raw(port, b"GET /status.json HTTP/1.1\r\nHost: evil.example:8080\r\n\r\n");
+    assert_eq!(rebound, "HTTP/1.1 403 Forbidden");
 }
 
 /// Stopped: its status goes, the failure stays.
