@@ -378,13 +378,13 @@ impl Model {
             Event::JobSkipped { input, reason, .. } => {
                 self.unqueue(input);
                 self.counts.1 += 1;
-                let s = SkippedFile { input: input.clone(), reason: reason.clone(), at: now };
+                let s = SkippedFile { input: input.clone(), reason: clip(reason), at: now };
                 push_bounded(&mut self.skipped, s, KEEP_SKIPPED);
             }
             Event::NodeDropped { node, reason, lost } => {
                 let m = self.node_mut(node);
                 m.status.state = if *lost { NodeState::Lost } else { NodeState::GivenUp };
-                m.status.reason = Some(reason.clone());
+                m.status.reason = Some(clip(reason));
             }
             Event::BatchDone { .. } => self.finished = true,
             _ => {}
@@ -392,7 +392,7 @@ impl Model {
     }
 
     fn warn(&mut self, message: &str, now: f64) {
-        push_bounded(&mut self.warnings, Note { message: message.to_string(), at: now }, KEEP_WARNINGS);
+        push_bounded(&mut self.warnings, Note { message: clip(message), at: now }, KEEP_WARNINGS);
     }
 
     /// A file left the queue (planned, skipped or refused). Files leave it
@@ -473,7 +473,7 @@ impl Model {
         self.counts.2 += 1;
         let f = FailedFile {
             input: input.to_string(),
-            reason: error.to_string(),
+            reason: clip(error),
             job_dir: j.filter(|_| resumable).map(|j| j.job_dir),
             at: now,
         };
@@ -613,6 +613,22 @@ impl Model {
         let fps = (n.encode_seconds > 0.0).then(|| round1(n.status.frames as f64 / n.encode_seconds));
         NodeStatus { running, fps, ..n.status.clone() }
     }
+}
+
+/// Longest text kept of a reason or a warning (an encoder's message can be
+/// long; the status stays small).
+const MAX_TEXT: usize = 2000;
+
+/// `text`, cut to [`MAX_TEXT`] bytes on a character boundary.
+fn clip(text: &str) -> String {
+    if text.len() <= MAX_TEXT {
+        return text.to_string();
+    }
+    let mut end = MAX_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 pub fn round1(x: f64) -> f64 {

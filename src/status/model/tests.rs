@@ -309,3 +309,18 @@ fn a_status_file_reads_back_and_old_or_partial_ones_still_read() {
         serde_json::from_str(r#"{"pid": 7, "mode": "batch", "nodes": [{"name": "x"}]}"#).unwrap();
     assert_eq!((partial.meta.pid, partial.nodes[0].state), (7, NodeState::Up));
 }
+
+#[test]
+fn long_reasons_are_cut_on_a_character_boundary() {
+    let mut m = Model::new(meta(), 0.0);
+    let long = "é".repeat(5000);
+    m.apply(
+        &Event::JobFailed { job: None, input: "/up/a.mp4".into(), error: long.clone(), resumable: false },
+        1.0,
+    );
+    m.apply(&Event::Warning { message: long }, 1.0);
+    let v = m.view(1.0);
+    assert!(v.failed[0].reason.len() <= 2004 && v.failed[0].reason.ends_with('…'));
+    assert!(v.warnings[0].message.starts_with("éé"));
+    assert_eq!(clip("short"), "short");
+}
