@@ -139,6 +139,8 @@ pub struct FailedFile {
     pub reason: String,
     /// Its job directory when it was kept (finished chunks, logs).
     pub job_dir: Option<String>,
+    /// The log of its last failed attempt (the encoder's stderr).
+    pub log: Option<String>,
     pub at: f64,
 }
 
@@ -241,6 +243,8 @@ struct Job {
     first_chunk_at: Option<f64>,
     merging: bool,
     done_by: BTreeMap<String, usize>,
+    /// The log of its latest failed attempt.
+    last_log: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -305,9 +309,12 @@ impl Model {
             Event::ChunkDone { attempt, node, frames, seconds, .. } => {
                 self.chunk_done(*attempt, node, *frames, *seconds, now)
             }
-            Event::ChunkFailed { attempt, node, .. } => {
+            Event::ChunkFailed { job, attempt, node, log, .. } => {
                 self.attempts.remove(attempt);
                 self.node_mut(node).status.failures += 1;
+                if let (Some(j), Some(log)) = (self.jobs.get_mut(job), log) {
+                    j.last_log = Some(log.clone());
+                }
             }
             Event::ChunkCancelled { attempt, .. } => {
                 self.attempts.remove(attempt);
@@ -361,6 +368,7 @@ impl Model {
                     first_chunk_at: None,
                     merging: false,
                     done_by: BTreeMap::new(),
+                    last_log: None,
                 };
                 self.jobs.insert(*job, j);
             }
@@ -471,12 +479,11 @@ impl Model {
             }
         };
         self.counts.2 += 1;
-        let f = FailedFile {
-            input: input.to_string(),
-            reason: clip(error),
-            job_dir: j.filter(|_| resumable).map(|j| j.job_dir),
-            at: now,
+        let (job_dir, log) = match j {
+            Some(j) => (resumable.then_some(j.job_dir), j.last_log),
+            None => (None, None),
         };
+        let f = FailedFile { input: input.to_string(), reason: clip(error), job_dir, log, at: now };
         self.ops.push(FailOp::Failed(f.clone()));
         self.failed.retain(|x| x.input != f.input);
         push_bounded(&mut self.failed, f, KEEP_FAILED);

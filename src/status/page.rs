@@ -296,9 +296,11 @@ fn failed(h: &mut String, failed: &[FailedFile], now: f64) {
          <table><tr><th>File</th><th>Reason</th><th class=when>When</th><th>Job directory</th></tr>",
     );
     for f in failed {
+        let log =
+            f.log.as_deref().map(|l| format!("<div class=\"why\">log: {}</div>", esc(l))).unwrap_or_default();
         let _ = write!(
             h,
-            "<tr><td>{}</td><td class=\"reason\">{}</td><td class=when>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td class=\"reason\">{}{log}</td><td class=when>{}</td><td>{}</td></tr>",
             file_cell(&f.input),
             esc(&f.reason),
             ago(now, f.at),
@@ -480,8 +482,13 @@ mod tests {
             },
             ..StatusFile::default()
         };
-        let failed =
-            FailedFile { input: evil.into(), reason: evil.into(), job_dir: Some(evil.into()), at: 1.0 };
+        let failed = FailedFile {
+            input: evil.into(),
+            reason: evil.into(),
+            job_dir: Some(evil.into()),
+            log: Some(evil.into()),
+            at: 1.0,
+        };
         let r = Report {
             host: evil.into(),
             state_dir: evil.into(),

@@ -285,7 +285,12 @@ mod tests {
     }
 
     fn failed(input: &str, at: f64) -> FailOp {
-        FailOp::Failed(FailedFile { input: input.into(), reason: "broken".into(), job_dir: None, at })
+        FailOp::Failed(FailedFile {
+            input: input.into(),
+            reason: "broken".into(),
+            at,
+            ..FailedFile::default()
+        })
     }
 
     /// A pid that was a process and is no more.

@@ -29,6 +29,9 @@ pub fn text(r: &Report) -> String {
         for f in r.failed.iter().take(SHOW_FAILED) {
             let _ = writeln!(o, "  {} ({})", f.input, ago(r.generated_at, f.at));
             let _ = writeln!(o, "    {}", f.reason);
+            if let Some(log) = &f.log {
+                let _ = writeln!(o, "    log: {log}");
+            }
             if let Some(dir) = &f.job_dir {
                 let _ = writeln!(o, "    job directory: {dir}");
             }

@@ -149,6 +149,15 @@ fn failures_are_kept_with_their_reason_and_job_directory() {
         3.0,
         &[job_start(0, "/up/c.mp4", 2, 100, (0, 0)), job_start(1, "/up/d.mp4", 2, 100, (0, 0))],
     );
+    let failed = Event::ChunkFailed {
+        job: 0,
+        chunk: 1,
+        attempt: 1,
+        node: "pi".into(),
+        error: "ffmpeg exited with 1".into(),
+        log: Some("/srv/dffmpeg/work/job0/logs/chunk_1.pi.attempt-1.log".into()),
+    };
+    fold(&mut m, 3.5, &[start(0, 1, 1, "pi", 50), failed]);
     m.apply(&job_failed(Some(0), "/up/c.mp4", true), 4.0);
     m.apply(&job_failed(Some(1), "/up/d.mp4", false), 4.0);
     let v = m.view(5.0);
@@ -164,6 +173,8 @@ fn failures_are_kept_with_their_reason_and_job_directory() {
         ]
     );
     assert_eq!(v.failed[1].reason, "chunk 3 failed 3 times");
+    assert_eq!(v.failed[1].log.as_deref(), Some("/srv/dffmpeg/work/job0/logs/chunk_1.pi.attempt-1.log"));
+    assert_eq!((v.failed[0].log.as_deref(), v.failed[2].log.as_deref()), (None, None));
     let ops = m.take_ops();
     assert_eq!(ops.len(), 3);
     assert!(matches!(&ops[1], FailOp::Failed(f) if f.input == "/up/c.mp4" && f.job_dir.is_some()));
