@@ -37,6 +37,12 @@ const EXIT_FACTS: &[Entry] = &[
     ("2", "Usage error: bad arguments, an unreadable or invalid inventory."),
 ];
 
+const EXIT_STATUS: &[Entry] = &[
+    ("0", "The status was printed (also when nothing runs)."),
+    ("1", "There is no state directory to read ($XDG_STATE_HOME and $HOME unset)."),
+    ("2", "Usage error: bad arguments, an unreadable or invalid inventory."),
+];
+
 const EXIT_COMPLETIONS: &[Entry] =
     &[("0", "The script was written."), ("1", "It could not be written."), ("2", "Usage error.")];
 
@@ -77,6 +83,14 @@ const FILE_JOB: Entry = (
 const FILE_PRIVATE: Entry = (
     "~/.local/state/dffmpeg/jobs/NAME/",
     "The job's private directory, which only the controller can write: the plan and options (job.json), each verified chunk's seal (chunks.json), the reference codec parameters, the side streams and the merge list. Removed with the job directory.",
+);
+const FILE_STATUS: Entry = (
+    "~/.local/state/dffmpeg/status/PID.json",
+    "What each running transcode is doing, kept current by it (written whole, at most every 2 s and on every file event) and removed when it exits: what dffmpeg status and the status page read.",
+);
+const FILE_FAILED: Entry = (
+    "~/.local/state/dffmpeg/failed.json",
+    "The files transcodes gave up on (the last 200), with the reason and the log of the last failed attempt; each stays until the file is transcoded.",
 );
 const FILE_EXAMPLE: Entry = (
     "/usr/share/doc/dffmpeg/examples/inventory.example.yaml",
@@ -131,6 +145,12 @@ const EXAMPLES_FACTS: &[Entry] = &[
     ("dffmpeg facts cluster.yaml --json", "One JSON object per node."),
 ];
 
+const EXAMPLES_STATUS: &[Entry] = &[
+    ("dffmpeg status", "What every transcode of this user does now, and the files that failed."),
+    ("dffmpeg status -I cluster.yaml", "Only the transcodes on this inventory (the watch service, say)."),
+    ("dffmpeg status --json", "All of it as one JSON object (what the status page serves as /status.json)."),
+];
+
 const EXAMPLES_COMPLETIONS: &[Entry] = &[(
     "dffmpeg completions bash > ~/.local/share/bash-completion/completions/dffmpeg",
     "Install the bash completions for this user (the Debian package installs them for bash, zsh and fish).",
@@ -140,6 +160,7 @@ const EXAMPLES_ALL: &[Entry] = &[
     ("dffmpeg transcode in.mp4 -c:v libx264 -crf 23 -c:a aac", "Transcode on this machine's cores."),
     ("dffmpeg setup cluster.yaml --ask-pass", "Bring the machines of an inventory up."),
     ("dffmpeg facts cluster.yaml --encoder libx264", "Check every node."),
+    ("dffmpeg status", "What the transcodes of this machine are doing."),
     ("dffmpeg transcode -I cluster.yaml movie.mkv -c:v libx264 -preset medium", "Transcode on the cluster."),
 ];
 
@@ -147,13 +168,30 @@ const EXAMPLES_ALL: &[Entry] = &[
 fn extra(name: &str) -> Extra {
     const ALL_ENV: &[Entry] = &[ENV_INVENTORY, ENV_KNOWN_HOSTS, ENV_STATE, ENV_HOME, ENV_PATH];
     const SSH_ENV: &[Entry] = &[ENV_KNOWN_HOSTS, ENV_STATE, ENV_HOME];
-    const ALL_FILES: &[Entry] =
-        &[FILE_KEY, FILE_KNOWN_HOSTS, FILE_SPEEDS, FILE_JOB, FILE_PRIVATE, FILE_EXAMPLE, FILE_UNIT];
+    const ALL_FILES: &[Entry] = &[
+        FILE_KEY,
+        FILE_KNOWN_HOSTS,
+        FILE_SPEEDS,
+        FILE_JOB,
+        FILE_PRIVATE,
+        FILE_STATUS,
+        FILE_FAILED,
+        FILE_EXAMPLE,
+        FILE_UNIT,
+    ];
     match name {
         "dffmpeg-transcode" => Extra {
             exit: EXIT_TRANSCODE,
             env: ALL_ENV,
-            files: &[FILE_KEY, FILE_KNOWN_HOSTS, FILE_SPEEDS, FILE_JOB, FILE_PRIVATE],
+            files: &[
+                FILE_KEY,
+                FILE_KNOWN_HOSTS,
+                FILE_SPEEDS,
+                FILE_JOB,
+                FILE_PRIVATE,
+                FILE_STATUS,
+                FILE_FAILED,
+            ],
             examples: EXAMPLES_TRANSCODE,
         },
         "dffmpeg-setup" => Extra {
@@ -167,6 +205,12 @@ fn extra(name: &str) -> Extra {
             env: SSH_ENV,
             files: &[FILE_KEY, FILE_KNOWN_HOSTS],
             examples: EXAMPLES_FACTS,
+        },
+        "dffmpeg-status" => Extra {
+            exit: EXIT_STATUS,
+            env: &[ENV_INVENTORY, ENV_STATE, ENV_HOME],
+            files: &[FILE_STATUS, FILE_FAILED, FILE_UNIT],
+            examples: EXAMPLES_STATUS,
         },
         "dffmpeg-completions" => {
             Extra { exit: EXIT_COMPLETIONS, env: &[], files: &[], examples: EXAMPLES_COMPLETIONS }
@@ -261,6 +305,7 @@ mod tests {
                 "dffmpeg-completions.1",
                 "dffmpeg-facts.1",
                 "dffmpeg-setup.1",
+                "dffmpeg-status.1",
                 "dffmpeg-transcode.1",
                 "dffmpeg.1"
             ]
