@@ -388,6 +388,12 @@ fn chart(h: &mut String, title: &str, series: &[Series], now: f64, every: f64) {
     for (_, color, pts) in series {
         let segments = split_gaps(pts, every);
         for seg in segments {
+            if let [(t, v)] = seg {
+                // One sample alone: a dot (a line needs two).
+                let _ =
+                    write!(h, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"{color}\"/>", x(*t), y(*v));
+                continue;
+            }
             let points: Vec<String> = seg.iter().map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v))).collect();
             let _ = write!(
                 h,
