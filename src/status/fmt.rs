@@ -58,6 +58,11 @@ pub fn parent(path: &str) -> &str {
     path.rfind(name).map_or("", |i| &path[..i])
 }
 
+/// `1 chunk`, `3 chunks`.
+pub fn count(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
 /// `42.0` or `–` when unknown.
 pub fn opt1(x: Option<f64>) -> String {
     x.map_or_else(|| "–".into(), |x| format!("{x:.1}"))
@@ -83,6 +88,7 @@ mod tests {
         assert_eq!(file_name("x.mp4"), "x.mp4");
         assert_eq!(parent("x.mp4"), "");
         assert_eq!(opt1(None), "–");
+        assert_eq!((count(1, "chunk"), count(0, "chunk")), ("1 chunk".into(), "0 chunks".into()));
         assert_eq!(opt1(Some(41.96)), "42.0");
     }
 }

@@ -489,7 +489,9 @@ impl Model {
         push_bounded(&mut self.failed, f, KEEP_FAILED);
     }
 
-    /// Take a history sample when one is due; whether it was.
+    /// Take a history sample when one is due. Whether the history says
+    /// something new: a sample like the one before (an idle service) can
+    /// wait for the next write.
     pub fn tick(&mut self, now: f64) -> bool {
         let span = now - self.last_sample;
         if span < HISTORY_EVERY {
@@ -506,10 +508,14 @@ impl Model {
             })
             .collect();
         let (queued, running) = self.waiting_and_running();
+        let sample = Sample { at: round1(now), queued, running, fps };
+        let new = self.samples.back().is_none_or(|last| {
+            (last.queued, last.running, &last.fps) != (sample.queued, sample.running, &sample.fps)
+        });
         let keep = (HISTORY_SPAN / HISTORY_EVERY).ceil() as usize + 1;
-        push_bounded(&mut self.samples, Sample { at: round1(now), queued, running, fps }, keep);
+        push_bounded(&mut self.samples, sample, keep);
         self.last_sample = now;
-        true
+        new
     }
 
     fn waiting_and_running(&self) -> (usize, usize) {

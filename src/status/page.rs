@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use super::fmt::{ago, clock, duration, file_name, opt1, parent, span};
+use super::fmt::{ago, clock, count, duration, file_name, opt1, parent, span};
 use super::model::{FailedFile, RunningFile, StatusFile, HISTORY_SPAN};
 use super::store::Report;
 
@@ -167,12 +167,12 @@ fn running(h: &mut String, files: &[RunningFile]) {
             h,
             "<tr class=\"file\"><td>{}</td><td><span class=\"stage\">{}</span></td>\
              <td><span class=\"bar\"><div style=\"width:{pct:.1}%\"></div></span>{pct:.0}%\
-             <div class=\"dir\">{} of {} chunks, {} of {} frames</div></td>\
+             <div class=\"dir\">{} of {}, {} of {} frames</div></td>\
              <td class=n>{}</td><td class=n>{}</td><td>{}</td></tr>",
             file_cell(&f.input),
             esc(&f.stage),
             f.chunks_done,
-            f.chunks,
+            count(f.chunks, "chunk"),
             f.frames_done,
             f.frames,
             opt1(f.fps),
@@ -189,7 +189,7 @@ fn queued(h: &mut String, t: &StatusFile, now: f64) {
     }
     h.push_str("<h3>Queued</h3><table id=\"queued\"><tr><th>File</th><th>Waiting</th><th>Planned</th></tr>");
     for q in t.queued.iter().take(SHOW_QUEUED) {
-        let planned = q.chunks.map_or_else(|| "being checked".into(), |c| format!("{c} chunks"));
+        let planned = q.chunks.map_or_else(|| "being checked".into(), |c| count(c, "chunk"));
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{planned}</td></tr>",
@@ -334,12 +334,12 @@ fn charts(h: &mut String, t: &StatusFile, now: f64) {
             (*name, COLORS[i % COLORS.len()], pts)
         })
         .collect();
-    chart(h, "Throughput by node (frames per second)", &nodes, now, history.every);
+    chart(h, "Throughput by node (frames per second)", &nodes, (now, history.every), false);
     let queue: Vec<Series> = vec![
         ("queued", "#d97706", history.samples.iter().map(|s| (s.at, s.queued as f64)).collect()),
         ("in progress", "#2563eb", history.samples.iter().map(|s| (s.at, s.running as f64)).collect()),
     ];
-    chart(h, "Files queued and in progress", &queue, now, history.every);
+    chart(h, "Files queued and in progress", &queue, (now, history.every), true);
     h.push_str("</div>");
 }
 
@@ -350,7 +350,8 @@ const BOTTOM: f64 = 20.0;
 const TOP: f64 = 8.0;
 const RIGHT: f64 = 10.0;
 
-fn chart(h: &mut String, title: &str, series: &[Series], now: f64, every: f64) {
+/// A plot of `series` over the last hour; `steps`: counts, drawn as steps.
+fn chart(h: &mut String, title: &str, series: &[Series], (now, every): (f64, f64), steps: bool) {
     let max = series.iter().flat_map(|s| s.2.iter().map(|p| p.1)).fold(0.0, f64::max);
     let top = 4.0 * nice_step(max / 4.0);
     let x = |t: f64| LEFT + (W - LEFT - RIGHT) * (1.0 - ((now - t) / HISTORY_SPAN).clamp(0.0, 1.0));
@@ -394,6 +395,7 @@ fn chart(h: &mut String, title: &str, series: &[Series], now: f64, every: f64) {
                     write!(h, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"{color}\"/>", x(*t), y(*v));
                 continue;
             }
+            let seg = if steps { stepped(seg) } else { seg.to_vec() };
             let points: Vec<String> = seg.iter().map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v))).collect();
             let _ = write!(
                 h,
@@ -415,6 +417,18 @@ fn chart(h: &mut String, title: &str, series: &[Series], now: f64, every: f64) {
         let _ = write!(h, "<span><i style=\"background:{color}\"></i>{}</span>", esc(name));
     }
     h.push_str("</div></div>");
+}
+
+/// A count holds until the next sample: a corner before each change.
+fn stepped(pts: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut out = Vec::with_capacity(pts.len() * 2);
+    for (i, p) in pts.iter().enumerate() {
+        if i > 0 {
+            out.push((p.0, pts[i - 1].1));
+        }
+        out.push(*p);
+    }
+    out
 }
 
 /// Runs of points with no gap longer than two sample periods (a gap: the
@@ -528,5 +542,6 @@ mod tests {
         let pts = [(0.0, 1.0), (15.0, 1.0), (100.0, 1.0)];
         assert_eq!(split_gaps(&pts, 15.0).len(), 2);
         assert!(split_gaps(&[], 15.0).is_empty());
+        assert_eq!(stepped(&[(0.0, 1.0), (15.0, 3.0)]), [(0.0, 1.0), (15.0, 1.0), (15.0, 3.0)]);
     }
 }

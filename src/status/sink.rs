@@ -17,9 +17,10 @@ use crate::transcode::progress::{Event, Sender};
 
 /// Chunk traffic is written at most this often.
 pub const WRITE_EVERY: Duration = Duration::from_secs(2);
-/// An unchanged status is rewritten this often (its `updated_at` says the
-/// process is alive and well).
-const REFRESH_EVERY: f64 = 30.0;
+/// An unchanged status is rewritten this often (its `updated_at` and the
+/// history's latest samples; an idle service writes little, which an SD
+/// card likes).
+const REFRESH_EVERY: f64 = 300.0;
 
 /// Seconds since the Unix epoch (to a tenth: what the status says).
 pub fn unix_now() -> f64 {

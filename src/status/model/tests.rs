@@ -259,7 +259,7 @@ fn the_history_covers_the_last_hour_one_sample_per_period() {
         m.apply(&start(0, 0, i, "pc", 10), t - 1.0);
         m.apply(&progress(i, 30), t - 1.0);
         m.apply(&Event::ChunkCancelled { job: 0, chunk: 0, attempt: i, node: "pc".into() }, t - 1.0);
-        assert!(m.tick(t));
+        assert_eq!(m.tick(t), i == 0, "the same sample again is nothing new");
     }
     let h = m.view(t).history;
     assert_eq!(h.every, HISTORY_EVERY);
@@ -334,4 +334,15 @@ fn long_reasons_are_cut_on_a_character_boundary() {
     assert!(v.failed[0].reason.len() <= 2004 && v.failed[0].reason.ends_with('…'));
     assert!(v.warnings[0].message.starts_with("éé"));
     assert_eq!(clip("short"), "short");
+}
+
+#[test]
+fn an_idle_history_is_nothing_new_until_something_moves() {
+    let mut m = Model::new(meta(), 0.0);
+    m.apply(&batch_start(0), 0.0);
+    assert!(m.tick(15.0), "the first sample");
+    assert!(!m.tick(30.0) && !m.tick(45.0), "idle");
+    m.apply(&queued("/up/a.mp4"), 50.0);
+    assert!(m.tick(60.0), "a file arrived");
+    assert_eq!(m.view(60.0).history.samples.len(), 4, "every sample is kept");
 }
