@@ -489,22 +489,39 @@ impl Model {
         push_bounded(&mut self.failed, f, KEEP_FAILED);
     }
 
+    /// Whether anything is under way: files queued or running, attempts,
+    /// frames not yet sampled. An idle transcode (a watch service with
+    /// nothing to do) takes no samples: it sleeps.
+    pub fn busy(&self) -> bool {
+        !(self.queued.is_empty() && self.jobs.is_empty() && self.attempts.is_empty())
+            || self.nodes.iter().any(|n| n.work > 0)
+    }
+
     /// Take a history sample when one is due. Whether the history says
-    /// something new: a sample like the one before (an idle service) can
-    /// wait for the next write.
+    /// something new (a sample like the one before can wait for the next
+    /// write). After a pause (idle, nobody asked for samples), the pause is
+    /// filled in: nothing encoded from just after the last sample until
+    /// just before this one.
     pub fn tick(&mut self, now: f64) -> bool {
-        let span = now - self.last_sample;
+        let mut span = now - self.last_sample;
         if span < HISTORY_EVERY {
             return false;
+        }
+        if span > 2.5 * HISTORY_EVERY {
+            for at in [self.last_sample + HISTORY_EVERY, now - HISTORY_EVERY] {
+                let pause = self.pause_at(at);
+                self.push_sample(pause);
+            }
+            span = HISTORY_EVERY;
         }
         let fps = self
             .nodes
             .iter_mut()
             .map(|n| {
-                let rate = n.work as f64 / span;
+                let rate = round1(n.work as f64 / span);
                 n.work = 0;
-                n.status.throughput = Some(round1(rate));
-                (n.status.name.clone(), round1(rate))
+                n.status.throughput = Some(rate);
+                (n.status.name.clone(), rate)
             })
             .collect();
         let (queued, running) = self.waiting_and_running();
@@ -512,10 +529,44 @@ impl Model {
         let new = self.samples.back().is_none_or(|last| {
             (last.queued, last.running, &last.fps) != (sample.queued, sample.running, &sample.fps)
         });
-        let keep = (HISTORY_SPAN / HISTORY_EVERY).ceil() as usize + 1;
-        push_bounded(&mut self.samples, sample, keep);
+        self.push_sample(sample);
         self.last_sample = now;
         new
+    }
+
+    /// A sample of a pause at `at`: the queue as the last sample left it,
+    /// no node encoding.
+    fn pause_at(&self, at: f64) -> Sample {
+        let last = self.samples.back();
+        Sample {
+            at: round1(at),
+            queued: last.map_or(0, |l| l.queued),
+            running: last.map_or(0, |l| l.running),
+            fps: self.nodes.iter().map(|n| (n.status.name.clone(), 0.0)).collect(),
+        }
+    }
+
+    fn push_sample(&mut self, sample: Sample) {
+        let keep = (HISTORY_SPAN / HISTORY_EVERY).ceil() as usize + 1;
+        push_bounded(&mut self.samples, sample, keep);
+        let oldest = self.samples.back().map_or(0.0, |s| s.at) - HISTORY_SPAN - HISTORY_EVERY;
+        while self.samples.front().is_some_and(|s| s.at < oldest) {
+            self.samples.pop_front();
+        }
+    }
+
+    /// The history as of `now`: idle since the last sample, the pause is
+    /// shown (the samples themselves wait for work).
+    fn history(&self, now: f64) -> History {
+        let mut samples: Vec<Sample> = self.samples.iter().cloned().collect();
+        let last = samples.last().map_or(self.started_at, |s| s.at);
+        let idle_since = Some(last).filter(|at| !self.busy() && now - at > HISTORY_EVERY);
+        if let Some(at) = idle_since {
+            let pause = [at + HISTORY_EVERY, now].map(|t| Sample { at: round1(t), ..self.pause_at(t) });
+            samples.extend(pause.into_iter().filter(|p| p.at <= now));
+        }
+        samples.retain(|s| s.at >= now - HISTORY_SPAN - HISTORY_EVERY);
+        History { every: HISTORY_EVERY, samples }
     }
 
     fn waiting_and_running(&self) -> (usize, usize) {
@@ -563,7 +614,7 @@ impl Model {
             failed: self.failed.iter().cloned().collect(),
             nodes: self.nodes.iter().map(|n| self.node_view(n)).collect(),
             warnings: self.warnings.iter().cloned().collect(),
-            history: History { every: HISTORY_EVERY, samples: self.samples.iter().cloned().collect() },
+            history: self.history(now),
         }
     }
 

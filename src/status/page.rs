@@ -387,27 +387,23 @@ fn chart(h: &mut String, title: &str, series: &[Series], (now, every): (f64, f64
         );
     }
     for (_, color, pts) in series {
-        let segments = split_gaps(pts, every);
-        for seg in segments {
-            if let [(t, v)] = seg {
-                // One sample alone: a dot (a line needs two).
-                let _ =
-                    write!(h, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"{color}\"/>", x(*t), y(*v));
-                continue;
-            }
-            let seg = if steps { stepped(seg) } else { seg.to_vec() };
-            let points: Vec<String> = seg.iter().map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v))).collect();
-            let _ = write!(
-                h,
-                "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" stroke-linejoin=\"round\" points=\"{}\"/>",
-                points.join(" ")
-            );
+        if let [(t, v)] = pts.as_slice() {
+            // One sample alone: a dot (a line needs two).
+            let _ = write!(h, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"{color}\"/>", x(*t), y(*v));
+            continue;
         }
+        let pts = if steps { stepped(pts) } else { pts.clone() };
+        let points: Vec<String> = pts.iter().map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v))).collect();
+        let _ = write!(
+            h,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" stroke-linejoin=\"round\" points=\"{}\"/>",
+            points.join(" ")
+        );
     }
     if series.iter().all(|s| s.2.is_empty()) {
         let _ = write!(
             h,
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">no sample yet (one every {every:.0} s)</text>",
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">nothing yet (a sample every {every:.0} s)</text>",
             (W + LEFT) / 2.0,
             H / 2.0
         );
@@ -427,23 +423,6 @@ fn stepped(pts: &[(f64, f64)]) -> Vec<(f64, f64)> {
             out.push((p.0, pts[i - 1].1));
         }
         out.push(*p);
-    }
-    out
-}
-
-/// Runs of points with no gap longer than two sample periods (a gap: the
-/// node had left, or the process slept).
-fn split_gaps(pts: &[(f64, f64)], every: f64) -> Vec<&[(f64, f64)]> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    for i in 1..pts.len() {
-        if pts[i].0 - pts[i - 1].0 > every.max(1.0) * 2.5 {
-            out.push(&pts[start..i]);
-            start = i;
-        }
-    }
-    if start < pts.len() {
-        out.push(&pts[start..]);
     }
     out
 }
@@ -539,9 +518,6 @@ mod tests {
         assert_eq!(nice_step(100.0 / 4.0), 25.0);
         assert_eq!(nice_step(2.2), 5.0, "whole numbers under 10");
         assert_eq!(nice_step(120.0), 200.0);
-        let pts = [(0.0, 1.0), (15.0, 1.0), (100.0, 1.0)];
-        assert_eq!(split_gaps(&pts, 15.0).len(), 2);
-        assert!(split_gaps(&[], 15.0).is_empty());
         assert_eq!(stepped(&[(0.0, 1.0), (15.0, 3.0)]), [(0.0, 1.0), (15.0, 1.0), (15.0, 3.0)]);
     }
 }

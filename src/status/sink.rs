@@ -2,7 +2,8 @@
 //! folds every event into the [`Model`] and passes it on. The status file
 //! is written on every event about a file or a node (before the event is
 //! passed on, so whoever sees the event finds the file current) and
-//! otherwise at most every [`WRITE_EVERY`] when something changed; failures
+//! otherwise at most every [`WRITE_EVERY`] when something changed (an idle
+//! transcode wakes only every [`REFRESH_EVERY`]); failures
 //! go to `failed.json` as they happen. When the transcode ends the file
 //! goes.
 
@@ -20,7 +21,7 @@ pub const WRITE_EVERY: Duration = Duration::from_secs(2);
 /// An unchanged status is rewritten this often (its `updated_at` and the
 /// history's latest samples; an idle service writes little, which an SD
 /// card likes).
-const REFRESH_EVERY: f64 = 300.0;
+const REFRESH_EVERY: Duration = Duration::from_secs(300);
 
 /// Seconds since the Unix epoch (to a tenth: what the status says).
 pub fn unix_now() -> f64 {
@@ -47,6 +48,9 @@ struct Sink {
     writer: Option<Writer>,
     dirty: bool,
     written: f64,
+    /// The next tick: every [`WRITE_EVERY`] while something is under way,
+    /// else every [`REFRESH_EVERY`] (an idle watch service sleeps).
+    wake: tokio::time::Instant,
     /// The first error was told; later ones are not repeated.
     told: bool,
 }
@@ -57,21 +61,20 @@ async fn run(
     model: Model,
     writer: Result<Writer, store::StoreError>,
 ) {
-    let mut s = Sink { down, model, writer: None, dirty: true, written: 0.0, told: false };
+    let wake = tokio::time::Instant::now() + WRITE_EVERY;
+    let mut s = Sink { down, model, writer: None, dirty: true, written: 0.0, wake, told: false };
     match writer {
         Ok(w) => s.writer = Some(w),
         Err(e) => s.tell(format!("`dffmpeg status` cannot see this transcode: {e}")),
     }
     s.save(unix_now());
-    let mut tick = tokio::time::interval(WRITE_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
                 Some(ev) => s.event(ev),
                 None => break,
             },
-            _ = tick.tick() => s.tick(),
+            _ = tokio::time::sleep_until(s.wake) => s.tick(),
         }
     }
     s.finish();
@@ -87,15 +90,18 @@ impl Sink {
         }
         // The reporter outlives the sink.
         let _ = self.down.send(ev);
+        self.wake = self.wake.min(tokio::time::Instant::now() + WRITE_EVERY);
     }
 
     fn tick(&mut self) {
         let now = unix_now();
         self.dirty |= self.model.tick(now);
         let due = self.dirty && now - self.written >= WRITE_EVERY.as_secs_f64() * 0.9;
-        if due || now - self.written >= REFRESH_EVERY {
+        if due || now - self.written >= REFRESH_EVERY.as_secs_f64() {
             self.save(now);
         }
+        let next = if self.model.busy() || self.dirty { WRITE_EVERY } else { REFRESH_EVERY };
+        self.wake = tokio::time::Instant::now() + next;
     }
 
     fn save(&mut self, now: f64) {

@@ -346,3 +346,30 @@ fn an_idle_history_is_nothing_new_until_something_moves() {
     assert!(m.tick(60.0), "a file arrived");
     assert_eq!(m.view(60.0).history.samples.len(), 4, "every sample is kept");
 }
+
+#[test]
+fn an_idle_pause_is_filled_in_not_sampled() {
+    let mut m = Model::new(meta(), 0.0);
+    fold(&mut m, 0.0, &[batch_start(0), queued("/up/a.mp4"), job_start(0, "/up/a.mp4", 1, 300, (0, 0))]);
+    fold(&mut m, 1.0, &[start(0, 0, 1, "pc", 300), progress(1, 150)]);
+    assert!(m.busy());
+    assert!(m.tick(15.0));
+    fold(&mut m, 20.0, &[done(0, 0, 1, "pc", 300, 19.0), job_done(0, "/out/a.mp4", 300)]);
+    assert!(m.busy(), "frames not yet sampled");
+    assert!(m.tick(30.0));
+    assert!(!m.busy(), "idle: the sink stops asking for samples");
+    // An hour later, the page shows the pause as nothing encoded.
+    let h = m.view(3630.0).history;
+    let at: Vec<f64> = h.samples.iter().map(|s| s.at).collect();
+    assert_eq!(at, [15.0, 30.0, 45.0, 3630.0], "the samples of the hour (and one before it), then the pause");
+    assert!(h.samples[2..].iter().all(|s| s.fps["pc"] == 0.0 && s.queued == 0 && s.running == 0), "{h:?}");
+    // A file comes: the next sample fills the pause in.
+    fold(&mut m, 3700.0, &[queued("/up/b.mp4")]);
+    assert!(m.tick(3702.0));
+    let at: Vec<f64> = m.view(3702.0).history.samples.iter().map(|s| s.at).collect();
+    assert_eq!(
+        at,
+        [3687.0, 3702.0],
+        "the pause up to just before, then this sample; the rest is over an hour old"
+    );
+}
