@@ -164,42 +164,32 @@ impl Dir {
     /// A file of this user's, opened read-write and created when missing
     /// (a lock): refused when the name is a symlink or not a regular file.
     pub fn open_own_file(&self, name: &str) -> Result<File, SafeFsError> {
-        let path = self.join(name);
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(self.fd_path(name))
-            .map_err(|e| classify_open(&path, e))?;
-        let meta = f.metadata().map_err(io_err(&path))?;
-        if !meta.is_file() {
-            return Err(SafeFsError::Io { path, cause: std::io::Error::other("not a regular file") });
-        }
-        if meta.uid() != my_uid() {
-            return Err(SafeFsError::Owner { path, owner: meta.uid(), me: my_uid() });
-        }
-        Ok(f)
+        let mut o = OpenOptions::new();
+        o.read(true).write(true).create(true).truncate(false).mode(0o644);
+        self.open_checked(name, &mut o, 0, true)
     }
 
     /// A regular file of this user's, opened for appending (a log) and
     /// created when missing: refused when the name is a symlink.
     pub fn open_append(&self, name: &str) -> Result<File, SafeFsError> {
+        let mut o = OpenOptions::new();
+        o.append(true).create(true).mode(0o644);
+        self.open_checked(name, &mut o, 0, true)
+    }
+
+    /// Open `name` with `opts` (plus `flags`), never through a link, and
+    /// refuse anything but a regular file (of this user's, when `own`).
+    fn open_checked(&self, name: &str, opts: &mut OpenOptions, flags: i32, own: bool) -> Result<File, SafeFsError> {
         let path = self.join(name);
-        let f = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        let f = opts
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | flags)
             .open(self.fd_path(name))
             .map_err(|e| classify_open(&path, e))?;
         let meta = f.metadata().map_err(io_err(&path))?;
         if !meta.is_file() {
             return Err(SafeFsError::Io { path, cause: std::io::Error::other("not a regular file") });
         }
-        if meta.uid() != my_uid() {
+        if own && meta.uid() != my_uid() {
             return Err(SafeFsError::Owner { path, owner: meta.uid(), me: my_uid() });
         }
         Ok(f)
@@ -226,17 +216,7 @@ impl Dir {
     /// and never blocking on a FIFO or device put under its name (opened
     /// non-blocking, then refused unless it is a regular file).
     pub fn open_regular(&self, name: &str) -> Result<File, SafeFsError> {
-        let path = self.join(name);
-        let f = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(self.fd_path(name))
-            .map_err(|e| classify_open(&path, e))?;
-        let meta = f.metadata().map_err(io_err(&path))?;
-        if !meta.is_file() {
-            return Err(SafeFsError::Io { path, cause: std::io::Error::other("not a regular file") });
-        }
-        Ok(f)
+        self.open_checked(name, OpenOptions::new().read(true), libc::O_NONBLOCK, false)
     }
 
     /// Whether `name` is a regular file (not following a symlink).

@@ -239,4 +239,8 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
     fn reports_pid(&self) -> bool {
         (**self).reports_pid()
     }
+
+    fn under_shell(&self, argv: Vec<String>) -> Vec<String> {
+        (**self).under_shell(argv)
+    }
 }

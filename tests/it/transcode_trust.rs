@@ -65,6 +65,16 @@ fn a_damaged_resume_is_encoded_again_and_nothing_outlives_a_sigkill() {
         }
         done.len() == 3
     });
+    // The encoders are stopped first: a stopped process still dies of
+    // SIGKILL, but writes nothing, so it cannot die of a closed pipe
+    // instead — only the death signal tied to its shell ends it.
+    let encoders = ffmpeg_running(&marker);
+    assert!(!encoders.is_empty());
+    let pids: Vec<i32> = encoders.iter().filter_map(|l| l.split_whitespace().next()?.parse().ok()).collect();
+    for &p in &pids {
+        // SAFETY: signalling the test's own encoders.
+        unsafe { libc::kill(p, libc::SIGSTOP) };
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     // SIGKILL: every encoder it started goes with it.
@@ -72,7 +82,12 @@ fn a_damaged_resume_is_encoded_again_and_nothing_outlives_a_sigkill() {
     while !ffmpeg_running(&marker).is_empty() && t0.elapsed().as_secs() < 10 {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert!(ffmpeg_running(&marker).is_empty(), "left running after SIGKILL: {:?}", ffmpeg_running(&marker));
+    let left = ffmpeg_running(&marker);
+    for &p in &pids {
+        // SAFETY: cleaning up after a failure of the test's own encoders.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    assert!(left.is_empty(), "left running after SIGKILL: {left:?}");
     // One finished chunk cut short, one emptied.
     let job = d.join(".out.mkv.dffmpeg-job");
     let f = std::fs::OpenOptions::new().write(true).open(chunk_file(&job, done[0])).unwrap();
