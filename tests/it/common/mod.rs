@@ -42,6 +42,7 @@ pub fn inventory(
             storage: dffmpeg::inventory::StorageMode::Nfs,
             apt_mirror: apt_mirror.map(str::to_string),
             watch: None,
+            engine: Default::default(),
         },
         nodes,
     }
