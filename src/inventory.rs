@@ -750,7 +750,9 @@ fn settle_engine(cx: &Ctx, c: &ClusterDraft) -> R<Engine> {
         _ => match SLURM_KEYS.iter().zip(&c.slurm).find_map(|(k, v)| v.as_ref().map(|(_, at)| (k, *at))) {
             Some((key, at)) => Err(cx.err(
                 at,
-                format!("`{key}` is for `engine: slurm`: add `engine: slurm` to `cluster`, or remove `{key}`"),
+                format!(
+                    "`{key}` is for `engine: slurm`: add `engine: slurm` to `cluster`, or remove `{key}`"
+                ),
             )),
             None => Ok(Engine::Ssh),
         },
