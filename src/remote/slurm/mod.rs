@@ -130,9 +130,11 @@ impl Transport for Slurm {
     }
 }
 
-/// An `srun` or `slurmstepd` line saying the job's node failed.
+/// An `srun` or `slurmstepd` line saying the job's node failed, or that
+/// its slurmd could not be reached to start the task.
 fn node_failed(line: &str) -> bool {
-    ["Node failure", "DUE TO NODE FAILURE", "NODE_FAIL"].iter().any(|m| line.contains(m))
+    let launch = line.contains("Task launch for") && line.contains("failed on node");
+    launch || ["Node failure", "DUE TO NODE FAILURE", "NODE_FAIL"].iter().any(|m| line.contains(m))
 }
 
 /// The dffmpeg that submitted a job: its machine, pid and the pid's start
@@ -259,6 +261,9 @@ mod tests {
         assert!(node_failed("srun: error: Node failure on a"));
         assert!(node_failed(
             "slurmstepd: error: *** JOB 12 ON a CANCELLED AT 2026-12-07T23:16:56 DUE TO NODE FAILURE ***"
+        ));
+        assert!(node_failed(
+            "srun: error: Task launch for StepId=4.0 failed on node a: Zero Bytes were transmitted or received"
         ));
         assert!(!node_failed("srun: error: a: task 0: Exited with exit code 1"));
         let s = Slurm::new("a", spec(None), 1);

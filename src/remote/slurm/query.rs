@@ -199,9 +199,11 @@ pub async fn cancel_orphans(waiting: impl Fn(&str)) -> Result<Orphans, SlurmErro
         return Ok(Orphans::default());
     }
     let ids: Vec<u32> = orphans.iter().map(|j| j.id).collect();
-    cancel(&ids).await?;
+    // scancel fails for a job already COMPLETING: what counts is that they
+    // all leave, which is waited for.
+    let _ = cancel(&ids).await;
     waiting(&format!(
-        "cancelled {} Slurm job(s) left by a dffmpeg that was killed ({}): waiting for them to end",
+        "cancelled {} Slurm job(s) left by an earlier dffmpeg that is gone ({}): waiting for them to end",
         ids.len(),
         describe(&orphans)
     ));

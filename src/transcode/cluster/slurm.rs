@@ -105,7 +105,7 @@ pub async fn cancel_leftovers(cluster: &mut Cluster) {
         Ok(o) if o.cancelled.is_empty() => {}
         Ok(o) => {
             cluster.warnings.push(format!(
-                "cancelled {} Slurm job(s) left by a dffmpeg that was killed: {}",
+                "cancelled {} Slurm job(s) left by an earlier dffmpeg that is gone: {}",
                 o.cancelled.len(),
                 query::describe(&o.cancelled)
             ));

@@ -4,6 +4,7 @@ pub mod lab;
 pub mod media;
 pub mod picluster;
 pub mod run;
+pub mod slurm;
 pub mod vm;
 
 /// ssh options for a login by password only (through SSH_ASKPASS), as a
