@@ -44,7 +44,9 @@ pub async fn connect(inv: &Inventory, spec: &SlurmSpec) -> Cluster {
             cluster.warnings.push(format!("Slurm node {} is {}: left out of the job", n.name, n.state));
             continue;
         }
-        let (slots, threads) = slots_and_threads(None, n.cpus, false);
+        // As over SSH, at most 8 slots a node (each an srun on this
+        // machine), a big node's CPUs shared among them (--cpus-per-task).
+        let (slots, threads) = slots_and_threads(None, n.cpus, true);
         let transport = Node::Slurm(Slurm::new(n.name.clone(), spec.clone(), threads));
         let node_facts = Facts { cores: n.cpus, cpu_quota: None, hostname: n.name.clone(), ..facts.clone() };
         cluster.nodes.push(WorkerNode {
