@@ -41,8 +41,14 @@ async fn run(argv: &[String]) -> Result<String, SlurmError> {
         Ok(Ok(out)) => out,
     };
     if !out.status.success() {
-        let text = crate::text::printable(String::from_utf8_lossy(&out.stderr).trim());
-        let detail = if text.is_empty() { format!("exit status {}", out.status) } else { text };
+        // Slurm's last word is its verdict (`sinfo: fatal: ...`, `allocation
+        // failure: ...`): one line for the message.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("");
+        let detail = match last {
+            "" => format!("exit status {}", out.status),
+            l => crate::text::printable(l),
+        };
         return Err(SlurmError::Failed { command, detail });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
