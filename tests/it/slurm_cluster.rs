@@ -69,6 +69,15 @@ fn two_slurm_nodes_transcode_frame_exact() {
     // The source outside the shared directory: split into it.
     let input = sample(&d, "in $(touch pwned) ü.mp4", 12);
     let out = d.join("out.mkv");
+    // A dry run asks Slurm and submits nothing.
+    let before = s.finished_jobs().len();
+    let dry = ok(run(&mut transcode(&s, &inv, &out, &input, &["--dry-run"], ARGS)), "dry run");
+    let plan: serde_json::Value = serde_json::from_str(&dry).unwrap();
+    let names: Vec<&str> =
+        plan["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a", "b"], "{plan}");
+    assert_eq!(s.finished_jobs().len(), before);
+    assert!(s.squeue().iter().all(|j| j.1 == "other"), "{:?}", s.squeue());
     let ev = ok_events(run(&mut transcode(&s, &inv, &out, &input, &["--chunk", "1"], ARGS)));
     let cluster = ev[0]["cluster"].as_str().unwrap();
     assert!(cluster.contains("Slurm partition video: a (1 slot), b (1 slot)"), "{cluster}");
