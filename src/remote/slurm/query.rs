@@ -118,6 +118,26 @@ pub fn usable(state: &str) -> bool {
     matches!(base.as_str(), "idle" | "mix" | "alloc" | "comp" | "plnd" | "resv" | "pow_up" | "pow_dn")
 }
 
+/// `scontrol -o show node` lines: each node's architecture, as its slurmd
+/// reported it (`Arch=aarch64`).
+pub fn parse_arches(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| {
+            let word =
+                |key: &str| line.split_whitespace().find_map(|w| w.strip_prefix(key)).map(str::to_string);
+            Some((word("NodeName=")?, word("Arch=").filter(|a| !a.is_empty() && a != "(null)")?))
+        })
+        .collect()
+}
+
+/// The nodes' architectures Slurm knows (none when it cannot be asked).
+pub async fn node_arches() -> Vec<(String, String)> {
+    run(&words(&["scontrol", "--oneliner", "show", "node"]))
+        .await
+        .map(|t| parse_arches(&t))
+        .unwrap_or_default()
+}
+
 /// Ask Slurm whether it would take a job with these partition, account
 /// and QOS at all (`srun --test-only`: nothing is submitted).
 pub async fn test_submit(spec: &SlurmSpec) -> Result<(), SlurmError> {
@@ -242,6 +262,12 @@ mod tests {
         let nodes = parse_nodes(text);
         let names: Vec<_> = nodes.iter().map(|n| (n.name.as_str(), n.cpus, n.state.as_str())).collect();
         assert_eq!(names, [("a", 4, "idle"), ("b", 1, "down*"), ("d", 2, "mix")]);
+    }
+
+    #[test]
+    fn scontrol_arches() {
+        let text = "NodeName=a Arch=x86_64 CoresPerSocket=1 OS=Linux 6.1.0-18-amd64 #1 SMP\nNodeName=pi3 Arch=aarch64 CPUTot=4\nNodeName=new Arch=(null)\n";
+        assert_eq!(parse_arches(text), [("a".into(), "x86_64".into()), ("pi3".into(), "aarch64".into())]);
     }
 
     #[test]

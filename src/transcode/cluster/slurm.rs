@@ -3,7 +3,8 @@
 //! node's speed and a node Slurm loses takes only its own chunks with it.
 //!
 //! Nothing runs on the nodes to learn them: `sinfo` tells their CPUs and
-//! state, and their ffmpeg is taken to be this machine's (a Slurm cluster
+//! state, `scontrol` their architecture, and their ffmpeg is taken to be
+//! this machine's (a Slurm cluster
 //! runs one software image; a node whose build differs is caught by the
 //! verification of its first chunk, one without ffmpeg fails its chunks
 //! and leaves).
@@ -39,6 +40,7 @@ pub async fn connect(inv: &Inventory, spec: &SlurmSpec) -> Cluster {
     };
     let spec = Arc::new(spec.clone());
     let (nodes, facts) = found;
+    let arches = query::node_arches().await;
     for n in nodes {
         if !query::usable(&n.state) {
             cluster.warnings.push(format!("Slurm node {} is {}: left out of the job", n.name, n.state));
@@ -48,7 +50,14 @@ pub async fn connect(inv: &Inventory, spec: &SlurmSpec) -> Cluster {
         // machine), a big node's CPUs shared among them (--cpus-per-task).
         let (slots, threads) = slots_and_threads(None, n.cpus, true);
         let transport = Node::Slurm(Slurm::new(n.name.clone(), spec.clone(), threads));
-        let node_facts = Facts { cores: n.cpus, cpu_quota: None, hostname: n.name.clone(), ..facts.clone() };
+        let arch = arches.iter().find(|(name, _)| *name == n.name).map(|(_, a)| a.clone());
+        let node_facts = Facts {
+            cores: n.cpus,
+            cpu_quota: None,
+            hostname: n.name.clone(),
+            arch: arch.unwrap_or_else(|| facts.arch.clone()),
+            ..facts.clone()
+        };
         cluster.nodes.push(WorkerNode {
             key: format!("{}@slurm:{}", n.name, spec.partition),
             name: n.name,
