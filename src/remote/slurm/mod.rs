@@ -28,9 +28,10 @@ use crate::inventory::SlurmSpec;
 
 pub use query::SlurmError;
 
-/// Runs on the node as `sh -c WRAPPER dffmpeg-slurm ARGV...`: the job id
-/// first, then the command in the shell's place.
-const WRAPPER: &str = r#"echo "dffmpeg-pid ${SLURM_JOB_ID:-0}" >&2; exec "$@""#;
+/// Runs on the node as `sh -c WRAPPER dffmpeg-slurm ARGV...`: reports the
+/// job id, runs the command, kills its process group at once on SIGTERM
+/// (see `wrapper.sh`).
+pub const WRAPPER: &str = include_str!("wrapper.sh");
 
 /// The name of a job that is no chunk's attempt.
 const PLAIN_JOB_NAME: &str = "dffmpeg-command";
@@ -102,9 +103,10 @@ impl Transport for Slurm {
     }
 
     async fn kill(&self, job: u32) {
-        // Best effort: a controller that does not answer within the limit
-        // cancels the job anyway once its srun is gone.
-        let _ = query::cancel(&[job]).await;
+        // Best effort, as over SSH (kill.sh waits 2 s): a job Slurm still
+        // lists after the limit (its node does not answer) is cancelled all
+        // the same, and its srun goes with the attempt.
+        let _ = query::cancel_and_wait(job, KILL_WAIT).await;
     }
 
     fn reports_pid(&self) -> bool {
@@ -195,6 +197,9 @@ fn process_start(pid: u32) -> Option<u64> {
     stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// How long stopping an attempt waits for its job to be gone.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
 /// How long dffmpeg waits for the jobs it cancelled to be gone.
 pub const ORPHAN_WAIT: Duration = Duration::from_secs(120);
 
@@ -226,13 +231,57 @@ mod tests {
 
     #[test]
     fn the_wrapper_reports_the_job_and_runs_the_words() {
-        let out = std::process::Command::new("sh")
-            .args(["-c", WRAPPER, "dffmpeg-slurm", "printf", "%s|", "a b", "$(id)"])
+        use std::io::Write;
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                WRAPPER,
+                "dffmpeg-slurm",
+                "sh",
+                "-c",
+                "printf '%s|' \"$@\"; cat; exit 3",
+                "-",
+                "a b",
+                "$(id)",
+            ])
             .env("SLURM_JOB_ID", "4242")
-            .output()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        child.stdin.take().unwrap().write_all(b"in").unwrap();
+        let out = child.wait_with_output().unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stderr), "dffmpeg-pid 4242\n");
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "a b|$(id)|");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "a b|$(id)|in", "words and stdin go through");
+        assert_eq!(out.status.code(), Some(3), "the command's status");
+    }
+
+    #[test]
+    fn the_wrapper_kills_its_group_on_sigterm() {
+        use std::os::unix::process::CommandExt;
+        // An encoder that would take its time on SIGTERM.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", WRAPPER, "dffmpeg-slurm", "sh", "-c", "trap '' TERM; echo started; sleep 30"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert_eq!(line, "started\n");
+        let t0 = std::time::Instant::now();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert!(t0.elapsed().as_secs() < 5, "{:?}", t0.elapsed());
+        // Its pipe closes: the sleeper is gone too.
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
     }
 
     #[test]

@@ -200,6 +200,18 @@ pub async fn cancel(ids: &[u32]) -> Result<(), SlurmError> {
     run(&argv).await.map(|_| ())
 }
 
+/// Cancel one job and wait, up to `limit`, until Slurm no longer lists it
+/// (its processes are gone: a stopped attempt leaves nothing running).
+pub async fn cancel_and_wait(id: u32, limit: Duration) -> Result<(), SlurmError> {
+    // A job already completing refuses the cancel: it is waited for.
+    let _ = cancel(&[id]).await;
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline && my_jobs().await?.iter().any(|j| j.id == id) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 /// A job a dffmpeg of this machine submitted and left behind when it died.
 pub fn is_orphan(job: &Queued) -> bool {
     job.name.starts_with("dffmpeg-") && Owner::parse(&job.comment).is_some_and(|o| o.is_gone())
