@@ -4,7 +4,8 @@
 //! Everything above this layer builds argv vectors; a transport turns an argv
 //! into a process whose stdin/stdout/stderr the caller wires up. Local runs the
 //! argv directly; SSH joins it with [`crate::quote::join`] and runs it through
-//! the node's multiplexed connection.
+//! the node's multiplexed connection; Slurm hands it to `srun` as it is, a
+//! job of its own pinned to the node.
 
 pub mod hostkeys;
 pub mod local;
