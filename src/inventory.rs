@@ -33,6 +33,27 @@ pub struct Cluster {
     /// `watch:` — a service on the controller transcoding every new video
     /// of `input` into `output` (`dffmpeg transcode --watch`).
     pub watch: Option<Watch>,
+    /// What runs the chunks on the nodes: dffmpeg's own SSH queue, or Slurm.
+    pub engine: Engine,
+}
+
+/// `cluster.engine`: who places the chunks on the nodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// dffmpeg's own queue over SSH sessions to the inventory's compute nodes.
+    #[default]
+    Ssh,
+    /// Each chunk attempt is a Slurm job (`srun`) in a partition; the
+    /// controller is a submit host and needs no SSH to the nodes.
+    Slurm(SlurmSpec),
+}
+
+/// Where and as whom `engine: slurm` submits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlurmSpec {
+    pub partition: String,
+    pub account: Option<String>,
+    pub qos: Option<String>,
 }
 
 /// The controller's watch service.
@@ -87,6 +108,7 @@ impl Inventory {
                 storage: StorageMode::Ssh,
                 apt_mirror: None,
                 watch: None,
+                engine: Engine::Ssh,
             },
             nodes: vec![Node {
                 name: "local".into(),
@@ -301,7 +323,8 @@ fn kind(v: &Val) -> &'static str {
 }
 
 const TOP_KEYS: &[&str] = &["cluster", "defaults", "nodes"];
-const CLUSTER_KEYS: &[&str] = &["shared_dir", "storage", "apt_mirror", "watch"];
+const CLUSTER_KEYS: &[&str] =
+    &["shared_dir", "storage", "apt_mirror", "watch", "engine", "partition", "account", "qos"];
 const WATCH_KEYS: &[&str] = &["input", "output", "args", "http"];
 const DEFAULT_KEYS: &[&str] = &["user", "port", "become", "identity_file", "slots"];
 const NODE_KEYS: &[&str] = &["host", "port", "user", "roles", "slots", "identity_file", "become"];
@@ -592,8 +615,14 @@ pub fn parse(text: &str, file: &str) -> Result<Inventory, InventoryError> {
     check_distinct_machines(&cx, &located)?;
     let nodes_at = pos(nodes_key);
     check_one_controller(&cx, nodes_at, &located)?;
-    let storage = storage_mode(&cx, cluster.storage, &located)?;
-    if with_role(&located, Role::Compute).is_empty() {
+    let engine = settle_engine(&cx, &cluster)?;
+    let storage = match engine {
+        Engine::Ssh => storage_mode(&cx, cluster.storage, &located)?,
+        Engine::Slurm(_) => slurm_storage(&cx, cluster.storage, &located)?,
+    };
+    // Slurm's partition holds the compute nodes; the inventory's are only
+    // those `setup` provisions.
+    if engine == Engine::Ssh && with_role(&located, Role::Compute).is_empty() {
         return Err(cx.err(nodes_at, "no compute node: add `compute` to the roles of at least one node"));
     }
     Ok(Inventory {
@@ -603,6 +632,7 @@ pub fn parse(text: &str, file: &str) -> Result<Inventory, InventoryError> {
             shared_dir: cluster.shared_dir,
             storage,
             apt_mirror: cluster.apt_mirror,
+            engine,
         },
         nodes: located.into_iter().map(|l| l.node).collect(),
     })
@@ -652,6 +682,10 @@ struct ClusterDraft {
     storage: Option<(StorageMode, Pos)>,
     apt_mirror: Option<String>,
     watch: Option<WatchDraft>,
+    /// `engine:` as written: true for slurm.
+    engine: Option<(bool, Pos)>,
+    /// `partition`, `account`, `qos` as written.
+    slurm: [Option<(String, Pos)>; 3],
 }
 
 impl Default for ClusterDraft {
@@ -661,7 +695,87 @@ impl Default for ClusterDraft {
             storage: None,
             apt_mirror: None,
             watch: None,
+            engine: None,
+            slurm: [None, None, None],
         }
+    }
+}
+
+/// The keys of `engine: slurm`, in the order of [`ClusterDraft::slurm`].
+const SLURM_KEYS: [&str; 3] = ["partition", "account", "qos"];
+
+fn engine_word(cx: &Ctx, v: &Spanned<Val>) -> R<bool> {
+    let s = cx.text("engine", v)?;
+    match s.as_str() {
+        "ssh" => Ok(false),
+        "slurm" => Ok(true),
+        _ => Err(cx.err(
+            pos(v),
+            format!(
+                "unknown engine `{s}`; {} (ssh: dffmpeg's own queue over SSH; slurm: submit to a Slurm partition)",
+                did_you_mean(&s, &["ssh", "slurm"])
+            ),
+        )),
+    }
+}
+
+/// A Slurm partition, account or QOS name: one word of letters, digits,
+/// `_`, `-` and `.`, not starting with `-` (it becomes an option's value).
+fn slurm_name(cx: &Ctx, key: &str, v: &Spanned<Val>) -> R<String> {
+    let s = cx.text(key, v)?;
+    let ok = !s.starts_with('-')
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    if !ok {
+        return Err(cx.err(
+            pos(v),
+            format!("`{key}: {s}` is not a Slurm name: letters, digits, `_`, `-` and `.`, not starting with `-` (`sinfo` lists the partitions)"),
+        ));
+    }
+    Ok(s)
+}
+
+/// `engine` with its Slurm keys: a partition is needed for slurm, and the
+/// Slurm keys mean nothing without it.
+fn settle_engine(cx: &Ctx, c: &ClusterDraft) -> R<Engine> {
+    let [partition, account, qos] = c.slurm.clone();
+    match c.engine {
+        Some((true, at)) => {
+            let Some((partition, _)) = partition else {
+                return Err(cx.err(
+                    at,
+                    "`engine: slurm` needs `partition:` in `cluster`: the Slurm partition dffmpeg submits to (`sinfo` lists them)",
+                ));
+            };
+            let (account, qos) = (account.map(|a| a.0), qos.map(|q| q.0));
+            Ok(Engine::Slurm(SlurmSpec { partition, account, qos }))
+        }
+        _ => match SLURM_KEYS.iter().zip(&c.slurm).find_map(|(k, v)| v.as_ref().map(|(_, at)| (k, *at))) {
+            Some((key, at)) => Err(cx.err(
+                at,
+                format!(
+                    "`{key}` is for `engine: slurm`: add `engine: slurm` to `cluster`, or remove `{key}`"
+                ),
+            )),
+            None => Ok(Engine::Ssh),
+        },
+    }
+}
+
+/// Slurm nodes read and write chunks in the shared directory: `storage:
+/// ssh` cannot work, and the shared directory need not be on a storage
+/// node of the inventory (a Slurm cluster has its own).
+fn slurm_storage(cx: &Ctx, written: Option<(StorageMode, Pos)>, located: &[Located]) -> R<StorageMode> {
+    if let Some((StorageMode::Ssh, at)) = written {
+        return Err(cx.err(
+            at,
+            "`engine: slurm` needs shared storage: Slurm jobs read and write their chunks in shared_dir, \
+             which every Slurm node must see at the same path; use `storage: nfs` (or leave it out)",
+        ));
+    }
+    match with_role(located, Role::Storage).is_empty() {
+        true => Ok(StorageMode::Nfs),
+        false => storage_mode(cx, written, located),
     }
 }
 
@@ -747,6 +861,11 @@ fn parse_cluster(cx: &Ctx, v: &Spanned<Val>) -> R<ClusterDraft> {
             "storage" => c.storage = Some((storage_word(cx, v)?, pos(v))),
             "apt_mirror" => c.apt_mirror = Some(apt_mirror(cx, v)?),
             "watch" => c.watch = Some(parse_watch(cx, v)?),
+            "engine" => c.engine = Some((engine_word(cx, v)?, pos(v))),
+            key @ ("partition" | "account" | "qos") => {
+                let i = SLURM_KEYS.iter().position(|k| *k == key).unwrap_or(0);
+                c.slurm[i] = Some((slurm_name(cx, key, v)?, pos(k)));
+            }
             _ => return Err(cx.unknown_key(k, CLUSTER_KEYS, "in `cluster`")),
         }
     }
@@ -1323,6 +1442,82 @@ nodes:
             21,
             "unknown storage `nsf`; did you mean `nfs`?",
         );
+    }
+
+    #[test]
+    fn slurm_engine() {
+        let inv = parse(
+            "cluster:\n  engine: slurm\n  partition: video\n  account: lab-1\n  shared_dir: /shared/dffmpeg\nnodes:\n  me: { host: local, roles: [controller] }\n",
+            "i",
+        )
+        .unwrap();
+        let spec = SlurmSpec { partition: "video".into(), account: Some("lab-1".into()), qos: None };
+        assert_eq!(inv.cluster.engine, Engine::Slurm(spec));
+        // Shared storage without a storage node (the Slurm cluster's own),
+        // and no compute node in the inventory (the partition has them).
+        assert_eq!(inv.cluster.storage, StorageMode::Nfs);
+        assert_eq!(inv.shared_dir(), Some(PathBuf::from("/shared/dffmpeg")));
+        assert_eq!(inv.compute_nodes().count(), 0);
+        // The default is today's engine.
+        let inv = parse("nodes:\n  a: { host: local, roles: [controller, compute] }\n", "i").unwrap();
+        assert_eq!(inv.cluster.engine, Engine::Ssh);
+        let inv = parse(
+            "cluster: { engine: ssh }\nnodes:\n  a: { host: local, roles: [controller, compute] }\n",
+            "i",
+        )
+        .unwrap();
+        assert_eq!(inv.cluster.engine, Engine::Ssh);
+    }
+
+    #[test]
+    fn slurm_engine_errors() {
+        let me = "nodes:\n  me: { host: local, roles: [controller] }\n";
+        assert_error(
+            &format!("cluster: {{ engine: slrum }}\n{me}"),
+            1,
+            20,
+            "unknown engine `slrum`; did you mean `slurm`?",
+        );
+        assert_error(&format!("cluster: {{ engine: slurm }}\n{me}"), 1, 20, "needs `partition:`");
+        assert_error(
+            &format!("cluster: {{ partition: video }}\n{me}"),
+            1,
+            12,
+            "`partition` is for `engine: slurm`",
+        );
+        assert_error(
+            &format!("cluster: {{ engine: slurm, partition: video, storage: ssh }}\n{me}"),
+            1,
+            54,
+            "`engine: slurm` needs shared storage",
+        );
+        assert_error(
+            &format!("cluster: {{ engine: slurm, partition: '-p x' }}\n{me}"),
+            1,
+            38,
+            "not a Slurm name",
+        );
+        assert_error(
+            &format!("cluster: {{ engine: slurm, partition: v, qos: 'a b' }}\n{me}"),
+            1,
+            46,
+            "`qos: a b` is not a Slurm name",
+        );
+        assert_error(
+            &format!("cluster: {{ engine: slurm, partiton: v }}\n{me}"),
+            1,
+            27,
+            "did you mean `partition`?",
+        );
+        // Still one storage node at most.
+        assert_error(
+            "cluster: { engine: slurm, partition: v }\nnodes:\n  a: { host: local, roles: [controller, storage] }\n  b: { roles: [storage] }\n",
+            4,
+            16,
+            "two storage nodes",
+        );
+        // Without slurm, a compute node is still needed.
+        assert_error(me, 1, 1, "no compute node");
     }
 
     #[test]

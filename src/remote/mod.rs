@@ -1,18 +1,22 @@
-//! How a command reaches a node: one trait, a local and an SSH implementation.
+//! How a command reaches a node: one trait, with a local, an SSH and a
+//! Slurm implementation.
 //!
 //! Everything above this layer builds argv vectors; a transport turns an argv
 //! into a process whose stdin/stdout/stderr the caller wires up. Local runs the
 //! argv directly; SSH joins it with [`crate::quote::join`] and runs it through
-//! the node's multiplexed connection.
+//! the node's multiplexed connection; Slurm hands it to `srun` as it is, a
+//! job of its own pinned to the node.
 
 pub mod hostkeys;
 pub mod local;
+pub mod slurm;
 pub mod ssh;
 
 use std::process::Stdio;
 use std::sync::Arc;
 
 pub use local::Local;
+pub use slurm::Slurm;
 pub use ssh::{ConnectOptions, Ssh, SshError};
 
 /// A way to run programs on one node.
@@ -38,6 +42,29 @@ pub trait Transport: Send + Sync {
     /// the shell (`setpriv --pdeathsig`).
     fn under_shell(&self, argv: Vec<String>) -> Vec<String> {
         argv
+    }
+
+    /// [`Transport::command`] for one attempt at a chunk, `label` naming it
+    /// (`dffmpeg-JOB-cCHUNK-aATTEMPT`): a scheduler's transport (Slurm)
+    /// names its job so; the others ignore it.
+    fn command_for(&self, argv: &[String], label: &str) -> tokio::process::Command {
+        let _ = label;
+        self.command(argv)
+    }
+
+    /// Whether an attempt that ended with `status` and these last stderr
+    /// lines lost its node (rather than failed on it). Over SSH the client
+    /// exits 255 when the connection or the node is gone; `srun` says
+    /// "Node failure" (and may exit 0 even so).
+    fn lost(&self, status: &std::process::ExitStatus, errors: &[String]) -> bool {
+        let _ = errors;
+        self.reports_pid() && status.code() == Some(255)
+    }
+
+    /// Whether the node takes work now, checked before each attempt; why
+    /// not. A node its scheduler marks down or drained (Slurm) is lost.
+    fn ready(&self) -> impl std::future::Future<Output = Result<(), String>> + Send {
+        async { Ok(()) }
     }
 }
 
@@ -103,6 +130,7 @@ pub fn strip_pid_line(stderr: &str) -> &str {
 pub enum Node {
     Local(Local),
     Ssh(Ssh),
+    Slurm(Slurm),
 }
 
 impl Node {
@@ -113,7 +141,7 @@ impl Node {
     /// Whether the connection is still up (always true for a local node).
     pub async fn check(&self) -> bool {
         match self {
-            Node::Local(_) => true,
+            Node::Local(_) | Node::Slurm(_) => true,
             Node::Ssh(s) => s.check().await,
         }
     }
@@ -131,6 +159,7 @@ impl Transport for Node {
         match self {
             Node::Local(l) => l.name(),
             Node::Ssh(s) => s.name(),
+            Node::Slurm(s) => s.name(),
         }
     }
 
@@ -138,6 +167,7 @@ impl Transport for Node {
         match self {
             Node::Local(l) => l.command(argv),
             Node::Ssh(s) => s.command(argv),
+            Node::Slurm(s) => s.command(argv),
         }
     }
 
@@ -145,6 +175,7 @@ impl Transport for Node {
         match self {
             Node::Local(l) => l.kill(pid).await,
             Node::Ssh(s) => s.kill(pid).await,
+            Node::Slurm(s) => s.kill(pid).await,
         }
     }
 
@@ -152,6 +183,7 @@ impl Transport for Node {
         match self {
             Node::Local(l) => l.reports_pid(),
             Node::Ssh(s) => s.reports_pid(),
+            Node::Slurm(s) => s.reports_pid(),
         }
     }
 
@@ -159,6 +191,28 @@ impl Transport for Node {
         match self {
             Node::Local(l) => l.under_shell(argv),
             Node::Ssh(s) => s.under_shell(argv),
+            Node::Slurm(s) => s.under_shell(argv),
+        }
+    }
+
+    fn command_for(&self, argv: &[String], label: &str) -> tokio::process::Command {
+        match self {
+            Node::Slurm(s) => s.command_for(argv, label),
+            _ => self.command(argv),
+        }
+    }
+
+    fn lost(&self, status: &std::process::ExitStatus, errors: &[String]) -> bool {
+        match self {
+            Node::Slurm(s) => s.lost(status, errors),
+            _ => self.reports_pid() && status.code() == Some(255),
+        }
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        match self {
+            Node::Slurm(s) => s.ready().await,
+            _ => Ok(()),
         }
     }
 }
@@ -242,5 +296,17 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
 
     fn under_shell(&self, argv: Vec<String>) -> Vec<String> {
         (**self).under_shell(argv)
+    }
+
+    fn command_for(&self, argv: &[String], label: &str) -> tokio::process::Command {
+        (**self).command_for(argv, label)
+    }
+
+    fn lost(&self, status: &std::process::ExitStatus, errors: &[String]) -> bool {
+        (**self).lost(status, errors)
+    }
+
+    fn ready(&self) -> impl std::future::Future<Output = Result<(), String>> + Send {
+        (**self).ready()
     }
 }

@@ -73,7 +73,9 @@ pub fn base(
     let addr = |n: &Node| addrs.get(&n.name).cloned().flatten();
     let roles = |n: &Node| n.roles.iter().map(|r| role_name(*r)).collect::<Vec<_>>();
     let storage = inv.storage_node();
-    let nfs = inv.cluster.storage == StorageMode::Nfs;
+    // `engine: slurm` may share a directory of the Slurm cluster's own
+    // (no storage node): then there is no NFS to set up.
+    let nfs = inv.cluster.storage == StorageMode::Nfs && storage.is_some();
     let is_storage_node = |n: &Node| storage.map(|s| s.name == n.name).unwrap_or(false);
     let clients: Vec<&Node> = inv.compute_nodes().filter(|n| !is_storage_node(n)).collect();
     let compute_hosts: Vec<String> = clients.iter().filter_map(|n| addr(n)).collect();
@@ -172,6 +174,7 @@ pub(crate) mod tests {
                 storage: StorageMode::Nfs,
                 apt_mirror: Some("http://198.18.41.1:8080/".into()),
                 watch: None,
+                engine: Default::default(),
             },
             nodes,
         }

@@ -1,12 +1,15 @@
 //! The nodes a job runs on: from the inventory's compute nodes, connected
-//! and checked (facts) before any chunk is sent.
+//! and checked (facts) before any chunk is sent; or, with `engine: slurm`,
+//! the nodes of a Slurm partition (`cluster/slurm.rs`).
+
+mod slurm;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::cli::ConnectArgs;
 use crate::facts::{self, Facts};
-use crate::inventory::{Host, Inventory, StorageMode};
+use crate::inventory::{Engine, Host, Inventory, StorageMode};
 use crate::remote::{self, Node};
 
 use super::dispatch::WorkerNode;
@@ -39,9 +42,23 @@ pub fn slots_and_threads(slots: Option<u32>, cores: u32, ssh: bool) -> (usize, u
 /// stopping a process, within sshd's default `MaxSessions 10`).
 pub const MAX_DEFAULT_SSH_SLOTS: u32 = 8;
 
+/// The cluster of a run that will encode: [`connect`], and with Slurm the
+/// jobs a killed dffmpeg left behind cancelled first.
+pub async fn connect_to_run(inv: &Inventory, args: &ConnectArgs) -> Cluster {
+    let mut cluster = connect(inv, args).await;
+    if matches!(inv.cluster.engine, Engine::Slurm(_)) && !cluster.nodes.is_empty() {
+        slurm::cancel_leftovers(&mut cluster).await;
+    }
+    cluster
+}
+
 /// Connect to every compute node in parallel and read its facts. Nodes that
-/// cannot be reached or have no ffmpeg are left out with a warning.
+/// cannot be reached or have no ffmpeg are left out with a warning. With
+/// Slurm, only asks Slurm (nothing is submitted or cancelled).
 pub async fn connect(inv: &Inventory, args: &ConnectArgs) -> Cluster {
+    if let Engine::Slurm(spec) = &inv.cluster.engine {
+        return slurm::connect(inv, spec).await;
+    }
     let compute: Vec<_> = inv.compute_nodes().cloned().collect();
     let subset = Inventory { nodes: compute.clone(), ..inv.clone() };
     let remote = compute.iter().any(|n| n.host != Host::Local);

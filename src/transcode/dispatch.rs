@@ -632,6 +632,7 @@ async fn slot<T: Transport>(nodes: Arc<Vec<WorkerNode<T>>>, n: usize, msgs: mpsc
             chunk,
             files: &work.files,
             size_cap: super::verify::chunk_cap(chunk.frames, work.job.weight),
+            attempt,
         };
         let started = Instant::now();
         let result = run.run(work.cancel, &on_frames).await;

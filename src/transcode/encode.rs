@@ -81,6 +81,8 @@ pub struct Attempt<'a, T> {
     pub files: &'a AttemptFiles,
     /// The most its part file may take (see `verify::chunk_cap`).
     pub size_cap: u64,
+    /// The scheduler's number of this attempt (names a Slurm job).
+    pub attempt: u64,
 }
 
 const ENCODE_SH: &str = include_str!("encode.sh");
@@ -110,6 +112,9 @@ impl<T: Transport> Attempt<'_, T> {
         mut cancel: watch::Receiver<bool>,
         on_frames: &(dyn Fn(u64) + Send + Sync),
     ) -> Encoded {
+        if let Err(why) = self.node.ready().await {
+            return Encoded::Failed(AttemptError::NodeLost(why), Tail::default());
+        }
         if self.ctx.io == Io::Shared {
             if let Err(e) = self.split_to_file().await {
                 return Encoded::Failed(e, Tail::default());
@@ -164,7 +169,7 @@ impl<T: Transport> Attempt<'_, T> {
         };
         let encoder = ffmpeg::encode(&ctx.spec, &video, self.threads, &input, &output);
         let argv = measured(self.node.under_shell(encoder));
-        let mut cmd = self.node.command(&argv);
+        let mut cmd = self.node.command_for(&argv, &self.label());
         cmd.stderr(Stdio::piped()).kill_on_drop(true);
         crate::process::limit_file_size(cmd.as_std_mut(), self.size_cap);
         let (mut split, mut part) = (None, None);
@@ -196,6 +201,12 @@ impl<T: Transport> Attempt<'_, T> {
         Ok(Started { enc, split, part, at: Instant::now() })
     }
 
+    /// `dffmpeg-JOB-cCHUNK-aATTEMPT`: what a scheduler's job is called.
+    fn label(&self) -> String {
+        let job = self.job.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        format!("dffmpeg-{job}-c{}-a{}", self.chunk.index, self.attempt)
+    }
+
     /// Stop a cancelled attempt's encoder on its node.
     async fn stop(&self, started: &Started, remote_pid: u32) {
         if remote_pid > 1 {
@@ -208,10 +219,10 @@ impl<T: Transport> Attempt<'_, T> {
     fn conclude(&self, end: Ended) -> Encoded {
         let error_text = end.errors.join("\n");
         match end.status {
-            Ok(s) if s.success() => {}
+            // srun may exit 0 when the node failed under the job.
+            Ok(s) if s.success() && !self.node.lost(&s, &end.errors) => {}
             Ok(s) => {
-                // ssh itself exits 255 when the connection or the node is gone.
-                let lost = self.node.reports_pid() && s.code() == Some(255);
+                let lost = self.node.lost(&s, &end.errors);
                 let text = if error_text.is_empty() { format!("ffmpeg exited with {s}") } else { error_text };
                 return Encoded::Failed(
                     if lost { AttemptError::NodeLost(text) } else { AttemptError::Encoder(text) },

@@ -286,7 +286,8 @@ impl Work<'_> {
         count: usize,
     ) -> Vec<FileOutcome> {
         let first = prepare::check(&head, &self.opts);
-        let (first, mut cluster) = tokio::join!(first, cluster::connect(self.inventory, &self.args.connect));
+        let (first, mut cluster) =
+            tokio::join!(first, cluster::connect_to_run(self.inventory, &self.args.connect));
         let send = |ev| {
             // The reporter outlives the work.
             let _ = self.events.send(ev);

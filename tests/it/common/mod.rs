@@ -4,6 +4,7 @@ pub mod lab;
 pub mod media;
 pub mod picluster;
 pub mod run;
+pub mod slurm;
 pub mod vm;
 
 /// ssh options for a login by password only (through SSH_ASKPASS), as a
@@ -42,6 +43,7 @@ pub fn inventory(
             storage: dffmpeg::inventory::StorageMode::Nfs,
             apt_mirror: apt_mirror.map(str::to_string),
             watch: None,
+            engine: Default::default(),
         },
         nodes,
     }
