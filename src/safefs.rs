@@ -179,7 +179,13 @@ impl Dir {
 
     /// Open `name` with `opts` (plus `flags`), never through a link, and
     /// refuse anything but a regular file (of this user's, when `own`).
-    fn open_checked(&self, name: &str, opts: &mut OpenOptions, flags: i32, own: bool) -> Result<File, SafeFsError> {
+    fn open_checked(
+        &self,
+        name: &str,
+        opts: &mut OpenOptions,
+        flags: i32,
+        own: bool,
+    ) -> Result<File, SafeFsError> {
         let path = self.join(name);
         let f = opts
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | flags)
