@@ -7,30 +7,20 @@
 //! on a node, including the split), `verify`, `side` (audio, subtitles) and
 //! `merge`; `batch` runs them over many files; `progress` shows it all.
 
-pub mod args;
 pub mod batch;
-pub mod chunk_log;
-pub mod cluster;
-pub mod context;
-pub mod dispatch;
-pub mod dry_run;
-pub mod encode;
-pub mod encoders;
 pub mod ffmpeg;
-pub mod inputs;
-pub mod job;
-pub mod merge;
-pub mod output;
-pub mod plan;
-pub mod preflight;
-pub mod prepare;
-pub mod probe;
-pub mod progress;
-pub mod scheduler;
-pub mod side;
-pub mod speeds;
-pub mod verify;
-pub mod watch;
+pub mod finish;
+pub mod input;
+pub mod prep;
+pub mod report;
+pub mod run;
+
+// The stages' modules by their own names, for paths that cross stages.
+pub use finish::{merge, side};
+pub use input::{args, inputs, output, probe, watch};
+pub use prep::{dry_run, encoders, job, plan, preflight, prepare};
+pub use report::progress;
+pub use run::{chunk_log, cluster, context, dispatch, encode, scheduler, speeds, verify};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

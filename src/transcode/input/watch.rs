@@ -33,10 +33,10 @@ use tokio::io::Interest;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::batch::FileOutcome;
-use super::inputs::{self, Entry, FileSpec, Outputs};
-use super::progress::{Event, Sender};
-use super::Work;
+use crate::transcode::batch::FileOutcome;
+use crate::transcode::inputs::{self, Entry, FileSpec, Outputs};
+use crate::transcode::progress::{Event, Sender};
+use crate::transcode::Work;
 
 /// The safety net: every tree is walked this often.
 const RESCAN_EVERY: Duration = Duration::from_secs(300);
@@ -498,7 +498,7 @@ impl Scanner {
     fn outside(&mut self, link: PathBuf) {
         self.pending.forget(&link);
         if self.seen.insert(link.clone()) {
-            self.warn(super::outside_link(&link));
+            self.warn(crate::transcode::outside_link(&link));
         }
     }
 }

@@ -22,10 +22,10 @@ use std::sync::Mutex;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::ffmpeg::EncodeSpec;
-use super::plan::Plan;
-use super::verify::CodecParams;
 use crate::safefs::Dir;
+use crate::transcode::ffmpeg::EncodeSpec;
+use crate::transcode::plan::Plan;
+use crate::transcode::verify::CodecParams;
 
 /// What identifies the work: the same input file (unchanged), the same
 /// options and the same plan settings.
@@ -360,8 +360,12 @@ impl JobDir {
     }
 
     /// Keep a failed attempt's log in `logs/` (see `chunk_log.rs`); its path.
-    pub fn keep_log(&self, h: &super::chunk_log::Header, stderr: &super::chunk_log::Tail) -> Result<PathBuf> {
-        Ok(super::chunk_log::keep(&self.handle, h, stderr)?)
+    pub fn keep_log(
+        &self,
+        h: &crate::transcode::chunk_log::Header,
+        stderr: &crate::transcode::chunk_log::Tail,
+    ) -> Result<PathBuf> {
+        Ok(crate::transcode::chunk_log::keep(&self.handle, h, stderr)?)
     }
 
     /// Remove a file of the work directory if it is there (an attempt's leftovers).
@@ -602,14 +606,14 @@ mod tests {
     }
 
     fn record(k: JobKey) -> JobRecord {
-        use super::super::probe::{Packet, Rational};
+        use crate::transcode::probe::{Packet, Rational};
         let packets: Vec<Packet> = (0..50).map(|i| Packet { pts: i, key: i % 25 == 0 }).collect();
         JobRecord {
             key: k,
-            plan: super::super::plan::plan(
+            plan: crate::transcode::plan::plan(
                 &packets,
                 Rational { num: 1, den: 25 },
-                super::super::plan::Sizing::Fixed(1.0),
+                crate::transcode::plan::Sizing::Fixed(1.0),
             ),
             encode: EncodeSpec {
                 codec_args: vec![],

@@ -16,8 +16,8 @@ use crate::inventory::{Inventory, SlurmSpec};
 use crate::remote::slurm::query::{self, SlurmNode};
 use crate::remote::{Local, Node, Slurm};
 
-use super::super::dispatch::WorkerNode;
 use super::{slots_and_threads, Cluster};
+use crate::transcode::dispatch::WorkerNode;
 
 /// The partition's usable nodes; those Slurm has down or drained are left
 /// out with a warning, and so is everything when Slurm cannot be asked.

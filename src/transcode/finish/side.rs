@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::ffmpeg;
-use super::job::JobDir;
 use crate::process::run_ffmpeg;
 use crate::safefs::file_fd_path;
+use crate::transcode::ffmpeg;
+use crate::transcode::job::JobDir;
 
 /// A job's side streams to encode.
 #[derive(Debug, Clone)]
@@ -80,10 +80,12 @@ async fn side_file(job: &JobDir, ext: &str) -> Result<SideFile> {
 
 /// Start time and stream count of a file, from ffprobe.
 async fn start_and_streams(path: &Path) -> Result<(f64, usize)> {
-    let out =
-        super::probe::ffprobe(&["-show_entries", "format=start_time:stream=index", "-of", "json"], path)
-            .await
-            .with_context(|| format!("{}", path.display()))?;
+    let out = crate::transcode::probe::ffprobe(
+        &["-show_entries", "format=start_time:stream=index", "-of", "json"],
+        path,
+    )
+    .await
+    .with_context(|| format!("{}", path.display()))?;
     let v: serde_json::Value = serde_json::from_slice(&out).context("ffprobe output")?;
     let start = v["format"]["start_time"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0.0);
     let streams = v["streams"].as_array().map(|a| a.len()).unwrap_or(0);

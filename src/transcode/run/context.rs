@@ -10,8 +10,8 @@
 
 use std::path::Path;
 
-use super::ffmpeg::{self, EncodeSpec};
-use super::plan::{Chunk, Plan};
+use crate::transcode::ffmpeg::{self, EncodeSpec};
+use crate::transcode::plan::{Chunk, Plan};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Io {

@@ -136,7 +136,7 @@ pub fn parse(raw: &[String]) -> Result<UserArgs, ArgsError> {
             "-target" => {
                 // Both the encoders' preset and the output's format.
                 let v = value(&mut args)?;
-                if let Some(t) = super::encoders::target(&v) {
+                if let Some(t) = crate::transcode::encoders::target(&v) {
                     out.muxer.extend(t.muxer.iter().map(|m| m.to_string()));
                     out.format.get_or_insert_with(|| t.format.to_string());
                 }
@@ -178,7 +178,7 @@ pub fn parse(raw: &[String]) -> Result<UserArgs, ArgsError> {
             }
         }
     }
-    if let Some(opt) = super::encoders::two_pass(&out.codec) {
+    if let Some(opt) = crate::transcode::encoders::two_pass(&out.codec) {
         return Err(ArgsError::TwoPass(opt));
     }
     Ok(out)

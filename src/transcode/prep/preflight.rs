@@ -10,11 +10,11 @@ use std::process::Stdio;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
-use super::context::{Io, JobContext};
-use super::encode::{read_errors, spawn_split, stdout_as_stdin};
-use super::encoders::Unchunkable;
-use super::ffmpeg;
-use super::verify::{self, ChunkFacts, VerifyError};
+use crate::transcode::context::{Io, JobContext};
+use crate::transcode::encode::{read_errors, spawn_split, stdout_as_stdin};
+use crate::transcode::encoders::Unchunkable;
+use crate::transcode::ffmpeg;
+use crate::transcode::verify::{self, ChunkFacts, VerifyError};
 
 /// Why the options cannot run: ffmpeg's own error, or what it made does not
 /// read back.

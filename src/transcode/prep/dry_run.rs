@@ -16,20 +16,20 @@ use std::path::{Path, PathBuf};
 use anyhow::anyhow;
 use serde::Serialize;
 
-use super::cluster::{self, Cluster};
-use super::context::Io;
-use super::inputs::FileSpec;
-use super::job::{self, JobDir, JobKey, JobRecord};
-use super::output::{self, OutputError};
-use super::plan::{self, Plan};
-use super::prepare::{self, Share};
-use super::probe::{self, Probe};
-use super::scheduler::{NodeSpec, Scheduler};
-use super::{batch, speeds};
 use crate::cli::ConnectArgs;
 use crate::exit::{failed, usage, Outcome};
 use crate::inventory::Inventory;
 use crate::safefs::Dir;
+use crate::transcode::cluster::{self, Cluster};
+use crate::transcode::context::Io;
+use crate::transcode::inputs::FileSpec;
+use crate::transcode::job::{self, JobDir, JobKey, JobRecord};
+use crate::transcode::output::{self, OutputError};
+use crate::transcode::plan::{self, Plan};
+use crate::transcode::prepare::{self, Share};
+use crate::transcode::probe::{self, Probe};
+use crate::transcode::scheduler::{NodeSpec, Scheduler};
+use crate::transcode::{batch, speeds};
 
 /// The plan of a run, as `--json` prints it.
 #[derive(Debug, Serialize)]
@@ -398,7 +398,7 @@ fn first_chunks(cluster: &Cluster, files: &[FilePlan], unable: &[usize]) -> Vec<
     let mut first = Vec::new();
     for (n, node) in cluster.nodes.iter().enumerate() {
         for _ in 0..node.slots {
-            if let super::scheduler::Next::Run(a) = sched.next(n, now) {
+            if let crate::transcode::scheduler::Next::Run(a) = sched.next(n, now) {
                 let file = jobs[a.job];
                 let frames = files[file].chunks[a.chunk].frames;
                 first.push(FirstChunk { node: node.name.clone(), file, chunk: a.chunk, frames });

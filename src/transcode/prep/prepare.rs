@@ -8,18 +8,18 @@ use std::sync::Arc;
 
 use anyhow::anyhow;
 
-use super::args::UserArgs;
-use super::context::{Io, JobContext};
-use super::encoders;
-use super::ffmpeg::{self, EncodeSpec};
-use super::inputs::FileSpec;
-use super::job::{self, Found, JobDir, JobKey, JobRecord};
-use super::plan;
-use super::preflight;
-use super::probe::{self, Probe};
-use super::verify::ChunkFacts;
-use super::{output, side};
 use crate::safefs::Dir;
+use crate::transcode::args::UserArgs;
+use crate::transcode::context::{Io, JobContext};
+use crate::transcode::encoders;
+use crate::transcode::ffmpeg::{self, EncodeSpec};
+use crate::transcode::inputs::FileSpec;
+use crate::transcode::job::{self, Found, JobDir, JobKey, JobRecord};
+use crate::transcode::plan;
+use crate::transcode::preflight;
+use crate::transcode::probe::{self, Probe};
+use crate::transcode::verify::ChunkFacts;
+use crate::transcode::{output, side};
 
 /// Why a file cannot be transcoded.
 #[derive(Debug, thiserror::Error)]
@@ -275,7 +275,7 @@ async fn probe_and_preflight(
     Ok((probe, checked))
 }
 
-fn options_refused(e: super::preflight::PreflightError) -> PrepareError {
+fn options_refused(e: crate::transcode::preflight::PreflightError) -> PrepareError {
     refused(anyhow!("ffmpeg refused the options:\n{e}"))
 }
 

@@ -23,13 +23,13 @@ use tokio::io::BufReader;
 use tokio::process::Child;
 use tokio::sync::watch;
 
-use super::chunk_log::Tail;
-use super::context::{Io, JobContext};
-use super::ffmpeg;
-use super::job::{AttemptFiles, JobDir};
-use super::plan::Chunk;
-use super::scheduler::Usage;
 use crate::remote::{Transport, PID_PREFIX};
+use crate::transcode::chunk_log::Tail;
+use crate::transcode::context::{Io, JobContext};
+use crate::transcode::ffmpeg;
+use crate::transcode::job::{AttemptFiles, JobDir};
+use crate::transcode::plan::Chunk;
+use crate::transcode::scheduler::Usage;
 
 /// Why an attempt failed. The text is what the user sees (node names are
 /// added by the caller).
@@ -49,7 +49,7 @@ pub enum AttemptError {
     Write { path: String, detail: String },
     /// The result did not pass verification.
     #[error(transparent)]
-    Verify(#[from] super::verify::VerifyError),
+    Verify(#[from] crate::transcode::verify::VerifyError),
     /// The chunk's codec parameters differ from the job's: this node's
     /// ffmpeg build makes a stream that cannot be joined with the others.
     #[error("chunk rejected: {0} (the node runs a different ffmpeg build?)")]

@@ -318,8 +318,8 @@ pub async fn is_video(path: &Path) -> bool {
         "-of",
         "json",
     ];
-    let Ok(out) = super::probe::ffprobe(&args, path).await else {
-        return super::output::format_for(path, None).is_ok_and(|f| f != "ipod");
+    let Ok(out) = crate::transcode::probe::ffprobe(&args, path).await else {
+        return crate::transcode::output::format_for(path, None).is_ok_and(|f| f != "ipod");
     };
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out) else { return false };
     let format = v["format"]["format_name"].as_str().unwrap_or("");

@@ -6,11 +6,11 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::ffmpeg;
-use super::job::JobDir;
-use super::plan::Plan;
-use super::side::SideFile;
 use crate::safefs::{file_fd_path, Dir};
+use crate::transcode::ffmpeg;
+use crate::transcode::job::JobDir;
+use crate::transcode::plan::Plan;
+use crate::transcode::side::SideFile;
 
 /// The concat list: each chunk (as `paths` name it: the `/proc` paths of
 /// the verified files, held open) with its exact planned duration, so the
@@ -45,7 +45,7 @@ pub struct MergeRequest<'a> {
     pub source: &'a str,
     pub video_index: usize,
     /// What one plain ffmpeg run gives the video stream.
-    pub plain: Option<&'a super::verify::CodecParams>,
+    pub plain: Option<&'a crate::transcode::verify::CodecParams>,
     /// The side streams' file and where they start in the source, in
     /// seconds (None: no side streams).
     pub side: Option<(&'a SideFile, f64)>,
@@ -111,7 +111,7 @@ pub async fn merge(m: &MergeRequest<'_>) -> Result<()> {
     // ffmpeg's concat exits 0 when a part cannot be read: the output is
     // checked before it replaces anything.
     let streams = 1 + side.map(|(_, _, n)| n).unwrap_or(0);
-    super::verify::output(&tmp, m.plan.total_frames, streams).await.with_context(|| {
+    crate::transcode::verify::output(&tmp, m.plan.total_frames, streams).await.with_context(|| {
         format!("the merged output is not complete; the job directory {} is kept", m.job.dir.display())
     })?;
     // Durable before the job directory (the only other copy) goes: the

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::plan::{Chunk, Plan};
-use super::probe::Rational;
+use crate::transcode::plan::{Chunk, Plan};
+use crate::transcode::probe::Rational;
 
 /// What must be identical in every chunk for a stream-copy concat to make
 /// one valid stream, and what the output's video stream must share with one
@@ -38,7 +38,7 @@ pub struct CodecParams {
     /// The stream's time base (`1/12800`): not a property every chunk must
     /// share (theirs is NUT's) but, in the plain run's, what the output's
     /// muxer chose for the video, which the merge asks for too (see
-    /// [`super::ffmpeg::merge`]). Empty where it must be left to ffmpeg.
+    /// [`crate::transcode::ffmpeg::merge`]). Empty where it must be left to ffmpeg.
     #[serde(default)]
     pub time_base: String,
 }
@@ -185,10 +185,10 @@ pub fn chunk_cap(frames: u64, megapixels: f64) -> u64 {
     (16 << 20) + (frames as f64 * megapixels.max(0.0) * 8e6).min(1e15) as u64
 }
 
-impl From<super::probe::ProbeError> for VerifyError {
-    fn from(e: super::probe::ProbeError) -> Self {
+impl From<crate::transcode::probe::ProbeError> for VerifyError {
+    fn from(e: crate::transcode::probe::ProbeError) -> Self {
         match e {
-            super::probe::ProbeError::Unreadable(line) => VerifyError::Unreadable(line),
+            crate::transcode::probe::ProbeError::Unreadable(line) => VerifyError::Unreadable(line),
             other => VerifyError::Probe(other.to_string()),
         }
     }
@@ -205,7 +205,7 @@ pub async fn inspect_from(path: &Path, stdin: std::process::Stdio) -> Result<Chu
                   color_range,color_space,color_primaries,color_transfer,chroma_location,time_base:\
                   stream_tags=encoder:packet=pts:format=nb_streams";
     let args = ["-select_streams", "v:0", "-print_format", "json=compact=1", "-show_entries", fields];
-    let out = super::probe::ffprobe_from(&args, path, stdin).await?;
+    let out = crate::transcode::probe::ffprobe_from(&args, path, stdin).await?;
     parse_facts(&out)
 }
 
@@ -316,7 +316,9 @@ struct OutputStreamJson {
 pub async fn output(path: &Path, frames: u64, streams: usize) -> Result<(), OutputError> {
     let args =
         ["-count_packets", "-print_format", "json", "-show_entries", "stream=codec_type,nb_read_packets"];
-    let out = super::probe::ffprobe(&args, path).await.map_err(|e| OutputError::Unreadable(e.to_string()))?;
+    let out = crate::transcode::probe::ffprobe(&args, path)
+        .await
+        .map_err(|e| OutputError::Unreadable(e.to_string()))?;
     check_output(&out, frames, streams)
 }
 

@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::probe::{Packet, Rational};
+use crate::transcode::probe::{Packet, Rational};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Chunk {

@@ -12,7 +12,7 @@ use crate::facts::{self, Facts};
 use crate::inventory::{Engine, Host, Inventory, StorageMode};
 use crate::remote::{self, Node};
 
-use super::dispatch::WorkerNode;
+use crate::transcode::dispatch::WorkerNode;
 
 pub struct Cluster {
     /// For the first line of output: which cluster this is.

@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::chunk_log::{Header, Tail};
-use super::context::JobContext;
-use super::encode::{Attempt, AttemptError, Encoded};
-use super::job::{AttemptFiles, JobDir, Seal};
-use super::progress::{Event, NodeStats, Sender};
-use super::scheduler::{Assignment, Failure, KnownSpeed, Next, NodeSpec, Scheduler, Usage};
-use super::verify::{ChunkFacts, CodecParams, VerifyError};
 use crate::remote::Transport;
+use crate::transcode::chunk_log::{Header, Tail};
+use crate::transcode::context::JobContext;
+use crate::transcode::encode::{Attempt, AttemptError, Encoded};
+use crate::transcode::job::{AttemptFiles, JobDir, Seal};
+use crate::transcode::progress::{Event, NodeStats, Sender};
+use crate::transcode::scheduler::{Assignment, Failure, KnownSpeed, Next, NodeSpec, Scheduler, Usage};
+use crate::transcode::verify::{ChunkFacts, CodecParams, VerifyError};
 
 /// A node as the dispatcher sees it.
 pub struct WorkerNode<T> {
@@ -596,11 +596,12 @@ async fn check_part(job: &JobWork, chunk: usize, part: &str) -> Result<(ChunkFac
     let c = &job.ctx.plan.chunks[chunk];
     let file = job.dir.open_part(part).map_err(|e| unreadable(format!("{e:#}")))?;
     let size = file.metadata().map_err(|e| unreadable(e.to_string()))?.len();
-    let cap = super::verify::chunk_cap(c.frames, job.weight);
+    let cap = crate::transcode::verify::chunk_cap(c.frames, job.weight);
     if size > cap {
         return Err(VerifyError::TooLarge { size, cap }.into());
     }
-    let facts = super::verify::chunk(&job.ctx.plan, c, &crate::safefs::file_fd_path(&file)).await?;
+    let facts =
+        crate::transcode::verify::chunk(&job.ctx.plan, c, &crate::safefs::file_fd_path(&file)).await?;
     let mut seal = tokio::task::spawn_blocking(move || Seal::of(&file))
         .await
         .map_err(|e| unreadable(e.to_string()))?
@@ -631,7 +632,7 @@ async fn slot<T: Transport>(nodes: Arc<Vec<WorkerNode<T>>>, n: usize, msgs: mpsc
             job: &work.job.dir,
             chunk,
             files: &work.files,
-            size_cap: super::verify::chunk_cap(chunk.frames, work.job.weight),
+            size_cap: crate::transcode::verify::chunk_cap(chunk.frames, work.job.weight),
             attempt,
         };
         let started = Instant::now();

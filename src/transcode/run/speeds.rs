@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::scheduler::KnownSpeed;
+use crate::transcode::scheduler::KnownSpeed;
 
 /// One node's record.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -35,7 +35,7 @@ pub struct Speeds {
 /// A key for encoder settings: the same options encode at the same speed
 /// (per megapixel).
 pub fn settings_key(codec_args: &[String]) -> String {
-    format!("{:016x}", super::job::fnv1a(codec_args.join("\0").as_bytes()))
+    format!("{:016x}", crate::transcode::job::fnv1a(codec_args.join("\0").as_bytes()))
 }
 
 /// `$XDG_STATE_HOME/dffmpeg/speeds.json` (or `~/.local/state/...`).
@@ -57,7 +57,7 @@ impl Speeds {
     /// relative speed in (0, 1], 1 to 1024 slots; anything else is
     /// forgotten (and measured again).
     fn sanitize(&mut self) {
-        use super::scheduler::MAX_RATE;
+        use crate::transcode::scheduler::MAX_RATE;
         self.nodes.retain(|_, m| {
             m.rates.retain(|_, r| r.is_finite() && *r > 0.0 && *r <= MAX_RATE);
             m.relative.is_finite() && m.relative > 0.0 && m.relative <= 1.0 && (1..=1024).contains(&m.slots)
