@@ -20,7 +20,9 @@ stamp="bookworm $arch $pkgs"
 # sudo fails with "effective uid is not 0".
 binfmt() {
   local f=/proc/sys/fs/binfmt_misc/qemu-$qemu
-  [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  # Two roots may be built at once: the other one may have mounted it meanwhile.
+  [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null \
+    || [ -e /proc/sys/fs/binfmt_misc/register ] || { echo "armroot.sh: cannot mount binfmt_misc" >&2; exit 1; }
   [ -e "$f" ] || update-binfmts --enable "qemu-$qemu" >/dev/null 2>&1 || true
   [ -e "$f" ] || { echo "armroot.sh: binfmt_misc has no qemu-$qemu" >&2; exit 1; }
   if ! grep -q '^flags: .*C' "$f"; then
