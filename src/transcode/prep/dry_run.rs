@@ -19,11 +19,10 @@ use serde::Serialize;
 use crate::cli::ConnectArgs;
 use crate::exit::{failed, usage, Outcome};
 use crate::inventory::Inventory;
-use crate::safefs::Dir;
 use crate::transcode::cluster::{self, Cluster};
 use crate::transcode::context::Io;
 use crate::transcode::inputs::FileSpec;
-use crate::transcode::job::{self, JobDir, JobKey, JobRecord};
+use crate::transcode::job::{self, JobKey};
 use crate::transcode::output::{self, OutputError};
 use crate::transcode::plan::{self, Plan};
 use crate::transcode::prepare::{self, Share};
@@ -254,21 +253,16 @@ fn earlier_job(
     o: &prepare::Options,
 ) -> Result<Option<(Plan, Vec<bool>)>, Verdict> {
     let at = job::location(output, o.shared_dir.as_deref()).map_err(|e| ("refused", format!("{e:#}")))?;
-    let private = Dir::open(&at.private_base).ok().and_then(|b| b.open_dir(&at.private_name).ok());
-    let dir = match private {
-        Some(d) if !o.fresh && d.is_file(job::RECORD) => d,
-        _ if o.must_resume => {
-            return Err(("refused", format!("nothing to resume: no job in {}", at.path().display())))
-        }
-        _ => return Ok(None),
+    let found = match o.fresh {
+        true => None,
+        false => job::peek(&at).map_err(|e| ("refused", format!("{e:#}")))?,
     };
-    let damaged = |why: String| {
-        let file = dir.join(job::RECORD);
-        ("refused", format!("the job file {} is damaged ({why}); use --fresh to start over", file.display()))
+    let Some((record, done)) = found else {
+        return match o.must_resume {
+            true => Err(("refused", format!("nothing to resume: no job in {}", at.path().display()))),
+            false => Ok(None),
+        };
     };
-    let bytes = dir.read(job::RECORD).map_err(|e| damaged(e.to_string()))?;
-    let record: JobRecord = serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
-    record.plan.validate().map_err(|e| damaged(e.to_string()))?;
     let key = JobKey::new(input, output, &o.raw_args, o.chunk).map_err(|e| ("refused", format!("{e:#}")))?;
     if record.key != key && o.must_resume {
         let why = format!(
@@ -281,22 +275,7 @@ fn earlier_job(
         // The run replaces a job of other input or options.
         return Ok(None);
     }
-    // Sealed chunks whose file is there (the run checks their content too).
-    let seals: std::collections::BTreeMap<usize, job::Seal> =
-        dir.read(job::SEALS).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-    let work = open_job_dir(&at);
-    let there = |i: usize| work.as_ref().is_some_and(|w| w.is_file(&JobDir::chunk_name(i)));
-    let done = (0..record.plan.chunks.len()).map(|i| seals.contains_key(&i) && there(i)).collect();
     Ok(Some((record.plan, done)))
-}
-
-fn open_job_dir(at: &job::Location) -> Option<Dir> {
-    let base = Dir::open(&at.base).ok()?;
-    let parent = match &at.within {
-        Some(w) => base.open_dir(w).ok()?,
-        None => base,
-    };
-    parent.open_dir(&at.name).ok()
 }
 
 /// The chunks of a file that would run, planned for the cluster's slots

@@ -96,7 +96,7 @@ impl Seal {
     pub fn of(file: &File) -> std::io::Result<Seal> {
         let meta = file.metadata()?;
         let mut h = Fnv::default();
-        let mut r = std::io::BufReader::with_capacity(1 << 20, file);
+        let mut r = file;
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = r.read(&mut buf)?;
@@ -174,9 +174,9 @@ pub enum Found {
 }
 
 const LOCK: &str = "lock";
-pub const RECORD: &str = "job.json";
+const RECORD: &str = "job.json";
 const REFERENCE: &str = "reference.json";
-pub const SEALS: &str = "chunks.json";
+const SEALS: &str = "chunks.json";
 
 impl JobDir {
     /// Open (create) the job directory and take its lock. With `fresh`, any
@@ -236,15 +236,15 @@ impl JobDir {
     /// matches its seal (cut short, emptied, replaced, a link) is removed
     /// and will be encoded again; so is a chunk file without a seal.
     fn check_seals(&self) {
-        let stored: BTreeMap<usize, Seal> =
-            self.private.read(SEALS).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
         let mut kept = BTreeMap::new();
-        for (index, seal) in stored {
+        for (index, seal) in read_seals(&self.private) {
             let name = Self::chunk_name(index);
             let now = self.handle.open_regular(&name).ok().and_then(|f| Seal::of(&f).ok());
             match now {
+                // The seal as verified (its first frame's time included),
+                // with the inode the file has now.
                 Some(s) if s.size == seal.size && s.hash == seal.hash => {
-                    kept.insert(index, s);
+                    kept.insert(index, Seal { ino: s.ino, ..seal });
                 }
                 _ => self.handle.remove_quietly(&name),
             }
@@ -262,24 +262,7 @@ impl JobDir {
     /// The job's record, if there is one; a damaged one (cut short,
     /// edited) is an error, not a panic later.
     fn record(&self) -> Result<Option<JobRecord>> {
-        let bytes = match self.private.read(RECORD) {
-            Ok(b) => b,
-            Err(crate::safefs::SafeFsError::Io { cause, .. })
-                if cause.kind() == std::io::ErrorKind::NotFound =>
-            {
-                return Ok(None)
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let damaged = |why: String| {
-            anyhow::anyhow!(
-                "the job file {} is damaged ({why}); use --fresh to start over",
-                self.private.join(RECORD).display()
-            )
-        };
-        let r: JobRecord = serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
-        r.plan.validate().map_err(|e| damaged(e.to_string()))?;
-        Ok(Some(r))
+        read_record(&self.private)
     }
 
     /// Remove everything but the lock (both directories).
@@ -352,11 +335,16 @@ impl JobDir {
         }
         let mut seals = self.seals.lock().unwrap_or_else(|e| e.into_inner());
         seals.insert(index, seal);
-        let written = self.private.write_atomic(SEALS, &serde_json::to_vec(&*seals)?);
+        let written = self.save_seals(&seals);
         if written.is_err() {
             seals.remove(&index);
         }
-        Ok(written?)
+        written
+    }
+
+    /// `chunks.json`, whole or not at all.
+    fn save_seals(&self, seals: &BTreeMap<usize, Seal>) -> Result<()> {
+        Ok(self.private.write_atomic(SEALS, &serde_json::to_vec(seals)?)?)
     }
 
     /// Keep a failed attempt's log in `logs/` (see `chunk_log.rs`); its path.
@@ -416,7 +404,7 @@ impl JobDir {
         let mut seals = self.seals.lock().unwrap_or_else(|e| e.into_inner());
         seals.remove(&index);
         // Best effort: a seal left behind is checked again on resume.
-        let _ = serde_json::to_vec(&*seals).map(|b| self.private.write_atomic(SEALS, &b));
+        let _ = self.save_seals(&seals);
         self.handle.remove_quietly(&Self::chunk_name(index));
     }
 
@@ -495,6 +483,55 @@ impl JobDir {
             _ => Ok(()),
         }
     }
+}
+
+/// A job's record in its private directory, if there is one; a damaged one
+/// (cut short, edited) is an error, not a panic later.
+fn read_record(private: &Dir) -> Result<Option<JobRecord>> {
+    let bytes = match private.read(RECORD) {
+        Ok(b) => b,
+        Err(crate::safefs::SafeFsError::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let damaged = |why: String| {
+        anyhow::anyhow!(
+            "the job file {} is damaged ({why}); use --fresh to start over",
+            private.join(RECORD).display()
+        )
+    };
+    let r: JobRecord = serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
+    r.plan.validate().map_err(|e| damaged(e.to_string()))?;
+    Ok(Some(r))
+}
+
+/// The seals kept in a private directory (none when missing or damaged:
+/// their chunks are then encoded again).
+fn read_seals(private: &Dir) -> BTreeMap<usize, Seal> {
+    private.read(SEALS).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+/// A job as it stands, read without creating, locking or changing
+/// anything (`--dry-run`): its record and the chunks that are sealed and
+/// still there (a run also checks their content). None: no job.
+pub fn peek(at: &Location) -> Result<Option<(JobRecord, Vec<bool>)>> {
+    let Some(private) = Dir::open(&at.private_base).ok().and_then(|b| b.open_dir(&at.private_name).ok())
+    else {
+        return Ok(None);
+    };
+    let Some(record) = read_record(&private)? else { return Ok(None) };
+    let seals = read_seals(&private);
+    let work = Dir::open(&at.base)
+        .ok()
+        .and_then(|base| match &at.within {
+            Some(w) => base.open_dir(w).ok(),
+            None => Some(base),
+        })
+        .and_then(|parent| parent.open_dir(&at.name).ok());
+    let there = |i: usize| work.as_ref().is_some_and(|w| w.is_file(&JobDir::chunk_name(i)));
+    let done = (0..record.plan.chunks.len()).map(|i| seals.contains_key(&i) && there(i)).collect();
+    Ok(Some((record, done)))
 }
 
 /// The names of one attempt's files in the job directory.
@@ -704,6 +741,27 @@ mod tests {
         let e = job.open_chunks([3].into_iter()).unwrap_err().to_string();
         assert!(e.contains("changed after it was verified"), "{e}");
         assert!(!job.is_done(3));
+    }
+
+    #[test]
+    fn a_resumed_chunk_keeps_its_verified_start() {
+        // The merge places a chunk by the first frame's time verified;
+        // a resume must not lose it.
+        let t = tempfile::tempdir().unwrap();
+        let at = loc(t.path());
+        let k = key(t.path(), &["-c:v", "mpeg2video"]);
+        {
+            let (job, _) = JobDir::open(&at, &k, false, false).unwrap();
+            job.save(&record(k.clone())).unwrap();
+            let files = job.attempt_files(0, 1);
+            fs::write(job.path(&files.part), b"a chunk").unwrap();
+            let mut seal = Seal::of(&job.open_part(&files.part).unwrap()).unwrap();
+            seal.start = Some(10.04);
+            job.keep_chunk(&files.part, 0, seal).unwrap();
+        }
+        let (job, found) = JobDir::open(&at, &k, false, false).unwrap();
+        assert!(matches!(found, Found::Resumed(_)));
+        assert_eq!(job.verified_start(0), Some(10.04));
     }
 
     #[test]
