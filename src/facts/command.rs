@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::{gather, Facts};
 use crate::cli::FactsArgs;
 use crate::exit::{failed, usage, Failure, Outcome};
-use crate::inventory::{Host, Inventory};
+use crate::inventory::Inventory;
 use crate::remote::{self, hostkeys, ConnectOptions};
 
 /// One node's line of `dffmpeg facts`.
@@ -81,18 +81,12 @@ async fn collect(inventory: &Inventory, opts: &ConnectOptions, encoder: Option<&
         .map(|n| {
             let (n, opts, dir) = (n.clone(), opts.clone(), dir.clone());
             tokio::spawn(async move {
-                let new = match &n.host {
-                    Host::Remote(h) => !hostkeys::is_known(&opts.known_hosts, h, n.port).await,
-                    Host::Local => false,
-                };
+                let first = hostkeys::FirstContact::of(&opts.known_hosts, &n).await;
                 let node = remote::connect(&n, &opts).await.map_err(|e| e.to_string())?;
-                if let (true, Host::Remote(h)) = (new, &n.host) {
-                    let fps = hostkeys::fingerprints(&opts.known_hosts, h, n.port).await;
-                    eprintln!(
-                        "new host key: node {} ({h}) {} (first contact: now trusted)",
-                        n.name,
-                        crate::text::printable(&fps.join(", "))
-                    );
+                if let Some(f) = &first {
+                    if let Some(line) = f.trusted(&opts.known_hosts).await {
+                        eprintln!("{line}");
+                    }
                 }
                 let facts = gather(&node, Some(&dir)).await.map_err(|e| e.to_string());
                 node.close().await;

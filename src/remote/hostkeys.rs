@@ -65,6 +65,40 @@ pub async fn fingerprints(file: &Path, host: &str, port: u16) -> Vec<String> {
         .collect()
 }
 
+/// A node about to be contacted for the first time: its key is not in
+/// dffmpeg's known_hosts yet, so connecting trusts it (trust on first use).
+/// Never silent: once connected, [`FirstContact::trusted`] names the key.
+pub struct FirstContact {
+    pub node: String,
+    host: String,
+    port: u16,
+}
+
+impl FirstContact {
+    /// `Some` for an SSH node whose key `known_hosts` does not hold.
+    pub async fn of(known_hosts: &Path, node: &crate::inventory::Node) -> Option<FirstContact> {
+        let crate::inventory::Host::Remote(host) = &node.host else { return None };
+        if is_known(known_hosts, host, node.port).await {
+            return None;
+        }
+        Some(FirstContact { node: node.name.clone(), host: host.clone(), port: node.port })
+    }
+
+    /// After the connection: `new host key: node N (HOST) FINGERPRINTS
+    /// (first contact: now trusted)`, or None if no key was learned.
+    pub async fn trusted(&self, known_hosts: &Path) -> Option<String> {
+        let fps = fingerprints(known_hosts, &self.host, self.port).await;
+        (!fps.is_empty()).then(|| {
+            format!(
+                "new host key: node {} ({}) {} (first contact: now trusted)",
+                self.node,
+                self.host,
+                crate::text::printable(&fps.join(", "))
+            )
+        })
+    }
+}
+
 /// Append the host's lines of `from` to `to` (created 0600 if missing).
 pub async fn copy_entries(from: &Path, to: &Path, host: &str, port: u16) -> std::io::Result<()> {
     use std::io::Write;

@@ -107,6 +107,14 @@ fn ssh_storage_three_hosts_matches_a_local_run() {
     assert!(cluster.contains("inventory.yaml"), "{}", ev[0]);
     // Slots follow each host's CPU quota, not the machine's cores it sees.
     assert!(cluster.contains("a (1 slot), b (1 slot), c (1 slot)"), "{cluster}");
+    // First contact (a fresh known_hosts): each key trusted is named.
+    for n in ["a", "b", "c"] {
+        let named = ev.iter().any(|e| {
+            e["event"] == "warning"
+                && e["message"].as_str().is_some_and(|m| m.starts_with(&format!("new host key: node {n} (")))
+        });
+        assert!(named, "no new host key named for {n}: {ev:?}");
+    }
     assert_eq!(nodes_with_chunks(&ev), ["a", "b", "c"], "every host did chunks");
     let local = d.join("local.mp4");
     ok_events(run(dffmpeg()

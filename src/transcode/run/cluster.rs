@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::cli::ConnectArgs;
 use crate::facts::{self, Facts};
 use crate::inventory::{Engine, Host, Inventory, StorageMode};
+use crate::remote::hostkeys::FirstContact;
 use crate::remote::{self, Node};
 
 use crate::transcode::dispatch::WorkerNode;
@@ -63,12 +64,10 @@ pub async fn connect(inv: &Inventory, args: &ConnectArgs) -> Cluster {
     let subset = Inventory { nodes: compute.clone(), ..inv.clone() };
     let remote = compute.iter().any(|n| n.host != Host::Local);
     let known_hosts = remote.then(crate::remote::ssh::known_hosts_path).and_then(Result::ok);
-    let mut new_hosts = Vec::new();
-    for n in compute.iter() {
-        if let (Host::Remote(h), Some(kh)) = (&n.host, &known_hosts) {
-            if !crate::remote::hostkeys::is_known(kh, h, n.port).await {
-                new_hosts.push((n.name.clone(), h.clone(), n.port));
-            }
+    let mut first = Vec::new();
+    if let Some(kh) = &known_hosts {
+        for n in &compute {
+            first.extend(FirstContact::of(kh, n).await);
         }
     }
     let connected = remote::connect_all(&subset, args).await;
@@ -90,14 +89,9 @@ pub async fn connect(inv: &Inventory, args: &ConnectArgs) -> Cluster {
         shared_dir: shared,
     };
     // Trust on first use is never silent: each new key is named.
-    for (name, host, port) in new_hosts {
-        let Some(kh) = &known_hosts else { break };
-        let fps = crate::remote::hostkeys::fingerprints(kh, &host, port).await;
-        if !fps.is_empty() {
-            cluster.warnings.push(format!(
-                "new host key: node {name} ({host}) {} (first contact: now trusted)",
-                fps.join(", ")
-            ));
+    if let Some(kh) = &known_hosts {
+        for f in first {
+            cluster.warnings.extend(f.trusted(kh).await);
         }
     }
     for (spec, task) in compute.iter().zip(gathered) {
