@@ -77,8 +77,9 @@ impl Drop for Temp<'_> {
 pub async fn merge(m: &MergeRequest<'_>) -> Result<()> {
     // The verified files themselves, not whatever their names hold now.
     let chunks = m.job.open_chunks(m.plan.chunks.iter().map(|c| c.index))?;
-    let paths: Vec<String> = chunks.iter().map(|f| file_fd_path(f).to_string_lossy().into_owned()).collect();
-    let starts: Vec<Option<f64>> = m.plan.chunks.iter().map(|c| m.job.verified_start(c.index)).collect();
+    let paths: Vec<String> =
+        chunks.iter().map(|(f, _)| file_fd_path(f).to_string_lossy().into_owned()).collect();
+    let starts: Vec<Option<f64>> = chunks.iter().map(|(_, start)| *start).collect();
     m.job.write(JobDir::CONCAT_LIST, concat_list(m.plan, &paths, &starts).as_bytes())?;
     let list = m.job.private_path(JobDir::CONCAT_LIST);
     let first = m.plan.time_base.seconds(m.plan.first_pts());

@@ -367,12 +367,13 @@ impl JobDir {
         self.seals.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&index)
     }
 
-    /// The verified chunks, opened for the merge: each must still be the
-    /// file that was verified (regular, same inode and size). The files
-    /// stay open while ffmpeg reads them by their `/proc` paths, so no
-    /// name is followed. A chunk that changed loses its seal (the next run
-    /// encodes it again) and fails the merge.
-    pub fn open_chunks(&self, indexes: impl Iterator<Item = usize>) -> Result<Vec<File>> {
+    /// The verified chunks, opened for the merge, each with where its
+    /// first frame is in its file as verified ([`Seal::start`]): each must
+    /// still be the file that was verified (regular, same inode and size).
+    /// The files stay open while ffmpeg reads them by their `/proc` paths,
+    /// so no name is followed. A chunk that changed loses its seal (the
+    /// next run encodes it again) and fails the merge.
+    pub fn open_chunks(&self, indexes: impl Iterator<Item = usize>) -> Result<Vec<(File, Option<f64>)>> {
         let mut files = Vec::new();
         for index in indexes {
             let seal = self.seals.lock().unwrap_or_else(|e| e.into_inner()).get(&index).cloned();
@@ -380,7 +381,9 @@ impl JobDir {
             let file = seal.as_ref().and_then(|_| self.handle.open_regular(&name).ok());
             let meta = file.as_ref().and_then(|f| f.metadata().ok());
             match (file, meta, seal) {
-                (Some(f), Some(m), Some(s)) if m.ino() == s.ino && m.len() == s.size => files.push(f),
+                (Some(f), Some(m), Some(s)) if m.ino() == s.ino && m.len() == s.size => {
+                    files.push((f, s.start))
+                }
                 _ => {
                     self.forget(index);
                     bail!(
@@ -391,12 +394,6 @@ impl JobDir {
             }
         }
         Ok(files)
-    }
-
-    /// Where verified chunk `index`'s first frame is in its file (see
-    /// [`Seal::start`]).
-    pub fn verified_start(&self, index: usize) -> Option<f64> {
-        self.seals.lock().unwrap_or_else(|e| e.into_inner()).get(&index).and_then(|s| s.start)
     }
 
     /// Drop a chunk's seal (and file): it is encoded again next time.
@@ -761,7 +758,7 @@ mod tests {
         }
         let (job, found) = JobDir::open(&at, &k, false, false).unwrap();
         assert!(matches!(found, Found::Resumed(_)));
-        assert_eq!(job.verified_start(0), Some(10.04));
+        assert_eq!(job.open_chunks([0].into_iter()).unwrap()[0].1, Some(10.04));
     }
 
     #[test]
