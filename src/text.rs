@@ -38,6 +38,15 @@ pub fn printable(s: &str) -> String {
     out
 }
 
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// The longest line kept of what a node prints; the rest of a longer line
 /// is read and dropped (a node must not make the controller hold or
 /// forward an unbounded line).
@@ -98,6 +107,13 @@ pub async fn read_capped<R: tokio::io::AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cut_never_splits_a_character() {
+        assert_eq!(cut("视频abc", 4), "视");
+        assert_eq!(cut("abc", 10), "abc");
+        assert_eq!(cut("abc", 0), "");
+    }
 
     #[tokio::test]
     async fn long_lines_are_cut_and_the_rest_still_read() {

@@ -685,14 +685,10 @@ const MAX_TEXT: usize = 2000;
 
 /// `text`, cut to [`MAX_TEXT`] bytes on a character boundary.
 fn clip(text: &str) -> String {
-    if text.len() <= MAX_TEXT {
-        return text.to_string();
+    match crate::text::cut(text, MAX_TEXT) {
+        whole if whole.len() == text.len() => text.to_string(),
+        head => format!("{head}…"),
     }
-    let mut end = MAX_TEXT;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 pub fn round1(x: f64) -> f64 {

@@ -303,15 +303,6 @@ async fn watch_encoder(
 /// The most of one error line kept for messages (the log keeps more).
 const MAX_ERROR_LINE: usize = 2048;
 
-/// `s` cut to at most `max` bytes, at a character boundary.
-fn cut(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 /// What the encoder's stderr said besides its progress.
 #[derive(Default)]
 struct Report {
@@ -357,7 +348,7 @@ async fn read_stderr<R: tokio::io::AsyncRead + Unpin>(
             }
         } else if !is_progress_line(&line) && !line.trim().is_empty() {
             report.log.push(&line);
-            report.errors.push(crate::text::printable(cut(&line, MAX_ERROR_LINE)));
+            report.errors.push(crate::text::printable(crate::text::cut(&line, MAX_ERROR_LINE)));
             if report.errors.len() > 20 {
                 report.errors.remove(0);
             }
