@@ -174,24 +174,14 @@ pub fn known_hosts_path() -> Result<PathBuf, SshError> {
 fn known_hosts_file() -> Result<PathBuf, SshError> {
     let path = match std::env::var_os("DFFMPEG_KNOWN_HOSTS").filter(|p| !p.is_empty()) {
         Some(p) => PathBuf::from(p),
-        None => {
-            let state = std::env::var_os("XDG_STATE_HOME")
-                .map(PathBuf::from)
-                .filter(|p| p.is_absolute())
-                .or_else(|| {
-                    std::env::var_os("HOME")
-                        .map(PathBuf::from)
-                        .filter(|p| p.is_absolute())
-                        .map(|h| h.join(".local/state"))
-                })
-                .ok_or_else(|| SshError::Local {
-                    what: "cannot place dffmpeg's known_hosts file".into(),
-                    cause: std::io::Error::other(
-                        "neither XDG_STATE_HOME nor HOME is set (or set DFFMPEG_KNOWN_HOSTS)",
-                    ),
-                })?;
-            state.join("dffmpeg").join("known_hosts")
-        }
+        None => crate::state::dir()
+            .ok_or_else(|| SshError::Local {
+                what: "cannot place dffmpeg's known_hosts file".into(),
+                cause: std::io::Error::other(
+                    "neither XDG_STATE_HOME nor HOME is set (or set DFFMPEG_KNOWN_HOSTS)",
+                ),
+            })?
+            .join("known_hosts"),
     };
     Ok(path)
 }
