@@ -164,7 +164,7 @@ pub fn config_value(path: &Path) -> Result<OsString, SshError> {
 pub fn known_hosts_path() -> Result<PathBuf, SshError> {
     let path = known_hosts_file()?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        create_private_dir(dir)
+        crate::state::create_private(dir)
             .map_err(|e| SshError::Local { what: format!("cannot create {}", dir.display()), cause: e })?;
     }
     Ok(path)
@@ -192,11 +192,6 @@ fn default_control_dir() -> PathBuf {
     PathBuf::from(format!("/tmp/dffmpeg-{uid}"))
 }
 
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
-}
-
 /// The control directory, made private (for scratch files too).
 pub fn private_dir(dir: &Path) -> Result<PathBuf, SshError> {
     prepare_control_dir(dir)?;
@@ -211,7 +206,7 @@ fn prepare_control_dir(dir: &Path) -> Result<(), SshError> {
         what: format!("SSH control directory {}", dir.display()),
         cause: e,
     };
-    create_private_dir(dir).map_err(fail)?;
+    crate::state::create_private(dir).map_err(fail)?;
     let meta = std::fs::symlink_metadata(dir).map_err(fail)?;
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };

@@ -67,10 +67,7 @@ impl Speeds {
     /// Write it whole or not at all (the state directory is this user's).
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
         let dir = path.parent().ok_or_else(|| anyhow::anyhow!("{}: no directory", path.display()))?;
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-        }
+        crate::state::create_private(dir)?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         crate::safefs::Dir::open(dir)?.write_atomic(&name, &serde_json::to_vec_pretty(self)?)?;
         Ok(())
