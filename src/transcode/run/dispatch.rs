@@ -116,6 +116,9 @@ struct Live {
     usage: Option<Usage>,
     /// Its encoder's stderr, for the log if verification fails.
     stderr: Tail,
+    /// The node's record of the part it made (see `encode.sh`), while it
+    /// is the one being checked.
+    record: Option<String>,
 }
 
 struct Broker<T> {
@@ -318,6 +321,7 @@ impl<T: Transport + 'static> Broker<T> {
                 seconds: 0.0,
                 usage: None,
                 stderr: Tail::default(),
+                record: None,
             },
         );
         let st = &mut self.stats[node];
@@ -339,23 +343,30 @@ impl<T: Transport + 'static> Broker<T> {
 
     fn encoded(&mut self, attempt: u64, result: Encoded, seconds: f64) {
         match result {
-            Encoded::Written { usage, stderr } => self.verify(attempt, usage, seconds, stderr),
+            Encoded::Written { usage, stderr, record } => {
+                if let Some(l) = self.live.get_mut(&attempt) {
+                    l.seconds = seconds;
+                    l.usage = usage;
+                    l.stderr = stderr;
+                    l.record = record;
+                }
+                self.verify(attempt)
+            }
             Encoded::Cancelled => self.cancelled(attempt),
             Encoded::Failed(e, stderr) => self.failed(attempt, e, stderr),
         }
     }
 
-    /// Check the part on the controller, in its own task.
-    fn verify(&mut self, attempt: u64, usage: Option<Usage>, seconds: f64, stderr: Tail) {
+    /// Check the part, in its own task: the node's record of it against
+    /// the plan, or (no record) the part itself with ffprobe here.
+    fn verify(&mut self, attempt: u64) {
         let Some(l) = self.live.get_mut(&attempt) else { return };
         l.verifying = true;
-        l.seconds = seconds;
-        l.usage = usage;
-        l.stderr = stderr;
         let job = self.jobs[l.job].clone();
         let (chunk, part, msgs) = (l.chunk, l.files.part.clone(), self.msgs.clone());
+        let record = l.record.clone();
         tokio::spawn(async move {
-            let result = check_part(&job, chunk, &part).await;
+            let result = check_part(&job, chunk, &part, record.as_deref()).await;
             // The broker outlives every verification it started.
             let _ = msgs.send(Msg::Verified { attempt, result: Box::new(result) });
         });
@@ -372,6 +383,14 @@ impl<T: Transport + 'static> Broker<T> {
             },
             None => Ok((facts, seal)),
         });
+        // The node's ffprobe may name things unlike this machine's (another
+        // build): before a chunk is refused for its parameters, this
+        // machine's own ffprobe has the last word.
+        if matches!(checked, Err(AttemptError::Mismatch(_))) && l.record.take().is_some() {
+            l.stderr = stderr;
+            self.verify(attempt);
+            return;
+        }
         match checked {
             Ok((facts, seal)) => self.succeeded(attempt, facts, seal),
             Err(e) => self.failed(attempt, e, stderr),
@@ -591,7 +610,12 @@ impl<T: Transport + 'static> Broker<T> {
 /// file, within the size any encode of its frames may take), probed
 /// through its descriptor and sealed, so that the file kept is the file
 /// checked.
-async fn check_part(job: &JobWork, chunk: usize, part: &str) -> Result<(ChunkFacts, Seal), AttemptError> {
+async fn check_part(
+    job: &JobWork,
+    chunk: usize,
+    part: &str,
+    record: Option<&str>,
+) -> Result<(ChunkFacts, Seal), AttemptError> {
     let unreadable = |e: String| AttemptError::Verify(VerifyError::Unreadable(e));
     let c = &job.ctx.plan.chunks[chunk];
     let file = job.dir.open_part(part).map_err(|e| unreadable(format!("{e:#}")))?;
@@ -600,8 +624,17 @@ async fn check_part(job: &JobWork, chunk: usize, part: &str) -> Result<(ChunkFac
     if size > cap {
         return Err(VerifyError::TooLarge { size, cap }.into());
     }
-    let facts =
-        crate::transcode::verify::chunk(&job.ctx.plan, c, &crate::safefs::file_fd_path(&file)).await?;
+    let facts = match record {
+        Some(text) => {
+            let facts = crate::transcode::verify::parse_record(text)?;
+            if let Some(seen) = facts.bytes.filter(|&b| b != size) {
+                return Err(unreadable(format!("the node wrote {seen} bytes, {size} are here")));
+            }
+            facts
+        }
+        None => crate::transcode::verify::inspect(&crate::safefs::file_fd_path(&file)).await?,
+    };
+    crate::transcode::verify::check(&facts, c, &job.ctx.plan)?;
     let mut seal = tokio::task::spawn_blocking(move || Seal::of(&file))
         .await
         .map_err(|e| unreadable(e.to_string()))?
