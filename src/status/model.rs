@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::transcode::progress::Event;
+use crate::transcode::events::Event;
 
 /// Seconds between two samples of the history.
 pub const HISTORY_EVERY: f64 = 15.0;

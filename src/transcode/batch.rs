@@ -15,11 +15,11 @@ use tokio::sync::{mpsc, watch};
 
 use super::cluster::Cluster;
 use super::dispatch::{self, JobEnd, JobWork, Order, WorkerNode};
+use super::events::{Event, FileResult, NodeStats, Sender};
 use super::inputs::FileSpec;
 use super::job::JobDir;
 use super::merge::{self, MergeRequest};
 use super::prepare::{self, Checked, PrepareError, Prepared};
-use super::progress::{Event, FileResult, NodeStats, Sender};
 use super::side::{SideError, SideFile};
 use super::speeds::{self, Speeds};
 use crate::remote::Node;

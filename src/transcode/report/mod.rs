@@ -1,4 +1,5 @@
 //! Report: what the user sees of a job — the events every stage sends, and
 //! the printers for a terminal, plain lines and `--json`.
 
+pub mod events;
 pub mod progress;

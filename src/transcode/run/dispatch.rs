@@ -19,8 +19,8 @@ use crate::remote::Transport;
 use crate::transcode::chunk_log::{Header, Tail};
 use crate::transcode::context::JobContext;
 use crate::transcode::encode::{Attempt, AttemptError, Encoded};
+use crate::transcode::events::{Event, NodeStats, Sender};
 use crate::transcode::job::{AttemptFiles, JobDir, Seal};
-use crate::transcode::progress::{Event, NodeStats, Sender};
 use crate::transcode::scheduler::{Assignment, Failure, KnownSpeed, Next, NodeSpec, Scheduler, Usage};
 use crate::transcode::verify::{ChunkFacts, CodecParams, VerifyError};
 
