@@ -20,7 +20,7 @@ pub use finish::{merge, side};
 pub use input::{args, inputs, output, probe, watch};
 pub use prep::{dry_run, encoders, job, plan, preflight, prepare};
 pub use report::{events, progress};
-pub use run::{chunk_log, cluster, context, dispatch, encode, scheduler, speeds, verify};
+pub use run::{chunk_log, cluster, context, dispatch, encode, failure, scheduler, speeds, verify};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
