@@ -1,5 +1,5 @@
-//! The status of one running transcode, folded from its progress events
-//! (`transcode/progress.rs`): a pure model, time passed in as seconds
+//! The status of one running transcode, folded from its events
+//! (`transcode/report/events.rs`): a pure model, time passed in as seconds
 //! since the Unix epoch, and the view of it that `status/PID.json` holds
 //! (read back by `dffmpeg status` and the status page).
 

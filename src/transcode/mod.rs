@@ -5,7 +5,8 @@
 //! `prepare` (probe, preflight, plan, the job directory in `job`),
 //! `dispatch` (the broker: `scheduler` decides, `encode` runs an attempt
 //! on a node, including the split), `verify`, `side` (audio, subtitles) and
-//! `merge`; `batch` runs them over many files; `progress` shows it all.
+//! `merge`; `batch` runs them over many files; `report` shows it all (the
+//! events every stage sends, one sink per output mode).
 
 pub mod batch;
 pub mod ffmpeg;
