@@ -179,3 +179,66 @@ fn node_table(nodes: &[NodeStats]) -> String {
     }
     t
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job_start(job: usize, input: &str) -> Event {
+        Event::JobStart {
+            job,
+            input: input.into(),
+            output: format!("{input}.mkv"),
+            chunks: 2,
+            frames: 20,
+            read_in_place: false,
+            resumed_chunks: 0,
+            resumed_frames: 0,
+            job_dir: "/j".into(),
+        }
+    }
+
+    fn told(tally: &mut Tally, ev: Event) -> Vec<(Level, String)> {
+        tally.apply(&ev);
+        tell(tally, &ev).into_iter().map(|l| (l.level, l.text)).collect()
+    }
+
+    #[test]
+    fn a_batch_names_each_file_in_its_chunk_lines() {
+        let mut t = Tally::new();
+        let cluster = "c\x1b[31m".to_string();
+        let start = Event::BatchStart { cluster, files: 2, slots: 3, nodes: vec![] };
+        let lines = told(&mut t, start);
+        assert_eq!(lines, [(Level::File, "cluster: c".into()), (Level::File, "2 files on 3 slots".into())]);
+        let lines = told(&mut t, job_start(1, "/v/b.mp4"));
+        assert_eq!(lines[0], (Level::File, "[2/2] /v/b.mp4 -> /v/b.mp4.mkv: 20 frames in 2 chunks".into()));
+        let ev =
+            Event::ChunkDone { job: 1, chunk: 0, attempt: 7, node: "pi".into(), frames: 10, seconds: 2.0 };
+        let lines = told(&mut t, ev);
+        assert_eq!(lines, [(Level::Chunk, "[2/2] b.mp4: chunk 0 done on pi: 10 frames, 5.0 fps".into())]);
+        let ev = Event::JobFailed { job: Some(1), input: "b.mp4".into(), error: "x".into(), resumable: true };
+        assert_eq!(told(&mut t, ev), [(Level::File, "failed: b.mp4: x".into())]);
+        assert_eq!(t.files_ended, 1);
+    }
+
+    #[test]
+    fn one_file_alone_leaves_its_failure_to_the_command() {
+        let mut t = Tally::new();
+        told(&mut t, Event::BatchStart { cluster: "c".into(), files: 1, slots: 1, nodes: vec![] });
+        told(&mut t, job_start(0, "a.mp4"));
+        let ev = Event::ChunkStart {
+            file: "a.mp4".into(),
+            job: 0,
+            chunk: 1,
+            attempt: 1,
+            node: "pi".into(),
+            frames: 10,
+            duplicate: true,
+        };
+        let lines = told(&mut t, ev);
+        assert_eq!(lines, [(Level::Chunk, "chunk 1 -> pi: 10 frames (duplicate of a slow one)".into())]);
+        assert!(t.busy());
+        let ev = Event::JobFailed { job: Some(0), input: "a.mp4".into(), error: "x".into(), resumable: true };
+        assert_eq!(told(&mut t, ev), [(Level::Detail, "failed: a.mp4: x".into())]);
+    }
+}
