@@ -15,11 +15,11 @@ use tokio::sync::{mpsc, watch};
 
 use super::cluster::Cluster;
 use super::dispatch::{self, JobEnd, JobWork, Order, WorkerNode};
+use super::events::{Event, FileResult, NodeStats, Sender};
 use super::inputs::FileSpec;
 use super::job::JobDir;
 use super::merge::{self, MergeRequest};
 use super::prepare::{self, Checked, PrepareError, Prepared};
-use super::progress::{Event, FileResult, NodeStats, Sender};
 use super::side::{SideError, SideFile};
 use super::speeds::{self, Speeds};
 use crate::remote::Node;
@@ -523,12 +523,13 @@ impl Batch {
                 let resumable = matches!(e, SideError::Unreadable(_));
                 let j = &self.jobs[job];
                 let (file, output) = (j.file, j.prepared.checked.output.clone());
-                self.order(Order::Abandon { job, why: e.to_string() });
+                let error = e.to_string();
+                self.order(Order::Abandon { job, why: e.into() });
                 let input = j.prepared.checked.input.display().to_string();
-                self.send(s, Event::JobFailed { job: Some(job), input, error: e.to_string(), resumable });
+                self.send(s, Event::JobFailed { job: Some(job), input, error: error.clone(), resumable });
                 let end = match resumable {
-                    true => FileEnd::Failed(anyhow!("{e}")),
-                    false => FileEnd::Refused(anyhow!("{e}")),
+                    true => FileEnd::Failed(anyhow!("{error}")),
+                    false => FileEnd::Refused(anyhow!("{error}")),
                 };
                 self.end_file(file, Some(output), end);
                 self.jobs[job].discard = !resumable;
@@ -552,7 +553,7 @@ impl Batch {
                 if self.outcomes[file].is_none() {
                     self.send(
                         s,
-                        Event::JobFailed { job: Some(job), input, error: why.clone(), resumable: true },
+                        Event::JobFailed { job: Some(job), input, error: why.to_string(), resumable: true },
                     );
                 }
                 let why = anyhow!(

@@ -5,7 +5,8 @@
 //! `prepare` (probe, preflight, plan, the job directory in `job`),
 //! `dispatch` (the broker: `scheduler` decides, `encode` runs an attempt
 //! on a node, including the split), `verify`, `side` (audio, subtitles) and
-//! `merge`; `batch` runs them over many files; `progress` shows it all.
+//! `merge`; `batch` runs them over many files; `report` shows it all (the
+//! events every stage sends, one sink per output mode).
 
 pub mod batch;
 pub mod ffmpeg;
@@ -19,8 +20,8 @@ pub mod run;
 pub use finish::{merge, side};
 pub use input::{args, inputs, output, probe, watch};
 pub use prep::{dry_run, encoders, job, plan, preflight, prepare};
-pub use report::progress;
-pub use run::{chunk_log, cluster, context, dispatch, encode, scheduler, speeds, verify};
+pub use report::{events, progress};
+pub use run::{chunk_log, cluster, context, dispatch, encode, failure, scheduler, speeds, verify};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +33,7 @@ use crate::cli::TranscodeArgs;
 use crate::exit::{failed, usage, Failure, Outcome};
 use crate::inventory::Inventory;
 use batch::{FileEnd, FileOutcome};
+use events::{Event, NodeInfo, Sender};
 use inputs::{FileSpec, Outputs};
 use prepare::PrepareError;
 
@@ -108,7 +110,7 @@ pub async fn run(args: TranscodeArgs) -> Outcome {
     });
     for message in skipped {
         // The reporter runs until every sender is gone.
-        let _ = events.send(progress::Event::Warning { message });
+        let _ = events.send(Event::Warning { message });
     }
     let work =
         Work { args: &args, inventory: &inventory, opts, events: events.clone(), stop, started, settle };
@@ -247,7 +249,7 @@ pub struct Work<'a> {
     pub args: &'a TranscodeArgs,
     pub inventory: &'a Inventory,
     pub opts: prepare::Options,
-    pub events: progress::Sender,
+    pub events: Sender,
     pub stop: signal_watch::Receiver<bool>,
     pub started: Instant,
     pub settle: Duration,
@@ -282,21 +284,21 @@ impl Work<'_> {
             // The reporter outlives the work.
             let _ = self.events.send(ev);
         };
-        let nodes = cluster.nodes.iter().zip(cluster.facts.iter()).map(|(n, f)| progress::NodeInfo {
+        let nodes = cluster.nodes.iter().zip(cluster.facts.iter()).map(|(n, f)| NodeInfo {
             name: n.name.clone(),
             arch: f.arch.clone(),
             slots: n.slots,
         });
-        send(progress::Event::BatchStart {
+        send(Event::BatchStart {
             cluster: cluster.description.clone(),
             files: count,
             slots: cluster.slots(),
             nodes: nodes.collect(),
         });
-        send(progress::Event::Queued { input: head.input.display().to_string() });
+        send(Event::Queued { input: head.input.display().to_string() });
         let warnings = std::mem::take(&mut cluster.warnings);
         for message in &warnings {
-            send(progress::Event::Warning { message: message.clone() });
+            send(Event::Warning { message: message.clone() });
         }
         if cluster.nodes.is_empty() {
             if let Ok(c) = first {

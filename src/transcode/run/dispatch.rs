@@ -19,8 +19,9 @@ use crate::remote::Transport;
 use crate::transcode::chunk_log::{Header, Tail};
 use crate::transcode::context::JobContext;
 use crate::transcode::encode::{Attempt, AttemptError, Encoded};
+use crate::transcode::events::{Event, NodeStats, Sender};
+use crate::transcode::failure::{self, JobFailure, LastFailure};
 use crate::transcode::job::{AttemptFiles, JobDir, Seal};
-use crate::transcode::progress::{Event, NodeStats, Sender};
 use crate::transcode::scheduler::{Assignment, Failure, KnownSpeed, Next, NodeSpec, Scheduler, Usage};
 use crate::transcode::verify::{ChunkFacts, CodecParams, VerifyError};
 
@@ -56,7 +57,7 @@ pub enum Order {
     /// A new job joins the queue, at its end.
     Add(JobWork),
     /// A job cannot finish (its side streams failed, ...): stop its chunks.
-    Abandon { job: usize, why: String },
+    Abandon { job: usize, why: JobFailure },
     /// No more jobs will come.
     Close,
 }
@@ -68,7 +69,7 @@ pub enum JobEnd {
     /// Every chunk is verified: the job can be merged.
     Encoded(usize),
     /// The job cannot finish (resumable: its verified chunks are kept).
-    Failed { job: usize, why: String },
+    Failed { job: usize, why: JobFailure },
     /// No attempt of the job is running any more (losing duplicates
     /// stopped): its directory may go.
     Quiet(usize),
@@ -248,7 +249,7 @@ impl<T: Transport + 'static> Broker<T> {
                 }
             }
             Order::Abandon { job, why } => {
-                let stop = self.sched.abandon_job(job, &why);
+                let stop = self.sched.abandon_job(job);
                 self.cancel(&stop);
                 self.end(JobEnd::Failed { job, why });
                 self.quiet_check(job);
@@ -412,8 +413,8 @@ impl<T: Transport + 'static> Broker<T> {
         if let Err(e) = dir.keep_chunk(&l.files.part, l.chunk, seal) {
             // The chunk is verified but cannot be kept: the job fails
             // (resumable), the others go on.
-            let why = format!("cannot keep chunk {}: {e:#}", l.chunk);
-            let stop = self.sched.abandon_job(l.job, &why);
+            let why = JobFailure::KeepChunk { chunk: l.chunk, error: e };
+            let stop = self.sched.abandon_job(l.job);
             self.cancel(&stop);
             self.end(JobEnd::Failed { job: l.job, why });
             self.quiet_check(l.job);
@@ -475,10 +476,7 @@ impl<T: Transport + 'static> Broker<T> {
         let after = self.sched.failed(attempt, how, Instant::now());
         let dropped = after.node_dropped;
         self.cancel(&after.stop);
-        let message = match &error {
-            AttemptError::Mismatch(_) => format!("{error} (node {node})"),
-            _ => error.to_string(),
-        };
+        let message = failure::error_text(&error, &node);
         let log = self.keep_log(&l, &node, &message, &stderr);
         self.send(Event::ChunkFailed {
             job: l.job,
@@ -488,7 +486,7 @@ impl<T: Transport + 'static> Broker<T> {
             error: message.clone(),
             log: log.clone(),
         });
-        let message = match log {
+        let message = match &log {
             Some(log) => format!("{message} (log: {log})"),
             None => message,
         };
@@ -500,11 +498,9 @@ impl<T: Transport + 'static> Broker<T> {
             });
         }
         for (job, why) in after.failed_jobs {
-            let why = format!(
-                "{why}; last failure: node {}, chunk {}: {message}",
-                self.nodes[l.node].name, l.chunk
-            );
-            self.end(JobEnd::Failed { job, why });
+            let (node, chunk) = (self.nodes[l.node].name.clone(), l.chunk);
+            let last = LastFailure { node, chunk, error: error.clone(), log: log.clone() };
+            self.end(JobEnd::Failed { job, why: JobFailure::Attempts { why, last } });
             self.quiet_check(job);
         }
         self.quiet_check(l.job);
@@ -541,11 +537,11 @@ impl<T: Transport + 'static> Broker<T> {
             return false;
         }
         let (id, dir) = (l.job, job.dir.clone());
-        let why = format!("no space left on this machine in {} ({} KiB free)", dir.dir.display(), free >> 10);
+        let why = JobFailure::DiskFull { dir: dir.dir.clone(), free };
         self.cancelled(attempt);
-        let stop = self.sched.abandon_job(id, &why);
+        let stop = self.sched.abandon_job(id);
         self.cancel(&stop);
-        self.send(Event::Warning { message: why.clone() });
+        self.send(Event::Warning { message: why.to_string() });
         self.end(JobEnd::Failed { job: id, why });
         self.quiet_check(id);
         true
