@@ -265,6 +265,8 @@ struct Batch {
     inputs: Vec<FileSpec>,
     jobs: Vec<Running>,
     nodes: Vec<WorkerNode<Arc<Node>>>,
+    /// The compute nodes, for side streams (taken in turn, file by file).
+    side_nodes: Vec<Arc<Node>>,
     /// Each node's facts: its encoders and architecture.
     facts: Vec<crate::facts::Facts>,
     keys: Vec<String>,
@@ -307,6 +309,7 @@ impl Batch {
             keys: cluster.nodes.iter().map(|n| n.key.clone()).collect(),
             stats: Vec::new(),
             facts: cluster.facts,
+            side_nodes: cluster.nodes.iter().map(|n| n.transport.clone()).collect(),
             nodes: cluster.nodes,
             orders: None,
             reports: None,
@@ -494,15 +497,18 @@ impl Batch {
         self.jobs[job].side = SideState::Running;
         self.sides_running += 1;
         let (dir, reports, events) = (self.jobs[job].dir.clone(), self.reports.clone(), s.events.clone());
+        let node =
+            (!self.side_nodes.is_empty()).then(|| self.side_nodes[job % self.side_nodes.len()].clone());
         tokio::spawn(async move {
             let t = Instant::now();
-            let result = side.run(&dir).await;
-            if result.is_ok() {
+            let result = side.run(&dir, node.as_deref()).await;
+            if let Ok(f) = &result {
                 // The reporter outlives the batch.
                 let _ = events.send(Event::SideStreams {
                     job,
                     streams: side.streams,
                     seconds: t.elapsed().as_secs_f64(),
+                    node: f.node.clone(),
                 });
             }
             if let Some(r) = reports {

@@ -196,6 +196,9 @@ fn nfs_storage_through_a_shared_directory() {
         .args(ARGS)));
     assert_eq!(job_start(&ev)["read_in_place"], true, "{ev:?}");
     assert_nodes_checked_their_chunks(&ev, &log);
+    // A node encoded the audio too, reading the source in place.
+    let side = ev.iter().find(|e| e["event"] == "side_streams").expect("side streams");
+    assert!(["a", "b", "c"].contains(&side["node"].as_str().unwrap_or("")), "{side}");
     assert_eq!(nodes_with_chunks(&ev), ["a", "b", "c"]);
     assert_eq!(frame_count(&out2), frame_count(&inside));
     assert_same_video(&out2, &out);

@@ -137,6 +137,10 @@ pub enum Event {
         job: usize,
         streams: usize,
         seconds: f64,
+        /// The node that encoded them (none: this machine, or a resumed
+        /// job had them).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
     },
     Merging {
         job: usize,

@@ -43,9 +43,10 @@ pub fn tell(tally: &Tally, ev: &Event) -> Vec<Line> {
         Event::NodeDropped { node, reason, .. } => {
             vec![line(File, format!("warning: node {node} left the job: {reason}"))]
         }
-        Event::SideStreams { job, streams, seconds } => {
+        Event::SideStreams { job, streams, seconds, node } => {
             let file = tally.file_prefix(*job);
-            vec![line(Chunk, format!("{file}side streams: {streams} encoded in {seconds:.1} s"))]
+            let on = node.as_ref().map(|n| format!(" on {n}")).unwrap_or_default();
+            vec![line(Chunk, format!("{file}side streams: {streams} encoded{on} in {seconds:.1} s"))]
         }
         Event::Merging { job, chunks } => {
             let what =
