@@ -226,35 +226,16 @@ pub async fn connect(node: &crate::inventory::Node, opts: &ConnectOptions) -> Re
     }
 }
 
-/// Connect to every node of the inventory in parallel, in inventory order.
-/// Each result is the node or why not; the error's text starts with its
-/// category (`unreachable: ...`, `host key changed: ...`, `authentication
-/// failed: ...`) and names the node. Never panics or hangs: each connection
-/// is bounded by the connect timeout.
+/// Connect to every node in parallel, in their order. Each result is the
+/// node or why not; the error's text starts with its category
+/// (`unreachable: ...`, `host key changed: ...`, `authentication failed:
+/// ...`) and names the node. Never panics or hangs: each connection is
+/// bounded by the connect timeout.
 pub async fn connect_all(
-    inventory: &crate::inventory::Inventory,
-    args: &crate::cli::ConnectArgs,
-) -> Vec<(String, Result<Arc<Node>, SshError>)> {
-    match ConnectOptions::from_args(args) {
-        Ok(opts) => connect_all_with(inventory, &opts).await,
-        Err(e) => {
-            let why = e.to_string();
-            let local = |n: &crate::inventory::Node| SshError::Local {
-                what: format!("node {}", n.name),
-                cause: std::io::Error::other(why.clone()),
-            };
-            inventory.nodes.iter().map(|n| (n.name.clone(), Err(local(n)))).collect()
-        }
-    }
-}
-
-/// [`connect_all`] with explicit options.
-pub async fn connect_all_with(
-    inventory: &crate::inventory::Inventory,
+    nodes: &[crate::inventory::Node],
     opts: &ConnectOptions,
 ) -> Vec<(String, Result<Arc<Node>, SshError>)> {
-    let tasks: Vec<_> = inventory
-        .nodes
+    let tasks: Vec<_> = nodes
         .iter()
         .map(|n| {
             let (n, opts) = (n.clone(), opts.clone());
@@ -262,7 +243,7 @@ pub async fn connect_all_with(
         })
         .collect();
     let mut out = Vec::with_capacity(tasks.len());
-    for (node, task) in inventory.nodes.iter().zip(tasks) {
+    for (node, task) in nodes.iter().zip(tasks) {
         let result = match task.await {
             Ok(Ok(n)) => Ok(Arc::new(n)),
             Ok(Err(e)) => Err(e),

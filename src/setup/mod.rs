@@ -86,7 +86,7 @@ async fn run_to_end(args: SetupArgs) -> Outcome {
     let pbs = play::load_playbooks(&opts.assets).map_err(usage)?;
     let known = select::known_steps(pbs.values().flat_map(|p| p.tasks.iter()));
     select::check_steps(&opts.only, &known).map_err(usage)?;
-    let mut copts = ConnectOptions::from_args(&args.connect).map_err(failed)?;
+    let mut copts = args.connect.options().map_err(failed)?;
     copts.connect_timeout = copts.connect_timeout.min(opts.timeout);
     let remote: Vec<&Node> = selected.iter().filter(|n| matches!(n.host, Host::Remote(_))).collect();
     let unknown = first_contact::unknown_hosts(&copts, &remote).await;
@@ -103,7 +103,7 @@ async fn run_to_end(args: SetupArgs) -> Outcome {
         opts.pubkey = Some(done.key.pubkey);
         refused = done.refused;
     }
-    let nodes = connect(&inventory, &selected, &copts, refused).await;
+    let nodes = connect(&selected, &copts, refused).await;
     opts.new_host_keys = first_contact::new_host_keys(&copts, &remote, &unknown, &nodes).await;
     run_with(&inventory, nodes, opts).await
 }
@@ -130,16 +130,12 @@ fn options(args: &SetupArgs) -> Result<Options, Failure> {
 /// directly, the others over SSH (key only, dffmpeg's known_hosts). Nodes
 /// in `refused` are not connected.
 async fn connect(
-    inventory: &Inventory,
     nodes: &[Node],
     copts: &ConnectOptions,
     mut refused: BTreeMap<String, SshError>,
 ) -> Vec<(String, Result<std::sync::Arc<crate::remote::Node>, SshError>)> {
-    let subset = Inventory {
-        nodes: nodes.iter().filter(|n| !refused.contains_key(&n.name)).cloned().collect(),
-        ..inventory.clone()
-    };
-    let mut done = crate::remote::connect_all_with(&subset, copts).await;
+    let asked: Vec<Node> = nodes.iter().filter(|n| !refused.contains_key(&n.name)).cloned().collect();
+    let mut done = crate::remote::connect_all(&asked, copts).await;
     done.extend(nodes.iter().filter_map(|n| Some((n.name.clone(), Err(refused.remove(&n.name)?)))));
     done
 }
