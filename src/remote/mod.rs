@@ -63,9 +63,18 @@ pub trait Transport: Send + Sync {
 
     /// Whether the node takes work now, checked before each attempt; why
     /// not. A node its scheduler marks down or drained (Slurm) is lost.
-    fn ready(&self) -> impl std::future::Future<Output = Result<(), String>> + Send {
+    fn ready(&self) -> impl std::future::Future<Output = Result<(), NotReady>> + Send {
         async { Ok(()) }
     }
+}
+
+/// Why a node takes no work now (see [`Transport::ready`]): it is lost.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum NotReady {
+    #[error("Slurm reports node {node} as {state}: it takes no more work")]
+    Drained { node: String, state: String },
+    #[error("node {node} is no longer in Slurm partition {partition}")]
+    Gone { node: String, partition: String },
 }
 
 pub const PID_PREFIX: &str = "dffmpeg-pid ";
@@ -209,7 +218,7 @@ impl Transport for Node {
         }
     }
 
-    async fn ready(&self) -> Result<(), String> {
+    async fn ready(&self) -> Result<(), NotReady> {
         match self {
             Node::Slurm(s) => s.ready().await,
             _ => Ok(()),
@@ -287,7 +296,7 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
         (**self).lost(status, errors)
     }
 
-    fn ready(&self) -> impl std::future::Future<Output = Result<(), String>> + Send {
+    fn ready(&self) -> impl std::future::Future<Output = Result<(), NotReady>> + Send {
         (**self).ready()
     }
 }

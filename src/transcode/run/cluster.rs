@@ -25,6 +25,20 @@ pub struct Cluster {
     pub shared_dir: Option<PathBuf>,
 }
 
+/// Why a node, or with Slurm the whole partition, is left out of the job
+/// (the warning says it, followed by `: left out of the job` for a node).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Connect(#[from] remote::SshError),
+    #[error(transparent)]
+    Facts(#[from] facts::GatherError),
+    #[error("Slurm: {0}")]
+    Slurm(#[from] crate::remote::slurm::query::SlurmError),
+    #[error("this machine has no ffmpeg, whose encoders stand for the Slurm nodes'")]
+    NoLocalFfmpeg,
+}
+
 /// Slots and encoder threads of a node: one slot per usable core (cores,
 /// capped by a cgroup CPU quota) unless the inventory says otherwise, and
 /// the cores shared among the slots. Over SSH at most
@@ -73,9 +87,9 @@ pub async fn connect(inv: &Inventory, opts: &ConnectOptions) -> Cluster {
     let gathered = connected.into_iter().map(|(name, conn)| {
         let shared = shared.clone();
         tokio::spawn(async move {
-            let conn = conn.map_err(|e| e.to_string())?;
-            let f = facts::gather(&conn, shared.as_deref()).await.map_err(|e| e.to_string())?;
-            Ok::<_, String>((name, conn, f))
+            let conn = conn?;
+            let f = facts::gather(&conn, shared.as_deref()).await?;
+            Ok::<_, ConnectError>((name, conn, f))
         })
     });
     let gathered: Vec<_> = gathered.collect();
