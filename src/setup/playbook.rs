@@ -17,6 +17,9 @@
 //!
 //! A task has exactly one module key; its arguments are templated later
 //! (see [`super::render`]). `loop` repeats a task once per item (`item`).
+//! Read through [`crate::inventory::yaml`], like the inventory: a mistake
+//! is `file:line:column: task N (name): what`, an unknown key gets a
+//! did-you-mean.
 
 use serde_json::{Map, Value as Json};
 
