@@ -32,6 +32,7 @@ use tokio::sync::watch as signal_watch;
 use crate::cli::TranscodeArgs;
 use crate::exit::{failed, usage, Failure, Outcome};
 use crate::inventory::Inventory;
+use crate::remote::ConnectOptions;
 use batch::{FileEnd, FileOutcome};
 use events::{Event, NodeInfo, Sender};
 use inputs::{FileSpec, Outputs};
@@ -87,9 +88,12 @@ pub async fn run(args: TranscodeArgs) -> Outcome {
         all_local: inventory.source == Inventory::local_default().source,
     };
     if args.dry_run {
-        let given = dry_run::Given { inventory: &inventory, opts: &opts, json: args.json };
+        // A dry run trusts no new host key (it writes nothing).
+        let connect = ConnectOptions::new(true).map_err(failed)?;
+        let given = dry_run::Given { inventory: &inventory, opts: &opts, json: args.json, connect: &connect };
         return dry_run::run(&given, files).await;
     }
+    let connect = args.connect.options().map_err(failed)?;
     let (stop_tx, stop) = signal_watch::channel(false);
     let signals = tokio::spawn(async move {
         crate::signals::wait().await;
@@ -112,8 +116,16 @@ pub async fn run(args: TranscodeArgs) -> Outcome {
         // The reporter runs until every sender is gone.
         let _ = events.send(Event::Warning { message });
     }
-    let work =
-        Work { args: &args, inventory: &inventory, opts, events: events.clone(), stop, started, settle };
+    let work = Work {
+        args: &args,
+        inventory: &inventory,
+        connect,
+        opts,
+        events: events.clone(),
+        stop,
+        started,
+        settle,
+    };
     let outcomes = match args.watch {
         true => watch::run(&work, &inputs).await,
         false => work.batch(files).await,
@@ -248,6 +260,8 @@ async fn keep_videos(files: Vec<FileSpec>) -> Vec<FileSpec> {
 pub struct Work<'a> {
     pub args: &'a TranscodeArgs,
     pub inventory: &'a Inventory,
+    /// How to reach the nodes (from `--strict-host-keys`).
+    pub connect: ConnectOptions,
     pub opts: prepare::Options,
     pub events: Sender,
     pub stop: signal_watch::Receiver<bool>,
@@ -279,7 +293,7 @@ impl Work<'_> {
     ) -> Vec<FileOutcome> {
         let first = prepare::check(&head, &self.opts);
         let (first, mut cluster) =
-            tokio::join!(first, cluster::connect_to_run(self.inventory, &self.args.connect));
+            tokio::join!(first, cluster::connect_to_run(self.inventory, &self.connect));
         let send = |ev| {
             // The reporter outlives the work.
             let _ = self.events.send(ev);

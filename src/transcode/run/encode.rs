@@ -118,7 +118,7 @@ impl<T: Transport> Attempt<'_, T> {
         on_frames: &(dyn Fn(u64) + Send + Sync),
     ) -> Encoded {
         if let Err(why) = self.node.ready().await {
-            return Encoded::Failed(AttemptError::NodeLost(why), Tail::default());
+            return Encoded::Failed(AttemptError::NodeLost(why.to_string()), Tail::default());
         }
         if self.ctx.io == Io::Shared {
             if let Err(e) = self.split_to_file().await {
