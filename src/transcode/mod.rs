@@ -11,6 +11,7 @@
 pub mod batch;
 pub mod ffmpeg;
 pub mod finish;
+pub mod ids;
 pub mod input;
 pub mod prep;
 pub mod report;
