@@ -3,7 +3,9 @@
 //! (see `dispatch.rs`) so nodes never idle between files, their side
 //! streams encode on the controller one file at a time, and each file is
 //! merged as soon as its chunks are verified — the first outputs appear
-//! early. One bad file is reported and the others go on.
+//! early. One bad file is reported and the others go on. The batch hands
+//! out each job's `JobId` as it queues it; the broker, the scheduler and
+//! the events use that id as given.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! The nodes a job runs on: from the inventory's compute nodes, connected
 //! and checked (facts) before any chunk is sent; or, with `engine: slurm`,
-//! the nodes of a Slurm partition (`cluster/slurm.rs`).
+//! the nodes of a Slurm partition (`cluster/slurm.rs`). Each node becomes
+//! a `Worker` and gets its `NodeId` here, once.
 
 mod slurm;
 

@@ -7,7 +7,9 @@
 //! wakes it only for the watchdog.
 //!
 //! Verification runs on the controller in its own task while the node's
-//! slot goes on with its next chunk.
+//! slot goes on with its next chunk. Jobs and nodes are known by the ids
+//! the batch and the cluster gave them; the broker keeps the nodes'
+//! `Worker`s (their stats) and hands them back when it is over.
 
 use std::collections::HashMap;
 use std::sync::Arc;
