@@ -1,5 +1,7 @@
 //! Scheduler decisions, free of I/O, time passed in: one queue of the
-//! chunks of every job of a batch, and which node's slot runs which.
+//! chunks of every job of a batch, and which node's slot runs which. Jobs
+//! and nodes are the batch's and the cluster's ids (`JobId`, `NodeId`),
+//! taken as given and returned as such.
 //!
 //! - **Queue**: jobs in the order they were added (files finish in order),
 //!   each job's chunks longest first; a failed chunk goes to the front.
