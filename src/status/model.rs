@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::transcode::events::Event;
+use crate::transcode::ids::JobId;
 
 /// Seconds between two samples of the history.
 pub const HISTORY_EVERY: f64 = 15.0;
@@ -249,7 +250,7 @@ struct Job {
 
 #[derive(Debug, Clone)]
 struct Attempt {
-    job: usize,
+    job: JobId,
     chunk: usize,
     node: String,
     of: u64,
@@ -273,7 +274,7 @@ pub struct Model {
     finished: bool,
     files: Option<usize>,
     queued: VecDeque<QueuedFile>,
-    jobs: BTreeMap<usize, Job>,
+    jobs: BTreeMap<JobId, Job>,
     attempts: HashMap<u64, Attempt>,
     nodes: Vec<NodeModel>,
     done: VecDeque<DoneFile>,
@@ -429,7 +430,7 @@ impl Model {
         &mut self.nodes[i]
     }
 
-    fn chunk_start(&mut self, attempt: u64, (job, chunk): (usize, usize), node: &str, of: u64, now: f64) {
+    fn chunk_start(&mut self, attempt: u64, (job, chunk): (JobId, usize), node: &str, of: u64, now: f64) {
         if let Some(j) = self.jobs.get_mut(&job) {
             j.first_chunk_at.get_or_insert(now);
         }
@@ -461,7 +462,7 @@ impl Model {
         }
     }
 
-    fn job_done(&mut self, job: usize, output: &str, (frames, seconds, fps): (u64, f64, f64), now: f64) {
+    fn job_done(&mut self, job: JobId, output: &str, (frames, seconds, fps): (u64, f64, f64), now: f64) {
         let Some(j) = self.jobs.remove(&job) else { return };
         self.counts.0 += 1;
         self.failed.retain(|f| f.input != j.input);
@@ -470,7 +471,7 @@ impl Model {
         push_bounded(&mut self.done, d, KEEP_DONE);
     }
 
-    fn job_failed(&mut self, job: Option<usize>, input: &str, error: &str, resumable: bool, now: f64) {
+    fn job_failed(&mut self, job: Option<JobId>, input: &str, error: &str, resumable: bool, now: f64) {
         let j = match job {
             Some(id) => self.jobs.remove(&id),
             None => {
@@ -627,7 +628,7 @@ impl Model {
         planned.chain(self.queued.iter().cloned()).take(SHOW_QUEUED).collect()
     }
 
-    fn running_view(&self, id: usize, j: &Job, now: f64) -> RunningFile {
+    fn running_view(&self, id: JobId, j: &Job, now: f64) -> RunningFile {
         let mine = || self.attempts.values().filter(move |a| a.job == id);
         // Frames of running chunks: the furthest attempt of each.
         let mut best: BTreeMap<usize, u64> = BTreeMap::new();

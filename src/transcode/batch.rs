@@ -3,7 +3,9 @@
 //! (see `dispatch.rs`) so nodes never idle between files, their side
 //! streams encode on the controller one file at a time, and each file is
 //! merged as soon as its chunks are verified — the first outputs appear
-//! early. One bad file is reported and the others go on.
+//! early. One bad file is reported and the others go on. The batch hands
+//! out each job's `JobId` as it queues it; the broker, the scheduler and
+//! the events use that id as given.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -14,14 +16,16 @@ use anyhow::anyhow;
 use tokio::sync::{mpsc, watch};
 
 use super::cluster::Cluster;
-use super::dispatch::{self, JobEnd, JobWork, Order, WorkerNode};
+use super::dispatch::{self, JobEnd, JobWork, Order};
 use super::events::{Event, FileResult, NodeStats, Sender};
+use super::ids::{Id, IdVec, JobId};
 use super::inputs::FileSpec;
 use super::job::JobDir;
 use super::merge::{self, MergeRequest};
 use super::prepare::{self, Checked, PrepareError, Prepared};
 use super::side::{SideError, SideFile};
 use super::speeds::{self, Speeds};
+use super::worker::Workers;
 use crate::remote::Node;
 
 /// How one file ended.
@@ -88,8 +92,8 @@ const SIDES_AT_ONCE: usize = 2;
 enum Report {
     Prepared { spec: FileSpec, result: Box<Result<Prepared, PrepareError>> },
     PrepDone,
-    Side { job: usize, result: Result<SideFile, SideError> },
-    Merged { job: usize, result: anyhow::Result<()> },
+    Side { job: JobId, result: Result<SideFile, SideError> },
+    Merged { job: JobId, result: anyhow::Result<()> },
 }
 
 /// Run the files on the cluster, as they come from `files` (a list, or a
@@ -105,10 +109,11 @@ pub async fn run(
     let (reports, mut inbox) = mpsc::unbounded_channel();
     let (orders, orders_rx) = mpsc::unbounded_channel();
     let (ends_tx, mut ends) = mpsc::unbounded_channel();
-    let nodes = std::mem::take(&mut b.nodes);
+    // The broker's copy of the nodes comes back with what they did.
+    let workers = b.workers.clone();
     let broker =
-        tokio::spawn(dispatch::dispatch(nodes, orders_rx, ends_tx, s.events.clone(), s.stop.clone()));
-    let even = b.facts.len() == 1;
+        tokio::spawn(dispatch::dispatch(workers, orders_rx, ends_tx, s.events.clone(), s.stop.clone()));
+    let even = b.workers.len() == 1;
     let prep = spawn_prep(files, first, &s, (b.slots, even), reports.clone());
     b.orders = Some(orders);
     b.reports = Some(reports);
@@ -263,14 +268,13 @@ fn spawn_prep(
 struct Batch {
     outcomes: Vec<Option<FileOutcome>>,
     inputs: Vec<FileSpec>,
-    jobs: Vec<Running>,
-    nodes: Vec<WorkerNode<Arc<Node>>>,
-    /// The compute nodes, for side streams (taken in turn, file by file).
-    side_nodes: Vec<Arc<Node>>,
-    /// Each node's facts: its encoders and architecture.
-    facts: Vec<crate::facts::Facts>,
-    keys: Vec<String>,
-    stats: Vec<NodeStats>,
+    /// By the ids given here, as each job is queued.
+    jobs: IdVec<JobId, Running>,
+    /// The compute nodes (also for side streams, taken in turn, file by
+    /// file); their stats and learned speeds once the broker is over.
+    workers: Workers<Arc<Node>>,
+    /// The broker told what the nodes did (else no node table).
+    nodes_reported: bool,
     slots: usize,
     orders: Option<mpsc::UnboundedSender<Order>>,
     reports: Option<mpsc::UnboundedSender<Report>>,
@@ -282,7 +286,6 @@ struct Batch {
     /// Jobs whose side streams are being encoded (at most [`SIDES_AT_ONCE`]).
     sides_running: usize,
     merge_busy: bool,
-    learned: Vec<Option<(f64, usize)>>,
     settings_key: String,
 }
 
@@ -291,10 +294,10 @@ struct Batch {
 /// shows more cores than it has ran fewer last time).
 pub fn remember(cluster: &mut Cluster, settings_key: &str) -> usize {
     let store = speeds::default_path().map(|p| Speeds::load(&p)).unwrap_or_default();
-    for n in cluster.nodes.iter_mut() {
+    for n in cluster.workers.iter_mut() {
         n.known = store.known(&n.key, settings_key);
     }
-    cluster.nodes.iter().map(|n| n.known.map_or(n.slots, |k| k.slots.clamp(1, n.slots))).sum()
+    cluster.workers.iter().map(|n| n.known.map_or(n.slots, |k| k.slots.clamp(1, n.slots))).sum()
 }
 
 impl Batch {
@@ -304,13 +307,10 @@ impl Batch {
         Batch {
             outcomes: Vec::new(),
             inputs: Vec::new(),
-            jobs: Vec::new(),
+            jobs: IdVec::new(),
             slots,
-            keys: cluster.nodes.iter().map(|n| n.key.clone()).collect(),
-            stats: Vec::new(),
-            facts: cluster.facts,
-            side_nodes: cluster.nodes.iter().map(|n| n.transport.clone()).collect(),
-            nodes: cluster.nodes,
+            workers: cluster.workers,
+            nodes_reported: false,
             orders: None,
             reports: None,
             prep_done: false,
@@ -319,7 +319,6 @@ impl Batch {
             stopped: false,
             sides_running: 0,
             merge_busy: false,
-            learned: Vec::new(),
             settings_key,
         }
     }
@@ -382,7 +381,7 @@ impl Batch {
             return self.end_file(file, Some(output), FileEnd::Failed(why));
         }
         if let Some(enc) = &p.record.encoder {
-            let able = self.facts.iter().filter(|f| f.has_encoder(enc)).count();
+            let able = self.workers.iter().filter(|w| w.facts.has_encoder(enc)).count();
             if able == 0 {
                 let why = anyhow!("no compute node has the encoder {enc}");
                 self.send(
@@ -397,8 +396,31 @@ impl Batch {
                 return self.end_file(file, Some(output), FileEnd::Failed(why));
             }
         }
-        let job = self.jobs.len();
+        self.queue(file, p, s);
+    }
+
+    /// A prepared job joins the queue: its id, its start told, its chunks
+    /// to the broker.
+    fn queue(&mut self, file: usize, p: Prepared, s: &Settings) {
+        let output = p.checked.output.clone();
         let dir = p.checked.job.clone();
+        let side = match p.side(&s.prepare.user) {
+            Some(_) => SideState::Pending,
+            None => SideState::None,
+        };
+        let prepared = Arc::new(p);
+        let job = self.jobs.push(Running {
+            file,
+            prepared: prepared.clone(),
+            dir: dir.clone(),
+            side,
+            encoded: false,
+            quiet: false,
+            merged: false,
+            discard: false,
+            started: Instant::now(),
+        });
+        let p = &prepared;
         let resumed: Vec<_> = p.record.plan.chunks.iter().filter(|c| dir.is_done(c.index)).collect();
         self.send(
             s,
@@ -414,37 +436,22 @@ impl Batch {
                 job_dir: dir.dir.display().to_string(),
             },
         );
-        let side = match p.side(&s.prepare.user) {
-            Some(_) => SideState::Pending,
-            None => SideState::None,
-        };
-        let prepared = Arc::new(p);
         let name =
             prepared.checked.input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let encoder = prepared.record.encoder.as_deref();
         self.order(Order::Add(JobWork {
+            id: job,
             ctx: Arc::new(prepared.ctx()),
-            dir: dir.clone(),
+            dir,
             file: name,
             weight: prepared.weight(),
             unable: self
-                .facts
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| prepared.record.encoder.as_deref().is_some_and(|e| !f.has_encoder(e)))
-                .map(|(i, _)| i)
+                .workers
+                .iter_ids()
+                .filter(|(_, w)| encoder.is_some_and(|e| !w.facts.has_encoder(e)))
+                .map(|(id, _)| id)
                 .collect(),
         }));
-        self.jobs.push(Running {
-            file,
-            prepared,
-            dir,
-            side,
-            encoded: false,
-            quiet: false,
-            merged: false,
-            discard: false,
-            started: Instant::now(),
-        });
         self.next_side(s);
     }
 
@@ -485,8 +492,9 @@ impl Batch {
     fn start_side(&mut self, s: &Settings) -> bool {
         let Some(job) = self
             .jobs
-            .iter()
-            .position(|j| matches!(j.side, SideState::Pending) && self.outcomes[j.file].is_none())
+            .iter_ids()
+            .find(|(_, j)| matches!(j.side, SideState::Pending) && self.outcomes[j.file].is_none())
+            .map(|(id, _)| id)
         else {
             return false;
         };
@@ -497,8 +505,8 @@ impl Batch {
         self.jobs[job].side = SideState::Running;
         self.sides_running += 1;
         let (dir, reports, events) = (self.jobs[job].dir.clone(), self.reports.clone(), s.events.clone());
-        let node =
-            (!self.side_nodes.is_empty()).then(|| self.side_nodes[job % self.side_nodes.len()].clone());
+        let turn = job.index() % self.workers.len().max(1);
+        let node = self.workers.iter().nth(turn).map(|w| w.transport.clone());
         tokio::spawn(async move {
             let t = Instant::now();
             let result = side.run(&dir, node.as_deref()).await;
@@ -519,7 +527,7 @@ impl Batch {
         true
     }
 
-    fn side_done(&mut self, job: usize, result: Result<SideFile, SideError>, s: &Settings) {
+    fn side_done(&mut self, job: JobId, result: Result<SideFile, SideError>, s: &Settings) {
         self.sides_running -= 1;
         match result {
             Ok(f) => self.jobs[job].side = SideState::Ready(f),
@@ -581,13 +589,13 @@ impl Batch {
         if self.merge_busy || self.stopped {
             return;
         }
-        let ready = self.jobs.iter().position(|j| {
+        let ready = self.jobs.iter_ids().find(|(_, j)| {
             j.encoded
                 && !j.merged
                 && self.outcomes[j.file].is_none()
                 && !matches!(j.side, SideState::Pending | SideState::Running)
         });
-        let Some(job) = ready else { return };
+        let Some((job, _)) = ready else { return };
         self.merge_busy = true;
         let j = &self.jobs[job];
         self.send(s, Event::Merging { job, chunks: j.prepared.record.plan.chunks.len() });
@@ -621,7 +629,7 @@ impl Batch {
         });
     }
 
-    fn merged(&mut self, job: usize, result: anyhow::Result<()>, s: &Settings) {
+    fn merged(&mut self, job: JobId, result: anyhow::Result<()>, s: &Settings) {
         self.merge_busy = false;
         let j = &mut self.jobs[job];
         let (file, output) = (j.file, j.prepared.checked.output.clone());
@@ -657,7 +665,7 @@ impl Batch {
 
     /// A merged (or refused) job whose attempts are all over: its
     /// directory goes (a merged one's unless `--keep`).
-    fn tidy(&mut self, job: usize, s: &Settings) {
+    fn tidy(&mut self, job: JobId, s: &Settings) {
         let j = &self.jobs[job];
         let gone = (j.merged && !s.keep) || j.discard;
         if !(gone && (j.quiet || self.broker_over)) {
@@ -668,12 +676,12 @@ impl Batch {
         }
     }
 
-    fn broker_done(&mut self, d: Option<dispatch::Dispatched>) {
+    fn broker_done(&mut self, d: Option<dispatch::Dispatched<Arc<Node>>>) {
         self.broker_over = true;
         if let Some(d) = d {
             self.no_nodes = d.live_nodes == 0;
-            self.stats = d.stats;
-            self.learned = d.learned;
+            self.workers = d.workers;
+            self.nodes_reported = true;
         }
         // Jobs the broker left unfinished (no node left, or stopped).
         for j in &self.jobs {
@@ -696,11 +704,12 @@ impl Batch {
         self.stopped = true;
     }
 
-    fn finish(mut self, s: &Settings) -> (Vec<FileOutcome>, Vec<NodeStats>) {
+    fn finish(self, s: &Settings) -> (Vec<FileOutcome>, Vec<NodeStats>) {
         self.save_speeds();
-        for (n, st) in self.stats.iter_mut().enumerate() {
-            st.arch = self.facts.get(n).map(|f| f.arch.clone()).unwrap_or_default();
-        }
+        let stats: Vec<NodeStats> = match self.nodes_reported {
+            true => self.workers.iter().map(|w| w.stats.clone()).collect(),
+            false => Vec::new(),
+        };
         let outcomes: Vec<FileOutcome> = self
             .outcomes
             .into_iter()
@@ -720,17 +729,17 @@ impl Batch {
             seconds: s.started.elapsed().as_secs_f64(),
             frames,
             files,
-            nodes: self.stats.clone(),
+            nodes: stats.clone(),
             controller_processes: crate::process::started(),
         });
-        (outcomes, self.stats)
+        (outcomes, stats)
     }
 
     fn save_speeds(&self) {
         let Some(path) = speeds::default_path() else { return };
         let mut store = Speeds::load(&path);
         let measured: Vec<(String, Option<(f64, usize)>)> =
-            self.keys.iter().cloned().zip(self.learned.iter().copied()).collect();
+            self.workers.iter().map(|w| (w.key.clone(), w.learned)).collect();
         store.learn(&self.settings_key, &measured);
         // Speeds are a help, not a result: the next job measures again.
         let _ = store.save(&path);

@@ -5,12 +5,14 @@
 //! `prepare` (probe, preflight, plan, the job directory in `job`),
 //! `dispatch` (the broker: `scheduler` decides, `encode` runs an attempt
 //! on a node, including the split), `verify`, `side` (audio, subtitles) and
-//! `merge`; `batch` runs them over many files; `report` shows it all (the
+//! `merge`; `batch` runs them over many files (its jobs and the cluster's
+//! nodes named by the ids of `ids`); `report` shows it all (the
 //! events every stage sends, one sink per output mode).
 
 pub mod batch;
 pub mod ffmpeg;
 pub mod finish;
+pub mod ids;
 pub mod input;
 pub mod prep;
 pub mod report;
@@ -21,7 +23,7 @@ pub use finish::{merge, side};
 pub use input::{args, inputs, output, probe, watch};
 pub use prep::{dry_run, encoders, job, plan, preflight, prepare};
 pub use report::{events, progress};
-pub use run::{chunk_log, cluster, context, dispatch, encode, failure, scheduler, speeds, verify};
+pub use run::{chunk_log, cluster, context, dispatch, encode, failure, scheduler, speeds, verify, worker};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -301,9 +303,9 @@ impl Work<'_> {
             // The reporter outlives the work.
             let _ = self.events.send(ev);
         };
-        let nodes = cluster.nodes.iter().zip(cluster.facts.iter()).map(|(n, f)| NodeInfo {
+        let nodes = cluster.workers.iter().map(|n| NodeInfo {
             name: n.name.clone(),
-            arch: f.arch.clone(),
+            arch: n.facts.arch.clone(),
             slots: n.slots,
         });
         send(Event::BatchStart {
@@ -317,7 +319,7 @@ impl Work<'_> {
         for message in &warnings {
             send(Event::Warning { message: message.clone() });
         }
-        if cluster.nodes.is_empty() {
+        if cluster.workers.is_empty() {
             if let Ok(c) = first {
                 // Not started: nothing to keep.
                 let _ = c.job.remove();

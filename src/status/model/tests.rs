@@ -2,6 +2,12 @@
 
 use super::*;
 use crate::transcode::events::NodeInfo;
+use crate::transcode::ids::{Id, JobId};
+
+/// The id of the batch's job `i`.
+fn id(i: usize) -> JobId {
+    JobId::from_index(i)
+}
 
 fn meta() -> Meta {
     Meta {
@@ -30,7 +36,7 @@ fn queued(input: &str) -> Event {
 
 fn job_start(job: usize, input: &str, chunks: usize, frames: u64, resumed: (usize, u64)) -> Event {
     Event::JobStart {
-        job,
+        job: id(job),
         input: input.into(),
         output: input.replace("upload", "output"),
         chunks,
@@ -45,7 +51,7 @@ fn job_start(job: usize, input: &str, chunks: usize, frames: u64, resumed: (usiz
 fn start(job: usize, chunk: usize, attempt: u64, node: &str, frames: u64) -> Event {
     Event::ChunkStart {
         file: String::new(),
-        job,
+        job: id(job),
         chunk,
         attempt,
         node: node.into(),
@@ -59,15 +65,20 @@ fn progress(attempt: u64, frames: u64) -> Event {
 }
 
 fn done(job: usize, chunk: usize, attempt: u64, node: &str, frames: u64, seconds: f64) -> Event {
-    Event::ChunkDone { job, chunk, attempt, node: node.into(), frames, seconds }
+    Event::ChunkDone { job: id(job), chunk, attempt, node: node.into(), frames, seconds }
 }
 
 fn job_done(job: usize, output: &str, frames: u64) -> Event {
-    Event::JobDone { job, output: output.into(), frames, seconds: 10.0, fps: frames as f64 / 10.0 }
+    Event::JobDone { job: id(job), output: output.into(), frames, seconds: 10.0, fps: frames as f64 / 10.0 }
 }
 
 fn job_failed(job: Option<usize>, input: &str, resumable: bool) -> Event {
-    Event::JobFailed { job, input: input.into(), error: "chunk 3 failed 3 times".into(), resumable }
+    Event::JobFailed {
+        job: job.map(id),
+        input: input.into(),
+        error: "chunk 3 failed 3 times".into(),
+        resumable,
+    }
 }
 
 /// Fold `events`, all at time `now`; whether each was a file event.
@@ -127,7 +138,7 @@ fn a_file_goes_from_queued_to_done_with_its_nodes() {
         ],
     );
     assert_eq!(m.view(1012.0).running[0].stage, "finishing", "side streams, then the merge");
-    m.apply(&Event::Merging { job: 0, chunks: 4 }, 1013.0);
+    m.apply(&Event::Merging { job: id(0), chunks: 4 }, 1013.0);
     assert_eq!(m.view(1013.0).running[0].stage, "merging");
     assert!(m.take_ops().is_empty());
     assert!(m.apply(&job_done(0, "/out/a.mp4", 400), 1014.0));
@@ -150,7 +161,7 @@ fn failures_are_kept_with_their_reason_and_job_directory() {
         &[job_start(0, "/up/c.mp4", 2, 100, (0, 0)), job_start(1, "/up/d.mp4", 2, 100, (0, 0))],
     );
     let failed = Event::ChunkFailed {
-        job: 0,
+        job: id(0),
         chunk: 1,
         attempt: 1,
         node: "pi".into(),
@@ -197,7 +208,7 @@ fn nodes_lost_and_given_up_are_told_apart() {
         &[batch_start(1), job_start(0, "/up/a.mp4", 3, 300, (0, 0)), start(0, 0, 1, "pi", 100)],
     );
     let failed = Event::ChunkFailed {
-        job: 0,
+        job: id(0),
         chunk: 0,
         attempt: 1,
         node: "pi".into(),
@@ -237,7 +248,7 @@ fn duplicates_count_once_for_the_file_and_twice_for_throughput() {
     fold(&mut m, 5.0, &[progress(1, 30), progress(2, 90)]);
     assert_eq!(m.view(5.0).running[0].frames_done, 90, "the furthest attempt of the chunk");
     fold(&mut m, 6.0, &[done(0, 0, 2, "pc", 100, 5.0)]);
-    m.apply(&Event::ChunkCancelled { job: 0, chunk: 0, attempt: 1, node: "pi".into() }, 6.0);
+    m.apply(&Event::ChunkCancelled { job: id(0), chunk: 0, attempt: 1, node: "pi".into() }, 6.0);
     m.tick(15.0);
     let v = m.view(15.0);
     assert_eq!(v.running[0].frames_done, 100);
@@ -258,7 +269,7 @@ fn the_history_covers_the_last_hour_one_sample_per_period() {
         t = (i + 1) as f64 * HISTORY_EVERY;
         m.apply(&start(0, 0, i, "pc", 10), t - 1.0);
         m.apply(&progress(i, 30), t - 1.0);
-        m.apply(&Event::ChunkCancelled { job: 0, chunk: 0, attempt: i, node: "pc".into() }, t - 1.0);
+        m.apply(&Event::ChunkCancelled { job: id(0), chunk: 0, attempt: i, node: "pc".into() }, t - 1.0);
         assert_eq!(m.tick(t), i == 0, "the same sample again is nothing new");
     }
     let h = m.view(t).history;

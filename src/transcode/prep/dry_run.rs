@@ -20,6 +20,7 @@ use crate::exit::{failed, usage, Outcome};
 use crate::inventory::Inventory;
 use crate::transcode::cluster::{self, Cluster};
 use crate::transcode::context::Io;
+use crate::transcode::ids::{IdVec, JobId, NodeId};
 use crate::transcode::inputs::FileSpec;
 use crate::transcode::job::{self, JobKey};
 use crate::transcode::output::{self, OutputError};
@@ -128,7 +129,7 @@ pub async fn run(given: &Given<'_>, files: Vec<FileSpec>) -> Outcome {
     let settings = speeds::settings_key(&given.opts.user.codec);
     let slots = batch::remember(&mut cluster, &settings);
     let unable = unable_nodes(&mut cluster, given.opts.user.video_codec.as_deref());
-    let share = |behind_bytes| Share { slots, even: cluster.nodes.len() == 1, behind_bytes };
+    let share = |behind_bytes| Share { slots, even: cluster.workers.len() == 1, behind_bytes };
     let behind: Vec<u64> = (0..looked.len()).map(|i| looked[i + 1..].iter().map(|l| l.bytes).sum()).collect();
     let plans: Vec<FilePlan> =
         looked.into_iter().zip(behind).map(|(l, b)| finish_plan(l, share(b), given.opts)).collect();
@@ -333,12 +334,12 @@ fn chunk_plans(plan: &Plan, probe: &Probe, done: &[bool]) -> Vec<ChunkPlan> {
 
 /// Nodes without the video encoder the options name: left out, as the run
 /// leaves them (it also names them in a warning).
-fn unable_nodes(cluster: &mut Cluster, encoder: Option<&str>) -> Vec<usize> {
+fn unable_nodes(cluster: &mut Cluster, encoder: Option<&str>) -> Vec<NodeId> {
     let Some(encoder) = encoder else { return Vec::new() };
-    let unable: Vec<usize> =
-        (0..cluster.facts.len()).filter(|&i| !cluster.facts[i].has_encoder(encoder)).collect();
+    let unable: Vec<NodeId> =
+        cluster.workers.iter_ids().filter(|(_, w)| !w.facts.has_encoder(encoder)).map(|(id, _)| id).collect();
     for &i in &unable {
-        let name = &cluster.nodes[i].name;
+        let name = &cluster.workers[i].name;
         cluster.warnings.push(format!("node {name} has no encoder {encoder}: left out"));
     }
     unable
@@ -346,7 +347,7 @@ fn unable_nodes(cluster: &mut Cluster, encoder: Option<&str>) -> Vec<usize> {
 
 fn node_plans(cluster: &Cluster) -> Vec<NodePlan> {
     cluster
-        .nodes
+        .workers
         .iter()
         .map(|n| NodePlan {
             name: n.name.clone(),
@@ -359,24 +360,20 @@ fn node_plans(cluster: &Cluster) -> Vec<NodePlan> {
 
 /// Ask the scheduler, as the run's broker would, what each slot starts
 /// with (slots ask in node order, as they are started).
-fn first_chunks(cluster: &Cluster, files: &[FilePlan], unable: &[usize]) -> Vec<FirstChunk> {
-    let specs: Vec<NodeSpec> = cluster
-        .nodes
-        .iter()
-        .map(|n| NodeSpec { slots: n.slots, capacity: n.capacity, known: n.known })
-        .collect();
+fn first_chunks(cluster: &Cluster, files: &[FilePlan], unable: &[NodeId]) -> Vec<FirstChunk> {
+    let specs = cluster.workers.map(|n| NodeSpec { slots: n.slots, capacity: n.capacity, known: n.known });
     let mut sched = Scheduler::new(&specs);
-    let mut jobs = Vec::new();
+    // Each job's file, by the job's id.
+    let mut jobs: IdVec<JobId, usize> = IdVec::new();
     for (i, f) in files.iter().enumerate().filter(|(_, f)| !f.chunks.is_empty()) {
         let frames: Vec<u64> = f.chunks.iter().map(|c| c.frames).collect();
         let done: Vec<bool> = f.chunks.iter().map(|c| c.done).collect();
-        sched.add_job(&frames, &done, f.weight, unable);
-        jobs.push(i);
+        sched.add_job(jobs.push(i), &frames, &done, f.weight, unable);
     }
     sched.close();
     let now = std::time::Instant::now();
     let mut first = Vec::new();
-    for (n, node) in cluster.nodes.iter().enumerate() {
+    for (n, node) in cluster.workers.iter_ids() {
         for _ in 0..node.slots {
             if let crate::transcode::scheduler::Next::Run(a) = sched.next(n, now) {
                 let file = jobs[a.job];
@@ -393,7 +390,7 @@ fn first_chunks(cluster: &Cluster, files: &[FilePlan], unable: &[usize]) -> Vec<
 /// is counted at its share of one that has a rate; nodes with neither are
 /// not counted). None when no node has a rate for these settings.
 fn estimate(cluster: &Cluster, files: &[FilePlan]) -> Option<f64> {
-    let known: Vec<_> = cluster.nodes.iter().filter_map(|n| n.known.map(|k| (k, n.slots))).collect();
+    let known: Vec<_> = cluster.workers.iter().filter_map(|n| n.known.map(|k| (k, n.slots))).collect();
     let (reference, rel) = known.iter().find_map(|(k, _)| Some((k.slot_rate?, k.relative)))?;
     let per_relative = if rel > 0.0 { reference / rel } else { 0.0 };
     let rate: f64 = known

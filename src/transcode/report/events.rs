@@ -6,6 +6,8 @@
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::transcode::ids::JobId;
+
 /// Where the stages send their events (the status sink, then the reporter).
 pub type Sender = mpsc::UnboundedSender<Event>;
 
@@ -75,7 +77,7 @@ pub enum Event {
         message: String,
     },
     JobStart {
-        job: usize,
+        job: JobId,
         input: String,
         output: String,
         chunks: usize,
@@ -90,7 +92,7 @@ pub enum Event {
     ChunkStart {
         #[serde(skip)]
         file: String,
-        job: usize,
+        job: JobId,
         chunk: usize,
         attempt: u64,
         node: String,
@@ -102,7 +104,7 @@ pub enum Event {
         frames: u64,
     },
     ChunkDone {
-        job: usize,
+        job: JobId,
         chunk: usize,
         attempt: u64,
         node: String,
@@ -110,7 +112,7 @@ pub enum Event {
         seconds: f64,
     },
     ChunkFailed {
-        job: usize,
+        job: JobId,
         chunk: usize,
         attempt: u64,
         node: String,
@@ -121,7 +123,7 @@ pub enum Event {
     },
     /// A duplicate attempt stopped because the other one finished first.
     ChunkCancelled {
-        job: usize,
+        job: JobId,
         chunk: usize,
         attempt: u64,
         node: String,
@@ -134,7 +136,7 @@ pub enum Event {
         lost: bool,
     },
     SideStreams {
-        job: usize,
+        job: JobId,
         streams: usize,
         seconds: f64,
         /// The node that encoded them (none: this machine, or a resumed
@@ -143,11 +145,11 @@ pub enum Event {
         node: Option<String>,
     },
     Merging {
-        job: usize,
+        job: JobId,
         chunks: usize,
     },
     JobDone {
-        job: usize,
+        job: JobId,
         output: String,
         frames: u64,
         seconds: f64,
@@ -155,7 +157,7 @@ pub enum Event {
     },
     JobFailed {
         /// None: it failed before it was queued.
-        job: Option<usize>,
+        job: Option<JobId>,
         input: String,
         error: String,
         resumable: bool,

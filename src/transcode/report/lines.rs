@@ -6,6 +6,7 @@
 
 use super::events::{Event, FileResult, NodeStats};
 use super::tally::Tally;
+use crate::transcode::ids::Id;
 
 /// Who sees a line.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -93,9 +94,9 @@ fn job_start(tally: &Tally, ev: &Event) -> Vec<Line> {
         return vec![];
     };
     let tag = match tally.files {
-        0 => format!("[{}] ", job + 1),
+        0 => format!("[{}] ", job.index() + 1),
         1 => String::new(),
-        n => format!("[{}/{n}] ", job + 1),
+        n => format!("[{}/{n}] ", job.index() + 1),
     };
     let mut out =
         vec![line(Level::File, format!("{tag}{input} -> {output}: {frames} frames in {chunks} chunks"))];
@@ -184,10 +185,11 @@ fn node_table(nodes: &[NodeStats]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transcode::ids::JobId;
 
     fn job_start(job: usize, input: &str) -> Event {
         Event::JobStart {
-            job,
+            job: JobId::from_index(job),
             input: input.into(),
             output: format!("{input}.mkv"),
             chunks: 2,
@@ -213,11 +215,22 @@ mod tests {
         assert_eq!(lines, [(Level::File, "cluster: c".into()), (Level::File, "2 files on 3 slots".into())]);
         let lines = told(&mut t, job_start(1, "/v/b.mp4"));
         assert_eq!(lines[0], (Level::File, "[2/2] /v/b.mp4 -> /v/b.mp4.mkv: 20 frames in 2 chunks".into()));
-        let ev =
-            Event::ChunkDone { job: 1, chunk: 0, attempt: 7, node: "pi".into(), frames: 10, seconds: 2.0 };
+        let ev = Event::ChunkDone {
+            job: JobId::from_index(1),
+            chunk: 0,
+            attempt: 7,
+            node: "pi".into(),
+            frames: 10,
+            seconds: 2.0,
+        };
         let lines = told(&mut t, ev);
         assert_eq!(lines, [(Level::Chunk, "[2/2] b.mp4: chunk 0 done on pi: 10 frames, 5.0 fps".into())]);
-        let ev = Event::JobFailed { job: Some(1), input: "b.mp4".into(), error: "x".into(), resumable: true };
+        let ev = Event::JobFailed {
+            job: Some(JobId::from_index(1)),
+            input: "b.mp4".into(),
+            error: "x".into(),
+            resumable: true,
+        };
         assert_eq!(told(&mut t, ev), [(Level::File, "failed: b.mp4: x".into())]);
         assert_eq!(t.files_ended, 1);
     }
@@ -229,7 +242,7 @@ mod tests {
         told(&mut t, job_start(0, "a.mp4"));
         let ev = Event::ChunkStart {
             file: "a.mp4".into(),
-            job: 0,
+            job: JobId::from_index(0),
             chunk: 1,
             attempt: 1,
             node: "pi".into(),
@@ -239,7 +252,12 @@ mod tests {
         let lines = told(&mut t, ev);
         assert_eq!(lines, [(Level::Chunk, "chunk 1 -> pi: 10 frames (duplicate of a slow one)".into())]);
         assert!(t.busy());
-        let ev = Event::JobFailed { job: Some(0), input: "a.mp4".into(), error: "x".into(), resumable: true };
+        let ev = Event::JobFailed {
+            job: Some(JobId::from_index(0)),
+            input: "a.mp4".into(),
+            error: "x".into(),
+            resumable: true,
+        };
         assert_eq!(told(&mut t, ev), [(Level::Detail, "failed: a.mp4: x".into())]);
     }
 }

@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use super::events::Event;
+use crate::transcode::ids::{Id, JobId};
 
 /// An attempt under way.
 pub struct Running {
-    pub job: usize,
+    pub job: JobId,
     pub chunk: usize,
     /// Frames of its chunk, and done so far.
     pub of: u64,
@@ -28,7 +29,7 @@ pub struct Tally {
     resumed_frames: u64,
     pub running: HashMap<u64, Running>,
     /// The input file names of the jobs under way.
-    names: HashMap<usize, String>,
+    names: HashMap<JobId, String>,
     /// When the batch started, for the rate.
     started: Instant,
 }
@@ -97,7 +98,7 @@ impl Tally {
     }
 
     fn frames_now(&self) -> u64 {
-        let mut best: HashMap<(usize, usize), u64> = HashMap::new();
+        let mut best: HashMap<(JobId, usize), u64> = HashMap::new();
         for r in self.running.values() {
             let e = best.entry((r.job, r.chunk)).or_default();
             *e = (*e).max(r.frames.min(r.of));
@@ -120,17 +121,17 @@ impl Tally {
     }
 
     /// `[2/12] name` in a batch, `[2] name` in a watch, `name` alone for one file.
-    pub fn file_tag(&self, job: usize) -> String {
+    pub fn file_tag(&self, job: JobId) -> String {
         let name = self.names.get(&job).map(|n| n.as_str()).unwrap_or("");
         match self.files {
-            0 => format!("[{}] {name}", job + 1),
+            0 => format!("[{}] {name}", job.index() + 1),
             1 => name.to_string(),
-            n => format!("[{}/{n}] {name}", job + 1),
+            n => format!("[{}/{n}] {name}", job.index() + 1),
         }
     }
 
     /// `TAG: ` before a chunk's line when there are many files.
-    pub fn file_prefix(&self, job: usize) -> String {
+    pub fn file_prefix(&self, job: JobId) -> String {
         if self.many() {
             format!("{}: ", self.file_tag(job))
         } else {

@@ -1,24 +1,25 @@
 //! The nodes a job runs on: from the inventory's compute nodes, connected
 //! and checked (facts) before any chunk is sent; or, with `engine: slurm`,
-//! the nodes of a Slurm partition (`cluster/slurm.rs`).
+//! the nodes of a Slurm partition (`cluster/slurm.rs`). Each node becomes
+//! a `Worker` and gets its `NodeId` here, once.
 
 mod slurm;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::facts::{self, Facts};
+use crate::facts;
 use crate::inventory::{Engine, Host, Inventory, StorageMode};
 use crate::remote::hostkeys::FirstContact;
 use crate::remote::{self, ConnectOptions, Node};
 
-use crate::transcode::dispatch::WorkerNode;
+use crate::transcode::worker::{Worker, Workers};
 
 pub struct Cluster {
     /// For the first line of output: which cluster this is.
     pub description: String,
-    pub nodes: Vec<WorkerNode<Arc<Node>>>,
-    pub facts: Vec<Facts>,
+    /// The nodes that can be used, by the ids they get here.
+    pub workers: Workers<Arc<Node>>,
     /// Nodes left out, and why.
     pub warnings: Vec<String>,
     /// With shared storage: the directory every node sees at the same path.
@@ -60,7 +61,7 @@ pub const MAX_DEFAULT_SSH_SLOTS: u32 = 8;
 /// jobs a killed dffmpeg left behind cancelled first.
 pub async fn connect_to_run(inv: &Inventory, opts: &ConnectOptions) -> Cluster {
     let mut cluster = connect(inv, opts).await;
-    if matches!(inv.cluster.engine, Engine::Slurm(_)) && !cluster.nodes.is_empty() {
+    if matches!(inv.cluster.engine, Engine::Slurm(_)) && !cluster.workers.is_empty() {
         slurm::cancel_leftovers(&mut cluster).await;
     }
     cluster
@@ -95,8 +96,7 @@ pub async fn connect(inv: &Inventory, opts: &ConnectOptions) -> Cluster {
     let gathered: Vec<_> = gathered.collect();
     let mut cluster = Cluster {
         description: String::new(),
-        nodes: Vec::new(),
-        facts: Vec::new(),
+        workers: Workers::new(),
         warnings: Vec::new(),
         shared_dir: shared,
     };
@@ -121,30 +121,22 @@ pub async fn connect(inv: &Inventory, opts: &ConnectOptions) -> Cluster {
                         spec.slots.unwrap_or_default()
                     ));
                 }
-                let (slots, threads) = slots_and_threads(spec.slots, f.usable_cores(), ssh);
-                cluster.nodes.push(WorkerNode {
-                    key: format!("{name}@{}", spec.host),
-                    name,
-                    transport: conn,
-                    slots,
-                    threads: Some(threads),
-                    capacity: f.capacity(),
-                    known: None,
-                });
-                cluster.facts.push(f);
+                let slots = slots_and_threads(spec.slots, f.usable_cores(), ssh);
+                let key = format!("{name}@{}", spec.host);
+                cluster.workers.push(Worker::new(name, key, conn, f, slots));
             }
             Ok(Err(e)) => cluster.warnings.push(format!("{e}: left out of the job")),
             Err(e) => cluster.warnings.push(format!("node {}: {e}: left out of the job", spec.name)),
         }
     }
     let names: Vec<String> = cluster
-        .nodes
+        .workers
         .iter()
         .map(|n| format!("{} ({} slot{})", n.name, n.slots, if n.slots == 1 { "" } else { "s" }))
         .collect();
     let local_only = compute.len() == 1 && compute[0].host == Host::Local;
     cluster.description = if local_only && inv.source == Inventory::local_default().source {
-        let slots: usize = cluster.nodes.iter().map(|n| n.slots).sum();
+        let slots: usize = cluster.workers.iter().map(|n| n.slots).sum();
         format!("{}: this machine, {slots} slots", inv.source)
     } else {
         let storage = match inv.cluster.storage {
@@ -162,7 +154,7 @@ pub async fn connect(inv: &Inventory, opts: &ConnectOptions) -> Cluster {
 
 impl Cluster {
     pub fn slots(&self) -> usize {
-        self.nodes.iter().map(|n| n.slots).sum()
+        self.workers.iter().map(|n| n.slots).sum()
     }
 }
 

@@ -7,7 +7,9 @@
 //! wakes it only for the watchdog.
 //!
 //! Verification runs on the controller in its own task while the node's
-//! slot goes on with its next chunk.
+//! slot goes on with its next chunk. Jobs and nodes are known by the ids
+//! the batch and the cluster gave them; the broker keeps the nodes'
+//! `Worker`s (their stats) and hands them back when it is over.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,29 +21,18 @@ use crate::remote::Transport;
 use crate::transcode::chunk_log::{Header, Tail};
 use crate::transcode::context::JobContext;
 use crate::transcode::encode::{Attempt, AttemptError, Encoded};
-use crate::transcode::events::{Event, NodeStats, Sender};
+use crate::transcode::events::{Event, Sender};
 use crate::transcode::failure::{self, JobFailure, LastFailure};
+use crate::transcode::ids::{JobId, NodeId};
 use crate::transcode::job::{AttemptFiles, JobDir, Seal};
-use crate::transcode::scheduler::{Assignment, Failure, KnownSpeed, Next, NodeSpec, Scheduler, Usage};
+use crate::transcode::scheduler::{Assignment, Failure, Next, NodeSpec, Scheduler, Usage};
 use crate::transcode::verify::{ChunkFacts, CodecParams, VerifyError};
-
-/// A node as the dispatcher sees it.
-pub struct WorkerNode<T> {
-    pub name: String,
-    pub transport: T,
-    pub slots: usize,
-    /// Threads per encode (None: leave it to ffmpeg or the user's -threads).
-    pub threads: Option<u32>,
-    /// CPUs it shows: its speed guess of last resort.
-    pub capacity: f64,
-    /// `name@host`: its key in the speed memory.
-    pub key: String,
-    /// What earlier jobs measured of it.
-    pub known: Option<KnownSpeed>,
-}
+use crate::transcode::worker::Workers;
 
 /// A job of the batch, ready to encode.
 pub struct JobWork {
+    /// Its id, given by the batch (the broker and the scheduler use it as is).
+    pub id: JobId,
     pub ctx: Arc<JobContext>,
     pub dir: Arc<JobDir>,
     /// What its file is called in events.
@@ -49,7 +40,7 @@ pub struct JobWork {
     /// The work of one of its frames (megapixels).
     pub weight: f64,
     /// Nodes that cannot run it (no encoder for it).
-    pub unable: Vec<usize>,
+    pub unable: Vec<NodeId>,
 }
 
 /// What the batch tells the broker.
@@ -57,29 +48,27 @@ pub enum Order {
     /// A new job joins the queue, at its end.
     Add(JobWork),
     /// A job cannot finish (its side streams failed, ...): stop its chunks.
-    Abandon { job: usize, why: JobFailure },
+    Abandon { job: JobId, why: JobFailure },
     /// No more jobs will come.
     Close,
 }
 
-/// What the broker tells the batch about a job (jobs are numbered in the
-/// order they were added).
+/// What the broker tells the batch about a job (by the id the batch gave it).
 #[derive(Debug)]
 pub enum JobEnd {
     /// Every chunk is verified: the job can be merged.
-    Encoded(usize),
+    Encoded(JobId),
     /// The job cannot finish (resumable: its verified chunks are kept).
-    Failed { job: usize, why: JobFailure },
+    Failed { job: JobId, why: JobFailure },
     /// No attempt of the job is running any more (losing duplicates
     /// stopped): its directory may go.
-    Quiet(usize),
+    Quiet(JobId),
 }
 
 /// What the broker knows at the end.
-pub struct Dispatched {
-    pub stats: Vec<NodeStats>,
-    /// What each node measured (slot rate, slots), for the next job.
-    pub learned: Vec<Option<(f64, usize)>>,
+pub struct Dispatched<T> {
+    /// The nodes, with what each did (`stats`) and measured (`learned`).
+    pub workers: Workers<T>,
     /// Stopped by the user.
     pub interrupted: bool,
     /// Nodes still in (0: every node left; nothing more can run).
@@ -88,7 +77,7 @@ pub struct Dispatched {
 
 /// What a slot tells the broker.
 enum Msg {
-    Ready { node: usize, reply: oneshot::Sender<Option<Work>> },
+    Ready { node: NodeId, reply: oneshot::Sender<Option<Work>> },
     Progress { attempt: u64, frames: u64 },
     Encoded { attempt: u64, result: Encoded, seconds: f64 },
     Verified { attempt: u64, result: Box<Result<(ChunkFacts, Seal), AttemptError>> },
@@ -105,9 +94,9 @@ struct Work {
 
 /// An attempt the broker has handed out.
 struct Live {
-    job: usize,
+    job: JobId,
     chunk: usize,
-    node: usize,
+    node: NodeId,
     files: AttemptFiles,
     cancel: watch::Sender<bool>,
     /// Encoded, now being verified.
@@ -123,14 +112,14 @@ struct Live {
 }
 
 struct Broker<T> {
-    nodes: Arc<Vec<WorkerNode<T>>>,
+    /// The nodes; their `stats` are kept here.
+    workers: Workers<T>,
     sched: Scheduler,
-    jobs: Vec<Arc<JobWork>>,
-    /// Each job's reference codec parameters (the preflight's).
-    references: Vec<Option<CodecParams>>,
+    jobs: HashMap<JobId, Arc<JobWork>>,
+    /// Each job's reference codec parameters (the preflight's), once known.
+    references: HashMap<JobId, CodecParams>,
     live: HashMap<u64, Live>,
-    waiting: Vec<(usize, oneshot::Sender<Option<Work>>)>,
-    stats: Vec<NodeStats>,
+    waiting: Vec<(NodeId, oneshot::Sender<Option<Work>>)>,
     events: Sender,
     ends: mpsc::UnboundedSender<JobEnd>,
     msgs: mpsc::UnboundedSender<Msg>,
@@ -139,23 +128,21 @@ struct Broker<T> {
     closed: bool,
 }
 
-/// Run the batch's chunks on `nodes` until every job is over (or `stop`).
-pub async fn dispatch<T: Transport + 'static>(
-    nodes: Vec<WorkerNode<T>>,
+/// Run the batch's chunks on `workers` until every job is over (or `stop`).
+pub async fn dispatch<T: Transport + Clone + 'static>(
+    workers: Workers<T>,
     mut orders: mpsc::UnboundedReceiver<Order>,
     ends: mpsc::UnboundedSender<JobEnd>,
     events: Sender,
     mut stop: watch::Receiver<bool>,
-) -> Dispatched {
-    let specs: Vec<NodeSpec> =
-        nodes.iter().map(|n| NodeSpec { slots: n.slots, capacity: n.capacity, known: n.known }).collect();
+) -> Dispatched<T> {
+    let specs = workers.map(|n| NodeSpec { slots: n.slots, capacity: n.capacity, known: n.known });
     let (msgs, mut inbox) = mpsc::unbounded_channel();
     let mut b = Broker {
-        stats: nodes.iter().map(|n| NodeStats { node: n.name.clone(), ..Default::default() }).collect(),
-        nodes: Arc::new(nodes),
+        workers,
         sched: Scheduler::new(&specs),
-        jobs: Vec::new(),
-        references: Vec::new(),
+        jobs: HashMap::new(),
+        references: HashMap::new(),
         live: HashMap::new(),
         waiting: Vec::new(),
         events,
@@ -184,15 +171,14 @@ pub async fn dispatch<T: Transport + 'static>(
         b.watchdog();
         b.assign();
     }
-    Dispatched {
-        live_nodes: b.sched.live_nodes(),
-        stats: b.stats,
-        learned: b.sched.learned(),
-        interrupted: b.stopping,
+    let learned = b.sched.learned();
+    for (id, w) in learned.iter_ids() {
+        b.workers[id].learned = *w;
     }
+    Dispatched { live_nodes: b.sched.live_nodes(), workers: b.workers, interrupted: b.stopping }
 }
 
-impl<T: Transport + 'static> Broker<T> {
+impl<T: Transport + Clone + 'static> Broker<T> {
     fn send(&self, ev: Event) {
         // The reporter ends only after the batch: a closed channel here
         // means it crashed, and the work goes on without it.
@@ -205,11 +191,11 @@ impl<T: Transport + 'static> Broker<T> {
     }
 
     fn start_slots(&mut self) {
-        for (n, node) in self.nodes.iter().enumerate() {
+        for (n, node) in self.workers.iter_ids() {
             for _ in 0..node.slots {
                 self.slots_alive += 1;
-                let (nodes, msgs) = (self.nodes.clone(), self.msgs.clone());
-                tokio::spawn(async move { slot(nodes, n, msgs).await });
+                let (transport, threads, msgs) = (node.transport.clone(), node.threads, self.msgs.clone());
+                tokio::spawn(async move { slot(transport, threads, n, msgs).await });
             }
         }
     }
@@ -240,9 +226,12 @@ impl<T: Transport + 'static> Broker<T> {
             Order::Add(job) => {
                 let done: Vec<bool> = job.ctx.plan.chunks.iter().map(|c| job.dir.is_done(c.index)).collect();
                 let frames: Vec<u64> = job.ctx.plan.chunks.iter().map(|c| c.frames).collect();
-                let id = self.sched.add_job(&frames, &done, job.weight, &job.unable);
-                self.references.push(job.dir.reference());
-                self.jobs.push(Arc::new(job));
+                let id = job.id;
+                self.sched.add_job(id, &frames, &done, job.weight, &job.unable);
+                if let Some(r) = job.dir.reference() {
+                    self.references.insert(id, r);
+                }
+                self.jobs.insert(id, Arc::new(job));
                 if self.sched.job_left(id) == 0 {
                     self.end(JobEnd::Encoded(id));
                     self.end(JobEnd::Quiet(id));
@@ -306,8 +295,8 @@ impl<T: Transport + 'static> Broker<T> {
         }
     }
 
-    fn hand_out(&mut self, node: usize, a: Assignment) -> Work {
-        let job = self.jobs[a.job].clone();
+    fn hand_out(&mut self, node: NodeId, a: Assignment) -> Work {
+        let job = self.jobs[&a.job].clone();
         let files = job.dir.attempt_files(a.chunk, a.attempt);
         let (tx, rx) = watch::channel(false);
         self.live.insert(
@@ -325,7 +314,7 @@ impl<T: Transport + 'static> Broker<T> {
                 record: None,
             },
         );
-        let st = &mut self.stats[node];
+        let st = &mut self.workers[node].stats;
         // Its shell (encode.sh) and its encoder.
         st.processes += 2;
         st.retries += u64::from(a.retry);
@@ -335,7 +324,7 @@ impl<T: Transport + 'static> Broker<T> {
             job: a.job,
             chunk: a.chunk,
             attempt: a.attempt,
-            node: self.nodes[node].name.clone(),
+            node: self.workers[node].name.clone(),
             frames: job.ctx.plan.chunks[a.chunk].frames,
             duplicate: a.duplicate,
         });
@@ -363,7 +352,7 @@ impl<T: Transport + 'static> Broker<T> {
     fn verify(&mut self, attempt: u64) {
         let Some(l) = self.live.get_mut(&attempt) else { return };
         l.verifying = true;
-        let job = self.jobs[l.job].clone();
+        let job = self.jobs[&l.job].clone();
         let (chunk, part, msgs) = (l.chunk, l.files.part.clone(), self.msgs.clone());
         let record = l.record.clone();
         tokio::spawn(async move {
@@ -377,7 +366,7 @@ impl<T: Transport + 'static> Broker<T> {
         let Some(l) = self.live.get_mut(&attempt) else { return };
         let stderr = std::mem::take(&mut l.stderr);
         let job = l.job;
-        let checked = result.and_then(|(facts, seal)| match &self.references[job] {
+        let checked = result.and_then(|(facts, seal)| match self.references.get(&job) {
             Some(r) => match facts.params.difference(r) {
                 Some(diff) => Err(AttemptError::Mismatch(diff)),
                 None => Ok((facts, seal)),
@@ -401,9 +390,9 @@ impl<T: Transport + 'static> Broker<T> {
     fn succeeded(&mut self, attempt: u64, facts: ChunkFacts, seal: Seal) {
         let now = Instant::now();
         let Some(l) = self.live.remove(&attempt) else { return };
-        let dir = self.jobs[l.job].dir.clone();
+        let dir = self.jobs[&l.job].dir.clone();
         let won = self.sched.succeeded(attempt, now, l.usage);
-        let node = self.nodes[l.node].name.clone();
+        let node = self.workers[l.node].name.clone();
         if !won.won {
             dir.discard(&l.files.part);
             self.send(Event::ChunkCancelled { job: l.job, chunk: l.chunk, attempt, node });
@@ -420,15 +409,15 @@ impl<T: Transport + 'static> Broker<T> {
             self.quiet_check(l.job);
             return;
         }
-        if self.references[l.job].is_none() {
+        if !self.references.contains_key(&l.job) {
             if let Err(e) = dir.save_reference(&facts.params) {
                 self.send(Event::Warning {
                     message: format!("cannot save the job's codec parameters: {e:#}"),
                 });
             }
-            self.references[l.job] = Some(facts.params);
+            self.references.insert(l.job, facts.params);
         }
-        let st = &mut self.stats[l.node];
+        let st = &mut self.workers[l.node].stats;
         st.chunks += 1;
         st.frames += facts.frames;
         st.encode_seconds += l.seconds;
@@ -450,9 +439,9 @@ impl<T: Transport + 'static> Broker<T> {
     fn cancelled(&mut self, attempt: u64) {
         let Some(l) = self.live.remove(&attempt) else { return };
         self.sched.cancelled(attempt, Instant::now());
-        self.jobs[l.job].dir.discard(&l.files.part);
-        self.jobs[l.job].dir.discard(&l.files.source_part);
-        let node = self.nodes[l.node].name.clone();
+        self.jobs[&l.job].dir.discard(&l.files.part);
+        self.jobs[&l.job].dir.discard(&l.files.source_part);
+        let node = self.workers[l.node].name.clone();
         self.send(Event::ChunkCancelled { job: l.job, chunk: l.chunk, attempt, node });
         self.quiet_check(l.job);
     }
@@ -462,11 +451,11 @@ impl<T: Transport + 'static> Broker<T> {
             return;
         }
         let Some(l) = self.live.remove(&attempt) else { return };
-        let dir = self.jobs[l.job].dir.clone();
+        let dir = self.jobs[&l.job].dir.clone();
         dir.discard(&l.files.part);
         dir.discard(&l.files.source_part);
-        let node = self.nodes[l.node].name.clone();
-        self.stats[l.node].failures += 1;
+        let node = self.workers[l.node].name.clone();
+        self.workers[l.node].stats.failures += 1;
         let how = match &error {
             AttemptError::NodeLost(_) => Failure::NodeLost,
             // A node whose build makes chunks that do not fit leaves at once.
@@ -498,7 +487,7 @@ impl<T: Transport + 'static> Broker<T> {
             });
         }
         for (job, why) in after.failed_jobs {
-            let (node, chunk) = (self.nodes[l.node].name.clone(), l.chunk);
+            let (node, chunk) = (self.workers[l.node].name.clone(), l.chunk);
             let last = LastFailure { node, chunk, error: error.clone(), log: log.clone() };
             self.end(JobEnd::Failed { job, why: JobFailure::Attempts { why, last } });
             self.quiet_check(job);
@@ -509,7 +498,7 @@ impl<T: Transport + 'static> Broker<T> {
     /// Keep a failed attempt's log in its job directory; its path (none
     /// when it cannot be written: a warning says why).
     fn keep_log(&self, l: &Live, node: &str, error: &str, stderr: &Tail) -> Option<String> {
-        let job = &self.jobs[l.job];
+        let job = &self.jobs[&l.job];
         let frames = job.ctx.plan.chunks[l.chunk].frames;
         let h = Header { file: &job.file, chunk: l.chunk, frames, node, error };
         match job.dir.keep_log(&h, stderr) {
@@ -528,7 +517,7 @@ impl<T: Transport + 'static> Broker<T> {
     /// the job stops, named for what it is, and no node is held to blame.
     fn controller_disk_full(&mut self, attempt: u64, error: &AttemptError) -> bool {
         let Some(l) = self.live.get(&attempt) else { return false };
-        let job = &self.jobs[l.job];
+        let job = &self.jobs[&l.job];
         if matches!(error, AttemptError::NodeLost(_) | AttemptError::Mismatch(_)) {
             return false;
         }
@@ -567,7 +556,7 @@ impl<T: Transport + 'static> Broker<T> {
     /// their chunks go elsewhere.
     fn watchdog(&mut self) {
         for s in self.sched.stalled(Instant::now()) {
-            let node = self.nodes[s.node].name.clone();
+            let node = self.workers[s.node].name.clone();
             let mut stop = s.stop.clone();
             stop.push(s.attempt);
             self.cancel(&stop);
@@ -586,7 +575,7 @@ impl<T: Transport + 'static> Broker<T> {
                 error: why.clone(),
                 log: None,
             });
-            self.stats[s.node].failures += 1;
+            self.workers[s.node].stats.failures += 1;
             if s.node_dropped {
                 self.send(Event::NodeDropped { node, reason: "stalled twice".into(), lost: false });
             }
@@ -594,7 +583,7 @@ impl<T: Transport + 'static> Broker<T> {
     }
 
     /// Tell the batch when a job has nothing running any more.
-    fn quiet_check(&self, job: usize) {
+    fn quiet_check(&self, job: JobId) {
         let over = self.sched.job_left(job) == 0 || self.sched.job_failed(job);
         if over && !self.live.values().any(|l| l.job == job) {
             self.end(JobEnd::Quiet(job));
@@ -640,8 +629,7 @@ async fn check_part(
 }
 
 /// One slot of a node: ask for work, run it, report, again.
-async fn slot<T: Transport>(nodes: Arc<Vec<WorkerNode<T>>>, n: usize, msgs: mpsc::UnboundedSender<Msg>) {
-    let node = &nodes[n];
+async fn slot<T: Transport>(transport: T, threads: Option<u32>, n: NodeId, msgs: mpsc::UnboundedSender<Msg>) {
     loop {
         let (reply, answer) = oneshot::channel();
         if msgs.send(Msg::Ready { node: n, reply }).is_err() {
@@ -655,8 +643,8 @@ async fn slot<T: Transport>(nodes: Arc<Vec<WorkerNode<T>>>, n: usize, msgs: mpsc
             let _ = msgs.send(Msg::Progress { attempt, frames });
         };
         let run = Attempt {
-            node: &node.transport,
-            threads: node.threads,
+            node: &transport,
+            threads,
             ctx: &work.job.ctx,
             job: &work.job.dir,
             chunk,

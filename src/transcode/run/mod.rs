@@ -1,6 +1,7 @@
 //! Run: the chunks on the cluster — connecting the nodes, the broker and its
 //! pure scheduler, one attempt on a node, verifying what it wrote, the speeds
-//! remembered for the next job and the logs of failed attempts.
+//! remembered for the next job and the logs of failed attempts; a node
+//! as the batch knows it (`worker`).
 
 pub mod chunk_log;
 pub mod cluster;
@@ -11,3 +12,4 @@ pub mod failure;
 pub mod scheduler;
 pub mod speeds;
 pub mod verify;
+pub mod worker;

@@ -1,5 +1,7 @@
 //! Scheduler decisions, free of I/O, time passed in: one queue of the
-//! chunks of every job of a batch, and which node's slot runs which.
+//! chunks of every job of a batch, and which node's slot runs which. Jobs
+//! and nodes are the batch's and the cluster's ids (`JobId`, `NodeId`),
+//! taken as given and returned as such.
 //!
 //! - **Queue**: jobs in the order they were added (files finish in order),
 //!   each job's chunks longest first; a failed chunk goes to the front.
@@ -25,8 +27,10 @@
 //! - **Tail**: once the queue is empty, an idle slot that would finish a
 //!   running chunk sooner duplicates it; the first verified result wins.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
+
+use crate::transcode::ids::{IdVec, JobId, NodeId};
 
 /// How many times a chunk may fail before its job gives up.
 pub const MAX_CHUNK_FAILURES: u32 = 3;
@@ -61,7 +65,7 @@ pub const MAX_RATE: f64 = 1e5;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Assignment {
     pub attempt: u64,
-    pub job: usize,
+    pub job: JobId,
     /// The chunk's index in its job.
     pub chunk: usize,
     pub duplicate: bool,
@@ -112,7 +116,7 @@ pub struct Usage {
 struct Running {
     attempt: u64,
     chunk: usize,
-    node: usize,
+    node: NodeId,
     started: Instant,
     frames: u64,
     /// When `frames` last grew (or the start).
@@ -146,12 +150,12 @@ struct NodeState {
 
 #[derive(Debug)]
 struct ChunkState {
-    job: usize,
+    job: JobId,
     index: usize,
     frames: u64,
     done: bool,
     failures: u32,
-    failed_on: Vec<usize>,
+    failed_on: Vec<NodeId>,
 }
 
 #[derive(Debug, Default)]
@@ -168,10 +172,11 @@ struct JobState {
 #[derive(Debug)]
 pub struct Scheduler {
     chunks: Vec<ChunkState>,
-    jobs: Vec<JobState>,
+    /// By the ids the batch gave them (see [`Scheduler::add_job`]).
+    jobs: BTreeMap<JobId, JobState>,
     pending: VecDeque<usize>,
     running: Vec<Running>,
-    nodes: Vec<NodeState>,
+    nodes: IdVec<NodeId, NodeState>,
     next_attempt: u64,
     /// No more jobs will be added.
     closed: bool,
@@ -210,7 +215,7 @@ pub struct AfterFailure {
     /// The node just left the batch.
     pub node_dropped: bool,
     /// Jobs that cannot finish now, and why.
-    pub failed_jobs: Vec<(usize, GiveUp)>,
+    pub failed_jobs: Vec<(JobId, GiveUp)>,
     /// Attempts to stop (their node left, or their job failed).
     pub stop: Vec<u64>,
 }
@@ -223,15 +228,15 @@ pub struct Success {
     /// Other attempts of the same chunk, to be stopped.
     pub stop: Vec<u64>,
     /// Its job's last chunk: the job can be merged.
-    pub job_done: Option<usize>,
+    pub job_done: Option<JobId>,
 }
 
 /// An attempt the watchdog gave up on.
 #[derive(Debug, PartialEq)]
 pub struct Stall {
     pub attempt: u64,
-    pub node: usize,
-    pub job: usize,
+    pub node: NodeId,
+    pub job: JobId,
     pub chunk: usize,
     pub seconds: f64,
     /// Abandoned for running past its hard limit (not for a lack of new
@@ -248,14 +253,15 @@ fn secs(d: Duration) -> f64 {
 }
 
 impl Scheduler {
-    pub fn new(nodes: &[NodeSpec]) -> Scheduler {
-        let mut nodes: Vec<NodeState> = nodes.iter().map(node_state).collect();
-        if let [only] = nodes.as_mut_slice() {
-            only.active = only.max_slots;
+    /// A scheduler for the cluster's nodes, by their ids.
+    pub fn new(nodes: &IdVec<NodeId, NodeSpec>) -> Scheduler {
+        let mut nodes = nodes.map(node_state);
+        if nodes.len() == 1 {
+            nodes.iter_mut().for_each(|only| only.active = only.max_slots);
         }
         Scheduler {
             chunks: Vec::new(),
-            jobs: Vec::new(),
+            jobs: BTreeMap::new(),
             pending: VecDeque::new(),
             running: Vec::new(),
             single: nodes.len() == 1,
@@ -265,12 +271,11 @@ impl Scheduler {
         }
     }
 
-    /// Add a job: `frames[i]` is chunk i's size, `done[i]` whether it is
-    /// verified already (resume), `weight` the work of one of its frames;
-    /// the nodes in `unable` cannot run it (no encoder for it). Returns the
-    /// job's number.
-    pub fn add_job(&mut self, frames: &[u64], done: &[bool], weight: f64, unable: &[usize]) -> usize {
-        let job = self.jobs.len();
+    /// Add a job, by the id its batch gave it (jobs queue in the order
+    /// they are added): `frames[i]` is chunk i's size, `done[i]` whether it
+    /// is verified already (resume), `weight` the work of one of its frames;
+    /// the nodes in `unable` cannot run it (no encoder for it).
+    pub fn add_job(&mut self, job: JobId, frames: &[u64], done: &[bool], weight: f64, unable: &[NodeId]) {
         let first = self.chunks.len();
         for (index, &f) in frames.iter().enumerate() {
             let done = done.get(index).copied().unwrap_or(false);
@@ -285,9 +290,8 @@ impl Scheduler {
         }
         let mut order: Vec<usize> = (first..self.chunks.len()).filter(|&c| !self.chunks[c].done).collect();
         order.sort_by_key(|&c| (std::cmp::Reverse(self.chunks[c].frames), c));
-        self.jobs.push(JobState { failed: false, left: order.len(), weight: weight.max(1e-9) });
+        self.jobs.insert(job, JobState { failed: false, left: order.len(), weight: weight.max(1e-9) });
         self.pending.extend(order);
-        job
     }
 
     /// No more jobs will come: slots may stop once the last one is over.
@@ -297,62 +301,58 @@ impl Scheduler {
 
     /// Whether every job is over (verified or failed) and no more will come.
     pub fn finished(&self) -> bool {
-        self.closed && self.jobs.iter().all(|j| j.failed || j.left == 0)
+        self.closed && self.jobs.values().all(|j| j.failed || j.left == 0)
     }
 
-    pub fn job_left(&self, job: usize) -> usize {
-        self.jobs[job].left
+    pub fn job_left(&self, job: JobId) -> usize {
+        self.jobs[&job].left
     }
 
-    pub fn job_failed(&self, job: usize) -> bool {
-        self.jobs[job].failed
+    pub fn job_failed(&self, job: JobId) -> bool {
+        self.jobs[&job].failed
     }
 
     pub fn live_nodes(&self) -> usize {
         self.nodes.iter().filter(|n| !n.dropped).count()
     }
 
-    pub fn is_dropped(&self, node: usize) -> bool {
+    pub fn is_dropped(&self, node: NodeId) -> bool {
         self.nodes[node].dropped
     }
 
     /// Attempts a node may run at once now.
-    pub fn active_slots(&self, node: usize) -> usize {
+    pub fn active_slots(&self, node: NodeId) -> usize {
         self.nodes[node].active
     }
 
     /// What was measured of each node (None: nothing), for the next job.
     /// Only a rate that verified chunks measured counts (progress lines are
     /// the node's word), and only a finite one in range.
-    pub fn learned(&self) -> Vec<Option<(f64, usize)>> {
-        self.nodes
-            .iter()
-            .map(|n| {
-                let rate =
-                    n.rate.filter(|r| n.rate_from_done && r.is_finite() && *r > 0.0 && *r <= MAX_RATE)?;
-                Some((rate, n.active))
-            })
-            .collect()
+    pub fn learned(&self) -> IdVec<NodeId, Option<(f64, usize)>> {
+        self.nodes.map(|n| {
+            let rate = n.rate.filter(|r| n.rate_from_done && r.is_finite() && *r > 0.0 && *r <= MAX_RATE)?;
+            Some((rate, n.active))
+        })
     }
 
     /// A chunk's work.
     fn work(&self, chunk: usize) -> f64 {
         let c = &self.chunks[chunk];
-        c.frames as f64 * self.jobs[c.job].weight
+        c.frames as f64 * self.jobs[&c.job].weight
     }
 
     /// The work of `frames` frames of a chunk's job.
     fn work_of(&self, chunk: usize, frames: u64) -> f64 {
-        frames as f64 * self.jobs[self.chunks[chunk].job].weight
+        frames as f64 * self.jobs[&self.chunks[chunk].job].weight
     }
 
-    fn running_on(&self, node: usize) -> usize {
+    fn running_on(&self, node: NodeId) -> usize {
         self.running.iter().filter(|r| r.node == node).count()
     }
 
     /// Bring the concurrency integrals of `node`'s attempts up to `now`
     /// (before one starts or ends there).
-    fn touch(&mut self, node: usize, now: Instant) {
+    fn touch(&mut self, node: NodeId, now: Instant) {
         let k = self.running_on(node) as f64;
         for r in self.running.iter_mut().filter(|r| r.node == node) {
             r.together += k * secs(now.saturating_duration_since(r.touched));
@@ -360,7 +360,7 @@ impl Scheduler {
         }
     }
 
-    fn start(&mut self, chunk: usize, node: usize, now: Instant, duplicate: bool) -> Next {
+    fn start(&mut self, chunk: usize, node: NodeId, now: Instant, duplicate: bool) -> Next {
         self.touch(node, now);
         let attempt = self.next_attempt;
         self.next_attempt += 1;
@@ -390,7 +390,7 @@ impl Scheduler {
     }
 
     /// Work for an idle slot of `node`.
-    pub fn next(&mut self, node: usize, now: Instant) -> Next {
+    pub fn next(&mut self, node: NodeId, now: Instant) -> Next {
         let st = &self.nodes[node];
         if st.dropped || self.finished() {
             return Next::Done;
@@ -417,7 +417,7 @@ impl Scheduler {
         }
     }
 
-    fn take_pending(&mut self, pos: usize, node: usize, now: Instant) -> Next {
+    fn take_pending(&mut self, pos: usize, node: NodeId, now: Instant) -> Next {
         match self.pending.remove(pos) {
             Some(chunk) => self.start(chunk, node, now, false),
             None => Next::Wait,
@@ -425,7 +425,7 @@ impl Scheduler {
     }
 
     /// The queue position of the shortest chunk `node` may run.
-    fn shortest_for(&self, node: usize) -> Option<usize> {
+    fn shortest_for(&self, node: NodeId) -> Option<usize> {
         self.pending
             .iter()
             .enumerate()
@@ -436,7 +436,7 @@ impl Scheduler {
 
     /// Queue empty: the running chunk expected to finish last, if it runs
     /// elsewhere and alone and this slot would finish it sooner.
-    fn duplicate_for(&self, node: usize, now: Instant) -> Option<usize> {
+    fn duplicate_for(&self, node: NodeId, now: Instant) -> Option<usize> {
         let mine = |c: usize| self.work(c) / self.slot_rate(node);
         self.running
             .iter()
@@ -451,9 +451,9 @@ impl Scheduler {
 
     /// Slots that may take work, as `(node, seconds until free, the asking
     /// slot)`: busy ones with their attempt's time left, idle ones at 0.
-    fn slots(&self, asker: usize, now: Instant) -> Vec<(usize, f64, bool)> {
+    fn slots(&self, asker: NodeId, now: Instant) -> Vec<(NodeId, f64, bool)> {
         let mut slots = Vec::new();
-        for (m, st) in self.nodes.iter().enumerate() {
+        for (m, st) in self.nodes.iter_ids() {
             let out = st.dropped || st.suspect_until.is_some_and(|t| now < t);
             if out && m != asker {
                 continue;
@@ -472,12 +472,12 @@ impl Scheduler {
     /// each chunk to the slot that would finish it first, ties to the
     /// asking slot) gives to it. None: every queued chunk is better left
     /// to other slots (or failed on this node).
-    fn pick(&self, node: usize, now: Instant) -> Option<usize> {
-        let rates: Vec<f64> = (0..self.nodes.len()).map(|m| self.slot_rate(m)).collect();
+    fn pick(&self, node: NodeId, now: Instant) -> Option<usize> {
+        let rates = self.nodes.map_ids(|m, _| self.slot_rate(m));
         let mut slots = self.slots(node, now);
         for (pos, &c) in self.pending.iter().enumerate() {
             let work = self.work(c);
-            let finish = |&(m, free, asker): &(usize, f64, bool)| {
+            let finish = |&(m, free, asker): &(NodeId, f64, bool)| {
                 let t = free + work / rates[m];
                 // Ties go to the asking slot: it is free now.
                 if asker {
@@ -502,7 +502,7 @@ impl Scheduler {
     /// Frames per second of one slot of `node`: measured or remembered,
     /// else its guess scaled by what the measured nodes do per unit of
     /// guess.
-    fn slot_rate(&self, node: usize) -> f64 {
+    fn slot_rate(&self, node: NodeId) -> f64 {
         let st = &self.nodes[node];
         if let Some(r) = st.rate {
             return r;
@@ -586,15 +586,15 @@ impl Scheduler {
             None => {}
         }
         let c = &mut self.chunks[r.chunk];
-        if c.done || self.jobs[c.job].failed {
+        let Some(j) = self.jobs.get_mut(&c.job).filter(|j| !c.done && !j.failed) else {
             return Success::default();
-        }
+        };
         c.done = true;
-        let job = c.job;
-        self.jobs[job].left -= 1;
+        j.left -= 1;
+        let job_done = (j.left == 0).then_some(c.job);
         self.pending.retain(|&p| p != r.chunk);
         let stop = self.running.iter().filter(|o| o.chunk == r.chunk).map(|o| o.attempt).collect();
-        Success { won: true, stop, job_done: (self.jobs[job].left == 0).then_some(job) }
+        Success { won: true, stop, job_done }
     }
 
     /// An attempt stopped (its twin won, or the job is stopping).
@@ -609,7 +609,7 @@ impl Scheduler {
     fn requeue(&mut self, chunk: usize) {
         let c = &self.chunks[chunk];
         if !c.done
-            && !self.jobs[c.job].failed
+            && !self.jobs[&c.job].failed
             && !self.pending.contains(&chunk)
             && !self.running.iter().any(|o| o.chunk == chunk)
         {
@@ -647,13 +647,13 @@ impl Scheduler {
     }
 
     /// Take a node out of the batch; its attempts to stop.
-    fn drop_node(&mut self, node: usize) -> Vec<u64> {
+    fn drop_node(&mut self, node: NodeId) -> Vec<u64> {
         self.nodes[node].dropped = true;
         self.running.iter().filter(|r| r.node == node).map(|r| r.attempt).collect()
     }
 
     /// A job that cannot finish: its queued chunks go, its attempts stop.
-    fn fail_job(&mut self, job: usize, why: GiveUp, after: &mut AfterFailure) {
+    fn fail_job(&mut self, job: JobId, why: GiveUp, after: &mut AfterFailure) {
         if self.end_job(job, &mut after.stop) {
             after.failed_jobs.push((job, why));
         }
@@ -661,11 +661,11 @@ impl Scheduler {
 
     /// End a job that is still open: its queued chunks go, its attempts go
     /// into `stop`. False: it had ended already.
-    fn end_job(&mut self, job: usize, stop: &mut Vec<u64>) -> bool {
-        if self.jobs[job].failed || self.jobs[job].left == 0 {
+    fn end_job(&mut self, job: JobId, stop: &mut Vec<u64>) -> bool {
+        let Some(j) = self.jobs.get_mut(&job).filter(|j| !j.failed && j.left > 0) else {
             return false;
-        }
-        self.jobs[job].failed = true;
+        };
+        j.failed = true;
         self.pending.retain(|&c| self.chunks[c].job != job);
         stop.extend(self.running.iter().filter(|r| self.chunks[r.chunk].job == job).map(|r| r.attempt));
         true
@@ -673,7 +673,7 @@ impl Scheduler {
 
     /// Give up a job from outside (its side streams failed, say: the
     /// caller knows why); the attempts to stop.
-    pub fn abandon_job(&mut self, job: usize) -> Vec<u64> {
+    pub fn abandon_job(&mut self, job: JobId) -> Vec<u64> {
         let mut stop = Vec::new();
         self.end_job(job, &mut stop);
         stop
@@ -682,9 +682,9 @@ impl Scheduler {
     /// Jobs no live node can finish: none left at all, or a queued chunk
     /// that failed on every node still in.
     fn fail_hopeless(&mut self, after: &mut AfterFailure) {
-        let live: Vec<usize> = (0..self.nodes.len()).filter(|&n| !self.nodes[n].dropped).collect();
-        let open: Vec<usize> =
-            (0..self.jobs.len()).filter(|&j| !self.jobs[j].failed && self.jobs[j].left > 0).collect();
+        let live: Vec<NodeId> = self.nodes.iter_ids().filter(|(_, n)| !n.dropped).map(|(id, _)| id).collect();
+        let open: Vec<JobId> =
+            self.jobs.iter().filter(|(_, j)| !j.failed && j.left > 0).map(|(&id, _)| id).collect();
         for job in open {
             if live.is_empty() {
                 self.fail_job(job, GiveUp::NoNode, after);

@@ -17,19 +17,14 @@ use crate::remote::slurm::query::{self, SlurmNode};
 use crate::remote::{Local, Node, Slurm};
 
 use super::{slots_and_threads, Cluster, ConnectError};
-use crate::transcode::dispatch::WorkerNode;
+use crate::transcode::worker::{Worker, Workers};
 
 /// The partition's usable nodes; those Slurm has down or drained are left
 /// out with a warning, and so is everything when Slurm cannot be asked.
 pub async fn connect(inv: &Inventory, spec: &SlurmSpec) -> Cluster {
     let shared_dir = inv.shared_dir();
-    let mut cluster = Cluster {
-        description: String::new(),
-        nodes: Vec::new(),
-        facts: Vec::new(),
-        warnings: Vec::new(),
-        shared_dir,
-    };
+    let mut cluster =
+        Cluster { description: String::new(), workers: Workers::new(), warnings: Vec::new(), shared_dir };
     let found = match look(spec).await {
         Ok(found) => found,
         Err(why) => {
@@ -48,7 +43,8 @@ pub async fn connect(inv: &Inventory, spec: &SlurmSpec) -> Cluster {
         }
         // As over SSH, at most 8 slots a node (each an srun on this
         // machine), a big node's CPUs shared among them (--cpus-per-task).
-        let (slots, threads) = slots_and_threads(None, n.cpus, true);
+        let slots = slots_and_threads(None, n.cpus, true);
+        let threads = slots.1;
         let transport = Node::Slurm(Slurm::new(n.name.clone(), spec.clone(), threads));
         let arch = arches.iter().find(|(name, _)| *name == n.name).map(|(_, a)| a.clone());
         let node_facts = Facts {
@@ -58,16 +54,8 @@ pub async fn connect(inv: &Inventory, spec: &SlurmSpec) -> Cluster {
             arch: arch.unwrap_or_else(|| facts.arch.clone()),
             ..facts.clone()
         };
-        cluster.nodes.push(WorkerNode {
-            key: format!("{}@slurm:{}", n.name, spec.partition),
-            name: n.name,
-            transport: Arc::new(transport),
-            slots,
-            threads: Some(threads),
-            capacity: node_facts.capacity(),
-            known: None,
-        });
-        cluster.facts.push(node_facts);
+        let key = format!("{}@slurm:{}", n.name, spec.partition);
+        cluster.workers.push(Worker::new(n.name, key, Arc::new(transport), node_facts, slots));
     }
     cluster.description = describe(inv, &spec, &cluster);
     cluster
@@ -88,7 +76,7 @@ async fn look(spec: &SlurmSpec) -> Result<(Vec<SlurmNode>, Facts), ConnectError>
 
 fn describe(inv: &Inventory, spec: &SlurmSpec, c: &Cluster) -> String {
     let names: Vec<String> = c
-        .nodes
+        .workers
         .iter()
         .map(|n| format!("{} ({} slot{})", n.name, n.slots, if n.slots == 1 { "" } else { "s" }))
         .collect();
