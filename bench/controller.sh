@@ -198,7 +198,7 @@ main() {
     n=$(awk -F'\t' -v r="$row" 'NR>1 && $1==r' "$TSV" | wc -l)
     ok=$(awk -F'\t' -v r="$row" 'NR>1 && $1==r && $7==0 && $8==$9' "$TSV" | wc -l)
     printf '| %s | %s | %s | **%s** (%s) | %s/%s |\n' "${row%%-*}" "${row##*-}" "$c" \
-      "$(median <<<"$q")" "$(echo $q)" "$ok" "$n"
+      "$(median <<<"$q")" "$(tr "\n" " " <<<"$q")" "$ok" "$n"
   done
   if [ "$PROFILE" = 1 ]; then
     echo
