@@ -25,6 +25,7 @@ pub mod render;
 pub mod report;
 pub mod script;
 pub mod select;
+pub mod slurm;
 pub mod state;
 
 #[cfg(test)]
@@ -206,6 +207,8 @@ fn node_playbooks<'a>(pbs: &'a BTreeMap<String, Playbook>, node: &Node) -> Vec<&
             files.push(playbook::role_file(role));
         }
     }
+    // Slurm's daemons (its tasks apply with `cluster.engine: slurm` only).
+    files.push("slurm.yaml");
     files.iter().filter_map(|f| pbs.get(*f)).collect()
 }
 
@@ -353,10 +356,22 @@ pub async fn play_cluster<T: Transport + 'static>(
     let addrs =
         context::addresses(inventory, || local_peer(inventory).as_deref().and_then(local_source_address));
     let key_plan = KeyPlan { pubkey: &pubkey, wanted: wants_keys, from: &controller_address_toward };
-    let jobs: BTreeMap<String, NodeJob> = build_jobs(inventory, &selected, &pbs, &opts, &key_plan, &addrs)?
-        .into_iter()
-        .map(|j| (j.name.clone(), j))
-        .collect();
+    let mut jobs: BTreeMap<String, NodeJob> =
+        build_jobs(inventory, &selected, &pbs, &opts, &key_plan, &addrs)?
+            .into_iter()
+            .map(|j| (j.name.clone(), j))
+            .collect();
+    let wants_slurm = opts.only.is_empty() || opts.only.iter().any(|s| s == "slurm");
+    if wants_slurm {
+        if let Some(p) = slurm::prepare(inventory, &nodes, &addrs, opts.check, opts.timeout).await {
+            p.events.into_iter().filter(|e| names.contains(&e.node)).for_each(|e| reporter.task(e));
+            for j in jobs.values_mut() {
+                if let Json::Object(m) = &mut j.ctx {
+                    m.insert("slurm".into(), p.ctx.clone());
+                }
+            }
+        }
+    }
 
     // Compute nodes mount the storage node's exports: they wait for its play
     // (`meta: wait_for_storage`) when it is part of this run.

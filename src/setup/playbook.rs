@@ -25,7 +25,7 @@ use crate::inventory::Role;
 
 /// The steps of the built-in playbooks, selectable with `--only`. Playbooks
 /// may add their own.
-pub const STEPS: &[&str] = &["apt-sources", "packages", "ssh-keys", "exports", "mounts"];
+pub const STEPS: &[&str] = &["apt-sources", "packages", "ssh-keys", "exports", "mounts", "slurm"];
 
 /// The module names a task may use.
 pub const MODULES: &[&str] =

@@ -24,6 +24,9 @@ pub enum Probe {
     User(String),
     /// `systemctl is-active` / `is-enabled` (only when systemd runs).
     Service(String),
+    /// Whether the pid in this pidfile is a live process (for daemons
+    /// started without systemd).
+    Daemon(String),
 }
 
 /// Files larger than this are compared by size only (and rewritten).
@@ -86,6 +89,8 @@ pub struct NodeState {
     /// User name → entry (`None`: no such user).
     pub users: BTreeMap<String, Option<UserEntry>>,
     pub services: BTreeMap<String, ServiceState>,
+    /// Pidfile → whether its process lives.
+    pub daemons: BTreeMap<String, bool>,
     /// Installed packages (`None`: no dpkg on the node).
     pub packages: Option<BTreeSet<String>>,
     pub mounts: Vec<MountEntry>,
@@ -100,6 +105,7 @@ impl NodeState {
             Probe::File(p) => self.files.contains_key(p),
             Probe::User(u) => self.users.contains_key(u),
             Probe::Service(s) => !self.systemd || self.services.contains_key(s),
+            Probe::Daemon(p) => self.daemons.contains_key(p),
         }
     }
 
@@ -121,6 +127,7 @@ impl NodeState {
         self.files.extend(other.files);
         self.users.extend(other.users);
         self.services.extend(other.services);
+        self.daemons.extend(other.daemons);
     }
 }
 
@@ -170,6 +177,7 @@ pub fn probe_script(probes: &[Probe], with_facts: bool) -> String {
             Probe::File(path) => ("pf", path),
             Probe::User(u) => ("pu", u),
             Probe::Service(name) => ("psv", name),
+            Probe::Daemon(pidfile) => ("pdm", pidfile),
         };
         s.push_str(f);
         s.push(' ');
@@ -236,6 +244,9 @@ pub fn parse_probe_output(out: &str) -> Result<(Option<Facts>, NodeState), State
                     b64_text(s, n)?,
                     ServiceState { active: *active == "active", enabled: *enabled == "enabled" },
                 );
+            }
+            ["L", p, alive] => {
+                st.daemons.insert(b64_text(p, n)?, *alive == "1");
             }
             ["P", v] => st.packages = Some(parse_dpkg(&b64_text(v, n)?)),
             ["K", v] => st.mounts = parse_mounts(&b64_text(v, n)?),
