@@ -246,6 +246,43 @@ mod tests {
         assert_eq!(ctx["munge_key"], json!("a2V5"));
     }
 
+    /// slurm.conf as the embedded template renders it for `ctx`.
+    fn conf(slurm: Json) -> Result<String, String> {
+        use crate::setup::{assets::Assets, context, render::Renderer};
+        let inv = inventory(vec![node("ctl", "local", &[Role::Controller])]);
+        let r = Renderer::new(&Assets::embedded().templates).unwrap();
+        let mut vars = serde_json::Map::new();
+        for (k, v) in [("slurm_cluster", "dffmpeg"), ("slurmctld_port", "6817"), ("slurmd_port", "6818")] {
+            vars.insert(k.into(), json!(v));
+        }
+        let mut ctx = context::base(&inv, &inv.nodes[0], "pi", true, "", &Addresses::new(), &vars);
+        ctx["slurm"] = slurm;
+        r.template("slurm.conf.j2", &ctx).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn slurm_conf_lists_every_node_or_refuses() {
+        let ctl = json!({"name": "ctl", "hostname": "ctl", "address": "198.18.5.10"});
+        let nodes = json!([
+            {"name": "a", "hostname": "pi-a", "address": "198.18.5.11", "cpus": 4, "mem_mb": 926},
+            {"name": "b", "hostname": "nuc", "address": "198.18.5.12", "cpus": 8, "mem_mb": null},
+        ]);
+        let ok =
+            json!({"partition": "video", "controller": ctl, "nodes": nodes, "missing": [], "munge_key": "k"});
+        let text = conf(ok.clone()).unwrap();
+        assert!(text.contains("SlurmctldHost=ctl(198.18.5.10)\n"), "{text}");
+        assert!(text.contains("\nNodeName=pi-a NodeAddr=198.18.5.11 CPUs=4 RealMemory=926 State=UNKNOWN\n"));
+        assert!(text.contains("\nNodeName=nuc NodeAddr=198.18.5.12 CPUs=8 State=UNKNOWN\n"), "{text}");
+        assert!(text.contains("\nPartitionName=video Nodes=pi-a,nuc Default=YES"), "{text}");
+        let mut missing = ok.clone();
+        missing["missing"] = json!(["c"]);
+        let e = conf(missing).unwrap_err();
+        assert!(e.contains("no facts of c") && e.contains("--limit"), "{e}");
+        let mut none = ok;
+        none["nodes"] = json!([]);
+        assert!(conf(none).unwrap_err().contains("at least one compute node"));
+    }
+
     #[test]
     fn key_output() {
         assert_eq!(parse_key_output("OLD\nKEY\nAAAA\n", Some(0), ""), Ok(("AAAA".into(), false)));
