@@ -199,16 +199,18 @@ pub fn load_playbooks(assets: &Assets) -> anyhow::Result<BTreeMap<String, Playbo
         .collect()
 }
 
-/// The playbooks that apply to `node`, in order.
-fn node_playbooks<'a>(pbs: &'a BTreeMap<String, Playbook>, node: &Node) -> Vec<&'a Playbook> {
+/// The playbooks that apply to `node`, in order (`slurm.yaml` only with
+/// `cluster.engine: slurm`: no page of skipped Slurm tasks otherwise).
+fn node_playbooks<'a>(pbs: &'a BTreeMap<String, Playbook>, node: &Node, slurm: bool) -> Vec<&'a Playbook> {
     let mut files = vec!["common.yaml"];
     for role in [Role::Controller, Role::Storage, Role::Compute] {
         if node.has(role) {
             files.push(playbook::role_file(role));
         }
     }
-    // Slurm's daemons (its tasks apply with `cluster.engine: slurm` only).
-    files.push("slurm.yaml");
+    if slurm {
+        files.push("slurm.yaml");
+    }
     files.iter().filter_map(|f| pbs.get(*f)).collect()
 }
 
@@ -266,7 +268,8 @@ pub fn build_jobs(
 ) -> Result<Vec<NodeJob>, Failure> {
     let mut jobs = Vec::new();
     for node in selected {
-        let books = node_playbooks(pbs, node);
+        let slurm = matches!(inventory.cluster.engine, crate::inventory::Engine::Slurm(_));
+        let books = node_playbooks(pbs, node, slurm);
         let mut vars = Map::new();
         for b in &books {
             vars.extend(b.vars.clone());
