@@ -104,8 +104,7 @@ setup_lab() {
   slurmctld -D -f "$SLURM_CONF" >"$WORK/slurm/log/slurmctld.console" 2>&1 &
   PIDS+=($!)
   for h in "${HOSTS[@]}"; do start_slurmd "$h"; done
-  local i
-  for i in $(seq 300); do
+  for _ in $(seq 300); do
     [ "$(sinfo --noheader --Node --format='%t' 2>/dev/null | grep -c '^idle')" = "${#HOSTS[@]}" ] && return
     sleep 0.2
   done
