@@ -22,14 +22,15 @@
 #   wall       dffmpeg transcode -I INVENTORY --json --fresh (speed memory cleared)
 #   efficiency baseline ÷ (wall × CPUs of the hosts); baseline = one plain
 #              ffmpeg on n1 (1 host's CPU), before and after
-#   to-frame   per chunk attempt, from dffmpeg's --json events: time from
-#              `chunk_start` (dffmpeg hands the chunk to the node) to its first
-#              `chunk_progress` (the encoder has read its first frames);
-#              median over the attempts. The difference between the engines is
-#              what Slurm adds per chunk (submission, scheduling, step launch).
+#   slots      dffmpeg's slots (batch_start): over SSH it counts the cores a
+#              host shows (the hidden quota does not show), on Slurm the CPUs
+#              slurm.conf declares
+#   queue      from Slurm's job records (jobcomp): dffmpeg's jobs, and the
+#              longest wait from submission to start (1 s resolution)
 #   empty job  median of PROBES runs of `srun -w n1 true` (submission to its
 #              end) against `ssh n1 true` over a live multiplexed connection
-#              (what dffmpeg's SSH engine pays per chunk to start a process).
+#              (what dffmpeg's SSH engine pays per chunk to start a process):
+#              the difference is what Slurm adds per chunk.
 #
 # Environment:
 #   QUICK=1         DURATION=20 REPS=1 PROBES=5
@@ -160,7 +161,8 @@ EOF
 
 start_slurmd() { # in the host, inside its CPU quota (the jobs it starts too)
   local h=$1 cg=/sys/fs/cgroup/cpu/$LAB_NS-$1
-  "$LAB_SH" exec "$h" sh -c 'mkdir -p /sys/fs/cgroup/systemd /tmp/slurmd
+  "$LAB_SH" exec "$h" sh -c 'mountpoint -q /sys/fs/cgroup || mount -t tmpfs cgroup_stub /sys/fs/cgroup
+    mkdir -p /sys/fs/cgroup/systemd /tmp/slurmd
     mountpoint -q /sys/fs/cgroup/systemd || mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd'
   sh -c "echo \$\$ > $cg/cgroup.procs; exec $LAB_SH exec $h slurmd -D -f $SLURM_CONF -N $h" \
     >"$WORK/slurm/log/slurmd-$h.console" 2>&1 &
@@ -208,13 +210,8 @@ plain_on_n1() {
     "root@${IP[n1]}" "ffmpeg -nostdin -loglevel error -y -i $(printf %q "$CLIP") $ARGS $(printf %q "$1")"
 }
 
-# Median seconds from chunk_start to the attempt's first chunk_progress.
-to_frame() { # events file
-  awk '{ t=$1; sub(/^[^ ]+ /, "") }
-    /"event":"chunk_start"/ { match($0, /"attempt":[0-9]+/); a=substr($0, RSTART+10, RLENGTH-10); s[a]=t }
-    /"event":"chunk_progress"/ { match($0, /"attempt":[0-9]+/); a=substr($0, RSTART+10, RLENGTH-10)
-      if ((a in s) && !(a in seen)) { seen[a]=1; print t-s[a] } }' "$1" | median
-}
+# dffmpeg's slots for the run (its batch_start event).
+slots_of() { sed -n '/"event":"batch_start"/{s/.*\],"slots":\([0-9]*\).*/\1/p;q}' "$1"; }
 
 one() { # what rep
   local out=$SHARED/out-$1-$2.mp4 r wall cpu others rc n
@@ -227,10 +224,10 @@ one() { # what rep
   esac
   read -r wall cpu others rc <<<"$r"
   n=0; [ "$rc" = 0 ] && n=$(frames "$out")
-  local tf=""
-  [ "$1" != baseline ] && tf=$(to_frame "$WORK/events-$1-$2.jsonl")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$wall" "$others" "$rc" "$n" "$tf" >>"$TSV"
-  log "  $(printf '%-8s' "$1") rep $2: ${wall}s rc $rc frames $n/$IN_FRAMES (others ${others}s CPU)${tf:+, to first frame ${tf}s median}"
+  local sl=""
+  [ "$1" != baseline ] && sl=$(slots_of "$WORK/events-$1-$2.jsonl")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$wall" "$others" "$rc" "$n" "$sl" >>"$TSV"
+  log "  $(printf '%-8s' "$1") rep $2: ${wall}s rc $rc frames $n/$IN_FRAMES (others ${others}s CPU)${sl:+, $sl slots}"
 }
 
 probes() { # median seconds of an empty job, srun vs ssh (multiplexed)
@@ -250,7 +247,7 @@ main() {
   mkdir -p "$WORK"
   : >"$RUN_LOG"
   rm -f "$WORK/probe-srun" "$WORK/probe-ssh"
-  printf 'what\trep\twall_s\tothers_cpu_s\trc\tframes\tto_frame_s\n' >"$TSV"
+  printf 'what\trep\twall_s\tothers_cpu_s\trc\tframes\tslots\n' >"$TSV"
   CLIP=$SHARED/clip-${DURATION}s.mp4
   setup_lab
   make_clip "$CLIP" "$DURATION"
@@ -272,18 +269,24 @@ report() {
   echo "Same clip ($DURATION s 720p, $ARGS), ${#HOSTS[@]} hosts × $NODE_CPU CPU (quota hidden); $(nproc) cores, shared machine."
   echo "Baseline: one plain ffmpeg on n1 (1 host CPU): ${base} s."
   echo
-  echo "| engine | wall (median of $REPS) | speedup | efficiency (÷ $CPUS CPUs) | chunk_start → first frame (median) | frames |"
+  echo "| engine | slots | wall (median of $REPS) | speedup | efficiency (÷ $CPUS CPUs) | frames |"
   echo "|---|---|---|---|---|---|"
   for e in ssh slurm; do
-    local w f tf
+    local w f sl
     w=$(awk -F'\t' -v e="$e" '$1==e && $5==0 {print $3}' "$TSV" | median)
-    tf=$(awk -F'\t' -v e="$e" '$1==e && $5==0 && $7!="" {print $7}' "$TSV" | median)
+    sl=$(awk -F'\t' -v e="$e" '$1==e {print $7}' "$TSV" | sort -u | tr '\n' ' ')
     f=$(awk -F'\t' -v e="$e" '$1==e {print $6}' "$TSV" | sort -u | tr '\n' ' ')
-    echo "| $e | ${w} s | $(ratio "$base" "$w")× | $(awk -v b="$base" -v w="$w" -v c="$CPUS" 'BEGIN{ if (w>0) printf "%.0f %%", 100*b/(w*c); else print "n/a"}') | ${tf} s | $f/ $IN_FRAMES |"
+    echo "| $e | $sl| ${w} s | $(ratio "$base" "$w")× | $(awk -v b="$base" -v w="$w" -v c="$CPUS" 'BEGIN{ if (w>0) printf "%.0f %%", 100*b/(w*c); else print "n/a"}') | $f/ $IN_FRAMES |"
   done
   p_srun=$(median <"$WORK/probe-srun"); p_ssh=$(median <"$WORK/probe-ssh")
   echo
   echo "Empty job, median of $PROBES: \`srun -w n1 true\` ${p_srun} s; \`ssh n1 true\` over a live master ${p_ssh} s."
+  awk '/Name=dffmpeg-/ { n++; for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+      cmd = "date -d " v["SubmitTime"] " +%s"; cmd | getline sub_t; close(cmd)
+      cmd = "date -d " v["StartTime"] " +%s"; cmd | getline start_t; close(cmd)
+      w = start_t - sub_t; if (w > max) max = w }
+    END { printf "Slurm records %d dffmpeg jobs (one per chunk attempt); longest wait from submission to start: %d s (1 s resolution).\n", n, max }' \
+    "$WORK/slurm/log/jobcomp.txt"
   echo "Raw: $TSV, events $WORK/events-*.jsonl, Slurm's job records $WORK/slurm/log/jobcomp.txt."
 }
 
