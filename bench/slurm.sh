@@ -41,6 +41,7 @@
 #   LAB_DIR=/var/tmp/dlab-slbench LAB_BR=br-dlslb LAB_NET=198.18.52 LAB_NS=dlslb
 #   SLURM_PORT=17500  slurmctld's port (slurmd: the next one)
 #   IDLE_WAIT=30    seconds to wait for a quiet machine before each run
+#   REPORT_ONLY=1   no runs: the table again from $WORK's last results
 set -uo pipefail
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=bench/lib.sh
@@ -244,6 +245,10 @@ probes() { # median seconds of an empty job, srun vs ssh (multiplexed)
 }
 
 main() {
+  if [ "${REPORT_ONLY:-0}" = 1 ]; then
+    CLIP=$SHARED/clip-${DURATION}s.mp4; IN_FRAMES=$(frames "$CLIP")
+    trap - EXIT; report; return
+  fi
   mkdir -p "$WORK"
   : >"$RUN_LOG"
   rm -f "$WORK/probe-srun" "$WORK/probe-ssh"
