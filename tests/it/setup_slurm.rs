@@ -151,8 +151,14 @@ fn setup_brings_up_slurm_and_a_new_node_joins() {
     let machine_key = machine_key_sum();
     let n1_before = s.key("n1").0;
 
-    // 1. First bring-up of the controller and n1, the password asked once.
+    // 0. Check mode on the stock hosts (n1 has no key of dffmpeg's yet):
+    //    the controller would make its munge key; nothing is made.
     s.write_inventory(&["ctl", "n1"]);
+    let dry = s.setup("--check --diff");
+    assert!(dry.stdout.contains("changed: [ctl] munge key /etc/munge/munge.key (create"), "{dry}");
+    s.ctl().exec_ok(&format!("test ! -e {KEY} && test ! -e {CONF}"));
+
+    // 1. First bring-up of the controller and n1, the password asked once.
     let first = s.setup_ask_pass();
     let changed = first.assert_clean(&["ctl", "n1"]);
     assert!(changed.iter().all(|&n| n > 0), "{first}");
@@ -181,6 +187,17 @@ fn setup_brings_up_slurm_and_a_new_node_joins() {
     assert!(again.stdout.contains("ok: [ctl] munge key /etc/munge/munge.key"), "{again}");
     assert_eq!([pid("ctl", "/run/slurmctld.pid"), pid("n1", "/run/slurmd.pid")], pids);
     assert_eq!(s.key("ctl").0, ctl_key);
+
+    // --limit leaving the controller out: no facts of it, so n1's
+    //    slurm.conf is refused, saying why, and nothing changes.
+    let limited = s.setup("--limit n1");
+    assert_eq!(limited.code, 1, "{limited}");
+    assert!(limited.stdout.contains("failed: [n1] slurm.conf"), "{limited}");
+    assert!(
+        limited.stdout.contains("this run has no facts of ctl (unreachable, or left out by --limit)"),
+        "{limited}"
+    );
+    assert_eq!(s.key("n1").0, ctl_key);
 
     // 3. Drift of n1's key: --check --diff says it would change, never shows it.
     let n1 = s.lab.host("n1");
