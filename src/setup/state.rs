@@ -437,12 +437,21 @@ mod tests {
         let f = dir.path().join("it's here");
         std::fs::write(&f, b"content\n").unwrap();
         let missing = dir.path().join("nope");
-        let probes = vec![
+        // Pidfiles: this very process (alive), a dead pid, garbage.
+        let (alive, dead, junk) =
+            (dir.path().join("a.pid"), dir.path().join("d.pid"), dir.path().join("j.pid"));
+        std::fs::write(&alive, format!("{}\n", std::process::id())).unwrap();
+        std::fs::write(&dead, "2147483646\n").unwrap();
+        std::fs::write(&junk, "1; echo pwned\n").unwrap();
+        let pidfiles: Vec<String> =
+            [&alive, &dead, &junk, &missing].iter().map(|p| p.display().to_string()).collect();
+        let mut probes = vec![
             Probe::File(f.display().to_string()),
             Probe::File(missing.display().to_string()),
             Probe::File(dir.path().display().to_string()),
             Probe::User("root".into()),
         ];
+        probes.extend(pidfiles.iter().map(|p| Probe::Daemon(p.clone())));
         let script = probe_script(&probes, true);
         let mut child = std::process::Command::new("sh")
             .arg("-s")
@@ -466,5 +475,7 @@ mod tests {
         assert_eq!(st.user("root").unwrap().uid, 0);
         assert!(!st.groups.is_empty());
         assert!(!st.mounts.is_empty());
+        let running: Vec<bool> = pidfiles.iter().map(|p| st.daemons[p]).collect();
+        assert_eq!(running, [true, false, false, false]);
     }
 }
