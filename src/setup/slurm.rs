@@ -133,13 +133,13 @@ pub async fn prepare<T: Transport>(
     timeout: Duration,
 ) -> Option<Prepared> {
     let Engine::Slurm(spec) = &inv.cluster.engine else { return None };
-    let mut facts = Vec::new();
-    for n in inv.nodes.iter().filter(|n| in_slurm(n)) {
-        let Some((_, Ok(t))) = conns.iter().find(|(name, _)| *name == n.name) else { continue };
-        if let Ok(f) = crate::facts::gather(t, None).await {
-            facts.push((n.name.clone(), f));
-        }
-    }
+    // All nodes at once: one facts round trip each.
+    let reads = inv.nodes.iter().filter(|n| in_slurm(n)).filter_map(|n| {
+        let (_, conn) = conns.iter().find(|(name, _)| *name == n.name)?;
+        let t = conn.as_ref().ok()?;
+        Some(async move { crate::facts::gather(t, None).await.ok().map(|f| (n.name.clone(), f)) })
+    });
+    let facts: Vec<(String, Facts)> = join_all(reads.collect()).await.into_iter().flatten().collect();
     let mut events = Vec::new();
     let key = match controller_key(inv, conns, check, timeout).await {
         Some((node, Ok((key, created)))) => {
@@ -154,6 +154,29 @@ pub async fn prepare<T: Transport>(
     };
     let ctx = context(inv, &spec.partition, &facts, addrs, key.as_deref());
     Some(Prepared { ctx, events })
+}
+
+/// Runs the futures concurrently (on this task); their outputs in order.
+async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
+    use std::task::Poll;
+    let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futs.iter_mut().zip(out.iter_mut()).filter(|(_, o)| o.is_none()) {
+            match f.as_mut().poll(cx) {
+                Poll::Ready(v) => *o = Some(v),
+                Poll::Pending => pending = true,
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
 }
 
 fn key_event(node: &str, created: bool, error: Option<String>) -> TaskEvent {
@@ -281,6 +304,22 @@ mod tests {
         let mut none = ok;
         none["nodes"] = json!([]);
         assert!(conf(none).unwrap_err().contains("at least one compute node"));
+    }
+
+    #[tokio::test]
+    async fn join_all_runs_them_together_and_keeps_the_order() {
+        // Each waits for the other at a barrier: one after the other would
+        // never end (the timeout is only a safety net).
+        let barrier = tokio::sync::Barrier::new(2);
+        let meet = |v: u32| {
+            let b = &barrier;
+            async move {
+                b.wait().await;
+                v
+            }
+        };
+        let both = tokio::time::timeout(std::time::Duration::from_secs(30), join_all(vec![meet(1), meet(2)]));
+        assert_eq!(both.await.expect("both ran at once"), [1, 2]);
     }
 
     #[test]
