@@ -59,6 +59,13 @@ pub struct ConnectArgs {
     pub strict_host_keys: bool,
 }
 
+impl ConnectArgs {
+    /// The connection options these flags ask for.
+    pub fn options(&self) -> Result<crate::remote::ConnectOptions, crate::remote::SshError> {
+        crate::remote::ConnectOptions::new(self.strict_host_keys)
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct LogArgs {
     /// More detail: every chunk's start and end (also above the progress
@@ -223,6 +230,18 @@ pub struct FactsArgs {
     pub json: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
+}
+
+impl From<FactsArgs> for crate::facts::command::Request {
+    fn from(a: FactsArgs) -> Self {
+        let strict_host_keys = a.connect.strict_host_keys;
+        crate::facts::command::Request {
+            inventory: a.inventory,
+            encoder: a.encoder,
+            json: a.json,
+            strict_host_keys,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]

@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Transcode(args) => dffmpeg::transcode::run(args).await,
             Command::Setup(args) => dffmpeg::setup::run(args).await,
-            Command::Facts(args) => dffmpeg::facts::run(args).await,
+            Command::Facts(args) => dffmpeg::facts::run(args.into()).await,
             Command::Status(args) => dffmpeg::status::run(args),
             Command::Completions(_) | Command::Manpages(_) => Ok(()),
         }

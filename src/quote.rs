@@ -22,6 +22,24 @@ pub fn join<S: AsRef<str>>(argv: &[S]) -> String {
     argv.iter().map(|w| quote(w.as_ref())).collect::<Vec<_>>().join(" ")
 }
 
+/// One word for a systemd unit's command line: in double quotes, with
+/// `\`, `"`, `%` (specifiers), `$` (variables) and newlines escaped.
+pub fn systemd(word: &str) -> String {
+    let mut q = String::from("\"");
+    for c in word.chars() {
+        match c {
+            '\\' => q.push_str("\\\\"),
+            '"' => q.push_str("\\\""),
+            '%' => q.push_str("%%"),
+            '$' => q.push_str("$$"),
+            '\n' => q.push_str("\\n"),
+            c => q.push(c),
+        }
+    }
+    q.push('"');
+    q
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,14 +1,26 @@
 //! `dffmpeg facts INVENTORY`: every node's facts, as a table or JSON lines.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::{gather, Facts};
-use crate::cli::FactsArgs;
 use crate::exit::{failed, usage, Failure, Outcome};
 use crate::inventory::Inventory;
 use crate::remote::{self, hostkeys, ConnectOptions};
+
+/// What `dffmpeg facts` is asked (from its command line).
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub inventory: PathBuf,
+    /// Check whether this encoder exists on each node.
+    pub encoder: Option<String>,
+    /// One JSON object per node.
+    pub json: bool,
+    /// Refuse hosts whose key is not yet known.
+    pub strict_host_keys: bool,
+}
 
 /// One node's line of `dffmpeg facts`.
 #[derive(Debug, Serialize)]
@@ -28,7 +40,7 @@ struct Report {
 
 /// `dffmpeg facts INVENTORY`. SIGINT or SIGTERM stops it: the work is
 /// dropped, every SSH master closed, exit 1 saying so.
-pub async fn run(args: FactsArgs) -> Outcome {
+pub async fn run(args: Request) -> Outcome {
     let mut work = Box::pin(run_to_end(args));
     let signal = tokio::select! {
         r = &mut work => return r,
@@ -39,9 +51,9 @@ pub async fn run(args: FactsArgs) -> Outcome {
     Err(failed(anyhow::anyhow!("interrupted by {signal}: facts stopped and its SSH connections are closed")))
 }
 
-async fn run_to_end(args: FactsArgs) -> Outcome {
+async fn run_to_end(args: Request) -> Outcome {
     let inventory = Inventory::load(&args.inventory).map_err(usage)?;
-    let opts = ConnectOptions::from_args(&args.connect).map_err(failed)?;
+    let opts = ConnectOptions::new(args.strict_host_keys).map_err(failed)?;
     let reports = collect(&inventory, &opts, args.encoder.as_deref()).await;
     if args.json {
         for r in &reports {

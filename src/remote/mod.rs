@@ -63,9 +63,18 @@ pub trait Transport: Send + Sync {
 
     /// Whether the node takes work now, checked before each attempt; why
     /// not. A node its scheduler marks down or drained (Slurm) is lost.
-    fn ready(&self) -> impl std::future::Future<Output = Result<(), String>> + Send {
+    fn ready(&self) -> impl std::future::Future<Output = Result<(), NotReady>> + Send {
         async { Ok(()) }
     }
+}
+
+/// Why a node takes no work now (see [`Transport::ready`]): it is lost.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum NotReady {
+    #[error("Slurm reports node {node} as {state}: it takes no more work")]
+    Drained { node: String, state: String },
+    #[error("node {node} is no longer in Slurm partition {partition}")]
+    Gone { node: String, partition: String },
 }
 
 pub const PID_PREFIX: &str = "dffmpeg-pid ";
@@ -209,7 +218,7 @@ impl Transport for Node {
         }
     }
 
-    async fn ready(&self) -> Result<(), String> {
+    async fn ready(&self) -> Result<(), NotReady> {
         match self {
             Node::Slurm(s) => s.ready().await,
             _ => Ok(()),
@@ -226,35 +235,16 @@ pub async fn connect(node: &crate::inventory::Node, opts: &ConnectOptions) -> Re
     }
 }
 
-/// Connect to every node of the inventory in parallel, in inventory order.
-/// Each result is the node or why not; the error's text starts with its
-/// category (`unreachable: ...`, `host key changed: ...`, `authentication
-/// failed: ...`) and names the node. Never panics or hangs: each connection
-/// is bounded by the connect timeout.
+/// Connect to every node in parallel, in their order. Each result is the
+/// node or why not; the error's text starts with its category
+/// (`unreachable: ...`, `host key changed: ...`, `authentication failed:
+/// ...`) and names the node. Never panics or hangs: each connection is
+/// bounded by the connect timeout.
 pub async fn connect_all(
-    inventory: &crate::inventory::Inventory,
-    args: &crate::cli::ConnectArgs,
-) -> Vec<(String, Result<Arc<Node>, SshError>)> {
-    match ConnectOptions::from_args(args) {
-        Ok(opts) => connect_all_with(inventory, &opts).await,
-        Err(e) => {
-            let why = e.to_string();
-            let local = |n: &crate::inventory::Node| SshError::Local {
-                what: format!("node {}", n.name),
-                cause: std::io::Error::other(why.clone()),
-            };
-            inventory.nodes.iter().map(|n| (n.name.clone(), Err(local(n)))).collect()
-        }
-    }
-}
-
-/// [`connect_all`] with explicit options.
-pub async fn connect_all_with(
-    inventory: &crate::inventory::Inventory,
+    nodes: &[crate::inventory::Node],
     opts: &ConnectOptions,
 ) -> Vec<(String, Result<Arc<Node>, SshError>)> {
-    let tasks: Vec<_> = inventory
-        .nodes
+    let tasks: Vec<_> = nodes
         .iter()
         .map(|n| {
             let (n, opts) = (n.clone(), opts.clone());
@@ -262,7 +252,7 @@ pub async fn connect_all_with(
         })
         .collect();
     let mut out = Vec::with_capacity(tasks.len());
-    for (node, task) in inventory.nodes.iter().zip(tasks) {
+    for (node, task) in nodes.iter().zip(tasks) {
         let result = match task.await {
             Ok(Ok(n)) => Ok(Arc::new(n)),
             Ok(Err(e)) => Err(e),
@@ -306,7 +296,7 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
         (**self).lost(status, errors)
     }
 
-    fn ready(&self) -> impl std::future::Future<Output = Result<(), String>> + Send {
+    fn ready(&self) -> impl std::future::Future<Output = Result<(), NotReady>> + Send {
         (**self).ready()
     }
 }

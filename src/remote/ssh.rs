@@ -79,10 +79,6 @@ impl ConnectOptions {
             identity: default_identity()?,
         })
     }
-
-    pub fn from_args(args: &crate::cli::ConnectArgs) -> Result<ConnectOptions, SshError> {
-        ConnectOptions::new(args.strict_host_keys)
-    }
 }
 
 /// Errors of the SSH layer. The `Display` text starts with the category

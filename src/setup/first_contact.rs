@@ -14,14 +14,24 @@ use std::time::Duration;
 use anyhow::anyhow;
 use tokio::task::JoinHandle;
 
+use super::controller::{controller_address_toward, login_user};
 use super::keys;
+use super::keys::KeyPlan;
 use super::password::{self, KeyProbe, PasswordError, SshTarget};
 use super::report::{Status, TaskEvent};
-use super::{controller_address_toward, login_user, KeyPlan, NewHostKey};
 use crate::exit::{failed, usage, Failure};
 use crate::inventory::{Host, Node};
 use crate::remote::ssh::ConnectOptions;
 use crate::remote::{hostkeys, SshError};
+
+/// A node's host key, trusted for the first time in this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewHostKey {
+    pub node: String,
+    pub host: String,
+    /// `ED25519 SHA256:...`, one per key.
+    pub fingerprints: Vec<String>,
+}
 
 /// The SSH nodes whose host key dffmpeg's known_hosts does not hold yet.
 pub async fn unknown_hosts(copts: &ConnectOptions, remote: &[&Node]) -> BTreeSet<String> {

@@ -10,10 +10,10 @@ use super::context::tests::{inventory, node, three};
 use super::context::{self, addresses};
 use super::engine::{preview, NodeJob, Preview, Shared};
 use super::modules::Change;
+use super::play::{build_jobs, load_playbooks, Options};
 use super::render::Renderer;
 use super::report::{Reporter, Sink};
 use super::state::{NodeState, UserEntry};
-use super::{build_jobs, load_playbooks, Options};
 use crate::facts::Facts;
 use crate::inventory::{Inventory, Role};
 
@@ -37,11 +37,11 @@ fn facts(os_id: &str, codename: &str, dpkg_arch: &str) -> Facts {
     }
 }
 
-fn sources(f: &Facts) -> Result<String, String> {
+fn sources(f: &Facts) -> Result<String, super::render::RenderError> {
     let inv = three();
     let r = Renderer::new(&Assets::embedded().templates).unwrap();
     let ctx = context::base(&inv, &inv.nodes[1], "pi", true, "", &addresses(&inv, || None), &Map::new());
-    r.template("sources.list.j2", &context::with_facts(ctx, f)).map_err(|e| e.0)
+    r.template("sources.list.j2", &context::with_facts(ctx, f))
 }
 
 const HEAD: &str = "# Managed by dffmpeg setup from http://198.18.41.1:8080: changes here are overwritten.\n";
@@ -106,9 +106,9 @@ fn sources_ubuntu_noble_arm64_and_amd64() {
 
 #[test]
 fn sources_unknown_os_or_codename_fail_clearly() {
-    let e = sources(&facts("fedora", "40", "amd64")).unwrap_err();
+    let e = sources(&facts("fedora", "40", "amd64")).unwrap_err().0;
     assert!(e.contains("no apt sources for OS fedora"), "{e}");
-    let e = sources(&facts("debian", "", "amd64")).unwrap_err();
+    let e = sources(&facts("debian", "", "amd64")).unwrap_err().0;
     assert!(e.contains("VERSION_CODENAME"), "{e}");
 }
 
@@ -133,7 +133,8 @@ fn jobs(inv: &Inventory, only: &[&str]) -> Vec<NodeJob> {
     let selected: Vec<_> = inv.nodes.iter().collect();
     // The controller reaches every node from 198.18.41.1.
     let from = |_: &crate::inventory::Node| Some("198.18.41.1".to_string());
-    let keys = super::KeyPlan { pubkey: "ssh-ed25519 AAAAC3Nza dffmpeg@ctl", wanted: true, from: &from };
+    let keys =
+        super::keys::KeyPlan { pubkey: "ssh-ed25519 AAAAC3Nza dffmpeg@ctl", wanted: true, from: &from };
     build_jobs(inv, &selected, &pbs, &opts, &keys, &addresses(inv, || None)).unwrap()
 }
 
@@ -341,15 +342,16 @@ fn the_watch_service_runs_dffmpeg_as_the_controllers_user() {
     .iter()
     .map(|s| s.to_string())
     .chain(w.args.iter().cloned())
-    .map(|s| super::systemd_quote(&s))
+    .map(|s| crate::quote::systemd(&s))
     .collect::<Vec<_>>()
     .join(" ");
     opts.vars.insert("watch_exec".into(), serde_json::Value::String(line));
-    opts.vars.insert("watch_paths".into(), serde_json::Value::String(super::watch_paths(&inv, &w)));
+    opts.vars.insert("watch_paths".into(), serde_json::Value::String(super::watch::watch_paths(&inv, &w)));
     let pbs = load_playbooks(&opts.assets).unwrap();
     let selected: Vec<_> = inv.nodes.iter().collect();
     let from = |_: &crate::inventory::Node| Some("198.18.41.1".to_string());
-    let keys = super::KeyPlan { pubkey: "ssh-ed25519 AAAAC3Nza dffmpeg@ctl", wanted: true, from: &from };
+    let keys =
+        super::keys::KeyPlan { pubkey: "ssh-ed25519 AAAAC3Nza dffmpeg@ctl", wanted: true, from: &from };
     let jobs = build_jobs(&inv, &selected, &pbs, &opts, &keys, &addresses(&inv, || None)).unwrap();
     let plan = plan_of(&jobs[0], &f);
     let unit = written(&plan, "watch service");

@@ -8,6 +8,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::exit::{usage, Failure};
+use crate::inventory::{Host, Node};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControllerKey {
     pub path: PathBuf,
@@ -118,6 +121,32 @@ pub async fn ensure(path: &Path, check: bool) -> Result<ControllerKey, KeyError>
     let comment = format!("dffmpeg@{}", hostname());
     keygen(&["-q", "-t", "ed25519", "-N", "", "-C", &comment, "-f", &p], path).await?;
     done(true)
+}
+
+/// The key each node's play installs.
+pub struct KeyPlan<'a> {
+    /// dffmpeg's public key line (empty: none).
+    pub pubkey: &'a str,
+    /// Whether the `ssh-keys` step runs (reads `identity_file` keys).
+    pub wanted: bool,
+    /// The controller's address toward a node, for `from=`.
+    pub from: &'a dyn Fn(&Node) -> Option<String>,
+}
+
+impl KeyPlan<'_> {
+    /// The authorized_keys line for `node`: an `identity_file`'s key as it
+    /// is (the user's key: its options are the user's business); dffmpeg's
+    /// key restricted on SSH nodes.
+    pub fn line_for(&self, node: &Node) -> Result<String, Failure> {
+        match &node.identity_file {
+            Some(id) if self.wanted => read_pubkey(id).map_err(usage),
+            _ if self.pubkey.trim().is_empty() => Ok(String::new()),
+            _ => Ok(match node.host {
+                Host::Local => self.pubkey.trim().to_string(),
+                Host::Remote(_) => restricted_line(self.pubkey, (self.from)(node).as_deref()),
+            }),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -17,19 +17,22 @@
 //!
 //! A task has exactly one module key; its arguments are templated later
 //! (see [`super::render`]). `loop` repeats a task once per item (`item`).
+//! Read through [`crate::inventory::yaml`], like the inventory: a mistake
+//! is `file:line:column: task N (name): what`, an unknown key gets a
+//! did-you-mean.
 
-use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
+use super::modules;
+use crate::inventory::yaml::{self, kind, pos, to_json, Pos, Reader, Spanned, Value};
 use crate::inventory::Role;
 
 /// The steps of the built-in playbooks, selectable with `--only`. Playbooks
 /// may add their own.
 pub const STEPS: &[&str] = &["apt-sources", "packages", "ssh-keys", "exports", "mounts", "slurm"];
 
-/// The module names a task may use.
-pub const MODULES: &[&str] =
-    &["template", "copy", "file", "apt", "authorized_key", "mount", "service", "command", "group"];
+/// The keys a task may have besides its module.
+const TASK_KEYS: &[&str] = &["name", "step", "when", "notify", "loop", "timeout", "meta"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -76,24 +79,9 @@ pub struct Playbook {
     pub handlers: Vec<Task>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum PlaybookError {
-    #[error("{file}: {message}")]
-    Yaml { file: String, message: String },
-    #[error("{file}: {what} {index} ({name}): {message}")]
-    Task { file: String, what: &'static str, index: usize, name: String, message: String },
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPlaybook {
-    #[serde(default)]
-    vars: Map<String, Json>,
-    #[serde(default)]
-    tasks: Vec<Map<String, Json>>,
-    #[serde(default)]
-    handlers: Vec<Map<String, Json>>,
-}
+/// What is wrong in a playbook, at its line and column
+/// (`file:line:column: task 2 (name): message`).
+pub type PlaybookError = yaml::Error;
 
 /// The playbook file of a role.
 pub fn role_file(role: Role) -> &'static str {
@@ -106,66 +94,86 @@ pub fn role_file(role: Role) -> &'static str {
 
 /// Parse one playbook. `file` is used in messages.
 pub fn parse(text: &str, file: &str) -> Result<Playbook, PlaybookError> {
-    let raw: Option<RawPlaybook> = if text.trim().is_empty() {
-        None
-    } else {
-        Some(
-            serde_saphyr::from_str(text)
-                .map_err(|e| PlaybookError::Yaml { file: file.to_string(), message: e.to_string() })?,
-        )
-    };
-    let Some(raw) = raw else {
-        return Ok(Playbook { file: file.to_string(), ..Playbook::default() });
-    };
-    let tasks = raw
-        .tasks
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| parse_task(t, false).map_err(|(name, m)| err(file, "task", i + 1, name, m)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let handlers = raw
-        .handlers
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| parse_task(t, true).map_err(|(name, m)| err(file, "handler", i + 1, name, m)))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Playbook { file: file.to_string(), vars: raw.vars, tasks, handlers })
+    let yaml = Reader { file, aliases: &[] };
+    let doc = yaml.read(text)?;
+    let mut book = Playbook { file: file.to_string(), ..Playbook::default() };
+    for (k, v) in yaml.entries(&doc, "a playbook")? {
+        match k.value.as_str() {
+            "vars" => book.vars = vars(&yaml, v)?,
+            "tasks" => book.tasks = tasks(&yaml, v, false)?,
+            "handlers" => book.handlers = tasks(&yaml, v, true)?,
+            _ => return Err(yaml.unknown_key(k, &["vars", "tasks", "handlers"], "at the top level")),
+        }
+    }
+    Ok(book)
 }
 
-fn err(file: &str, what: &'static str, index: usize, name: String, message: String) -> PlaybookError {
-    PlaybookError::Task { file: file.to_string(), what, index, name, message }
+fn vars(yaml: &Reader, v: &Spanned<Value>) -> Result<Map<String, Json>, PlaybookError> {
+    let entries = yaml.entries(v, "`vars`")?;
+    Ok(entries.iter().map(|(k, v)| (k.value.clone(), to_json(&v.value))).collect())
 }
 
-fn parse_task(mut map: Map<String, Json>, handler: bool) -> Result<Task, (String, String)> {
-    let name = string_field(&mut map, "name", "`name` must be a string").map_err(|m| (String::new(), m))?;
+/// `tasks:` or `handlers:`: a list of tasks; each error names the task.
+fn tasks(yaml: &Reader, v: &Spanned<Value>, handler: bool) -> Result<Vec<Task>, PlaybookError> {
+    let items: &[Spanned<Value>] = match &v.value {
+        Value::Seq(items) => items,
+        Value::Null => &[],
+        other => {
+            let what = if handler { "handlers" } else { "tasks" };
+            return Err(yaml.err(pos(v), format!("`{what}` must be a list of tasks, not {}", kind(other))));
+        }
+    };
+    let what = if handler { "handler" } else { "task" };
+    let located = |i: usize, (at, name, m): (Pos, String, String)| {
+        yaml.err(at, format!("{what} {} ({name}): {m}", i + 1))
+    };
+    items.iter().enumerate().map(|(i, t)| parse_task(yaml, t, handler).map_err(|e| located(i, e))).collect()
+}
+
+/// A task's keys, taken one by one; what is left at the end is unknown.
+struct Fields<'v> {
+    left: Vec<(&'v Spanned<String>, &'v Spanned<Value>)>,
+}
+
+impl<'v> Fields<'v> {
+    fn take(&mut self, key: &str) -> Option<&'v Spanned<Value>> {
+        let i = self.left.iter().position(|(k, _)| k.value == key)?;
+        Some(self.left.remove(i).1)
+    }
+}
+
+/// Why a task is refused: where, the task's name (so far), what.
+type TaskError = (Pos, String, String);
+
+fn parse_task(yaml: &Reader, v: &Spanned<Value>, handler: bool) -> Result<Task, TaskError> {
+    let at = pos(v);
+    let entries = yaml.entries(v, "a task").map_err(|e| (at, String::new(), e.message))?;
+    let mut fields = Fields { left: entries.iter().map(|(k, v)| (k, v)).collect() };
+    let name = string_field(fields.take("name"), "`name` must be a string")
+        .map_err(|(p, m)| (p, String::new(), m))?;
     let name = name.unwrap_or_default();
-    let fail = |m: String| (name.clone(), m);
-    let step = string_field(&mut map, "step", "`step` must be a string").map_err(fail)?;
-    let when = match map.remove("when") {
-        Some(Json::String(s)) => Some(s),
-        Some(Json::Bool(b)) => Some(b.to_string()),
-        Some(_) => return Err(fail("`when` must be an expression string".into())),
-        None => None,
-    };
-    let notify = notify_field(&mut map).map_err(fail)?;
-    let loop_items = match map.remove("loop") {
-        Some(v @ (Json::Array(_) | Json::String(_))) => Some(v),
-        Some(_) => return Err(fail("`loop` must be a list or an expression".into())),
-        None => None,
-    };
-    let timeout = timeout_field(&mut map).map_err(fail)?;
-    let action = action(&mut map, handler).map_err(fail)?;
-    if let Some(k) = map.keys().next() {
-        return Err(fail(format!("unknown key `{k}`")));
+    let fail = |(p, m): (Pos, String)| (p, name.clone(), m);
+    let step = string_field(fields.take("step"), "`step` must be a string").map_err(fail)?;
+    let when = when_field(fields.take("when")).map_err(fail)?;
+    let notify = notify_field(fields.take("notify")).map_err(fail)?;
+    let loop_items = loop_field(fields.take("loop")).map_err(fail)?;
+    let timeout = timeout_field(fields.take("timeout")).map_err(fail)?;
+    let action = action(at, &mut fields, handler).map_err(fail)?;
+    if let Some((k, _)) = fields.left.first() {
+        let known: Vec<&str> = TASK_KEYS.iter().copied().chain(modules::names()).collect();
+        return Err(fail((
+            pos(k),
+            format!("unknown key `{}`; {}", k.value, yaml.did_you_mean(&k.value, &known)),
+        )));
     }
     if name.is_empty() && !action.is_meta() {
-        return Err(fail("every task needs a `name`".into()));
+        return Err(fail((at, "every task needs a `name`".into())));
     }
     if !handler && step.is_none() && !action.is_meta() {
-        return Err(fail(format!("every task needs a `step` (e.g. {}) for --only", STEPS.join(", "))));
+        return Err(fail((at, format!("every task needs a `step` (e.g. {}) for --only", STEPS.join(", ")))));
     }
     if handler && !notify.is_empty() {
-        return Err(fail("handlers cannot notify".into()));
+        return Err(fail((at, "handlers cannot notify".into())));
     }
     let name = match (&action, name.is_empty()) {
         (Action::FlushHandlers, true) => "flush handlers".into(),
@@ -175,62 +183,87 @@ fn parse_task(mut map: Map<String, Json>, handler: bool) -> Result<Task, (String
     Ok(Task { name, step, when, notify, loop_items, timeout, action })
 }
 
-/// An optional string field, taken out of the task's map.
-fn string_field(map: &mut Map<String, Json>, key: &str, wrong: &str) -> Result<Option<String>, String> {
-    match map.remove(key) {
-        Some(Json::String(s)) => Ok(Some(s)),
-        Some(_) => Err(wrong.to_string()),
+/// What is wrong with one field, and where.
+type FieldError = (Pos, String);
+
+/// An optional string field.
+fn string_field(v: Option<&Spanned<Value>>, wrong: &str) -> Result<Option<String>, FieldError> {
+    match v.map(|v| (v, &v.value)) {
+        Some((_, Value::Str(s))) => Ok(Some(s.clone())),
+        Some((v, _)) => Err((pos(v), wrong.to_string())),
+        None => Ok(None),
+    }
+}
+
+/// `when`: an expression (`true`/`false` as written).
+fn when_field(v: Option<&Spanned<Value>>) -> Result<Option<String>, FieldError> {
+    match v.map(|v| (v, &v.value)) {
+        Some((_, Value::Str(s))) => Ok(Some(s.clone())),
+        Some((_, Value::Bool(b))) => Ok(Some(b.to_string())),
+        Some((v, _)) => Err((pos(v), "`when` must be an expression string".into())),
         None => Ok(None),
     }
 }
 
 /// `notify`: one handler's name or a list of them.
-fn notify_field(map: &mut Map<String, Json>) -> Result<Vec<String>, String> {
-    let wrong = || "`notify` must name handlers".to_string();
-    match map.remove("notify") {
-        Some(Json::String(s)) => Ok(vec![s]),
-        Some(Json::Array(items)) => items
-            .into_iter()
-            .map(|v| match v {
-                Json::String(s) => Ok(s),
-                _ => Err(wrong()),
+fn notify_field(v: Option<&Spanned<Value>>) -> Result<Vec<String>, FieldError> {
+    let wrong = |v: &Spanned<Value>| (pos(v), "`notify` must name handlers".to_string());
+    let Some(v) = v else { return Ok(Vec::new()) };
+    match &v.value {
+        Value::Str(s) => Ok(vec![s.clone()]),
+        Value::Seq(items) => items
+            .iter()
+            .map(|i| match &i.value {
+                Value::Str(s) => Ok(s.clone()),
+                _ => Err(wrong(i)),
             })
             .collect(),
-        Some(_) => Err(wrong()),
-        None => Ok(Vec::new()),
+        _ => Err(wrong(v)),
+    }
+}
+
+/// `loop`: a list, or one expression giving a list.
+fn loop_field(v: Option<&Spanned<Value>>) -> Result<Option<Json>, FieldError> {
+    match v.map(|v| (v, &v.value)) {
+        Some((_, value @ (Value::Seq(_) | Value::Str(_)))) => Ok(Some(to_json(value))),
+        Some((v, _)) => Err((pos(v), "`loop` must be a list or an expression".into())),
+        None => Ok(None),
     }
 }
 
 /// `timeout`: whole seconds, at least 1.
-fn timeout_field(map: &mut Map<String, Json>) -> Result<Option<u64>, String> {
-    match map.remove("timeout") {
-        None => Ok(None),
-        Some(v) => match v.as_u64().filter(|n| *n > 0) {
-            Some(n) => Ok(Some(n)),
-            None => Err("`timeout` is a whole number of seconds, at least 1".into()),
-        },
+fn timeout_field(v: Option<&Spanned<Value>>) -> Result<Option<u64>, FieldError> {
+    let Some(v) = v else { return Ok(None) };
+    match &v.value {
+        Value::Int(n) if *n >= 1 => u64::try_from(*n).map(Some).map_err(|_| (pos(v), TIMEOUT.into())),
+        _ => Err((pos(v), TIMEOUT.into())),
     }
 }
 
+const TIMEOUT: &str = "`timeout` is a whole number of seconds, at least 1";
+
 /// The task's one module (with its arguments) or `meta` action.
-fn action(map: &mut Map<String, Json>, handler: bool) -> Result<Action, String> {
-    if let Some(meta) = map.remove("meta") {
-        return match meta.as_str() {
-            Some("flush_handlers") => Ok(Action::FlushHandlers),
-            Some("wait_for_storage") if !handler => Ok(Action::WaitForStorage),
-            _ => Err("`meta` is flush_handlers or wait_for_storage (not in handlers)".into()),
+fn action(at: Pos, fields: &mut Fields, handler: bool) -> Result<Action, FieldError> {
+    if let Some(meta) = fields.take("meta") {
+        return match &meta.value {
+            Value::Str(s) if s == "flush_handlers" => Ok(Action::FlushHandlers),
+            Value::Str(s) if s == "wait_for_storage" && !handler => Ok(Action::WaitForStorage),
+            _ => Err((pos(meta), "`meta` is flush_handlers or wait_for_storage (not in handlers)".into())),
         };
     }
-    let mut modules = map.keys().filter(|k| MODULES.contains(&k.as_str()));
-    let module = match (modules.next(), modules.next()) {
-        (Some(m), None) => m.clone(),
+    let mut found = fields.left.iter().filter(|(k, _)| modules::is_module(&k.value));
+    let module = match (found.next(), found.next()) {
+        (Some((k, _)), None) => k.value.clone(),
         (None, _) => {
-            let keys = map.keys().cloned().collect::<Vec<_>>().join(", ");
-            return Err(format!("no module (one of {}) in keys: {keys}", MODULES.join(", ")));
+            let keys = fields.left.iter().map(|(k, _)| k.value.as_str()).collect::<Vec<_>>().join(", ");
+            let names = modules::names().collect::<Vec<_>>().join(", ");
+            return Err((at, format!("no module (one of {names}) in keys: {keys}")));
         }
-        (Some(a), Some(b)) => return Err(format!("two modules: {a} and {b}")),
+        (Some((a, _)), Some((b, _))) => {
+            return Err((pos(b), format!("two modules: {} and {}", a.value, b.value)))
+        }
     };
-    let args = map.remove(&module).unwrap_or(Json::Null);
+    let args = fields.take(&module).map(|v| to_json(&v.value)).unwrap_or(Json::Null);
     Ok(Action::Module { name: module, args })
 }
 
@@ -282,10 +315,15 @@ handlers:
         let two = "tasks:\n  - name: x\n    step: s\n    file: {}\n    copy: {}\n";
         assert!(parse(two, "c.yaml").unwrap_err().to_string().contains("two modules"));
         let unknown = "tasks:\n  - name: x\n    step: s\n    file: {}\n    whn: a\n";
-        assert!(parse(unknown, "c.yaml").unwrap_err().to_string().contains("unknown key `whn`"));
+        let e = parse(unknown, "c.yaml").unwrap_err().to_string();
+        assert_eq!(e, "c.yaml:5:5: task 1 (x): unknown key `whn`; did you mean `when`?");
+        let e = parse("tasks:\n  - name: x\n    step: s\n    timeout: soon\n    file: {}\n", "c.yaml");
+        assert!(e.unwrap_err().to_string().starts_with("c.yaml:4:14: task 1 (x): `timeout`"));
+        let e = parse("vars: {}\ntask: []\n", "c.yaml").unwrap_err().to_string();
+        assert_eq!(e, "c.yaml:2:1: unknown key `task` at the top level; did you mean `tasks`?");
         let none = "tasks:\n  - name: x\n    step: s\n    shell: ls\n";
         assert!(parse(none, "c.yaml").unwrap_err().to_string().contains("no module"));
-        assert!(parse("tasks: [", "c.yaml").unwrap_err().to_string().starts_with("c.yaml: "));
+        assert!(parse("tasks: [", "c.yaml").unwrap_err().to_string().starts_with("c.yaml:1:"));
         let meta = "tasks:\n  - meta: end_play\n";
         assert!(parse(meta, "c.yaml").unwrap_err().to_string().contains("wait_for_storage"));
     }

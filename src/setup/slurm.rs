@@ -207,7 +207,7 @@ async fn controller_key<T: Transport>(
 ) -> Option<(String, Result<(String, bool), String>)> {
     let c = inv.nodes.iter().find(|n| n.has(Role::Controller))?;
     let (_, Ok(t)) = conns.iter().find(|(name, _)| *name == c.name)? else { return None };
-    let user = super::login_user(c);
+    let user = super::controller::login_user(c);
     let become_root = c.become_root && user != "root";
     let mode = if check { "check" } else { "make" };
     let script = format!("set -- {mode}\n{KEY_SCRIPT}");

@@ -1,5 +1,5 @@
-//! The status of one running transcode, folded from its progress events
-//! (`transcode/progress.rs`): a pure model, time passed in as seconds
+//! The status of one running transcode, folded from its events
+//! (`transcode/report/events.rs`): a pure model, time passed in as seconds
 //! since the Unix epoch, and the view of it that `status/PID.json` holds
 //! (read back by `dffmpeg status` and the status page).
 
@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::transcode::progress::Event;
+use crate::transcode::events::Event;
 
 /// Seconds between two samples of the history.
 pub const HISTORY_EVERY: f64 = 15.0;

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::model::{Meta, Model};
 use super::store::{self, Writer};
-use crate::transcode::progress::{Event, Sender};
+use crate::transcode::events::{Event, Sender};
 
 /// Chunk traffic is written at most this often.
 pub const WRITE_EVERY: Duration = Duration::from_secs(2);

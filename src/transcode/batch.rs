@@ -15,11 +15,11 @@ use tokio::sync::{mpsc, watch};
 
 use super::cluster::Cluster;
 use super::dispatch::{self, JobEnd, JobWork, Order, WorkerNode};
+use super::events::{Event, FileResult, NodeStats, Sender};
 use super::inputs::FileSpec;
 use super::job::JobDir;
 use super::merge::{self, MergeRequest};
 use super::prepare::{self, Checked, PrepareError, Prepared};
-use super::progress::{Event, FileResult, NodeStats, Sender};
 use super::side::{SideError, SideFile};
 use super::speeds::{self, Speeds};
 use crate::remote::Node;
@@ -265,6 +265,8 @@ struct Batch {
     inputs: Vec<FileSpec>,
     jobs: Vec<Running>,
     nodes: Vec<WorkerNode<Arc<Node>>>,
+    /// The compute nodes, for side streams (taken in turn, file by file).
+    side_nodes: Vec<Arc<Node>>,
     /// Each node's facts: its encoders and architecture.
     facts: Vec<crate::facts::Facts>,
     keys: Vec<String>,
@@ -307,6 +309,7 @@ impl Batch {
             keys: cluster.nodes.iter().map(|n| n.key.clone()).collect(),
             stats: Vec::new(),
             facts: cluster.facts,
+            side_nodes: cluster.nodes.iter().map(|n| n.transport.clone()).collect(),
             nodes: cluster.nodes,
             orders: None,
             reports: None,
@@ -494,15 +497,18 @@ impl Batch {
         self.jobs[job].side = SideState::Running;
         self.sides_running += 1;
         let (dir, reports, events) = (self.jobs[job].dir.clone(), self.reports.clone(), s.events.clone());
+        let node =
+            (!self.side_nodes.is_empty()).then(|| self.side_nodes[job % self.side_nodes.len()].clone());
         tokio::spawn(async move {
             let t = Instant::now();
-            let result = side.run(&dir).await;
-            if result.is_ok() {
+            let result = side.run(&dir, node.as_deref()).await;
+            if let Ok(f) = &result {
                 // The reporter outlives the batch.
                 let _ = events.send(Event::SideStreams {
                     job,
                     streams: side.streams,
                     seconds: t.elapsed().as_secs_f64(),
+                    node: f.node.clone(),
                 });
             }
             if let Some(r) = reports {
@@ -523,12 +529,13 @@ impl Batch {
                 let resumable = matches!(e, SideError::Unreadable(_));
                 let j = &self.jobs[job];
                 let (file, output) = (j.file, j.prepared.checked.output.clone());
-                self.order(Order::Abandon { job, why: e.to_string() });
+                let error = e.to_string();
+                self.order(Order::Abandon { job, why: e.into() });
                 let input = j.prepared.checked.input.display().to_string();
-                self.send(s, Event::JobFailed { job: Some(job), input, error: e.to_string(), resumable });
+                self.send(s, Event::JobFailed { job: Some(job), input, error: error.clone(), resumable });
                 let end = match resumable {
-                    true => FileEnd::Failed(anyhow!("{e}")),
-                    false => FileEnd::Refused(anyhow!("{e}")),
+                    true => FileEnd::Failed(anyhow!("{error}")),
+                    false => FileEnd::Refused(anyhow!("{error}")),
                 };
                 self.end_file(file, Some(output), end);
                 self.jobs[job].discard = !resumable;
@@ -552,7 +559,7 @@ impl Batch {
                 if self.outcomes[file].is_none() {
                     self.send(
                         s,
-                        Event::JobFailed { job: Some(job), input, error: why.clone(), resumable: true },
+                        Event::JobFailed { job: Some(job), input, error: why.to_string(), resumable: true },
                     );
                 }
                 let why = anyhow!(

@@ -5,7 +5,8 @@
 //! `prepare` (probe, preflight, plan, the job directory in `job`),
 //! `dispatch` (the broker: `scheduler` decides, `encode` runs an attempt
 //! on a node, including the split), `verify`, `side` (audio, subtitles) and
-//! `merge`; `batch` runs them over many files; `progress` shows it all.
+//! `merge`; `batch` runs them over many files; `report` shows it all (the
+//! events every stage sends, one sink per output mode).
 
 pub mod batch;
 pub mod ffmpeg;
@@ -19,8 +20,8 @@ pub mod run;
 pub use finish::{merge, side};
 pub use input::{args, inputs, output, probe, watch};
 pub use prep::{dry_run, encoders, job, plan, preflight, prepare};
-pub use report::progress;
-pub use run::{chunk_log, cluster, context, dispatch, encode, scheduler, speeds, verify};
+pub use report::{events, progress};
+pub use run::{chunk_log, cluster, context, dispatch, encode, failure, scheduler, speeds, verify};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +32,9 @@ use tokio::sync::watch as signal_watch;
 use crate::cli::TranscodeArgs;
 use crate::exit::{failed, usage, Failure, Outcome};
 use crate::inventory::Inventory;
+use crate::remote::ConnectOptions;
 use batch::{FileEnd, FileOutcome};
+use events::{Event, NodeInfo, Sender};
 use inputs::{FileSpec, Outputs};
 use prepare::PrepareError;
 
@@ -85,9 +88,12 @@ pub async fn run(args: TranscodeArgs) -> Outcome {
         all_local: inventory.source == Inventory::local_default().source,
     };
     if args.dry_run {
-        let given = dry_run::Given { inventory: &inventory, opts: &opts, json: args.json };
+        // A dry run trusts no new host key (it writes nothing).
+        let connect = ConnectOptions::new(true).map_err(failed)?;
+        let given = dry_run::Given { inventory: &inventory, opts: &opts, json: args.json, connect: &connect };
         return dry_run::run(&given, files).await;
     }
+    let connect = args.connect.options().map_err(failed)?;
     let (stop_tx, stop) = signal_watch::channel(false);
     let signals = tokio::spawn(async move {
         crate::signals::wait().await;
@@ -108,10 +114,18 @@ pub async fn run(args: TranscodeArgs) -> Outcome {
     });
     for message in skipped {
         // The reporter runs until every sender is gone.
-        let _ = events.send(progress::Event::Warning { message });
+        let _ = events.send(Event::Warning { message });
     }
-    let work =
-        Work { args: &args, inventory: &inventory, opts, events: events.clone(), stop, started, settle };
+    let work = Work {
+        args: &args,
+        inventory: &inventory,
+        connect,
+        opts,
+        events: events.clone(),
+        stop,
+        started,
+        settle,
+    };
     let outcomes = match args.watch {
         true => watch::run(&work, &inputs).await,
         false => work.batch(files).await,
@@ -246,8 +260,10 @@ async fn keep_videos(files: Vec<FileSpec>) -> Vec<FileSpec> {
 pub struct Work<'a> {
     pub args: &'a TranscodeArgs,
     pub inventory: &'a Inventory,
+    /// How to reach the nodes (from `--strict-host-keys`).
+    pub connect: ConnectOptions,
     pub opts: prepare::Options,
-    pub events: progress::Sender,
+    pub events: Sender,
     pub stop: signal_watch::Receiver<bool>,
     pub started: Instant,
     pub settle: Duration,
@@ -277,26 +293,26 @@ impl Work<'_> {
     ) -> Vec<FileOutcome> {
         let first = prepare::check(&head, &self.opts);
         let (first, mut cluster) =
-            tokio::join!(first, cluster::connect_to_run(self.inventory, &self.args.connect));
+            tokio::join!(first, cluster::connect_to_run(self.inventory, &self.connect));
         let send = |ev| {
             // The reporter outlives the work.
             let _ = self.events.send(ev);
         };
-        let nodes = cluster.nodes.iter().zip(cluster.facts.iter()).map(|(n, f)| progress::NodeInfo {
+        let nodes = cluster.nodes.iter().zip(cluster.facts.iter()).map(|(n, f)| NodeInfo {
             name: n.name.clone(),
             arch: f.arch.clone(),
             slots: n.slots,
         });
-        send(progress::Event::BatchStart {
+        send(Event::BatchStart {
             cluster: cluster.description.clone(),
             files: count,
             slots: cluster.slots(),
             nodes: nodes.collect(),
         });
-        send(progress::Event::Queued { input: head.input.display().to_string() });
+        send(Event::Queued { input: head.input.display().to_string() });
         let warnings = std::mem::take(&mut cluster.warnings);
         for message in &warnings {
-            send(progress::Event::Warning { message: message.clone() });
+            send(Event::Warning { message: message.clone() });
         }
         if cluster.nodes.is_empty() {
             if let Ok(c) = first {

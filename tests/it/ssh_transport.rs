@@ -239,7 +239,7 @@ async fn ssh_transport() {
         "inv.yaml",
     )
     .expect("inventory");
-    let all = remote::connect_all_with(&inv, &options(&fresh, false)).await;
+    let all = remote::connect_all(&inv.nodes, &options(&fresh, false)).await;
     let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["here", "a", "ghost"]);
     assert!(matches!(all[0].1.as_deref(), Ok(remote::Node::Local(_))));

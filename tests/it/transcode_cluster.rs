@@ -50,6 +50,27 @@ fn transcode_json(d: &Path, inv: &Path, out: &Path, input: &Path, args: &[&str])
     ok_events(run(cluster_cmd(d, inv).args(["--json", "--chunk", "1", "-o"]).arg(out).arg(input).args(args)))
 }
 
+/// A PATH whose ffprobe logs its arguments (then runs the real one), and
+/// the log: what this machine probed.
+fn logged_ffprobe(d: &Path) -> (String, PathBuf) {
+    let bin = d.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = d.join("ffprobe.log");
+    let shim = format!("#!/bin/sh\necho \"$*\" >> '{}'\nexec /usr/bin/ffprobe \"$@\"\n", log.display());
+    std::fs::write(bin.join("ffprobe"), shim).unwrap();
+    std::fs::set_permissions(bin.join("ffprobe"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    (format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()), log)
+}
+
+/// The nodes checked their chunks: this machine probed the preflight's two
+/// first frames only, not one chunk each.
+fn assert_nodes_checked_their_chunks(ev: &[serde_json::Value], log: &Path) {
+    let chunks = ev.iter().filter(|e| e["event"] == "chunk_done").count();
+    let probed = std::fs::read_to_string(log).unwrap().lines().filter(|l| l.contains("packet=pts")).count();
+    assert!(chunks >= 6 && probed <= 2, "{chunks} chunks, {probed} chunk probes here");
+}
+
 /// No ffmpeg left on any live host (stopped duplicates, dropped nodes).
 fn assert_no_ffmpeg(lab: &Lab) {
     for h in lab.hosts().iter().filter(|h| h.is_running()) {
@@ -102,7 +123,14 @@ fn ssh_storage_three_hosts_matches_a_local_run() {
     let input = sample(&d, "in.mp4", 12);
     let inv = write_inventory(&d, &lab, "ssh", None, &nodes);
     let out = d.join("out.mp4");
-    let ev = transcode_json(&d, &inv, &out, &input, ARGS);
+    let (path, log) = logged_ffprobe(&d);
+    let ev = ok_events(run(cluster_cmd(&d, &inv)
+        .env("PATH", path)
+        .args(["--json", "--chunk", "1", "-o"])
+        .arg(&out)
+        .arg(&input)
+        .args(ARGS)));
+    assert_nodes_checked_their_chunks(&ev, &log);
     let cluster = ev[0]["cluster"].as_str().unwrap();
     assert!(cluster.contains("inventory.yaml"), "{}", ev[0]);
     // Slots follow each host's CPU quota, not the machine's cores it sees.
@@ -159,8 +187,18 @@ fn nfs_storage_through_a_shared_directory() {
     let inside = shared.join("media $x; 'ü'.mp4");
     std::fs::rename(&input, &inside).unwrap();
     let out2 = shared.join("out 2.mkv");
-    let ev = transcode_json(&d, &inv, &out2, &inside, ARGS);
+    let (path, log) = logged_ffprobe(&d);
+    let ev = ok_events(run(cluster_cmd(&d, &inv)
+        .env("PATH", path)
+        .args(["--json", "--chunk", "1", "-o"])
+        .arg(&out2)
+        .arg(&inside)
+        .args(ARGS)));
     assert_eq!(job_start(&ev)["read_in_place"], true, "{ev:?}");
+    assert_nodes_checked_their_chunks(&ev, &log);
+    // A node encoded the audio too, reading the source in place.
+    let side = ev.iter().find(|e| e["event"] == "side_streams").expect("side streams");
+    assert!(["a", "b", "c"].contains(&side["node"].as_str().unwrap_or("")), "{side}");
     assert_eq!(nodes_with_chunks(&ev), ["a", "b", "c"]);
     assert_eq!(frame_count(&out2), frame_count(&inside));
     assert_same_video(&out2, &out);

@@ -23,7 +23,7 @@ pub mod query;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use super::Transport;
+use super::{NotReady, Transport};
 use crate::inventory::SlurmSpec;
 
 pub use query::SlurmError;
@@ -117,13 +117,13 @@ impl Transport for Slurm {
         errors.iter().any(|l| node_failed(l))
     }
 
-    async fn ready(&self) -> Result<(), String> {
+    async fn ready(&self) -> Result<(), NotReady> {
         match query::node_state(&self.spec, &self.node).await {
             Ok(Some(state)) if !query::usable(&state) => {
-                Err(format!("Slurm reports node {} as {state}: it takes no more work", self.node))
+                Err(NotReady::Drained { node: self.node.clone(), state: state.to_string() })
             }
             Ok(None) => {
-                Err(format!("node {} is no longer in Slurm partition {}", self.node, self.spec.partition))
+                Err(NotReady::Gone { node: self.node.clone(), partition: self.spec.partition.clone() })
             }
             // Slurm itself not answering is no verdict on the node: srun
             // will say what is wrong.

@@ -95,21 +95,40 @@ fn typed<T: serde::de::DeserializeOwned>(module: &str, args: Json) -> Result<T, 
         .map_err(|e| ModuleError::Args { module: module.into(), detail: e.to_string() })
 }
 
+/// Reads a module's rendered arguments into its typed arguments.
+type ArgsReader = fn(&str, Json) -> Result<ModuleArgs, ModuleError>;
+
+/// The module registry: every module a task may name, and how its
+/// arguments are read. The one list of module names.
+const REGISTRY: &[(&str, ArgsReader)] = &[
+    ("template", |m, a| Ok(ModuleArgs::Template(typed(m, a)?))),
+    ("copy", |m, a| Ok(ModuleArgs::Copy(typed(m, a)?))),
+    ("file", |m, a| Ok(ModuleArgs::File(typed(m, a)?))),
+    ("apt", |m, a| Ok(ModuleArgs::Apt(typed(m, a)?))),
+    ("authorized_key", |m, a| Ok(ModuleArgs::AuthorizedKey(typed(m, a)?))),
+    ("mount", |m, a| Ok(ModuleArgs::Mount(typed(m, a)?))),
+    ("service", |m, a| Ok(ModuleArgs::Service(typed(m, a)?))),
+    ("command", |m, a| Ok(ModuleArgs::Command(typed(m, a)?))),
+    ("group", |m, a| Ok(ModuleArgs::Group(typed(m, a)?))),
+];
+
+/// The names of the modules, in the registry's order.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    REGISTRY.iter().map(|(name, _)| *name)
+}
+
+/// Whether a task key names a module.
+pub fn is_module(key: &str) -> bool {
+    REGISTRY.iter().any(|(name, _)| *name == key)
+}
+
 impl ModuleArgs {
     /// Typed arguments of `module` from its rendered arguments.
     pub fn parse(module: &str, args: Json) -> Result<ModuleArgs, ModuleError> {
-        Ok(match module {
-            "template" => ModuleArgs::Template(typed(module, args)?),
-            "copy" => ModuleArgs::Copy(typed(module, args)?),
-            "file" => ModuleArgs::File(typed(module, args)?),
-            "apt" => ModuleArgs::Apt(typed(module, args)?),
-            "authorized_key" => ModuleArgs::AuthorizedKey(typed(module, args)?),
-            "mount" => ModuleArgs::Mount(typed(module, args)?),
-            "service" => ModuleArgs::Service(typed(module, args)?),
-            "command" => ModuleArgs::Command(typed(module, args)?),
-            "group" => ModuleArgs::Group(typed(module, args)?),
-            other => return Err(ModuleError::Unknown(other.into())),
-        })
+        match REGISTRY.iter().find(|(name, _)| *name == module) {
+            Some((_, read)) => read(module, args),
+            None => Err(ModuleError::Unknown(module.into())),
+        }
     }
 
     /// How long the module's changes may take on a node when its task sets

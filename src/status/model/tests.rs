@@ -1,7 +1,7 @@
 //! The fold, driven by events as a batch sends them, time passed in.
 
 use super::*;
-use crate::transcode::progress::NodeInfo;
+use crate::transcode::events::NodeInfo;
 
 fn meta() -> Meta {
     Meta {

@@ -34,8 +34,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::transcode::batch::FileOutcome;
+use crate::transcode::events::{Event, Sender};
 use crate::transcode::inputs::{self, Entry, FileSpec, Outputs};
-use crate::transcode::progress::{Event, Sender};
 use crate::transcode::Work;
 
 /// The safety net: every tree is walked this often.

@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use anyhow::anyhow;
 use serde::Serialize;
 
-use crate::cli::ConnectArgs;
 use crate::exit::{failed, usage, Outcome};
 use crate::inventory::Inventory;
 use crate::transcode::cluster::{self, Cluster};
@@ -116,14 +115,16 @@ pub struct Given<'a> {
     pub inventory: &'a Inventory,
     pub opts: &'a prepare::Options,
     pub json: bool,
+    /// How to reach the nodes (strict host keys: a dry run trusts nothing
+    /// new).
+    pub connect: &'a crate::remote::ConnectOptions,
 }
 
 /// Probe and plan every file, print the plan. Exit 2 when a file would be
 /// refused, 1 when no node can be used.
 pub async fn run(given: &Given<'_>, files: Vec<FileSpec>) -> Outcome {
-    let strict = ConnectArgs { strict_host_keys: true };
     let (mut cluster, looked) =
-        tokio::join!(cluster::connect(given.inventory, &strict), look_all(&files, given.opts));
+        tokio::join!(cluster::connect(given.inventory, given.connect), look_all(&files, given.opts));
     let settings = speeds::settings_key(&given.opts.user.codec);
     let slots = batch::remember(&mut cluster, &settings);
     let unable = unable_nodes(&mut cluster, given.opts.user.video_codec.as_deref());

@@ -122,6 +122,8 @@ impl Prepared {
             format: c.format.clone(),
             ext: c.ext.clone(),
             streams,
+            in_place: c.io == crate::transcode::context::Io::SharedSource,
+            source_bytes: std::fs::metadata(&c.input).map(|m| m.len()).unwrap_or(0),
         })
     }
 }

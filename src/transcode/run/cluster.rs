@@ -7,11 +7,10 @@ mod slurm;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::cli::ConnectArgs;
 use crate::facts::{self, Facts};
 use crate::inventory::{Engine, Host, Inventory, StorageMode};
 use crate::remote::hostkeys::FirstContact;
-use crate::remote::{self, Node};
+use crate::remote::{self, ConnectOptions, Node};
 
 use crate::transcode::dispatch::WorkerNode;
 
@@ -24,6 +23,20 @@ pub struct Cluster {
     pub warnings: Vec<String>,
     /// With shared storage: the directory every node sees at the same path.
     pub shared_dir: Option<PathBuf>,
+}
+
+/// Why a node, or with Slurm the whole partition, is left out of the job
+/// (the warning says it, followed by `: left out of the job` for a node).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Connect(#[from] remote::SshError),
+    #[error(transparent)]
+    Facts(#[from] facts::GatherError),
+    #[error("Slurm: {0}")]
+    Slurm(#[from] crate::remote::slurm::query::SlurmError),
+    #[error("this machine has no ffmpeg, whose encoders stand for the Slurm nodes'")]
+    NoLocalFfmpeg,
 }
 
 /// Slots and encoder threads of a node: one slot per usable core (cores,
@@ -45,8 +58,8 @@ pub const MAX_DEFAULT_SSH_SLOTS: u32 = 8;
 
 /// The cluster of a run that will encode: [`connect`], and with Slurm the
 /// jobs a killed dffmpeg left behind cancelled first.
-pub async fn connect_to_run(inv: &Inventory, args: &ConnectArgs) -> Cluster {
-    let mut cluster = connect(inv, args).await;
+pub async fn connect_to_run(inv: &Inventory, opts: &ConnectOptions) -> Cluster {
+    let mut cluster = connect(inv, opts).await;
     if matches!(inv.cluster.engine, Engine::Slurm(_)) && !cluster.nodes.is_empty() {
         slurm::cancel_leftovers(&mut cluster).await;
     }
@@ -56,12 +69,11 @@ pub async fn connect_to_run(inv: &Inventory, args: &ConnectArgs) -> Cluster {
 /// Connect to every compute node in parallel and read its facts. Nodes that
 /// cannot be reached or have no ffmpeg are left out with a warning. With
 /// Slurm, only asks Slurm (nothing is submitted or cancelled).
-pub async fn connect(inv: &Inventory, args: &ConnectArgs) -> Cluster {
+pub async fn connect(inv: &Inventory, opts: &ConnectOptions) -> Cluster {
     if let Engine::Slurm(spec) = &inv.cluster.engine {
         return slurm::connect(inv, spec).await;
     }
     let compute: Vec<_> = inv.compute_nodes().cloned().collect();
-    let subset = Inventory { nodes: compute.clone(), ..inv.clone() };
     let remote = compute.iter().any(|n| n.host != Host::Local);
     let known_hosts = remote.then(crate::remote::ssh::known_hosts_path).and_then(Result::ok);
     let mut first = Vec::new();
@@ -70,14 +82,14 @@ pub async fn connect(inv: &Inventory, args: &ConnectArgs) -> Cluster {
             first.extend(FirstContact::of(kh, n).await);
         }
     }
-    let connected = remote::connect_all(&subset, args).await;
+    let connected = remote::connect_all(&compute, opts).await;
     let shared = inv.shared_dir();
     let gathered = connected.into_iter().map(|(name, conn)| {
         let shared = shared.clone();
         tokio::spawn(async move {
-            let conn = conn.map_err(|e| e.to_string())?;
-            let f = facts::gather(&conn, shared.as_deref()).await.map_err(|e| e.to_string())?;
-            Ok::<_, String>((name, conn, f))
+            let conn = conn?;
+            let f = facts::gather(&conn, shared.as_deref()).await?;
+            Ok::<_, ConnectError>((name, conn, f))
         })
     });
     let gathered: Vec<_> = gathered.collect();

@@ -19,8 +19,9 @@ use crate::remote::Transport;
 use crate::transcode::chunk_log::{Header, Tail};
 use crate::transcode::context::JobContext;
 use crate::transcode::encode::{Attempt, AttemptError, Encoded};
+use crate::transcode::events::{Event, NodeStats, Sender};
+use crate::transcode::failure::{self, JobFailure, LastFailure};
 use crate::transcode::job::{AttemptFiles, JobDir, Seal};
-use crate::transcode::progress::{Event, NodeStats, Sender};
 use crate::transcode::scheduler::{Assignment, Failure, KnownSpeed, Next, NodeSpec, Scheduler, Usage};
 use crate::transcode::verify::{ChunkFacts, CodecParams, VerifyError};
 
@@ -56,7 +57,7 @@ pub enum Order {
     /// A new job joins the queue, at its end.
     Add(JobWork),
     /// A job cannot finish (its side streams failed, ...): stop its chunks.
-    Abandon { job: usize, why: String },
+    Abandon { job: usize, why: JobFailure },
     /// No more jobs will come.
     Close,
 }
@@ -68,7 +69,7 @@ pub enum JobEnd {
     /// Every chunk is verified: the job can be merged.
     Encoded(usize),
     /// The job cannot finish (resumable: its verified chunks are kept).
-    Failed { job: usize, why: String },
+    Failed { job: usize, why: JobFailure },
     /// No attempt of the job is running any more (losing duplicates
     /// stopped): its directory may go.
     Quiet(usize),
@@ -116,6 +117,9 @@ struct Live {
     usage: Option<Usage>,
     /// Its encoder's stderr, for the log if verification fails.
     stderr: Tail,
+    /// The node's record of the part it made (see `encode.sh`), while it
+    /// is the one being checked.
+    record: Option<String>,
 }
 
 struct Broker<T> {
@@ -245,7 +249,7 @@ impl<T: Transport + 'static> Broker<T> {
                 }
             }
             Order::Abandon { job, why } => {
-                let stop = self.sched.abandon_job(job, &why);
+                let stop = self.sched.abandon_job(job);
                 self.cancel(&stop);
                 self.end(JobEnd::Failed { job, why });
                 self.quiet_check(job);
@@ -318,6 +322,7 @@ impl<T: Transport + 'static> Broker<T> {
                 seconds: 0.0,
                 usage: None,
                 stderr: Tail::default(),
+                record: None,
             },
         );
         let st = &mut self.stats[node];
@@ -339,23 +344,30 @@ impl<T: Transport + 'static> Broker<T> {
 
     fn encoded(&mut self, attempt: u64, result: Encoded, seconds: f64) {
         match result {
-            Encoded::Written { usage, stderr } => self.verify(attempt, usage, seconds, stderr),
+            Encoded::Written { usage, stderr, record } => {
+                if let Some(l) = self.live.get_mut(&attempt) {
+                    l.seconds = seconds;
+                    l.usage = usage;
+                    l.stderr = stderr;
+                    l.record = record;
+                }
+                self.verify(attempt)
+            }
             Encoded::Cancelled => self.cancelled(attempt),
             Encoded::Failed(e, stderr) => self.failed(attempt, e, stderr),
         }
     }
 
-    /// Check the part on the controller, in its own task.
-    fn verify(&mut self, attempt: u64, usage: Option<Usage>, seconds: f64, stderr: Tail) {
+    /// Check the part, in its own task: the node's record of it against
+    /// the plan, or (no record) the part itself with ffprobe here.
+    fn verify(&mut self, attempt: u64) {
         let Some(l) = self.live.get_mut(&attempt) else { return };
         l.verifying = true;
-        l.seconds = seconds;
-        l.usage = usage;
-        l.stderr = stderr;
         let job = self.jobs[l.job].clone();
         let (chunk, part, msgs) = (l.chunk, l.files.part.clone(), self.msgs.clone());
+        let record = l.record.clone();
         tokio::spawn(async move {
-            let result = check_part(&job, chunk, &part).await;
+            let result = check_part(&job, chunk, &part, record.as_deref()).await;
             // The broker outlives every verification it started.
             let _ = msgs.send(Msg::Verified { attempt, result: Box::new(result) });
         });
@@ -372,6 +384,14 @@ impl<T: Transport + 'static> Broker<T> {
             },
             None => Ok((facts, seal)),
         });
+        // The node's ffprobe may name things unlike this machine's (another
+        // build): before a chunk is refused for its parameters, this
+        // machine's own ffprobe has the last word.
+        if matches!(checked, Err(AttemptError::Mismatch(_))) && l.record.take().is_some() {
+            l.stderr = stderr;
+            self.verify(attempt);
+            return;
+        }
         match checked {
             Ok((facts, seal)) => self.succeeded(attempt, facts, seal),
             Err(e) => self.failed(attempt, e, stderr),
@@ -393,8 +413,8 @@ impl<T: Transport + 'static> Broker<T> {
         if let Err(e) = dir.keep_chunk(&l.files.part, l.chunk, seal) {
             // The chunk is verified but cannot be kept: the job fails
             // (resumable), the others go on.
-            let why = format!("cannot keep chunk {}: {e:#}", l.chunk);
-            let stop = self.sched.abandon_job(l.job, &why);
+            let why = JobFailure::KeepChunk { chunk: l.chunk, error: e };
+            let stop = self.sched.abandon_job(l.job);
             self.cancel(&stop);
             self.end(JobEnd::Failed { job: l.job, why });
             self.quiet_check(l.job);
@@ -456,10 +476,7 @@ impl<T: Transport + 'static> Broker<T> {
         let after = self.sched.failed(attempt, how, Instant::now());
         let dropped = after.node_dropped;
         self.cancel(&after.stop);
-        let message = match &error {
-            AttemptError::Mismatch(_) => format!("{error} (node {node})"),
-            _ => error.to_string(),
-        };
+        let message = failure::error_text(&error, &node);
         let log = self.keep_log(&l, &node, &message, &stderr);
         self.send(Event::ChunkFailed {
             job: l.job,
@@ -469,7 +486,7 @@ impl<T: Transport + 'static> Broker<T> {
             error: message.clone(),
             log: log.clone(),
         });
-        let message = match log {
+        let message = match &log {
             Some(log) => format!("{message} (log: {log})"),
             None => message,
         };
@@ -481,11 +498,9 @@ impl<T: Transport + 'static> Broker<T> {
             });
         }
         for (job, why) in after.failed_jobs {
-            let why = format!(
-                "{why}; last failure: node {}, chunk {}: {message}",
-                self.nodes[l.node].name, l.chunk
-            );
-            self.end(JobEnd::Failed { job, why });
+            let (node, chunk) = (self.nodes[l.node].name.clone(), l.chunk);
+            let last = LastFailure { node, chunk, error: error.clone(), log: log.clone() };
+            self.end(JobEnd::Failed { job, why: JobFailure::Attempts { why, last } });
             self.quiet_check(job);
         }
         self.quiet_check(l.job);
@@ -522,11 +537,11 @@ impl<T: Transport + 'static> Broker<T> {
             return false;
         }
         let (id, dir) = (l.job, job.dir.clone());
-        let why = format!("no space left on this machine in {} ({} KiB free)", dir.dir.display(), free >> 10);
+        let why = JobFailure::DiskFull { dir: dir.dir.clone(), free };
         self.cancelled(attempt);
-        let stop = self.sched.abandon_job(id, &why);
+        let stop = self.sched.abandon_job(id);
         self.cancel(&stop);
-        self.send(Event::Warning { message: why.clone() });
+        self.send(Event::Warning { message: why.to_string() });
         self.end(JobEnd::Failed { job: id, why });
         self.quiet_check(id);
         true
@@ -591,7 +606,12 @@ impl<T: Transport + 'static> Broker<T> {
 /// file, within the size any encode of its frames may take), probed
 /// through its descriptor and sealed, so that the file kept is the file
 /// checked.
-async fn check_part(job: &JobWork, chunk: usize, part: &str) -> Result<(ChunkFacts, Seal), AttemptError> {
+async fn check_part(
+    job: &JobWork,
+    chunk: usize,
+    part: &str,
+    record: Option<&str>,
+) -> Result<(ChunkFacts, Seal), AttemptError> {
     let unreadable = |e: String| AttemptError::Verify(VerifyError::Unreadable(e));
     let c = &job.ctx.plan.chunks[chunk];
     let file = job.dir.open_part(part).map_err(|e| unreadable(format!("{e:#}")))?;
@@ -600,8 +620,17 @@ async fn check_part(job: &JobWork, chunk: usize, part: &str) -> Result<(ChunkFac
     if size > cap {
         return Err(VerifyError::TooLarge { size, cap }.into());
     }
-    let facts =
-        crate::transcode::verify::chunk(&job.ctx.plan, c, &crate::safefs::file_fd_path(&file)).await?;
+    let facts = match record {
+        Some(text) => {
+            let facts = crate::transcode::verify::parse_record(text)?;
+            if let Some(seen) = facts.bytes.filter(|&b| b != size) {
+                return Err(unreadable(format!("the node wrote {seen} bytes, {size} are here")));
+            }
+            facts
+        }
+        None => crate::transcode::verify::inspect(&crate::safefs::file_fd_path(&file)).await?,
+    };
+    crate::transcode::verify::check(&facts, c, &job.ctx.plan)?;
     let mut seal = tokio::task::spawn_blocking(move || Seal::of(&file))
         .await
         .map_err(|e| unreadable(e.to_string()))?

@@ -65,6 +65,8 @@ pub enum Encoded {
     Written {
         usage: Option<Usage>,
         stderr: Tail,
+        /// The node's record of the part (`encode.sh`'s `dffmpeg-facts`).
+        record: Option<String>,
     },
     Cancelled,
     Failed(AttemptError, Tail),
@@ -87,10 +89,13 @@ pub struct Attempt<'a, T> {
 
 const ENCODE_SH: &str = include_str!("encode.sh");
 const TIMES_MARK: &str = "dffmpeg-times";
+const FACTS_MARK: &str = "dffmpeg-facts";
 
-/// The encoder's argv under `encode.sh`.
-fn measured(argv: Vec<String>) -> Vec<String> {
+/// The encoder's argv under `encode.sh`, which also checks the part it
+/// writes into `chunk` (a path, or `-`: stdout).
+fn measured(chunk: &str, argv: Vec<String>) -> Vec<String> {
     let mut a = vec!["sh".to_string(), "-c".into(), ENCODE_SH.into(), "dffmpeg-encode".into()];
+    a.extend([chunk.to_string(), crate::transcode::verify::FIELDS.to_string()]);
     a.extend(argv);
     a
 }
@@ -113,7 +118,7 @@ impl<T: Transport> Attempt<'_, T> {
         on_frames: &(dyn Fn(u64) + Send + Sync),
     ) -> Encoded {
         if let Err(why) = self.node.ready().await {
-            return Encoded::Failed(AttemptError::NodeLost(why), Tail::default());
+            return Encoded::Failed(AttemptError::NodeLost(why.to_string()), Tail::default());
         }
         if self.ctx.io == Io::Shared {
             if let Err(e) = self.split_to_file().await {
@@ -168,7 +173,8 @@ impl<T: Transport> Attempt<'_, T> {
             Io::Shared | Io::SharedSource => job.path(&self.files.part).to_string_lossy().into_owned(),
         };
         let encoder = ffmpeg::encode(&ctx.spec, &video, self.threads, &input, &output);
-        let argv = measured(self.node.under_shell(encoder));
+        let chunk_file = if ctx.io == Io::Pipe { "-" } else { output.as_str() };
+        let argv = measured(chunk_file, self.node.under_shell(encoder));
         let mut cmd = self.node.command_for(&argv, &self.label());
         cmd.stderr(Stdio::piped()).kill_on_drop(true);
         crate::process::limit_file_size(cmd.as_std_mut(), self.size_cap);
@@ -244,7 +250,7 @@ impl<T: Transport> Attempt<'_, T> {
             self.job.discard(&self.files.source_part);
         }
         let usage = end.cpu_seconds.map(|cpu_seconds| Usage { cpu_seconds, wall_seconds: end.wall_seconds });
-        Encoded::Written { usage, stderr: end.log }
+        Encoded::Written { usage, stderr: end.log, record: end.record }
     }
 }
 
@@ -258,6 +264,7 @@ struct Ended {
     split: Option<(std::io::Result<std::process::ExitStatus>, String)>,
     cpu_seconds: Option<f64>,
     wall_seconds: f64,
+    record: Option<String>,
 }
 
 /// Read the encoder's stderr to its end, then collect every exit.
@@ -297,6 +304,7 @@ async fn watch_encoder(
         split,
         cpu_seconds: report.cpu_seconds,
         wall_seconds,
+        record: report.record,
     }
 }
 
@@ -312,7 +320,20 @@ struct Report {
     log: Tail,
     /// User + system CPU seconds of the encoder, from `encode.sh`.
     cpu_seconds: Option<f64>,
+    /// The node's record of the part it made, from `encode.sh`.
+    record: Option<String>,
 }
+
+/// Where `encode.sh`'s own lines are going.
+enum Section {
+    Encoder,
+    /// The two lines of `times`.
+    Times,
+    Facts(String),
+}
+
+/// The most of a node's record kept (a record is ~25 short lines).
+const MAX_RECORD: usize = 8192;
 
 /// Ffmpeg's stderr, sorted: progress (`frame=N`) goes to the callback, the
 /// remote pid is recorded (the first line only, and never a pid ≤ 1),
@@ -325,37 +346,65 @@ async fn read_stderr<R: tokio::io::AsyncRead + Unpin>(
     let mut lines = crate::text::BoundedLines::new(BufReader::new(stderr));
     let mut report = Report::default();
     let mut first = true;
-    let mut times: Option<Vec<String>> = None;
+    let mut section = Section::Encoder;
+    let mut times = Vec::new();
     while let Ok(Some(line)) = lines.next_line().await {
         let is_first = std::mem::replace(&mut first, false);
-        if let Some(t) = times.as_mut() {
-            t.push(line);
-            continue;
-        }
-        if is_first {
-            if let Some(p) = line.strip_prefix(PID_PREFIX).and_then(|p| p.trim().parse::<u32>().ok()) {
-                if p > 1 {
-                    pid.store(p, Ordering::SeqCst);
+        match (&mut section, line.as_str()) {
+            (_, TIMES_MARK) => {
+                times.clear();
+                section = Section::Times;
+            }
+            (_, FACTS_MARK) => section = Section::Facts(String::new()),
+            (Section::Times, _) => {
+                times.push(line);
+                if times.len() == 2 {
+                    section = Section::Encoder;
                 }
-                continue;
             }
-        }
-        if line == TIMES_MARK {
-            times = Some(Vec::new());
-        } else if let Some(n) = line.strip_prefix("frame=") {
-            if let Ok(n) = n.trim().parse() {
-                on_frames(n);
+            (Section::Facts(f), _) => {
+                if f.len() + line.len() < MAX_RECORD {
+                    f.push_str(&line);
+                    f.push('\n');
+                }
             }
-        } else if !is_progress_line(&line) && !line.trim().is_empty() {
-            report.log.push(&line);
-            report.errors.push(crate::text::printable(crate::text::cut(&line, MAX_ERROR_LINE)));
-            if report.errors.len() > 20 {
-                report.errors.remove(0);
-            }
+            (Section::Encoder, _) => encoder_line(&mut report, &line, is_first, &pid, on_frames),
         }
     }
-    report.cpu_seconds = times.as_deref().and_then(children_cpu);
+    if let Section::Facts(f) = section {
+        report.record = Some(f);
+    }
+    report.cpu_seconds = children_cpu(&times);
     report
+}
+
+/// One line of the encoder's own stderr.
+fn encoder_line(
+    report: &mut Report,
+    line: &str,
+    is_first: bool,
+    pid: &AtomicU32,
+    on_frames: &(dyn Fn(u64) + Send + Sync),
+) {
+    if is_first {
+        if let Some(p) = line.strip_prefix(PID_PREFIX).and_then(|p| p.trim().parse::<u32>().ok()) {
+            if p > 1 {
+                pid.store(p, Ordering::SeqCst);
+            }
+            return;
+        }
+    }
+    if let Some(n) = line.strip_prefix("frame=") {
+        if let Ok(n) = n.trim().parse() {
+            on_frames(n);
+        }
+    } else if !is_progress_line(line) && !line.trim().is_empty() {
+        report.log.push(line);
+        report.errors.push(crate::text::printable(crate::text::cut(line, MAX_ERROR_LINE)));
+        if report.errors.len() > 20 {
+            report.errors.remove(0);
+        }
+    }
 }
 
 /// An ffmpeg's error lines (its progress and pid lines left out).

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod context;
 pub mod dispatch;
 pub mod encode;
+pub mod failure;
 pub mod scheduler;
 pub mod speeds;
 pub mod verify;

@@ -191,13 +191,26 @@ pub enum Failure {
     NodeUnfit,
 }
 
+/// Why the scheduler gives up a job (the text is what the user reads).
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum GiveUp {
+    /// A chunk failed as often as a chunk may.
+    #[error("chunk {chunk} failed {times} times")]
+    Attempts { chunk: usize, times: u32 },
+    /// A queued chunk failed on every node still in.
+    #[error("chunk {chunk} failed on every node still in")]
+    EveryNode { chunk: usize },
+    #[error("no node is left")]
+    NoNode,
+}
+
 /// What the driver must do after a failure.
 #[derive(Debug, PartialEq, Default)]
 pub struct AfterFailure {
     /// The node just left the batch.
     pub node_dropped: bool,
     /// Jobs that cannot finish now, and why.
-    pub failed_jobs: Vec<(usize, String)>,
+    pub failed_jobs: Vec<(usize, GiveUp)>,
     /// Attempts to stop (their node left, or their job failed).
     pub stop: Vec<u64>,
 }
@@ -624,7 +637,7 @@ impl Scheduler {
         }
         let (job, failures) = (c.job, c.failures);
         if failures >= MAX_CHUNK_FAILURES {
-            let why = format!("chunk {} failed {failures} times", c.index);
+            let why = GiveUp::Attempts { chunk: c.index, times: failures };
             self.fail_job(job, why, &mut after);
         } else {
             self.requeue(r.chunk);
@@ -640,22 +653,30 @@ impl Scheduler {
     }
 
     /// A job that cannot finish: its queued chunks go, its attempts stop.
-    fn fail_job(&mut self, job: usize, why: String, after: &mut AfterFailure) {
+    fn fail_job(&mut self, job: usize, why: GiveUp, after: &mut AfterFailure) {
+        if self.end_job(job, &mut after.stop) {
+            after.failed_jobs.push((job, why));
+        }
+    }
+
+    /// End a job that is still open: its queued chunks go, its attempts go
+    /// into `stop`. False: it had ended already.
+    fn end_job(&mut self, job: usize, stop: &mut Vec<u64>) -> bool {
         if self.jobs[job].failed || self.jobs[job].left == 0 {
-            return;
+            return false;
         }
         self.jobs[job].failed = true;
         self.pending.retain(|&c| self.chunks[c].job != job);
-        after.stop.extend(self.running.iter().filter(|r| self.chunks[r.chunk].job == job).map(|r| r.attempt));
-        after.failed_jobs.push((job, why));
+        stop.extend(self.running.iter().filter(|r| self.chunks[r.chunk].job == job).map(|r| r.attempt));
+        true
     }
 
-    /// Give up a job from outside (its side streams failed, say); the
-    /// attempts to stop.
-    pub fn abandon_job(&mut self, job: usize, why: &str) -> Vec<u64> {
-        let mut after = AfterFailure::default();
-        self.fail_job(job, why.to_string(), &mut after);
-        after.stop
+    /// Give up a job from outside (its side streams failed, say: the
+    /// caller knows why); the attempts to stop.
+    pub fn abandon_job(&mut self, job: usize) -> Vec<u64> {
+        let mut stop = Vec::new();
+        self.end_job(job, &mut stop);
+        stop
     }
 
     /// Jobs no live node can finish: none left at all, or a queued chunk
@@ -666,7 +687,7 @@ impl Scheduler {
             (0..self.jobs.len()).filter(|&j| !self.jobs[j].failed && self.jobs[j].left > 0).collect();
         for job in open {
             if live.is_empty() {
-                self.fail_job(job, "no node is left".into(), after);
+                self.fail_job(job, GiveUp::NoNode, after);
                 continue;
             }
             let stuck = self.pending.iter().copied().find(|&c| {
@@ -675,8 +696,7 @@ impl Scheduler {
                     && !self.running.iter().any(|o| o.chunk == c)
             });
             if let Some(c) = stuck {
-                let why = format!("chunk {} failed on every node still in", self.chunks[c].index);
-                self.fail_job(job, why, after);
+                self.fail_job(job, GiveUp::EveryNode { chunk: self.chunks[c].index }, after);
             }
         }
     }

@@ -76,60 +76,6 @@ impl CodecParams {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct StreamJson {
-    #[serde(default)]
-    codec_name: String,
-    #[serde(default)]
-    profile: Option<String>,
-    #[serde(default)]
-    pix_fmt: Option<String>,
-    #[serde(default)]
-    width: u32,
-    #[serde(default)]
-    height: u32,
-    #[serde(default)]
-    sample_aspect_ratio: Option<String>,
-    #[serde(default)]
-    field_order: Option<String>,
-    #[serde(default)]
-    level: Option<i64>,
-    #[serde(default)]
-    color_range: Option<String>,
-    #[serde(default)]
-    color_space: Option<String>,
-    #[serde(default)]
-    color_primaries: Option<String>,
-    #[serde(default)]
-    color_transfer: Option<String>,
-    #[serde(default)]
-    chroma_location: Option<String>,
-    #[serde(default)]
-    time_base: Option<String>,
-    #[serde(default)]
-    tags: std::collections::HashMap<String, String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct PacketJson {
-    pts: Option<i64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct FormatJson {
-    #[serde(default)]
-    nb_streams: Option<usize>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ChunkJson {
-    #[serde(default)]
-    streams: Vec<StreamJson>,
-    #[serde(default)]
-    packets: Vec<PacketJson>,
-    format: Option<FormatJson>,
-}
-
 /// What an encoded chunk holds, read from its packets (not from the
 /// container's start time, which libavformat leaves unknown for some
 /// encoders: one frame of reorder delay, as mpeg2video and mpeg4 with
@@ -148,6 +94,9 @@ pub struct ChunkFacts {
     pub untimed: u64,
     /// The encoder that made it (`libx264`), from the stream's tag.
     pub encoder: Option<String>,
+    /// The file's size as the node saw it (a node's record of a chunk it
+    /// wrote in the shared directory).
+    pub bytes: Option<u64>,
 }
 
 /// Why an encoded chunk (or the preflight's frame) is not accepted. Plain
@@ -199,65 +148,98 @@ pub async fn inspect(path: &Path) -> Result<ChunkFacts, VerifyError> {
     inspect_from(path, std::process::Stdio::null()).await
 }
 
+/// What ffprobe shows of a chunk (`-show_entries`): the same fields on the
+/// controller and in a node's record (`encode.sh`).
+pub const FIELDS: &str = "stream=codec_name,profile,level,pix_fmt,width,height,sample_aspect_ratio,\
+                          field_order,color_range,color_space,color_primaries,color_transfer,\
+                          chroma_location,time_base:stream_tags=encoder:packet=pts:format=nb_streams";
+
 /// [`inspect`] with a given stdin: `pipe:0` reads a chunk as it is encoded.
 pub async fn inspect_from(path: &Path, stdin: std::process::Stdio) -> Result<ChunkFacts, VerifyError> {
-    let fields = "stream=codec_name,profile,level,pix_fmt,width,height,sample_aspect_ratio,field_order,\
-                  color_range,color_space,color_primaries,color_transfer,chroma_location,time_base:\
-                  stream_tags=encoder:packet=pts:format=nb_streams";
-    let args = ["-select_streams", "v:0", "-print_format", "json=compact=1", "-show_entries", fields];
+    let args = ["-select_streams", "v:0", "-of", "default=nw=1", "-show_entries", FIELDS];
     let out = crate::transcode::probe::ffprobe_from(&args, path, stdin).await?;
-    parse_facts(&out)
+    parse_record(&String::from_utf8_lossy(&out))
 }
 
-fn parse_facts(json: &[u8]) -> Result<ChunkFacts, VerifyError> {
-    let parsed: ChunkJson = serde_json::from_slice(json).map_err(|e| VerifyError::Output(e.to_string()))?;
-    let s = parsed.streams.into_iter().next().ok_or(VerifyError::NoVideo)?;
-    // `encoder` (NUT, MP4) or `ENCODER` (Matroska): `Lavc59.37.100 libx264`.
-    let tag = s.tags.iter().find(|(k, _)| k.eq_ignore_ascii_case("encoder")).map(|(_, v)| v);
-    let encoder = tag.and_then(|e| e.split_whitespace().last()).map(str::to_string);
-    let tb = s.time_base.as_deref().and_then(Rational::parse).filter(|t| t.num > 0 && t.den > 0);
-    // (Two packets may share a time: a source can have them, and a chunk
-    // keeps the source's times.)
-    let pts: Vec<i64> = parsed.packets.iter().filter_map(|p| p.pts).collect();
-    let untimed = (parsed.packets.len() - pts.len()) as u64;
-    let streams = parsed.format.as_ref().and_then(|f| f.nb_streams);
-    Ok(ChunkFacts {
-        streams,
-        encoder,
-        frames: parsed.packets.len() as u64,
-        start: tb.zip(pts.iter().min()).map(|(tb, &first)| tb.seconds(first)),
-        untimed,
-        params: params(s),
-    })
-}
+/// The most lines a record may have besides `pts=` lines.
+const MAX_RECORD_LINES: usize = 64;
 
-/// ffprobe leaves out what it does not know: `unknown` then.
-fn params(s: StreamJson) -> CodecParams {
-    let known = |v: Option<String>| v.unwrap_or_else(|| "unknown".into());
-    CodecParams {
-        codec: s.codec_name,
-        profile: s.profile.unwrap_or_default(),
-        pix_fmt: s.pix_fmt.unwrap_or_default(),
-        width: s.width,
-        height: s.height,
-        sample_aspect_ratio: s.sample_aspect_ratio.unwrap_or_else(|| "1:1".into()),
-        field_order: known(s.field_order),
-        level: known(s.level.map(|l| l.to_string())),
-        color_range: known(s.color_range),
-        color_space: known(s.color_space),
-        color_primaries: known(s.color_primaries),
-        color_transfer: known(s.color_transfer),
-        chroma_location: s.chroma_location.unwrap_or_else(|| "unspecified".into()),
-        time_base: s.time_base.unwrap_or_default(),
+/// Read a chunk's facts from ffprobe's `key=value` lines ([`FIELDS`]):
+/// either one `pts=` line per packet (ffprobe's own output, on the
+/// controller) or a node's summary of them (`packets=`, `untimed=`,
+/// `first_pts=`, see `encode.sh`). `N/A` and `unknown` are what ffprobe
+/// prints for what it does not know. A record that says its probe failed,
+/// or lacks the stream, is refused.
+pub fn parse_record(text: &str) -> Result<ChunkFacts, VerifyError> {
+    let mut fields = std::collections::HashMap::new();
+    let (mut packets, mut untimed, mut first) = (0u64, 0u64, None::<i64>);
+    let mut summary = false;
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once('=') else { continue };
+        match key {
+            "pts" => match value.parse::<i64>() {
+                Ok(p) => {
+                    packets += 1;
+                    first = Some(first.map_or(p, |f| f.min(p)));
+                }
+                Err(_) => {
+                    packets += 1;
+                    untimed += 1;
+                }
+            },
+            "packets" | "untimed" | "first_pts" => {
+                summary = true;
+                fields.insert(key.to_string(), value.to_string());
+            }
+            _ if fields.len() < MAX_RECORD_LINES => {
+                let key = if key.eq_ignore_ascii_case("TAG:encoder") { "encoder" } else { key };
+                fields.entry(key.to_string()).or_insert_with(|| value.to_string());
+            }
+            _ => {}
+        }
     }
-}
-
-/// Read an encoded chunk and check it against the plan: the planned
-/// frames and start (codec parameters are compared by the caller).
-pub async fn chunk(plan: &Plan, chunk: &Chunk, part: &Path) -> Result<ChunkFacts, VerifyError> {
-    let facts = inspect(part).await?;
-    check(&facts, chunk, plan)?;
-    Ok(facts)
+    if let Some(e) = fields.get("probe_error") {
+        return Err(VerifyError::Unreadable(crate::text::printable(crate::text::cut(e, 1000))));
+    }
+    if fields.get("probe_status").is_some_and(|s| s != "0") {
+        return Err(VerifyError::Probe("ffprobe failed on the node".into()));
+    }
+    if summary {
+        let number = |k: &str| fields.get(k).and_then(|v| v.parse::<u64>().ok());
+        packets = number("packets").ok_or_else(|| VerifyError::Output("no packet count".into()))?;
+        untimed = number("untimed").unwrap_or(packets);
+        first = fields.get("first_pts").and_then(|v| v.parse().ok());
+    }
+    let known = |k: &str| fields.get(k).filter(|v| !matches!(v.as_str(), "N/A" | "unknown" | "")).cloned();
+    let codec = known("codec_name").ok_or(VerifyError::NoVideo)?;
+    let number = |k: &str| known(k).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
+    let tb = known("time_base").as_deref().and_then(Rational::parse).filter(|t| t.num > 0 && t.den > 0);
+    let encoder = known("encoder").and_then(|e| e.split_whitespace().last().map(str::to_string));
+    let params = CodecParams {
+        codec,
+        profile: known("profile").unwrap_or_default(),
+        pix_fmt: known("pix_fmt").unwrap_or_default(),
+        width: number("width"),
+        height: number("height"),
+        sample_aspect_ratio: known("sample_aspect_ratio").unwrap_or_else(|| "1:1".into()),
+        field_order: known("field_order").unwrap_or_else(|| "unknown".into()),
+        level: known("level").unwrap_or_else(|| "unknown".into()),
+        color_range: known("color_range").unwrap_or_else(|| "unknown".into()),
+        color_space: known("color_space").unwrap_or_else(|| "unknown".into()),
+        color_primaries: known("color_primaries").unwrap_or_else(|| "unknown".into()),
+        color_transfer: known("color_transfer").unwrap_or_else(|| "unknown".into()),
+        chroma_location: known("chroma_location").unwrap_or_else(|| "unspecified".into()),
+        time_base: known("time_base").unwrap_or_default(),
+    };
+    Ok(ChunkFacts {
+        params,
+        frames: packets,
+        streams: known("nb_streams").and_then(|n| n.parse().ok()),
+        start: tb.zip(first).map(|(tb, first)| tb.seconds(first)),
+        untimed,
+        encoder,
+        bytes: known("bytes").and_then(|b| b.trim().parse().ok()),
+    })
 }
 
 /// Check the facts of an encoded chunk against the plan (frames and start;
@@ -344,20 +326,18 @@ mod tests {
     use crate::transcode::probe::Rational;
 
     /// ffprobe's answer for a chunk of `pts` (in 1/51200, as NUT has 25
-    /// frames/s), packets in the order given; `null` for a missing pts.
-    fn chunk_json(pts: &[Option<i64>]) -> Vec<u8> {
-        let packets: Vec<String> = pts
-            .iter()
-            .map(|p| match p {
-                Some(p) => format!(r#"{{"pts":{p}}}"#),
-                None => "{}".into(),
-            })
-            .collect();
-        format!(
-            r#"{{"packets":[{}],"streams":[{{"codec_name":"h264","profile":"High","pix_fmt":"yuv420p","width":320,"height":240,"sample_aspect_ratio":"1:1","time_base":"1/51200"}}]}}"#,
-            packets.join(",")
-        )
-        .into_bytes()
+    /// frames/s), packets in the order given; `N/A` for a missing pts.
+    fn chunk_record(pts: &[Option<i64>]) -> String {
+        let mut text = String::new();
+        for p in pts {
+            match p {
+                Some(p) => text.push_str(&format!("pts={p}\n")),
+                None => text.push_str("pts=N/A\n"),
+            }
+        }
+        text + "codec_name=h264\nprofile=High\npix_fmt=yuv420p\nwidth=320\nheight=240\n\
+                sample_aspect_ratio=1:1\nfield_order=unknown\ncolor_range=unknown\ntime_base=1/51200\n\
+                chroma_location=unspecified\nTAG:encoder=Lavc59.37.100 libx264\nnb_streams=1\n"
     }
 
     /// 50 frames from 12 s, decode order I P B B P B B ... (one frame of
@@ -373,7 +353,7 @@ mod tests {
             anchor = next;
         }
         let pts: Vec<Option<i64>> = order.iter().map(|i| Some(614400 + i * 2048)).collect();
-        parse_facts(&chunk_json(&pts)).unwrap()
+        parse_record(&chunk_record(&pts)).unwrap()
     }
 
     fn plan(frames: u64, start: i64) -> (Chunk, Plan) {
@@ -421,21 +401,21 @@ mod tests {
 
     #[test]
     fn the_start_is_the_earliest_packet_not_the_first() {
-        let f =
-            parse_facts(&chunk_json(&[Some(614400 + 2 * 2048), Some(614400), Some(614400 + 2048)])).unwrap();
+        let f = parse_record(&chunk_record(&[Some(614400 + 2 * 2048), Some(614400), Some(614400 + 2048)]))
+            .unwrap();
         assert_eq!((f.frames, f.start, f.untimed), (3, Some(12.0), 0));
     }
 
     #[test]
     fn packets_without_timestamps_are_refused() {
         let (c, p) = plan(3, 50);
-        let f = parse_facts(&chunk_json(&[Some(614400), None, Some(614400 + 2048)])).unwrap();
+        let f = parse_record(&chunk_record(&[Some(614400), None, Some(614400 + 2048)])).unwrap();
         assert_eq!(check(&f, &c, &p), Err(VerifyError::Untimed(1)));
         // A time twice, as a source may have it: kept.
-        let f = parse_facts(&chunk_json(&[Some(614400), Some(614400), Some(614400 + 2048)])).unwrap();
+        let f = parse_record(&chunk_record(&[Some(614400), Some(614400), Some(614400 + 2048)])).unwrap();
         assert_eq!(check(&f, &c, &p), Ok(()));
         assert_eq!(
-            check(&parse_facts(&chunk_json(&[])).unwrap(), &c, &p).unwrap_err().to_string(),
+            check(&parse_record(&chunk_record(&[])).unwrap(), &c, &p).unwrap_err().to_string(),
             "holds 0 frames, 3 planned"
         );
     }
@@ -459,7 +439,7 @@ mod tests {
 
     #[test]
     fn colour_tags_field_order_and_level_are_compared() {
-        let f = parse_facts(br#"{"streams":[{"codec_name":"hevc","profile":"Main 10","level":93,"pix_fmt":"yuv420p10le","width":320,"height":240,"color_range":"tv","color_space":"bt2020nc","color_primaries":"bt2020","color_transfer":"smpte2084","chroma_location":"left","field_order":"tb","nb_read_packets":"1"}]}"#).unwrap();
+        let f = parse_record("codec_name=hevc\nprofile=Main 10\nlevel=93\npix_fmt=yuv420p10le\nwidth=320\nheight=240\ncolor_range=tv\ncolor_space=bt2020nc\ncolor_primaries=bt2020\ncolor_transfer=smpte2084\nchroma_location=left\nfield_order=tb\npts=0\n").unwrap();
         let p = &f.params;
         assert_eq!(
             (p.level.as_str(), p.color_transfer.as_str(), p.field_order.as_str()),
@@ -478,5 +458,24 @@ mod tests {
             p.difference(&other),
             Some("level 93 differs from the job's 90; colour range tv differs from the job's pc".into())
         );
+    }
+
+    #[test]
+    fn a_nodes_summary_reads_as_its_packets() {
+        let pts = [Some(614400 + 2048), Some(614400), None];
+        let full = parse_record(&chunk_record(&pts)).unwrap();
+        let mut summary: String =
+            chunk_record(&[]).lines().filter(|l| !l.starts_with("pts=")).map(|l| format!("{l}\n")).collect();
+        summary += "probe_status=0\npackets=3\nuntimed=1\nfirst_pts=614400\nbytes=1234\n";
+        let node = parse_record(&summary).unwrap();
+        assert_eq!((node.frames, node.untimed, node.start), (full.frames, full.untimed, full.start));
+        assert_eq!(node.params, full.params);
+        assert_eq!(node.bytes, Some(1234));
+        assert_eq!(node.encoder.as_deref(), Some("libx264"));
+        // A failed probe on the node, or no stream, is no chunk.
+        let failed = format!("{summary}probe_error=pipe:0: Invalid data found\n");
+        assert!(matches!(parse_record(&failed), Err(VerifyError::Unreadable(_))));
+        assert!(matches!(parse_record("packets=3\n"), Err(VerifyError::NoVideo)));
+        assert!(matches!(parse_record("codec_name=h264\nprobe_status=1\n"), Err(VerifyError::Probe(_))));
     }
 }

@@ -16,7 +16,7 @@ use crate::inventory::{Inventory, SlurmSpec};
 use crate::remote::slurm::query::{self, SlurmNode};
 use crate::remote::{Local, Node, Slurm};
 
-use super::{slots_and_threads, Cluster};
+use super::{slots_and_threads, Cluster, ConnectError};
 use crate::transcode::dispatch::WorkerNode;
 
 /// The partition's usable nodes; those Slurm has down or drained are left
@@ -33,7 +33,7 @@ pub async fn connect(inv: &Inventory, spec: &SlurmSpec) -> Cluster {
     let found = match look(spec).await {
         Ok(found) => found,
         Err(why) => {
-            cluster.warnings.push(why);
+            cluster.warnings.push(why.to_string());
             cluster.description = describe(inv, spec, &cluster);
             return cluster;
         }
@@ -75,14 +75,13 @@ pub async fn connect(inv: &Inventory, spec: &SlurmSpec) -> Cluster {
 
 /// The partition's nodes, checked that Slurm takes jobs there, and the
 /// ffmpeg facts of this machine (standing for the nodes').
-async fn look(spec: &SlurmSpec) -> Result<(Vec<SlurmNode>, Facts), String> {
-    let slurm = |e: query::SlurmError| format!("Slurm: {e}");
-    let nodes = query::partition_nodes(spec).await.map_err(slurm)?;
-    query::test_submit(spec).await.map_err(slurm)?;
+async fn look(spec: &SlurmSpec) -> Result<(Vec<SlurmNode>, Facts), ConnectError> {
+    let nodes = query::partition_nodes(spec).await?;
+    query::test_submit(spec).await?;
     let here = Local::new("controller");
-    let facts = facts::gather(&here, None).await.map_err(|e| e.to_string())?;
+    let facts = facts::gather(&here, None).await?;
     if facts.ffmpeg_version.is_none() {
-        return Err("this machine has no ffmpeg, whose encoders stand for the Slurm nodes'".into());
+        return Err(ConnectError::NoLocalFfmpeg);
     }
     Ok((nodes, facts))
 }

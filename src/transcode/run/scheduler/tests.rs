@@ -303,7 +303,8 @@ fn every_job_fails_when_no_node_is_left() {
     s.close();
     let a = run(&s.next(0, now)).clone();
     let after = s.failed(a.attempt, Failure::NodeLost, now);
-    assert_eq!(after.failed_jobs, [(0, "no node is left".to_string()), (1, "no node is left".to_string())]);
+    assert_eq!(after.failed_jobs, [(0, GiveUp::NoNode), (1, GiveUp::NoNode)]);
+    assert_eq!(GiveUp::NoNode.to_string(), "no node is left");
     assert!(s.finished());
 }
 
@@ -322,7 +323,8 @@ fn a_chunk_failing_everywhere_fails_its_job_only() {
     assert_eq!(c.job, 0);
     let after = s.failed(c.attempt, Failure::Chunk, now);
     assert_eq!(after.failed_jobs.len(), 1);
-    assert!(after.failed_jobs[0].1.contains("every node"), "{after:?}");
+    assert_eq!(after.failed_jobs[0], (0, GiveUp::EveryNode { chunk: 0 }), "{after:?}");
+    assert_eq!(after.failed_jobs[0].1.to_string(), "chunk 0 failed on every node still in");
     // The other job goes on.
     assert_eq!(s.succeeded(b.attempt, now, None).job_done, Some(1));
     assert!(s.finished());
@@ -348,7 +350,7 @@ fn an_abandoned_job_stops_its_attempts() {
     s.close();
     let a = run(&s.next(0, now)).clone();
     let b = run(&s.next(1, now)).clone();
-    let mut stop = s.abandon_job(0, "side streams refused");
+    let mut stop = s.abandon_job(0);
     stop.sort();
     assert_eq!(stop, [a.attempt, b.attempt]);
     assert!(s.finished());
