@@ -290,7 +290,7 @@ report() {
       cmd = "date -d " v["SubmitTime"] " +%s"; cmd | getline sub_t; close(cmd)
       cmd = "date -d " v["StartTime"] " +%s"; cmd | getline start_t; close(cmd)
       w = start_t - sub_t; if (w > max) max = w }
-    END { printf "Slurm records %d dffmpeg jobs (one per chunk attempt); longest wait from submission to start: %d s (1 s resolution).\n", n, max }' \
+    END { printf "Slurm records %d dffmpeg jobs (chunk attempts, side streams); longest wait from submission to start: %d s (1 s resolution).\n", n, max }' \
     "$WORK/slurm/log/jobcomp.txt"
   echo "Raw: $TSV, events $WORK/events-*.jsonl, Slurm's job records $WORK/slurm/log/jobcomp.txt."
 }

@@ -94,7 +94,11 @@ fn two_slurm_nodes_transcode_frame_exact() {
     // each chunk of both runs has a completed one (a losing duplicate at
     // the end is cancelled).
     let jobs = s.finished_jobs();
-    let ours: Vec<_> = jobs.iter().filter(|j| j["Name"].starts_with("dffmpeg-out")).collect();
+    // Chunk attempts (the side streams' job, `-side`, is not one).
+    let ours: Vec<_> = jobs
+        .iter()
+        .filter(|j| j["Name"].starts_with("dffmpeg-out") && !j["Name"].ends_with("-side"))
+        .collect();
     let mut chunks = BTreeSet::new();
     for j in &ours {
         let (chunk, attempt) = j["Name"].rsplit_once("-a").unwrap();
@@ -326,7 +330,7 @@ fn a_killed_controller_resumes_without_running_a_chunk_twice() {
     let chunk = |j: &crate::common::slurm::JobRecord| j["Name"].rsplit_once("-a").unwrap().0.to_string();
     let (old, new): (Vec<_>, Vec<_>) = jobs
         .iter()
-        .filter(|j| j["Name"].starts_with("dffmpeg-out"))
+        .filter(|j| j["Name"].starts_with("dffmpeg-out") && !j["Name"].ends_with("-side"))
         .partition(|j| id(j) <= *left_ids.last().unwrap());
     assert!(old.iter().any(|j| left_ids.contains(&id(j))), "the old jobs ended: {jobs:?}");
     for o in &old {
