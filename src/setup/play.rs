@@ -90,8 +90,9 @@ pub fn load_playbooks(assets: &Assets) -> anyhow::Result<BTreeMap<String, Playbo
         .collect()
 }
 
-/// The playbooks that apply to `node`, in order (`slurm.yaml` only with
-/// `cluster.engine: slurm`: no page of skipped Slurm tasks otherwise).
+/// The playbooks that apply to `node`, in order (`slurm.yaml` only when
+/// setup provisions Slurm, [`slurm::provisions`]: no page of skipped Slurm
+/// tasks otherwise).
 fn node_playbooks<'a>(pbs: &'a BTreeMap<String, Playbook>, node: &Node, slurm: bool) -> Vec<&'a Playbook> {
     let mut files = vec!["common.yaml"];
     for role in [Role::Controller, Role::Storage, Role::Compute] {
@@ -133,8 +134,7 @@ pub fn build_jobs(
 ) -> Result<Vec<NodeJob>, Failure> {
     let mut jobs = Vec::new();
     for node in selected {
-        let slurm = matches!(inventory.cluster.engine, crate::inventory::Engine::Slurm(_));
-        let books = node_playbooks(pbs, node, slurm);
+        let books = node_playbooks(pbs, node, slurm::provisions(inventory));
         let mut vars = Map::new();
         for b in &books {
             vars.extend(b.vars.clone());

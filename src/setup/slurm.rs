@@ -65,6 +65,14 @@ pub struct Prepared {
     pub events: Vec<TaskEvent>,
 }
 
+/// Whether `setup` provisions Slurm: `engine: slurm` with compute nodes in
+/// the inventory (they become its slurmd nodes). Without any, the
+/// inventory describes a Slurm cluster of someone else's (the controller a
+/// submit host of it): its munge key and slurm.conf are left alone.
+pub fn provisions(inv: &Inventory) -> bool {
+    matches!(inv.cluster.engine, Engine::Slurm(_)) && inv.compute_nodes().next().is_some()
+}
+
 /// Whether a node runs a Slurm daemon (slurmctld or slurmd).
 fn in_slurm(n: &Node) -> bool {
     n.has(Role::Controller) || n.has(Role::Compute)
@@ -133,6 +141,9 @@ pub async fn prepare<T: Transport>(
     timeout: Duration,
 ) -> Option<Prepared> {
     let Engine::Slurm(spec) = &inv.cluster.engine else { return None };
+    if !provisions(inv) {
+        return None;
+    }
     // All nodes at once: one facts round trip each.
     let reads = inv.nodes.iter().filter(|n| in_slurm(n)).filter_map(|n| {
         let (_, conn) = conns.iter().find(|(name, _)| *name == n.name)?;
@@ -320,6 +331,20 @@ mod tests {
         };
         let both = tokio::time::timeout(std::time::Duration::from_secs(30), join_all(vec![meet(1), meet(2)]));
         assert_eq!(both.await.expect("both ran at once"), [1, 2]);
+    }
+
+    #[test]
+    fn only_a_cluster_with_compute_nodes_is_provisioned() {
+        use crate::inventory::{Engine, SlurmSpec};
+        let slurm = Engine::Slurm(SlurmSpec { partition: "video".into(), account: None, qos: None });
+        let mut own =
+            inventory(vec![node("ctl", "local", &[Role::Controller]), node("a", "a", &[Role::Compute])]);
+        own.cluster.engine = slurm.clone();
+        assert!(provisions(&own));
+        let mut theirs = inventory(vec![node("ctl", "local", &[Role::Controller])]);
+        theirs.cluster.engine = slurm;
+        assert!(!provisions(&theirs), "a submit host of someone else's Slurm");
+        assert!(!provisions(&inventory(vec![node("a", "a", &[Role::Compute])])), "engine: ssh");
     }
 
     #[test]
