@@ -249,6 +249,14 @@ fn setup_brings_up_slurm_and_a_new_node_joins() {
     let done: Vec<&str> =
         ev.iter().filter(|e| e["event"] == "chunk_done").filter_map(|e| e["node"].as_str()).collect();
     assert!(done.contains(&"n1") && done.contains(&"n2"), "{done:?}");
+
+    // 6. An inventory of the controller alone (a submit host of a Slurm
+    //    cluster run by someone else): setup leaves Slurm alone.
+    s.write_inventory(&["ctl"]);
+    let submit = s.setup("");
+    assert_no_changes(&submit, &["ctl"]);
+    assert!(!submit.stdout.contains("slurm.conf") && !submit.stdout.contains("munge"), "{submit}");
+    assert_eq!(s.ctl().exec_ok(&format!("cat {CONF}")), conf);
     let shared = s.shared.clone();
     drop(s);
     let _ = std::fs::remove_dir_all(&media);
