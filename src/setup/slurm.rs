@@ -98,12 +98,14 @@ pub fn context(
     let controller = inv.nodes.iter().find(|n| n.has(Role::Controller));
     let mut nodes = Vec::new();
     let mut missing = Vec::new();
+    // No address (a `host: local` node of a cluster with no other host):
+    // Slurm resolves the host name.
     for n in inv.compute_nodes() {
-        match (facts_of(&n.name), addr(&n.name)) {
-            (Some(f), Some(a)) if !short_hostname(f).is_empty() => nodes.push(json!({
+        match facts_of(&n.name) {
+            Some(f) if !short_hostname(f).is_empty() => nodes.push(json!({
                 "name": n.name,
                 "hostname": short_hostname(f),
-                "address": a,
+                "address": addr(&n.name),
                 "cpus": f.usable_cores(),
                 "mem_mb": f.mem_mb,
             })),
@@ -111,8 +113,8 @@ pub fn context(
         }
     }
     let ctl = controller.map(|c| {
-        let f = facts_of(&c.name);
-        if f.is_none() || addr(&c.name).is_none() {
+        let f = facts_of(&c.name).filter(|f| !short_hostname(f).is_empty());
+        if f.is_none() {
             missing.push(c.name.clone());
         }
         json!({
@@ -278,6 +280,10 @@ mod tests {
         );
         assert_eq!(ctx["missing"], json!(["b"]));
         assert_eq!(ctx["munge_key"], json!("a2V5"));
+        addrs.insert("a".into(), None);
+        let ctx = context(&inv, "video", &f, &addrs, None);
+        assert_eq!(ctx["nodes"][0]["address"], Json::Null, "Slurm resolves the host name");
+        assert_eq!(ctx["missing"], json!(["b"]));
     }
 
     /// slurm.conf as the embedded template renders it for `ctx`.
@@ -299,15 +305,18 @@ mod tests {
         let ctl = json!({"name": "ctl", "hostname": "ctl", "address": "198.18.5.10"});
         let nodes = json!([
             {"name": "a", "hostname": "pi-a", "address": "198.18.5.11", "cpus": 4, "mem_mb": 926},
-            {"name": "b", "hostname": "nuc", "address": "198.18.5.12", "cpus": 8, "mem_mb": null},
+            {"name": "b", "hostname": "nuc", "address": null, "cpus": 8, "mem_mb": null},
         ]);
         let ok =
             json!({"partition": "video", "controller": ctl, "nodes": nodes, "missing": [], "munge_key": "k"});
         let text = conf(ok.clone()).unwrap();
         assert!(text.contains("SlurmctldHost=ctl(198.18.5.10)\n"), "{text}");
         assert!(text.contains("\nNodeName=pi-a NodeAddr=198.18.5.11 CPUs=4 RealMemory=926 State=UNKNOWN\n"));
-        assert!(text.contains("\nNodeName=nuc NodeAddr=198.18.5.12 CPUs=8 State=UNKNOWN\n"), "{text}");
+        assert!(text.contains("\nNodeName=nuc CPUs=8 State=UNKNOWN\n"), "{text}");
         assert!(text.contains("\nPartitionName=video Nodes=pi-a,nuc Default=YES"), "{text}");
+        let mut local = ok.clone();
+        local["controller"]["address"] = Json::Null;
+        assert!(conf(local).unwrap().contains("\nSlurmctldHost=ctl\nSlurmctldPort="));
         let mut missing = ok.clone();
         missing["missing"] = json!(["c"]);
         let e = conf(missing).unwrap_err();
