@@ -192,10 +192,13 @@ main() {
   echo "| job | storage | controller CPU-s | ÷ single-threaded work (median, runs) | frames exact |"
   echo "|---|---|---|---|---|"
   for row in $ROWS; do
-    awk -F'\t' -v r="$row" 'NR>1 && $1==r { n++; c[n]=$3; q[n]=$5; ok += ($7==0 && $8==$9) }
-      END { asort(c); asort(q); m=(n%2 ? q[(n+1)/2] : (q[n/2]+q[n/2+1])/2); mc=(n%2 ? c[(n+1)/2] : (c[n/2]+c[n/2+1])/2);
-            s=""; for (i=1;i<=n;i++) s=s (i>1?" ":"") q[i];
-            split(r, p, "-"); printf "| %s | %s | %.2f | **%.3f** (%s) | %d/%d |\n", p[1], p[2], mc, m, s, ok, n }' "$TSV"
+    local q c n ok
+    q=$(awk -F'\t' -v r="$row" 'NR>1 && $1==r {print $5}' "$TSV" | sort -g)
+    c=$(awk -F'\t' -v r="$row" 'NR>1 && $1==r {print $3}' "$TSV" | median)
+    n=$(awk -F'\t' -v r="$row" 'NR>1 && $1==r' "$TSV" | wc -l)
+    ok=$(awk -F'\t' -v r="$row" 'NR>1 && $1==r && $7==0 && $8==$9' "$TSV" | wc -l)
+    printf '| %s | %s | %s | **%s** (%s) | %s/%s |\n' "${row%%-*}" "${row##*-}" "$c" \
+      "$(median <<<"$q")" "$(echo $q)" "$ok" "$n"
   done
   if [ "$PROFILE" = 1 ]; then
     echo

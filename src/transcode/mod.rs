@@ -86,6 +86,7 @@ pub async fn run(args: TranscodeArgs) -> Outcome {
         // The embedded local cluster reads the source in place (no split,
         // no pipe); an inventory's `storage` is followed as it says.
         all_local: inventory.source == Inventory::local_default().source,
+        preflights: Default::default(),
     };
     if args.dry_run {
         // A dry run trusts no new host key (it writes nothing).
@@ -249,7 +250,9 @@ pub fn outside_link(p: &std::path::Path) -> String {
 async fn keep_videos(files: Vec<FileSpec>) -> Vec<FileSpec> {
     let mut kept = Vec::with_capacity(files.len());
     for f in files {
-        if !f.found || inputs::is_video(&f.input).await {
+        if !f.found {
+            kept.push(f);
+        } else if let Some(f) = inputs::if_video(f).await {
             kept.push(f);
         }
     }

@@ -102,8 +102,23 @@ fn a_folder_is_transcoded_mirrored_and_a_damaged_file_is_named() {
     let ev = events(&res);
     assert_eq!(file_events(&ev, "job_skipped").len(), 3, "{ev:?}");
     assert_eq!(file_events(&ev, "chunk_start").len(), 0);
-    let res = run(&mut batch(&s, &out, &["-y"]));
+    let (path, log) = logged_ffprobe(&d);
+    let res = run(batch(&s, &out, &["-y"]).env("PATH", path));
     assert_eq!(file_events(&events(&res), "job_done").len(), 3);
+    // Alike videos are preflighted once per output format (the two .mp4
+    // outputs share one): the plain run's frame is probed twice, not 3 times.
+    let plain_probes = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("packet=pts") && l.contains("/proc/"))
+        .count();
+    assert_eq!(plain_probes, 2, "{}", std::fs::read_to_string(&log).unwrap());
+    // Each found file's streams are read once: the walk's answer serves
+    // the job's probe (3 videos, the text, the audio; the damaged file,
+    // unreadable, is tried again by its job, which then fails).
+    let stream_probes =
+        std::fs::read_to_string(&log).unwrap().lines().filter(|l| l.contains("-show_chapters")).count();
+    assert_eq!(stream_probes, 7, "{}", std::fs::read_to_string(&log).unwrap());
     let _ = std::fs::remove_dir_all(&d);
 }
 

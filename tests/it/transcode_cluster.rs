@@ -50,19 +50,6 @@ fn transcode_json(d: &Path, inv: &Path, out: &Path, input: &Path, args: &[&str])
     ok_events(run(cluster_cmd(d, inv).args(["--json", "--chunk", "1", "-o"]).arg(out).arg(input).args(args)))
 }
 
-/// A PATH whose ffprobe logs its arguments (then runs the real one), and
-/// the log: what this machine probed.
-fn logged_ffprobe(d: &Path) -> (String, PathBuf) {
-    let bin = d.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let log = d.join("ffprobe.log");
-    let shim = format!("#!/bin/sh\necho \"$*\" >> '{}'\nexec /usr/bin/ffprobe \"$@\"\n", log.display());
-    std::fs::write(bin.join("ffprobe"), shim).unwrap();
-    std::fs::set_permissions(bin.join("ffprobe"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .unwrap();
-    (format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()), log)
-}
-
 /// The nodes checked their chunks: this machine probed the preflight's two
 /// first frames only, not one chunk each.
 fn assert_nodes_checked_their_chunks(ev: &[serde_json::Value], log: &Path) {

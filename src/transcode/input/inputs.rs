@@ -17,6 +17,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// A file must be untouched this long to count as complete (default).
@@ -49,6 +50,8 @@ pub struct FileSpec {
     pub found: bool,
     /// The `-O` directory, below which the output's folders are made.
     pub out_root: Option<PathBuf>,
+    /// ffprobe's streams answer, when the walk read it ([`examine`]).
+    pub probed: Option<Arc<Vec<u8>>>,
 }
 
 /// How outputs are named.
@@ -118,6 +121,7 @@ pub fn expand(inputs: &[PathBuf], outputs: &Outputs, settle: Duration) -> Result
                     input: input.clone(),
                     found: false,
                     out_root: Some(dir.clone()),
+                    probed: None,
                 });
             }
             (false, Outputs::File(out)) => ex.files.push(FileSpec {
@@ -125,10 +129,15 @@ pub fn expand(inputs: &[PathBuf], outputs: &Outputs, settle: Duration) -> Result
                 output: Some(out.clone()),
                 found: false,
                 out_root: None,
+                probed: None,
             }),
-            (false, Outputs::NextToInput) => {
-                ex.files.push(FileSpec { input: input.clone(), output: None, found: false, out_root: None })
-            }
+            (false, Outputs::NextToInput) => ex.files.push(FileSpec {
+                input: input.clone(),
+                output: None,
+                found: false,
+                out_root: None,
+                probed: None,
+            }),
         }
     }
     if matches!(outputs, Outputs::File(_)) && (ex.files.len() != 1 || ex.files[0].found) {
@@ -146,6 +155,7 @@ pub fn found_below(input: &Path, file: PathBuf, dir: &Path, ext: Option<&str>) -
         input: file,
         found: true,
         out_root: Some(dir.to_path_buf()),
+        probed: None,
     }
 }
 
@@ -186,7 +196,7 @@ pub enum Entry {
 }
 
 /// Files below `dir` that may be videos (see the module doc; the ffprobe
-/// part of the rule is [`is_video`]), untouched for `settle`, skipping
+/// part of the rule is [`examine`]), untouched for `settle`, skipping
 /// `skip` (the output directory, when it lies inside).
 pub fn walk(dir: &Path, skip: Option<&Path>, settle: Duration) -> Result<Walk, InputError> {
     let root = dir.canonicalize().map_err(|e| InputError::Io { path: dir.to_path_buf(), cause: e })?;
@@ -310,25 +320,52 @@ pub fn changed(meta: &std::fs::Metadata) -> SystemTime {
     meta.modified().unwrap_or(ctime).max(ctime)
 }
 
-/// Whether `path` is an input of a directory (see the module doc).
-pub async fn is_video(path: &Path) -> bool {
-    let args = [
-        "-show_entries",
-        "format=format_name:stream=codec_type:stream_disposition=attached_pic",
-        "-of",
-        "json",
-    ];
-    let Ok(out) = crate::transcode::probe::ffprobe(&args, path).await else {
-        return crate::transcode::output::format_for(path, None).is_ok_and(|f| f != "ipod");
+/// Whether a file found in a directory is an input (the rule in the
+/// module doc).
+#[derive(Debug)]
+pub enum Examined {
+    /// A video: ffprobe's streams answer, kept for the job's probe.
+    Video(Arc<Vec<u8>>),
+    /// Unreadable, but named like a video container's file (it fails,
+    /// named).
+    ByName,
+    /// No input.
+    Not,
+}
+
+/// Read what a file found in a directory holds (see the module doc).
+pub async fn examine(path: &Path) -> Examined {
+    let probe = crate::transcode::probe::STREAMS;
+    let Ok(out) = crate::transcode::probe::ffprobe(&probe, path).await else {
+        return match crate::transcode::output::format_for(path, None).is_ok_and(|f| f != "ipod") {
+            true => Examined::ByName,
+            false => Examined::Not,
+        };
     };
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out) else { return false };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out) else { return Examined::Not };
     let format = v["format"]["format_name"].as_str().unwrap_or("");
     if format.starts_with("image2") || format.ends_with("_pipe") || format == "gif" {
-        return false;
+        return Examined::Not;
     }
-    v["streams"].as_array().is_some_and(|streams| {
+    let video = v["streams"].as_array().is_some_and(|streams| {
         streams.iter().any(|s| s["codec_type"] == "video" && s["disposition"]["attached_pic"] != 1)
-    })
+    });
+    match video {
+        true => Examined::Video(Arc::new(out)),
+        false => Examined::Not,
+    }
+}
+
+/// A found file that is an input, with what its examination read.
+pub async fn if_video(mut f: FileSpec) -> Option<FileSpec> {
+    match examine(&f.input).await {
+        Examined::Video(json) => {
+            f.probed = Some(json);
+            Some(f)
+        }
+        Examined::ByName => Some(f),
+        Examined::Not => None,
+    }
 }
 
 #[cfg(test)]

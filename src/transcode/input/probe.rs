@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -49,6 +50,10 @@ pub struct Stream {
     pub disposition: Disposition,
     #[serde(default)]
     pub side_data_list: Vec<SideData>,
+    /// Every other property ffprobe shows (pixel format, colour tags ...):
+    /// what tells two inputs' video streams alike (see `prep/alike.rs`).
+    #[serde(flatten)]
+    pub other: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -199,12 +204,27 @@ pub async fn ffprobe_from(args: &[&str], input: &Path, stdin: Stdio) -> Result<V
     Ok(out.stdout)
 }
 
+/// ffprobe's arguments for the container and its streams (JSON).
+pub const STREAMS: [&str; 5] = ["-print_format", "json", "-show_format", "-show_streams", "-show_chapters"];
+
 pub async fn probe(input: &Path) -> Result<Probe, ProbeError> {
+    probe_with(input, None).await
+}
+
+/// [`probe`], with ffprobe's [`STREAMS`] answer already at hand when a
+/// folder's walk read it (one ffprobe start less per file).
+pub async fn probe_with(input: &Path, streams: Option<Arc<Vec<u8>>>) -> Result<Probe, ProbeError> {
     // The packet scan reads every video stream's packets at once with the
     // stream probe (one ffprobe start-up less on the way to the first chunk);
     // the chunked stream's are kept.
+    let json = async {
+        match streams {
+            Some(json) => Ok(json.to_vec()),
+            None => ffprobe(&STREAMS, input).await,
+        }
+    };
     let (json, csv) = tokio::join!(
-        ffprobe(&["-print_format", "json", "-show_format", "-show_streams", "-show_chapters"], input),
+        json,
         ffprobe(
             &["-select_streams", "v", "-show_entries", "packet=stream_index,pts,flags", "-of", "csv=p=0"],
             input

@@ -488,10 +488,10 @@ impl Scanner {
     }
 
     async fn send(&mut self, f: FileSpec) {
-        let done = f.output.as_ref().is_some_and(|o| o.exists());
-        if done || !inputs::is_video(&f.input).await {
+        if f.output.as_ref().is_some_and(|o| o.exists()) {
             return;
         }
+        let Some(f) = inputs::if_video(f).await else { return };
         self.closed = self.tx.send(f).is_err();
     }
 

@@ -3,6 +3,7 @@
 //! first frame), the plan of keyframe-aligned chunks, and `--dry-run`, which
 //! stops there.
 
+pub mod alike;
 pub mod dry_run;
 pub mod encoders;
 pub mod job;

@@ -17,6 +17,7 @@ use crate::transcode::inputs::FileSpec;
 use crate::transcode::job::{self, Found, JobDir, JobKey, JobRecord};
 use crate::transcode::plan;
 use crate::transcode::preflight;
+use crate::transcode::prep::alike::{self, Preflighted, Preflights};
 use crate::transcode::probe::{self, Probe};
 use crate::transcode::verify::ChunkFacts;
 use crate::transcode::{output, side};
@@ -55,6 +56,8 @@ pub struct Options {
     /// The embedded local cluster (every node is this machine): the source
     /// is read in place, no split.
     pub all_local: bool,
+    /// The batch's preflights, by alike input (see `alike.rs`).
+    pub preflights: Preflights,
 }
 
 /// A file checked and probed, its job directory open.
@@ -201,7 +204,7 @@ pub async fn check(file: &FileSpec, o: &Options) -> Result<Checked, PrepareError
         job: &job,
         one_build: o.all_local,
     };
-    match probe_and_preflight(&named, &o.user, resumed.is_none()).await {
+    match probe_and_preflight(&named, &o.user, resumed.is_none(), &o.preflights, file.probed.clone()).await {
         Ok((probe, spec)) => {
             let start = match (resumed, spec) {
                 (Some(r), _) => Start::Resumed(r),
@@ -255,26 +258,51 @@ struct Named<'a> {
 }
 
 /// The probe and, for a new job, the preflight; the plain run of the first
-/// frame needs no probe: both start at once.
+/// frame needs no probe: both start at once. In a batch under way the
+/// probe comes first: an alike input's preflight may serve.
 async fn probe_and_preflight(
     n: &Named<'_>,
     user: &UserArgs,
     new: bool,
+    preflights: &Preflights,
+    streams: Option<Arc<Vec<u8>>>,
 ) -> Result<(Probe, Option<(EncodeSpec, Option<String>)>), PrepareError> {
+    let probed =
+        |r: Result<Probe, probe::ProbeError>| r.map_err(|e| refused(anyhow!("{}: {e}", n.input.display())));
+    if new && !preflights.is_empty() {
+        let probe = probed(probe::probe_with(n.input, streams).await)?;
+        encoders::check_target(&user.codec, frame_rate(&probe)).map_err(refused)?;
+        let key = alike::key(&probe, vfr_time_base(&probe), n.format, n.io);
+        if let Some(p) = preflights.get(&key) {
+            if let Some(r) = &p.reference {
+                n.job.save_reference(r).map_err(PrepareError::Failed)?;
+            }
+            return Ok((probe, Some((p.spec, p.encoder))));
+        }
+        let plain = plain_run(user, n).await?;
+        let checked = preflight(user, &probe, n, plain, preflights).await?;
+        return Ok((probe, Some(checked)));
+    }
     let plain = async {
         match new {
             true => Some(plain_run(user, n).await),
             false => None,
         }
     };
-    let (probe, plain) = tokio::join!(probe::probe(n.input), plain);
-    let probe = probe.map_err(|e| refused(anyhow!("{}: {e}", n.input.display())))?;
+    let (probe, plain) = tokio::join!(probe::probe_with(n.input, streams), plain);
+    let probe = probed(probe)?;
     encoders::check_target(&user.codec, frame_rate(&probe)).map_err(refused)?;
     let checked = match plain {
-        Some(plain) => Some(preflight(user, &probe, n, plain?).await?),
+        Some(plain) => Some(preflight(user, &probe, n, plain?, preflights).await?),
         None => None,
     };
     Ok((probe, checked))
+}
+
+/// The source's time base when its frame rate is variable (the chunks
+/// keep its timestamps).
+fn vfr_time_base(probe: &Probe) -> Option<probe::Rational> {
+    is_vfr(&probe.packets).then_some(probe.video_time_base)
 }
 
 fn options_refused(e: crate::transcode::preflight::PreflightError) -> PrepareError {
@@ -324,8 +352,10 @@ async fn preflight(
     probe: &Probe,
     n: &Named<'_>,
     (codec_args, plain): (Vec<String>, ChunkFacts),
+    preflights: &Preflights,
 ) -> Result<(EncodeSpec, Option<String>), PrepareError> {
-    let vfr_time_base = is_vfr(&probe.packets).then_some(probe.video_time_base);
+    let vfr_time_base = vfr_time_base(probe);
+    let key = alike::key(probe, vfr_time_base, n.format, n.io);
     let mut decided = plain.params.clone();
     if vfr_time_base.is_some_and(|src| !ffmpeg::holds_every_tick(&decided.time_base, src)) {
         // The chunks keep the source's irregular timestamps, which the plain
@@ -344,6 +374,8 @@ async fn preflight(
         // This machine's ffmpeg alone: the plain run has checked the
         // options, and the first verified chunk becomes the reference.
         let encoder = plain.encoder.or_else(|| ffmpeg::encoder_arg(&spec.codec_args));
+        let done = Preflighted { spec: spec.clone(), encoder: encoder.clone(), reference: None };
+        preflights.put(key, done);
         return Ok((spec, encoder));
     }
     // The first chunk of any plan starts at the first keyframe: a short one
@@ -361,6 +393,12 @@ async fn preflight(
     let reference = preflight::reference(&ctx).await.map_err(options_refused)?;
     spec.in_band_headers = ffmpeg::headers_can_go_in_band(&reference.params.codec);
     n.job.save_reference(&reference.params).map_err(PrepareError::Failed)?;
+    let done = Preflighted {
+        spec: spec.clone(),
+        encoder: reference.encoder.clone(),
+        reference: Some(reference.params),
+    };
+    preflights.put(key, done);
     Ok((spec, reference.encoder))
 }
 

@@ -82,3 +82,16 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&p, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", p.display()));
     p
 }
+
+/// A PATH whose ffprobe logs its arguments (then runs the real one), and
+/// the log: what this machine probed.
+pub fn logged_ffprobe(d: &std::path::Path) -> (String, std::path::PathBuf) {
+    let bin = d.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = d.join("ffprobe.log");
+    let shim = format!("#!/bin/sh\necho \"$*\" >> '{}'\nexec /usr/bin/ffprobe \"$@\"\n", log.display());
+    std::fs::write(bin.join("ffprobe"), shim).unwrap();
+    std::fs::set_permissions(bin.join("ffprobe"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    (format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()), log)
+}
