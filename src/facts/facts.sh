@@ -6,6 +6,7 @@ echo "${m}arch"; uname -m
 echo "${m}dpkg_arch"; dpkg --print-architecture 2>/dev/null
 echo "${m}os_release"; cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null
 echo "${m}cores"; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null
+echo "${m}mem"; awk '/^MemTotal:/ {print $2}' /proc/meminfo 2>/dev/null
 echo "${m}cpu_quota"
 # cgroup v2 cpu.max / v1 cpu.cfs_quota_us at every level of this process's
 # cgroup path: the caller takes the tightest.

@@ -44,6 +44,10 @@ pub struct Facts {
     /// or not visible (a real Pi shows none: only measuring tells its speed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_quota: Option<f64>,
+    /// Memory in MiB (`MemTotal` of /proc/meminfo), None when unreadable
+    /// (Slurm's `RealMemory` of the node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem_mb: Option<u64>,
     /// ffmpeg's version word (`5.1.6-0+deb12u1`), None when ffmpeg is missing.
     pub ffmpeg_version: Option<String>,
     /// Encoder names from `ffmpeg -encoders`.
@@ -196,6 +200,7 @@ pub fn parse(text: &str) -> Result<Facts, FactsError> {
         os_pretty_name: os.pretty_name,
         cores: first("cores").and_then(|c| c.parse::<u32>().ok()).filter(|c| *c > 0).unwrap_or(1),
         cpu_quota: parse_cpu_quota(section("cpu_quota")),
+        mem_mb: first("mem").and_then(|k| k.parse::<u64>().ok()).map(|kb| kb / 1024),
         ffmpeg_version: ffmpeg_version(section("encoders")),
         encoders: parse_encoders(section("encoders")),
         free_disk_path: disk.first().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()),
@@ -274,6 +279,8 @@ ID=raspbian
 ID_LIKE=debian
 @@dffmpeg-facts cores
 4
+@@dffmpeg-facts mem
+948304
 @@dffmpeg-facts encoders
 ffmpeg version 3.2.10-1~deb9u1+rpt1 Copyright (c) 2000-2018 the FFmpeg developers
   built with gcc 6.3.0 (Raspbian 6.3.0-18+rpi1) 20170516
@@ -310,6 +317,7 @@ Encoders:
         assert_eq!(f.os_version_id.as_deref(), Some("9"));
         assert_eq!(f.os().as_deref(), Some("raspbian/stretch"));
         assert_eq!(f.cores, 4);
+        assert_eq!(f.mem_mb, Some(926));
         assert_eq!(f.ffmpeg_version.as_deref(), Some("3.2.10-1~deb9u1+rpt1"));
         assert_eq!(f.encoders, ["a64multi", "libx264", "mpeg4", "aac", "srt"]);
         assert!(f.has_encoder("libx264"));

@@ -10,12 +10,14 @@ const EMBEDDED_PLAYBOOKS: &[(&str, &str)] = &[
     ("controller.yaml", include_str!("../../playbooks/controller.yaml")),
     ("storage.yaml", include_str!("../../playbooks/storage.yaml")),
     ("compute.yaml", include_str!("../../playbooks/compute.yaml")),
+    ("slurm.yaml", include_str!("../../playbooks/slurm.yaml")),
 ];
 
 const EMBEDDED_TEMPLATES: &[(&str, &str)] = &[
     ("sources.list.j2", include_str!("../../templates/sources.list.j2")),
     ("exports.j2", include_str!("../../templates/exports.j2")),
     ("dffmpeg-watch.service.j2", include_str!("../../templates/dffmpeg-watch.service.j2")),
+    ("slurm.conf.j2", include_str!("../../templates/slurm.conf.j2")),
 ];
 
 #[derive(Debug, Clone, Default)]

@@ -13,6 +13,7 @@
 //! controller:    {name, pubkey}
 //! vars:          playbook `vars:` + extra vars
 //! facts:         see [`crate::facts::Facts`] (absent before facts are gathered)
+//! slurm:         with `cluster.engine: slurm`, see [`super::slurm`]; else none
 //! item:          the loop item, in looped tasks
 //! ```
 
@@ -127,6 +128,7 @@ pub fn base(
             "pubkey": pubkey.trim(),
         },
         "vars": vars,
+        "slurm": Json::Null,
     })
 }
 

@@ -28,6 +28,7 @@ pub mod render;
 pub mod report;
 pub mod script;
 pub mod select;
+pub mod slurm;
 pub mod state;
 mod watch;
 

@@ -17,7 +17,7 @@ use super::keys::{self, KeyPlan};
 use super::playbook::{self, Playbook, Task};
 use super::render::Renderer;
 use super::report::{self, Recap, Reporter, Sink, Status, TaskEvent};
-use super::{context, select};
+use super::{context, select, slurm};
 use crate::exit::{failed, usage, Failure, Outcome};
 use crate::inventory::{Inventory, Node, Role};
 use crate::remote::{SshError, Transport};
@@ -90,13 +90,18 @@ pub fn load_playbooks(assets: &Assets) -> anyhow::Result<BTreeMap<String, Playbo
         .collect()
 }
 
-/// The playbooks that apply to `node`, in order.
-fn node_playbooks<'a>(pbs: &'a BTreeMap<String, Playbook>, node: &Node) -> Vec<&'a Playbook> {
+/// The playbooks that apply to `node`, in order (`slurm.yaml` only when
+/// setup provisions Slurm, [`slurm::provisions`]: no page of skipped Slurm
+/// tasks otherwise).
+fn node_playbooks<'a>(pbs: &'a BTreeMap<String, Playbook>, node: &Node, slurm: bool) -> Vec<&'a Playbook> {
     let mut files = vec!["common.yaml"];
     for role in [Role::Controller, Role::Storage, Role::Compute] {
         if node.has(role) {
             files.push(playbook::role_file(role));
         }
+    }
+    if slurm {
+        files.push("slurm.yaml");
     }
     files.iter().filter_map(|f| pbs.get(*f)).collect()
 }
@@ -129,7 +134,7 @@ pub fn build_jobs(
 ) -> Result<Vec<NodeJob>, Failure> {
     let mut jobs = Vec::new();
     for node in selected {
-        let books = node_playbooks(pbs, node);
+        let books = node_playbooks(pbs, node, slurm::provisions(inventory));
         let mut vars = Map::new();
         for b in &books {
             vars.extend(b.vars.clone());
@@ -219,10 +224,18 @@ pub async fn play_cluster<T: Transport + 'static>(
     let addrs =
         context::addresses(inventory, || local_peer(inventory).as_deref().and_then(local_source_address));
     let key_plan = KeyPlan { pubkey: &pubkey, wanted: wants_keys, from: &controller_address_toward };
-    let jobs: BTreeMap<String, NodeJob> = build_jobs(inventory, &selected, &pbs, &opts, &key_plan, &addrs)?
-        .into_iter()
-        .map(|j| (j.name.clone(), j))
-        .collect();
+    let mut jobs: BTreeMap<String, NodeJob> =
+        build_jobs(inventory, &selected, &pbs, &opts, &key_plan, &addrs)?
+            .into_iter()
+            .map(|j| (j.name.clone(), j))
+            .collect();
+    let wants_slurm = opts.only.is_empty() || opts.only.iter().any(|s| s == "slurm");
+    if wants_slurm {
+        if let Some(p) = slurm::prepare(inventory, &nodes, &addrs, opts.check, opts.timeout).await {
+            p.events.into_iter().filter(|e| names.contains(&e.node)).for_each(|e| reporter.task(e));
+            with_slurm(&mut jobs, &p.ctx);
+        }
+    }
 
     // Compute nodes mount the storage node's exports: they wait for its play
     // (`meta: wait_for_storage`) when it is part of this run.
@@ -235,6 +248,15 @@ pub async fn play_cluster<T: Transport + 'static>(
     plays.run(jobs, nodes, &shared, &names).await?;
     let failed_nodes = shared.reporter.finish(&names);
     Ok(Summary { recaps: shared.reporter.recaps(), failed: failed_nodes })
+}
+
+/// Every play's context gets `slurm` (see [`super::slurm`]).
+fn with_slurm(jobs: &mut BTreeMap<String, NodeJob>, slurm: &Json) {
+    for j in jobs.values_mut() {
+        if let Json::Object(m) = &mut j.ctx {
+            m.insert("slurm".into(), slurm.clone());
+        }
+    }
 }
 
 /// The controller's public key, when the ssh-keys step runs (made here if

@@ -29,7 +29,7 @@ use crate::inventory::Role;
 
 /// The steps of the built-in playbooks, selectable with `--only`. Playbooks
 /// may add their own.
-pub const STEPS: &[&str] = &["apt-sources", "packages", "ssh-keys", "exports", "mounts"];
+pub const STEPS: &[&str] = &["apt-sources", "packages", "ssh-keys", "exports", "mounts", "slurm"];
 
 /// The keys a task may have besides its module.
 const TASK_KEYS: &[&str] = &["name", "step", "when", "notify", "loop", "timeout", "meta"];

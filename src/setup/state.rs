@@ -24,6 +24,9 @@ pub enum Probe {
     User(String),
     /// `systemctl is-active` / `is-enabled` (only when systemd runs).
     Service(String),
+    /// Whether the pid in this pidfile is a live process (for daemons
+    /// started without systemd).
+    Daemon(String),
 }
 
 /// Files larger than this are compared by size only (and rewritten).
@@ -86,6 +89,8 @@ pub struct NodeState {
     /// User name → entry (`None`: no such user).
     pub users: BTreeMap<String, Option<UserEntry>>,
     pub services: BTreeMap<String, ServiceState>,
+    /// Pidfile → whether its process lives.
+    pub daemons: BTreeMap<String, bool>,
     /// Installed packages (`None`: no dpkg on the node).
     pub packages: Option<BTreeSet<String>>,
     pub mounts: Vec<MountEntry>,
@@ -100,6 +105,7 @@ impl NodeState {
             Probe::File(p) => self.files.contains_key(p),
             Probe::User(u) => self.users.contains_key(u),
             Probe::Service(s) => !self.systemd || self.services.contains_key(s),
+            Probe::Daemon(p) => self.daemons.contains_key(p),
         }
     }
 
@@ -121,6 +127,7 @@ impl NodeState {
         self.files.extend(other.files);
         self.users.extend(other.users);
         self.services.extend(other.services);
+        self.daemons.extend(other.daemons);
     }
 }
 
@@ -170,6 +177,7 @@ pub fn probe_script(probes: &[Probe], with_facts: bool) -> String {
             Probe::File(path) => ("pf", path),
             Probe::User(u) => ("pu", u),
             Probe::Service(name) => ("psv", name),
+            Probe::Daemon(pidfile) => ("pdm", pidfile),
         };
         s.push_str(f);
         s.push(' ');
@@ -236,6 +244,9 @@ pub fn parse_probe_output(out: &str) -> Result<(Option<Facts>, NodeState), State
                     b64_text(s, n)?,
                     ServiceState { active: *active == "active", enabled: *enabled == "enabled" },
                 );
+            }
+            ["L", p, alive] => {
+                st.daemons.insert(b64_text(p, n)?, *alive == "1");
             }
             ["P", v] => st.packages = Some(parse_dpkg(&b64_text(v, n)?)),
             ["K", v] => st.mounts = parse_mounts(&b64_text(v, n)?),
@@ -426,12 +437,21 @@ mod tests {
         let f = dir.path().join("it's here");
         std::fs::write(&f, b"content\n").unwrap();
         let missing = dir.path().join("nope");
-        let probes = vec![
+        // Pidfiles: this very process (alive), a dead pid, garbage.
+        let (alive, dead, junk) =
+            (dir.path().join("a.pid"), dir.path().join("d.pid"), dir.path().join("j.pid"));
+        std::fs::write(&alive, format!("{}\n", std::process::id())).unwrap();
+        std::fs::write(&dead, "2147483646\n").unwrap();
+        std::fs::write(&junk, "1; echo pwned\n").unwrap();
+        let pidfiles: Vec<String> =
+            [&alive, &dead, &junk, &missing].iter().map(|p| p.display().to_string()).collect();
+        let mut probes = vec![
             Probe::File(f.display().to_string()),
             Probe::File(missing.display().to_string()),
             Probe::File(dir.path().display().to_string()),
             Probe::User("root".into()),
         ];
+        probes.extend(pidfiles.iter().map(|p| Probe::Daemon(p.clone())));
         let script = probe_script(&probes, true);
         let mut child = std::process::Command::new("sh")
             .arg("-s")
@@ -455,5 +475,7 @@ mod tests {
         assert_eq!(st.user("root").unwrap().uid, 0);
         assert!(!st.groups.is_empty());
         assert!(!st.mounts.is_empty());
+        let running: Vec<bool> = pidfiles.iter().map(|p| st.daemons[p]).collect();
+        assert_eq!(running, [true, false, false, false]);
     }
 }

@@ -36,6 +36,13 @@ psv() {
   fi
 }
 
+# pdm B64 PIDFILE: whether the pid in a daemon's pidfile is alive.
+pdm() {
+  p=$(cat -- "$2" 2>/dev/null) || p=
+  case $p in '' | *[!0-9]*) printf 'L\t%s\t0\n' "$1"; return ;; esac
+  if kill -0 "$p" 2>/dev/null; then printf 'L\t%s\t1\n' "$1"; else printf 'L\t%s\t0\n' "$1"; fi
+}
+
 # The node-wide tables: installed packages, mounts, groups.
 tables() {
   if command -v dpkg-query >/dev/null 2>&1; then

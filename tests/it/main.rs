@@ -15,6 +15,7 @@ mod setup_cluster;
 mod setup_harden;
 mod setup_local;
 mod setup_order;
+mod setup_slurm;
 mod slurm_cluster;
 mod ssh_transport;
 mod status_page;

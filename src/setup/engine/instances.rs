@@ -27,7 +27,7 @@ pub enum TaskError {
     LoopNotList(String),
     #[error("copy: no file {0} in templates/")]
     NoSource(String),
-    #[error("copy needs exactly one of `content` or `src`")]
+    #[error("copy needs exactly one of `content`, `src` or `content_base64` (valid base64)")]
     CopyArgs,
     #[error("changed_when: {0}")]
     ChangedWhen(RenderError),
@@ -109,21 +109,29 @@ fn resolve(sh: &Shared, a: ModuleArgs, ctx: &Json) -> Result<ModuleArgs, TaskErr
             owner: t.owner,
             group: t.group,
             mode: t.mode,
+            secret: false,
         }),
         ModuleArgs::Copy(c) => {
-            let content = match (c.content, &c.src) {
-                (Some(text), None) => text,
-                (None, Some(src)) => {
-                    sh.raw_templates.get(src).cloned().ok_or_else(|| TaskError::NoSource(src.clone()))?
+            let content = match (c.content, &c.src, &c.content_base64) {
+                (Some(text), None, None) => text.into_bytes(),
+                (None, Some(src), None) => sh
+                    .raw_templates
+                    .get(src)
+                    .cloned()
+                    .ok_or_else(|| TaskError::NoSource(src.clone()))?
+                    .into_bytes(),
+                (None, None, Some(b)) => {
+                    crate::setup::b64::decode(b.trim()).map_err(|_| TaskError::CopyArgs)?
                 }
                 _ => return Err(TaskError::CopyArgs),
             };
             ModuleArgs::Content(ContentArgs {
                 dest: c.dest,
-                content: content.into_bytes(),
+                content,
                 owner: c.owner,
                 group: c.group,
                 mode: c.mode,
+                secret: c.secret,
             })
         }
         other => other,

@@ -41,6 +41,9 @@ pub fn preview(sh: &Shared, job: &NodeJob, facts: &Facts, state: &NodeState) -> 
                     Probe::Service(s) => {
                         st.services.insert(s, Default::default());
                     }
+                    Probe::Daemon(p) => {
+                        st.daemons.insert(p, false);
+                    }
                 }
             }
         }

@@ -40,6 +40,8 @@ pub enum Effect {
         user: String,
     },
     Mounted(String),
+    /// The daemon of this pidfile runs.
+    Running(String),
 }
 
 fn set_owner(stat: &mut FileStat, owner: &Option<String>, group: &Option<String>) {
@@ -120,6 +122,9 @@ impl Effect {
                         g.members.push(user.clone());
                     }
                 }
+            }
+            Effect::Running(pidfile) => {
+                st.daemons.insert(pidfile.clone(), true);
             }
             Effect::Mounted(path) => {
                 if !st.mounts.iter().any(|m| &m.target == path) {

@@ -32,9 +32,15 @@ pub struct CopyArgs {
     /// Literal content, or
     #[serde(default)]
     pub content: Option<String>,
-    /// a file of templates/ copied as is.
+    /// a file of templates/ copied as is, or
     #[serde(default)]
     pub src: Option<String>,
+    /// bytes given in base64 (a key: not text).
+    #[serde(default)]
+    pub content_base64: Option<String>,
+    /// The content is a secret (a key): no `--diff` of it, ever.
+    #[serde(default)]
+    pub secret: bool,
     pub dest: String,
     #[serde(default, deserialize_with = "opt_string")]
     pub owner: Option<String>,
@@ -52,6 +58,8 @@ pub struct ContentArgs {
     pub owner: Option<String>,
     pub group: Option<String>,
     pub mode: Option<u32>,
+    /// Never shown (`--diff` says only that it changes).
+    pub secret: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -181,14 +189,15 @@ pub fn plan_content(a: &ContentArgs, st: &NodeState) -> Result<Vec<Change>, Modu
     let group = a.group.clone().or_else(|| cur.map(|c| c.gid.to_string()));
     let mode = a.mode.or(cur.map(|c| c.mode & 0o7777)).unwrap_or(0o644);
     let verb = if cur.is_some() { "update" } else { "create" };
+    let diff = FileDiff {
+        path: a.dest.clone(),
+        before: cur.map(|c| c.content.clone().unwrap_or_default()),
+        after: a.content.clone(),
+    };
     Ok(vec![Change {
-        summary: format!("{verb} {}", a.dest),
+        summary: format!("{verb} {}{}", a.dest, if a.secret { " (secret: not shown)" } else { "" }),
         script: write_script(&a.dest, &a.content, owner.as_deref(), group.as_deref(), mode),
-        diff: Some(FileDiff {
-            path: a.dest.clone(),
-            before: cur.map(|c| c.content.clone().unwrap_or_default()),
-            after: a.content.clone(),
-        }),
+        diff: (!a.secret).then_some(diff),
         effects: vec![Effect::File {
             path: a.dest.clone(),
             content: Some(a.content.clone()),
@@ -297,7 +306,16 @@ pub(crate) mod tests {
             owner: Some("root".into()),
             group: Some("root".into()),
             mode: Some(0o644),
+            secret: false,
         }
+    }
+
+    #[test]
+    fn a_secret_is_written_but_never_diffed() {
+        let a = ContentArgs { secret: true, ..content(b"key bytes") };
+        let st = with("/etc/exports", stat(FileKind::File, 0o400, "root", "root", Some(b"old key")));
+        let c = plan_content(&a, &st).unwrap();
+        assert!(c[0].diff.is_none() && c[0].summary.contains("secret"), "{:?}", c[0]);
     }
 
     #[test]
@@ -338,6 +356,7 @@ pub(crate) mod tests {
             owner: None,
             group: None,
             mode: None,
+            secret: false,
         };
         let c = plan_content(&a, &st).unwrap();
         assert!(c[0].script.contains("chown 1000:1000"), "{}", c[0].script);

@@ -152,7 +152,11 @@ impl ModuleArgs {
             ModuleArgs::Apt(_) | ModuleArgs::Group(_) => Vec::new(),
             ModuleArgs::AuthorizedKey(a) => a.probes(),
             ModuleArgs::Mount(a) => vec![Probe::File(a.fstab.clone())],
-            ModuleArgs::Service(a) => vec![Probe::Service(a.name.clone())],
+            ModuleArgs::Service(a) => {
+                let mut p = vec![Probe::Service(a.name.clone())];
+                p.extend(a.pidfile.iter().map(|f| Probe::Daemon(f.clone())));
+                p
+            }
             ModuleArgs::Command(a) => {
                 a.creates.iter().chain(a.removes.iter()).map(|p| Probe::File(p.clone())).collect()
             }
