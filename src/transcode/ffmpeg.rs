@@ -276,9 +276,25 @@ pub fn side(
     dest: &str,
 ) -> Vec<String> {
     let mut a = s(&QUIET);
-    a.extend(s(&["-nostats", "-i", source, "-map", "0", "-map"]));
+    a.extend(s(&["-nostats", "-i", source]));
+    a.extend(side_streams(video_index));
+    a.extend(side_output(codec_args, format));
+    a.push(dest.to_string());
+    a
+}
+
+/// The streams [`side`] encodes: all but the chunked video, data and
+/// attachments.
+fn side_streams(video_index: usize) -> Vec<String> {
+    let mut a = s(&["-map", "0", "-map"]);
     a.push(format!("-0:{video_index}"));
     a.extend(s(&["-map", "-0:d?", "-map", "-0:t?"]));
+    a
+}
+
+/// The side file's encoder options and format, up to its name.
+fn side_output(codec_args: &[String], format: &str) -> Vec<String> {
+    let mut a = Vec::new();
     let format = match format {
         // The DVD muxer adds a stream of navigation packets, which the
         // merge must not copy as a stream of its own: the same MPEG-2
@@ -293,7 +309,30 @@ pub fn side(
         f => f,
     };
     a.extend(codec_args.iter().cloned());
-    a.extend(s(&["-f", format, "-y", dest]));
+    a.extend(s(&["-f", format, "-y"]));
+    a
+}
+
+/// The side streams as a node encodes them when only the controller has
+/// the source: NUT on stdout, the audio decoded here into 32-bit float PCM
+/// (what the decoder gives, losslessly: a copy of the packets would lose
+/// the source's end trimming, and the encode one frame of padding),
+/// subtitles copied. Their times are those the encode from the source
+/// would see (the source's start taken off, as ffmpeg does).
+pub fn side_feed(source: &str, video_index: usize) -> Vec<String> {
+    let mut a = s(&QUIET);
+    a.extend(s(&["-nostats", "-i", source]));
+    a.extend(side_streams(video_index));
+    a.extend(s(&["-c:a", "pcm_f32le", "-c:s", "copy", "-f", "nut", "pipe:1"]));
+    a
+}
+
+/// [`side`] on a node from [`side_feed`]'s stream on stdin, its times
+/// kept as they come (`-copyts`); the file name comes last (`side.sh`).
+pub fn side_from_feed(codec_args: &[String], format: &str) -> Vec<String> {
+    let mut a = s(&QUIET);
+    a.extend(s(&["-nostats", "-copyts", "-f", "nut", "-i", "pipe:0", "-map", "0"]));
+    a.extend(side_output(codec_args, format));
     a
 }
 

@@ -139,6 +139,11 @@ fn ssh_storage_three_hosts_matches_a_local_run() {
         .args(ARGS)));
     assert_same_video(&out, &local);
     assert_eq!(frame_count(&out), frame_count(&input));
+    // The audio was encoded on a node from packets sent over SSH: the same
+    // packets, at the same times, as this machine's own encode.
+    let side = ev.iter().find(|e| e["event"] == "side_streams").expect("side streams");
+    assert!(["a", "b", "c"].contains(&side["node"].as_str().unwrap_or("")), "{side}");
+    assert_eq!(packet_times(&out, "a:0"), packet_times(&local, "a:0"));
     assert_no_ffmpeg(&lab);
     drop(lab);
     let _ = std::fs::remove_dir_all(&d);
