@@ -24,8 +24,9 @@ pub struct NodeStats {
     pub retries: u64,
     /// Duplicate attempts this node started (idle slot at the end of the queue).
     pub duplicates: u64,
-    /// Programs dffmpeg started there: each attempt's shell and encoder
-    /// (a local node's also count as the controller's).
+    /// Programs dffmpeg started there: each attempt's shell, encoder and
+    /// the check of its part (ffprobe, awk, tee or wc) — a local node's
+    /// also count as the controller's.
     pub processes: u64,
 }
 

@@ -315,8 +315,9 @@ impl<T: Transport + Clone + 'static> Broker<T> {
             },
         );
         let st = &mut self.workers[node].stats;
-        // Its shell (encode.sh) and its encoder.
-        st.processes += 2;
+        // Its shell (encode.sh), its encoder and the check of its part:
+        // ffprobe, awk, and tee or wc.
+        st.processes += 5;
         st.retries += u64::from(a.retry);
         st.duplicates += u64::from(a.duplicate);
         self.send(Event::ChunkStart {
