@@ -30,15 +30,6 @@ fn transcode(s: &SlurmLab, inv: &Path, out: &Path, input: &Path, extra: &[&str],
     c
 }
 
-fn assert_same_video(a: &Path, b: &Path) {
-    assert_eq!(frame_count(a), frame_count(b), "frame count");
-    let (ta, tb) = (packet_times(a, "v:0"), packet_times(b, "v:0"));
-    assert_eq!(ta.len(), tb.len());
-    for (x, y) in ta.iter().zip(&tb) {
-        assert!(((x - ta[0]) - (y - tb[0])).abs() < 0.0015, "timestamps differ: {x} vs {y}");
-    }
-}
-
 /// Nodes that finished at least one chunk.
 fn nodes_with_chunks(ev: &[serde_json::Value]) -> BTreeSet<String> {
     ev.iter()

@@ -82,15 +82,6 @@ fn nodes_with_chunks(ev: &[serde_json::Value]) -> Vec<String> {
     v
 }
 
-fn assert_same_video(a: &Path, b: &Path) {
-    assert_eq!(frame_count(a), frame_count(b), "frame count");
-    let (ta, tb) = (packet_times(a, "v:0"), packet_times(b, "v:0"));
-    assert_eq!(ta.len(), tb.len());
-    for (x, y) in ta.iter().zip(&tb) {
-        assert!(((x - ta[0]) - (y - tb[0])).abs() < 0.0015, "timestamps differ: {x} vs {y}");
-    }
-}
-
 const ARGS: &[&str] = &["-c:v", "libx264", "-preset", "veryfast", "-crf", "26", "-c:a", "aac"];
 
 fn three_hosts(tag: &str, net: u8) -> (Lab, Vec<TestNode>) {
