@@ -82,12 +82,7 @@ impl SlurmHosts {
     fn as_pi(&self, cmd: &str) -> Run {
         let t = Instant::now();
         let out = self.ctl().exec(&format!("su - {USER} -c {}", q(cmd)));
-        let run = Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            secs: t.elapsed().as_secs_f64(),
-        };
+        let run = Run::ended(&out, t);
         eprintln!("=== {cmd}\n{run}");
         run
     }

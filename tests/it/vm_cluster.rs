@@ -62,12 +62,7 @@ fn inventory(mirror: &str, cmp_ip: &str, more: &str) -> String {
 fn dffmpeg(lab: &VmLab, args: &str, input: &[u8]) -> Run {
     let t = Instant::now();
     let out = lab.ssh_as("ctl", vm::USER, &format!("dffmpeg {args}"), input);
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        secs: t.elapsed().as_secs_f64(),
-    };
+    let run = Run::ended(&out, t);
     eprintln!("=== ctl$ dffmpeg {args}\n{run}");
     run
 }
