@@ -70,18 +70,6 @@ fn job_start(ev: &[serde_json::Value]) -> &serde_json::Value {
     ev.iter().find(|e| e["event"] == "job_start").expect("a job_start event")
 }
 
-/// Nodes that finished at least one chunk.
-fn nodes_with_chunks(ev: &[serde_json::Value]) -> Vec<String> {
-    let mut v: Vec<String> = ev
-        .iter()
-        .filter(|e| e["event"] == "chunk_done")
-        .map(|e| e["node"].as_str().unwrap().to_string())
-        .collect();
-    v.sort();
-    v.dedup();
-    v
-}
-
 const ARGS: &[&str] = &["-c:v", "libx264", "-preset", "veryfast", "-crf", "26", "-c:a", "aac"];
 
 fn three_hosts(tag: &str, net: u8) -> (Lab, Vec<TestNode>) {

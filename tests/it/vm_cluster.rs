@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::aptmirror::AptMirror;
 use crate::common::picluster::{exportfs_entries, Run};
+use crate::common::run::nodes_with_chunks;
 use crate::common::vm::{self, log, q, step, VmLab};
 use serde_json::Value as Json;
 
@@ -144,18 +145,6 @@ fn use_shares(lab: &VmLab) {
 /// JSON events of a `--json` run.
 fn events(text: &str) -> Vec<Json> {
     text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
-
-/// Nodes that finished chunks, sorted, deduplicated.
-fn chunk_nodes(ev: &[Json]) -> Vec<String> {
-    let mut n: Vec<String> = ev
-        .iter()
-        .filter(|e| e["event"] == "chunk_done")
-        .filter_map(|e| e["node"].as_str().map(str::to_string))
-        .collect();
-    n.sort();
-    n.dedup();
-    n
 }
 
 /// Decoded video frames of a file on ctl (ffprobe in the VM).
@@ -399,7 +388,7 @@ fn the_blogs_cluster_on_real_kernels() {
         step("4. dffmpeg transcode, storage nfs", || dffmpeg(&lab, &transcode_args(&input, &out4, ""), b""));
     assert_eq!(tr.code, 0, "{tr}");
     let ev = events(&tr.stdout);
-    assert_eq!(chunk_nodes(&ev), ["cmp", "ctl"], "both VMs did chunks:\n{tr}");
+    assert_eq!(nodes_with_chunks(&ev), ["cmp", "ctl"], "both VMs did chunks:\n{tr}");
     assert_eq!(frames(&lab, &out4), in_frames, "frame-exact");
     assert_decodes_cleanly(&lab, &out4);
     let left = lab.ssh_root_ok("ctl", &format!("ls -A {SHARED}/work"));
