@@ -165,6 +165,15 @@ fn assert_decodes_cleanly(lab: &VmLab, path: &str) {
     assert!(err.trim().is_empty(), "{path} does not decode cleanly:\n{err}");
 }
 
+/// A job that ended well: its output on ctl holds every frame of the input
+/// and decodes cleanly, and its job directory is gone.
+fn assert_finished(lab: &VmLab, output: &str, in_frames: u64, when: &str) {
+    assert_eq!(frames(lab, output), in_frames, "frame-exact{when}");
+    assert_decodes_cleanly(lab, output);
+    let left = lab.ssh_root_ok("ctl", &format!("ls -A {SHARED}/work"));
+    assert!(left.trim().is_empty(), "job directory left{when}: {left}");
+}
+
 fn transcode_args(input: &str, output: &str, extra: &str) -> String {
     format!(
         "transcode -I {INVENTORY} --json --chunk 1 {extra} -o {} {} -c:v mpeg4 -q:v 5 -c:a aac",
@@ -389,10 +398,7 @@ fn the_blogs_cluster_on_real_kernels() {
     assert_eq!(tr.code, 0, "{tr}");
     let ev = events(&tr.stdout);
     assert_eq!(nodes_with_chunks(&ev), ["cmp", "ctl"], "both VMs did chunks:\n{tr}");
-    assert_eq!(frames(&lab, &out4), in_frames, "frame-exact");
-    assert_decodes_cleanly(&lab, &out4);
-    let left = lab.ssh_root_ok("ctl", &format!("ls -A {SHARED}/work"));
-    assert!(left.trim().is_empty(), "job directory left: {left}");
+    assert_finished(&lab, &out4, in_frames, "");
     timed("4. transcode", t);
 
     // --- 5. The NFS server stops in the middle of a job, and comes back.
@@ -438,10 +444,7 @@ fn the_blogs_cluster_on_real_kernels() {
     let ev = events(&again.stdout);
     let start = ev.iter().find(|e| e["event"] == "job_start").expect("job_start");
     assert!(start["resumed_chunks"].as_u64().unwrap_or(0) >= 1, "nothing resumed: {start}");
-    assert_eq!(frames(&lab, &out5), in_frames, "frame-exact after the resume");
-    assert_decodes_cleanly(&lab, &out5);
-    let left = lab.ssh_root_ok("ctl", &format!("ls -A {SHARED}/work"));
-    assert!(left.trim().is_empty(), "job directory left: {left}");
+    assert_finished(&lab, &out5, in_frames, " after the resume");
     timed("5. re-run resumes", t);
 
     let t = Instant::now();
