@@ -21,6 +21,16 @@ pub async fn wait() -> &'static str {
     name
 }
 
+/// Run `work` to its end, unless SIGINT or SIGTERM comes first: then the
+/// work is dropped (what it started locally dies with it) and the signal's
+/// name is the error, for the command to clean up and say so.
+pub async fn unless_stopped<F: std::future::Future>(work: F) -> Result<F::Output, &'static str> {
+    tokio::select! {
+        r = work => Ok(r),
+        s = wait() => Err(s),
+    }
+}
+
 /// The next SIGINT or SIGTERM exits the process at once with status 130
 /// (a plain handler, run even when every task is stuck): the programs
 /// dffmpeg started die with it (`PR_SET_PDEATHSIG`, see `process.rs`), SSH

@@ -41,12 +41,10 @@ struct Report {
 /// `dffmpeg facts INVENTORY`. SIGINT or SIGTERM stops it: the work is
 /// dropped, every SSH master closed, exit 1 saying so.
 pub async fn run(args: Request) -> Outcome {
-    let mut work = Box::pin(run_to_end(args));
-    let signal = tokio::select! {
-        r = &mut work => return r,
-        s = crate::signals::wait() => s,
+    let signal = match crate::signals::unless_stopped(run_to_end(args)).await {
+        Ok(r) => return r,
+        Err(s) => s,
     };
-    drop(work);
     remote::ssh::close_all_masters().await;
     Err(failed(anyhow::anyhow!("interrupted by {signal}: facts stopped and its SSH connections are closed")))
 }

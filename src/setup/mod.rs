@@ -54,12 +54,10 @@ pub use play::{play_cluster, run_with, Options, Summary};
 /// dropped (local ssh clients die with it), every SSH master is closed, and
 /// it exits 1 saying so.
 pub async fn run(args: SetupArgs) -> Outcome {
-    let mut work = Box::pin(run_to_end(args));
-    let signal = tokio::select! {
-        r = &mut work => return r,
-        s = crate::signals::wait() => s,
+    let signal = match crate::signals::unless_stopped(run_to_end(args)).await {
+        Ok(r) => return r,
+        Err(s) => s,
     };
-    drop(work);
     password::restore_terminal();
     crate::remote::ssh::close_all_masters().await;
     Err(failed(anyhow!(

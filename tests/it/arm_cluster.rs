@@ -211,18 +211,6 @@ fn node_facts(lines: &[serde_json::Value]) -> Vec<(String, String, String, Strin
         .collect()
 }
 
-/// Nodes with an accepted chunk, from `--json` events.
-fn nodes_with_chunks(ev: &[serde_json::Value]) -> Vec<String> {
-    let mut v: Vec<String> = ev
-        .iter()
-        .filter(|e| e["event"] == "chunk_done")
-        .filter_map(|e| e["node"].as_str().map(str::to_string))
-        .collect();
-    v.sort();
-    v.dedup();
-    v
-}
-
 /// The chunk events of a job, one short line each (for failure messages).
 fn chunk_log(ev: &[serde_json::Value]) -> String {
     let mut s = String::new();

@@ -37,12 +37,7 @@ fn dff(c: &PiCluster, args: &str, stdin: Option<&str>) -> Run {
     );
     let t = Instant::now();
     let out = c.controller().exec(&format!("su - {USER} -c {}", q(&cmd)));
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        secs: t.elapsed().as_secs_f64(),
-    };
+    let run = Run::ended(&out, t);
     eprintln!("=== dffmpeg {args}\n{run}");
     run
 }

@@ -15,12 +15,12 @@
 //! one thing of the host's machinery prepared by hand: the named cgroup
 //! mount Slurm 22.05's slurmd insists on (systemd makes it on a real node).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::common::lab::{q, Host, HostOpts, Lab};
-use crate::common::media::{frame_count, packet_times, sample, workdir};
+use crate::common::media::{assert_same_video, sample, workdir};
 use crate::common::picluster::{Run, KNOWN_HOSTS, PASSWORD, USER};
 
 const INVENTORY: &str = "/home/pi/cluster.yaml";
@@ -82,12 +82,7 @@ impl SlurmHosts {
     fn as_pi(&self, cmd: &str) -> Run {
         let t = Instant::now();
         let out = self.ctl().exec(&format!("su - {USER} -c {}", q(cmd)));
-        let run = Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            secs: t.elapsed().as_secs_f64(),
-        };
+        let run = Run::ended(&out, t);
         eprintln!("=== {cmd}\n{run}");
         run
     }
@@ -261,15 +256,6 @@ fn setup_brings_up_slurm_and_a_new_node_joins() {
     drop(s);
     let _ = std::fs::remove_dir_all(&media);
     let _ = std::fs::remove_dir_all(&shared);
-}
-
-fn assert_same_video(a: &Path, b: &Path) {
-    assert_eq!(frame_count(a), frame_count(b), "frame count");
-    let (ta, tb) = (packet_times(a, "v:0"), packet_times(b, "v:0"));
-    assert_eq!(ta.len(), tb.len());
-    for (x, y) in ta.iter().zip(&tb) {
-        assert!(((x - ta[0]) - (y - tb[0])).abs() < 0.0015, "timestamps differ: {x} vs {y}");
-    }
 }
 
 /// sha256 of this machine's munge key, if it has one.

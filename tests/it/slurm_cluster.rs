@@ -30,23 +30,6 @@ fn transcode(s: &SlurmLab, inv: &Path, out: &Path, input: &Path, extra: &[&str],
     c
 }
 
-fn assert_same_video(a: &Path, b: &Path) {
-    assert_eq!(frame_count(a), frame_count(b), "frame count");
-    let (ta, tb) = (packet_times(a, "v:0"), packet_times(b, "v:0"));
-    assert_eq!(ta.len(), tb.len());
-    for (x, y) in ta.iter().zip(&tb) {
-        assert!(((x - ta[0]) - (y - tb[0])).abs() < 0.0015, "timestamps differ: {x} vs {y}");
-    }
-}
-
-/// Nodes that finished at least one chunk.
-fn nodes_with_chunks(ev: &[serde_json::Value]) -> BTreeSet<String> {
-    ev.iter()
-        .filter(|e| e["event"] == "chunk_done")
-        .map(|e| e["node"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// dffmpeg's jobs Slurm still knows.
 fn dffmpeg_jobs(s: &SlurmLab) -> Vec<(u32, String, String)> {
     s.squeue().into_iter().filter(|j| j.1.starts_with("dffmpeg-")).collect()
@@ -81,7 +64,7 @@ fn two_slurm_nodes_transcode_frame_exact() {
     let ev = ok_events(run(&mut transcode(&s, &inv, &out, &input, &["--chunk", "1"], ARGS)));
     let cluster = ev[0]["cluster"].as_str().unwrap();
     assert!(cluster.contains("Slurm partition video: a (1 slot), b (1 slot)"), "{cluster}");
-    assert_eq!(nodes_with_chunks(&ev), BTreeSet::from(["a".into(), "b".into()]));
+    assert_eq!(nodes_with_chunks(&ev), ["a", "b"]);
     assert_same_video(&out, &input);
     // The source inside it: read in place by the nodes.
     let inside = shared.join("media $x; 'ü'.mp4");
@@ -197,7 +180,7 @@ fn a_slurm_node_dying_loses_its_chunk_to_the_other() {
         .iter()
         .any(|e| e["event"] == "warning" && e["message"].as_str().unwrap().contains("Slurm node a is "));
     assert!(left_out, "{ev:?}");
-    assert_eq!(nodes_with_chunks(&ev), BTreeSet::from(["b".to_string()]));
+    assert_eq!(nodes_with_chunks(&ev), ["b"]);
     assert_same_video(&out2, &short);
     drop(s);
     let _ = std::fs::remove_dir_all(&d);

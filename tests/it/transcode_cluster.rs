@@ -70,27 +70,6 @@ fn job_start(ev: &[serde_json::Value]) -> &serde_json::Value {
     ev.iter().find(|e| e["event"] == "job_start").expect("a job_start event")
 }
 
-/// Nodes that finished at least one chunk.
-fn nodes_with_chunks(ev: &[serde_json::Value]) -> Vec<String> {
-    let mut v: Vec<String> = ev
-        .iter()
-        .filter(|e| e["event"] == "chunk_done")
-        .map(|e| e["node"].as_str().unwrap().to_string())
-        .collect();
-    v.sort();
-    v.dedup();
-    v
-}
-
-fn assert_same_video(a: &Path, b: &Path) {
-    assert_eq!(frame_count(a), frame_count(b), "frame count");
-    let (ta, tb) = (packet_times(a, "v:0"), packet_times(b, "v:0"));
-    assert_eq!(ta.len(), tb.len());
-    for (x, y) in ta.iter().zip(&tb) {
-        assert!(((x - ta[0]) - (y - tb[0])).abs() < 0.0015, "timestamps differ: {x} vs {y}");
-    }
-}
-
 const ARGS: &[&str] = &["-c:v", "libx264", "-preset", "veryfast", "-crf", "26", "-c:a", "aac"];
 
 fn three_hosts(tag: &str, net: u8) -> (Lab, Vec<TestNode>) {

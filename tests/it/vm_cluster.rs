@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::aptmirror::AptMirror;
 use crate::common::picluster::{exportfs_entries, Run};
+use crate::common::run::nodes_with_chunks;
 use crate::common::vm::{self, log, q, step, VmLab};
 use serde_json::Value as Json;
 
@@ -62,12 +63,7 @@ fn inventory(mirror: &str, cmp_ip: &str, more: &str) -> String {
 fn dffmpeg(lab: &VmLab, args: &str, input: &[u8]) -> Run {
     let t = Instant::now();
     let out = lab.ssh_as("ctl", vm::USER, &format!("dffmpeg {args}"), input);
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        secs: t.elapsed().as_secs_f64(),
-    };
+    let run = Run::ended(&out, t);
     eprintln!("=== ctl$ dffmpeg {args}\n{run}");
     run
 }
@@ -151,18 +147,6 @@ fn events(text: &str) -> Vec<Json> {
     text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
 
-/// Nodes that finished chunks, sorted, deduplicated.
-fn chunk_nodes(ev: &[Json]) -> Vec<String> {
-    let mut n: Vec<String> = ev
-        .iter()
-        .filter(|e| e["event"] == "chunk_done")
-        .filter_map(|e| e["node"].as_str().map(str::to_string))
-        .collect();
-    n.sort();
-    n.dedup();
-    n
-}
-
 /// Decoded video frames of a file on ctl (ffprobe in the VM).
 fn frames(lab: &VmLab, path: &str) -> u64 {
     let out = lab.ssh_root_ok(
@@ -179,6 +163,15 @@ fn frames(lab: &VmLab, path: &str) -> u64 {
 fn assert_decodes_cleanly(lab: &VmLab, path: &str) {
     let err = lab.ssh_root_ok("ctl", &format!("ffmpeg -nostdin -v error -i {} -f null - 2>&1", q(path)));
     assert!(err.trim().is_empty(), "{path} does not decode cleanly:\n{err}");
+}
+
+/// A job that ended well: its output on ctl holds every frame of the input
+/// and decodes cleanly, and its job directory is gone.
+fn assert_finished(lab: &VmLab, output: &str, in_frames: u64, when: &str) {
+    assert_eq!(frames(lab, output), in_frames, "frame-exact{when}");
+    assert_decodes_cleanly(lab, output);
+    let left = lab.ssh_root_ok("ctl", &format!("ls -A {SHARED}/work"));
+    assert!(left.trim().is_empty(), "job directory left{when}: {left}");
 }
 
 fn transcode_args(input: &str, output: &str, extra: &str) -> String {
@@ -404,11 +397,8 @@ fn the_blogs_cluster_on_real_kernels() {
         step("4. dffmpeg transcode, storage nfs", || dffmpeg(&lab, &transcode_args(&input, &out4, ""), b""));
     assert_eq!(tr.code, 0, "{tr}");
     let ev = events(&tr.stdout);
-    assert_eq!(chunk_nodes(&ev), ["cmp", "ctl"], "both VMs did chunks:\n{tr}");
-    assert_eq!(frames(&lab, &out4), in_frames, "frame-exact");
-    assert_decodes_cleanly(&lab, &out4);
-    let left = lab.ssh_root_ok("ctl", &format!("ls -A {SHARED}/work"));
-    assert!(left.trim().is_empty(), "job directory left: {left}");
+    assert_eq!(nodes_with_chunks(&ev), ["cmp", "ctl"], "both VMs did chunks:\n{tr}");
+    assert_finished(&lab, &out4, in_frames, "");
     timed("4. transcode", t);
 
     // --- 5. The NFS server stops in the middle of a job, and comes back.
@@ -454,10 +444,7 @@ fn the_blogs_cluster_on_real_kernels() {
     let ev = events(&again.stdout);
     let start = ev.iter().find(|e| e["event"] == "job_start").expect("job_start");
     assert!(start["resumed_chunks"].as_u64().unwrap_or(0) >= 1, "nothing resumed: {start}");
-    assert_eq!(frames(&lab, &out5), in_frames, "frame-exact after the resume");
-    assert_decodes_cleanly(&lab, &out5);
-    let left = lab.ssh_root_ok("ctl", &format!("ls -A {SHARED}/work"));
-    assert!(left.trim().is_empty(), "job directory left: {left}");
+    assert_finished(&lab, &out5, in_frames, " after the resume");
     timed("5. re-run resumes", t);
 
     let t = Instant::now();

@@ -60,6 +60,17 @@ pub fn gop_timecodes(path: &Path) -> Vec<(usize, String)> {
     frames.iter().enumerate().filter_map(|(i, f)| tc(f).map(|t| (i, t))).collect()
 }
 
+/// Two videos have the same frames: as many, with the same packet times
+/// relative to the first (within a millisecond and a half).
+pub fn assert_same_video(a: &Path, b: &Path) {
+    assert_eq!(frame_count(a), frame_count(b), "frame count");
+    let (ta, tb) = (packet_times(a, "v:0"), packet_times(b, "v:0"));
+    assert_eq!(ta.len(), tb.len());
+    for (x, y) in ta.iter().zip(&tb) {
+        assert!(((x - ta[0]) - (y - tb[0])).abs() < 0.0015, "timestamps differ: {x} vs {y}");
+    }
+}
+
 /// Decoded video frame count.
 pub fn frame_count(path: &Path) -> u64 {
     let v = ffprobe_json(

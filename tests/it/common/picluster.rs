@@ -217,6 +217,16 @@ pub struct Run {
 }
 
 impl Run {
+    /// What a command started at `started` ended with.
+    pub fn ended(out: &Output, started: Instant) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            secs: started.elapsed().as_secs_f64(),
+        }
+    }
+
     /// Asserts exit 0, one recap line per node (in order, nothing else) with
     /// no failure, and returns the changed counts.
     pub fn assert_clean(&self, nodes: &[&str]) -> Vec<u32> {
@@ -400,12 +410,7 @@ impl PiCluster {
         let cmd = format!("{feed}DFFMPEG_KNOWN_HOSTS={KNOWN_HOSTS} {} {args}", q(bin));
         let t = Instant::now();
         let out: Output = self.controller().exec(&format!("su - {USER} -c {}", q(&cmd)));
-        let run = Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            secs: t.elapsed().as_secs_f64(),
-        };
+        let run = Run::ended(&out, t);
         // Shown with the test's output (on failure, or with --nocapture).
         if self.log_runs {
             eprintln!("=== dffmpeg {args}\n{run}");

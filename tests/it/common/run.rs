@@ -45,6 +45,19 @@ pub fn count_events(events: &[serde_json::Value], kind: &str) -> usize {
     events.iter().filter(|e| e["event"] == kind).count()
 }
 
+/// Nodes that finished at least one chunk (`chunk_done` events), sorted,
+/// each once.
+pub fn nodes_with_chunks(events: &[serde_json::Value]) -> Vec<String> {
+    let mut v: Vec<String> = events
+        .iter()
+        .filter(|e| e["event"] == "chunk_done")
+        .filter_map(|e| e["node"].as_str().map(str::to_string))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
 /// Run a `--json` command, calling `on_event` with each event (and the
 /// command's pid) as it comes; its output and every event.
 pub fn streaming(
