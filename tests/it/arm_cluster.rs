@@ -258,9 +258,19 @@ fn mixed_cluster_of_arm64_armhf_and_x86_nodes() {
     lab.add_host("a32", arm_host("armhf"));
     lab.add_host("x86", HostOpts { cpus: Some(X86_CPUS), ..Default::default() });
     let known = d.join("known_hosts");
+    // Each run is a first job (a state of its own: no speeds remembered),
+    // so every node, the emulated armhf one too, is measured on a chunk of
+    // its own; with this machine's speeds.json, an earlier run's slow
+    // armhf node would rightly be left idle while x86 finishes sooner.
+    let runs = std::cell::Cell::new(0);
     let transcode = |inv: &Path| {
+        runs.set(runs.get() + 1);
         let mut c = dffmpeg();
-        c.env("DFFMPEG_KNOWN_HOSTS", &known).arg("transcode").arg("-I").arg(inv);
+        c.env("DFFMPEG_KNOWN_HOSTS", &known)
+            .env("XDG_STATE_HOME", d.join(format!("state-{}", runs.get())))
+            .arg("transcode")
+            .arg("-I")
+            .arg(inv);
         c
     };
     let ssh_inv = mixed_inventory(&d, &lab, "ssh", None);
