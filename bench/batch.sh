@@ -4,7 +4,10 @@
 #   plain      one plain ffmpeg per file, one after the other, on one
 #              1.0-CPU host (the baseline: efficiency = its time ÷ (wall ×
 #              CPUs))
-#   batch      dffmpeg transcode -I INV -O OUT DIR (one connection, one queue)
+#   batch      dffmpeg transcode -I INV -O OUT DIR (one connection, one queue;
+#              storage: ssh)
+#   batch-nfs  the same with storage: nfs, the clips read in place from the
+#              shared directory (as wholefile reads them)
 #   loop       a shell loop of single-file dffmpeg transcode, file by file
 #   wholefile  every free host takes the next whole file (bench/wholefile.sh,
 #              like Tdarr/Unmanic/FileFlows), through the shared directory
@@ -18,7 +21,7 @@
 #
 # Clips (CLIPS): 12 of mixed lengths, 5 s to 60 s (320 s in all), 640x360
 # 25 fps, h264 + aac, a keyframe every 2 s, in the shared directory.
-# Environment: CODECS="x264 mpeg4" SCENARIOS="2x1 het" METHODS="batch loop
+# Environment: CODECS="x264 mpeg4" SCENARIOS="2x1 het" METHODS="batch batch-nfs loop
 # wholefile" REPS=1 WORK=/var/tmp/dffmpeg-bench-batch IDLE_WAIT=30,
 # LAB_* as for lab.sh (net 198.18.51 by default). dffmpeg's speed memory is
 # cleared before each dffmpeg run (MEMORY=keep: kept).
@@ -38,7 +41,7 @@ setup() {
   CLIPS=${CLIPS:-"5 8 10 12 15 20 25 30 40 45 50 60"}
   CODECS=${CODECS:-"x264 mpeg4"}
   SCENARIOS=${SCENARIOS:-"2x1 het"}
-  METHODS=${METHODS:-"batch loop wholefile"}
+  METHODS=${METHODS:-"batch batch-nfs loop wholefile"}
   REPS=${REPS:-1}
   IDLE_WAIT=${IDLE_WAIT:-30}
   MEMORY=${MEMORY:-clear}
@@ -90,13 +93,16 @@ hosts_up() {
   done
 }
 
-inventory() { # hosts... -> path (storage ssh: chunks travel over ssh)
-  local f h
-  f=$WORK/inventory-$(echo "$@" | tr ' ' '-').yaml
+inventory() { # storage hosts... -> path (ssh: chunks travel over ssh; nfs: the
+  # clips are in the shared directory, read in place, as wholefile reads them)
+  local f h storage=$1 roles=controller
+  shift
+  [ "$storage" = nfs ] && roles="controller, storage"
+  f=$WORK/inventory-$storage-$(echo "$@" | tr ' ' '-').yaml
   {
-    echo "cluster: { storage: ssh }"
+    echo "cluster: { storage: $storage, shared_dir: \"$SHARED\" }"
     echo "nodes:"
-    echo "  controller: { host: local, roles: [controller] }"
+    echo "  controller: { host: local, roles: [$roles] }"
     for h in "$@"; do echo "  $h: { host: ${IP[$h]}, user: root, roles: [compute], identity_file: \"$KEY\" }"; done
   } >"$f"
   echo "$f"
@@ -114,15 +120,16 @@ m_plain() { # codec outdir
 m_batch() { # codec outdir hosts...
   local c=$1 o=$2 inv
   shift 2
-  inv=$(inventory "$@")
+  inv=$(inventory "${STORAGE:-ssh}" "$@")
   # shellcheck disable=SC2086
   "$DFFMPEG" transcode -I "$inv" --json --settle 0 -O "$o" "$SHARED/in" ${ARGS[$c]} >"$WORK/dffmpeg.last"
   awk -F'"t":' '/"event":"job_done"/ {split($2, a, /[,}]/); printf "first %s\n", a[1]; exit}' "$WORK/dffmpeg.last" >>"$WORK/first"
 }
+m_batch-nfs() { STORAGE=nfs m_batch "$@"; }
 m_loop() { # codec outdir hosts...
   local c=$1 o=$2 inv f
   shift 2
-  inv=$(inventory "$@")
+  inv=$(inventory ssh "$@")
   for f in "$SHARED"/in/*.mp4; do
     # shellcheck disable=SC2086
     "$DFFMPEG" transcode -I "$inv" -o "$o/$(basename "$f")" "$f" ${ARGS[$c]} >/dev/null || return 1
@@ -166,7 +173,7 @@ one() { # codec scenario method rep
   local first ex
   first=$(awk '{print $2; exit}' "$WORK/first")
   ex=$(exact "$o")
-  [ "$m" = batch ] && cp "$WORK/dffmpeg.last" "$WORK/json/$c-$s-$m-$4.jsonl"
+  case $m in batch*) cp "$WORK/dffmpeg.last" "$WORK/json/$c-$s-$m-$4.jsonl" ;; esac
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$c" "$s" "$m" "$4" "$wall" "$others" "$rc" "$ex" "${first:-}" >>"$TSV"
   log "  $c $s $m rep $4: ${wall}s rc $rc exact $ex first ${first:-?}s (others ${others}s)"
 }
