@@ -17,7 +17,8 @@
 #   PLAIN1=1        also time plain ffmpeg with -threads 1 (decoder and encoder):
 #                   the single-threaded baseline the mpeg4 target assumes
 #   DFFMPEG=...     binary (default: target/release/dffmpeg of this repo)
-#   WORK=/var/tmp/dffmpeg-bench-local   clip, outputs, logs, results.tsv
+#   WORK=/var/tmp/dffmpeg-bench-local   clip, outputs, logs, results.tsv, state/
+#   MEMORY=clear     clear dffmpeg's speed memory before each run (keep: keep it)
 #   IDLE_WAIT=90    seconds to wait for a quiet machine before each run
 #   CLEAN=0.15      a run is "clean" if the rest of the machine used less than
 #                   this many CPUs on average meanwhile; medians are taken over
@@ -57,11 +58,15 @@ setup() {
   RESULTS=$WORK/results.tsv
   CLIP=$WORK/clip-${DURATION}s.mp4
   CORES=$(nproc)
+  # dffmpeg's state (its speed memory) lives here: every run a first job
+  # (MEMORY=keep: what the runs before measured is kept).
+  export XDG_STATE_HOME=$WORK/state
 }
 
 variant_cmd() { # variant scenario out
   local v=$1 s=$2 out=$3 chunk=()
   [ "$v" != default ] && chunk=(--chunk "$v")
+  [ "${MEMORY:-clear}" = keep ] || rm -rf "$XDG_STATE_HOME"
   # shellcheck disable=SC2086
   "$DFFMPEG" transcode -o "$out" -y --fresh "${chunk[@]}" "$CLIP" ${ARGS[$s]}
 }
