@@ -59,6 +59,11 @@
 #                    cores capped by the CPU quota it reads from its cgroup);
 #                    quota = the quota rounded, at least 1, written in the
 #                    inventory; N = N slots everywhere
+#   CONTROLLER_CPU=  a CPU quota for the controller (dffmpeg and every process
+#                    it starts here, in a cgroup v1 cpu group of its own), e.g.
+#                    0.25: a weak controller such as the blog's Pi, whose own
+#                    work then costs time, as on a real cluster (default: none;
+#                    the controller shares this machine's cores with the hosts)
 #
 # Output: Markdown tables on stdout, $WORK/scaling.tsv (every run),
 # $WORK/scaling.png (plot), $WORK/runs.log (every command's output),
@@ -131,6 +136,7 @@ teardown() {
   local h
   "$LAB_SH" down >/dev/null 2>&1 || true
   for h in "${!HOST_CPU[@]}"; do rmdir "/sys/fs/cgroup/cpuacct/$LAB_NS-$h" 2>/dev/null || true; done
+  rmdir "/sys/fs/cgroup/cpu/$LAB_NS-controller" 2>/dev/null || true
 }
 hosts_up() { # quota mode: visible | hidden
   teardown   # leftovers of an earlier run of this script (same LAB_DIR/LAB_NS only)
@@ -231,7 +237,19 @@ dffmpeg_on() { # scenario codec out storage
   # shellcheck disable=SC2086
   local chunk=()
   [ -n "${CHUNK:-}" ] && chunk=(--chunk "$CHUNK")
-  "$DFFMPEG" transcode -I "$inv" --json --fresh -y -o "$3" "${chunk[@]}" "$CLIP" ${ARGS[$2]} | stamp >>"$WORK/dffmpeg.last"
+  (
+    controller_quota
+    "$DFFMPEG" transcode -I "$inv" --json --fresh -y -o "$3" "${chunk[@]}" "$CLIP" ${ARGS[$2]}
+  ) | stamp >>"$WORK/dffmpeg.last"
+}
+# With CONTROLLER_CPU: this (sub)shell and all it starts into a cpu cgroup
+# with that quota.
+controller_quota() {
+  [ -n "${CONTROLLER_CPU:-}" ] || return 0
+  local cg=/sys/fs/cgroup/cpu/$LAB_NS-controller
+  mkdir -p "$cg" && echo 100000 >"$cg/cpu.cfs_period_us" &&
+    awk -v c="$CONTROLLER_CPU" 'BEGIN { printf "%d\n", c * 100000 }' >"$cg/cpu.cfs_quota_us" &&
+    echo "$BASHPID" >"$cg/cgroup.procs" || die "cannot limit the controller to $CONTROLLER_CPU CPU"
 }
 dffmpeg_overhead() { # seconds before the first chunk starts + after the last chunk is done
   awk '

@@ -50,6 +50,24 @@ fn transcode_json(d: &Path, inv: &Path, out: &Path, input: &Path, args: &[&str])
     ok_events(run(cluster_cmd(d, inv).args(["--json", "--chunk", "1", "-o"]).arg(out).arg(input).args(args)))
 }
 
+/// [`transcode_json`] with ARGS, this machine's ffprobe logged (see
+/// `logged_ffprobe`): the events and the log.
+fn transcode_json_logged(
+    d: &Path,
+    inv: &Path,
+    out: &Path,
+    input: &Path,
+) -> (Vec<serde_json::Value>, PathBuf) {
+    let (path, log) = logged_ffprobe(d);
+    let ev = ok_events(run(cluster_cmd(d, inv)
+        .env("PATH", path)
+        .args(["--json", "--chunk", "1", "-o"])
+        .arg(out)
+        .arg(input)
+        .args(ARGS)));
+    (ev, log)
+}
+
 /// The nodes checked their chunks: this machine probed the preflight's two
 /// first frames only, not one chunk each.
 fn assert_nodes_checked_their_chunks(ev: &[serde_json::Value], log: &Path) {
@@ -89,13 +107,7 @@ fn ssh_storage_three_hosts_matches_a_local_run() {
     let input = sample(&d, "in.mp4", 12);
     let inv = write_inventory(&d, &lab, "ssh", None, &nodes);
     let out = d.join("out.mp4");
-    let (path, log) = logged_ffprobe(&d);
-    let ev = ok_events(run(cluster_cmd(&d, &inv)
-        .env("PATH", path)
-        .args(["--json", "--chunk", "1", "-o"])
-        .arg(&out)
-        .arg(&input)
-        .args(ARGS)));
+    let (ev, log) = transcode_json_logged(&d, &inv, &out, &input);
     assert_nodes_checked_their_chunks(&ev, &log);
     let cluster = ev[0]["cluster"].as_str().unwrap();
     assert!(cluster.contains("inventory.yaml"), "{}", ev[0]);
@@ -158,13 +170,7 @@ fn nfs_storage_through_a_shared_directory() {
     let inside = shared.join("media $x; 'ü'.mp4");
     std::fs::rename(&input, &inside).unwrap();
     let out2 = shared.join("out 2.mkv");
-    let (path, log) = logged_ffprobe(&d);
-    let ev = ok_events(run(cluster_cmd(&d, &inv)
-        .env("PATH", path)
-        .args(["--json", "--chunk", "1", "-o"])
-        .arg(&out2)
-        .arg(&inside)
-        .args(ARGS)));
+    let (ev, log) = transcode_json_logged(&d, &inv, &out2, &inside);
     assert_eq!(job_start(&ev)["read_in_place"], true, "{ev:?}");
     assert_nodes_checked_their_chunks(&ev, &log);
     // A node encoded the audio too, reading the source in place.
