@@ -286,6 +286,12 @@ fn a_node_with_a_different_ffmpeg_build_is_left_out() {
     let (lab, nodes) = three_hosts("clmix", 85);
     // Host c's ffmpeg makes 4:4:4 video, as another build might.
     different_build(&lab, "c", "-pix_fmt yuv444p");
+    // Host b has no ffprobe: its records say so, and this machine probes
+    // its parts instead.
+    let no_probe = lab.host("b").root().join("usr/local/bin/ffprobe");
+    std::fs::create_dir_all(no_probe.parent().unwrap()).unwrap();
+    std::fs::write(&no_probe, "#!/bin/sh\necho 'sh: 1: ffprobe: not found' >&2\nexit 127\n").unwrap();
+    Command::new("chmod").arg("+x").arg(&no_probe).status().unwrap();
     let input = sample(&d, "in.mp4", 12);
     let inv = write_inventory(&d, &lab, "ssh", None, &nodes);
     let out = d.join("out.mp4");
@@ -298,6 +304,8 @@ fn a_node_with_a_different_ffmpeg_build_is_left_out() {
     assert!(why.contains("pixel format") && why.contains("yuv444p") && why.contains("node c"), "{why}");
     assert!(ev.iter().any(|e| e["event"] == "node_dropped" && e["node"] == "c"));
     assert!(!nodes_with_chunks(&ev).contains(&"c".to_string()));
+    assert!(nodes_with_chunks(&ev).contains(&"b".to_string()), "{ev:?}");
+    assert!(!ev.iter().any(|e| e["event"] == "chunk_failed" && e["node"] == "b"), "{ev:?}");
     assert_eq!(frame_count(&out), frame_count(&input));
     let v = Command::new("ffprobe")
         .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=pix_fmt", "-of", "csv=p=0"])

@@ -374,10 +374,10 @@ impl<T: Transport + Clone + 'static> Broker<T> {
             },
             None => Ok((facts, seal)),
         });
-        // The node's ffprobe may name things unlike this machine's (another
-        // build): before a chunk is refused for its parameters, this
-        // machine's own ffprobe has the last word.
-        if matches!(checked, Err(AttemptError::Mismatch(_))) && l.record.take().is_some() {
+        // Before a chunk is refused on its node's record, this machine's own
+        // ffprobe has the last word: the node's may name things otherwise
+        // (another build), be missing, or fail where this one reads the part.
+        if checked.is_err() && l.record.take().is_some() {
             l.stderr = stderr;
             self.verify(attempt);
             return;

@@ -16,9 +16,12 @@
 # and leaves nothing behind. The exit status is the encoder's.
 chunk=$1 fields=$2
 shift 2
+# probe FILE [drain]: drain reads what ffprobe left of stdin (pipe:0), so
+# that a failing or missing ffprobe never breaks the chunk's way out.
 probe() {
   { ffprobe -v error -select_streams v:0 -show_entries "$fields" -of default=nw=1 -i "$1" 2>&1
-    echo "probe_status=$?"; } |
+    echo "probe_status=$?"
+    if [ "${2:-}" = drain ]; then cat >/dev/null; fi; } |
     awk '/^pts=/ { n++; v = substr($0, 5); if (v == "N/A") u++; else if (m == "" || v + 0 < m + 0) m = v; next }
          /^[A-Za-z_:]+=/ { print; next }
          { print "probe_error=" $0 }
@@ -34,7 +37,7 @@ if [ "$chunk" = - ]; then
   # out) and to fd 7, a pipe into ffprobe; the encoder's status on fd 6.
   exec 5>&1
   facts=$( { { { "$@" 5>&- 6>&- 7>&-; st=$?; spent; echo "encoder_status=$st" >&6; } |
-    tee /dev/fd/7 >&5; } 7>&1 | probe pipe:0 5>&- 6>&-; } 6>&1 )
+    tee /dev/fd/7 >&5; } 7>&1 | probe pipe:0 drain 5>&- 6>&-; } 6>&1 )
   exec 5>&-
   s=${facts##*encoder_status=}
   s=${s%%[!0-9]*}
