@@ -96,7 +96,7 @@ async fn encode_on(job: &JobDir, s: &SideJob, node: &Node) -> Result<(), OffNode
     let mut cmd = node.command_for(&node.under_shell(argv), &label(job));
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
     let result = match finish(cmd).await {
-        true => take_copy(job, &part, s.source_bytes).map_err(|_| OffNode),
+        true => take_copy(job, &part, &s.ext, s.source_bytes).map_err(|_| OffNode),
         false => Err(OffNode),
     };
     job.discard(&part);
@@ -157,12 +157,11 @@ fn side_cap(source_bytes: u64) -> u64 {
 /// Copy the node's side file into the private directory as `side.EXT`:
 /// opened without following links, a regular file, at most twice the
 /// source's size plus 64 MiB.
-fn take_copy(job: &JobDir, part: &str, source_bytes: u64) -> Result<()> {
+fn take_copy(job: &JobDir, part: &str, ext: &str, source_bytes: u64) -> Result<()> {
     let mut from = job.open_part(part)?;
     let size = from.metadata()?.len();
     let cap = side_cap(source_bytes);
     anyhow::ensure!(size <= cap, "the node's side file is {size} bytes, more than {cap}");
-    let ext = part.rsplit('.').next().unwrap_or_default();
     let (mut file, temp) = job.create_temp(&format!("side.part.{ext}"))?;
     let copied = std::io::copy(&mut std::io::Read::take(&mut from, cap), &mut file)
         .and_then(|_| file.sync_all())

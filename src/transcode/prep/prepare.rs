@@ -269,34 +269,41 @@ async fn probe_and_preflight(
 ) -> Result<(Probe, Option<(EncodeSpec, Option<String>)>), PrepareError> {
     let probed =
         |r: Result<Probe, probe::ProbeError>| r.map_err(|e| refused(anyhow!("{}: {e}", n.input.display())));
-    if new && !preflights.is_empty() {
-        let probe = probed(probe::probe_with(n.input, streams).await)?;
-        encoders::check_target(&user.codec, frame_rate(&probe)).map_err(refused)?;
-        let key = alike::key(&probe, vfr_time_base(&probe), n.format, n.io);
-        if let Some(p) = preflights.get(&key) {
+    let (probe, plain) = if new && !preflights.is_empty() {
+        (probed(probe::probe_with(n.input, streams).await)?, None)
+    } else {
+        let plain = async {
+            match new {
+                true => Some(plain_run(user, n).await),
+                false => None,
+            }
+        };
+        let (probe, plain) = tokio::join!(probe::probe_with(n.input, streams), plain);
+        (probed(probe)?, plain)
+    };
+    encoders::check_target(&user.codec, frame_rate(&probe)).map_err(refused)?;
+    if !new {
+        return Ok((probe, None));
+    }
+    let key = alike::key(&probe, vfr_time_base(&probe), n.format, n.io);
+    let done = match preflights.get(&key) {
+        Some(p) => {
             if let Some(r) = &p.reference {
                 n.job.save_reference(r).map_err(PrepareError::Failed)?;
             }
-            return Ok((probe, Some((p.spec, p.encoder))));
+            p
         }
-        let plain = plain_run(user, n).await?;
-        let checked = preflight(user, &probe, n, plain, preflights).await?;
-        return Ok((probe, Some(checked)));
-    }
-    let plain = async {
-        match new {
-            true => Some(plain_run(user, n).await),
-            false => None,
+        None => {
+            let plain = match plain {
+                Some(plain) => plain?,
+                None => plain_run(user, n).await?,
+            };
+            let p = preflight(user, &probe, n, plain).await?;
+            preflights.put(key, p.clone());
+            p
         }
     };
-    let (probe, plain) = tokio::join!(probe::probe_with(n.input, streams), plain);
-    let probe = probed(probe)?;
-    encoders::check_target(&user.codec, frame_rate(&probe)).map_err(refused)?;
-    let checked = match plain {
-        Some(plain) => Some(preflight(user, &probe, n, plain?, preflights).await?),
-        None => None,
-    };
-    Ok((probe, checked))
+    Ok((probe, Some((done.spec, done.encoder))))
 }
 
 /// The source's time base when its frame rate is variable (the chunks
@@ -345,17 +352,15 @@ async fn plain_run(user: &UserArgs, n: &Named<'_>) -> Result<(Vec<String>, Chunk
 
 /// Fix the job's encode spec (the plain run's decisions included) and its
 /// reference codec parameters: the first frame of the first chunk, encoded
-/// as the nodes will, is what every chunk is compared with. Returns the
-/// spec and the encoder's name.
+/// as the nodes will, is what every chunk is compared with (saved in the
+/// job directory). Returns them with the spec and the encoder's name.
 async fn preflight(
     user: &UserArgs,
     probe: &Probe,
     n: &Named<'_>,
     (codec_args, plain): (Vec<String>, ChunkFacts),
-    preflights: &Preflights,
-) -> Result<(EncodeSpec, Option<String>), PrepareError> {
+) -> Result<Preflighted, PrepareError> {
     let vfr_time_base = vfr_time_base(probe);
-    let key = alike::key(probe, vfr_time_base, n.format, n.io);
     let mut decided = plain.params.clone();
     if vfr_time_base.is_some_and(|src| !ffmpeg::holds_every_tick(&decided.time_base, src)) {
         // The chunks keep the source's irregular timestamps, which the plain
@@ -374,9 +379,7 @@ async fn preflight(
         // This machine's ffmpeg alone: the plain run has checked the
         // options, and the first verified chunk becomes the reference.
         let encoder = plain.encoder.or_else(|| ffmpeg::encoder_arg(&spec.codec_args));
-        let done = Preflighted { spec: spec.clone(), encoder: encoder.clone(), reference: None };
-        preflights.put(key, done);
-        return Ok((spec, encoder));
+        return Ok(Preflighted { spec, encoder, reference: None });
     }
     // The first chunk of any plan starts at the first keyframe: a short one
     // serves (the cluster's size, which the real plan needs, may not be
@@ -393,13 +396,7 @@ async fn preflight(
     let reference = preflight::reference(&ctx).await.map_err(options_refused)?;
     spec.in_band_headers = ffmpeg::headers_can_go_in_band(&reference.params.codec);
     n.job.save_reference(&reference.params).map_err(PrepareError::Failed)?;
-    let done = Preflighted {
-        spec: spec.clone(),
-        encoder: reference.encoder.clone(),
-        reference: Some(reference.params),
-    };
-    preflights.put(key, done);
-    Ok((spec, reference.encoder))
+    Ok(Preflighted { spec, encoder: reference.encoder, reference: Some(reference.params) })
 }
 
 /// The input's frame rate: one over its median frame duration (0 when it

@@ -7,7 +7,9 @@
 //! wakes it only for the watchdog.
 //!
 //! Verification runs on the controller in its own task while the node's
-//! slot goes on with its next chunk. Jobs and nodes are known by the ids
+//! slot goes on with its next chunk: the node's record of its part (see
+//! `encode.sh`) compared with the plan, or — no record, or one that does
+//! not pass — this machine's own ffprobe of the part. Jobs and nodes are known by the ids
 //! the batch and the cluster gave them; the broker keeps the nodes'
 //! `Worker`s (their stats) and hands them back when it is over.
 
